@@ -1,0 +1,190 @@
+/**
+ * Typed wrapper around the zcswitch_native addon (bindings/src/*.cc).
+ *
+ * Thin syscall layer only: memfd/mmap for shareable guest memory, eventfd
+ * notifiers, a libuv fd watcher, and AF_UNIX sockets with SCM_RIGHTS. All
+ * fds it creates or receives are CLOEXEC. Linux only.
+ *
+ * Errors from syscalls are `Error`s with message `<function>: <strerror>`,
+ * `.code` (errno name, e.g. 'ENOENT'), `.errno` (number) and `.syscall`.
+ * Bad arguments throw TypeError / RangeError.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+
+/** Error thrown by the native layer for a failed syscall. */
+export interface NativeError extends Error {
+  code: string;
+  errno?: number;
+  syscall?: string;
+  /** Only for code 'ECTRUNC' from unixRecvMsg: data bytes that were consumed. */
+  bytesRead?: number;
+}
+
+/** Instance side of FdWatcher. */
+export interface FdWatcher {
+  /** Arm the watcher (idempotent). A started watcher keeps the loop alive unless unref()'d. */
+  start(): void;
+  /** Disarm; onReadable will not be called again until start(). Idempotent. */
+  stop(): void;
+  /** Stop and release the libuv handle. Idempotent; start() afterwards throws. */
+  close(): void;
+  /** Let the event loop exit even while this watcher is started. */
+  unref(): void;
+  /** Undo unref(). */
+  ref(): void;
+}
+
+export interface FdWatcherConstructor {
+  /**
+   * Watch `fd` for readability on the calling thread's event loop (works in
+   * worker_threads). Created stopped: call start(). onReadable also fires on
+   * POLLHUP/POLLERR so the reader sees EOF/the error; after POLLERR the
+   * watcher stops itself (libuv behaviour) until start() is called again.
+   * Note: libuv puts `fd` into O_NONBLOCK mode, and only one watcher per fd
+   * per thread may exist (EEXIST otherwise). Close the watcher before the fd.
+   */
+  new (fd: number, onReadable: () => void): FdWatcher;
+  readonly prototype: FdWatcher;
+}
+
+interface NativeBinding {
+  memfdCreate(name: string, size: number): number;
+  mmapShared(fd: number, size: number, offset?: number): ArrayBuffer;
+  munmap(buf: ArrayBuffer): void;
+  fdSize(fd: number): number;
+  closeFd(fd: number): void;
+  dupFd(fd: number): number;
+  eventfdCreate(): number;
+  eventfdSignal(fd: number): void;
+  eventfdDrain(fd: number): number;
+  pollReadable(fds: Int32Array, timeoutMs: number, readyOut?: Uint8Array): number;
+  FdWatcher: FdWatcherConstructor;
+  unixListen(path: string, backlog?: number): number;
+  unixAccept(listenFd: number): number;
+  unixConnect(path: string): number;
+  unixSendMsg(fd: number, data: Uint8Array, fds?: number[]): number;
+  unixRecvMsg(fd: number, buf: Uint8Array, fdsOut: number[], maxBytes?: number): number;
+  setNonBlocking(fd: number, on: boolean): void;
+  socketPair(): [number, number];
+}
+
+const ADDON = 'zcswitch_native.node';
+
+/**
+ * Compiled, this file is dist/bindings/index.js, while node-gyp builds into
+ * <repo>/bindings/build/. Also cover running straight from bindings/ (ts
+ * loaders) and a Debug build. ZCSWITCH_NATIVE overrides everything.
+ */
+function candidatePaths(): string[] {
+  const roots = [
+    path.join(__dirname, '..', '..', 'bindings'), // dist/bindings -> bindings
+    __dirname, // bindings/index.ts run directly
+  ];
+  const out: string[] = [];
+  if (process.env.ZCSWITCH_NATIVE) out.push(path.resolve(process.env.ZCSWITCH_NATIVE));
+  for (const root of roots) {
+    out.push(path.join(root, 'build', 'Release', ADDON));
+    out.push(path.join(root, 'build', 'Debug', ADDON));
+  }
+  return out;
+}
+
+function loadNative(): NativeBinding {
+  const tried = candidatePaths();
+  for (const p of tried) {
+    if (fs.existsSync(p)) {
+      return require(p) as NativeBinding;
+    }
+  }
+  throw new Error(
+    `zcswitch_native addon not found (run \`npm run install\` to build it); tried:\n  ${tried.join('\n  ')}`,
+  );
+}
+
+const native: NativeBinding = loadNative();
+
+// Functions are re-exported as-is (no JS wrapper frame on hot paths).
+
+/** memfd_create(name, MFD_CLOEXEC) + ftruncate(size). Returns the fd. */
+export const memfdCreate: (name: string, size: number) => number = native.memfdCreate;
+
+/**
+ * mmap(MAP_SHARED, PROT_READ|PROT_WRITE) of `size` bytes at page-aligned
+ * `offset` (default 0). The ArrayBuffer's GC finalizer unmaps it, unless
+ * munmap() did already. size 0 / unaligned offset -> RangeError.
+ */
+export const mmapShared: (fd: number, size: number, offset?: number) => ArrayBuffer = native.mmapShared;
+
+/**
+ * Unmap now and detach `buf` (byteLength becomes 0, views become empty).
+ * Throws (code 'EINVAL') for a buffer that is not a live mmapShared mapping,
+ * including a second munmap of the same buffer.
+ */
+export const munmap: (buf: ArrayBuffer) => void = native.munmap;
+
+/** fstat(fd).st_size */
+export const fdSize: (fd: number) => number = native.fdSize;
+
+/** close(fd). EBADF (e.g. fd -1) throws. */
+export const closeFd: (fd: number) => void = native.closeFd;
+
+/** fcntl(F_DUPFD_CLOEXEC): new fd for the same open file. */
+export const dupFd: (fd: number) => number = native.dupFd;
+
+/** eventfd(0, EFD_NONBLOCK|EFD_CLOEXEC) */
+export const eventfdCreate: () => number = native.eventfdCreate;
+
+/** Add 1 to the eventfd counter (EAGAIN, i.e. saturated, is ignored). */
+export const eventfdSignal: (fd: number) => void = native.eventfdSignal;
+
+/** Read and reset the counter; 0 if it was 0 (EAGAIN). */
+export const eventfdDrain: (fd: number) => number = native.eventfdDrain;
+
+/**
+ * Blocking poll(2) for POLLIN on every fd (negative entries ignored).
+ * Returns the number of ready fds (POLLHUP/POLLERR/POLLNVAL count as ready),
+ * 0 on timeout or EINTR. timeoutMs -1 = forever. If readyOut is given
+ * (length >= fds.length), readyOut[i] is set to 1 for ready fds, 0 otherwise.
+ * Blocks the calling thread: for worker threads.
+ */
+export const pollReadable: (fds: Int32Array, timeoutMs: number, readyOut?: Uint8Array) => number =
+  native.pollReadable;
+
+/** libuv uv_poll_t readable watcher; see FdWatcherConstructor. */
+export const FdWatcher: FdWatcherConstructor = native.FdWatcher;
+
+/**
+ * socket(AF_UNIX, SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC) + bind + listen
+ * (backlog default 128). Does not unlink an existing path (EADDRINUSE).
+ * Paths longer than sun_path allows (107 bytes) throw RangeError.
+ */
+export const unixListen: (path: string, backlog?: number) => number = native.unixListen;
+
+/** accept4(NONBLOCK|CLOEXEC). Returns -1 if nothing to accept (EAGAIN/ECONNABORTED). */
+export const unixAccept: (listenFd: number) => number = native.unixAccept;
+
+/** Blocking connect, then O_NONBLOCK. CLOEXEC. */
+export const unixConnect: (path: string) => number = native.unixConnect;
+
+/**
+ * sendmsg(MSG_NOSIGNAL), with one SCM_RIGHTS message carrying `fds` (max 16;
+ * data must then be non-empty). Returns bytes written (may be short) or -1 on
+ * EAGAIN. EPIPE/ECONNRESET etc. throw.
+ */
+export const unixSendMsg: (fd: number, data: Uint8Array, fds?: number[]) => number = native.unixSendMsg;
+
+/**
+ * recvmsg(MSG_CMSG_CLOEXEC) into buf[0, maxBytes) (default buf.byteLength).
+ * Every received fd is pushed onto fdsOut (caller owns them). Returns bytes,
+ * 0 on EOF, -1 on EAGAIN. On MSG_CTRUNC the fds that did arrive are pushed
+ * and an Error with code 'ECTRUNC' (and .bytesRead) is thrown.
+ */
+export const unixRecvMsg: (fd: number, buf: Uint8Array, fdsOut: number[], maxBytes?: number) => number =
+  native.unixRecvMsg;
+
+/** Set or clear O_NONBLOCK. */
+export const setNonBlocking: (fd: number, on: boolean) => void = native.setNonBlocking;
+
+/** socketpair(AF_UNIX, SOCK_STREAM), both ends NONBLOCK|CLOEXEC. */
+export const socketPair: () => [number, number] = native.socketPair;

@@ -1,0 +1,50 @@
+// Generic fd operations used by every other part (close, dup, O_NONBLOCK).
+#include <napi.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "errors.h"
+
+namespace zc {
+namespace {
+
+Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0, "closeFd");
+  // On Linux the fd is released even when close() reports EINTR, so
+  // retrying could close an unrelated, newly reused fd: treat it as done.
+  if (::close(fd) < 0 && errno != EINTR) ThrowErrno(env, "closeFd", "close");
+  return env.Undefined();
+}
+
+Napi::Value DupFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0, "dupFd");
+  int nfd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (nfd < 0) ThrowErrno(env, "dupFd", "fcntl");
+  return Napi::Number::New(env, nfd);
+}
+
+Napi::Value SetNonBlocking(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0, "setNonBlocking");
+  bool on = BoolArg(info, 1, "setNonBlocking", "on");
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0) ThrowErrno(env, "setNonBlocking", "fcntl");
+  int next = on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
+  if (next != flags && ::fcntl(fd, F_SETFL, next) < 0)
+    ThrowErrno(env, "setNonBlocking", "fcntl");
+  return env.Undefined();
+}
+
+}  // namespace
+
+void InitFd(Napi::Env env, Napi::Object exports) {
+  exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
+  exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
+  exports.Set("setNonBlocking", Napi::Function::New(env, SetNonBlocking, "setNonBlocking"));
+}
+
+}  // namespace zc

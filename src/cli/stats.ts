@@ -1,0 +1,38 @@
+/**
+ * `zcswitch stats`: ask a running switch for its per-port counters and print
+ * a table (or the raw JSON with --json).
+ */
+import { controlRequest } from '../switch/control';
+import type { SwitchStats } from '../switch/switch';
+
+export async function statsCommand(o: { control: string; json: boolean }): Promise<void> {
+  let s: SwitchStats;
+  try {
+    s = (await controlRequest(o.control, { cmd: 'stats' })) as SwitchStats;
+  } catch (e) {
+    process.stderr.write(`zcswitch stats: ${(e as Error).message}\n`);
+    process.exit(1);
+  }
+  if (o.json) {
+    process.stdout.write(JSON.stringify(s, null, 2) + '\n');
+    return;
+  }
+  process.stdout.write(renderStats(s));
+}
+
+export function renderStats(s: SwitchStats): string {
+  const head = ['port', 'attached', 'zc', 'owned', 'rx pkts', 'tx pkts', 'zero-copy', 'copied B', 'gifts in/out', 'returned', 'drops'];
+  const rows = s.ports.map((p) => {
+    const c = p.counters as Record<string, number> & { drops: Record<string, number> };
+    const drops = Object.entries(c.drops).map(([k, v]) => `${k}=${v}`).join(',') || '0';
+    return [p.name, p.attached ? 'yes' : 'no', p.zeroCopy ? 'yes' : 'no', String(p.buffersOwned), String(c.rxPackets),
+      String(c.txPackets), String(c.zeroCopy), String(c.copiedBytes), `${c.giftsIn}/${c.giftsOut}`, String(c.returned), drops];
+  });
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) => r.map((v, i) => v.padEnd(widths[i])).join('  ').trimEnd() + '\n';
+  const sb = s.sharedBuffers;
+  let out = `${s.mode} mode, up ${s.uptimeSec.toFixed(0)} s, shared buffers ${sb.bufCount} x ${sb.bufSize} B, pool ${sb.pool}, ` +
+    `ledger ${s.ledger.ok ? 'balanced' : 'UNBALANCED: ' + s.ledger.problems.join('; ')}\n`;
+  out += line(head) + rows.map(line).join('');
+  return out;
+}

@@ -1,0 +1,268 @@
+/**
+ * Cross-field checks and derived defaults.
+ *
+ * These run on the raw (parsed JSON) input rather than on zod's output so that
+ * they still run when some unrelated field is broken: every issue in the file
+ * is reported at once. Each check only uses fields that passed their own
+ * per-field checks; a check whose inputs already failed is skipped.
+ */
+import type { ZodType, ZodTypeDef } from 'zod';
+import {
+  type ConfigFile,
+  type PortConfig,
+  type SwitchConfig,
+  DEFAULTS,
+  LIMITS,
+  baseSchema,
+  bufCountSchema,
+  bufSizeSchema,
+  controlSocketSchema,
+  giftSchema,
+  hex,
+  pairSchema,
+  partitionSchema,
+  portNameSchema,
+  socketDirSchema,
+} from './schema';
+
+export type PathSegment = string | number;
+
+export interface RawIssue {
+  path: PathSegment[];
+  message: string;
+  /** Unknown-field issues do not make the object's known fields unusable. */
+  unknownField?: boolean;
+}
+
+const UNUSABLE: unique symbol = Symbol('unusable');
+
+/** Value at `path` in raw JSON; undefined if absent; UNUSABLE if a parent has the wrong type. */
+function valueAt(raw: unknown, path: readonly PathSegment[]): unknown {
+  let cur: unknown = raw;
+  for (const seg of path) {
+    if (cur === undefined) return undefined;
+    if (typeof seg === 'number') {
+      if (!Array.isArray(cur)) return UNUSABLE;
+      cur = cur[seg];
+    } else {
+      if (cur === null || typeof cur !== 'object' || Array.isArray(cur)) return UNUSABLE;
+      cur = Object.prototype.hasOwnProperty.call(cur, seg) ? (cur as Record<string, unknown>)[seg] : undefined;
+    }
+  }
+  return cur;
+}
+
+function startsWith(path: readonly PathSegment[], prefix: readonly PathSegment[]): boolean {
+  return prefix.length <= path.length && prefix.every((seg, i) => path[i] === seg);
+}
+
+/** Socket path under a directory, tolerant of a trailing slash. */
+export function socketPathIn(dir: string, file: string): string {
+  return dir.endsWith('/') ? `${dir}${file}` : `${dir}/${file}`;
+}
+
+/** Drop trailing slashes ("/tmp/zcswitch/" -> "/tmp/zcswitch"), keeping "/" itself. */
+export function normalizeDir(dir: string): string {
+  const trimmed = dir.replace(/\/+$/, '');
+  return trimmed === '' ? '/' : trimmed;
+}
+
+/**
+ * Run the cross-field checks. `known` are the issues found so far (per-field);
+ * returns new issues only.
+ */
+export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[] {
+  const out: RawIssue[] = [];
+  const add = (path: PathSegment[], message: string): void => {
+    out.push({ path, message });
+  };
+  const failed = (path: readonly PathSegment[]): boolean =>
+    known.some((i) => !i.unknownField && startsWith(i.path, path));
+
+  /** The field's value after its own schema (defaults applied), or undefined if it failed. */
+  function pick<T>(path: PathSegment[], schema: ZodType<T, ZodTypeDef, unknown>): T | undefined {
+    if (failed(path)) return undefined;
+    const v = valueAt(raw, path);
+    if (v === UNUSABLE) return undefined;
+    const r = schema.safeParse(v);
+    return r.success ? r.data : undefined;
+  }
+
+  // --- shared buffer region ------------------------------------------------
+  const bufCount = pick(['sharedBuffers', 'bufCount'], bufCountSchema);
+  const bufSize = pick(['sharedBuffers', 'bufSize'], bufSizeSchema);
+  const base = pick(['sharedBuffers', 'base'], baseSchema);
+  if (bufCount !== undefined && bufSize !== undefined) {
+    const bytes = bufCount * bufSize;
+    if (bytes > LIMITS.maxRegionBytes) {
+      add(
+        ['sharedBuffers'],
+        `bufCount*bufSize (${bufCount}*${bufSize} = ${bytes} bytes) exceeds the 16 GiB limit on the shared region`,
+      );
+    } else if (base !== undefined) {
+      const end = base + BigInt(bytes);
+      if (end >= LIMITS.addressLimit) {
+        add(
+          ['sharedBuffers', 'base'],
+          `the region ends at ${hex(end)} (base + bufCount*bufSize), which must be below 2^48 (${hex(LIMITS.addressLimit)}); lower the base`,
+        );
+      }
+    }
+  }
+
+  // --- ports -----------------------------------------------------------------
+  const rawPorts = valueAt(raw, ['ports']);
+  const ports: unknown[] = Array.isArray(rawPorts) ? rawPorts : [];
+  const names: (string | undefined)[] = ports.map((_, i) => pick(['ports', i, 'name'], portNameSchema));
+  const label = (i: number): string => {
+    const n = names[i];
+    return n === undefined ? `ports[${i}]` : `ports[${i}] ("${n}")`;
+  };
+
+  const firstIndex = new Map<string, number>();
+  names.forEach((name, i) => {
+    if (name === undefined) return;
+    const prev = firstIndex.get(name);
+    if (prev !== undefined) add(['ports', i, 'name'], `duplicate port name "${name}" (also ports[${prev}])`);
+    else firstIndex.set(name, i);
+  });
+
+  // Partitions: all or none.
+  const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const gives = ports.map((p) => isObj(p) && p.partition !== undefined);
+  const firstGiving = gives.indexOf(true);
+  const firstMissing = ports.findIndex((p, i) => isObj(p) && !gives[i]);
+  if (firstGiving >= 0 && firstMissing >= 0) {
+    const who = names[firstMissing] === undefined ? 'this port' : `port "${names[firstMissing]}"`;
+    add(
+      ['ports', firstMissing, 'partition'],
+      `${who} has no partition, but ${label(firstGiving)} has one; either every port gives a partition or none does`,
+    );
+  }
+
+  if (firstGiving >= 0) {
+    // Explicit partitions: bounds and overlaps.
+    const parts = ports.map((_, i) => (gives[i] ? pick(['ports', i, 'partition'], partitionSchema) : undefined));
+    parts.forEach((p, i) => {
+      if (p === undefined) return;
+      const end = p.start + p.count;
+      if (bufCount !== undefined && end > bufCount) {
+        add(['ports', i, 'partition'], `start+count (${end}) exceeds sharedBuffers.bufCount (${bufCount})`);
+      }
+      if (p.count === 0) return;
+      for (let j = 0; j < i; j++) {
+        const q = parts[j];
+        if (q === undefined || q.count === 0) continue;
+        const lo = Math.max(p.start, q.start);
+        const hi = Math.min(end, q.start + q.count);
+        if (lo < hi) {
+          const who = names[i] === undefined ? 'this port' : `port "${names[i]}"`;
+          const range = hi - lo === 1 ? `buffer ${lo} is` : `buffers ${lo}..${hi - 1} are`;
+          add(['ports', i, 'partition'], `${who} overlaps ${label(j)}: ${range} in both partitions`);
+        }
+      }
+    });
+  } else if (firstMissing >= 0 && bufCount !== undefined && ports.length <= LIMITS.maxPorts) {
+    // Default equal shares: every port must get at least one buffer.
+    if (Math.floor(bufCount / ports.length) === 0) {
+      add(
+        ['sharedBuffers', 'bufCount'],
+        `${bufCount} buffer(s) cannot be shared among ${ports.length} ports (each port would get 0); raise bufCount or give explicit partitions`,
+      );
+    }
+  }
+
+  // --- pairs -----------------------------------------------------------------
+  const rawPairs = valueAt(raw, ['pairs']);
+  if (Array.isArray(rawPairs)) {
+    // Existence is only judged when every port name is known and valid.
+    const allNamesKnown = Array.isArray(rawPorts) && names.every((n) => n !== undefined);
+    const known = new Set(names.filter((n): n is string => n !== undefined));
+    const pairedIn = new Map<string, number>();
+    rawPairs.forEach((_, k) => {
+      const pair = pick(['pairs', k], pairSchema);
+      if (pair === undefined) return;
+      if (pair[0] === pair[1]) {
+        add(['pairs', k], `pairs port "${pair[0]}" with itself; a pair needs two different ports`);
+        return;
+      }
+      pair.forEach((name, m) => {
+        if (allNamesKnown && !known.has(name)) {
+          add(['pairs', k, m], `no port named "${name}" (ports are ${[...known].map((n) => `"${n}"`).join(', ')})`);
+          return;
+        }
+        const prev = pairedIn.get(name);
+        if (prev !== undefined) {
+          add(['pairs', k, m], `port "${name}" is already in pairs[${prev}]; a port can be in at most one pair`);
+        } else {
+          pairedIn.set(name, k);
+        }
+      });
+    });
+  }
+
+  // --- gift watermarks ---------------------------------------------------------
+  const gift = pick(['gift'], giftSchema.default({}));
+  if (gift !== undefined && gift.lowWater > gift.highWater) {
+    add(['gift', 'lowWater'], `must not exceed gift.highWater (${gift.highWater}), got ${gift.lowWater}`);
+  }
+
+  // --- socket paths --------------------------------------------------------------
+  const socketDir = pick(['socketDir'], socketDirSchema);
+  if (socketDir !== undefined) {
+    const dir = normalizeDir(socketDir);
+    const portSockets = new Map<string, number>();
+    names.forEach((name, i) => {
+      if (name === undefined) return;
+      const p = socketPathIn(dir, `${name}.sock`);
+      portSockets.set(p, i);
+      const bytes = Buffer.byteLength(p);
+      if (bytes > LIMITS.maxSocketPathBytes) {
+        add(
+          ['ports', i, 'name'],
+          `socket path "${p}" is ${bytes} bytes; unix socket paths are limited to ${LIMITS.maxSocketPathBytes} (shorten socketDir or the name)`,
+        );
+      }
+    });
+    if (!failed(['controlSocket'])) {
+      const explicit = pick(['controlSocket'], controlSocketSchema);
+      const ctl = explicit ?? socketPathIn(dir, DEFAULTS.controlSocketName);
+      const bytes = Buffer.byteLength(ctl);
+      if (bytes > LIMITS.maxSocketPathBytes) {
+        add(
+          explicit === undefined ? ['socketDir'] : ['controlSocket'],
+          `control socket path "${ctl}" is ${bytes} bytes; unix socket paths are limited to ${LIMITS.maxSocketPathBytes}`,
+        );
+      }
+      const clash = portSockets.get(ctl);
+      if (explicit !== undefined && clash !== undefined) {
+        add(['controlSocket'], `is the same path as the socket of ${label(clash)}`);
+      }
+    }
+  }
+
+  return out;
+}
+
+/** Apply derived defaults to a fully valid config file. */
+export function resolveConfig(file: ConfigFile): SwitchConfig {
+  const socketDir = normalizeDir(file.socketDir);
+  const { bufCount } = file.sharedBuffers;
+  const share = Math.floor(bufCount / file.ports.length);
+  const ports: PortConfig[] = file.ports.map((p, i) => ({
+    name: p.name,
+    partition: p.partition ? { start: p.partition.start, count: p.partition.count } : { start: i * share, count: share },
+  }));
+  return {
+    socketDir,
+    controlSocket: file.controlSocket ?? socketPathIn(socketDir, DEFAULTS.controlSocketName),
+    mode: file.mode,
+    sharedBuffers: { bufCount, bufSize: file.sharedBuffers.bufSize, base: file.sharedBuffers.base },
+    ports,
+    pairs: file.pairs.map(([a, b]): [string, string] => [a, b]),
+    forwarding: { ...file.forwarding },
+    gift: { ...file.gift },
+    log: { ...file.log },
+    stats: { ...file.stats },
+  };
+}

@@ -1,0 +1,304 @@
+/**
+ * The switch's JSON configuration: zod schema for the file format, the
+ * resolved TypeScript type (after defaults), and the limits/defaults the
+ * schema enforces.
+ *
+ * The zod schema here checks every field on its own (type, range, format) and
+ * fills per-field defaults. Checks that relate several fields (partitions vs.
+ * bufCount, pairs vs. ports, lowWater vs. highWater, ...) and the derived
+ * defaults (controlSocket, partitions) live in ./checks.ts; ./load.ts ties
+ * both together. Every object is .strict(): unknown fields are errors.
+ */
+import { z } from 'zod';
+
+// ---------------------------------------------------------------------------
+// Resolved configuration (what the rest of the switch codes against)
+// ---------------------------------------------------------------------------
+
+export const POLL_MODES = ['busy-poll', 'spin-then-sleep', 'eventfd'] as const;
+export type PollMode = (typeof POLL_MODES)[number];
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export const MODES = ['pair'] as const;
+export type SwitchMode = (typeof MODES)[number];
+
+export interface PortConfig {
+  name: string;
+  partition: { start: number; count: number };
+}
+
+export interface SwitchConfig {
+  /** Ports listen on `${socketDir}/${name}.sock`. */
+  socketDir: string;
+  /** Default `${socketDir}/zcswitch.ctl`. */
+  controlSocket: string;
+  mode: 'pair';
+  sharedBuffers: {
+    bufCount: number;
+    bufSize: number;
+    /** Guest physical address at which every VM sees the shared region. */
+    base: bigint;
+  };
+  ports: PortConfig[];
+  pairs: [string, string][];
+  forwarding: { burst: number; pollMode: PollMode; spinUs: number };
+  gift: { highWater: number; lowWater: number };
+  log: { level: LogLevel };
+  stats: { intervalMs: number };
+}
+
+// ---------------------------------------------------------------------------
+// Defaults and limits
+// ---------------------------------------------------------------------------
+
+export const DEFAULTS = {
+  socketDir: '/tmp/zcswitch',
+  controlSocketName: 'zcswitch.ctl',
+  mode: 'pair',
+  bufCount: 1024,
+  bufSize: 2048,
+  base: 0x40_0000_0000n,
+  burst: 64,
+  pollMode: 'spin-then-sleep',
+  spinUs: 50,
+  highWater: 1.25,
+  lowWater: 1.0,
+  logLevel: 'info',
+  statsIntervalMs: 0,
+} as const;
+
+export const LIMITS = {
+  /** virtio's maximum queue size; every VM's rx ring must hold all buffers. */
+  maxBufCount: 32768,
+  minBufSize: 128,
+  maxBufSize: 262144,
+  /** Cache line. */
+  bufSizeAlign: 64,
+  /** Page size. */
+  baseAlign: 4096n,
+  /** Guest addresses must stay below 2^48. */
+  addressLimit: 1n << 48n,
+  /** Largest shared region, bytes (16 GiB). */
+  maxRegionBytes: 16 * 1024 ** 3,
+  minPorts: 1,
+  maxPorts: 64,
+  maxPortNameLength: 63,
+  maxBurst: 1024,
+  maxSpinUs: 1_000_000,
+  maxWater: 64,
+  maxStatsIntervalMs: 3_600_000,
+  /** sockaddr_un.sun_path is 108 bytes including the terminating NUL. */
+  maxSocketPathBytes: 107,
+} as const;
+
+/** A port name becomes a socket file name. */
+export const PORT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+// ---------------------------------------------------------------------------
+// Message helpers
+// ---------------------------------------------------------------------------
+
+/** Short human description of a JSON value for "got ..." in messages. */
+export function describeValue(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return v.length === 0 ? 'an empty array' : 'an array';
+  if (typeof v === 'string') {
+    const s = JSON.stringify(v);
+    return s.length > 42 ? `${s.slice(0, 40)}..."` : s;
+  }
+  if (typeof v === 'bigint') return `0x${v.toString(16)}`;
+  if (typeof v === 'object') return 'an object';
+  return String(v);
+}
+
+export function hex(v: bigint): string {
+  return `0x${v.toString(16)}`;
+}
+
+function intProblem(v: unknown, min: number, max: number): string | undefined {
+  if (v === undefined) return 'is required';
+  if (typeof v !== 'number') return `must be an integer, got ${describeValue(v)}`;
+  if (!Number.isInteger(v)) return `must be a whole number, got ${describeValue(v)}`;
+  if (v < min) return `must be at least ${min}, got ${v}`;
+  if (v > max) return `must be at most ${max}, got ${v}`;
+  return undefined;
+}
+
+/** An integer in [min, max], with readable messages; `extra` adds checks. */
+function integer(min: number, max: number, extra?: (v: number) => string | undefined) {
+  return z.custom<number>().superRefine((v, ctx) => {
+    const problem = intProblem(v, min, max) ?? extra?.(v);
+    if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+  });
+}
+
+/** A finite number in (0, max]. */
+function positiveNumber(max: number) {
+  return z.custom<number>().superRefine((v, ctx) => {
+    let problem: string | undefined;
+    if (v === undefined) problem = 'is required';
+    else if (typeof v !== 'number' || !Number.isFinite(v)) problem = `must be a number, got ${describeValue(v)}`;
+    else if (v <= 0) problem = `must be greater than 0, got ${v}`;
+    else if (v > max) problem = `must be at most ${max}, got ${v}`;
+    if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+  });
+}
+
+export function portNameProblem(s: string): string | undefined {
+  if (PORT_NAME_RE.test(s)) return undefined;
+  if (s.length === 0) return 'must not be empty';
+  if (s.length > LIMITS.maxPortNameLength) {
+    return `must be at most ${LIMITS.maxPortNameLength} characters (it becomes a socket file name), got ${s.length}`;
+  }
+  if (!/^[A-Za-z0-9]/.test(s)) {
+    return `must start with a letter or digit (it becomes a socket file name), got ${describeValue(s)}`;
+  }
+  return `may contain only letters, digits, "_", "." and "-" (it becomes a socket file name), got ${describeValue(s)}`;
+}
+
+// ---------------------------------------------------------------------------
+// Field schemas (exported so cross-field checks can re-parse single fields)
+// ---------------------------------------------------------------------------
+
+const nonEmptyString = () => z.string().min(1);
+
+export const bufCountSchema = integer(1, LIMITS.maxBufCount).default(DEFAULTS.bufCount);
+
+export const bufSizeSchema = integer(LIMITS.minBufSize, LIMITS.maxBufSize, (v) =>
+  v % LIMITS.bufSizeAlign === 0
+    ? undefined
+    : `must be a multiple of ${LIMITS.bufSizeAlign} (cache line), got ${v}`,
+).default(DEFAULTS.bufSize);
+
+/**
+ * Guest address of the shared region: a hex string "0x..." or a non-negative
+ * integer (a bigint is accepted too when the config is built in code).
+ */
+export const baseSchema = z.any().transform((v: unknown, ctx): bigint => {
+  const fail = (message: string): never => {
+    ctx.addIssue({ code: 'custom', message });
+    return z.NEVER;
+  };
+  let b: bigint;
+  if (v === undefined) return DEFAULTS.base;
+  if (typeof v === 'string') {
+    if (!/^0[xX][0-9a-fA-F]+$/.test(v)) {
+      return fail(`must be a hex string like "0x4000000000" or a non-negative integer, got ${describeValue(v)}`);
+    }
+    b = BigInt(v);
+  } else if (typeof v === 'number') {
+    if (!Number.isInteger(v) || v < 0) return fail(`must be a non-negative integer or a hex string "0x...", got ${v}`);
+    if (!Number.isSafeInteger(v)) {
+      return fail(`${v} is too large to be exact as a JSON number; write it as a hex string "0x..."`);
+    }
+    b = BigInt(v);
+  } else if (typeof v === 'bigint') {
+    if (v < 0n) return fail(`must not be negative, got ${v}`);
+    b = v;
+  } else {
+    return fail(`must be a hex string like "0x4000000000" or a non-negative integer, got ${describeValue(v)}`);
+  }
+  if (b % LIMITS.baseAlign !== 0n) {
+    return fail(`must be a multiple of ${LIMITS.baseAlign} (page size), got ${hex(b)}`);
+  }
+  if (b >= LIMITS.addressLimit) {
+    return fail(`must be below 2^48 (${hex(LIMITS.addressLimit)}), got ${hex(b)}`);
+  }
+  return b;
+});
+
+export const sharedBuffersSchema = z
+  .object({
+    bufCount: bufCountSchema,
+    bufSize: bufSizeSchema,
+    base: baseSchema,
+  })
+  .strict();
+
+export const portNameSchema = z.string().superRefine((s, ctx) => {
+  const problem = portNameProblem(s);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+});
+
+export const partitionSchema = z
+  .object({
+    start: integer(0, LIMITS.maxBufCount),
+    count: integer(0, LIMITS.maxBufCount),
+  })
+  .strict();
+
+export const portSchema = z
+  .object({
+    name: portNameSchema,
+    partition: partitionSchema.optional(),
+  })
+  .strict();
+
+export const portsSchema = z.array(portSchema).min(LIMITS.minPorts).max(LIMITS.maxPorts);
+
+export const pairSchema = z
+  .array(z.string())
+  .superRefine((a, ctx) => {
+    if (a.length !== 2) {
+      ctx.addIssue({ code: 'custom', message: `must name exactly 2 ports, got ${a.length}` });
+    }
+  })
+  .transform((a): [string, string] => [a[0]!, a[1]!]);
+
+export const forwardingSchema = z
+  .object({
+    burst: integer(1, LIMITS.maxBurst).default(DEFAULTS.burst),
+    pollMode: z.enum(POLL_MODES).default(DEFAULTS.pollMode),
+    spinUs: integer(0, LIMITS.maxSpinUs).default(DEFAULTS.spinUs),
+  })
+  .strict();
+
+export const giftSchema = z
+  .object({
+    highWater: positiveNumber(LIMITS.maxWater).default(DEFAULTS.highWater),
+    lowWater: positiveNumber(LIMITS.maxWater).default(DEFAULTS.lowWater),
+  })
+  .strict();
+
+export const logSchema = z
+  .object({
+    level: z.enum(LOG_LEVELS).default(DEFAULTS.logLevel),
+  })
+  .strict();
+
+export const statsSchema = z
+  .object({
+    intervalMs: integer(0, LIMITS.maxStatsIntervalMs).default(DEFAULTS.statsIntervalMs),
+  })
+  .strict();
+
+export const socketDirSchema = nonEmptyString().default(DEFAULTS.socketDir);
+export const controlSocketSchema = nonEmptyString().optional();
+
+/**
+ * The config file as written (per-field checks and per-field defaults only).
+ * Its output still lacks derived defaults (controlSocket, partitions); see
+ * resolveConfig() in ./checks.ts.
+ */
+export const configFileSchema = z
+  .object({
+    socketDir: socketDirSchema,
+    controlSocket: controlSocketSchema,
+    mode: z.enum(MODES).default(DEFAULTS.mode),
+    sharedBuffers: sharedBuffersSchema.default({}),
+    ports: portsSchema,
+    pairs: z.array(pairSchema).default([]),
+    forwarding: forwardingSchema.default({}),
+    gift: giftSchema.default({}),
+    log: logSchema.default({}),
+    stats: statsSchema.default({}),
+  })
+  .strict();
+
+/** The JSON file's shape as a TS type (what you may write). */
+export type ConfigFileInput = z.input<typeof configFileSchema>;
+/** The file after per-field defaults, before derived defaults. */
+export type ConfigFile = z.output<typeof configFileSchema>;

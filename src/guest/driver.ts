@@ -1,0 +1,512 @@
+/**
+ * GuestDriver: a vhost-user front-end in TypeScript (like DPDK's
+ * virtio-user) with a netmap-style API over the Shared Buffers region
+ * (DESIGN §2–3):
+ *
+ *   alloc()            take a free shared buffer (owned by this VM)
+ *   frameOffset(b)     where to write the Ethernet frame in shared.mem
+ *   send(b, len)       post b on our own rx queue, then queue it on tx:
+ *                      ownership passes to the peer
+ *   flush()            publish both rings, kick if the switch asked, gift
+ *   receive(max)       reap completions into rxToken[]/rxLen[]
+ *   release(token)     give a received buffer back to the free pool
+ *
+ * Invariant kept by the driver: every shared buffer we do not own is posted
+ * on our rx queue (the peer may send it to us), every buffer we own is in
+ * the free pool, with the application, or in flight on tx. A VM whose free
+ * pool grows above the high-water mark gifts the surplus (GIFT_BUFFER).
+ * Classic traffic uses private copy-target and tx slots in GuestMemory.
+ */
+import { FdWatcher, closeFd, eventfdCreate, eventfdDrain, eventfdSignal, mmapShared, munmap } from '../../bindings';
+import type { Logger } from '../log';
+import { ProtocolError, decodeSharedBuffersInfo, decodeU64, memTable, u64, vringAddr, vringState } from '../vhost/codec';
+import { PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, Req } from '../vhost/protocol';
+import {
+  VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED,
+  VIRTIO_NET_HDR_SIZE, VIRTIO_RING_F_EVENT_IDX, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_MAX_SIZE, bit, hasBit,
+} from '../virtio/defs';
+import { DriverQueue } from '../virtio/driver-queue';
+import { netHdrFlags, writeNetHdr } from '../virtio/net-hdr';
+import { SplitRing } from '../virtio/ring';
+import { VhostUserFrontend } from './frontend';
+import { GuestMemory } from './guest-memory';
+
+const RXQ = 0;
+const TXQ = 1;
+/** txKind value for descriptors injected raw by tests. */
+const KIND_RAW = -0x40000000;
+
+export interface GuestDriverOptions {
+  socketPath: string;
+  /** Negotiate SHARED_BUFFERS when the back-end offers it (default true). */
+  zeroCopy?: boolean;
+  txQueueSize?: number;
+  /** Default: room for every shared buffer plus the copy targets. */
+  rxQueueSize?: number;
+  /** Private rx buffers posted for copied packets (default 64). */
+  copyTargets?: number;
+  /** Private tx buffers for sendCopy (default 64). */
+  privateTx?: number;
+  /** Size of a private slot (default: the region's bufSize, at least 2048). */
+  slotSize?: number;
+  /** Override the switch's gift watermarks (in buffers). */
+  giftHigh?: number;
+  giftLow?: number;
+  log?: Logger;
+  onClose?: (reason: string) => void;
+}
+
+export interface SharedRegion {
+  mem: Uint8Array;
+  base: number;
+  bufSize: number;
+  bufCount: number;
+  partitionStart: number;
+  partitionCount: number;
+}
+
+export class DriverCounters {
+  txPackets = 0;
+  txBytes = 0;
+  rxPackets = 0;
+  rxBytes = 0;
+  giftsSent = 0;
+  giftsReceived = 0;
+  returned = 0;
+  /** Completions the driver could not make sense of (rejected postings). */
+  rxErrors = 0;
+}
+
+export class GuestDriver {
+  readonly counters = new DriverCounters();
+  shared: SharedRegion | null = null;
+  readonly rxToken: Int32Array;
+  readonly rxLen: Uint32Array;
+  features = 0n;
+  giftHigh = Infinity;
+  giftLow = Infinity;
+
+  private fe!: VhostUserFrontend;
+  private gm!: GuestMemory;
+  private rxq!: DriverQueue;
+  private txq!: DriverQueue;
+  private rxKind!: Int32Array;
+  private txKind!: Int32Array;
+  private freePool!: Int32Array;
+  private freeTop = 0;
+  private privTxFree!: Int32Array;
+  private privTxTop = 0;
+  private copyTargets = 0;
+  private readonly kickFd: number[] = [];
+  private readonly callFd: number[] = [];
+  private readonly watchers: FdWatcher[] = [];
+  private regionBuffer: ArrayBuffer | null = null;
+  private rxDirty = false;
+  private txDirty = false;
+  private wakeCb: (() => void) | null = null;
+  private readonly rawChains = new Map<number, number[]>();
+  private closed = false;
+
+  private constructor(private readonly opts: GuestDriverOptions, maxBatch: number) {
+    this.rxToken = new Int32Array(maxBatch);
+    this.rxLen = new Uint32Array(maxBatch);
+  }
+
+  /** Connect, negotiate, map, set up both rings and post the initial rx buffers. */
+  static async attach(opts: GuestDriverOptions): Promise<GuestDriver> {
+    const d = new GuestDriver(opts, 1024);
+    try {
+      await d.setup();
+    } catch (e) {
+      d.close();
+      throw e;
+    }
+    return d;
+  }
+
+  private async setup(): Promise<void> {
+    const o = this.opts;
+    this.fe = VhostUserFrontend.connect(o.socketPath, (reason) => this.onDisconnect(reason));
+    const fe = this.fe;
+    const offered = decodeU64(await fe.call(Req.GET_FEATURES));
+    if (!hasBit(offered, VIRTIO_F_VERSION_1)) throw new Error('back-end does not offer VIRTIO_F_VERSION_1');
+    const want = bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_RING_F_EVENT_IDX);
+    this.features = offered & want;
+    const protocol = hasBit(offered, VHOST_USER_F_PROTOCOL_FEATURES);
+    if (protocol) {
+      const pf = decodeU64(await fe.call(Req.GET_PROTOCOL_FEATURES));
+      const wantP = bit(PROTOCOL_F_REPLY_ACK) | (o.zeroCopy === false ? 0n : bit(PROTOCOL_F_SHARED_BUFFERS));
+      const acked = pf & wantP;
+      await fe.send(Req.SET_PROTOCOL_FEATURES, u64(acked));
+      fe.ackedProtocol = acked;
+    }
+    await fe.send(Req.SET_OWNER);
+    if (hasBit(fe.ackedProtocol, PROTOCOL_F_SHARED_BUFFERS)) await this.mapSharedBuffers();
+    await fe.send(Req.SET_FEATURES, u64(this.features));
+
+    const sh = this.shared;
+    const bufCount = sh ? sh.bufCount : 0;
+    this.copyTargets = o.copyTargets ?? 64;
+    const privTx = o.privateTx ?? 64;
+    const rxNum = o.rxQueueSize ?? Math.min(VIRTQ_MAX_SIZE, nextPow2(bufCount + this.copyTargets));
+    const txNum = o.txQueueSize ?? 256;
+    if (rxNum < bufCount) throw new Error(`rx queue size ${rxNum} cannot hold the region's ${bufCount} buffers`);
+    this.copyTargets = Math.min(this.copyTargets, rxNum - bufCount);
+    const slotSize = o.slotSize ?? Math.max(2048, sh ? sh.bufSize : 0);
+    this.gm = new GuestMemory([rxNum, txNum], this.copyTargets + privTx, slotSize);
+    const eventIdx = hasBit(this.features, VIRTIO_RING_F_EVENT_IDX);
+    this.rxq = new DriverQueue(new SplitRing(rxNum, this.gm.ringParts(RXQ)), eventIdx);
+    this.txq = new DriverQueue(new SplitRing(txNum, this.gm.ringParts(TXQ)), eventIdx);
+    this.rxKind = new Int32Array(rxNum);
+    this.txKind = new Int32Array(txNum);
+    this.freePool = new Int32Array(Math.max(1, bufCount));
+    this.privTxFree = new Int32Array(privTx);
+    for (let k = privTx - 1; k >= 0; k--) this.privTxFree[this.privTxTop++] = this.copyTargets + k;
+
+    await fe.send(
+      Req.SET_MEM_TABLE,
+      memTable([{ guestPhysAddr: BigInt(this.gm.gpa(0)), memorySize: BigInt(this.gm.size), userspaceAddr: BigInt(this.gm.uaddr(0)), mmapOffset: 0n }]),
+      [this.gm.fd],
+    );
+
+    // Initial posting: shared buffers we do not own (the peer may send them),
+    // then the private copy targets.
+    if (sh) {
+      const end = sh.partitionStart + sh.partitionCount;
+      for (let b = 0; b < sh.bufCount; b++) {
+        if (b >= sh.partitionStart && b < end) this.freePool[this.freeTop++] = b;
+        else this.postShared(b);
+      }
+    }
+    for (let k = 0; k < this.copyTargets; k++) this.postCopyTarget(k);
+    this.rxq.publishAvail();
+
+    for (let i = 0; i < 2; i++) {
+      const r = this.gm.rings[i];
+      this.kickFd[i] = eventfdCreate();
+      this.callFd[i] = eventfdCreate();
+      await fe.send(Req.SET_VRING_NUM, vringState(i, r.num));
+      await fe.send(Req.SET_VRING_BASE, vringState(i, 0));
+      await fe.send(Req.SET_VRING_ADDR, vringAddr({
+        index: i, flags: 0, desc: BigInt(this.gm.uaddr(r.desc)), used: BigInt(this.gm.uaddr(r.used)),
+        avail: BigInt(this.gm.uaddr(r.avail)), log: 0n,
+      }));
+      await fe.send(Req.SET_VRING_CALL, u64(BigInt(i)), [this.callFd[i]]);
+      await fe.send(Req.SET_VRING_KICK, u64(BigInt(i)), [this.kickFd[i]]);
+      const fd = this.callFd[i];
+      const w = new FdWatcher(fd, () => {
+        eventfdDrain(fd);
+        const cb = this.wakeCb;
+        this.wakeCb = null;
+        cb?.();
+      });
+      this.watchers.push(w);
+    }
+    if (protocol) {
+      for (let i = 0; i < 2; i++) await fe.send(Req.SET_VRING_ENABLE, vringState(i, 1));
+    }
+    eventfdSignal(this.kickFd[RXQ]);
+    this.opts.log?.info({ socket: o.socketPath, zeroCopy: this.shared !== null, rxNum, txNum, owned: this.freeTop }, 'guest driver attached');
+  }
+
+  private async mapSharedBuffers(): Promise<void> {
+    const reply = await this.fe.call(Req.GET_SHARED_BUFFERS);
+    if (reply.fds.length !== 1) throw new ProtocolError(`GET_SHARED_BUFFERS reply carried ${reply.fds.length} fds, expected 1`);
+    const fd = reply.fds[0];
+    try {
+      const info = decodeSharedBuffersInfo(reply);
+      const size = Number(info.size);
+      if (size !== info.bufSize * info.bufCount || info.partitionStart + info.partitionCount > info.bufCount) {
+        throw new ProtocolError('GET_SHARED_BUFFERS reply has inconsistent geometry');
+      }
+      this.regionBuffer = mmapShared(fd, size);
+      this.shared = {
+        mem: new Uint8Array(this.regionBuffer), base: Number(info.base), bufSize: info.bufSize, bufCount: info.bufCount,
+        partitionStart: info.partitionStart, partitionCount: info.partitionCount,
+      };
+      this.giftHigh = this.opts.giftHigh ?? (info.giftHigh || Infinity);
+      this.giftLow = this.opts.giftLow ?? (info.giftLow || this.giftHigh);
+    } finally {
+      closeFd(fd);
+    }
+  }
+
+  // ---- buffers -----------------------------------------------------------
+
+  get freeCount(): number {
+    return this.freeTop;
+  }
+
+  /** A free shared buffer this VM owns, or -1. */
+  alloc(): number {
+    return this.freeTop === 0 ? -1 : this.freePool[--this.freeTop];
+  }
+
+  /** Byte offset in shared.mem where buffer b's Ethernet frame starts. */
+  frameOffset(b: number): number {
+    return b * this.shared!.bufSize + VIRTIO_NET_HDR_SIZE;
+  }
+
+  /** Largest frame a shared buffer holds. */
+  get maxFrame(): number {
+    return this.shared ? this.shared.bufSize - VIRTIO_NET_HDR_SIZE : this.gm.slotSize - VIRTIO_NET_HDR_SIZE;
+  }
+
+  /** Room on tx for another send (and on rx for its return posting). */
+  get canSend(): boolean {
+    return this.txq.freeDescs > 0 && this.rxq.freeDescs > 0;
+  }
+
+  /**
+   * Transmit shared buffer b holding a frame of frameLen bytes at
+   * frameOffset(b). Returns false (and b stays ours) when the rings are full.
+   */
+  send(b: number, frameLen: number, hdrFlags = 0): boolean {
+    if (!this.canSend) return false;
+    const sh = this.shared!;
+    writeNetHdr(sh.mem, b * sh.bufSize, hdrFlags, 1);
+    // Rule 2 (DESIGN §3): post b on our own rx before it leaves on tx.
+    this.postShared(b);
+    const id = this.txq.allocDesc();
+    this.txq.ring.setDesc(id, sh.base + b * sh.bufSize, VIRTIO_NET_HDR_SIZE + frameLen, 0, 0);
+    this.txKind[id] = b;
+    this.txq.addAvail(id);
+    this.txDirty = true;
+    if (hdrFlags & VIRTIO_NET_HDR_F_GIFT_BUFFER) this.counters.giftsSent++;
+    else {
+      this.counters.txPackets++;
+      this.counters.txBytes += frameLen;
+    }
+    return true;
+  }
+
+  /** Transmit a frame from private memory (the classic, copied path). */
+  sendCopy(src: Uint8Array, off: number, len: number): boolean {
+    if (this.privTxTop === 0 || this.txq.freeDescs === 0 || len + VIRTIO_NET_HDR_SIZE > this.gm.slotSize) return false;
+    const k = this.privTxFree[--this.privTxTop];
+    const at = this.gm.slotOffset(k);
+    writeNetHdr(this.gm.mem, at, 0, 1);
+    this.gm.mem.set(src.subarray(off, off + len), at + VIRTIO_NET_HDR_SIZE);
+    const id = this.txq.allocDesc();
+    this.txq.ring.setDesc(id, this.gm.gpa(at), VIRTIO_NET_HDR_SIZE + len, 0, 0);
+    this.txKind[id] = -(k + 1);
+    this.txq.addAvail(id);
+    this.txDirty = true;
+    this.counters.txPackets++;
+    this.counters.txBytes += len;
+    return true;
+  }
+
+  /** Publish what was queued, gift any surplus, and kick where the switch asked. */
+  flush(): void {
+    if (this.freeTop > this.giftHigh) this.giftSurplus();
+    if (this.rxDirty) {
+      this.rxq.publishAvail();
+      this.rxDirty = false;
+      if (this.rxq.needsKick()) eventfdSignal(this.kickFd[RXQ]);
+    }
+    if (this.txDirty) {
+      this.txq.publishAvail();
+      this.txDirty = false;
+      if (this.txq.needsKick()) eventfdSignal(this.kickFd[TXQ]);
+    }
+  }
+
+  private giftSurplus(): void {
+    while (this.freeTop > this.giftLow && this.canSend) {
+      this.send(this.freePool[--this.freeTop], 0, VIRTIO_NET_HDR_F_GIFT_BUFFER);
+    }
+  }
+
+  /**
+   * Reap tx and rx completions. Received packets land in rxToken/rxLen
+   * [0, n): a token >= 0 is a shared buffer (frame at frameOffset), < 0 a
+   * private slot (use packetMem/packetOffset). Gifts and returned buffers go
+   * straight to the free pool.
+   */
+  receive(max: number): number {
+    this.reapTx();
+    const q = this.rxq;
+    const sh = this.shared;
+    if (max > this.rxToken.length) max = this.rxToken.length;
+    let n = 0;
+    let pending = q.usedPending();
+    while (pending-- > 0 && n < max) {
+      const id = q.popUsed();
+      const len = q.lastUsedLen;
+      const kind = this.rxKind[id];
+      q.freeDesc(id);
+      if (kind >= 0) {
+        const flags = sh!.mem[kind * sh!.bufSize];
+        if (len < VIRTIO_NET_HDR_SIZE) {
+          // The switch refused this posting; the buffer is not ours.
+          this.counters.rxErrors++;
+        } else if (flags & (VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED)) {
+          if (flags & VIRTIO_NET_HDR_F_RETURNED) this.counters.returned++;
+          else this.counters.giftsReceived++;
+          this.freePool[this.freeTop++] = kind;
+        } else {
+          this.rxToken[n] = kind;
+          this.rxLen[n++] = len - VIRTIO_NET_HDR_SIZE;
+          this.counters.rxPackets++;
+          this.counters.rxBytes += len - VIRTIO_NET_HDR_SIZE;
+        }
+      } else if (len <= VIRTIO_NET_HDR_SIZE) {
+        this.postCopyTarget(-kind - 1);
+      } else {
+        this.rxToken[n] = kind;
+        this.rxLen[n++] = len - VIRTIO_NET_HDR_SIZE;
+        this.counters.rxPackets++;
+        this.counters.rxBytes += len - VIRTIO_NET_HDR_SIZE;
+      }
+    }
+    return n;
+  }
+
+  /** Memory holding a received packet's frame. */
+  packetMem(token: number): Uint8Array {
+    return token >= 0 ? this.shared!.mem : this.gm.mem;
+  }
+
+  /** Offset of a received packet's frame in packetMem(token). */
+  packetOffset(token: number): number {
+    return token >= 0 ? this.frameOffset(token) : this.gm.slotOffset(-token - 1) + VIRTIO_NET_HDR_SIZE;
+  }
+
+  /** Done with a received packet: its buffer returns to the free pool (or is reposted). */
+  release(token: number): void {
+    if (token >= 0) this.freePool[this.freeTop++] = token;
+    else this.postCopyTarget(-token - 1);
+  }
+
+  private reapTx(): void {
+    const q = this.txq;
+    let pending = q.usedPending();
+    while (pending-- > 0) {
+      const id = q.popUsed();
+      const kind = this.txKind[id];
+      if (kind === KIND_RAW) {
+        for (const d of this.rawChains.get(id) ?? [id]) q.freeDesc(d);
+        this.rawChains.delete(id);
+        continue;
+      }
+      q.freeDesc(id);
+      if (kind < 0) this.privTxFree[this.privTxTop++] = -kind - 1;
+    }
+  }
+
+  private postShared(b: number): void {
+    const sh = this.shared!;
+    const id = this.rxq.allocDesc();
+    this.rxq.ring.setDesc(id, sh.base + b * sh.bufSize, sh.bufSize, VIRTQ_DESC_F_WRITE, 0);
+    this.rxKind[id] = b;
+    this.rxq.addAvail(id);
+    this.rxDirty = true;
+  }
+
+  private postCopyTarget(k: number): void {
+    const id = this.rxq.allocDesc();
+    this.rxq.ring.setDesc(id, this.gm.gpa(this.gm.slotOffset(k)), this.gm.slotSize, VIRTQ_DESC_F_WRITE, 0);
+    this.rxKind[id] = -(k + 1);
+    this.rxq.addAvail(id);
+    this.rxDirty = true;
+  }
+
+  // ---- sleeping ------------------------------------------------------------
+
+  /**
+   * Sleep until the switch completes something: re-enable calls, re-check,
+   * and call cb once (at once if work is already pending).
+   */
+  waitForWork(cb: () => void): void {
+    if (this.closed) return;
+    const pending = this.rxq.setCalls(true) + this.txq.setCalls(true);
+    if (pending > 0) {
+      this.rxq.setCalls(false);
+      this.txq.setCalls(false);
+      setImmediate(cb);
+      return;
+    }
+    this.wakeCb = () => {
+      this.rxq.setCalls(false);
+      this.txq.setCalls(false);
+      cb();
+    };
+    for (const w of this.watchers) w.start();
+  }
+
+  /** Calls off while the application is polling. */
+  pollMode(): void {
+    this.rxq.setCalls(false);
+    this.txq.setCalls(false);
+  }
+
+  // ---- test hooks ----------------------------------------------------------
+
+  /**
+   * Put an arbitrary descriptor chain on tx (tests of the switch's
+   * validation). `next` is an index into `descs`; headOverride publishes a
+   * raw head value instead of the chain's first descriptor.
+   */
+  injectRawTx(descs: { addr: number; len: number; flags?: number; next?: number }[], headOverride?: number): void {
+    const ids = descs.map(() => this.txq.allocDesc());
+    if (ids.some((i) => i < 0)) throw new Error('tx ring full');
+    descs.forEach((d, i) => {
+      const flags = d.flags ?? (d.next !== undefined ? VIRTQ_DESC_F_NEXT : 0);
+      this.txq.ring.setDesc(ids[i], d.addr, d.len, flags, d.next !== undefined ? ids[d.next] : 0);
+    });
+    if (ids.length) {
+      this.txKind[ids[0]] = KIND_RAW;
+      this.rawChains.set(ids[0], ids);
+    }
+    this.txq.addAvail(headOverride ?? ids[0]);
+    this.txDirty = true;
+    this.flush();
+  }
+
+  /** Guest-physical address of private slot k (for raw tests). */
+  privateSlotAddr(k: number): number {
+    return this.gm.gpa(this.gm.slotOffset(k));
+  }
+
+  get privateMem(): Uint8Array {
+    return this.gm.mem;
+  }
+
+  get guestMemorySize(): number {
+    return this.gm.size;
+  }
+
+  // ---- teardown --------------------------------------------------------------
+
+  private onDisconnect(reason: string): void {
+    if (this.closed) return;
+    this.opts.log?.warn({ reason }, 'switch connection closed');
+    this.close();
+    this.opts.onClose?.(reason);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const w of this.watchers) w.close();
+    this.watchers.length = 0;
+    if (this.fe && !this.fe.isClosed) this.fe.close();
+    for (const fd of [...this.kickFd, ...this.callFd]) {
+      try {
+        closeFd(fd);
+      } catch {
+        /* already closed */
+      }
+    }
+    this.gm?.close();
+    if (this.regionBuffer) munmap(this.regionBuffer);
+    this.regionBuffer = null;
+  }
+}
+
+function nextPow2(n: number): number {
+  let p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}

@@ -1,0 +1,210 @@
+/**
+ * The roles a test "VM" plays on top of GuestDriver (what `zcswitch vm`
+ * runs): gen (send self-checking frames, and verify whatever comes back),
+ * sink (verify and count), echo (send every frame back, zero-copy when it
+ * arrived in a shared buffer). One loop, spin-then-sleep: it polls while
+ * there is work and for spinUs after, then sleeps on the call eventfds.
+ */
+import { performance } from 'node:perf_hooks';
+import { GuestDriver } from './driver';
+import { FrameChecker, SequenceTracker, Verdict, writeTestFrame } from './test-packet';
+
+export type VmMode = 'gen' | 'sink' | 'echo';
+
+export interface TrafficOptions {
+  mode: VmMode;
+  /** Ethernet frame size in bytes. */
+  size: number;
+  /** gen: packets to send (0 = unlimited); sink/echo: stop after receiving this many (0 = unlimited). */
+  count: number;
+  /** gen: packets per second (0 = as fast as possible). */
+  rate: number;
+  /** Stop after this many seconds (0 = no limit). */
+  durationSec: number;
+  burst: number;
+  spinUs: number;
+  /** Write and check the payload pattern (off for pure packet-rate runs). */
+  verifyPayload: boolean;
+  /** Send through private memory (the copy path) instead of shared buffers. */
+  copyMode: boolean;
+  /** gen: after the last send, wait this long for stragglers (echoes). */
+  lingerMs: number;
+  stream: number;
+}
+
+export interface TrafficSummary {
+  mode: VmMode;
+  sent: number;
+  received: number;
+  bytesSent: number;
+  bytesReceived: number;
+  verified: number;
+  notTest: number;
+  badLength: number;
+  badChecksum: number;
+  lost: number;
+  dup: number;
+  giftsSent: number;
+  giftsReceived: number;
+  returned: number;
+  rxErrors: number;
+  buffersOwned: number;
+  elapsedSec: number;
+  txPps: number;
+  rxPps: number;
+}
+
+export class TrafficVm {
+  private sent = 0;
+  private verified = 0;
+  private notTest = 0;
+  private badLength = 0;
+  private badChecksum = 0;
+  private readonly checker = new FrameChecker();
+  private readonly seq = new SequenceTracker();
+  private start = 0;
+  private lastSendAt = 0;
+  private lastRxAt = 0;
+  private idleSince = -1;
+  private done = false;
+  private finish!: (s: TrafficSummary) => void;
+
+  constructor(private readonly drv: GuestDriver, private readonly o: TrafficOptions) {}
+
+  run(): Promise<TrafficSummary> {
+    this.start = this.lastRxAt = performance.now();
+    return new Promise((resolve) => {
+      this.finish = resolve;
+      this.drv.pollMode();
+      setImmediate(this.loop);
+    });
+  }
+
+  /** End now (signal, switch gone) and resolve with what was counted. */
+  stop(): void {
+    if (this.done) return;
+    this.done = true;
+    this.finish(this.summary());
+  }
+
+  summary(): TrafficSummary {
+    const d = this.drv.counters;
+    const el = (performance.now() - this.start) / 1000;
+    return {
+      mode: this.o.mode, sent: this.sent, received: d.rxPackets, bytesSent: d.txBytes, bytesReceived: d.rxBytes,
+      verified: this.verified, notTest: this.notTest, badLength: this.badLength, badChecksum: this.badChecksum,
+      lost: this.seq.lost, dup: this.seq.dup, giftsSent: d.giftsSent, giftsReceived: d.giftsReceived,
+      returned: d.returned, rxErrors: d.rxErrors, buffersOwned: this.drv.freeCount, elapsedSec: el,
+      txPps: el > 0 ? this.sent / el : 0, rxPps: el > 0 ? d.rxPackets / el : 0,
+    };
+  }
+
+  private readonly loop = (): void => {
+    if (this.done) return;
+    const now = performance.now();
+    let work = this.receiveBatch(now);
+    if (this.o.mode === 'gen') work += this.sendBatch(now);
+    this.drv.flush();
+    if (this.finished(now)) return this.stop();
+    if (work > 0) this.idleSince = -1;
+    else if (this.idleSince < 0) this.idleSince = now;
+    if (this.idleSince >= 0 && now - this.idleSince >= this.o.spinUs / 1000) {
+      this.idleSince = -1;
+      if (this.o.mode === 'gen' && this.rateLimited(now)) {
+        setTimeout(this.loop, 1);
+      } else {
+        // Sleep on the call eventfds; a timer bounds the wait for duration/linger checks.
+        const t = setTimeout(this.loop, 50);
+        this.drv.waitForWork(() => {
+          clearTimeout(t);
+          this.drv.pollMode();
+          this.loop();
+        });
+      }
+      return;
+    }
+    setImmediate(this.loop);
+  };
+
+  private receiveBatch(now: number): number {
+    const drv = this.drv;
+    const n = drv.receive(this.o.burst);
+    if (n > 0) this.lastRxAt = now;
+    for (let i = 0; i < n; i++) {
+      const tok = drv.rxToken[i];
+      const len = drv.rxLen[i];
+      const mem = drv.packetMem(tok);
+      const off = drv.packetOffset(tok);
+      switch (this.checker.verify(mem, off, len, this.o.verifyPayload)) {
+        case Verdict.Ok:
+          this.verified++;
+          if (this.o.mode !== 'echo') this.seq.see(this.checker.lastStream, this.checker.lastSeq);
+          break;
+        case Verdict.NotTest: this.notTest++; break;
+        case Verdict.BadLength: this.badLength++; break;
+        case Verdict.BadChecksum: this.badChecksum++; break;
+      }
+      if (this.o.mode === 'echo') {
+        if (tok >= 0 && !this.o.copyMode) {
+          if (drv.send(tok, len)) {
+            this.sent++;
+            continue;
+          }
+        } else if (drv.sendCopy(mem, off, len)) {
+          this.sent++;
+        }
+      }
+      drv.release(tok);
+    }
+    return n;
+  }
+
+  private rateLimited(now: number): boolean {
+    return this.o.rate > 0 && this.sent >= ((now - this.start) / 1000) * this.o.rate;
+  }
+
+  private sendBatch(now: number): number {
+    const o = this.o;
+    const drv = this.drv;
+    let budget = o.burst;
+    if (o.count > 0) budget = Math.min(budget, o.count - this.sent);
+    if (o.rate > 0) budget = Math.min(budget, Math.floor(((now - this.start) / 1000) * o.rate) - this.sent);
+    let n = 0;
+    for (; n < budget; n++) {
+      if (o.copyMode) {
+        if (!this.sendCopied()) break;
+        continue;
+      }
+      const b = drv.alloc();
+      if (b < 0) break;
+      writeTestFrame(drv.shared!.mem, drv.frameOffset(b), o.size, o.stream, this.sent, o.verifyPayload);
+      if (!drv.send(b, o.size)) {
+        drv.release(b);
+        break;
+      }
+      this.sent++;
+    }
+    if (n > 0) this.lastSendAt = now;
+    return n;
+  }
+
+  private scratch = new Uint8Array(0);
+  private sendCopied(): boolean {
+    if (this.scratch.length < this.o.size) this.scratch = new Uint8Array(this.o.size);
+    writeTestFrame(this.scratch, 0, this.o.size, this.o.stream, this.sent, this.o.verifyPayload);
+    if (!this.drv.sendCopy(this.scratch, 0, this.o.size)) return false;
+    this.sent++;
+    return true;
+  }
+
+  private finished(now: number): boolean {
+    const o = this.o;
+    if (o.durationSec > 0 && now - this.start >= o.durationSec * 1000) return true;
+    if (o.mode === 'gen') {
+      if (o.count === 0 || this.sent < o.count) return false;
+      // All sent: wait for echoes until they stop coming.
+      return now - Math.max(this.lastSendAt, this.lastRxAt) >= o.lingerMs;
+    }
+    return o.count > 0 && this.drv.counters.rxPackets >= o.count;
+  }
+}

@@ -1,0 +1,2 @@
+export * from './shared-buffers';
+export * from './ledger';

@@ -1,0 +1,61 @@
+/**
+ * The Shared Buffers region (DESIGN §2): one memfd of bufCount × bufSize
+ * bytes, mapped by the switch and by every VM that negotiates
+ * SHARED_BUFFERS. VMs see it at guest address `base`; buffer i starts at
+ * base + i × bufSize. bufSize is a multiple of 64, so every buffer is
+ * cache-line aligned (the region itself is page aligned).
+ */
+import { closeFd, memfdCreate, mmapShared, munmap } from '../../bindings';
+
+export class SharedBuffers {
+  readonly fd: number;
+  readonly mem: Uint8Array;
+  readonly size: number;
+  private readonly buffer: ArrayBuffer;
+
+  constructor(readonly bufCount: number, readonly bufSize: number, readonly base: number) {
+    if (bufSize % 64 !== 0) throw new RangeError(`bufSize ${bufSize} is not a multiple of 64`);
+    this.size = bufCount * bufSize;
+    this.fd = memfdCreate('zcswitch-shared-buffers', this.size);
+    try {
+      this.buffer = mmapShared(this.fd, this.size);
+    } catch (e) {
+      closeFd(this.fd);
+      throw e;
+    }
+    this.mem = new Uint8Array(this.buffer);
+  }
+
+  /** Buffer index for a guest address inside the window, or -1. */
+  indexOf(addr: number): number {
+    const off = addr - this.base;
+    return off >= 0 && off < this.size ? Math.floor(off / this.bufSize) : -1;
+  }
+
+  inWindow(addr: number): boolean {
+    return addr >= this.base && addr < this.base + this.size;
+  }
+
+  /** Guest address of buffer i. */
+  addrOf(i: number): number {
+    return this.base + i * this.bufSize;
+  }
+
+  /** Byte offset of buffer i inside mem. */
+  offsetOf(i: number): number {
+    return i * this.bufSize;
+  }
+
+  close(): void {
+    try {
+      munmap(this.buffer);
+    } catch {
+      /* already unmapped */
+    }
+    try {
+      closeFd(this.fd);
+    } catch {
+      /* already closed */
+    }
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * The control socket: newline-delimited JSON requests and replies on a Unix
+ * socket (no fds travel here, so Node's net module is fine). Used by
+ * `zcswitch stats` and by tests.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import type { Logger } from '../log';
+
+export type CommandHandler = (cmd: { cmd?: unknown }) => unknown;
+
+export class ControlServer {
+  private server: net.Server | null = null;
+
+  constructor(private readonly path: string, private readonly log: Logger, private readonly handle: CommandHandler) {}
+
+  listen(): Promise<void> {
+    fs.rmSync(this.path, { force: true });
+    const server = net.createServer((sock) => {
+      let buf = '';
+      sock.setEncoding('utf8');
+      sock.on('data', (d: string) => {
+        buf += d;
+        if (buf.length > 65536) return sock.destroy();
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          let reply: unknown;
+          try {
+            reply = this.handle(JSON.parse(line));
+          } catch (e) {
+            reply = { error: `bad request: ${(e as Error).message}` };
+          }
+          sock.write(JSON.stringify(reply) + '\n');
+        }
+      });
+      sock.on('error', () => sock.destroy());
+    });
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.path, () => {
+        server.off('error', reject);
+        this.log.debug({ path: this.path }, 'control socket listening');
+        resolve();
+      });
+    });
+  }
+
+  close(): void {
+    this.server?.close();
+    this.server = null;
+    fs.rmSync(this.path, { force: true });
+  }
+}
+
+/** Send one command to a running switch and return its reply. */
+export function controlRequest(path: string, cmd: object, timeoutMs = 5000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const sock = net.createConnection(path);
+    let buf = '';
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`no answer from the switch at ${path} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    sock.setEncoding('utf8');
+    sock.on('connect', () => sock.write(JSON.stringify(cmd) + '\n'));
+    sock.on('data', (d: string) => {
+      buf += d;
+      const nl = buf.indexOf('\n');
+      if (nl >= 0) {
+        clearTimeout(timer);
+        sock.end();
+        try {
+          resolve(JSON.parse(buf.slice(0, nl)));
+        } catch (e) {
+          reject(e);
+        }
+      }
+    });
+    sock.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(new Error(e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? `no switch is running at ${path} (${e.code})` : e.message));
+    });
+  });
+}

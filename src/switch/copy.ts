@@ -1,0 +1,79 @@
+/**
+ * The copy path (DESIGN §3.5, classic virtio): resolve a descriptor chain's
+ * guest addresses to (mapped memory, offset) pairs, then copy one chain's
+ * bytes into another's. Only used when zero-copy delivery is impossible.
+ */
+import type { ChainSegments } from '../virtio/chain';
+import { VIRTQ_MAX_CHAIN } from '../virtio/defs';
+import type { MemoryTable } from '../vhost/memory-table';
+import type { SharedBuffers } from '../shm/shared-buffers';
+
+const EMPTY = new Uint8Array(0);
+
+/** A chain's segments translated into the switch's mappings. */
+export class ResolvedChain {
+  readonly mem: Uint8Array[] = new Array<Uint8Array>(VIRTQ_MAX_CHAIN).fill(EMPTY);
+  readonly off = new Float64Array(VIRTQ_MAX_CHAIN);
+  readonly len = new Uint32Array(VIRTQ_MAX_CHAIN);
+  count = 0;
+  total = 0;
+}
+
+/**
+ * Translate segments [from, to) of seg. Shared-window addresses resolve to
+ * the region only when the port negotiated it (shared != null); others go
+ * through the port's memory table. False if any byte is outside both.
+ */
+export function resolveChain(
+  seg: ChainSegments, from: number, to: number, mem: MemoryTable | null, shared: SharedBuffers | null, out: ResolvedChain,
+): boolean {
+  let k = 0;
+  let total = 0;
+  for (let i = from; i < to; i++) {
+    const a = seg.addr[i];
+    const l = seg.len[i];
+    if (shared !== null && a >= shared.base && a + l <= shared.base + shared.size) {
+      out.mem[k] = shared.mem;
+      out.off[k] = a - shared.base;
+    } else {
+      const r = mem === null ? -1 : mem.findGpa(a, l);
+      if (r < 0) return false;
+      out.mem[k] = mem!.mem[r];
+      out.off[k] = a - mem!.gpaStart[r];
+    }
+    out.len[k] = l;
+    total += l;
+    k++;
+  }
+  out.count = k;
+  out.total = total;
+  return true;
+}
+
+/** Copy min(src.total, dst.total) bytes from src's segments into dst's; returns the count. */
+export function copyChain(src: ResolvedChain, dst: ResolvedChain): number {
+  let si = 0;
+  let so = 0;
+  let di = 0;
+  let dOff = 0;
+  let copied = 0;
+  while (si < src.count && di < dst.count) {
+    const n = Math.min(src.len[si] - so, dst.len[di] - dOff);
+    if (n > 0) {
+      const from = src.off[si] + so;
+      dst.mem[di].set(src.mem[si].subarray(from, from + n), dst.off[di] + dOff);
+      copied += n;
+      so += n;
+      dOff += n;
+    }
+    if (so === src.len[si]) {
+      si++;
+      so = 0;
+    }
+    if (dOff === dst.len[di]) {
+      di++;
+      dOff = 0;
+    }
+  }
+  return copied;
+}

@@ -1,0 +1,83 @@
+/**
+ * Per-port counters. Plain number fields (monomorphic, no allocation on
+ * update) plus a Float64Array of drop counts indexed by Drop. "rx" is what
+ * the switch received from the VM (the VM's tx queue); "tx" is what the
+ * switch delivered to the VM (its rx queue).
+ */
+export const enum Drop {
+  BadHead,
+  BadNext,
+  ChainLoop,
+  ChainTooLong,
+  Indirect,
+  BadOrder,
+  BadAddress,
+  BadZcDesc,
+  NotOwner,
+  TooShort,
+  TooLong,
+  PeerDown,
+  NoRxBuffer,
+  RxTooSmall,
+  BadRxDesc,
+  DupRxPost,
+  NoReturnSlot,
+  RingBroken,
+  Count,
+}
+
+/** Names as they appear in stats output and logs, indexed by Drop. */
+export const DROP_NAMES = [
+  'bad-head', 'bad-next', 'chain-loop', 'chain-too-long', 'indirect', 'bad-order', 'bad-address',
+  'bad-zc-desc', 'not-owner', 'too-short', 'too-long', 'peer-down', 'no-rx-buffer', 'rx-too-small',
+  'bad-rx-desc', 'dup-rx-post', 'no-return-slot', 'ring-broken',
+] as const;
+
+export class PortCounters {
+  rxPackets = 0;
+  rxBytes = 0;
+  txPackets = 0;
+  txBytes = 0;
+  /** Packets delivered by moving a descriptor (no payload byte touched). */
+  zeroCopy = 0;
+  /** Packets delivered by copying. */
+  copied = 0;
+  /** Payload bytes the switch copied on behalf of this port's traffic. */
+  copiedBytes = 0;
+  giftsIn = 0;
+  giftsOut = 0;
+  /** Shared buffers handed back to this port (undeliverable, or delivered by copy). */
+  returned = 0;
+  kicks = 0;
+  calls = 0;
+  readonly drops = new Float64Array(Drop.Count);
+
+  drop(reason: Drop): void {
+    this.drops[reason]++;
+  }
+
+  totalDrops(): number {
+    let n = 0;
+    for (let i = 0; i < this.drops.length; i++) n += this.drops[i];
+    return n;
+  }
+
+  snapshot(): Record<string, unknown> {
+    const drops: Record<string, number> = {};
+    DROP_NAMES.forEach((name, i) => {
+      if (this.drops[i]) drops[name] = this.drops[i];
+    });
+    return {
+      rxPackets: this.rxPackets, rxBytes: this.rxBytes, txPackets: this.txPackets, txBytes: this.txBytes,
+      zeroCopy: this.zeroCopy, copied: this.copied, copiedBytes: this.copiedBytes, giftsIn: this.giftsIn,
+      giftsOut: this.giftsOut, returned: this.returned, kicks: this.kicks, calls: this.calls, drops,
+    };
+  }
+
+  reset(): void {
+    this.rxPackets = this.rxBytes = this.txPackets = this.txBytes = 0;
+    this.zeroCopy = this.copied = this.copiedBytes = this.giftsIn = this.giftsOut = this.returned = 0;
+    this.kicks = this.calls = 0;
+    this.drops.fill(0);
+  }
+}

@@ -1,0 +1,157 @@
+/**
+ * Pair mode (DESIGN §3, the seed protocol): every packet a VM transmits goes
+ * to its one peer. A shared buffer moves by completing the peer's posted rx
+ * descriptor for the same buffer (address match through Port.rxSlot) and
+ * the ledger records the new owner; nothing else is touched. Anything else
+ * is copied into a classic rx buffer, or dropped with a counted reason, and
+ * a shared buffer that was not delivered goes back to its sender.
+ */
+import type { OwnershipLedger } from '../shm/ledger';
+import type { SharedBuffers } from '../shm/shared-buffers';
+import { ChainSegments } from '../virtio/chain';
+import { ETH_MAX_JUMBO, ETH_MIN_FRAME, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
+import { netHdrFlags, setNetHdrFlags, setNumBuffers } from '../virtio/net-hdr';
+import { Drop } from './counters';
+import { ResolvedChain, copyChain, resolveChain } from './copy';
+import { type Port, chainDrop } from './port';
+
+const MIN_PACKET = VIRTIO_NET_HDR_SIZE + ETH_MIN_FRAME;
+const MAX_PACKET = VIRTIO_NET_HDR_SIZE + ETH_MAX_JUMBO;
+
+export class PairForwarder {
+  private readonly seg = new ChainSegments();
+  private readonly dstSeg = new ChainSegments();
+  private readonly srcRes = new ResolvedChain();
+  private readonly dstRes = new ResolvedChain();
+
+  constructor(
+    private readonly shared: SharedBuffers,
+    private readonly ledger: OwnershipLedger,
+    private readonly burst: number,
+  ) {}
+
+  /** Move up to `burst` packets from src's tx queue to dst; returns how many tx entries were consumed. */
+  forward(src: Port, dst: Port | null): number {
+    const txq = src.txq;
+    if (txq === null) return 0;
+    let n = txq.availPending();
+    if (n < 0) {
+      src.counters.drop(Drop.RingBroken);
+      src.disconnect('tx avail index ran ahead of the ring size');
+      return 0;
+    }
+    if (n === 0) return 0;
+    if (n > this.burst) n = this.burst;
+    const { shared, ledger, seg } = this;
+    const c = src.counters;
+    const walker = src.txWalker!;
+    const num = txq.ring.num;
+    const srcId = src.id;
+    const dstUp = dst !== null && dst.rxq !== null;
+    for (let k = 0; k < n; k++) {
+      const head = txq.popAvail();
+      const cnt = walker.walk(txq.ring, head, seg);
+      if (cnt < 0) {
+        c.drop(chainDrop(cnt));
+        if (head < num) txq.pushUsed(head, 0);
+        continue;
+      }
+      txq.pushUsed(head, 0);
+      if (seg.readable !== cnt) {
+        c.drop(Drop.BadOrder);
+        continue;
+      }
+      const addr = seg.addr[0];
+      const b = src.zeroCopy ? shared.indexOf(addr) : -1;
+      if (b < 0) {
+        this.copyPacket(src, dst, cnt);
+        continue;
+      }
+      // A shared buffer: one descriptor, starting at the buffer, within it.
+      const len = seg.len[0];
+      if (cnt !== 1 || addr !== shared.addrOf(b) || len > shared.bufSize) {
+        c.drop(Drop.BadZcDesc);
+        continue;
+      }
+      if (ledger.owner[b] !== srcId) {
+        c.drop(Drop.NotOwner);
+        continue;
+      }
+      const off = shared.offsetOf(b);
+      const gift = (netHdrFlags(shared.mem, off) & VIRTIO_NET_HDR_F_GIFT_BUFFER) !== 0;
+      if (len < (gift ? VIRTIO_NET_HDR_SIZE : MIN_PACKET)) {
+        c.drop(Drop.TooShort);
+        if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
+        continue;
+      }
+      let slot = dstUp ? dst!.rxSlot[b] : -1;
+      if (slot < 0 && dstUp) {
+        dst!.ingestRx();
+        slot = dst!.rxSlot[b];
+      }
+      if (dst !== null && slot >= 0) {
+        dst.rxq!.pushUsed(slot, len);
+        dst.rxSlot[b] = -1;
+        ledger.transfer(b, dst.id);
+        if (gift) {
+          c.giftsIn++;
+          dst.counters.giftsOut++;
+        } else {
+          c.rxPackets++;
+          c.rxBytes += len - VIRTIO_NET_HDR_SIZE;
+          c.zeroCopy++;
+          dst.counters.txPackets++;
+          dst.counters.txBytes += len - VIRTIO_NET_HDR_SIZE;
+        }
+        continue;
+      }
+      // No matching rx descriptor at the peer: copy if we can, and in any
+      // case hand the buffer back to its sender.
+      if (gift) c.giftsIn++;
+      else if (dstUp) this.copyPacket(src, dst!, 1);
+      else c.drop(Drop.PeerDown);
+      if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
+    }
+    return n;
+  }
+
+  /** Deliver the chain in this.seg by copying into dst's next classic rx buffer. */
+  private copyPacket(src: Port, dst: Port | null, cnt: number): void {
+    const c = src.counters;
+    const total = this.seg.totalLen;
+    if (total < MIN_PACKET) return c.drop(Drop.TooShort);
+    if (total > MAX_PACKET) return c.drop(Drop.TooLong);
+    const srcMem = src.backend?.mem ?? null;
+    if (!resolveChain(this.seg, 0, cnt, srcMem, src.zeroCopy ? this.shared : null, this.srcRes)) return c.drop(Drop.BadAddress);
+    if (dst === null || dst.rxq === null) return c.drop(Drop.PeerDown);
+    const head = dst.peekCopyTarget();
+    if (head < 0) return c.drop(Drop.NoRxBuffer);
+    const rxq = dst.rxq;
+    dst.consumeCopyTarget();
+    const dcnt = dst.rxWalker!.walk(rxq.ring, head, this.dstSeg);
+    const dstMem = dst.backend?.mem ?? null;
+    if (dcnt < 0 || !resolveChain(this.dstSeg, 0, dcnt, dstMem, null, this.dstRes) || this.dstRes.len[0] < VIRTIO_NET_HDR_SIZE) {
+      dst.counters.drop(Drop.BadRxDesc);
+      rxq.pushUsed(head, 0);
+      return c.drop(Drop.NoRxBuffer);
+    }
+    if (this.dstRes.total < total) {
+      rxq.pushUsed(head, 0);
+      return c.drop(Drop.RxTooSmall);
+    }
+    copyChain(this.srcRes, this.dstRes);
+    // Our header flags are for the switch, not for the receiver.
+    const hdr = this.dstRes.mem[0];
+    const hoff = this.dstRes.off[0];
+    setNetHdrFlags(hdr, hoff, netHdrFlags(hdr, hoff) & ~(VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED));
+    setNumBuffers(hdr, hoff, 1);
+    rxq.pushUsed(head, total);
+    const payload = total - VIRTIO_NET_HDR_SIZE;
+    c.rxPackets++;
+    c.rxBytes += payload;
+    c.copied++;
+    c.copiedBytes += payload;
+    dst.counters.txPackets++;
+    dst.counters.txBytes += payload;
+  }
+}

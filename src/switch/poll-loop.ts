@@ -1,0 +1,80 @@
+/**
+ * Drives the data path without ever blocking the event loop (DESIGN §5):
+ *
+ *   busy-poll        run rounds forever, yielding to I/O between slices;
+ *   spin-then-sleep  run rounds while there is work and for spinUs after it,
+ *                    then re-enable kicks and sleep until one arrives;
+ *   eventfd          sleep as soon as a round finds nothing to do.
+ *
+ * While running, kicks are disabled on every queue (EVENT_IDX / NO_NOTIFY),
+ * which is what stops the "fast consumer" kick storm of seed 002. Before
+ * sleeping, kicks are re-enabled and the rings re-checked to close the race
+ * with a producer that published just before.
+ */
+import { performance } from 'node:perf_hooks';
+import type { PollMode } from '../config';
+
+/** Longest slice of rounds before yielding to other I/O (control sockets, accepts). */
+const SLICE_MS = 2;
+
+export interface PollTarget {
+  /** One pass over every port; returns the number of descriptors handled. */
+  round(): number;
+  /** Kicks on/off on every queue; returns entries already pending. */
+  setKicks(on: boolean): number;
+}
+
+export class PollLoop {
+  private sleeping = true;
+  private scheduled = false;
+  private stopped = false;
+  private idleSince = -1;
+
+  constructor(
+    private readonly target: PollTarget,
+    private readonly mode: PollMode,
+    private readonly spinUs: number,
+  ) {}
+
+  /** A kick (or a control change) arrived. */
+  wake(): void {
+    if (this.stopped || this.scheduled) return;
+    if (this.sleeping) {
+      this.sleeping = false;
+      this.target.setKicks(false);
+    }
+    this.idleSince = -1;
+    this.scheduled = true;
+    setImmediate(this.run);
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+
+  private readonly run = (): void => {
+    this.scheduled = false;
+    if (this.stopped) return;
+    const start = performance.now();
+    let now = start;
+    do {
+      const work = this.target.round();
+      now = performance.now();
+      if (work > 0) this.idleSince = -1;
+      else if (this.idleSince < 0) this.idleSince = now;
+      if (this.idleSince >= 0 && this.mode !== 'busy-poll') {
+        const spin = this.mode === 'eventfd' ? 0 : this.spinUs / 1000;
+        if (now - this.idleSince >= spin) {
+          if (this.target.setKicks(true) === 0) {
+            this.sleeping = true;
+            return;
+          }
+          this.target.setKicks(false);
+          this.idleSince = -1;
+        }
+      }
+    } while (now - start < SLICE_MS);
+    this.scheduled = true;
+    setImmediate(this.run);
+  };
+}

@@ -1,0 +1,111 @@
+/**
+ * One vhost-user connection: reads whole messages (header, payload, fds)
+ * from a non-blocking Unix socket owned by the native addon, and writes
+ * messages with their fds. The header is read with its own recvmsg so fds
+ * always attach to the message they were sent with. Used by both the
+ * switch's back-end and the guest driver's front-end.
+ */
+import { FdWatcher, closeFd, unixRecvMsg, unixSendMsg } from '../../bindings';
+import { encodeMessage, type VhostMessage } from './codec';
+import { HDR_SIZE, MAX_FDS, MAX_PAYLOAD, reqName } from './protocol';
+import { closeFdQuiet } from './memory-table';
+
+/** Messages handled per readability callback before yielding to other ports. */
+const MAX_MESSAGES_PER_WAKE = 64;
+
+export class VhostChannel {
+  private readonly watcher: FdWatcher;
+  private readonly rx = Buffer.alloc(HDR_SIZE + MAX_PAYLOAD);
+  private have = 0;
+  private want = HDR_SIZE;
+  private fds: number[] = [];
+  private closed = false;
+
+  constructor(
+    readonly fd: number,
+    private readonly onMessage: (msg: VhostMessage) => void,
+    private readonly onClose: (reason: string) => void,
+  ) {
+    this.watcher = new FdWatcher(fd, () => this.readable());
+    this.watcher.start();
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Send one message; a peer that does not read is dropped rather than waited for. */
+  send(request: number, flags: number, payload: Buffer, fds?: number[]): boolean {
+    if (this.closed) return false;
+    const bytes = encodeMessage(request, flags, payload);
+    let n: number;
+    try {
+      n = unixSendMsg(this.fd, bytes, fds);
+    } catch (e) {
+      this.close(`send ${reqName(request)} failed: ${(e as Error).message}`);
+      return false;
+    }
+    if (n !== bytes.length) {
+      this.close(`send ${reqName(request)}: peer is not reading (${n} of ${bytes.length} bytes sent)`);
+      return false;
+    }
+    return true;
+  }
+
+  close(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.watcher.close();
+    for (const fd of this.fds) closeFdQuiet(fd);
+    this.fds = [];
+    try {
+      closeFd(this.fd);
+    } catch {
+      /* already closed */
+    }
+    this.onClose(reason);
+  }
+
+  private readable(): void {
+    for (let handled = 0; handled < MAX_MESSAGES_PER_WAKE && !this.closed; ) {
+      let n: number;
+      try {
+        n = unixRecvMsg(this.fd, this.rx.subarray(this.have), this.fds, this.want - this.have);
+      } catch (e) {
+        this.close(`receive failed: ${(e as Error).message}`);
+        return;
+      }
+      if (n < 0) return; // EAGAIN: wait for the next wake
+      if (n === 0) {
+        this.close('peer closed the connection');
+        return;
+      }
+      if (this.fds.length > MAX_FDS) {
+        this.close(`peer sent ${this.fds.length} fds with one message (at most ${MAX_FDS})`);
+        return;
+      }
+      this.have += n;
+      if (this.have < this.want) continue;
+      if (this.want === HDR_SIZE) {
+        const size = this.rx.readUInt32LE(8);
+        if (size > MAX_PAYLOAD) {
+          this.close(`${reqName(this.rx.readUInt32LE(0))}: payload size ${size} exceeds ${MAX_PAYLOAD}`);
+          return;
+        }
+        this.want = HDR_SIZE + size;
+        if (size > 0) continue;
+      }
+      const msg: VhostMessage = {
+        request: this.rx.readUInt32LE(0),
+        flags: this.rx.readUInt32LE(4),
+        payload: Buffer.from(this.rx.subarray(HDR_SIZE, this.want)),
+        fds: this.fds,
+      };
+      this.fds = [];
+      this.have = 0;
+      this.want = HDR_SIZE;
+      handled++;
+      this.onMessage(msg);
+    }
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * A front-end's memory as announced by SET_MEM_TABLE: every region mapped
+ * once, with guest-physical (descriptor addresses) and front-end-virtual
+ * (vring addresses) translation. Lookups are a short linear scan over at
+ * most 8 regions with plain numbers (addresses < 2^53), no allocation.
+ */
+import { closeFd, mmapShared, munmap } from '../../bindings';
+import type { MemRegionDesc } from './codec';
+import { ProtocolError } from './codec';
+import type { RingPart } from '../virtio/ring';
+
+/** Addresses beyond this are refused: we keep addresses as doubles. */
+const MAX_ADDR = 2 ** 52;
+
+export class MemoryTable {
+  count: number;
+  readonly gpaStart: Float64Array;
+  readonly gpaEnd: Float64Array;
+  readonly uaStart: Float64Array;
+  readonly uaEnd: Float64Array;
+  readonly mem: Uint8Array[];
+  private readonly buffers: ArrayBuffer[];
+
+  /** Maps every region; on any failure unmaps what it mapped and closes all fds. */
+  constructor(regions: MemRegionDesc[], fds: number[]) {
+    const n = regions.length;
+    this.count = n;
+    this.gpaStart = new Float64Array(n);
+    this.gpaEnd = new Float64Array(n);
+    this.uaStart = new Float64Array(n);
+    this.uaEnd = new Float64Array(n);
+    this.mem = [];
+    this.buffers = [];
+    try {
+      for (let i = 0; i < n; i++) {
+        const r = regions[i];
+        const size = Number(r.memorySize);
+        const gpa = Number(r.guestPhysAddr);
+        const ua = Number(r.userspaceAddr);
+        const off = Number(r.mmapOffset);
+        if (size <= 0 || gpa + size > MAX_ADDR || ua + size > MAX_ADDR || off + size > MAX_ADDR) {
+          throw new ProtocolError(`SET_MEM_TABLE: region ${i} (gpa 0x${r.guestPhysAddr.toString(16)}, size 0x${r.memorySize.toString(16)}) is empty or out of range`);
+        }
+        for (let j = 0; j < i; j++) {
+          if (gpa < this.gpaEnd[j] && this.gpaStart[j] < gpa + size) {
+            throw new ProtocolError(`SET_MEM_TABLE: region ${i} overlaps region ${j} in guest-physical space`);
+          }
+        }
+        let buf: ArrayBuffer;
+        try {
+          buf = mmapShared(fds[i], size, off);
+        } catch (e) {
+          throw new ProtocolError(`SET_MEM_TABLE: cannot map region ${i} (size 0x${size.toString(16)}, offset 0x${off.toString(16)}): ${(e as Error).message}`);
+        }
+        this.buffers.push(buf);
+        this.mem.push(new Uint8Array(buf));
+        this.gpaStart[i] = gpa;
+        this.gpaEnd[i] = gpa + size;
+        this.uaStart[i] = ua;
+        this.uaEnd[i] = ua + size;
+      }
+    } catch (e) {
+      this.unmap();
+      throw e;
+    } finally {
+      // The mappings keep the memory alive; the fds are not needed.
+      for (const fd of fds) closeFdQuiet(fd);
+    }
+  }
+
+  /** Region holding [gpa, gpa+len), or -1. */
+  findGpa(gpa: number, len: number): number {
+    for (let i = 0; i < this.count; i++) {
+      if (gpa >= this.gpaStart[i] && gpa + len <= this.gpaEnd[i]) return i;
+    }
+    return -1;
+  }
+
+  /** True when [gpa, gpa+len) overlaps any region (used to keep the Shared Buffers window clear). */
+  overlapsGpa(gpa: number, len: number): boolean {
+    for (let i = 0; i < this.count; i++) {
+      if (gpa < this.gpaEnd[i] && this.gpaStart[i] < gpa + len) return true;
+    }
+    return false;
+  }
+
+  /** A front-end virtual address range as (buffer, offset), or null. */
+  translateUser(ua: number, len: number): RingPart | null {
+    for (let i = 0; i < this.count; i++) {
+      if (ua >= this.uaStart[i] && ua + len <= this.uaEnd[i]) {
+        return { buffer: this.buffers[i], byteOffset: ua - this.uaStart[i] };
+      }
+    }
+    return null;
+  }
+
+  unmap(): void {
+    for (const b of this.buffers) {
+      try {
+        munmap(b);
+      } catch {
+        /* already unmapped */
+      }
+    }
+    this.buffers.length = 0;
+    this.mem.length = 0;
+    this.count = 0;
+  }
+}
+
+export function closeFdQuiet(fd: number): void {
+  if (fd < 0) return;
+  try {
+    closeFd(fd);
+  } catch {
+    /* already closed */
+  }
+}

@@ -1,0 +1,410 @@
+/**
+ * Tests for the native addon (bindings/). Uses a real forked child process
+ * connected by a Unix socket so fd passing (SCM_RIGHTS), shared memfd
+ * mappings and cross-process eventfd signalling are exercised for real.
+ */
+import t from 'tap';
+import { fork, spawnSync, ChildProcess } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { Worker } from 'worker_threads';
+import {
+  closeFd,
+  dupFd,
+  eventfdCreate,
+  eventfdDrain,
+  eventfdSignal,
+  fdSize,
+  FdWatcher,
+  memfdCreate,
+  mmapShared,
+  munmap,
+  NativeError,
+  pollReadable,
+  setNonBlocking,
+  socketPair,
+  unixAccept,
+  unixConnect,
+  unixListen,
+  unixRecvMsg,
+  unixSendMsg,
+} from '../bindings';
+
+const CHILD = path.join(__dirname, 'fixtures', 'bindings-child.js');
+const BINDINGS = path.join(__dirname, '..', 'bindings', 'index.js');
+
+const parentPattern = (i: number): number => (i * 7 + 3) & 0xff;
+const childPattern = (i: number): number => (i * 13 + 5) & 0xff;
+
+/** Resolve on the first readable event for fd (via FdWatcher), then close the watcher. */
+function waitReadable(fd: number, timeoutMs = 2000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const w = new FdWatcher(fd, () => {
+      clearTimeout(timer);
+      w.close();
+      resolve();
+    });
+    const timer = setTimeout(() => {
+      w.close();
+      reject(new Error(`fd ${fd} not readable within ${timeoutMs} ms`));
+    }, timeoutMs);
+    w.start();
+  });
+}
+
+function catchErr(fn: () => unknown): NativeError {
+  try {
+    fn();
+  } catch (e) {
+    return e as NativeError;
+  }
+  throw new Error('expected a throw');
+}
+
+interface Reply {
+  id?: number;
+  ready?: boolean;
+  ok?: boolean;
+  result?: Record<string, unknown>;
+  error?: string;
+}
+
+// ---- shared parent/child fixture --------------------------------------------
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'zcsw-bindings-'));
+const sockPath = path.join(tmp, 'ctl.sock');
+let listenFd = -1;
+let conn = -1;
+let child: ChildProcess | undefined;
+let childExit: Promise<number | null> = Promise.resolve(null);
+let nextId = 1;
+const pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
+
+function request(msg: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const id = nextId++;
+  return new Promise((resolve, reject) => {
+    pending.set(id, {
+      resolve: (r) => (r.ok ? resolve(r.result ?? {}) : reject(new Error(`child: ${r.error}`))),
+      reject,
+    });
+    child!.send({ ...msg, id });
+  });
+}
+
+t.before(async () => {
+  listenFd = unixListen(sockPath, 4);
+  const c = fork(CHILD, [sockPath], { execArgv: ['--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  child = c;
+  childExit = new Promise((resolve) => c.on('exit', (code) => resolve(code)));
+  c.on('exit', (code, sig) => {
+    for (const p of pending.values()) p.reject(new Error(`child exited (${code ?? sig})`));
+    pending.clear();
+  });
+  const ready = new Promise<void>((resolve, reject) => {
+    c.on('message', (m: Reply) => {
+      if (m.ready) return resolve();
+      const p = m.id !== undefined ? pending.get(m.id) : undefined;
+      if (p) {
+        pending.delete(m.id!);
+        p.resolve(m);
+      }
+    });
+    c.once('exit', () => reject(new Error('child exited before ready')));
+  });
+  // The child connects on its own; accept when the listener becomes readable.
+  await waitReadable(listenFd);
+  conn = unixAccept(listenFd);
+  await ready;
+  if (conn < 0) throw new Error('accept returned -1 after readable');
+});
+
+t.teardown(async () => {
+  if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  await childExit;
+  for (const fd of [conn, listenFd]) if (fd >= 0) closeFd(fd);
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+// ---- tests ------------------------------------------------------------------
+
+t.test('memfd shared with the child over SCM_RIGHTS, both directions', async (t) => {
+  const size = 64 * 1024;
+  const half = size / 2;
+  const mfd = memfdCreate('zcsw-test-share', size);
+  t.equal(fdSize(mfd), size, 'ftruncate sized the memfd');
+  const ab = mmapShared(mfd, size);
+  t.equal(ab.byteLength, size);
+  const u8 = new Uint8Array(ab);
+  for (let i = 0; i < half; i++) u8[i] = parentPattern(i);
+
+  t.equal(unixSendMsg(conn, Uint8Array.of(0x4d), [mfd]), 1, 'one data byte carries the fd');
+  const r = await request({ cmd: 'mapShared', half });
+  t.same(r, { data: [0x4d], nfds: 1, size, matches: half }, 'child saw our bytes through its own mapping');
+  let childBytesOk = 0;
+  for (let i = half; i < size; i++) if (u8[i] === childPattern(i)) childBytesOk++;
+  t.equal(childBytesOk, half, "child's writes are visible in our mapping");
+  munmap(ab);
+  closeFd(mfd);
+
+  // Child -> parent.
+  const r2 = await request({ cmd: 'sendMem', size: 8192 });
+  t.same(r2, { sent: 1 });
+  await waitReadable(conn);
+  const buf = new Uint8Array(16);
+  const fds: number[] = [];
+  t.equal(unixRecvMsg(conn, buf, fds), 1);
+  t.equal(buf[0], 0x43);
+  t.equal(fds.length, 1, 'received exactly one fd');
+  t.equal(fdSize(fds[0]), 8192);
+  const theirs = new Uint8Array(mmapShared(fds[0], 8192));
+  let ok = 0;
+  for (let i = 0; i < 8192; i++) if (theirs[i] === childPattern(i)) ok++;
+  t.equal(ok, 8192, "child's memfd content readable here");
+  munmap(theirs.buffer as ArrayBuffer);
+  t.equal(theirs.length, 0, 'views over a munmapped buffer are emptied');
+  closeFd(fds[0]);
+});
+
+t.test('eventfd signalled by the child wakes an FdWatcher here', async (t) => {
+  const efd = eventfdCreate();
+  let fired = 0;
+  let onFire!: () => void;
+  const firedOnce = new Promise<void>((r) => (onFire = r));
+  const w = new FdWatcher(efd, () => {
+    fired++;
+    w.stop(); // no drain here: count the signals after the child is done
+    onFire();
+  });
+  w.start();
+  t.equal(unixSendMsg(conn, Uint8Array.of(0x45), [efd]), 1);
+  const r = await request({ cmd: 'signalEventfd', n: 3 });
+  t.same(r, { nfds: 1 });
+  await firedOnce;
+  t.equal(fired, 1);
+  t.equal(eventfdDrain(efd), 3, 'counter holds all three signals');
+  t.equal(eventfdDrain(efd), 0, 'drained counter reads 0 (EAGAIN)');
+
+  eventfdSignal(efd);
+  await new Promise((r) => setTimeout(r, 30));
+  t.equal(fired, 1, 'a stopped watcher does not fire');
+
+  const again = new Promise<void>((r) => (onFire = r));
+  w.start();
+  await again;
+  t.equal(fired, 2, 'restarted watcher fires for the pending signal');
+  w.close();
+  w.close();
+  t.doesNotThrow(() => w.stop(), 'stop after close is a no-op');
+  t.throws(() => w.start(), /closed/, 'start after close throws');
+  t.equal(eventfdDrain(efd), 1);
+  closeFd(efd);
+});
+
+t.test('pollReadable', async (t) => {
+  const efd = eventfdCreate();
+  const fds = Int32Array.of(-1, efd);
+  const ready = new Uint8Array(2).fill(9);
+  let t0 = Date.now();
+  t.equal(pollReadable(fds, 50, ready), 0, 'times out with nothing readable');
+  t.ok(Date.now() - t0 >= 45, 'actually waited for the timeout');
+  t.same(Array.from(ready), [0, 0]);
+
+  eventfdSignal(efd);
+  t0 = Date.now();
+  t.equal(pollReadable(fds, 2000, ready), 1);
+  t.ok(Date.now() - t0 < 1000, 'returned promptly');
+  t.same(Array.from(ready), [0, 1], 'negative fd ignored, eventfd ready');
+  t.equal(pollReadable(Int32Array.of(efd), 0), 1, 'readyOut is optional');
+  t.equal(eventfdDrain(efd), 1);
+
+  t.throws(() => pollReadable([efd] as unknown as Int32Array, 0), TypeError);
+  t.throws(() => pollReadable(fds, 0, new Uint8Array(1)), RangeError);
+  t.throws(() => pollReadable(fds, 1.5), RangeError);
+  closeFd(efd);
+});
+
+t.test('munmap detaches; GC finalizer unmaps; no double unmap', async (t) => {
+  const mfd = memfdCreate('zcsw-test-unmap', 3 * 4096);
+  const ab = mmapShared(mfd, 4096, 4096);
+  const view = new Uint8Array(ab);
+  view[0] = 1;
+  munmap(ab);
+  t.equal(ab.byteLength, 0, 'detached');
+  t.equal(view.length, 0, 'views see nothing');
+  const e = catchErr(() => munmap(ab));
+  t.type(e, Error);
+  t.equal(e.code, 'EINVAL', 'second munmap throws');
+  t.throws(() => munmap(new ArrayBuffer(8)), { code: 'EINVAL' }, 'plain ArrayBuffer is not a mapping');
+  t.throws(() => munmap(new Uint8Array(4) as unknown as ArrayBuffer), TypeError);
+  t.throws(() => mmapShared(mfd, 0), RangeError, 'size 0');
+  t.throws(() => mmapShared(mfd, 4096, 100), RangeError, 'unaligned offset');
+  t.throws(() => mmapShared(mfd, -1), RangeError);
+  closeFd(mfd);
+
+  const r = await request({ cmd: 'gcFinalizer', count: 32 });
+  t.equal(r.before, 32, 'child had 32 live mappings');
+  t.equal(r.after, 0, 'GC finalizers unmapped all of them');
+  t.equal(r.oldAddrMapsBefore, 1);
+  t.equal(r.freshMaps, 1, "munmapped buffer's finalizer left the newer mapping alone");
+  t.equal(r.freshValue, 42);
+});
+
+t.test('errors: codes, errno, argument validation', async (t) => {
+  const missing = path.join(tmp, 'nope.sock');
+  const e = catchErr(() => unixConnect(missing));
+  t.type(e, Error);
+  t.equal(e.code, 'ENOENT');
+  t.equal(e.errno, 2);
+  t.equal(e.syscall, 'connect');
+  t.match(e.message, /^unixConnect: No such file or directory/);
+
+  t.match(catchErr(() => closeFd(-1)), { code: 'EBADF', errno: 9, message: /^closeFd: / });
+  t.match(catchErr(() => unixListen(sockPath)), { code: 'EADDRINUSE' }, 'existing path is not unlinked');
+  t.match(catchErr(() => fdSize(-1)), { code: 'EBADF' });
+  t.match(catchErr(() => dupFd(-1)), { code: 'EBADF' });
+
+  const anyFn = <T>(f: T) => f as unknown as (...a: unknown[]) => unknown;
+  t.throws(() => anyFn(memfdCreate)(1, 10), TypeError);
+  t.throws(() => anyFn(memfdCreate)('x'), TypeError, 'missing argument');
+  t.throws(() => anyFn(memfdCreate)('a\0b', 10), TypeError, 'embedded NUL');
+  t.throws(() => anyFn(closeFd)('3'), TypeError);
+  t.throws(() => closeFd(1.5), RangeError);
+  t.throws(() => closeFd(2 ** 40), RangeError);
+  t.throws(() => anyFn(unixSendMsg)(conn, [1, 2]), TypeError, 'data must be a Uint8Array');
+  t.throws(() => unixSendMsg(conn, Uint8Array.of(1), new Array(17).fill(0)), RangeError, 'max 16 fds');
+  t.throws(() => unixSendMsg(conn, new Uint8Array(0), [0]), RangeError, 'fds need a data byte');
+  t.throws(() => anyFn(unixRecvMsg)(conn, new Uint8Array(4)), TypeError, 'fdsOut required');
+  t.throws(() => unixRecvMsg(conn, new Uint8Array(4), [], 5), RangeError, 'maxBytes > buf');
+  t.throws(() => anyFn(setNonBlocking)(0, 1), TypeError);
+  t.throws(() => anyFn(FdWatcher)(0, () => undefined), TypeError, 'needs new');
+  t.throws(() => new FdWatcher(0, undefined as unknown as () => void), TypeError);
+  t.throws(() => new FdWatcher(-1, () => undefined), RangeError);
+  const long = unixListenLong();
+  t.equal(long.name, 'RangeError');
+  t.match(long.message, /107/, 'names the sun_path limit');
+});
+
+function unixListenLong(): NativeError {
+  return catchErr(() => unixListen(path.join(tmp, 'x'.repeat(120))));
+}
+
+t.test('socketPair: fd passing, short reads, EAGAIN, EPIPE', async (t) => {
+  const [a, b] = socketPair();
+  const buf = new Uint8Array(8);
+  const fds: number[] = [];
+  t.equal(unixRecvMsg(b, buf, fds), -1, 'EAGAIN -> -1');
+  const efd = eventfdCreate();
+  t.equal(unixSendMsg(a, Uint8Array.of(1, 2, 3, 4, 5), [efd, efd]), 5);
+  t.equal(unixRecvMsg(b, buf, fds, 2), 2, 'maxBytes limits the read');
+  t.same(Array.from(buf.subarray(0, 2)), [1, 2]);
+  t.equal(fds.length, 2, 'both fds arrived with the first bytes');
+  t.not(fds[0], efd, 'received fds are new descriptors');
+  eventfdSignal(fds[1]);
+  t.equal(eventfdDrain(efd), 1, 'received fd refers to the same eventfd');
+  const more: number[] = [];
+  t.equal(unixRecvMsg(b, buf, more), 3);
+  t.same(more, [], 'fds are delivered only once');
+  for (const fd of fds) closeFd(fd);
+
+  const d = dupFd(efd);
+  t.not(d, efd);
+  eventfdSignal(d);
+  t.equal(eventfdDrain(efd), 1, 'dup shares the counter');
+  closeFd(d);
+  closeFd(efd);
+
+  setNonBlocking(a, false);
+  setNonBlocking(a, true);
+  closeFd(b);
+  t.match(catchErr(() => unixSendMsg(a, Uint8Array.of(1))), { code: 'EPIPE', message: /^unixSendMsg: Broken pipe/ });
+  t.equal(unixRecvMsg(a, buf, []), 0, 'closed peer reads as EOF');
+  closeFd(a);
+});
+
+t.test('unixRecvMsg: MSG_CTRUNC -> ECTRUNC, fds that arrived are kept', async (t) => {
+  // In a process whose fd table is full but for one slot, receiving three
+  // fds installs one and the kernel reports MSG_CTRUNC for the rest.
+  const code = `
+    const b = require(process.argv[1]);
+    const [a, c] = b.socketPair();
+    const e = b.eventfdCreate();
+    b.unixSendMsg(a, Uint8Array.of(7, 8), [e, e, e]);
+    const fillers = [];
+    try { for (;;) fillers.push(b.eventfdCreate()); } catch (err) { if (err.code !== 'EMFILE') throw err; }
+    b.closeFd(fillers.pop());
+    const fds = [];
+    let out;
+    try { out = { n: b.unixRecvMsg(c, new Uint8Array(8), fds) }; }
+    catch (err) { out = { code: err.code, bytesRead: err.bytesRead }; }
+    for (const f of fillers) b.closeFd(f);
+    out.fds = fds.length;
+    process.stdout.write(JSON.stringify(out));
+  `;
+  const r = spawnSync('/bin/sh', ['-c', 'ulimit -n 64 && exec "$0" "$@"', process.execPath, '-e', code, BINDINGS], {
+    encoding: 'utf8',
+    timeout: 10000,
+  });
+  t.equal(r.status, 0, r.stderr);
+  t.same(JSON.parse(r.stdout), { code: 'ECTRUNC', bytesRead: 2, fds: 1 });
+});
+
+t.test('FdWatcher inside worker_threads', async (t) => {
+  // The worker watches an eventfd we signal from here. Modes: 'ok' closes
+  // the watcher so the worker exits by itself; 'throw' throws from the
+  // callback, which must surface as the worker's 'error'; 'terminate' keeps
+  // the watcher armed and gets terminate()d (teardown must not abort).
+  const code = `
+    const { parentPort, workerData } = require('worker_threads');
+    const b = require(workerData.bindings);
+    const efd = b.eventfdCreate();
+    const w = new b.FdWatcher(efd, () => {
+      const n = b.eventfdDrain(efd);
+      if (workerData.mode !== 'terminate') w.close();
+      if (workerData.mode === 'throw') throw new Error('boom from watcher');
+      parentPort.postMessage({ drained: n });
+      // Leave a stopped and an unref'd watcher open: teardown must cope.
+      const x = new b.FdWatcher(b.eventfdCreate(), () => {});
+      const y = new b.FdWatcher(b.eventfdCreate(), () => {}); y.start(); y.unref();
+    });
+    w.start();
+    parentPort.postMessage({ efd });
+  `;
+  const run = (mode: 'ok' | 'throw' | 'terminate') =>
+    new Promise<{ msgs: unknown[]; error?: Error; exitCode: number }>((resolve) => {
+      const msgs: unknown[] = [];
+      let error: Error | undefined;
+      const w = new Worker(code, { eval: true, workerData: { bindings: BINDINGS, mode } });
+      w.on('message', (m: { efd?: number; drained?: number }) => {
+        msgs.push(m);
+        if (m.efd !== undefined) eventfdSignal(m.efd);
+        if (m.drained !== undefined && mode === 'terminate') void w.terminate();
+      });
+      w.on('error', (e) => (error = e));
+      w.on('exit', (exitCode) => resolve({ msgs, error, exitCode }));
+    });
+
+  const ok = await run('ok');
+  t.equal(ok.exitCode, 0, 'worker exits on its own once its only ref\'d watcher is closed');
+  t.equal(ok.error, undefined);
+  t.same(ok.msgs[1], { drained: 1 }, 'worker watcher fired and drained our signal');
+
+  const bad = await run('throw');
+  t.equal(bad.exitCode, 1);
+  t.match(bad.error, { message: 'boom from watcher' }, 'callback exception is an uncaught exception');
+
+  const term = await run('terminate');
+  t.same(term.msgs[1], { drained: 1 });
+  t.equal(term.error, undefined, 'terminate() with an armed watcher is clean');
+  t.equal(term.exitCode, 1, 'terminated worker reports exit code 1');
+});
+
+t.test('EOF after the child closes its end; child exits cleanly', async (t) => {
+  t.same(await request({ cmd: 'closeSocket' }), {});
+  await waitReadable(conn);
+  const fds: number[] = [];
+  t.equal(unixRecvMsg(conn, new Uint8Array(16), fds), 0, 'recvmsg returns 0 at EOF');
+  t.same(fds, []);
+  t.same(await request({ cmd: 'exitWithOpenWatchers' }), {});
+  t.equal(await childExit, 0, 'child with open (unref\'d / stopped) watchers exits with code 0');
+});
