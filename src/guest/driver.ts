@@ -252,6 +252,11 @@ export class GuestDriver {
     return this.shared ? this.shared.bufSize - VIRTIO_NET_HDR_SIZE : this.gm.slotSize - VIRTIO_NET_HDR_SIZE;
   }
 
+  /** Free tx descriptors (an echo should not take more packets than it can send back). */
+  get txFree(): number {
+    return Math.min(this.txq.freeDescs, this.rxq.freeDescs);
+  }
+
   /** Room on tx for another send (and on rx for its return posting). */
   get canSend(): boolean {
     return this.txq.freeDescs > 0 && this.rxq.freeDescs > 0;
@@ -262,6 +267,7 @@ export class GuestDriver {
    * frameOffset(b). Returns false (and b stays ours) when the rings are full.
    */
   send(b: number, frameLen: number, hdrFlags = 0): boolean {
+    if (this.txq.freeDescs === 0) this.reapTx();
     if (!this.canSend) return false;
     const sh = this.shared!;
     writeNetHdr(sh.mem, b * sh.bufSize, hdrFlags, 1);
@@ -282,6 +288,7 @@ export class GuestDriver {
 
   /** Transmit a frame from private memory (the classic, copied path). */
   sendCopy(src: Uint8Array, off: number, len: number): boolean {
+    if (this.txq.freeDescs === 0 || this.privTxTop === 0) this.reapTx();
     if (this.privTxTop === 0 || this.txq.freeDescs === 0 || len + VIRTIO_NET_HDR_SIZE > this.gm.slotSize) return false;
     const k = this.privTxFree[--this.privTxTop];
     const at = this.gm.slotOffset(k);

@@ -128,7 +128,8 @@ export class TrafficVm {
 
   private receiveBatch(now: number): number {
     const drv = this.drv;
-    const n = drv.receive(this.o.burst);
+    // An echo takes no more than it can send back at once, so nothing is dropped at our tx.
+    const n = drv.receive(this.o.mode === 'echo' ? Math.min(this.o.burst, drv.txFree) : this.o.burst);
     if (n > 0) this.lastRxAt = now;
     for (let i = 0; i < n; i++) {
       const tok = drv.rxToken[i];

@@ -25,6 +25,8 @@ export interface PortStats {
   name: string;
   socket: string;
   attached: boolean;
+  /** Both queues running: the port can carry traffic. */
+  ready: boolean;
   zeroCopy: boolean;
   peer: string | null;
   buffersOwned: number;
@@ -153,6 +155,7 @@ export class Switch {
         name: p.name,
         socket: p.socketPath,
         attached: p.attached,
+        ready: p.rxq !== null && p.txq !== null,
         zeroCopy: p.zeroCopy,
         peer: this.peers.get(p)?.name ?? null,
         buffersOwned: this.ledger.owned[p.id],

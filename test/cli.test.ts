@@ -1,0 +1,118 @@
+/**
+ * The command line as a user meets it: bad configs and arguments give a
+ * clear message and a non-zero exit with nothing left behind; `npm start`
+ * prints where each port's socket is; `zcswitch stats` renders a table.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { run, startSwitch, tempDir, vm, waitAttached, waitFor } from './helpers/procs';
+
+const BAD_CONFIGS: [string, Record<string, unknown>, RegExp][] = [
+  ['unknown field', { ports: [{ name: 'vm1', colour: 'red' }] }, /ports\[0\]: unknown field "colour"/],
+  ['pair naming a missing port', { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm3']] }, /pairs\[0\]\[1\]: no port named "vm3"/],
+  ['bufSize not a multiple of 64', { ports: [{ name: 'vm1' }], sharedBuffers: { bufSize: 1000 } }, /sharedBuffers\.bufSize: must be a multiple of 64/],
+  ['zero buffers', { ports: [{ name: 'vm1' }], sharedBuffers: { bufCount: 0 } }, /sharedBuffers\.bufCount: must be at least 1/],
+  ['duplicate port names', { ports: [{ name: 'vm1' }, { name: 'vm1' }] }, /ports\[1\]\.name: duplicate port name "vm1"/],
+];
+
+for (const [what, body, message] of BAD_CONFIGS) {
+  t.test(`bad config: ${what}`, async (t) => {
+    const dir = tempDir();
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const sockets = path.join(dir, 'sockets');
+    const file = path.join(dir, 'bad.json');
+    fs.writeFileSync(file, JSON.stringify({ socketDir: sockets, ...body }));
+    const p = run(['start', '-c', file]);
+    const { code } = await p.exited;
+    t.equal(code, 2, 'exits with status 2');
+    t.match(p.stderr(), message, `names the field: ${p.stderr().trim()}`);
+    t.match(p.stderr(), file, 'names the file');
+    const left = fs.existsSync(sockets) ? fs.readdirSync(sockets) : [];
+    t.same(left, [], 'leaves no socket behind');
+  });
+}
+
+t.test('missing config file and bad JSON', async (t) => {
+  const dir = tempDir();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  let p = run(['start', '-c', path.join(dir, 'nope.json')]);
+  t.equal((await p.exited).code, 2);
+  t.match(p.stderr(), /cannot read file/);
+  fs.writeFileSync(path.join(dir, 'syntax.json'), '{\n  "ports": [\n    { "name": "vm1" }\n  ],,\n}\n');
+  p = run(['start', '-c', path.join(dir, 'syntax.json')]);
+  t.equal((await p.exited).code, 2);
+  t.match(p.stderr(), /line 4/);
+});
+
+t.test('bad command-line arguments name the option', async (t) => {
+  const cases: [string[], RegExp][] = [
+    [['vm'], /required option '-p, --port <name>'/],
+    [['vm', '--port', 'vm1', '--size', 'abc'], /--size must be a whole number, got "abc"/],
+    [['vm', '--port', 'vm1', '--mode', 'flood'], /--mode.*Allowed choices are gen, sink, echo/],
+    [['start'], /required option '-c, --config <file>'/],
+    [['frobnicate'], /unknown command 'frobnicate'/],
+  ];
+  for (const [args, msg] of cases) {
+    const p = run(args);
+    const { code } = await p.exited;
+    t.equal(code, 2, `${args.join(' ')}: exit 2`);
+    t.match(p.stderr(), msg, `${args.join(' ')}: ${p.stderr().split('\n')[0]}`);
+  }
+  const p = run(['vm', '--port', 'nobody', '--socket-dir', '/nonexistent-zcswitch']);
+  t.equal((await p.exited).code, 1, 'attaching to a missing socket fails');
+  t.match(p.stderr(), /cannot attach to port nobody at \/nonexistent-zcswitch\/nobody\.sock/);
+  const s = run(['stats', '--control', '/nonexistent-zcswitch/zcswitch.ctl']);
+  t.equal((await s.exited).code, 1, 'stats without a switch fails');
+  t.match(s.stderr(), /no switch is running at/);
+  const h = run(['--help']);
+  t.equal((await h.exited).code, 0);
+  t.match(h.stdout(), /start.*\n.*vm.*\n.*stats/s, 'help lists the commands');
+});
+
+t.test('npm start runs the switch on config/default.json', async (t) => {
+  const root = path.join(__dirname, '..', '..');
+  const cfg = JSON.parse(fs.readFileSync(path.join(root, 'config', 'default.json'), 'utf8'));
+  const child = spawn('npm', ['start', '--silent'], { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((r) => child.on('close', (c) => r(c)));
+  t.teardown(() => {
+    try {
+      process.kill(-child.pid!, 'SIGTERM');
+    } catch {
+      /* gone */
+    }
+  });
+  await waitFor('npm start to print the control socket', () => out.includes('control:'), 20000);
+  for (const p of cfg.ports) {
+    t.match(out, `port ${p.name}: ${path.join(cfg.socketDir, `${p.name}.sock`)}`, `prints the socket of ${p.name}`);
+    t.ok(fs.statSync(path.join(cfg.socketDir, `${p.name}.sock`)).isSocket(), `${p.name}.sock exists`);
+  }
+  process.kill(-child.pid!, 'SIGTERM');
+  await exited;
+  for (const p of cfg.ports) t.notOk(fs.existsSync(path.join(cfg.socketDir, `${p.name}.sock`)), `${p.name}.sock removed on SIGTERM`);
+});
+
+t.test('zcswitch stats prints a table and JSON', async (t) => {
+  const sw = await startSwitch({ ports: [{ name: 'left' }, { name: 'right' }], pairs: [['left', 'right']] });
+  t.teardown(() => sw.stop());
+  const sink = vm(sw, 'right', ['--mode', 'sink', '--count', '300']);
+  await waitAttached(sw, 'right');
+  await vm(sw, 'left', ['--mode', 'gen', '--count', '300']).result;
+  await sink.result;
+  const table = run(['stats', '--control', sw.control]);
+  t.equal((await table.exited).code, 0);
+  t.match(table.stdout(), /ledger balanced/);
+  t.match(table.stdout(), /^left\s+no\s+no\s+0\s+300\s+0\s+300\s+0\s/m, 'left: 300 received from it, 300 zero-copy, 0 copied');
+  t.match(table.stdout(), /^right\s+no\s+no\s+0\s+0\s+300\s/m, 'right: 300 delivered to it');
+  const json = run(['stats', '--json', '--control', sw.control]);
+  t.equal((await json.exited).code, 0);
+  const s = JSON.parse(json.stdout());
+  t.equal(s.ports.length, 2);
+  t.equal(s.ports[0].counters.zeroCopy, 300);
+  t.equal(s.ledger.ok, true);
+  t.equal(await sw.stop(), 0, 'switch exits 0 on SIGTERM');
+  t.same(fs.readdirSync(sw.dir).filter((f) => f.endsWith('.sock') || f.endsWith('.ctl')), [], 'sockets removed');
+});
