@@ -352,13 +352,21 @@ t.test('needsCall with and without EVENT_IDX', async (t) => {
     t.equal(dev.ring.usedEventIdx, 1);
     dev.pushUsed(2, 1);
     dev.publishUsed();
-    t.equal(dev.needsCall(), true, 'driver re-armed at 1: call');
-    t.equal(dev.needsCall(), false, 'no new entries: no call');
-    drv.setCalls(false);
-    t.equal(dev.ring.usedEventIdx, 1, 'EVENT_IDX off simply does not advance used_event');
+    t.equal(dev.needsCall(), false, 'used_event 1 lies before the new window (2, 3]: no call (the driver saw 1 pending itself)');
+    drv.popUsed();
+    drv.popUsed();
+    t.equal(drv.setCalls(true), 0, 'drained');
+    t.equal(dev.ring.usedEventIdx, 3);
     dev.pushUsed(3, 1);
     dev.publishUsed();
-    t.equal(dev.needsCall(), false);
+    t.equal(dev.needsCall(), true, 'driver caught up and re-armed: call');
+    t.equal(dev.needsCall(), false, 'no new entries: no call');
+    drv.setCalls(false);
+    t.equal(dev.ring.usedEventIdx, 3, 'EVENT_IDX off simply does not advance used_event');
+    drv.popUsed();
+    dev.pushUsed(4, 1);
+    dev.publishUsed();
+    t.equal(dev.needsCall(), false, 'calls off: no call');
   }
   {
     const { parts } = layout(num);

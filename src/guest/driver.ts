@@ -43,7 +43,7 @@ export interface GuestDriverOptions {
   txQueueSize?: number;
   /** Default: room for every shared buffer plus the copy targets. */
   rxQueueSize?: number;
-  /** Private rx buffers posted for copied packets (default 64). */
+  /** Private rx buffers posted for copied packets (default 256). */
   copyTargets?: number;
   /** Private tx buffers for sendCopy (default 64). */
   privateTx?: number;
@@ -146,7 +146,7 @@ export class GuestDriver {
 
     const sh = this.shared;
     const bufCount = sh ? sh.bufCount : 0;
-    this.copyTargets = o.copyTargets ?? 64;
+    this.copyTargets = o.copyTargets ?? 256;
     const privTx = o.privateTx ?? 64;
     const rxNum = o.rxQueueSize ?? Math.min(VIRTQ_MAX_SIZE, nextPow2(bufCount + this.copyTargets));
     const txNum = o.txQueueSize ?? 256;

@@ -8,7 +8,7 @@
 import { closeFd, memfdCreate, mmapShared, munmap } from '../../bindings';
 
 export class SharedBuffers {
-  readonly fd: number;
+  fd: number;
   readonly mem: Uint8Array;
   readonly size: number;
   private readonly buffer: ArrayBuffer;
@@ -46,16 +46,15 @@ export class SharedBuffers {
     return i * this.bufSize;
   }
 
+  /** Unmap and close; idempotent (a second call must not close a reused fd number). */
   close(): void {
+    if (this.fd < 0) return;
     try {
       munmap(this.buffer);
     } catch {
       /* already unmapped */
     }
-    try {
-      closeFd(this.fd);
-    } catch {
-      /* already closed */
-    }
+    closeFd(this.fd);
+    this.fd = -1;
   }
 }

@@ -220,7 +220,8 @@ export class VhostUserBackend {
     s.started = false;
     closeFdQuiet(s.kickFd);
     s.kickFd = -1;
-    this.refresh();
+    // The port must drop its watcher on the closed kick fd even if the ring was not running.
+    if (!this.refresh()) this.hooks.queuesChanged();
     this.opts.log.info({ port: this.opts.port, vring: st.index, base }, 'vring stopped');
     return vringState(st.index, base);
   }

@@ -1,0 +1,78 @@
+/**
+ * Run DPDK's dpdk-testpmd (from Debian's dpdk-dev) the way this machine
+ * allows: no hugepages, no PCI, no shared config. Started with -a
+ * (auto-start forwarding); "quit" is an Enter on stdin; the final forward
+ * statistics are parsed from its output.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { waitFor } from './procs';
+
+export function testpmdPath(): string | null {
+  const env = process.env.ZC_DPDK_TESTPMD;
+  if (env) return env;
+  try {
+    return execFileSync('sh', ['-c', 'command -v dpdk-testpmd'], { encoding: 'utf8' }).trim() || null;
+  } catch {
+    return null;
+  }
+}
+
+export interface Testpmd {
+  child: ChildProcess;
+  output: () => string;
+  /** Press Enter: testpmd stops forwarding, prints statistics and exits. */
+  quit(): Promise<ForwardStats>;
+  kill(): void;
+}
+
+export interface ForwardStats {
+  rxPackets: number;
+  rxDropped: number;
+  txPackets: number;
+  txDropped: number;
+}
+
+let prefixes = 0;
+
+/** Start testpmd with one vdev and a forwarding mode; resolves once it forwards. */
+export async function startTestpmd(vdev: string, fwdArgs: string[]): Promise<Testpmd> {
+  const bin = testpmdPath();
+  if (!bin) throw new Error('dpdk-testpmd not found');
+  const args = [
+    '-l', '0-1', '--no-huge', '--no-pci', '--no-shconf', '-m', '512', `--file-prefix=zct${process.pid}-${prefixes++}`,
+    '--log-level', 'lib.eal:error', '--vdev', vdev, '--', '--total-num-mbufs=8192', '-a', ...fwdArgs,
+  ];
+  // testpmd's stdout is block-buffered into a pipe: unbuffer it so "Press enter" shows up.
+  const child = spawn('stdbuf', ['-o0', '-e0', bin, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const exited = new Promise<void>((r) => child.on('close', () => r()));
+  await waitFor('testpmd to start forwarding', () => out.includes('Press enter to exit') || child.exitCode !== null, 30000);
+  if (child.exitCode !== null) throw new Error(`testpmd exited: ${out}`);
+  return {
+    child,
+    output: () => out,
+    quit: async () => {
+      child.stdin!.write('\n');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 10000))]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+      return parseForwardStats(out);
+    },
+    kill: () => {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    },
+  };
+}
+
+/** The "Accumulated forward statistics" block testpmd prints when it stops. */
+export function parseForwardStats(out: string): ForwardStats {
+  const block = out.slice(out.lastIndexOf('Accumulated forward statistics'));
+  const num = (re: RegExp) => Number(block.match(re)?.[1] ?? NaN);
+  return {
+    rxPackets: num(/RX-packets:\s+(\d+)/),
+    rxDropped: num(/RX-dropped:\s+(\d+)/),
+    txPackets: num(/TX-packets:\s+(\d+)/),
+    txDropped: num(/TX-dropped:\s+(\d+)/),
+  };
+}

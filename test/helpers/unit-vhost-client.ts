@@ -1,0 +1,117 @@
+/**
+ * A raw vhost-user client for tests: connect to a port socket with the
+ * native addon and exchange hand-built messages, with deadlines everywhere
+ * (a test never hangs on a socket).
+ */
+import { closeFd, unixConnect, unixRecvMsg, unixSendMsg, type NativeError } from '../../bindings';
+import { encodeMessage } from '../../src/vhost/codec';
+import { HDR_SIZE } from '../../src/vhost/protocol';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface RawReply {
+  request: number;
+  flags: number;
+  payload: Buffer;
+  fds: number[];
+}
+
+export class RawClient {
+  private open = true;
+
+  private constructor(readonly fd: number) {}
+
+  static connect(path: string): RawClient {
+    return new RawClient(unixConnect(path));
+  }
+
+  /** Send bytes as they are; returns the count the kernel took. */
+  sendRaw(bytes: Buffer, fds?: number[]): number {
+    return unixSendMsg(this.fd, bytes, fds);
+  }
+
+  send(request: number, flags: number, payload: Buffer = Buffer.alloc(0), fds?: number[]): void {
+    const bytes = encodeMessage(request, flags, payload);
+    const n = unixSendMsg(this.fd, bytes, fds);
+    if (n !== bytes.length) throw new Error(`short send: ${n} of ${bytes.length} bytes`);
+  }
+
+  /** Read exactly len bytes; null when the peer closed first. */
+  private async readExactly(len: number, fds: number[], deadline: number, what: string): Promise<Buffer | null> {
+    const buf = Buffer.alloc(len);
+    let have = 0;
+    while (have < len) {
+      let n: number;
+      try {
+        n = unixRecvMsg(this.fd, buf.subarray(have), fds, len - have);
+      } catch (e) {
+        if ((e as NativeError).code === 'ECONNRESET') return null;
+        throw e;
+      }
+      if (n === 0) return null;
+      if (n > 0) {
+        have += n;
+        continue;
+      }
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (${have} of ${len} bytes)`);
+      await sleep(2);
+    }
+    return buf;
+  }
+
+  /** Read one whole message; null when the peer closed the connection. */
+  async recv(timeoutMs = 3000): Promise<RawReply | null> {
+    const deadline = Date.now() + timeoutMs;
+    const fds: number[] = [];
+    const hdr = await this.readExactly(HDR_SIZE, fds, deadline, 'a reply header');
+    if (!hdr) return null;
+    const size = hdr.readUInt32LE(8);
+    if (size > 65536) throw new Error(`reply claims a ${size}-byte payload`);
+    const payload = size > 0 ? await this.readExactly(size, fds, deadline, 'a reply payload') : Buffer.alloc(0);
+    if (!payload) return null;
+    return { request: hdr.readUInt32LE(0), flags: hdr.readUInt32LE(4), payload, fds };
+  }
+
+  /**
+   * Wait until the peer closes: 'eof' (recv returned 0) or 'reset'
+   * (ECONNRESET). Any bytes that arrive meanwhile are counted in `extra`.
+   */
+  async waitClosed(timeoutMs = 3000): Promise<{ how: 'eof' | 'reset'; extra: number }> {
+    const deadline = Date.now() + timeoutMs;
+    const buf = Buffer.alloc(4096);
+    let extra = 0;
+    for (;;) {
+      const fds: number[] = [];
+      let n: number;
+      try {
+        n = unixRecvMsg(this.fd, buf, fds);
+      } catch (e) {
+        if ((e as NativeError).code === 'ECONNRESET') return { how: 'reset', extra };
+        throw e;
+      } finally {
+        for (const fd of fds) closeFd(fd);
+      }
+      if (n === 0) return { how: 'eof', extra };
+      if (n > 0) {
+        extra += n;
+        continue;
+      }
+      if (Date.now() > deadline) throw new Error(`the connection was still open after ${timeoutMs} ms`);
+      await sleep(2);
+    }
+  }
+
+  /** True when nothing has arrived and the peer has not closed (checked without waiting). */
+  idleAndOpen(): boolean {
+    const fds: number[] = [];
+    const n = unixRecvMsg(this.fd, Buffer.alloc(1), fds);
+    for (const fd of fds) closeFd(fd);
+    return n === -1;
+  }
+
+  close(): void {
+    if (!this.open) return;
+    this.open = false;
+    closeFd(this.fd);
+  }
+}
