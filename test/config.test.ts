@@ -45,10 +45,10 @@ t.test('defaults are filled from a minimal config', async (t) => {
     socketDir: '/tmp/zcswitch',
     controlSocket: '/tmp/zcswitch/zcswitch.ctl',
     mode: 'pair',
-    sharedBuffers: { bufCount: 1024, bufSize: 2048, base: 0x4000000000n },
+    sharedBuffers: { bufCount: 4096, bufSize: 2048, base: 0x4000000000n },
     ports: [
-      { name: 'vm1', partition: { start: 0, count: 512 } },
-      { name: 'vm2', partition: { start: 512, count: 512 } },
+      { name: 'vm1', partition: { start: 0, count: 2048 } },
+      { name: 'vm2', partition: { start: 2048, count: 2048 } },
     ],
     pairs: [],
     forwarding: { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50 },
@@ -90,7 +90,7 @@ t.test('config/default.json loads', async (t) => {
   t.strictSame(cfg.ports.map((p) => p.name), ['vm1', 'vm2']);
   t.strictSame(cfg.pairs, [['vm1', 'vm2']]);
   t.equal(cfg.mode, 'pair');
-  t.strictSame(cfg.sharedBuffers, { bufCount: 1024, bufSize: 2048, base: 0x4000000000n });
+  t.strictSame(cfg.sharedBuffers, { bufCount: 4096, bufSize: 2048, base: 0x4000000000n });
   t.strictSame(cfg.forwarding, { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50 });
 });
 
@@ -308,6 +308,7 @@ t.test('partitions', async (t) => {
           { name: 'vm1', partition: { start: 0, count: 512 } },
           { name: 'vm2', partition: { start: 512, count: 1024 } },
         ],
+        sharedBuffers: { bufCount: 1024 },
       },
       [{ path: 'ports[1].partition', message: 'start+count (1536) exceeds sharedBuffers.bufCount (1024)' }],
     );

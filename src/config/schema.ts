@@ -57,7 +57,7 @@ export const DEFAULTS = {
   socketDir: '/tmp/zcswitch',
   controlSocketName: 'zcswitch.ctl',
   mode: 'pair',
-  bufCount: 1024,
+  bufCount: 4096,
   bufSize: 2048,
   base: 0x40_0000_0000n,
   burst: 64,

@@ -106,6 +106,13 @@ export class GuestDriver {
   private wakeCb: (() => void) | null = null;
   private readonly rawChains = new Map<number, number[]>();
   private closed = false;
+  /**
+   * Set when a gift of ours came back RETURNED (the peer is gone or cannot
+   * take it); cleared when the peer shows life (a packet or a gift from it).
+   * Without it a VM whose peer left would gift and get its gifts back in a
+   * tight loop.
+   */
+  private giftsBlocked = false;
 
   private constructor(private readonly opts: GuestDriverOptions, maxBatch: number) {
     this.rxToken = new Int32Array(maxBatch);
@@ -306,7 +313,7 @@ export class GuestDriver {
 
   /** Publish what was queued, gift any surplus, and kick where the switch asked. */
   flush(): void {
-    if (this.freeTop > this.giftHigh) this.giftSurplus();
+    if (this.freeTop > this.giftHigh && !this.giftsBlocked) this.giftSurplus();
     if (this.rxDirty) {
       this.rxq.publishAvail();
       this.rxDirty = false;
@@ -349,10 +356,16 @@ export class GuestDriver {
           // The switch refused this posting; the buffer is not ours.
           this.counters.rxErrors++;
         } else if (flags & (VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED)) {
-          if (flags & VIRTIO_NET_HDR_F_RETURNED) this.counters.returned++;
-          else this.counters.giftsReceived++;
+          if (flags & VIRTIO_NET_HDR_F_RETURNED) {
+            this.counters.returned++;
+            if (flags & VIRTIO_NET_HDR_F_GIFT_BUFFER) this.giftsBlocked = true;
+          } else {
+            this.counters.giftsReceived++;
+            this.giftsBlocked = false;
+          }
           this.freePool[this.freeTop++] = kind;
         } else {
+          this.giftsBlocked = false;
           this.rxToken[n] = kind;
           this.rxLen[n++] = len - VIRTIO_NET_HDR_SIZE;
           this.counters.rxPackets++;
