@@ -45,6 +45,7 @@ t.test('defaults are filled from a minimal config', async (t) => {
     socketDir: '/tmp/zcswitch',
     controlSocket: '/tmp/zcswitch/zcswitch.ctl',
     mode: 'pair',
+    bridge: { ageingSec: 300, macTableSize: 4096 },
     sharedBuffers: { bufCount: 4096, bufSize: 2048, base: 0x4000000000n },
     ports: [
       { name: 'vm1', partition: { start: 0, count: 2048 } },
@@ -365,7 +366,14 @@ t.test('pairs', async (t) => {
 });
 
 t.test('other sections', async (t) => {
-  expectIssues(t, { ports: twoPorts(), mode: 'bridge' }, [{ path: 'mode', message: 'must be "pair", got "bridge"' }]);
+  expectIssues(t, { ports: twoPorts(), mode: 'hub' }, [{ path: 'mode', message: 'must be one of "pair", "bridge", got "hub"' }]);
+  expectIssues(t, { ports: twoPorts(), mode: 'bridge', pairs: [['vm1', 'vm2']] }, [
+    { path: 'pairs', message: 'not used in bridge mode (every port is on the one bridge); remove it or use "mode": "pair"' },
+  ]);
+  expectIssues(t, { ports: twoPorts(), mode: 'bridge', bridge: { ageingSec: 0 } }, [
+    { path: 'bridge.ageingSec', message: 'must be at least 1, got 0' },
+  ]);
+  t.strictSame(parseConfig({ ports: twoPorts(), mode: 'bridge' }).bridge, { ageingSec: 300, macTableSize: 4096 });
   expectIssues(t, { ports: twoPorts(), forwarding: { pollMode: 'spin' } }, [
     { path: 'forwarding.pollMode', message: 'must be one of "busy-poll", "spin-then-sleep", "eventfd", got "spin"' },
   ]);

@@ -12,7 +12,8 @@ t.test('1,000,000 packets each way, every payload verified, zero bytes copied', 
   t.teardown(() => sw.stop());
   const echo = vm(sw, 'vm2', ['--mode', 'echo', '--count', '1000000']);
   await waitAttached(sw, 'vm2');
-  const gen = vm(sw, 'vm1', ['--mode', 'gen', '--count', '1000000', '--size', '64']);
+  // Wait for every echo, however loaded the machine (the linger bounds a stall at 20 s).
+  const gen = vm(sw, 'vm1', ['--mode', 'gen', '--count', '1000000', '--size', '64', '--expect', '1000000', '--linger', '20000']);
   const [g, e] = await Promise.all([gen.result, echo.result]);
   t.equal(g.code, 0, `gen exited cleanly: ${g.stderr}`);
   t.equal(e.code, 0, `echo exited cleanly: ${e.stderr}`);

@@ -37,7 +37,7 @@ t.test('wire sizes match the vhost-user spec structs', async (t) => {
   t.equal(VRING_ADDR_SIZE, 40, 'vhost_vring_addr');
   t.equal(MEM_HDR_SIZE, 8, 'vhost_user_memory header');
   t.equal(MEM_REGION_SIZE, 32, 'vhost_user_memory_region');
-  t.equal(SHARED_BUFFERS_SIZE, 40, 'GET_SHARED_BUFFERS reply');
+  t.equal(SHARED_BUFFERS_SIZE, 48, 'GET_SHARED_BUFFERS reply');
   t.equal(MAX_MEM_REGIONS, 8, 'VHOST_MEMORY_BASELINE_NREGIONS');
   t.ok(MAX_PAYLOAD >= MEM_HDR_SIZE + MAX_MEM_REGIONS * MEM_REGION_SIZE, 'the largest legal payload fits MAX_PAYLOAD');
   t.equal(FLAG_VERSION, 1);
@@ -60,7 +60,7 @@ t.test('wire sizes match the vhost-user spec structs', async (t) => {
   t.equal(memTable([]).length, MEM_HDR_SIZE);
   t.equal(memTable([{ guestPhysAddr: 0n, memorySize: 1n, userspaceAddr: 0n, mmapOffset: 0n }]).length, MEM_HDR_SIZE + MEM_REGION_SIZE);
   t.equal(
-    sharedBuffersInfo({ base: 0n, size: 0n, bufSize: 0, bufCount: 0, partitionStart: 0, partitionCount: 0, giftHigh: 0, giftLow: 0 }).length,
+    sharedBuffersInfo({ base: 0n, size: 0n, bufSize: 0, bufCount: 0, partitionStart: 0, partitionCount: 0, giftHigh: 0, giftLow: 0, flags: 0 }).length,
     SHARED_BUFFERS_SIZE,
   );
 });
@@ -180,17 +180,17 @@ t.test('vring addr round trip and size check', async (t) => {
 t.test('shared buffers info round trip and size check', async (t) => {
   const s: SharedBuffersInfo = {
     base: 0x40_0000_0000n, size: 0x20_0000n, bufSize: 2048, bufCount: 1024,
-    partitionStart: 512, partitionCount: 256, giftHigh: 320, giftLow: 256,
+    partitionStart: 512, partitionCount: 256, giftHigh: 320, giftLow: 256, flags: 1,
   };
   const b = sharedBuffersInfo(s);
   t.equal(b.readBigUInt64LE(0), s.base);
   t.equal(b.readBigUInt64LE(8), s.size);
-  t.same([16, 20, 24, 28, 32, 36].map((o) => b.readUInt32LE(o)), [2048, 1024, 512, 256, 320, 256]);
+  t.same([16, 20, 24, 28, 32, 36, 40, 44].map((o) => b.readUInt32LE(o)), [2048, 1024, 512, 256, 320, 256, 1, 0]);
   t.same(decodeSharedBuffersInfo(msg(Req.GET_SHARED_BUFFERS, b)), s);
-  for (const len of [0, 8, 32, 39, 41]) {
+  for (const len of [0, 8, 32, 40, 47, 49]) {
     const e = thrown(t, () => decodeSharedBuffersInfo(msg(Req.GET_SHARED_BUFFERS, Buffer.alloc(len))));
     t.type(e, ProtocolError);
-    t.match(e.message, `GET_SHARED_BUFFERS: payload is ${len} bytes, expected 40`);
+    t.match(e.message, `GET_SHARED_BUFFERS: payload is ${len} bytes, expected 48`);
   }
 });
 

@@ -6,6 +6,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import path from 'node:path';
 import { DEFAULTS, LOG_LEVELS, type LogLevel } from '../config';
+import { parseMac } from '../guest/test-packet';
 import { startCommand } from './start';
 import { statsCommand } from './stats';
 import { vmCommand } from './vm';
@@ -24,6 +25,14 @@ function numArg(name: string, min: number) {
     const n = Number(v);
     if (!Number.isFinite(n) || n < min) throw new InvalidArgumentError(`${name} must be a number >= ${min}, got "${v}"`);
     return n;
+  };
+}
+
+function macArg(name: string) {
+  return (v: string): Uint8Array => {
+    const m = parseMac(v);
+    if (!m) throw new InvalidArgumentError(`${name} must look like 02:00:00:00:00:01, got "${v}"`);
+    return m;
   };
 }
 
@@ -56,14 +65,18 @@ export function buildCli(): Command {
     .option('-b, --burst <n>', 'packets per batch', intArg('--burst', 1, 1024), 64)
     .option('--spin-us <us>', 'poll this long after the last work before sleeping', intArg('--spin-us', 0, 1_000_000), 50)
     .option('--linger <ms>', 'gen: after the last send, wait this long for echoes', intArg('--linger', 0), 300)
+    .option('--expect <n>', 'gen: finish as soon as n packets came back (an echo peer); --linger still bounds the wait', intArg('--expect', 0), 0)
     .option('--stream <id>', 'stream id written into generated frames', intArg('--stream', 0, 0xffffffff), 1)
+    .option('--mac <mac>', 'our MAC address (default 02:00:00:00:00:<stream>)', macArg('--mac'))
+    .option('--dst-mac <mac>', 'gen: destination MAC (default 02:00:00:00:00:ff)', macArg('--dst-mac'))
+    .option('--announce', 'send one broadcast frame first so a bridge learns our MAC')
     .option('--no-verify', 'do not write/check payload patterns (pure packet rate)')
     .option('--no-zero-copy', 'do not negotiate SHARED_BUFFERS (classic virtio; everything is copied)')
     .option('--copy', 'send from private memory (the copy path) even with shared buffers')
     .option('--json', 'print the final summary as one JSON line')
     .option('-q, --quiet', 'no per-second rate lines')
     .addOption(logLevel().default('warn'))
-    .action((o) => vmCommand(o));
+    .action((o) => vmCommand({ ...o, announce: !!o.announce }));
 
   program
     .command('stats')

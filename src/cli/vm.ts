@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { GuestDriver } from '../guest/driver';
-import { MIN_TEST_FRAME } from '../guest/test-packet';
+import { MIN_TEST_FRAME, defaultMacs } from '../guest/test-packet';
 import { TrafficVm, type TrafficSummary, type VmMode } from '../guest/traffic';
 import { createLogger, type LogLevel } from '../log';
 
@@ -24,7 +24,11 @@ export interface VmOptions {
   zeroCopy: boolean;
   copy: boolean;
   linger: number;
+  expect: number;
   stream: number;
+  mac?: Uint8Array;
+  dstMac?: Uint8Array;
+  announce: boolean;
   json: boolean;
   quiet: boolean;
   logLevel: LogLevel;
@@ -57,7 +61,8 @@ export async function vmCommand(o: VmOptions): Promise<void> {
   }
   vm = new TrafficVm(drv, {
     mode: o.mode, size: o.size, count: o.count, rate: o.rate, durationSec: o.duration, burst: o.burst,
-    spinUs: o.spinUs, verifyPayload: o.verify, copyMode: o.copy || !drv.shared, lingerMs: o.linger, stream: o.stream,
+    spinUs: o.spinUs, verifyPayload: o.verify, copyMode: o.copy || !drv.shared, lingerMs: o.linger, expect: o.expect, stream: o.stream,
+    macs: frameMacs(o), announce: o.announce,
   });
   const stopVm = () => vm?.stop();
   process.on('SIGINT', stopVm);
@@ -79,6 +84,13 @@ export async function vmCommand(o: VmOptions): Promise<void> {
   drv.close();
   printSummary(o, summary);
   process.exit(0);
+}
+
+function frameMacs(o: VmOptions): Uint8Array {
+  const m = defaultMacs(o.stream);
+  if (o.dstMac) m.set(o.dstMac, 0);
+  if (o.mac) m.set(o.mac, 6);
+  return m;
 }
 
 function fmtRate(pps: number): string {

@@ -174,6 +174,9 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
 
   // --- pairs -----------------------------------------------------------------
   const rawPairs = valueAt(raw, ['pairs']);
+  if (valueAt(raw, ['mode']) === 'bridge' && Array.isArray(rawPairs) && rawPairs.length > 0) {
+    add(['pairs'], 'not used in bridge mode (every port is on the one bridge); remove it or use "mode": "pair"');
+  }
   if (Array.isArray(rawPairs)) {
     // Existence is only judged when every port name is known and valid.
     const allNamesKnown = Array.isArray(rawPorts) && names.every((n) => n !== undefined);
@@ -257,6 +260,7 @@ export function resolveConfig(file: ConfigFile): SwitchConfig {
     socketDir,
     controlSocket: file.controlSocket ?? socketPathIn(socketDir, DEFAULTS.controlSocketName),
     mode: file.mode,
+    bridge: { ...file.bridge },
     sharedBuffers: { bufCount, bufSize: file.sharedBuffers.bufSize, base: file.sharedBuffers.base },
     ports,
     pairs: file.pairs.map(([a, b]): [string, string] => [a, b]),

@@ -21,7 +21,7 @@ export type PollMode = (typeof POLL_MODES)[number];
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-export const MODES = ['pair'] as const;
+export const MODES = ['pair', 'bridge'] as const;
 export type SwitchMode = (typeof MODES)[number];
 
 export interface PortConfig {
@@ -34,7 +34,10 @@ export interface SwitchConfig {
   socketDir: string;
   /** Default `${socketDir}/zcswitch.ctl`. */
   controlSocket: string;
-  mode: 'pair';
+  /** pair: the seed protocol, each port forwards to its one peer; bridge: a learning Ethernet switch. */
+  mode: SwitchMode;
+  /** Bridge mode: MAC learning. */
+  bridge: { ageingSec: number; macTableSize: number };
   sharedBuffers: {
     bufCount: number;
     bufSize: number;
@@ -67,6 +70,8 @@ export const DEFAULTS = {
   lowWater: 1.0,
   logLevel: 'info',
   statsIntervalMs: 0,
+  ageingSec: 300,
+  macTableSize: 4096,
 } as const;
 
 export const LIMITS = {
@@ -263,6 +268,13 @@ export const giftSchema = z
   })
   .strict();
 
+export const bridgeSchema = z
+  .object({
+    ageingSec: integer(1, 86400).default(DEFAULTS.ageingSec),
+    macTableSize: integer(16, 1 << 20).default(DEFAULTS.macTableSize),
+  })
+  .strict();
+
 export const logSchema = z
   .object({
     level: z.enum(LOG_LEVELS).default(DEFAULTS.logLevel),
@@ -288,6 +300,7 @@ export const configFileSchema = z
     socketDir: socketDirSchema,
     controlSocket: controlSocketSchema,
     mode: z.enum(MODES).default(DEFAULTS.mode),
+    bridge: bridgeSchema.default({}),
     sharedBuffers: sharedBuffersSchema.default({}),
     ports: portsSchema,
     pairs: z.array(pairSchema).default([]),

@@ -20,7 +20,7 @@
 import { FdWatcher, closeFd, eventfdCreate, eventfdDrain, eventfdSignal, mmapShared, munmap } from '../../bindings';
 import type { Logger } from '../log';
 import { ProtocolError, decodeSharedBuffersInfo, decodeU64, memTable, u64, vringAddr, vringState } from '../vhost/codec';
-import { PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, Req } from '../vhost/protocol';
+import { PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, Req, SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
 import {
   VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED,
   VIRTIO_NET_HDR_SIZE, VIRTIO_RING_F_EVENT_IDX, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_MAX_SIZE, bit, hasBit,
@@ -63,6 +63,11 @@ export interface SharedRegion {
   bufCount: number;
   partitionStart: number;
   partitionCount: number;
+  /**
+   * Bridge semantics: post our own empty buffers on rx; completions carry
+   * the buffer address the switch wrote into the descriptor.
+   */
+  swap: boolean;
 }
 
 export class DriverCounters {
@@ -91,6 +96,10 @@ export class GuestDriver {
   private rxq!: DriverQueue;
   private txq!: DriverQueue;
   private rxKind!: Int32Array;
+  /** Swap mode: rx descriptor holds one of our own buffers (not a pool-gift posting). */
+  private rxOwn!: Uint8Array;
+  private ownPosted = 0;
+  private rxTarget = 0;
   private txKind!: Int32Array;
   private freePool!: Int32Array;
   private freeTop = 0;
@@ -165,6 +174,7 @@ export class GuestDriver {
     this.rxq = new DriverQueue(new SplitRing(rxNum, this.gm.ringParts(RXQ)), eventIdx);
     this.txq = new DriverQueue(new SplitRing(txNum, this.gm.ringParts(TXQ)), eventIdx);
     this.rxKind = new Int32Array(rxNum);
+    this.rxOwn = new Uint8Array(rxNum);
     this.txKind = new Int32Array(txNum);
     this.freePool = new Int32Array(Math.max(1, bufCount));
     this.privTxFree = new Int32Array(privTx);
@@ -176,14 +186,17 @@ export class GuestDriver {
       [this.gm.fd],
     );
 
-    // Initial posting: shared buffers we do not own (the peer may send them),
-    // then the private copy targets.
+    // Initial posting. Pair: every shared buffer we do not own (the peer may
+    // send it). Swap: half of our own buffers; but a VM that starts with none
+    // posts the others too, so the switch can gift it buffers from its pool.
     if (sh) {
       const end = sh.partitionStart + sh.partitionCount;
       for (let b = 0; b < sh.bufCount; b++) {
         if (b >= sh.partitionStart && b < end) this.freePool[this.freeTop++] = b;
-        else this.postShared(b);
+        else if (!sh.swap || sh.partitionCount === 0) this.postShared(b);
       }
+      this.rxTarget = Math.max(1, sh.partitionCount >> 1);
+      if (sh.swap) this.refillOwnRx();
     }
     for (let k = 0; k < this.copyTargets; k++) this.postCopyTarget(k);
     this.rxq.publishAvail();
@@ -230,7 +243,13 @@ export class GuestDriver {
       this.shared = {
         mem: new Uint8Array(this.regionBuffer), base: Number(info.base), bufSize: info.bufSize, bufCount: info.bufCount,
         partitionStart: info.partitionStart, partitionCount: info.partitionCount,
+        swap: (info.flags & SHARED_BUFFERS_F_SWAP) !== 0,
       };
+      if (this.shared.swap) {
+        // A bridge keeps every VM's buffer count: nothing to gift.
+        this.giftHigh = this.giftLow = Infinity;
+        return;
+      }
       this.giftHigh = this.opts.giftHigh ?? (info.giftHigh || Infinity);
       this.giftLow = this.opts.giftLow ?? (info.giftLow || this.giftHigh);
     } finally {
@@ -279,7 +298,7 @@ export class GuestDriver {
     const sh = this.shared!;
     writeNetHdr(sh.mem, b * sh.bufSize, hdrFlags, 1);
     // Rule 2 (DESIGN §3): post b on our own rx before it leaves on tx.
-    this.postShared(b);
+    if (!sh.swap) this.postShared(b);
     const id = this.txq.allocDesc();
     this.txq.ring.setDesc(id, sh.base + b * sh.bufSize, VIRTIO_NET_HDR_SIZE + frameLen, 0, 0);
     this.txKind[id] = b;
@@ -314,6 +333,7 @@ export class GuestDriver {
   /** Publish what was queued, gift any surplus, and kick where the switch asked. */
   flush(): void {
     if (this.freeTop > this.giftHigh && !this.giftsBlocked) this.giftSurplus();
+    if (this.ownPosted < this.rxTarget && this.shared?.swap) this.refillOwnRx();
     if (this.rxDirty) {
       this.rxq.publishAvail();
       this.rxDirty = false;
@@ -348,8 +368,18 @@ export class GuestDriver {
     while (pending-- > 0 && n < max) {
       const id = q.popUsed();
       const len = q.lastUsedLen;
-      const kind = this.rxKind[id];
+      let kind = this.rxKind[id];
       q.freeDesc(id);
+      if (this.rxOwn[id]) {
+        // Swap: the switch may have put another buffer in this descriptor.
+        this.rxOwn[id] = 0;
+        this.ownPosted--;
+        kind = this.bufferAt(q.ring.descAddr(id));
+        if (kind < 0) {
+          this.counters.rxErrors++;
+          continue;
+        }
+      }
       if (kind >= 0) {
         const flags = sh!.mem[kind * sh!.bufSize];
         if (len < VIRTIO_NET_HDR_SIZE) {
@@ -412,12 +442,40 @@ export class GuestDriver {
       }
       q.freeDesc(id);
       if (kind < 0) this.privTxFree[this.privTxTop++] = -kind - 1;
+      else if (this.shared!.swap) {
+        // Swap: the descriptor now names the (empty) buffer we got in exchange.
+        const b = this.bufferAt(q.ring.descAddr(id));
+        if (b >= 0) this.freePool[this.freeTop++] = b;
+        else this.counters.rxErrors++;
+      }
     }
   }
+
+  /** Buffer index of a buffer-start address in the region, or -1. */
+  private bufferAt(addr: number): number {
+    const sh = this.shared!;
+    const off = addr - sh.base;
+    if (off < 0 || off >= sh.bufCount * sh.bufSize || off % sh.bufSize !== 0) return -1;
+    return off / sh.bufSize;
+  }
+
+  /** Swap mode: keep rxTarget of our own empty buffers posted on rx. */
+  private refillOwnRx(): void {
+    while (this.ownPosted < this.rxTarget && this.freeTop > 0 && this.rxq.freeDescs > 0) {
+      const b = this.freePool[--this.freeTop];
+      this.postShared(b);
+      this.rxOwn[this.lastPosted] = 1;
+      this.ownPosted++;
+    }
+  }
+
+  /** Descriptor id used by the last postShared(). */
+  private lastPosted = -1;
 
   private postShared(b: number): void {
     const sh = this.shared!;
     const id = this.rxq.allocDesc();
+    this.lastPosted = id;
     this.rxq.ring.setDesc(id, sh.base + b * sh.bufSize, sh.bufSize, VIRTQ_DESC_F_WRITE, 0);
     this.rxKind[id] = b;
     this.rxq.addAvail(id);

@@ -32,10 +32,25 @@ function checksum(m: Uint8Array, from: number, to: number, seq: number): number 
   return h >>> 0;
 }
 
-/** Write a test frame of len bytes at m[off]. With fill=false only the header is written (benchmarks). */
-export function writeTestFrame(m: Uint8Array, off: number, len: number, stream: number, seq: number, fill = true): void {
-  m[off] = 0x02; m[off + 1] = 0; m[off + 2] = 0; m[off + 3] = 0; m[off + 4] = 0; m[off + 5] = 0xff;
-  m[off + 6] = 0x02; m[off + 7] = 0; m[off + 8] = 0; m[off + 9] = 0; m[off + 10] = 0; m[off + 11] = stream & 0xff;
+/** Default addresses: to 02:00:00:00:00:ff, from 02:00:00:00:00:<stream>. */
+export function defaultMacs(stream: number): Uint8Array {
+  return Uint8Array.of(2, 0, 0, 0, 0, 0xff, 2, 0, 0, 0, 0, stream & 0xff);
+}
+
+/** "aa:bb:cc:dd:ee:ff" → 6 bytes, or null. */
+export function parseMac(s: string): Uint8Array | null {
+  const parts = s.split(':');
+  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{1,2}$/.test(p))) return null;
+  return Uint8Array.from(parts.map((p) => parseInt(p, 16)));
+}
+
+/**
+ * Write a test frame of len bytes at m[off]; macs holds destination then
+ * source address (12 bytes). With fill=false only the header is written
+ * (benchmarks).
+ */
+export function writeTestFrame(m: Uint8Array, off: number, len: number, stream: number, seq: number, fill = true, macs = defaultMacs(stream)): void {
+  for (let i = 0; i < 12; i++) m[off + i] = macs[i];
   m[off + 12] = TEST_ETHERTYPE >>> 8;
   m[off + 13] = TEST_ETHERTYPE & 0xff;
   put32(m, off + 14, TEST_MAGIC);
@@ -48,6 +63,16 @@ export function writeTestFrame(m: Uint8Array, off: number, len: number, stream: 
   } else {
     put32(m, off + 30, 0);
   }
+}
+
+/** A broadcast frame that makes a bridge learn our address (not a test frame: receivers count it as such). */
+export function writeAnnounceFrame(m: Uint8Array, off: number, src: Uint8Array): number {
+  m.fill(0, off, off + 60);
+  m.fill(0xff, off, off + 6);
+  m.set(src, off + 6);
+  m[off + 12] = 0x88;
+  m[off + 13] = 0xb6;
+  return 60;
 }
 
 export const enum Verdict {

@@ -7,7 +7,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { GuestDriver } from './driver';
-import { FrameChecker, SequenceTracker, Verdict, writeTestFrame } from './test-packet';
+import { FrameChecker, SequenceTracker, Verdict, writeAnnounceFrame, writeTestFrame } from './test-packet';
 
 export type VmMode = 'gen' | 'sink' | 'echo';
 
@@ -29,7 +29,13 @@ export interface TrafficOptions {
   copyMode: boolean;
   /** gen: after the last send, wait this long for stragglers (echoes). */
   lingerMs: number;
+  /** gen: done as soon as this many packets came back (an echo peer); 0 = rely on linger. */
+  expect: number;
   stream: number;
+  /** Destination then source MAC (12 bytes) written into generated frames. */
+  macs: Uint8Array;
+  /** Send one broadcast frame from our MAC first, so a bridge learns where we are. */
+  announce: boolean;
 }
 
 export interface TrafficSummary {
@@ -76,6 +82,7 @@ export class TrafficVm {
     return new Promise((resolve) => {
       this.finish = resolve;
       this.drv.pollMode();
+      if (this.o.announce) this.announce();
       setImmediate(this.loop);
     });
   }
@@ -160,6 +167,19 @@ export class TrafficVm {
     return n;
   }
 
+  private announce(): void {
+    const drv = this.drv;
+    const src = this.o.macs.subarray(6, 12);
+    const b = drv.shared && !this.o.copyMode ? drv.alloc() : -1;
+    if (b >= 0) {
+      drv.send(b, writeAnnounceFrame(drv.shared!.mem, drv.frameOffset(b), src));
+    } else {
+      const f = new Uint8Array(60);
+      drv.sendCopy(f, 0, writeAnnounceFrame(f, 0, src));
+    }
+    drv.flush();
+  }
+
   private rateLimited(now: number): boolean {
     return this.o.rate > 0 && this.sent >= ((now - this.start) / 1000) * this.o.rate;
   }
@@ -178,7 +198,7 @@ export class TrafficVm {
       }
       const b = drv.alloc();
       if (b < 0) break;
-      writeTestFrame(drv.shared!.mem, drv.frameOffset(b), o.size, o.stream, this.sent, o.verifyPayload);
+      writeTestFrame(drv.shared!.mem, drv.frameOffset(b), o.size, o.stream, this.sent, o.verifyPayload, o.macs);
       if (!drv.send(b, o.size)) {
         drv.release(b);
         break;
@@ -192,7 +212,7 @@ export class TrafficVm {
   private scratch = new Uint8Array(0);
   private sendCopied(): boolean {
     if (this.scratch.length < this.o.size) this.scratch = new Uint8Array(this.o.size);
-    writeTestFrame(this.scratch, 0, this.o.size, this.o.stream, this.sent, this.o.verifyPayload);
+    writeTestFrame(this.scratch, 0, this.o.size, this.o.stream, this.sent, this.o.verifyPayload, this.o.macs);
     if (!this.drv.sendCopy(this.scratch, 0, this.o.size)) return false;
     this.sent++;
     return true;
@@ -203,6 +223,7 @@ export class TrafficVm {
     if (o.durationSec > 0 && now - this.start >= o.durationSec * 1000) return true;
     if (o.mode === 'gen') {
       if (o.count === 0 || this.sent < o.count) return false;
+      if (o.expect > 0 && this.drv.counters.rxPackets >= o.expect) return true;
       // All sent: wait for echoes until they stop coming.
       return now - Math.max(this.lastSendAt, this.lastRxAt) >= o.lingerMs;
     }

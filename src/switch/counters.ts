@@ -23,6 +23,8 @@ export const enum Drop {
   DupRxPost,
   NoReturnSlot,
   RingBroken,
+  /** Bridge: the destination MAC lives on the port the frame came from. */
+  Hairpin,
   Count,
 }
 
@@ -30,7 +32,7 @@ export const enum Drop {
 export const DROP_NAMES = [
   'bad-head', 'bad-next', 'chain-loop', 'chain-too-long', 'indirect', 'bad-order', 'bad-address',
   'bad-zc-desc', 'not-owner', 'too-short', 'too-long', 'peer-down', 'no-rx-buffer', 'rx-too-small',
-  'bad-rx-desc', 'dup-rx-post', 'no-return-slot', 'ring-broken',
+  'bad-rx-desc', 'dup-rx-post', 'no-return-slot', 'ring-broken', 'hairpin',
 ] as const;
 
 export class PortCounters {

@@ -11,6 +11,7 @@ import { POOL, type OwnershipLedger } from '../shm/ledger';
 import type { SharedBuffers } from '../shm/shared-buffers';
 import { VhostUserBackend } from '../vhost/backend';
 import type { SharedBuffersInfo } from '../vhost/codec';
+import { SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
 import { CHAIN_BAD_HEAD, CHAIN_BAD_NEXT, CHAIN_INDIRECT, CHAIN_LOOP, CHAIN_TOO_LONG, ChainSegments, ChainWalker } from '../virtio/chain';
 import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
 import type { DeviceQueue } from '../virtio/device-queue';
@@ -29,6 +30,8 @@ export interface PortContext {
   protocolFeatures: bigint;
   giftHigh: number;
   giftLow: number;
+  /** Bridge mode: VMs post their own buffers and the switch swaps (DESIGN §4). */
+  swap: boolean;
   /** A kick arrived or queues changed: run the data path. */
   wake(): void;
   /** A front-end attached or went away (for pair bookkeeping and logs). */
@@ -61,6 +64,11 @@ export class Port {
   private readonly copyQ = new Int32Array(32768);
   private copyHead = 0;
   private copyCount = 0;
+  /** Bridge mode: posted rx descriptors holding this port's own empty buffers (FIFO of head, buffer). */
+  private readonly ownRxHead = new Int32Array(32768);
+  private readonly ownRxBuf = new Int32Array(32768);
+  private ownHead = 0;
+  private ownCount = 0;
   private readonly seg = new ChainSegments();
   private readonly kick: { watcher: FdWatcher; fd: number; gen: number }[] = [];
   /** The region is usable by this front-end (SHARED_BUFFERS negotiated and fetched). */
@@ -155,6 +163,7 @@ export class Port {
         base: BigInt(shared.base), size: BigInt(shared.size), bufSize: shared.bufSize, bufCount: shared.bufCount,
         partitionStart: given ? p.start : 0, partitionCount: given ? p.count : 0,
         giftHigh: Math.ceil(this.ctx.giftHigh * p.count), giftLow: Math.ceil(this.ctx.giftLow * p.count),
+        flags: this.ctx.swap ? SHARED_BUFFERS_F_SWAP : 0,
       },
     };
   }
@@ -181,6 +190,7 @@ export class Port {
   private clearPostings(): void {
     this.rxSlot.fill(-1);
     this.copyHead = this.copyCount = 0;
+    this.ownHead = this.ownCount = 0;
   }
 
   /**
@@ -217,6 +227,10 @@ export class Port {
         q.pushUsed(head, 0);
       } else if (b < 0) {
         this.copyQ[(this.copyHead + this.copyCount++) & 32767] = head;
+      } else if (this.ctx.swap && ledger.owner[b] === this.id) {
+        const at = (this.ownHead + this.ownCount++) & 32767;
+        this.ownRxHead[at] = head;
+        this.ownRxBuf[at] = b;
       } else if (this.rxSlot[b] >= 0) {
         this.counters.drop(Drop.DupRxPost);
         q.pushUsed(head, 0);
@@ -231,6 +245,23 @@ export class Port {
     }
     return taken;
   }
+
+  /** Bridge mode: own empty buffers posted on rx. */
+  get ownRxCount(): number {
+    return this.ownCount;
+  }
+
+  /** Take the oldest own rx posting: returns its head; its buffer is in takenBuf. */
+  takeOwnRx(): number {
+    const at = this.ownHead;
+    this.takenBuf = this.ownRxBuf[at];
+    this.ownHead = (at + 1) & 32767;
+    this.ownCount--;
+    return this.ownRxHead[at];
+  }
+
+  /** Buffer of the posting last returned by takeOwnRx(). */
+  takenBuf = -1;
 
   /** Next copy target's head without consuming it, or -1. */
   peekCopyTarget(): number {

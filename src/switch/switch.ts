@@ -5,6 +5,7 @@
  * forwarding policy is the only mode-specific part.
  */
 import fs from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import { FdWatcher, closeFd, unixAccept, unixConnect, unixListen } from '../../bindings';
 import type { SwitchConfig } from '../config';
@@ -13,6 +14,7 @@ import { OwnershipLedger, POOL, type LedgerCheck } from '../shm/ledger';
 import { SharedBuffers } from '../shm/shared-buffers';
 import { PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS } from '../vhost/protocol';
 import { VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, bit } from '../virtio/defs';
+import { BridgeForwarder } from './bridge-forwarder';
 import { ControlServer } from './control';
 import { PairForwarder } from './pair-forwarder';
 import { PollLoop } from './poll-loop';
@@ -30,6 +32,8 @@ export interface PortStats {
   zeroCopy: boolean;
   peer: string | null;
   buffersOwned: number;
+  /** Bridge mode: MAC addresses learned on this port. */
+  macs: string[];
   counters: Record<string, unknown>;
 }
 
@@ -48,6 +52,7 @@ export class Switch {
   private readonly peers = new Map<Port, Port | null>();
   private readonly listeners: { fd: number; watcher: FdWatcher; path: string }[] = [];
   private readonly forwarder: PairForwarder;
+  private bridge: BridgeForwarder | null = null;
   private readonly loop: PollLoop;
   private control: ControlServer | null = null;
   private statsTimer: NodeJS.Timeout | null = null;
@@ -76,9 +81,13 @@ export class Switch {
         protocolFeatures: OFFERED_PROTOCOL_FEATURES,
         giftHigh: cfg.gift.highWater,
         giftLow: cfg.gift.lowWater,
+        swap: cfg.mode === 'bridge',
         wake: () => this.loop.wake(),
         attached: () => this.loop.wake(),
-        detached: () => this.loop.wake(),
+        detached: (port) => {
+          this.bridge?.macs.forgetPort(port.id);
+          this.loop.wake();
+        },
       };
       cfg.ports.forEach((pc, id) => {
         const sock = path.join(cfg.socketDir, `${pc.name}.sock`);
@@ -86,6 +95,9 @@ export class Switch {
         this.ports.push(port);
         this.listen(port);
       });
+      if (cfg.mode === 'bridge') {
+        this.bridge = new BridgeForwarder(this.shared, this.ledger, cfg.forwarding.burst, this.ports, cfg.bridge.macTableSize, cfg.bridge.ageingSec * 1000);
+      }
       const byName = new Map(this.ports.map((p) => [p.name, p]));
       for (const p of this.ports) this.peers.set(p, null);
       for (const [a, b] of cfg.pairs) {
@@ -128,9 +140,15 @@ export class Switch {
     let work = 0;
     const ports = this.ports;
     for (let i = 0; i < ports.length; i++) work += ports[i].ingestRx();
-    for (let i = 0; i < ports.length; i++) {
-      const p = ports[i];
-      if (p.txq !== null) work += this.forwarder.forward(p, this.peers.get(p) ?? null);
+    const bridge = this.bridge;
+    if (bridge !== null) {
+      const now = performance.now();
+      for (let i = 0; i < ports.length; i++) if (ports[i].txq !== null) work += bridge.forward(ports[i], now);
+    } else {
+      for (let i = 0; i < ports.length; i++) {
+        const p = ports[i];
+        if (p.txq !== null) work += this.forwarder.forward(p, this.peers.get(p) ?? null);
+      }
     }
     for (let i = 0; i < ports.length; i++) ports[i].flush();
     return work;
@@ -143,6 +161,7 @@ export class Switch {
   }
 
   stats(): SwitchStats {
+    const macs = this.bridge ? this.bridge.macs.entries(performance.now()) : [];
     return {
       mode: this.cfg.mode,
       uptimeSec: (Date.now() - this.started) / 1000,
@@ -159,6 +178,7 @@ export class Switch {
         zeroCopy: p.zeroCopy,
         peer: this.peers.get(p)?.name ?? null,
         buffersOwned: this.ledger.owned[p.id],
+        macs: macs.filter((m) => m.port === p.id).map((m) => m.mac),
         counters: p.counters.snapshot(),
       })),
     };

@@ -23,7 +23,7 @@ export interface VringAddr { index: number; flags: number; desc: bigint; used: b
 export interface MemRegionDesc { guestPhysAddr: bigint; memorySize: bigint; userspaceAddr: bigint; mmapOffset: bigint }
 export interface SharedBuffersInfo {
   base: bigint; size: bigint; bufSize: number; bufCount: number;
-  partitionStart: number; partitionCount: number; giftHigh: number; giftLow: number;
+  partitionStart: number; partitionCount: number; giftHigh: number; giftLow: number; flags: number;
 }
 
 function expectSize(msg: VhostMessage, size: number): void {
@@ -135,6 +135,7 @@ export function sharedBuffersInfo(s: SharedBuffersInfo): Buffer {
   b.writeUInt32LE(s.partitionCount, 28);
   b.writeUInt32LE(s.giftHigh, 32);
   b.writeUInt32LE(s.giftLow, 36);
+  b.writeUInt32LE(s.flags, 40);
   return b;
 }
 
@@ -144,6 +145,6 @@ export function decodeSharedBuffersInfo(msg: VhostMessage): SharedBuffersInfo {
   return {
     base: p.readBigUInt64LE(0), size: p.readBigUInt64LE(8), bufSize: p.readUInt32LE(16),
     bufCount: p.readUInt32LE(20), partitionStart: p.readUInt32LE(24), partitionCount: p.readUInt32LE(28),
-    giftHigh: p.readUInt32LE(32), giftLow: p.readUInt32LE(36),
+    giftHigh: p.readUInt32LE(32), giftLow: p.readUInt32LE(36), flags: p.readUInt32LE(40),
   };
 }

@@ -110,9 +110,17 @@ export const VRING_NOFD_MASK = 0x100;
  * GET_SHARED_BUFFERS reply (zcswitch extension), region memfd in the
  * ancillary data:
  *   u64 base, u64 size, u32 bufSize, u32 bufCount,
- *   u32 partitionStart, u32 partitionCount, u32 giftHigh, u32 giftLow
+ *   u32 partitionStart, u32 partitionCount, u32 giftHigh, u32 giftLow,
+ *   u32 flags (SHARED_BUFFERS_F_*), u32 reserved (0)
  */
-export const SHARED_BUFFERS_SIZE = 40;
+export const SHARED_BUFFERS_SIZE = 48;
+/**
+ * Bridge (swap) semantics, DESIGN §4: the VM posts its own empty buffers on
+ * rx; the switch completes rx and tx descriptors with the buffer address it
+ * wrote into them, so the driver reads the address back on completion.
+ * Without it: pair semantics (post what the peer owns; address match).
+ */
+export const SHARED_BUFFERS_F_SWAP = 1;
 
 /** Requests whose normal answer is a reply message (REPLY_ACK does not apply). */
 export const REPLIES: ReadonlySet<number> = new Set<number>([

@@ -1,0 +1,235 @@
+/**
+ * Bridge mode (DESIGN §4, VALE style): every port on one learning Ethernet
+ * switch. Unicast between two ports that mapped the region moves the frame
+ * by **swapping** buffers: the sender's buffer goes into the receiver's
+ * posted rx descriptor, the receiver's empty buffer into the sender's tx
+ * descriptor, so both keep their buffer count and no byte is copied.
+ * Flooded frames (broadcast, multicast, unknown unicast) are copied to all
+ * destinations but the last, which gets the swap when it can. Classic ports
+ * always take the copy path. No hairpin: a frame never goes back out of the
+ * port it came in on.
+ */
+import type { OwnershipLedger } from '../shm/ledger';
+import type { SharedBuffers } from '../shm/shared-buffers';
+import { ChainSegments } from '../virtio/chain';
+import { ETH_MAX_JUMBO, ETH_MIN_FRAME, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
+import { netHdrFlags, setNetHdrFlags, setNumBuffers } from '../virtio/net-hdr';
+import { Drop } from './counters';
+import { ResolvedChain, copyChain, resolveChain } from './copy';
+import { MacTable } from './mac-table';
+import { type Port, chainDrop } from './port';
+
+const MIN_PACKET = VIRTIO_NET_HDR_SIZE + ETH_MIN_FRAME;
+const MAX_PACKET = VIRTIO_NET_HDR_SIZE + ETH_MAX_JUMBO;
+
+export class BridgeForwarder {
+  readonly macs: MacTable;
+  private readonly seg = new ChainSegments();
+  private readonly dstSeg = new ChainSegments();
+  private readonly src = new ResolvedChain();
+  private readonly dst = new ResolvedChain();
+  /** Bytes 0..11 of the frame (dst, src MAC), whichever descriptors they are in. */
+  private readonly eth = new Uint8Array(12);
+  private readonly ethRes = new ResolvedChain();
+  private readonly targets: Port[] = [];
+  private now = 0;
+
+  constructor(
+    private readonly shared: SharedBuffers,
+    private readonly ledger: OwnershipLedger,
+    private readonly burst: number,
+    private readonly ports: Port[],
+    macTableSize: number,
+    ageingMs: number,
+  ) {
+    this.macs = new MacTable(macTableSize, ageingMs);
+    this.ethRes.mem[0] = this.eth;
+    this.ethRes.off[0] = 0;
+    this.ethRes.len[0] = 12;
+    this.ethRes.count = 1;
+    this.ethRes.total = 12;
+  }
+
+  /** Forward up to `burst` frames from src's tx queue; returns tx entries consumed. */
+  forward(src: Port, now: number): number {
+    const txq = src.txq;
+    if (txq === null) return 0;
+    let n = txq.availPending();
+    if (n < 0) {
+      src.counters.drop(Drop.RingBroken);
+      src.disconnect('tx avail index ran ahead of the ring size');
+      return 0;
+    }
+    if (n > this.burst) n = this.burst;
+    this.now = now;
+    const { seg, shared, ledger } = this;
+    const c = src.counters;
+    const num = txq.ring.num;
+    for (let k = 0; k < n; k++) {
+      const head = txq.popAvail();
+      const cnt = src.txWalker!.walk(txq.ring, head, seg);
+      if (cnt < 0) {
+        c.drop(chainDrop(cnt));
+        if (head < num) txq.pushUsed(head, 0);
+        continue;
+      }
+      if (seg.readable !== cnt) {
+        c.drop(Drop.BadOrder);
+        txq.pushUsed(head, 0);
+        continue;
+      }
+      const addr = seg.addr[0];
+      const b = src.zeroCopy ? shared.indexOf(addr) : -1;
+      if (b >= 0) {
+        if (cnt !== 1 || addr !== shared.addrOf(b) || seg.len[0] > shared.bufSize) {
+          c.drop(Drop.BadZcDesc);
+          txq.pushUsed(head, 0);
+          continue;
+        }
+        if (ledger.owner[b] !== src.id) {
+          c.drop(Drop.NotOwner);
+          txq.pushUsed(head, 0);
+          continue;
+        }
+        // Gifts mean nothing on a bridge (every VM keeps its count): the buffer just comes back.
+        if (netHdrFlags(shared.mem, shared.offsetOf(b)) & VIRTIO_NET_HDR_F_GIFT_BUFFER) {
+          c.giftsIn++;
+          txq.pushUsed(head, 0);
+          continue;
+        }
+      }
+      const total = seg.totalLen;
+      if (total < MIN_PACKET || total > MAX_PACKET) {
+        c.drop(total < MIN_PACKET ? Drop.TooShort : Drop.TooLong);
+        txq.pushUsed(head, 0);
+        continue;
+      }
+      if (!resolveChain(seg, 0, cnt, src.backend?.mem ?? null, src.zeroCopy ? shared : null, this.src)) {
+        c.drop(Drop.BadAddress);
+        txq.pushUsed(head, 0);
+        continue;
+      }
+      this.switchFrame(src, head, b, total);
+    }
+    return n;
+  }
+
+  /** Learn, look up, deliver; completes the tx head (possibly with a swapped buffer). */
+  private switchFrame(src: Port, head: number, b: number, total: number): void {
+    const eth = this.eth;
+    // The Ethernet addresses follow the 12-byte virtio_net_hdr in the byte stream.
+    readStream(this.src, VIRTIO_NET_HDR_SIZE, eth, this.ethRes);
+    const srcHi = (eth[6] << 8) | eth[7];
+    const srcLo = ((eth[8] << 24) | (eth[9] << 16) | (eth[10] << 8) | eth[11]) >>> 0;
+    if ((eth[6] & 1) === 0) this.macs.learn(srcHi, srcLo, src.id, this.now);
+    const targets = this.targets;
+    targets.length = 0;
+    let known = -1;
+    if ((eth[0] & 1) === 0) {
+      known = this.macs.lookup((eth[0] << 8) | eth[1], ((eth[2] << 24) | (eth[3] << 16) | (eth[4] << 8) | eth[5]) >>> 0, this.now);
+    }
+    if (known >= 0) {
+      if (known === src.id) {
+        src.counters.drop(Drop.Hairpin);
+        src.txq!.pushUsed(head, 0);
+        return;
+      }
+      const p = this.ports[known];
+      if (p.rxq !== null) targets.push(p);
+    } else {
+      for (let i = 0; i < this.ports.length; i++) {
+        const p = this.ports[i];
+        if (p !== src && p.rxq !== null) targets.push(p);
+      }
+    }
+    const c = src.counters;
+    if (targets.length === 0) {
+      c.drop(Drop.PeerDown);
+      src.txq!.pushUsed(head, 0);
+      return;
+    }
+    c.rxPackets++;
+    c.rxBytes += total - VIRTIO_NET_HDR_SIZE;
+    // All but the last destination get a copy; the last gets the swap when both sides can.
+    for (let i = 0; i < targets.length - 1; i++) this.copyTo(src, targets[i], total);
+    const last = targets[targets.length - 1];
+    if (b >= 0 && last.zeroCopy && last.ownRxCount > 0) {
+      const rxHead = last.takeOwnRx();
+      const y = last.takenBuf;
+      const shared = this.shared;
+      last.rxq!.ring.setDescAddr(rxHead, shared.addrOf(b));
+      last.rxq!.pushUsed(rxHead, total);
+      src.txq!.ring.setDescAddr(head, shared.addrOf(y));
+      src.txq!.pushUsed(head, 0);
+      this.ledger.transfer(b, last.id);
+      this.ledger.transfer(y, src.id);
+      c.zeroCopy++;
+      last.counters.txPackets++;
+      last.counters.txBytes += total - VIRTIO_NET_HDR_SIZE;
+      return;
+    }
+    this.copyTo(src, last, total);
+    src.txq!.pushUsed(head, 0);
+  }
+
+  /** Copy the frame in this.src into one of dst's rx buffers (own shared buffer or classic chain). */
+  private copyTo(src: Port, dst: Port, total: number): void {
+    const c = src.counters;
+    const rxq = dst.rxq!;
+    const out = this.dst;
+    let head: number;
+    if (dst.zeroCopy && dst.ownRxCount > 0) {
+      head = dst.takeOwnRx();
+      out.mem[0] = this.shared.mem;
+      out.off[0] = this.shared.offsetOf(dst.takenBuf);
+      out.len[0] = this.shared.bufSize;
+      out.count = 1;
+      out.total = this.shared.bufSize;
+    } else {
+      head = dst.peekCopyTarget();
+      if (head < 0) return c.drop(Drop.NoRxBuffer);
+      dst.consumeCopyTarget();
+      const n = dst.rxWalker!.walk(rxq.ring, head, this.dstSeg);
+      if (n < 0 || !resolveChain(this.dstSeg, 0, n, dst.backend?.mem ?? null, null, out) || out.len[0] < VIRTIO_NET_HDR_SIZE) {
+        dst.counters.drop(Drop.BadRxDesc);
+        rxq.pushUsed(head, 0);
+        return c.drop(Drop.NoRxBuffer);
+      }
+    }
+    if (out.total < total) {
+      rxq.pushUsed(head, 0);
+      return c.drop(Drop.RxTooSmall);
+    }
+    copyChain(this.src, out);
+    const hdr = out.mem[0];
+    const off = out.off[0];
+    setNetHdrFlags(hdr, off, netHdrFlags(hdr, off) & ~(VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED));
+    setNumBuffers(hdr, off, 1);
+    rxq.pushUsed(head, total);
+    const payload = total - VIRTIO_NET_HDR_SIZE;
+    c.copied++;
+    c.copiedBytes += payload;
+    dst.counters.txPackets++;
+    dst.counters.txBytes += payload;
+  }
+}
+
+/** Copy bytes [from, from+out.total) of a resolved chain into out's single segment. */
+function readStream(res: ResolvedChain, from: number, dst: Uint8Array, out: ResolvedChain): void {
+  let skip = from;
+  let w = 0;
+  for (let i = 0; i < res.count && w < out.total; i++) {
+    const len = res.len[i];
+    if (skip >= len) {
+      skip -= len;
+      continue;
+    }
+    const m = res.mem[i];
+    const base = res.off[i] + skip;
+    const n = Math.min(len - skip, out.total - w);
+    for (let j = 0; j < n; j++) dst[w + j] = m[base + j];
+    w += n;
+    skip = 0;
+  }
+  for (; w < out.total; w++) dst[w] = 0;
+}
