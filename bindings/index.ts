@@ -67,6 +67,9 @@ interface NativeBinding {
   unixRecvMsg(fd: number, buf: Uint8Array, fdsOut: number[], maxBytes?: number): number;
   setNonBlocking(fd: number, on: boolean): void;
   socketPair(): [number, number];
+  tapOpen(name: string): { fd: number; name: string };
+  fdRead(fd: number, buf: Uint8Array, off: number, len: number): number;
+  fdWrite(fd: number, buf: Uint8Array, off: number, len: number): number;
 }
 
 const ADDON = 'zcswitch_native.node';
@@ -188,3 +191,16 @@ export const setNonBlocking: (fd: number, on: boolean) => void = native.setNonBl
 
 /** socketpair(AF_UNIX, SOCK_STREAM), both ends NONBLOCK|CLOEXEC. */
 export const socketPair: () => [number, number] = native.socketPair;
+
+/**
+ * Open (creating if needed) the TAP interface `name` on /dev/net/tun with
+ * IFF_TAP | IFF_NO_PI | IFF_VNET_HDR and a 12-byte virtio_net_hdr before
+ * every frame; non-blocking, CLOEXEC. Needs CAP_NET_ADMIN.
+ */
+export const tapOpen: (name: string) => { fd: number; name: string } = native.tapOpen;
+
+/** read(2) into buf[off, off+len): bytes read, or -1 on EAGAIN. One TAP frame per call. */
+export const fdRead: (fd: number, buf: Uint8Array, off: number, len: number) => number = native.fdRead;
+
+/** write(2) from buf[off, off+len): bytes written, or -1 on EAGAIN. One TAP frame per call. */
+export const fdWrite: (fd: number, buf: Uint8Array, off: number, len: number) => number = native.fdWrite;

@@ -116,3 +116,42 @@ t.test('zcswitch stats prints a table and JSON', async (t) => {
   t.equal(await sw.stop(), 0, 'switch exits 0 on SIGTERM');
   t.same(fs.readdirSync(sw.dir).filter((f) => f.endsWith('.sock') || f.endsWith('.ctl')), [], 'sockets removed');
 });
+
+t.test('stats table: learned MACs (bridge) and one indented row per queue', async (t) => {
+  const { renderStats } = await import('../src/cli/stats');
+  const counters = (rx: number, tx: number) => ({
+    rxPackets: rx, rxBytes: rx * 100, txPackets: tx, txBytes: tx * 100, zeroCopy: rx, copied: 0, copiedBytes: 0,
+    giftsIn: 0, giftsOut: 0, returned: 0, kicks: 0, calls: 0, drops: {},
+  });
+  const port = (name: string, macs: string[], queues?: unknown[]) => ({
+    name, socket: `/s/${name}.sock`, attached: true, ready: true, zeroCopy: true, peer: null, buffersOwned: 10, macs, queues,
+    counters: counters(12, 30),
+  });
+  const s = {
+    mode: 'bridge', uptimeSec: 3, sharedBuffers: { bufCount: 64, bufSize: 2048, base: '0x4000000000', pool: 0 },
+    ledger: { ok: true, problems: [] },
+    ports: [
+      port('a', ['02:00:00:00:00:01'], [
+        { index: 0, rxPackets: 5, txPackets: 20, rxBytes: 500, txBytes: 2000 },
+        { index: 1, rxPackets: 7, txPackets: 10, rxBytes: 700, txBytes: 1000 },
+      ]),
+      port('b', ['02:00:00:00:00:02', '02:00:00:00:00:03', '02:00:00:00:00:04']),
+      port('c', []),
+    ],
+  };
+  type Stats = Parameters<typeof renderStats>[0];
+  const out = renderStats(s as unknown as Stats);
+  const lines = out.split('\n');
+  t.match(lines[1], /^port\s+attached\s+zc\s+owned\s+rx pkts\s+tx pkts\s+.*\bmacs\s+drops$/, 'a macs column in bridge mode');
+  t.match(lines[2], /^a\s+yes\s+yes\s+10\s+12\s+30\s.*02:00:00:00:00:01\s+0$/);
+  const rxCol = lines[1].indexOf('rx pkts');
+  const txCol = lines[1].indexOf('tx pkts');
+  t.match(lines[3], /^ {2}q0\s+5\s+20$/, 'queue 0 under port a');
+  t.equal(lines[3].indexOf('5'), rxCol, 'queue rx in the rx pkts column');
+  t.equal(lines[3].indexOf('20'), txCol, 'queue tx in the tx pkts column');
+  t.match(lines[4], /^ {2}q1\s+7\s+10$/, 'queue 1 under port a');
+  t.match(lines[5], /^b\s.*3: 02:00:00:00:00:02,02:00:00:00:00:03,\.\.\.\s+0$/, 'many MACs: count and the first two');
+  t.match(lines[6], /^c\s.*\s-\s+0$/, 'no MACs: -');
+  const pair = renderStats({ ...s, mode: 'pair', ports: [port('x', [])] } as unknown as Stats);
+  t.notMatch(pair, /macs/, 'pair mode: no macs column');
+});

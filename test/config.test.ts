@@ -48,11 +48,11 @@ t.test('defaults are filled from a minimal config', async (t) => {
     bridge: { ageingSec: 300, macTableSize: 4096 },
     sharedBuffers: { bufCount: 4096, bufSize: 2048, base: 0x4000000000n },
     ports: [
-      { name: 'vm1', partition: { start: 0, count: 2048 } },
-      { name: 'vm2', partition: { start: 2048, count: 2048 } },
+      { name: 'vm1', type: 'vhost', ifname: 'vm1', partition: { start: 0, count: 2048 } },
+      { name: 'vm2', type: 'vhost', ifname: 'vm2', partition: { start: 2048, count: 2048 } },
     ],
     pairs: [],
-    forwarding: { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50 },
+    forwarding: { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50, queuePairs: 8 },
     gift: { highWater: 1.25, lowWater: 1.0 },
     log: { level: 'info' },
     stats: { intervalMs: 0 },
@@ -92,7 +92,7 @@ t.test('config/default.json loads', async (t) => {
   t.strictSame(cfg.pairs, [['vm1', 'vm2']]);
   t.equal(cfg.mode, 'pair');
   t.strictSame(cfg.sharedBuffers, { bufCount: 4096, bufSize: 2048, base: 0x4000000000n });
-  t.strictSame(cfg.forwarding, { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50 });
+  t.strictSame(cfg.forwarding, { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50, queuePairs: 8 });
 });
 
 t.test('config/examples load', async (t) => {
@@ -374,6 +374,15 @@ t.test('other sections', async (t) => {
     { path: 'bridge.ageingSec', message: 'must be at least 1, got 0' },
   ]);
   t.strictSame(parseConfig({ ports: twoPorts(), mode: 'bridge' }).bridge, { ageingSec: 300, macTableSize: 4096 });
+  // TAP uplink ports
+  const up = parseConfig({ mode: 'bridge', ports: [{ name: 'vm1' }, { name: 'up', type: 'tap', ifname: 'zctap0' }, { name: 'vm2' }] });
+  t.strictSame(up.ports.map((p) => [p.type, p.ifname, p.partition.count]), [['vhost', 'vm1', 2048], ['tap', 'zctap0', 0], ['vhost', 'vm2', 2048]], 'tap ports take no share of the buffers');
+  expectIssues(t, { ports: [{ name: 'vm1' }, { name: 'up', type: 'tap' }] }, [
+    { path: 'ports[1].type', message: 'tap ports need "mode": "bridge" (the uplink is a port of the learning bridge)' },
+  ]);
+  expectIssues(t, { mode: 'bridge', ports: [{ name: 'vm1' }, { name: 'up', type: 'tap', ifname: 'a very long name' }] }, [
+    { path: 'ports[1].ifname', message: 'must be 1..15 characters of letters, digits, "_", "." or "-" (a Linux interface name)' },
+  ]);
   expectIssues(t, { ports: twoPorts(), forwarding: { pollMode: 'spin' } }, [
     { path: 'forwarding.pollMode', message: 'must be one of "busy-poll", "spin-then-sleep", "eventfd", got "spin"' },
   ]);

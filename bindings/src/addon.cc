@@ -9,6 +9,7 @@ void InitMemory(Napi::Env env, Napi::Object exports);
 void InitEventfd(Napi::Env env, Napi::Object exports);
 void InitWatcher(Napi::Env env, Napi::Object exports);
 void InitUnixSocket(Napi::Env env, Napi::Object exports);
+void InitTap(Napi::Env env, Napi::Object exports);
 }  // namespace zc
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -17,6 +18,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   zc::InitEventfd(env, exports);
   zc::InitWatcher(env, exports);
   zc::InitUnixSocket(env, exports);
+  zc::InitTap(env, exports);
   return exports;
 }
 

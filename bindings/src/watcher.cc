@@ -175,22 +175,28 @@ class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
     if (self == nullptr || !self->active_) return;  // stopped/closed: stay silent
 
     Napi::Env env = self->Env();
-    Napi::HandleScope scope(env);
-    Napi::Object recv = self->Value();  // keeps the wrapper alive during the call
-    if (status < 0) {
-      // POLLERR: libuv has already stopped the handle. Mirror that state,
-      // then still notify so JS reads the fd and sees the actual error.
-      self->active_ = false;
-      self->Unpin();
-    }
     try {
-      // MakeCallback (not Call): enters the async context and drains
-      // process.nextTick/microtasks afterwards, as for any libuv callback.
-      self->cb_.MakeCallback(recv, {}, *self->ctx_);
-    } catch (const Napi::Error& e) {
-      // We are at the top of a libuv callback: report it the way node
-      // reports any uncaught exception ('uncaughtException' / worker 'error').
-      napi_fatal_exception(env, e.Value());
+      Napi::HandleScope scope(env);
+      Napi::Object recv = self->Value();  // keeps the wrapper alive during the call
+      if (status < 0) {
+        // POLLERR: libuv has already stopped the handle. Mirror that state,
+        // then still notify so JS reads the fd and sees the actual error.
+        self->active_ = false;
+        self->Unpin();
+      }
+      try {
+        // MakeCallback (not Call): enters the async context and drains
+        // process.nextTick/microtasks afterwards, as for any libuv callback.
+        self->cb_.MakeCallback(recv, {}, *self->ctx_);
+      } catch (const Napi::Error& e) {
+        // We are at the top of a libuv callback: report it the way node
+        // reports any uncaught exception ('uncaughtException' / worker 'error').
+        napi_fatal_exception(env, e.Value());
+      }
+    } catch (...) {
+      // The environment is being torn down (worker.terminate()): no JS can
+      // run any more, so the event is dropped. An exception must not escape
+      // a libuv callback: that would abort the whole process.
     }
   }
 

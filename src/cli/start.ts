@@ -44,6 +44,7 @@ export async function startCommand(o: StartOptions): Promise<void> {
     const peer = peerOf.get(p.name);
     process.stdout.write(`  port ${p.name}: ${p.socketPath}${peer ? ` (paired with ${peer})` : ' (unpaired)'}\n`);
   }
+  for (const tap of sw.taps) process.stdout.write(`  port ${tap.name}: TAP interface ${tap.ifname} (uplink to the host stack)\n`);
   process.stdout.write(`  control: ${cfg.controlSocket}\n`);
   const shutdown = (sig: string) => {
     log.info({ signal: sig }, 'shutting down');

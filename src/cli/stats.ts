@@ -20,14 +20,53 @@ export async function statsCommand(o: { control: string; json: boolean }): Promi
   process.stdout.write(renderStats(s));
 }
 
+interface QueueRow {
+  index: number;
+  rxPackets: number;
+  txPackets: number;
+  rxBytes: number;
+  txBytes: number;
+}
+
+/** Learned MACs as one cell: all of them when few, else the count and the first two. */
+function macCell(macs: readonly string[]): string {
+  if (macs.length === 0) return '-';
+  if (macs.length <= 2) return macs.join(',');
+  return `${macs.length}: ${macs.slice(0, 2).join(',')},...`;
+}
+
+/**
+ * The table: one row per port, then (when the switch reports queues) one
+ * indented row per queue pair with its packet counts. Bridge mode adds the
+ * learned MACs.
+ */
 export function renderStats(s: SwitchStats): string {
-  const head = ['port', 'attached', 'zc', 'owned', 'rx pkts', 'tx pkts', 'zero-copy', 'copied B', 'gifts in/out', 'returned', 'drops'];
-  const rows = s.ports.map((p) => {
+  const bridge = s.mode === 'bridge';
+  const head = ['port', 'attached', 'zc', 'owned', 'rx pkts', 'tx pkts', 'zero-copy', 'copied B', 'gifts in/out', 'returned'];
+  if (bridge) head.push('macs');
+  head.push('drops');
+  const RX = head.indexOf('rx pkts');
+  const TX = head.indexOf('tx pkts');
+  const rows: string[][] = [];
+  for (const p of s.ports) {
     const c = p.counters as Record<string, number> & { drops: Record<string, number> };
     const drops = Object.entries(c.drops).map(([k, v]) => `${k}=${v}`).join(',') || '0';
-    return [p.name, p.attached ? 'yes' : 'no', p.zeroCopy ? 'yes' : 'no', String(p.buffersOwned), String(c.rxPackets),
-      String(c.txPackets), String(c.zeroCopy), String(c.copiedBytes), `${c.giftsIn}/${c.giftsOut}`, String(c.returned), drops];
-  });
+    const row = [p.name, p.attached ? 'yes' : 'no', p.zeroCopy ? 'yes' : 'no', String(p.buffersOwned), String(c.rxPackets),
+      String(c.txPackets), String(c.zeroCopy), String(c.copiedBytes), `${c.giftsIn}/${c.giftsOut}`, String(c.returned)];
+    if (bridge) row.push(macCell(p.macs ?? []));
+    row.push(drops);
+    rows.push(row);
+    const queues = (p as { queues?: QueueRow[] }).queues;
+    if (Array.isArray(queues)) {
+      for (const q of queues) {
+        const qr = head.map(() => '');
+        qr[0] = `  q${q.index}`;
+        qr[RX] = String(q.rxPackets);
+        qr[TX] = String(q.txPackets);
+        rows.push(qr);
+      }
+    }
+  }
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (r: string[]) => r.map((v, i) => v.padEnd(widths[i])).join('  ').trimEnd() + '\n';
   const sb = s.sharedBuffers;

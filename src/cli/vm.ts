@@ -29,6 +29,7 @@ export interface VmOptions {
   mac?: Uint8Array;
   dstMac?: Uint8Array;
   announce: boolean;
+  queues: number;
   json: boolean;
   quiet: boolean;
   logLevel: LogLevel;
@@ -41,7 +42,7 @@ export async function vmCommand(o: VmOptions): Promise<void> {
   let drv: GuestDriver;
   try {
     drv = await GuestDriver.attach({
-      socketPath, log, zeroCopy: o.zeroCopy,
+      socketPath, log, zeroCopy: o.zeroCopy, queuePairs: o.queues,
       onClose: (reason) => {
         process.stderr.write(`zcswitch vm: switch connection closed: ${reason}\n`);
         vm?.stop();

@@ -127,11 +127,23 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
     else firstIndex.set(name, i);
   });
 
-  // Partitions: all or none.
+  // TAP ports: bridge mode only, no shared buffers, an interface name that fits.
   const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-  const gives = ports.map((p) => isObj(p) && p.partition !== undefined);
+  const isTap = ports.map((p) => isObj(p) && p.type === 'tap');
+  isTap.forEach((tap, i) => {
+    if (!tap) return;
+    if (valueAt(raw, ['mode']) !== 'bridge') add(['ports', i, 'type'], 'tap ports need "mode": "bridge" (the uplink is a port of the learning bridge)');
+    if ((ports[i] as Record<string, unknown>).partition !== undefined) add(['ports', i, 'partition'], 'a tap port uses no shared buffers; remove the partition');
+    const n = names[i];
+    if ((ports[i] as Record<string, unknown>).ifname === undefined && n !== undefined && n.length > 15) {
+      add(['ports', i, 'ifname'], `the port name "${n}" is too long for an interface name (15 characters); give "ifname"`);
+    }
+  });
+
+  // Partitions (vhost ports): all or none.
+  const gives = ports.map((p, i) => isObj(p) && !isTap[i] && p.partition !== undefined);
   const firstGiving = gives.indexOf(true);
-  const firstMissing = ports.findIndex((p, i) => isObj(p) && !gives[i]);
+  const firstMissing = ports.findIndex((p, i) => isObj(p) && !isTap[i] && !gives[i]);
   if (firstGiving >= 0 && firstMissing >= 0) {
     const who = names[firstMissing] === undefined ? 'this port' : `port "${names[firstMissing]}"`;
     add(
@@ -163,8 +175,8 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
       }
     });
   } else if (firstMissing >= 0 && bufCount !== undefined && ports.length <= LIMITS.maxPorts) {
-    // Default equal shares: every port must get at least one buffer.
-    if (Math.floor(bufCount / ports.length) === 0) {
+    // Default equal shares: every vhost port must get at least one buffer.
+    if (Math.floor(bufCount / Math.max(1, isTap.filter((x) => !x).length)) === 0) {
       add(
         ['sharedBuffers', 'bufCount'],
         `${bufCount} buffer(s) cannot be shared among ${ports.length} ports (each port would get 0); raise bufCount or give explicit partitions`,
@@ -251,10 +263,17 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
 export function resolveConfig(file: ConfigFile): SwitchConfig {
   const socketDir = normalizeDir(file.socketDir);
   const { bufCount } = file.sharedBuffers;
-  const share = Math.floor(bufCount / file.ports.length);
-  const ports: PortConfig[] = file.ports.map((p, i) => ({
+  const vhostPorts = file.ports.filter((p) => p.type === 'vhost').length;
+  const share = Math.floor(bufCount / Math.max(1, vhostPorts));
+  let k = 0;
+  const ports: PortConfig[] = file.ports.map((p) => ({
     name: p.name,
-    partition: p.partition ? { start: p.partition.start, count: p.partition.count } : { start: i * share, count: share },
+    type: p.type,
+    ifname: p.ifname ?? p.name,
+    partition:
+      p.type === 'tap' ? { start: 0, count: 0 }
+      : p.partition ? { start: p.partition.start, count: p.partition.count }
+      : { start: k++ * share, count: share },
   }));
   return {
     socketDir,
@@ -268,5 +287,6 @@ export function resolveConfig(file: ConfigFile): SwitchConfig {
     gift: { ...file.gift },
     log: { ...file.log },
     stats: { ...file.stats },
+    ...(file.metrics ? { metrics: { ...file.metrics.listen } } : {}),
   };
 }

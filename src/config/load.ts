@@ -234,7 +234,10 @@ export function configToJSON(cfg: SwitchConfig): Record<string, unknown> {
   return {
     ...cfg,
     sharedBuffers: { ...cfg.sharedBuffers, base: hex(cfg.sharedBuffers.base) },
-    ports: cfg.ports.map((p) => ({ name: p.name, partition: { ...p.partition } })),
+    ports: cfg.ports.map((p) =>
+      p.type === 'tap' ? { name: p.name, type: p.type, ifname: p.ifname } : { name: p.name, partition: { ...p.partition } },
+    ),
     pairs: cfg.pairs.map(([a, b]) => [a, b]),
+    ...(cfg.metrics ? { metrics: { listen: cfg.metrics.listen } } : {}),
   };
 }

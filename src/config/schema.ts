@@ -9,6 +9,7 @@
  * defaults (controlSocket, partitions) live in ./checks.ts; ./load.ts ties
  * both together. Every object is .strict(): unknown fields are errors.
  */
+import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
 
 // ---------------------------------------------------------------------------
@@ -26,6 +27,11 @@ export type SwitchMode = (typeof MODES)[number];
 
 export interface PortConfig {
   name: string;
+  /** vhost: a vhost-user socket (VMs); tap: a TAP interface to the host's kernel stack (bridge mode). */
+  type: 'vhost' | 'tap';
+  /** tap: the interface name (default: the port name). */
+  ifname: string;
+  /** vhost: the shared buffers this port owns at first attach; tap: none ({0, 0}). */
   partition: { start: number; count: number };
 }
 
@@ -46,10 +52,21 @@ export interface SwitchConfig {
   };
   ports: PortConfig[];
   pairs: [string, string][];
-  forwarding: { burst: number; pollMode: PollMode; spinUs: number };
+  /** queuePairs: the most queue pairs a port offers (VHOST_USER_PROTOCOL_F_MQ). */
+  forwarding: { burst: number; pollMode: PollMode; spinUs: number; queuePairs: number };
   gift: { highWater: number; lowWater: number };
   log: { level: LogLevel };
   stats: { intervalMs: number };
+  /** Prometheus endpoint (GET /metrics) on a loopback address; absent = off. */
+  metrics?: MetricsConfig;
+}
+
+export interface MetricsConfig {
+  /** As written: "127.0.0.1:9478", "[::1]:9478", "localhost:9478". */
+  listen: string;
+  /** Without brackets: "127.0.0.1", "::1", "localhost". */
+  host: string;
+  port: number;
 }
 
 // ---------------------------------------------------------------------------
@@ -70,6 +87,7 @@ export const DEFAULTS = {
   lowWater: 1.0,
   logLevel: 'info',
   statsIntervalMs: 0,
+  queuePairs: 8,
   ageingSec: 300,
   macTableSize: 4096,
 } as const;
@@ -238,6 +256,11 @@ export const partitionSchema = z
 export const portSchema = z
   .object({
     name: portNameSchema,
+    type: z.enum(['vhost', 'tap']).default('vhost'),
+    ifname: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]{1,15}$/, 'must be 1..15 characters of letters, digits, "_", "." or "-" (a Linux interface name)')
+      .optional(),
     partition: partitionSchema.optional(),
   })
   .strict();
@@ -258,6 +281,7 @@ export const forwardingSchema = z
     burst: integer(1, LIMITS.maxBurst).default(DEFAULTS.burst),
     pollMode: z.enum(POLL_MODES).default(DEFAULTS.pollMode),
     spinUs: integer(0, LIMITS.maxSpinUs).default(DEFAULTS.spinUs),
+    queuePairs: integer(1, 16).default(DEFAULTS.queuePairs),
   })
   .strict();
 
@@ -287,6 +311,52 @@ export const statsSchema = z
   })
   .strict();
 
+/** Is `host` (no brackets) a loopback address: 127.0.0.0/8, ::1 (any spelling) or localhost? */
+export function isLoopbackHost(host: string): boolean {
+  if (host.toLowerCase() === 'localhost') return true;
+  if (isIPv4(host)) return host.split('.')[0] === '127';
+  if (isIPv6(host)) {
+    try {
+      return new URL(`http://[${host}]/`).hostname === '[::1]';
+    } catch {
+      return false;
+    }
+  }
+  return false;
+}
+
+/** "host:port" with a loopback host and a port 1..65535; resolves to { listen, host, port }. */
+export const listenSchema = z.any().transform((v: unknown, ctx): MetricsConfig => {
+  const fail = (message: string): never => {
+    ctx.addIssue({ code: 'custom', message });
+    return z.NEVER;
+  };
+  const form = '"host:port" with a loopback host, like "127.0.0.1:9478" or "[::1]:9478"';
+  if (v === undefined) return fail('is required');
+  if (typeof v !== 'string') return fail(`must be a string ${form}, got ${describeValue(v)}`);
+  const m = /^(?:\[([^\]]*)\]|([^:\[\]]*)):([^:]*)$/.exec(v);
+  if (!m) return fail(`must be ${form}, got ${describeValue(v)}`);
+  const host = m[1] ?? m[2] ?? '';
+  const portText = m[3] ?? '';
+  if (host === '') return fail(`has no host; must be ${form}, got ${describeValue(v)}`);
+  if (m[1] !== undefined && !isIPv6(host)) return fail(`"[${host}]" is not an IPv6 address; must be ${form}`);
+  if (!isLoopbackHost(host)) {
+    return fail(
+      `host "${host}" is not a loopback address; the metrics endpoint listens only on 127.0.0.0/8, [::1] or localhost, got ${describeValue(v)}`,
+    );
+  }
+  if (!/^\d+$/.test(portText)) return fail(`port must be a whole number within 1..65535, got "${portText}"`);
+  const port = Number(portText);
+  if (port < 1 || port > 65535) return fail(`port must be within 1..65535, got ${port}`);
+  return { listen: v, host, port };
+});
+
+export const metricsSchema = z
+  .object({
+    listen: listenSchema,
+  })
+  .strict();
+
 export const socketDirSchema = nonEmptyString().default(DEFAULTS.socketDir);
 export const controlSocketSchema = nonEmptyString().optional();
 
@@ -308,6 +378,7 @@ export const configFileSchema = z
     gift: giftSchema.default({}),
     log: logSchema.default({}),
     stats: statsSchema.default({}),
+    metrics: metricsSchema.optional(),
   })
   .strict();
 

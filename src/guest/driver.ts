@@ -20,7 +20,7 @@
 import { FdWatcher, closeFd, eventfdCreate, eventfdDrain, eventfdSignal, mmapShared, munmap } from '../../bindings';
 import type { Logger } from '../log';
 import { ProtocolError, decodeSharedBuffersInfo, decodeU64, memTable, u64, vringAddr, vringState } from '../vhost/codec';
-import { PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, Req, SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
+import { PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, Req, SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
 import {
   VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED,
   VIRTIO_NET_HDR_SIZE, VIRTIO_RING_F_EVENT_IDX, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_MAX_SIZE, bit, hasBit,
@@ -31,8 +31,24 @@ import { SplitRing } from '../virtio/ring';
 import { VhostUserFrontend } from './frontend';
 import { GuestMemory } from './guest-memory';
 
-const RXQ = 0;
-const TXQ = 1;
+/** One queue pair's rings and what each of their descriptors holds. */
+class QueuePair {
+  /** rx descriptor -> shared buffer index (>= 0) or private slot -(k+1). */
+  readonly rxKind: Int32Array;
+  /** Swap mode: rx descriptor holds one of our own buffers (not a pool-gift posting). */
+  readonly rxOwn: Uint8Array;
+  /** tx descriptor -> shared buffer, private slot -(k+1), or KIND_RAW. */
+  readonly txKind: Int32Array;
+  ownPosted = 0;
+  rxDirty = false;
+  txDirty = false;
+
+  constructor(readonly rxq: DriverQueue, readonly txq: DriverQueue) {
+    this.rxKind = new Int32Array(rxq.ring.num);
+    this.rxOwn = new Uint8Array(rxq.ring.num);
+    this.txKind = new Int32Array(txq.ring.num);
+  }
+}
 /** txKind value for descriptors injected raw by tests. */
 const KIND_RAW = -0x40000000;
 
@@ -40,6 +56,8 @@ export interface GuestDriverOptions {
   socketPath: string;
   /** Negotiate SHARED_BUFFERS when the back-end offers it (default true). */
   zeroCopy?: boolean;
+  /** Queue pairs to open (default 1; more needs VHOST_USER_PROTOCOL_F_MQ). */
+  queuePairs?: number;
   txQueueSize?: number;
   /** Default: room for every shared buffer plus the copy targets. */
   rxQueueSize?: number;
@@ -87,20 +105,19 @@ export class GuestDriver {
   shared: SharedRegion | null = null;
   readonly rxToken: Int32Array;
   readonly rxLen: Uint32Array;
+  /** Queue pair each received packet arrived on. */
+  readonly rxQueue: Uint8Array;
   features = 0n;
   giftHigh = Infinity;
   giftLow = Infinity;
 
   private fe!: VhostUserFrontend;
   private gm!: GuestMemory;
-  private rxq!: DriverQueue;
-  private txq!: DriverQueue;
-  private rxKind!: Int32Array;
-  /** Swap mode: rx descriptor holds one of our own buffers (not a pool-gift posting). */
-  private rxOwn!: Uint8Array;
-  private ownPosted = 0;
+  private qps: QueuePair[] = [];
+  /** Swap mode: own empty buffers to keep posted per rx queue. */
   private rxTarget = 0;
-  private txKind!: Int32Array;
+  /** Queue the next receive() starts from (round robin). */
+  private rxNext = 0;
   private freePool!: Int32Array;
   private freeTop = 0;
   private privTxFree!: Int32Array;
@@ -110,8 +127,6 @@ export class GuestDriver {
   private readonly callFd: number[] = [];
   private readonly watchers: FdWatcher[] = [];
   private regionBuffer: ArrayBuffer | null = null;
-  private rxDirty = false;
-  private txDirty = false;
   private wakeCb: (() => void) | null = null;
   private readonly rawChains = new Map<number, number[]>();
   private closed = false;
@@ -126,6 +141,7 @@ export class GuestDriver {
   private constructor(private readonly opts: GuestDriverOptions, maxBatch: number) {
     this.rxToken = new Int32Array(maxBatch);
     this.rxLen = new Uint32Array(maxBatch);
+    this.rxQueue = new Uint8Array(maxBatch);
   }
 
   /** Connect, negotiate, map, set up both rings and post the initial rx buffers. */
@@ -151,10 +167,16 @@ export class GuestDriver {
     const protocol = hasBit(offered, VHOST_USER_F_PROTOCOL_FEATURES);
     if (protocol) {
       const pf = decodeU64(await fe.call(Req.GET_PROTOCOL_FEATURES));
-      const wantP = bit(PROTOCOL_F_REPLY_ACK) | (o.zeroCopy === false ? 0n : bit(PROTOCOL_F_SHARED_BUFFERS));
+      const wantP = bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_MQ) | (o.zeroCopy === false ? 0n : bit(PROTOCOL_F_SHARED_BUFFERS));
       const acked = pf & wantP;
       await fe.send(Req.SET_PROTOCOL_FEATURES, u64(acked));
       fe.ackedProtocol = acked;
+    }
+    const nq = o.queuePairs ?? 1;
+    if (nq > 1) {
+      if (!hasBit(fe.ackedProtocol, PROTOCOL_F_MQ)) throw new Error(`${nq} queue pairs requested but the back-end does not offer multiqueue`);
+      const max = Number(decodeU64(await fe.call(Req.GET_QUEUE_NUM)));
+      if (nq > max) throw new Error(`${nq} queue pairs requested, the back-end supports ${max}`);
     }
     await fe.send(Req.SET_OWNER);
     if (hasBit(fe.ackedProtocol, PROTOCOL_F_SHARED_BUFFERS)) await this.mapSharedBuffers();
@@ -169,13 +191,17 @@ export class GuestDriver {
     if (rxNum < bufCount) throw new Error(`rx queue size ${rxNum} cannot hold the region's ${bufCount} buffers`);
     this.copyTargets = Math.min(this.copyTargets, rxNum - bufCount);
     const slotSize = o.slotSize ?? Math.max(2048, sh ? sh.bufSize : 0);
-    this.gm = new GuestMemory([rxNum, txNum], this.copyTargets + privTx, slotSize);
+    // Every rx ring can hold every buffer: postings need not be spread evenly.
+    const sizes: number[] = [];
+    for (let q = 0; q < nq; q++) sizes.push(rxNum, txNum);
+    this.gm = new GuestMemory(sizes, this.copyTargets + privTx, slotSize);
     const eventIdx = hasBit(this.features, VIRTIO_RING_F_EVENT_IDX);
-    this.rxq = new DriverQueue(new SplitRing(rxNum, this.gm.ringParts(RXQ)), eventIdx);
-    this.txq = new DriverQueue(new SplitRing(txNum, this.gm.ringParts(TXQ)), eventIdx);
-    this.rxKind = new Int32Array(rxNum);
-    this.rxOwn = new Uint8Array(rxNum);
-    this.txKind = new Int32Array(txNum);
+    for (let q = 0; q < nq; q++) {
+      this.qps.push(new QueuePair(
+        new DriverQueue(new SplitRing(rxNum, this.gm.ringParts(2 * q)), eventIdx),
+        new DriverQueue(new SplitRing(txNum, this.gm.ringParts(2 * q + 1)), eventIdx),
+      ));
+    }
     this.freePool = new Int32Array(Math.max(1, bufCount));
     this.privTxFree = new Int32Array(privTx);
     for (let k = privTx - 1; k >= 0; k--) this.privTxFree[this.privTxTop++] = this.copyTargets + k;
@@ -193,15 +219,18 @@ export class GuestDriver {
       const end = sh.partitionStart + sh.partitionCount;
       for (let b = 0; b < sh.bufCount; b++) {
         if (b >= sh.partitionStart && b < end) this.freePool[this.freeTop++] = b;
-        else if (!sh.swap || sh.partitionCount === 0) this.postShared(b);
+        else if (!sh.swap || sh.partitionCount === 0) this.postShared(b, b % nq);
       }
-      this.rxTarget = Math.max(1, sh.partitionCount >> 1);
-      if (sh.swap) this.refillOwnRx();
+      this.rxTarget = Math.max(1, Math.floor((sh.partitionCount >> 1) / nq));
+      if (sh.swap) for (let q = 0; q < nq; q++) this.refillOwnRx(q);
     }
-    for (let k = 0; k < this.copyTargets; k++) this.postCopyTarget(k);
-    this.rxq.publishAvail();
+    for (let k = 0; k < this.copyTargets; k++) this.postCopyTarget(k, k % nq);
+    for (const qp of this.qps) {
+      qp.rxq.publishAvail();
+      qp.rxDirty = false;
+    }
 
-    for (let i = 0; i < 2; i++) {
+    for (let i = 0; i < 2 * nq; i++) {
       const r = this.gm.rings[i];
       this.kickFd[i] = eventfdCreate();
       this.callFd[i] = eventfdCreate();
@@ -223,10 +252,10 @@ export class GuestDriver {
       this.watchers.push(w);
     }
     if (protocol) {
-      for (let i = 0; i < 2; i++) await fe.send(Req.SET_VRING_ENABLE, vringState(i, 1));
+      for (let i = 0; i < 2 * nq; i++) await fe.send(Req.SET_VRING_ENABLE, vringState(i, 1));
     }
-    eventfdSignal(this.kickFd[RXQ]);
-    this.opts.log?.info({ socket: o.socketPath, zeroCopy: this.shared !== null, rxNum, txNum, owned: this.freeTop }, 'guest driver attached');
+    for (let q = 0; q < nq; q++) eventfdSignal(this.kickFd[2 * q]);
+    this.opts.log?.info({ socket: o.socketPath, zeroCopy: this.shared !== null, queuePairs: nq, rxNum, txNum, owned: this.freeTop }, 'guest driver attached');
   }
 
   private async mapSharedBuffers(): Promise<void> {
@@ -278,32 +307,40 @@ export class GuestDriver {
     return this.shared ? this.shared.bufSize - VIRTIO_NET_HDR_SIZE : this.gm.slotSize - VIRTIO_NET_HDR_SIZE;
   }
 
-  /** Free tx descriptors (an echo should not take more packets than it can send back). */
-  get txFree(): number {
-    return Math.min(this.txq.freeDescs, this.rxq.freeDescs);
+  get queuePairs(): number {
+    return this.qps.length;
   }
 
-  /** Room on tx for another send (and on rx for its return posting). */
-  get canSend(): boolean {
-    return this.txq.freeDescs > 0 && this.rxq.freeDescs > 0;
+  /** Free tx descriptors on queue q (an echo should not take more packets than it can send back). */
+  txFree(q = 0): number {
+    const qp = this.qps[q];
+    this.reapTx(qp);
+    return Math.min(qp.txq.freeDescs, qp.rxq.freeDescs);
+  }
+
+  /** Room on tx queue q for another send (and on its rx for the return posting). */
+  canSend(q = 0): boolean {
+    const qp = this.qps[q];
+    return qp.txq.freeDescs > 0 && qp.rxq.freeDescs > 0;
   }
 
   /**
    * Transmit shared buffer b holding a frame of frameLen bytes at
    * frameOffset(b). Returns false (and b stays ours) when the rings are full.
    */
-  send(b: number, frameLen: number, hdrFlags = 0): boolean {
-    if (this.txq.freeDescs === 0) this.reapTx();
-    if (!this.canSend) return false;
+  send(b: number, frameLen: number, hdrFlags = 0, q = 0): boolean {
+    const qp = this.qps[q];
+    if (qp.txq.freeDescs === 0) this.reapTx(qp);
+    if (!this.canSend(q)) return false;
     const sh = this.shared!;
     writeNetHdr(sh.mem, b * sh.bufSize, hdrFlags, 1);
     // Rule 2 (DESIGN §3): post b on our own rx before it leaves on tx.
-    if (!sh.swap) this.postShared(b);
-    const id = this.txq.allocDesc();
-    this.txq.ring.setDesc(id, sh.base + b * sh.bufSize, VIRTIO_NET_HDR_SIZE + frameLen, 0, 0);
-    this.txKind[id] = b;
-    this.txq.addAvail(id);
-    this.txDirty = true;
+    if (!sh.swap) this.postShared(b, q);
+    const id = qp.txq.allocDesc();
+    qp.txq.ring.setDesc(id, sh.base + b * sh.bufSize, VIRTIO_NET_HDR_SIZE + frameLen, 0, 0);
+    qp.txKind[id] = b;
+    qp.txq.addAvail(id);
+    qp.txDirty = true;
     if (hdrFlags & VIRTIO_NET_HDR_F_GIFT_BUFFER) this.counters.giftsSent++;
     else {
       this.counters.txPackets++;
@@ -313,18 +350,19 @@ export class GuestDriver {
   }
 
   /** Transmit a frame from private memory (the classic, copied path). */
-  sendCopy(src: Uint8Array, off: number, len: number): boolean {
-    if (this.txq.freeDescs === 0 || this.privTxTop === 0) this.reapTx();
-    if (this.privTxTop === 0 || this.txq.freeDescs === 0 || len + VIRTIO_NET_HDR_SIZE > this.gm.slotSize) return false;
+  sendCopy(src: Uint8Array, off: number, len: number, q = 0): boolean {
+    const qp = this.qps[q];
+    if (qp.txq.freeDescs === 0 || this.privTxTop === 0) for (const x of this.qps) this.reapTx(x);
+    if (this.privTxTop === 0 || qp.txq.freeDescs === 0 || len + VIRTIO_NET_HDR_SIZE > this.gm.slotSize) return false;
     const k = this.privTxFree[--this.privTxTop];
     const at = this.gm.slotOffset(k);
     writeNetHdr(this.gm.mem, at, 0, 1);
     this.gm.mem.set(src.subarray(off, off + len), at + VIRTIO_NET_HDR_SIZE);
-    const id = this.txq.allocDesc();
-    this.txq.ring.setDesc(id, this.gm.gpa(at), VIRTIO_NET_HDR_SIZE + len, 0, 0);
-    this.txKind[id] = -(k + 1);
-    this.txq.addAvail(id);
-    this.txDirty = true;
+    const id = qp.txq.allocDesc();
+    qp.txq.ring.setDesc(id, this.gm.gpa(at), VIRTIO_NET_HDR_SIZE + len, 0, 0);
+    qp.txKind[id] = -(k + 1);
+    qp.txq.addAvail(id);
+    qp.txDirty = true;
     this.counters.txPackets++;
     this.counters.txBytes += len;
     return true;
@@ -333,47 +371,61 @@ export class GuestDriver {
   /** Publish what was queued, gift any surplus, and kick where the switch asked. */
   flush(): void {
     if (this.freeTop > this.giftHigh && !this.giftsBlocked) this.giftSurplus();
-    if (this.ownPosted < this.rxTarget && this.shared?.swap) this.refillOwnRx();
-    if (this.rxDirty) {
-      this.rxq.publishAvail();
-      this.rxDirty = false;
-      if (this.rxq.needsKick()) eventfdSignal(this.kickFd[RXQ]);
-    }
-    if (this.txDirty) {
-      this.txq.publishAvail();
-      this.txDirty = false;
-      if (this.txq.needsKick()) eventfdSignal(this.kickFd[TXQ]);
+    const swap = this.shared !== null && this.shared.swap;
+    for (let q = 0; q < this.qps.length; q++) {
+      const qp = this.qps[q];
+      if (swap && qp.ownPosted < this.rxTarget) this.refillOwnRx(q);
+      // rx before tx: a buffer's return posting is visible before its send (rule 2).
+      if (qp.rxDirty) {
+        qp.rxq.publishAvail();
+        qp.rxDirty = false;
+        if (qp.rxq.needsKick()) eventfdSignal(this.kickFd[2 * q]);
+      }
+      if (qp.txDirty) {
+        qp.txq.publishAvail();
+        qp.txDirty = false;
+        if (qp.txq.needsKick()) eventfdSignal(this.kickFd[2 * q + 1]);
+      }
     }
   }
 
   private giftSurplus(): void {
-    while (this.freeTop > this.giftLow && this.canSend) {
-      this.send(this.freePool[--this.freeTop], 0, VIRTIO_NET_HDR_F_GIFT_BUFFER);
+    while (this.freeTop > this.giftLow && this.canSend(0)) {
+      this.send(this.freePool[--this.freeTop], 0, VIRTIO_NET_HDR_F_GIFT_BUFFER, 0);
     }
   }
 
   /**
-   * Reap tx and rx completions. Received packets land in rxToken/rxLen
-   * [0, n): a token >= 0 is a shared buffer (frame at frameOffset), < 0 a
-   * private slot (use packetMem/packetOffset). Gifts and returned buffers go
-   * straight to the free pool.
+   * Reap tx and rx completions on every queue pair, round robin. Received
+   * packets land in rxToken/rxLen/rxQueue [0, n): a token >= 0 is a shared
+   * buffer (frame at frameOffset), < 0 a private slot (use
+   * packetMem/packetOffset). Gifts and returned buffers go straight to the
+   * free pool.
    */
   receive(max: number): number {
-    this.reapTx();
-    const q = this.rxq;
-    const sh = this.shared;
     if (max > this.rxToken.length) max = this.rxToken.length;
+    const nq = this.qps.length;
     let n = 0;
+    for (let q = 0; q < nq; q++) this.reapTx(this.qps[q]);
+    for (let i = 0; i < nq && n < max; i++) n = this.receiveQueue((this.rxNext + i) % nq, n, max);
+    this.rxNext = (this.rxNext + 1) % nq;
+    return n;
+  }
+
+  private receiveQueue(qi: number, n: number, max: number): number {
+    const qp = this.qps[qi];
+    const q = qp.rxq;
+    const sh = this.shared;
     let pending = q.usedPending();
     while (pending-- > 0 && n < max) {
       const id = q.popUsed();
       const len = q.lastUsedLen;
-      let kind = this.rxKind[id];
+      let kind = qp.rxKind[id];
       q.freeDesc(id);
-      if (this.rxOwn[id]) {
+      if (qp.rxOwn[id]) {
         // Swap: the switch may have put another buffer in this descriptor.
-        this.rxOwn[id] = 0;
-        this.ownPosted--;
+        qp.rxOwn[id] = 0;
+        qp.ownPosted--;
         kind = this.bufferAt(q.ring.descAddr(id));
         if (kind < 0) {
           this.counters.rxErrors++;
@@ -385,7 +437,9 @@ export class GuestDriver {
         if (len < VIRTIO_NET_HDR_SIZE) {
           // The switch refused this posting; the buffer is not ours.
           this.counters.rxErrors++;
-        } else if (flags & (VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED)) {
+          continue;
+        }
+        if (flags & (VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED)) {
           if (flags & VIRTIO_NET_HDR_F_RETURNED) {
             this.counters.returned++;
             if (flags & VIRTIO_NET_HDR_F_GIFT_BUFFER) this.giftsBlocked = true;
@@ -394,21 +448,18 @@ export class GuestDriver {
             this.giftsBlocked = false;
           }
           this.freePool[this.freeTop++] = kind;
-        } else {
-          this.giftsBlocked = false;
-          this.rxToken[n] = kind;
-          this.rxLen[n++] = len - VIRTIO_NET_HDR_SIZE;
-          this.counters.rxPackets++;
-          this.counters.rxBytes += len - VIRTIO_NET_HDR_SIZE;
+          continue;
         }
+        this.giftsBlocked = false;
       } else if (len <= VIRTIO_NET_HDR_SIZE) {
-        this.postCopyTarget(-kind - 1);
-      } else {
-        this.rxToken[n] = kind;
-        this.rxLen[n++] = len - VIRTIO_NET_HDR_SIZE;
-        this.counters.rxPackets++;
-        this.counters.rxBytes += len - VIRTIO_NET_HDR_SIZE;
+        this.postCopyTarget(-kind - 1, qi);
+        continue;
       }
+      this.rxToken[n] = kind;
+      this.rxQueue[n] = qi;
+      this.rxLen[n++] = len - VIRTIO_NET_HDR_SIZE;
+      this.counters.rxPackets++;
+      this.counters.rxBytes += len - VIRTIO_NET_HDR_SIZE;
     }
     return n;
   }
@@ -426,15 +477,15 @@ export class GuestDriver {
   /** Done with a received packet: its buffer returns to the free pool (or is reposted). */
   release(token: number): void {
     if (token >= 0) this.freePool[this.freeTop++] = token;
-    else this.postCopyTarget(-token - 1);
+    else this.postCopyTarget(-token - 1, (-token - 1) % this.qps.length);
   }
 
-  private reapTx(): void {
-    const q = this.txq;
+  private reapTx(qp: QueuePair): void {
+    const q = qp.txq;
     let pending = q.usedPending();
     while (pending-- > 0) {
       const id = q.popUsed();
-      const kind = this.txKind[id];
+      const kind = qp.txKind[id];
       if (kind === KIND_RAW) {
         for (const d of this.rawChains.get(id) ?? [id]) q.freeDesc(d);
         this.rawChains.delete(id);
@@ -459,35 +510,35 @@ export class GuestDriver {
     return off / sh.bufSize;
   }
 
-  /** Swap mode: keep rxTarget of our own empty buffers posted on rx. */
-  private refillOwnRx(): void {
-    while (this.ownPosted < this.rxTarget && this.freeTop > 0 && this.rxq.freeDescs > 0) {
-      const b = this.freePool[--this.freeTop];
-      this.postShared(b);
-      this.rxOwn[this.lastPosted] = 1;
-      this.ownPosted++;
+  /** Swap mode: keep rxTarget of our own empty buffers posted on rx queue q. */
+  private refillOwnRx(q: number): void {
+    const qp = this.qps[q];
+    while (qp.ownPosted < this.rxTarget && this.freeTop > 0 && qp.rxq.freeDescs > 0) {
+      const id = this.postShared(this.freePool[--this.freeTop], q);
+      qp.rxOwn[id] = 1;
+      qp.ownPosted++;
     }
   }
 
-  /** Descriptor id used by the last postShared(). */
-  private lastPosted = -1;
-
-  private postShared(b: number): void {
+  /** Post shared buffer b on rx queue q; returns the descriptor id. */
+  private postShared(b: number, q: number): number {
     const sh = this.shared!;
-    const id = this.rxq.allocDesc();
-    this.lastPosted = id;
-    this.rxq.ring.setDesc(id, sh.base + b * sh.bufSize, sh.bufSize, VIRTQ_DESC_F_WRITE, 0);
-    this.rxKind[id] = b;
-    this.rxq.addAvail(id);
-    this.rxDirty = true;
+    const qp = this.qps[q];
+    const id = qp.rxq.allocDesc();
+    qp.rxq.ring.setDesc(id, sh.base + b * sh.bufSize, sh.bufSize, VIRTQ_DESC_F_WRITE, 0);
+    qp.rxKind[id] = b;
+    qp.rxq.addAvail(id);
+    qp.rxDirty = true;
+    return id;
   }
 
-  private postCopyTarget(k: number): void {
-    const id = this.rxq.allocDesc();
-    this.rxq.ring.setDesc(id, this.gm.gpa(this.gm.slotOffset(k)), this.gm.slotSize, VIRTQ_DESC_F_WRITE, 0);
-    this.rxKind[id] = -(k + 1);
-    this.rxq.addAvail(id);
-    this.rxDirty = true;
+  private postCopyTarget(k: number, q: number): void {
+    const qp = this.qps[q];
+    const id = qp.rxq.allocDesc();
+    qp.rxq.ring.setDesc(id, this.gm.gpa(this.gm.slotOffset(k)), this.gm.slotSize, VIRTQ_DESC_F_WRITE, 0);
+    qp.rxKind[id] = -(k + 1);
+    qp.rxq.addAvail(id);
+    qp.rxDirty = true;
   }
 
   // ---- sleeping ------------------------------------------------------------
@@ -498,16 +549,15 @@ export class GuestDriver {
    */
   waitForWork(cb: () => void): void {
     if (this.closed) return;
-    const pending = this.rxq.setCalls(true) + this.txq.setCalls(true);
+    let pending = 0;
+    for (const qp of this.qps) pending += qp.rxq.setCalls(true) + qp.txq.setCalls(true);
     if (pending > 0) {
-      this.rxq.setCalls(false);
-      this.txq.setCalls(false);
+      this.pollMode();
       setImmediate(cb);
       return;
     }
     this.wakeCb = () => {
-      this.rxq.setCalls(false);
-      this.txq.setCalls(false);
+      this.pollMode();
       cb();
     };
     for (const w of this.watchers) w.start();
@@ -515,8 +565,10 @@ export class GuestDriver {
 
   /** Calls off while the application is polling. */
   pollMode(): void {
-    this.rxq.setCalls(false);
-    this.txq.setCalls(false);
+    for (const qp of this.qps) {
+      qp.rxq.setCalls(false);
+      qp.txq.setCalls(false);
+    }
   }
 
   // ---- test hooks ----------------------------------------------------------
@@ -527,18 +579,19 @@ export class GuestDriver {
    * raw head value instead of the chain's first descriptor.
    */
   injectRawTx(descs: { addr: number; len: number; flags?: number; next?: number }[], headOverride?: number): void {
-    const ids = descs.map(() => this.txq.allocDesc());
+    const qp = this.qps[0];
+    const ids = descs.map(() => qp.txq.allocDesc());
     if (ids.some((i) => i < 0)) throw new Error('tx ring full');
     descs.forEach((d, i) => {
       const flags = d.flags ?? (d.next !== undefined ? VIRTQ_DESC_F_NEXT : 0);
-      this.txq.ring.setDesc(ids[i], d.addr, d.len, flags, d.next !== undefined ? ids[d.next] : 0);
+      qp.txq.ring.setDesc(ids[i], d.addr, d.len, flags, d.next !== undefined ? ids[d.next] : 0);
     });
     if (ids.length) {
-      this.txKind[ids[0]] = KIND_RAW;
+      qp.txKind[ids[0]] = KIND_RAW;
       this.rawChains.set(ids[0], ids);
     }
-    this.txq.addAvail(headOverride ?? ids[0]);
-    this.txDirty = true;
+    qp.txq.addAvail(headOverride ?? ids[0]);
+    qp.txDirty = true;
     this.flush();
   }
 

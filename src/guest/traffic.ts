@@ -136,7 +136,7 @@ export class TrafficVm {
   private receiveBatch(now: number): number {
     const drv = this.drv;
     // An echo takes no more than it can send back at once, so nothing is dropped at our tx.
-    const n = drv.receive(this.o.mode === 'echo' ? Math.min(this.o.burst, drv.txFree) : this.o.burst);
+    const n = drv.receive(this.o.mode === 'echo' ? Math.min(this.o.burst, this.minTxFree()) : this.o.burst);
     if (n > 0) this.lastRxAt = now;
     for (let i = 0; i < n; i++) {
       const tok = drv.rxToken[i];
@@ -153,12 +153,14 @@ export class TrafficVm {
         case Verdict.BadChecksum: this.badChecksum++; break;
       }
       if (this.o.mode === 'echo') {
+        // Back on the queue pair it came in on.
+        const q = drv.rxQueue[i];
         if (tok >= 0 && !this.o.copyMode) {
-          if (drv.send(tok, len)) {
+          if (drv.send(tok, len, 0, q)) {
             this.sent++;
             continue;
           }
-        } else if (drv.sendCopy(mem, off, len)) {
+        } else if (drv.sendCopy(mem, off, len, q)) {
           this.sent++;
         }
       }
@@ -180,6 +182,12 @@ export class TrafficVm {
     drv.flush();
   }
 
+  private minTxFree(): number {
+    let m = Infinity;
+    for (let q = 0; q < this.drv.queuePairs; q++) m = Math.min(m, this.drv.txFree(q));
+    return m;
+  }
+
   private rateLimited(now: number): boolean {
     return this.o.rate > 0 && this.sent >= ((now - this.start) / 1000) * this.o.rate;
   }
@@ -199,7 +207,8 @@ export class TrafficVm {
       const b = drv.alloc();
       if (b < 0) break;
       writeTestFrame(drv.shared!.mem, drv.frameOffset(b), o.size, o.stream, this.sent, o.verifyPayload, o.macs);
-      if (!drv.send(b, o.size)) {
+      // Spread over the queue pairs in turn (one flow each would need a hash; round robin is the stress case).
+      if (!drv.send(b, o.size, 0, this.sent % drv.queuePairs)) {
         drv.release(b);
         break;
       }
@@ -213,7 +222,7 @@ export class TrafficVm {
   private sendCopied(): boolean {
     if (this.scratch.length < this.o.size) this.scratch = new Uint8Array(this.o.size);
     writeTestFrame(this.scratch, 0, this.o.size, this.o.stream, this.sent, this.o.verifyPayload, this.o.macs);
-    if (!this.drv.sendCopy(this.scratch, 0, this.o.size)) return false;
+    if (!this.drv.sendCopy(this.scratch, 0, this.o.size, this.sent % this.drv.queuePairs)) return false;
     this.sent++;
     return true;
   }
@@ -227,6 +236,7 @@ export class TrafficVm {
       // All sent: wait for echoes until they stop coming.
       return now - Math.max(this.lastSendAt, this.lastRxAt) >= o.lingerMs;
     }
-    return o.count > 0 && this.drv.counters.rxPackets >= o.count;
+    // Foreign frames (IPv6 neighbour discovery from a host bridge, ...) do not count.
+    return o.count > 0 && this.drv.counters.rxPackets - this.notTest >= o.count;
   }
 }

@@ -12,15 +12,24 @@
 import type { OwnershipLedger } from '../shm/ledger';
 import type { SharedBuffers } from '../shm/shared-buffers';
 import { ChainSegments } from '../virtio/chain';
+import type { DeviceQueue } from '../virtio/device-queue';
 import { ETH_MAX_JUMBO, ETH_MIN_FRAME, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
 import { netHdrFlags, setNetHdrFlags, setNumBuffers } from '../virtio/net-hdr';
 import { Drop } from './counters';
 import { ResolvedChain, copyChain, resolveChain } from './copy';
 import { MacTable } from './mac-table';
+import { MirrorDir, mirrorChain } from './mirror';
 import { type Port, chainDrop } from './port';
+import type { TapPort } from './tap-port';
 
 const MIN_PACKET = VIRTIO_NET_HDR_SIZE + ETH_MIN_FRAME;
 const MAX_PACKET = VIRTIO_NET_HDR_SIZE + ETH_MAX_JUMBO;
+
+/** A bridge port: a vhost-user port, or the TAP uplink. */
+export type BridgePort = Port | TapPort;
+
+/** Largest frame with its header that the uplink can hand us. */
+const TAP_FRAME = VIRTIO_NET_HDR_SIZE + ETH_MAX_JUMBO;
 
 export class BridgeForwarder {
   readonly macs: MacTable;
@@ -31,14 +40,20 @@ export class BridgeForwarder {
   /** Bytes 0..11 of the frame (dst, src MAC), whichever descriptors they are in. */
   private readonly eth = new Uint8Array(12);
   private readonly ethRes = new ResolvedChain();
-  private readonly targets: Port[] = [];
+  private readonly targets: BridgePort[] = [];
+  /** Frames read from / gathered for the TAP uplink. */
+  private readonly tapIn = new Uint8Array(TAP_FRAME);
+  private readonly tapOut = new Uint8Array(TAP_FRAME);
   private now = 0;
+  /** Transmit queue being served (its index picks the receive queue on the other side). */
+  private qi = 0;
 
   constructor(
     private readonly shared: SharedBuffers,
     private readonly ledger: OwnershipLedger,
     private readonly burst: number,
-    private readonly ports: Port[],
+    /** Every port by id (vhost ports and uplinks). */
+    private readonly ports: BridgePort[],
     macTableSize: number,
     ageingMs: number,
   ) {
@@ -50,24 +65,25 @@ export class BridgeForwarder {
     this.ethRes.total = 12;
   }
 
-  /** Forward up to `burst` frames from src's tx queue; returns tx entries consumed. */
-  forward(src: Port, now: number): number {
-    const txq = src.txq;
+  /** Forward up to `burst` frames from src's tx queue qi; returns tx entries consumed. */
+  forward(src: Port, qi: number, now: number): number {
+    const txq = src.txqs[qi];
     if (txq === null) return 0;
     let n = txq.availPending();
     if (n < 0) {
       src.counters.drop(Drop.RingBroken);
-      src.disconnect('tx avail index ran ahead of the ring size');
+      src.disconnect(`tx queue ${qi}: avail index ran ahead of the ring size`);
       return 0;
     }
     if (n > this.burst) n = this.burst;
     this.now = now;
+    this.qi = qi;
     const { seg, shared, ledger } = this;
     const c = src.counters;
     const num = txq.ring.num;
     for (let k = 0; k < n; k++) {
       const head = txq.popAvail();
-      const cnt = src.txWalker!.walk(txq.ring, head, seg);
+      const cnt = src.txWalkers[qi]!.walk(txq.ring, head, seg);
       if (cnt < 0) {
         c.drop(chainDrop(cnt));
         if (head < num) txq.pushUsed(head, 0);
@@ -109,13 +125,37 @@ export class BridgeForwarder {
         txq.pushUsed(head, 0);
         continue;
       }
-      this.switchFrame(src, head, b, total);
+      this.switchFrame(src, txq, head, b, total);
     }
     return n;
   }
 
-  /** Learn, look up, deliver; completes the tx head (possibly with a swapped buffer). */
-  private switchFrame(src: Port, head: number, b: number, total: number): void {
+  /** Forward up to `burst` frames waiting on the TAP uplink. */
+  forwardTap(tap: TapPort, now: number): number {
+    this.now = now;
+    this.qi = 0;
+    const buf = this.tapIn;
+    const res = this.src;
+    let k = 0;
+    for (; k < this.burst; k++) {
+      const n = tap.read(buf);
+      if (n < 0) break;
+      if (n < MIN_PACKET) {
+        tap.counters.drop(Drop.TooShort);
+        continue;
+      }
+      res.mem[0] = buf;
+      res.off[0] = 0;
+      res.len[0] = n;
+      res.count = 1;
+      res.total = n;
+      this.switchFrame(tap, null, -1, -1, n);
+    }
+    return k;
+  }
+
+  /** Learn, look up, deliver; completes the tx head if any (possibly with a swapped buffer). */
+  private switchFrame(src: BridgePort, txq: DeviceQueue | null, head: number, b: number, total: number): void {
     const eth = this.eth;
     // The Ethernet addresses follow the 12-byte virtio_net_hdr in the byte stream.
     readStream(this.src, VIRTIO_NET_HDR_SIZE, eth, this.ethRes);
@@ -131,65 +171,103 @@ export class BridgeForwarder {
     if (known >= 0) {
       if (known === src.id) {
         src.counters.drop(Drop.Hairpin);
-        src.txq!.pushUsed(head, 0);
+        txq?.pushUsed(head, 0);
         return;
       }
       const p = this.ports[known];
-      if (p.rxq !== null) targets.push(p);
+      if (p.nq > 0) targets.push(p);
     } else {
       for (let i = 0; i < this.ports.length; i++) {
         const p = this.ports[i];
-        if (p !== src && p.rxq !== null) targets.push(p);
+        if (p !== src && p.nq > 0) targets.push(p);
       }
     }
     const c = src.counters;
     if (targets.length === 0) {
       c.drop(Drop.PeerDown);
-      src.txq!.pushUsed(head, 0);
+      txq?.pushUsed(head, 0);
       return;
     }
+    const payload = total - VIRTIO_NET_HDR_SIZE;
     c.rxPackets++;
-    c.rxBytes += total - VIRTIO_NET_HDR_SIZE;
+    c.rxBytes += payload;
+    src.queueCounters[4 * this.qi]++;
+    src.queueCounters[4 * this.qi + 1] += payload;
+    if (src.mirror !== null) mirrorChain(src.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.FromVm);
     // All but the last destination get a copy; the last gets the swap when both sides can.
     for (let i = 0; i < targets.length - 1; i++) this.copyTo(src, targets[i], total);
     const last = targets[targets.length - 1];
-    if (b >= 0 && last.zeroCopy && last.ownRxCount > 0) {
-      const rxHead = last.takeOwnRx();
+    const dq = last.isTap ? -1 : last.rxQueueFor(this.qi);
+    if (b >= 0 && txq !== null && !last.isTap && last.zeroCopy && dq >= 0 && last.ownRxCount(dq) > 0) {
+      const rxHead = last.takeOwnRx(dq);
       const y = last.takenBuf;
       const shared = this.shared;
-      last.rxq!.ring.setDescAddr(rxHead, shared.addrOf(b));
-      last.rxq!.pushUsed(rxHead, total);
-      src.txq!.ring.setDescAddr(head, shared.addrOf(y));
-      src.txq!.pushUsed(head, 0);
+      const rxq = last.rxqs[dq]!;
+      rxq.ring.setDescAddr(rxHead, shared.addrOf(b));
+      rxq.pushUsed(rxHead, total);
+      txq.ring.setDescAddr(head, shared.addrOf(y));
+      txq.pushUsed(head, 0);
       this.ledger.transfer(b, last.id);
       this.ledger.transfer(y, src.id);
+      if (last.mirror !== null) mirrorChain(last.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
       c.zeroCopy++;
       last.counters.txPackets++;
-      last.counters.txBytes += total - VIRTIO_NET_HDR_SIZE;
+      last.counters.txBytes += payload;
+      last.queueCounters[4 * dq + 2]++;
+      last.queueCounters[4 * dq + 3] += payload;
       return;
     }
     this.copyTo(src, last, total);
-    src.txq!.pushUsed(head, 0);
+    txq?.pushUsed(head, 0);
+  }
+
+  /** The uplink takes a frame (with its header) in one write; gather it first if it is in pieces. */
+  private toTap(src: BridgePort, tap: TapPort, total: number): void {
+    const res = this.src;
+    let ok: boolean;
+    if (res.count === 1) {
+      ok = tap.write(res.mem[0], res.off[0], total);
+    } else {
+      const out = this.tapOut;
+      let w = 0;
+      for (let i = 0; i < res.count; i++) {
+        out.set(res.mem[i].subarray(res.off[i], res.off[i] + res.len[i]), w);
+        w += res.len[i];
+      }
+      ok = tap.write(out, 0, total);
+    }
+    if (!ok) return src.counters.drop(Drop.NoRxBuffer);
+    const payload = total - VIRTIO_NET_HDR_SIZE;
+    src.counters.copied++;
+    src.counters.copiedBytes += payload;
+    tap.counters.txPackets++;
+    tap.counters.txBytes += payload;
+    tap.queueCounters[2]++;
+    tap.queueCounters[3] += payload;
+    if (tap.mirror !== null) mirrorChain(tap.mirror, res, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
   }
 
   /** Copy the frame in this.src into one of dst's rx buffers (own shared buffer or classic chain). */
-  private copyTo(src: Port, dst: Port, total: number): void {
+  private copyTo(src: BridgePort, dst: BridgePort, total: number): void {
+    if (dst.isTap) return this.toTap(src, dst, total);
     const c = src.counters;
-    const rxq = dst.rxq!;
+    const dq = dst.rxQueueFor(this.qi);
+    if (dq < 0) return c.drop(Drop.PeerDown);
+    const rxq = dst.rxqs[dq]!;
     const out = this.dst;
     let head: number;
-    if (dst.zeroCopy && dst.ownRxCount > 0) {
-      head = dst.takeOwnRx();
+    if (dst.zeroCopy && dst.ownRxCount(dq) > 0) {
+      head = dst.takeOwnRx(dq);
       out.mem[0] = this.shared.mem;
       out.off[0] = this.shared.offsetOf(dst.takenBuf);
       out.len[0] = this.shared.bufSize;
       out.count = 1;
       out.total = this.shared.bufSize;
     } else {
-      head = dst.peekCopyTarget();
+      head = dst.peekCopyTarget(dq);
       if (head < 0) return c.drop(Drop.NoRxBuffer);
-      dst.consumeCopyTarget();
-      const n = dst.rxWalker!.walk(rxq.ring, head, this.dstSeg);
+      dst.consumeCopyTarget(dq);
+      const n = dst.rxWalkers[dq]!.walk(rxq.ring, head, this.dstSeg);
       if (n < 0 || !resolveChain(this.dstSeg, 0, n, dst.backend?.mem ?? null, null, out) || out.len[0] < VIRTIO_NET_HDR_SIZE) {
         dst.counters.drop(Drop.BadRxDesc);
         rxq.pushUsed(head, 0);
@@ -201,6 +279,7 @@ export class BridgeForwarder {
       return c.drop(Drop.RxTooSmall);
     }
     copyChain(this.src, out);
+    if (dst.mirror !== null) mirrorChain(dst.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
     const hdr = out.mem[0];
     const off = out.off[0];
     setNetHdrFlags(hdr, off, netHdrFlags(hdr, off) & ~(VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED));
@@ -211,6 +290,8 @@ export class BridgeForwarder {
     c.copiedBytes += payload;
     dst.counters.txPackets++;
     dst.counters.txBytes += payload;
+    dst.queueCounters[4 * dq + 2]++;
+    dst.queueCounters[4 * dq + 3] += payload;
   }
 }
 

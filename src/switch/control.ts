@@ -1,7 +1,12 @@
 /**
  * The control socket: newline-delimited JSON requests and replies on a Unix
  * socket (no fds travel here, so Node's net module is fine). Used by
- * `zcswitch stats` and by tests.
+ * `zcswitch stats`, `zcswitch capture` and by tests.
+ *
+ * A command may answer with a StreamReply instead of a JSON value: the
+ * server then stops reading requests on that connection and hands the
+ * socket to the reply's start(), which owns it from then on (it writes its
+ * own reply line; see src/capture/wire.ts for the capture stream).
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -9,8 +14,21 @@ import type { Logger } from '../log';
 
 export type CommandHandler = (cmd: { cmd?: unknown }) => unknown;
 
+/** What a streaming command does with its connection once the server hands it over. */
+export interface StreamSession {
+  /** The switch is stopping: finish (a last message if there is room) and close the socket. */
+  shutdown(): void;
+}
+
+/** A command's answer that takes over the connection (e.g. capture). */
+export class StreamReply {
+  constructor(readonly start: (sock: net.Socket, rest: string) => StreamSession) {}
+}
+
 export class ControlServer {
   private server: net.Server | null = null;
+  /** Open connections, with the stream session that owns the socket, if any. */
+  private readonly conns = new Map<net.Socket, StreamSession | null>();
 
   constructor(private readonly path: string, private readonly log: Logger, private readonly handle: CommandHandler) {}
 
@@ -18,8 +36,10 @@ export class ControlServer {
     fs.rmSync(this.path, { force: true });
     const server = net.createServer((sock) => {
       let buf = '';
+      this.conns.set(sock, null);
+      sock.on('close', () => this.conns.delete(sock));
       sock.setEncoding('utf8');
-      sock.on('data', (d: string) => {
+      const onData = (d: string) => {
         buf += d;
         if (buf.length > 65536) return sock.destroy();
         let nl: number;
@@ -32,9 +52,15 @@ export class ControlServer {
           } catch (e) {
             reply = { error: `bad request: ${(e as Error).message}` };
           }
+          if (reply instanceof StreamReply) {
+            sock.off('data', onData);
+            this.conns.set(sock, reply.start(sock, buf));
+            return;
+          }
           sock.write(JSON.stringify(reply) + '\n');
         }
-      });
+      };
+      sock.on('data', onData);
       sock.on('error', () => sock.destroy());
     });
     this.server = server;
@@ -51,6 +77,11 @@ export class ControlServer {
   close(): void {
     this.server?.close();
     this.server = null;
+    for (const [sock, session] of this.conns) {
+      if (session) session.shutdown();
+      else sock.destroy();
+    }
+    this.conns.clear();
     fs.rmSync(this.path, { force: true });
   }
 }

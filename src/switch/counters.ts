@@ -53,9 +53,11 @@ export class PortCounters {
   kicks = 0;
   calls = 0;
   readonly drops = new Float64Array(Drop.Count);
+  /** Called the first time each drop reason occurs (a log line per reason, not per packet). */
+  onFirstDrop: ((reason: string) => void) | null = null;
 
   drop(reason: Drop): void {
-    this.drops[reason]++;
+    if (this.drops[reason]++ === 0 && this.onFirstDrop !== null) this.onFirstDrop(DROP_NAMES[reason as number] as string);
   }
 
   totalDrops(): number {

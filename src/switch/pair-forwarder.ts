@@ -13,6 +13,7 @@ import { ETH_MAX_JUMBO, ETH_MIN_FRAME, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_
 import { netHdrFlags, setNetHdrFlags, setNumBuffers } from '../virtio/net-hdr';
 import { Drop } from './counters';
 import { ResolvedChain, copyChain, resolveChain } from './copy';
+import { MirrorDir, mirrorChain } from './mirror';
 import { type Port, chainDrop } from './port';
 
 const MIN_PACKET = VIRTIO_NET_HDR_SIZE + ETH_MIN_FRAME;
@@ -30,24 +31,29 @@ export class PairForwarder {
     private readonly burst: number,
   ) {}
 
-  /** Move up to `burst` packets from src's tx queue to dst; returns how many tx entries were consumed. */
-  forward(src: Port, dst: Port | null): number {
-    const txq = src.txq;
+  /**
+   * Move up to `burst` packets from src's tx queue qi to dst; returns how
+   * many tx entries were consumed. The per-queue burst is the fairness
+   * budget: every queue of every port gets at most this much per round.
+   */
+  forward(src: Port, qi: number, dst: Port | null): number {
+    const txq = src.txqs[qi];
     if (txq === null) return 0;
     let n = txq.availPending();
     if (n < 0) {
       src.counters.drop(Drop.RingBroken);
-      src.disconnect('tx avail index ran ahead of the ring size');
+      src.disconnect(`tx queue ${qi}: avail index ran ahead of the ring size`);
       return 0;
     }
     if (n === 0) return 0;
     if (n > this.burst) n = this.burst;
     const { shared, ledger, seg } = this;
     const c = src.counters;
-    const walker = src.txWalker!;
+    const walker = src.txWalkers[qi]!;
     const num = txq.ring.num;
     const srcId = src.id;
-    const dstUp = dst !== null && dst.rxq !== null;
+    const dstUp = dst !== null && dst.nq > 0;
+    const sq = src.queueCounters;
     for (let k = 0; k < n; k++) {
       const head = txq.popAvail();
       const cnt = walker.walk(txq.ring, head, seg);
@@ -64,7 +70,7 @@ export class PairForwarder {
       const addr = seg.addr[0];
       const b = src.zeroCopy ? shared.indexOf(addr) : -1;
       if (b < 0) {
-        this.copyPacket(src, dst, cnt);
+        this.copyPacket(src, qi, dst, cnt);
         continue;
       }
       // A shared buffer: one descriptor, starting at the buffer, within it.
@@ -84,51 +90,61 @@ export class PairForwarder {
         if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
         continue;
       }
-      let slot = dstUp ? dst!.rxSlot[b] : -1;
-      if (slot < 0 && dstUp) {
-        dst!.ingestRx();
-        slot = dst!.rxSlot[b];
-      }
-      if (dst !== null && slot >= 0) {
-        dst.rxq!.pushUsed(slot, len);
-        dst.rxSlot[b] = -1;
+      if (dstUp && dst!.rxSlot[b] < 0) dst!.ingestRx();
+      const dq = dstUp ? dst!.slotQueue(b) : -1;
+      if (dst !== null && dstUp && dst.completeSlot(b, len)) {
         ledger.transfer(b, dst.id);
+        if (!gift && (src.mirror !== null || dst.mirror !== null)) this.mirrorShared(src, dst, off, len);
         if (gift) {
           c.giftsIn++;
           dst.counters.giftsOut++;
         } else {
+          const bytes = len - VIRTIO_NET_HDR_SIZE;
           c.rxPackets++;
-          c.rxBytes += len - VIRTIO_NET_HDR_SIZE;
+          c.rxBytes += bytes;
           c.zeroCopy++;
+          sq[4 * qi]++;
+          sq[4 * qi + 1] += bytes;
           dst.counters.txPackets++;
-          dst.counters.txBytes += len - VIRTIO_NET_HDR_SIZE;
+          dst.counters.txBytes += bytes;
+          dst.queueCounters[4 * dq + 2]++;
+          dst.queueCounters[4 * dq + 3] += bytes;
         }
         continue;
       }
       // No matching rx descriptor at the peer: copy if we can, and in any
       // case hand the buffer back to its sender.
       if (gift) c.giftsIn++;
-      else if (dstUp) this.copyPacket(src, dst!, 1);
+      else if (dstUp) this.copyPacket(src, qi, dst!, 1);
       else c.drop(Drop.PeerDown);
       if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
     }
     return n;
   }
 
+  private mirrorShared(src: Port, dst: Port, off: number, len: number): void {
+    const mem = this.shared.mem;
+    const f = off + VIRTIO_NET_HDR_SIZE;
+    const n = len - VIRTIO_NET_HDR_SIZE;
+    src.mirror?.frame(mem, f, n, MirrorDir.FromVm);
+    dst.mirror?.frame(mem, f, n, MirrorDir.ToVm);
+  }
+
   /** Deliver the chain in this.seg by copying into dst's next classic rx buffer. */
-  private copyPacket(src: Port, dst: Port | null, cnt: number): void {
+  private copyPacket(src: Port, qi: number, dst: Port | null, cnt: number): void {
     const c = src.counters;
     const total = this.seg.totalLen;
     if (total < MIN_PACKET) return c.drop(Drop.TooShort);
     if (total > MAX_PACKET) return c.drop(Drop.TooLong);
     const srcMem = src.backend?.mem ?? null;
     if (!resolveChain(this.seg, 0, cnt, srcMem, src.zeroCopy ? this.shared : null, this.srcRes)) return c.drop(Drop.BadAddress);
-    if (dst === null || dst.rxq === null) return c.drop(Drop.PeerDown);
-    const head = dst.peekCopyTarget();
+    const dq = dst === null ? -1 : dst.rxQueueFor(qi);
+    if (dst === null || dq < 0) return c.drop(Drop.PeerDown);
+    const head = dst.peekCopyTarget(dq);
     if (head < 0) return c.drop(Drop.NoRxBuffer);
-    const rxq = dst.rxq;
-    dst.consumeCopyTarget();
-    const dcnt = dst.rxWalker!.walk(rxq.ring, head, this.dstSeg);
+    const rxq = dst.rxqs[dq]!;
+    dst.consumeCopyTarget(dq);
+    const dcnt = dst.rxWalkers[dq]!.walk(rxq.ring, head, this.dstSeg);
     const dstMem = dst.backend?.mem ?? null;
     if (dcnt < 0 || !resolveChain(this.dstSeg, 0, dcnt, dstMem, null, this.dstRes) || this.dstRes.len[0] < VIRTIO_NET_HDR_SIZE) {
       dst.counters.drop(Drop.BadRxDesc);
@@ -140,6 +156,8 @@ export class PairForwarder {
       return c.drop(Drop.RxTooSmall);
     }
     copyChain(this.srcRes, this.dstRes);
+    if (src.mirror !== null) mirrorChain(src.mirror, this.srcRes, VIRTIO_NET_HDR_SIZE, MirrorDir.FromVm);
+    if (dst.mirror !== null) mirrorChain(dst.mirror, this.srcRes, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
     // Our header flags are for the switch, not for the receiver.
     const hdr = this.dstRes.mem[0];
     const hoff = this.dstRes.off[0];
@@ -151,7 +169,11 @@ export class PairForwarder {
     c.rxBytes += payload;
     c.copied++;
     c.copiedBytes += payload;
+    src.queueCounters[4 * qi]++;
+    src.queueCounters[4 * qi + 1] += payload;
     dst.counters.txPackets++;
     dst.counters.txBytes += payload;
+    dst.queueCounters[4 * dq + 2]++;
+    dst.queueCounters[4 * dq + 3] += payload;
   }
 }

@@ -17,9 +17,16 @@ import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED, VIRTIO_NET_HDR
 import type { DeviceQueue } from '../virtio/device-queue';
 import { netHdrFlags, setNetHdrFlags, writeNetHdr } from '../virtio/net-hdr';
 import { Drop, PortCounters } from './counters';
+import { HeadFifo } from './head-fifo';
+import type { Mirror } from './mirror';
 
-export const RX_VRING = 0;
-export const TX_VRING = 1;
+/** virtio-net: vring 2q is queue pair q's receive queue, 2q+1 its transmit queue. */
+export const rxVring = (q: number): number => 2 * q;
+export const txVring = (q: number): number => 2 * q + 1;
+
+/** rxSlot packs (rx queue, head): heads are < 32768, queues < 256. */
+export const SLOT_QUEUE_SHIFT = 16;
+const SLOT_HEAD_MASK = 0xffff;
 
 /** What every port shares: the region, the ledger, logging, and the switch's wake-up. */
 export interface PortContext {
@@ -30,6 +37,8 @@ export interface PortContext {
   protocolFeatures: bigint;
   giftHigh: number;
   giftLow: number;
+  /** Queue pairs each port offers (VHOST_USER_PROTOCOL_F_MQ). */
+  queuePairs: number;
   /** Bridge mode: VMs post their own buffers and the switch swaps (DESIGN §4). */
   swap: boolean;
   /** A kick arrived or queues changed: run the data path. */
@@ -52,27 +61,30 @@ export function chainDrop(code: number): Drop {
 }
 
 export class Port {
+  readonly isTap = false;
   backend: VhostUserBackend | null = null;
-  rxq: DeviceQueue | null = null;
-  txq: DeviceQueue | null = null;
-  rxWalker: ChainWalker | null = null;
-  txWalker: ChainWalker | null = null;
+  /** Running receive / transmit queues by queue-pair index (null: not running). */
+  readonly rxqs: (DeviceQueue | null)[];
+  readonly txqs: (DeviceQueue | null)[];
+  readonly rxWalkers: (ChainWalker | null)[];
+  readonly txWalkers: (ChainWalker | null)[];
+  /** Queue pairs up to the highest running one (loops stop here). */
+  nq = 0;
   readonly counters = new PortCounters();
-  /** rxSlot[b] = head of the rx descriptor posting shared buffer b, or -1. */
+  /** Per queue pair: [4q]=rx packets, [4q+1]=rx bytes, [4q+2]=tx packets, [4q+3]=tx bytes. */
+  readonly queueCounters: Float64Array;
+  /** rxSlot[b] = (rx queue << 16 | head) of the rx descriptor posting shared buffer b, or -1. */
   readonly rxSlot: Int32Array;
-  /** Posted rx chains outside the region: targets for copied packets (FIFO). */
-  private readonly copyQ = new Int32Array(32768);
-  private copyHead = 0;
-  private copyCount = 0;
-  /** Bridge mode: posted rx descriptors holding this port's own empty buffers (FIFO of head, buffer). */
-  private readonly ownRxHead = new Int32Array(32768);
-  private readonly ownRxBuf = new Int32Array(32768);
-  private ownHead = 0;
-  private ownCount = 0;
+  /** Per rx queue: posted chains outside the region, targets for copied packets. */
+  private readonly copyQ: HeadFifo[];
+  /** Per rx queue, bridge mode: posted descriptors holding this port's own empty buffers. */
+  private readonly ownRx: HeadFifo[];
   private readonly seg = new ChainSegments();
-  private readonly kick: { watcher: FdWatcher; fd: number; gen: number }[] = [];
+  private readonly kick: ({ watcher: FdWatcher; fd: number; gen: number } | undefined)[] = [];
   /** The region is usable by this front-end (SHARED_BUFFERS negotiated and fetched). */
   zeroCopy = false;
+  /** Set while someone captures this port's traffic. */
+  mirror: Mirror | null = null;
 
   constructor(
     readonly id: number,
@@ -82,10 +94,25 @@ export class Port {
     private readonly ctx: PortContext,
   ) {
     this.rxSlot = new Int32Array(ctx.shared.bufCount).fill(-1);
+    const n = ctx.queuePairs;
+    this.rxqs = new Array<DeviceQueue | null>(n).fill(null);
+    this.txqs = new Array<DeviceQueue | null>(n).fill(null);
+    this.rxWalkers = new Array<ChainWalker | null>(n).fill(null);
+    this.txWalkers = new Array<ChainWalker | null>(n).fill(null);
+    this.copyQ = Array.from({ length: n }, () => new HeadFifo());
+    this.ownRx = Array.from({ length: n }, () => new HeadFifo());
+    this.queueCounters = new Float64Array(4 * n);
+    this.counters.onFirstDrop = (reason) =>
+      ctx.log.warn({ port: name, reason }, 'first drop for this reason (later ones are only counted: zcswitch stats)');
   }
 
   get attached(): boolean {
     return this.backend !== null;
+  }
+
+  /** Queue pair 0 runs both ways: the port can carry traffic. */
+  get ready(): boolean {
+    return this.rxqs[0] !== null && this.txqs[0] !== null;
   }
 
   /** Start serving a newly accepted front-end connection. */
@@ -94,7 +121,7 @@ export class Port {
     ctx.log.info({ port: this.name }, 'front-end connected');
     this.backend = new VhostUserBackend(
       fd,
-      { port: this.name, log: ctx.log, features: ctx.features, protocolFeatures: ctx.protocolFeatures, queuePairs: 1 },
+      { port: this.name, log: ctx.log, features: ctx.features, protocolFeatures: ctx.protocolFeatures, queuePairs: ctx.queuePairs },
       {
         queuesChanged: () => this.syncQueues(),
         sharedBuffers: () => this.sharedBuffersReply(),
@@ -108,18 +135,25 @@ export class Port {
   /** Re-read the backend's running queues and kick fds. */
   private syncQueues(): void {
     const b = this.backend;
-    const rx = b ? b.vrings[RX_VRING].queue : null;
-    const tx = b ? b.vrings[TX_VRING].queue : null;
-    if (rx !== this.rxq) {
-      if (!rx || !this.rxq) this.clearPostings(); // a fresh or stopped ring: old postings are void
-      this.rxWalker = rx ? (this.rxWalker && this.rxq && this.rxq.ring.num === rx.ring.num ? this.rxWalker : new ChainWalker(rx.ring.num)) : null;
-      this.rxq = rx;
+    let nq = 0;
+    for (let q = 0; q < this.rxqs.length; q++) {
+      const rx = b ? b.vrings[rxVring(q)].queue : null;
+      const tx = b ? b.vrings[txVring(q)].queue : null;
+      const oldRx = this.rxqs[q];
+      if (rx !== oldRx) {
+        // A fresh or stopped ring: the postings we held from it are void.
+        if (!rx || !oldRx) this.clearPostings(q);
+        this.rxWalkers[q] = rx ? walkerFor(this.rxWalkers[q], oldRx, rx) : null;
+        this.rxqs[q] = rx;
+      }
+      if (tx !== this.txqs[q]) {
+        this.txWalkers[q] = tx ? walkerFor(this.txWalkers[q], this.txqs[q], tx) : null;
+        this.txqs[q] = tx;
+      }
+      if (rx || tx) nq = q + 1;
     }
-    if (tx !== this.txq) {
-      this.txWalker = tx ? (this.txWalker && this.txq && this.txq.ring.num === tx.ring.num ? this.txWalker : new ChainWalker(tx.ring.num)) : null;
-      this.txq = tx;
-    }
-    for (let i = 0; i < 2; i++) {
+    this.nq = nq;
+    for (let i = 0; i < 2 * this.rxqs.length; i++) {
       const slot = b ? b.vrings[i] : null;
       const cur = this.kick[i];
       const gen = slot && slot.kickFd >= 0 ? slot.kickGen : -1;
@@ -145,7 +179,7 @@ export class Port {
     if (!k) return;
     k.watcher.close();
     closeFd(k.fd);
-    delete this.kick[i];
+    this.kick[i] = undefined;
   }
 
   private sharedBuffersReply(): { info: SharedBuffersInfo; fd: number } | string {
@@ -170,11 +204,13 @@ export class Port {
 
   private detach(reason: string): void {
     const { ledger, log } = this.ctx;
-    this.stopKick(0);
-    this.stopKick(1);
-    this.rxq = this.txq = null;
-    this.rxWalker = this.txWalker = null;
-    this.clearPostings();
+    for (let i = 0; i < this.kick.length; i++) this.stopKick(i);
+    this.rxqs.fill(null);
+    this.txqs.fill(null);
+    this.rxWalkers.fill(null);
+    this.txWalkers.fill(null);
+    this.nq = 0;
+    for (let q = 0; q < this.copyQ.length; q++) this.clearPostings(q);
     const reclaimed = ledger.reclaim(this.id);
     this.backend = null;
     this.zeroCopy = false;
@@ -187,30 +223,38 @@ export class Port {
     this.backend?.disconnect(reason);
   }
 
-  private clearPostings(): void {
-    this.rxSlot.fill(-1);
-    this.copyHead = this.copyCount = 0;
-    this.ownHead = this.ownCount = 0;
+  /** Forget what rx queue q had posted. */
+  private clearPostings(q: number): void {
+    const slot = this.rxSlot;
+    for (let b = 0; b < slot.length; b++) if (slot[b] >= 0 && slot[b] >>> SLOT_QUEUE_SHIFT === q) slot[b] = -1;
+    this.copyQ[q].clear();
+    this.ownRx[q].clear();
   }
 
   /**
-   * Consume newly posted rx descriptors: shared buffers go into rxSlot (or
-   * are gifted at once from the pool), other chains become copy targets.
+   * Consume newly posted rx descriptors on every queue: shared buffers go
+   * into rxSlot (or are gifted at once from the pool, or, on a bridge, wait
+   * as this port's own empty buffers), other chains become copy targets.
    * Invalid postings are completed empty so the VM gets them back.
    */
   ingestRx(): number {
-    const q = this.rxq;
-    if (q === null) return 0;
+    let taken = 0;
+    for (let q = 0; q < this.nq; q++) if (this.rxqs[q] !== null) taken += this.ingestQueue(q);
+    return taken;
+  }
+
+  private ingestQueue(qi: number): number {
+    const q = this.rxqs[qi]!;
     let n = q.availPending();
     if (n < 0) {
       this.counters.drop(Drop.RingBroken);
-      this.disconnect('rx avail index ran ahead of the ring size');
+      this.disconnect(`rx queue ${qi}: avail index ran ahead of the ring size`);
       return 0;
     }
     const taken = n;
     const { shared, ledger } = this.ctx;
     const seg = this.seg;
-    const walker = this.rxWalker!;
+    const walker = this.rxWalkers[qi]!;
     const num = q.ring.num;
     while (n-- > 0) {
       const head = q.popAvail();
@@ -226,11 +270,9 @@ export class Port {
         this.counters.drop(Drop.BadRxDesc);
         q.pushUsed(head, 0);
       } else if (b < 0) {
-        this.copyQ[(this.copyHead + this.copyCount++) & 32767] = head;
+        this.copyQ[qi].push(head);
       } else if (this.ctx.swap && ledger.owner[b] === this.id) {
-        const at = (this.ownHead + this.ownCount++) & 32767;
-        this.ownRxHead[at] = head;
-        this.ownRxBuf[at] = b;
+        this.ownRx[qi].push(head, b);
       } else if (this.rxSlot[b] >= 0) {
         this.counters.drop(Drop.DupRxPost);
         q.pushUsed(head, 0);
@@ -240,37 +282,59 @@ export class Port {
         ledger.transfer(b, this.id);
         this.counters.giftsOut++;
       } else {
-        this.rxSlot[b] = head;
+        this.rxSlot[b] = (qi << SLOT_QUEUE_SHIFT) | head;
       }
     }
     return taken;
   }
 
-  /** Bridge mode: own empty buffers posted on rx. */
-  get ownRxCount(): number {
-    return this.ownCount;
+  /** A running rx queue for traffic arriving on the sender's queue pair q (same index when we have it). */
+  rxQueueFor(q: number): number {
+    const nq = this.nq;
+    if (nq === 0) return -1;
+    for (let i = 0, k = q % nq; i < nq; i++, k = k + 1 === nq ? 0 : k + 1) if (this.rxqs[k] !== null) return k;
+    return -1;
   }
 
-  /** Take the oldest own rx posting: returns its head; its buffer is in takenBuf. */
-  takeOwnRx(): number {
-    const at = this.ownHead;
-    this.takenBuf = this.ownRxBuf[at];
-    this.ownHead = (at + 1) & 32767;
-    this.ownCount--;
-    return this.ownRxHead[at];
+  /** Complete the rx posting of shared buffer b (found in rxSlot) with len bytes. False if none. */
+  completeSlot(b: number, len: number): boolean {
+    const slot = this.rxSlot[b];
+    if (slot < 0) return false;
+    const q = this.rxqs[slot >>> SLOT_QUEUE_SHIFT];
+    if (q === null) return false;
+    q.pushUsed(slot & SLOT_HEAD_MASK, len);
+    this.rxSlot[b] = -1;
+    return true;
+  }
+
+  /** Rx queue of the slot completeSlot() would use for b. */
+  slotQueue(b: number): number {
+    return this.rxSlot[b] >>> SLOT_QUEUE_SHIFT;
+  }
+
+  /** Bridge mode: own empty buffers posted on rx queue q. */
+  ownRxCount(q: number): number {
+    return this.ownRx[q].count;
+  }
+
+  /** Take rx queue q's oldest own posting: returns its head; its buffer is in takenBuf. */
+  takeOwnRx(q: number): number {
+    const f = this.ownRx[q];
+    const head = f.shift();
+    this.takenBuf = f.lastBuf;
+    return head;
   }
 
   /** Buffer of the posting last returned by takeOwnRx(). */
   takenBuf = -1;
 
-  /** Next copy target's head without consuming it, or -1. */
-  peekCopyTarget(): number {
-    return this.copyCount > 0 ? this.copyQ[this.copyHead] : -1;
+  /** Rx queue q's next copy target head without consuming it, or -1. */
+  peekCopyTarget(q: number): number {
+    return this.copyQ[q].peek();
   }
 
-  consumeCopyTarget(): void {
-    this.copyHead = (this.copyHead + 1) & 32767;
-    this.copyCount--;
+  consumeCopyTarget(q: number): void {
+    this.copyQ[q].shift();
   }
 
   /**
@@ -278,17 +342,12 @@ export class Port {
    * descriptor, flagged RETURNED (DESIGN §3.5). False if it posted none.
    */
   returnBuffer(b: number): boolean {
-    let head = this.rxSlot[b];
-    if (head < 0) {
-      this.ingestRx();
-      head = this.rxSlot[b];
-      if (head < 0) return false;
-    }
+    if (this.rxSlot[b] < 0) this.ingestRx();
+    if (this.rxSlot[b] < 0) return false;
     const { shared } = this.ctx;
     const off = shared.offsetOf(b);
     setNetHdrFlags(shared.mem, off, netHdrFlags(shared.mem, off) | VIRTIO_NET_HDR_F_RETURNED);
-    this.rxq!.pushUsed(head, VIRTIO_NET_HDR_SIZE);
-    this.rxSlot[b] = -1;
+    if (!this.completeSlot(b, VIRTIO_NET_HDR_SIZE)) return false;
     this.counters.returned++;
     return true;
   }
@@ -297,15 +356,17 @@ export class Port {
   flush(): void {
     const b = this.backend;
     if (b === null) return;
-    const rx = this.rxq;
-    if (rx !== null) {
-      rx.publishUsed();
-      if (rx.needsCall()) this.call(b.vrings[RX_VRING].callFd);
-    }
-    const tx = this.txq;
-    if (tx !== null) {
-      tx.publishUsed();
-      if (tx.needsCall()) this.call(b.vrings[TX_VRING].callFd);
+    for (let q = 0; q < this.nq; q++) {
+      const rx = this.rxqs[q];
+      if (rx !== null) {
+        rx.publishUsed();
+        if (rx.needsCall()) this.call(b.vrings[rxVring(q)].callFd);
+      }
+      const tx = this.txqs[q];
+      if (tx !== null) {
+        tx.publishUsed();
+        if (tx.needsCall()) this.call(b.vrings[txVring(q)].callFd);
+      }
     }
   }
 
@@ -318,8 +379,17 @@ export class Port {
   /** Enable or disable kicks on every running queue; returns entries already pending. */
   setKicks(on: boolean): number {
     let pending = 0;
-    if (this.rxq) pending += Math.max(0, this.rxq.setKicks(on));
-    if (this.txq) pending += Math.max(0, this.txq.setKicks(on));
+    for (let q = 0; q < this.nq; q++) {
+      const rx = this.rxqs[q];
+      const tx = this.txqs[q];
+      if (rx !== null) pending += Math.max(0, rx.setKicks(on));
+      if (tx !== null) pending += Math.max(0, tx.setKicks(on));
+    }
     return pending;
   }
+}
+
+/** Reuse a walker when the ring size did not change. */
+function walkerFor(w: ChainWalker | null, old: DeviceQueue | null, q: DeviceQueue): ChainWalker {
+  return w !== null && old !== null && old.ring.num === q.ring.num ? w : new ChainWalker(q.ring.num);
 }

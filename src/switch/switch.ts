@@ -12,16 +12,22 @@ import type { SwitchConfig } from '../config';
 import type { Logger } from '../log';
 import { OwnershipLedger, POOL, type LedgerCheck } from '../shm/ledger';
 import { SharedBuffers } from '../shm/shared-buffers';
-import { PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS } from '../vhost/protocol';
-import { VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, bit } from '../virtio/defs';
-import { BridgeForwarder } from './bridge-forwarder';
+import { PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS } from '../vhost/protocol';
+import { VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VIRTIO_RING_F_EVENT_IDX, bit } from '../virtio/defs';
+import { BridgeForwarder, type BridgePort } from './bridge-forwarder';
+import { captureCommand } from './capture';
 import { ControlServer } from './control';
+import { type MetricsServer, startMetrics } from './metrics';
+import type { Mirror } from './mirror';
 import { PairForwarder } from './pair-forwarder';
 import { PollLoop } from './poll-loop';
 import { Port, type PortContext } from './port';
+import { TapPort } from './tap-port';
 
-export const OFFERED_FEATURES = bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_RING_F_EVENT_IDX);
-export const OFFERED_PROTOCOL_FEATURES = bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_STATUS) | bit(PROTOCOL_F_SHARED_BUFFERS);
+export const OFFERED_FEATURES =
+  bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_NET_F_MQ);
+export const OFFERED_PROTOCOL_FEATURES =
+  bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_STATUS) | bit(PROTOCOL_F_MQ) | bit(PROTOCOL_F_SHARED_BUFFERS);
 
 export interface PortStats {
   name: string;
@@ -34,6 +40,8 @@ export interface PortStats {
   buffersOwned: number;
   /** Bridge mode: MAC addresses learned on this port. */
   macs: string[];
+  /** Per running queue pair: what the switch took from (rx) and gave to (tx) the VM. */
+  queues: { index: number; rxPackets: number; rxBytes: number; txPackets: number; txBytes: number }[];
   counters: Record<string, unknown>;
 }
 
@@ -48,13 +56,19 @@ export interface SwitchStats {
 export class Switch {
   readonly shared: SharedBuffers;
   readonly ledger: OwnershipLedger;
+  /** vhost-user ports. */
   readonly ports: Port[] = [];
+  /** TAP uplinks (bridge mode). */
+  readonly taps: TapPort[] = [];
+  /** Every port by id (= its index in the config). */
+  private readonly byId: BridgePort[] = [];
   private readonly peers = new Map<Port, Port | null>();
   private readonly listeners: { fd: number; watcher: FdWatcher; path: string }[] = [];
   private readonly forwarder: PairForwarder;
   private bridge: BridgeForwarder | null = null;
   private readonly loop: PollLoop;
   private control: ControlServer | null = null;
+  private metrics: MetricsServer | null = null;
   private statsTimer: NodeJS.Timeout | null = null;
   private safetyTimer: NodeJS.Timeout | null = null;
   private readonly started = Date.now();
@@ -81,6 +95,7 @@ export class Switch {
         protocolFeatures: OFFERED_PROTOCOL_FEATURES,
         giftHigh: cfg.gift.highWater,
         giftLow: cfg.gift.lowWater,
+        queuePairs: cfg.forwarding.queuePairs,
         swap: cfg.mode === 'bridge',
         wake: () => this.loop.wake(),
         attached: () => this.loop.wake(),
@@ -90,13 +105,27 @@ export class Switch {
         },
       };
       cfg.ports.forEach((pc, id) => {
+        if (pc.type === 'tap') {
+          const tap = new TapPort(id, pc.name, pc.ifname, this.log, ctx.wake);
+          this.taps.push(tap);
+          this.byId.push(tap);
+          try {
+            tap.open();
+          } catch (e) {
+            const err = e as NodeJS.ErrnoException;
+            const hint = err.code === 'EPERM' ? ' (creating a TAP interface needs CAP_NET_ADMIN)' : '';
+            throw new Error(`port ${pc.name}: cannot open TAP interface ${pc.ifname}: ${err.message}${hint}`);
+          }
+          return;
+        }
         const sock = path.join(cfg.socketDir, `${pc.name}.sock`);
         const port = new Port(id, pc.name, sock, pc.partition, ctx);
         this.ports.push(port);
+        this.byId.push(port);
         this.listen(port);
       });
       if (cfg.mode === 'bridge') {
-        this.bridge = new BridgeForwarder(this.shared, this.ledger, cfg.forwarding.burst, this.ports, cfg.bridge.macTableSize, cfg.bridge.ageingSec * 1000);
+        this.bridge = new BridgeForwarder(this.shared, this.ledger, cfg.forwarding.burst, this.byId, cfg.bridge.macTableSize, cfg.bridge.ageingSec * 1000);
       }
       const byName = new Map(this.ports.map((p) => [p.name, p]));
       for (const p of this.ports) this.peers.set(p, null);
@@ -106,6 +135,7 @@ export class Switch {
       }
       this.control = new ControlServer(cfg.controlSocket, this.log, (cmd) => this.command(cmd));
       await this.control.listen();
+      this.metrics = await startMetrics(cfg.metrics, () => this.stats(), this.log);
     } catch (e) {
       this.stop();
       throw e;
@@ -141,13 +171,14 @@ export class Switch {
     const ports = this.ports;
     for (let i = 0; i < ports.length; i++) work += ports[i].ingestRx();
     const bridge = this.bridge;
-    if (bridge !== null) {
-      const now = performance.now();
-      for (let i = 0; i < ports.length; i++) if (ports[i].txq !== null) work += bridge.forward(ports[i], now);
-    } else {
-      for (let i = 0; i < ports.length; i++) {
-        const p = ports[i];
-        if (p.txq !== null) work += this.forwarder.forward(p, this.peers.get(p) ?? null);
+    const now = bridge !== null ? performance.now() : 0;
+    // Every transmit queue of every port gets one burst per round (fairness).
+    if (bridge !== null) for (let i = 0; i < this.taps.length; i++) work += bridge.forwardTap(this.taps[i], now);
+    for (let i = 0; i < ports.length; i++) {
+      const p = ports[i];
+      for (let q = 0; q < p.nq; q++) {
+        if (p.txqs[q] === null) continue;
+        work += bridge !== null ? bridge.forward(p, q, now) : this.forwarder.forward(p, q, this.peers.get(p) ?? null);
       }
     }
     for (let i = 0; i < ports.length; i++) ports[i].flush();
@@ -170,15 +201,20 @@ export class Switch {
         base: `0x${this.shared.base.toString(16)}`, pool: this.ledger.pool,
       },
       ledger: this.ledger.check(),
-      ports: this.ports.map((p) => ({
+      ports: this.byId.map((p) => ({
         name: p.name,
-        socket: p.socketPath,
+        socket: p.isTap ? `tap:${p.ifname}` : p.socketPath,
         attached: p.attached,
-        ready: p.rxq !== null && p.txq !== null,
+        ready: p.ready,
         zeroCopy: p.zeroCopy,
-        peer: this.peers.get(p)?.name ?? null,
-        buffersOwned: this.ledger.owned[p.id],
+        peer: p.isTap ? null : (this.peers.get(p)?.name ?? null),
+        buffersOwned: p.isTap ? 0 : this.ledger.owned[p.id],
         macs: macs.filter((m) => m.port === p.id).map((m) => m.mac),
+        queues: Array.from({ length: p.nq }, (_, q) => ({
+          index: q,
+          rxPackets: p.queueCounters[4 * q], rxBytes: p.queueCounters[4 * q + 1],
+          txPackets: p.queueCounters[4 * q + 2], txBytes: p.queueCounters[4 * q + 3],
+        })),
         counters: p.counters.snapshot(),
       })),
     };
@@ -189,11 +225,24 @@ export class Switch {
       case 'stats':
         return this.stats();
       case 'reset-counters':
-        for (const p of this.ports) p.counters.reset();
+        for (const p of this.byId) {
+          p.counters.reset();
+          p.queueCounters.fill(0);
+        }
         return { ok: true };
+      case 'capture': // streams pcap on this connection: src/switch/capture.ts
+        return captureCommand(this, cmd as Record<string, unknown>);
       default:
-        return { error: `unknown command ${JSON.stringify(cmd.cmd)}; known: stats, reset-counters` };
+        return { error: `unknown command ${JSON.stringify(cmd.cmd)}; known: stats, reset-counters, capture` };
     }
+  }
+
+  /** Attach (or with null, detach) a mirror to a port; false if there is no such port. */
+  setMirror(portName: string, mirror: Mirror | null): boolean {
+    const p = this.byId.find((x) => x.name === portName);
+    if (!p) return false;
+    p.mirror = mirror;
+    return true;
   }
 
   /** Close every connection and socket, unmap memory. Idempotent. */
@@ -204,6 +253,7 @@ export class Switch {
     if (this.safetyTimer) clearInterval(this.safetyTimer);
     if (this.statsTimer) clearInterval(this.statsTimer);
     for (const p of this.ports) p.disconnect('switch shutting down');
+    for (const tap of this.taps) tap.close();
     for (const l of this.listeners) {
       l.watcher.close();
       closeFd(l.fd);
@@ -211,6 +261,7 @@ export class Switch {
     }
     this.listeners.length = 0;
     this.control?.close();
+    this.metrics?.close();
     this.shared.close();
     this.log.info('switch stopped');
   }

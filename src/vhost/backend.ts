@@ -215,7 +215,7 @@ export class VhostUserBackend {
   private getVringBase(msg: VhostMessage): Buffer {
     const st = decodeVringState(msg);
     const s = this.slot(st.index, 'GET_VRING_BASE');
-    const base = s.queue ? s.queue.lastAvail : s.base;
+    const base = s.queue ? resumeIndex(s.queue) : s.base;
     s.base = base;
     s.started = false;
     closeFdQuiet(s.kickFd);
@@ -267,7 +267,7 @@ export class VhostUserBackend {
         s.queue = this.makeQueue(i, s, s.base, -1);
         changed = true;
       } else if (!run && s.queue) {
-        s.base = s.queue.lastAvail;
+        s.base = resumeIndex(s.queue);
         s.queue = null;
         changed = true;
       }
@@ -324,4 +324,20 @@ export class VhostUserBackend {
     this.mem?.unmap();
     this.mem = null;
   }
+}
+
+/**
+ * The ring index a stopped vring resumes from, as GET_VRING_BASE reports it:
+ * the first avail entry not yet used. The switch takes rx descriptors off the
+ * avail ring before it fills them (copy targets wait in the port), so
+ * lastAvail runs ahead of used.idx by the descriptors it holds; reporting
+ * lastAvail would make a front-end that restarts the ring from this value
+ * (QEMU after stop/cont or migration: SET_VRING_BASE) skip them, and the
+ * guest would never see those buffers again. The port drops what it holds
+ * when the ring stops, so they are taken again on restart. Anything the
+ * switch completed is made visible first.
+ */
+function resumeIndex(q: DeviceQueue): number {
+  q.publishUsed();
+  return q.usedIdx;
 }

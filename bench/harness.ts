@@ -1,0 +1,316 @@
+/**
+ * `npm run bench` / `zcswitch bench`: plan the scenarios, check which peers
+ * are installed, run every scenario `runs` times (round-robin, so that noise
+ * from other load spreads over all scenarios instead of hitting one), and
+ * write bench/results/<timestamp>.{json,md,svg}.
+ *
+ * Needs only the built project and local programs: no network, no registry.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { POLL_MODES, type PollMode } from '../src/config';
+import { killAll } from './lib/child';
+import { fmtDuration, setClockTicks, sig, spread } from './lib/util';
+import { clockTicksPerSec, machineInfo } from './machine';
+import { Progress, type ProgressMode } from './progress';
+import { renderMarkdown, renderSummaryTable } from './report/markdown';
+import { renderSvg } from './report/svg';
+import type { RunContext } from './runners/common';
+import { findDpdk, runDpdk } from './runners/dpdk';
+import { buildKernelHelper, runKernel } from './runners/kernel';
+import { runZcswitch } from './runners/zcswitch';
+import {
+  type BenchResults, type BenchSettings, GROUP_LABELS, type Group, PEER_GROUPS, type PeerStatus, type RunMetrics,
+  type Scenario, type ScenarioResult, type ScenarioSummary, ZC_GROUPS,
+} from './types';
+
+export const REPO_ROOT = path.resolve(__dirname, '..', '..');
+export const CLI_PATH = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+
+export const FULL_SIZES = [64, 128, 256, 512, 1500, 9000, 65535];
+export const ALL_GROUPS: Group[] = [...ZC_GROUPS, ...PEER_GROUPS];
+
+export interface BenchOptions {
+  quick?: boolean;
+  runs?: number;
+  warmup?: number;
+  duration?: number;
+  sizes?: number[];
+  bursts?: number[];
+  pollModes?: PollMode[];
+  /** Only these groups. */
+  only?: Group[];
+  /** Leave these groups out. */
+  skip?: Group[];
+  /** false: no peers at all. */
+  peers?: boolean;
+  testpmd?: string;
+  /** Output folder (default bench/results in the repository). */
+  out?: string;
+  progress?: ProgressMode;
+  bufCount?: number;
+}
+
+const DEFAULT_BURST = 64;
+const DEFAULT_POLL: PollMode = 'spin-then-sleep';
+
+export function resolveSettings(o: BenchOptions): BenchSettings {
+  const quick = !!o.quick;
+  let groups: Group[] = quick ? ['zc-oneway', 'copy-oneway', 'kernel'] : [...ALL_GROUPS];
+  if (o.only?.length) groups = o.only.filter((g) => ALL_GROUPS.includes(g));
+  if (o.skip?.length) groups = groups.filter((g) => !o.skip!.includes(g));
+  if (o.peers === false) groups = groups.filter((g) => !PEER_GROUPS.includes(g));
+  return {
+    quick,
+    runs: o.runs ?? (quick ? 1 : 5),
+    warmupSec: o.warmup ?? 0.5,
+    durationSec: o.duration ?? (quick ? 1 : 2),
+    sizes: o.sizes?.length ? [...new Set(o.sizes)].sort((a, b) => a - b) : quick ? [64, 1500] : FULL_SIZES,
+    bursts: o.bursts ?? (quick ? [] : [1, 8, 32, 256]),
+    burstSize: 64,
+    pollModes: o.pollModes ?? (quick ? [] : ['busy-poll', 'eventfd']),
+    pollSize: 64,
+    groups,
+    defaultBurst: DEFAULT_BURST,
+    defaultPollMode: DEFAULT_POLL,
+    bufCount: o.bufCount ?? 1024,
+  };
+}
+
+export function planScenarios(st: BenchSettings): Scenario[] {
+  const out: Scenario[] = [];
+  const base = { burst: st.defaultBurst, bidirectional: false, copy: false };
+  const has = (g: Group) => st.groups.includes(g);
+  for (const size of st.sizes) {
+    if (has('zc-oneway')) out.push({ ...base, id: `zc-oneway/${size}`, group: 'zc-oneway', system: 'zcswitch', size, pollMode: st.defaultPollMode });
+    if (has('zc-bidir')) out.push({ ...base, id: `zc-bidir/${size}`, group: 'zc-bidir', system: 'zcswitch', size, pollMode: st.defaultPollMode, bidirectional: true });
+    if (has('copy-oneway')) out.push({ ...base, id: `copy-oneway/${size}`, group: 'copy-oneway', system: 'zcswitch', size, pollMode: st.defaultPollMode, copy: true });
+  }
+  if (has('zc-burst')) {
+    for (const b of st.bursts) {
+      if (b === st.defaultBurst && has('zc-oneway') && st.sizes.includes(st.burstSize)) continue; // that is zc-oneway itself
+      out.push({ ...base, id: `zc-burst/${st.burstSize}/b${b}`, group: 'zc-burst', system: 'zcswitch', size: st.burstSize, burst: b, pollMode: st.defaultPollMode });
+    }
+  }
+  if (has('zc-poll')) {
+    for (const m of st.pollModes) {
+      if (m === st.defaultPollMode && has('zc-oneway') && st.sizes.includes(st.pollSize)) continue;
+      out.push({ ...base, id: `zc-poll/${st.pollSize}/${m}`, group: 'zc-poll', system: 'zcswitch', size: st.pollSize, pollMode: m });
+    }
+  }
+  for (const size of st.sizes) {
+    if (has('kernel')) out.push({ ...base, id: `kernel/${size}`, group: 'kernel', system: 'kernel', size });
+    if (has('dpdk-vhost')) out.push({ ...base, id: `dpdk-vhost/${size}`, group: 'dpdk-vhost', system: 'dpdk-vhost', size });
+    if (has('memif')) out.push({ ...base, id: `memif/${size}`, group: 'memif', system: 'dpdk-memif', size });
+    if (has('memif-zc')) out.push({ ...base, id: `memif-zc/${size}`, group: 'memif-zc', system: 'dpdk-memif', size });
+  }
+  return out;
+}
+
+/** Rough seconds a run costs beyond warm-up + measurement (process start-up, attach, teardown). */
+function overheadSec(s: Scenario): number {
+  return s.system === 'zcswitch' ? 0.5 : s.system === 'kernel' ? 0.4 : s.system === 'dpdk-vhost' ? 4.5 : 2.5;
+}
+
+function timestamp(d: Date): string {
+  return d.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
+}
+
+function summarize(runs: RunMetrics[]): ScenarioSummary {
+  const pick = (k: keyof RunMetrics) => spread(runs.map((r) => r[k] as number | null));
+  return {
+    mpps: pick('mpps'), gbps: pick('gbps'), switchCpuNsPerPkt: pick('switchCpuNsPerPkt'), switchCpuLoad: pick('switchCpuLoad'),
+    totalCpuNsPerPkt: pick('totalCpuNsPerPkt'), copiedBytesPerPkt: pick('copiedBytesPerPkt'), giftsPer1000: pick('giftsPer1000'),
+    drops: pick('drops'), avgLen: pick('avgLen'),
+  };
+}
+
+export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
+  const settings = resolveSettings(o);
+  setClockTicks(clockTicksPerSec());
+  const started = new Date();
+  const machine = machineInfo();
+  const outDir = path.resolve(o.out ?? path.join(REPO_ROOT, 'bench', 'results'));
+  fs.mkdirSync(outDir, { recursive: true });
+  const base = path.join(outDir, timestamp(started));
+  const files = { json: `${base}.json`, markdown: `${base}.md`, svg: `${base}.svg` };
+  if (!fs.existsSync(CLI_PATH)) throw new Error(`${CLI_PATH} is missing: run \`npm run build\` first`);
+
+  const log = (m: string) => process.stderr.write(m + '\n');
+  const scenarios = planScenarios(settings);
+
+  // Which peers can run here. Each missing one gets one clear line.
+  const peers: PeerStatus[] = [];
+  const wanted = new Set(scenarios.map((s) => s.group));
+  let kernelBin: string | null = null;
+  if (wanted.has('kernel')) {
+    const b = await buildKernelHelper(REPO_ROOT);
+    if (b.ok) {
+      kernelBin = b.bin;
+      peers.push({ group: 'kernel', status: 'ok', program: `${b.bin} (built with ${b.cc})` });
+    } else peers.push({ group: 'kernel', status: 'skipped', reason: b.reason });
+  }
+  const dpdkGroups = (['dpdk-vhost', 'memif', 'memif-zc'] as Group[]).filter((g) => wanted.has(g));
+  const dpdk = dpdkGroups.length ? findDpdk(o.testpmd) : null;
+  for (const g of dpdkGroups) {
+    if (dpdk!.ok) peers.push({ group: g, status: 'ok', program: dpdk!.tools.testpmd });
+    else peers.push({ group: g, status: 'skipped', reason: dpdk!.reason });
+  }
+  if (settings.quick) {
+    for (const g of ['dpdk-vhost', 'memif', 'memif-zc'] as Group[]) {
+      if (!wanted.has(g) && !o.only?.length) peers.push({ group: g, status: 'skipped', reason: '--quick runs the kernel peer only' });
+    }
+  }
+  const skippedGroups = new Set(peers.filter((p) => p.status === 'skipped').map((p) => p.group));
+
+  const results: ScenarioResult[] = scenarios.map((s) => ({
+    ...s, label: GROUP_LABELS[s.group], status: skippedGroups.has(s.group) ? 'skipped' : 'ok',
+    reason: skippedGroups.has(s.group) ? peers.find((p) => p.group === s.group)!.reason : undefined,
+    runs: [], errors: [], summary: summarize([]), ratios: {},
+  }));
+  const active = results.filter((r) => r.status !== 'skipped');
+  const totalRuns = active.length * settings.runs;
+  const plannedSec = active.reduce((t, s) => t + settings.runs * (settings.warmupSec + settings.durationSec + overheadSec(s)), 0);
+
+  log(`zcswitch bench: ${active.length} scenarios x ${settings.runs} runs, warm-up ${settings.warmupSec} s + ${settings.durationSec} s measured each; ` +
+    `about ${fmtDuration(plannedSec)} on an idle machine (${machine.cpus} CPUs, load ${machine.loadAvgStart.join(' ')})`);
+  for (const p of peers) {
+    if (p.status === 'skipped') log(`bench: peer ${p.group} skipped: ${p.reason}`);
+    else log(`bench: peer ${p.group}: ${p.program}`);
+  }
+
+  const progress = new Progress(totalRuns, (remaining, el, done) => {
+    const perRun = done > 0 ? el / done : plannedSec / Math.max(1, totalRuns);
+    return remaining * perRun;
+  }, o.progress ?? 'auto');
+
+  let aborted = false;
+  const onSignal = () => {
+    aborted = true;
+    killAll();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  try {
+    for (let run = 1; run <= settings.runs && !aborted; run++) {
+      for (const r of active) {
+        if (aborted) break;
+        if (r.status === 'failed') {
+          progress.skip();
+          continue;
+        }
+        const what = `${r.id} run ${run}/${settings.runs}`;
+        progress.start(what);
+        const ctx: RunContext = {
+          run, warmupSec: settings.warmupSec, durationSec: settings.durationSec, cli: CLI_PATH, bufCount: settings.bufCount,
+          setup: (info) => {
+            r.setup ??= info;
+          },
+        };
+        try {
+          let m: RunMetrics;
+          if (r.system === 'zcswitch') m = await runZcswitch(r, ctx);
+          else if (r.system === 'kernel') m = await runKernel(r, ctx, kernelBin!);
+          else if (dpdk?.ok) m = await runDpdk(r, ctx, dpdk.tools);
+          else throw new Error('DPDK is not available');
+          r.runs.push(m);
+          const extras = [
+            m.switchCpuNsPerPkt !== null ? `switch ${sig(m.switchCpuNsPerPkt)} ns/pkt` : null,
+            m.copiedBytesPerPkt !== null ? `copied ${sig(m.copiedBytesPerPkt)} B/pkt` : null,
+            m.drops ? `drops ${m.drops}` : null,
+          ].filter(Boolean).join(', ');
+          progress.finish(what, `${sig(m.mpps)} Mpps, ${sig(m.gbps)} Gbit/s${extras ? ', ' + extras : ''}`);
+          for (const w of m.warnings) progress.log(`bench: ${what}: warning: ${w}`);
+        } catch (e) {
+          if (aborted) break;
+          const msg = (e as Error).message;
+          r.errors.push(`run ${run}: ${msg}`);
+          progress.finish(what, 'FAILED');
+          progress.log(`bench: ${what} failed: ${msg.split('\n').join('\n    ')}`);
+          // A scenario that fails is not retried: its remaining runs are skipped.
+          r.status = 'failed';
+          r.reason = msg.split('\n')[0];
+        }
+      }
+    }
+  } finally {
+    progress.end();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+
+  for (const r of results) {
+    r.summary = summarize(r.runs);
+    // A scenario with some good runs before a failure keeps them, marked in errors.
+    if (r.status === 'failed' && r.runs.length > 0) r.status = 'ok';
+  }
+  computeRatios(results);
+  machine.loadAvgEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
+  const finished = new Date();
+  const res: BenchResults = {
+    schema: 'zcswitch-bench/1',
+    startedAt: started.toISOString(),
+    finishedAt: finished.toISOString(),
+    elapsedSec: (finished.getTime() - started.getTime()) / 1000,
+    aborted,
+    machine,
+    settings,
+    peers,
+    scenarios: results,
+    files,
+  };
+  fs.writeFileSync(files.json, JSON.stringify(res, null, 2) + '\n');
+  fs.writeFileSync(files.markdown, renderMarkdown(res));
+  fs.writeFileSync(files.svg, renderSvg(res));
+  process.stdout.write(renderSummaryTable(res) + '\n');
+  process.stdout.write(`results: ${files.json}\n         ${files.markdown}\n         ${files.svg}\n`);
+  if (aborted) process.stderr.write('bench: interrupted; partial results written\n');
+  return res;
+}
+
+/**
+ * Re-render the markdown and SVG of a results JSON (after the report format
+ * changed, or to rebuild a lost file). Writes <base>.md and <base>.svg next to it.
+ */
+export function rerender(jsonPath: string): BenchResults {
+  const res = JSON.parse(fs.readFileSync(jsonPath, 'utf8')) as BenchResults;
+  if (res.schema !== 'zcswitch-bench/1') throw new Error(`${jsonPath} is not a zcswitch bench result (schema ${String(res.schema)})`);
+  computeRatios(res.scenarios);
+  const base = jsonPath.replace(/\.json$/, '');
+  res.files = { json: jsonPath, markdown: `${base}.md`, svg: `${base}.svg` };
+  fs.writeFileSync(res.files.markdown, renderMarkdown(res));
+  fs.writeFileSync(res.files.svg, renderSvg(res));
+  process.stdout.write(renderSummaryTable(res) + '\n');
+  process.stdout.write(`wrote ${res.files.markdown}\n      ${res.files.svg}\n`);
+  return res;
+}
+
+/** Peer groups a zcswitch scenario is compared with: every peer that ran at the same packet size. */
+export function computeRatios(results: ScenarioResult[]): void {
+  const peerAt = (g: Group, size: number) => results.find((r) => r.group === g && r.size === size && r.summary.mpps);
+  for (const r of results) {
+    if (r.system !== 'zcswitch') continue;
+    r.ratios = {};
+    for (const g of PEER_GROUPS) {
+      const p = peerAt(g, r.size);
+      if (!p) continue;
+      r.ratios[g] = r.summary.mpps && p.summary.mpps ? r.summary.mpps.median / p.summary.mpps.median : null;
+    }
+  }
+}
+
+export function parseGroups(list: string[]): Group[] {
+  for (const g of list) {
+    if (!ALL_GROUPS.includes(g as Group)) throw new Error(`unknown scenario group "${g}" (known: ${ALL_GROUPS.join(', ')})`);
+  }
+  return list as Group[];
+}
+
+export function parsePollModes(list: string[]): PollMode[] {
+  for (const m of list) {
+    if (!(POLL_MODES as readonly string[]).includes(m)) throw new Error(`unknown poll mode "${m}" (known: ${POLL_MODES.join(', ')})`);
+  }
+  return list as PollMode[];
+}

@@ -1,0 +1,140 @@
+/**
+ * The markdown report: summary tables by packet size (Mpps and Gbit/s),
+ * every scenario in detail, the burst and poll-mode sweeps; every table
+ * carries zcswitch/peer ratios from the same run.
+ */
+import type { Spread } from '../lib/util';
+import { sig } from '../lib/util';
+import { type BenchResults, GROUP_LABELS, type Group, PEER_GROUPS, type ScenarioResult, SWEEP_GROUPS } from '../types';
+
+const SHORT: Record<Group, string> = {
+  'zc-oneway': 'zc one-way', 'zc-bidir': 'zc bidir', 'copy-oneway': 'copy one-way', 'zc-burst': 'zc burst', 'zc-poll': 'zc poll',
+  kernel: 'kernel', 'dpdk-vhost': 'dpdk-vhost', memif: 'memif', 'memif-zc': 'memif-zc',
+};
+
+function table(head: string[], rows: string[][], align?: ('l' | 'r')[]): string {
+  const sep = head.map((_, i) => ((align?.[i] ?? 'r') === 'l' ? ':--' : '--:'));
+  return [head, sep, ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n') + '\n';
+}
+
+const med = (s: Spread | null, digits = 3) => (s ? sig(s.median, digits) : '—');
+const range = (s: Spread | null) => (s ? (s.n > 1 ? `${sig(s.median)} [${sig(s.min)}–${sig(s.max)}]` : sig(s.median)) : '—');
+const ratio = (x: number | null | undefined) => (x === null || x === undefined ? '—' : `${sig(x, 2)}×`);
+
+/** Peers that produced at least one number (their ratio columns). */
+function peersWithData(res: BenchResults): Group[] {
+  return PEER_GROUPS.filter((g) => res.scenarios.some((s) => s.group === g && s.summary.mpps));
+}
+
+function ratiosOf(r: ScenarioResult | undefined, peers: Group[]): string[] {
+  return peers.map((p) => ratio(r?.ratios[p]));
+}
+
+function bySize(res: BenchResults, metric: 'mpps' | 'gbps'): string {
+  const groups = SWEEP_GROUPS.filter((g) => res.scenarios.some((s) => s.group === g));
+  const peers = peersWithData(res);
+  const zcRows = (['zc-oneway', 'copy-oneway', 'zc-bidir'] as Group[]).filter((g) => groups.includes(g));
+  const ratioHeads = zcRows.flatMap((z) => peers.map((p) => `${SHORT[z]} ÷ ${p}`));
+  const sizes = [...new Set(res.scenarios.filter((s) => SWEEP_GROUPS.includes(s.group)).map((s) => s.size))].sort((a, b) => a - b);
+  const rows = sizes.map((size) => {
+    const at = (g: Group) => res.scenarios.find((s) => s.group === g && s.size === size);
+    const cell = (g: Group) => {
+      const s = at(g);
+      if (!s) return '—';
+      if (s.status === 'skipped') return 'skipped';
+      if (!s.summary[metric]) return 'failed';
+      return med(s.summary[metric]);
+    };
+    return [String(size), ...groups.map(cell), ...zcRows.flatMap((z) => ratiosOf(at(z), peers))];
+  });
+  return table(['size B', ...groups.map((g) => SHORT[g]), ...ratioHeads], rows);
+}
+
+function detail(res: BenchResults, list: ScenarioResult[], peers: Group[]): string {
+  const head = ['scenario', 'size B', 'burst', 'poll', 'Mpps median [min–max]', 'Gbit/s', 'switch CPU ns/pkt', 'switch CPU load',
+    'all CPU ns/pkt', 'copied B/pkt', 'gifts /1000 pkts', 'drops', 'avg len B', 'runs', ...peers.map((p) => `÷ ${p}`)];
+  const rows = list.map((s) => {
+    const sm = s.summary;
+    if (s.status === 'skipped') return [s.id, String(s.size), '', '', `skipped`, ...Array(head.length - 5).fill('')];
+    return [
+      s.id, String(s.size), String(s.burst), s.pollMode ?? '', s.summary.mpps ? range(sm.mpps) : `failed`,
+      med(sm.gbps), med(sm.switchCpuNsPerPkt), med(sm.switchCpuLoad, 2), med(sm.totalCpuNsPerPkt), med(sm.copiedBytesPerPkt),
+      med(sm.giftsPer1000), med(sm.drops), med(sm.avgLen, 5), String(s.runs.length),
+      ...(s.system === 'zcswitch' ? ratiosOf(s, peers) : peers.map(() => '')),
+    ];
+  });
+  return table(head, rows, ['l', 'r', 'r', 'l']);
+}
+
+function sweep(res: BenchResults, kind: 'burst' | 'poll', peers: Group[]): string {
+  const st = res.settings;
+  const size = kind === 'burst' ? st.burstSize : st.pollSize;
+  const base = res.scenarios.find((s) => s.group === 'zc-oneway' && s.size === size);
+  const list = res.scenarios.filter((s) => s.group === (kind === 'burst' ? 'zc-burst' : 'zc-poll'));
+  if (list.length === 0) return '';
+  const all = [...list, ...(base ? [base] : [])].sort((a, b) =>
+    kind === 'burst' ? a.burst - b.burst : (a.pollMode ?? '').localeCompare(b.pollMode ?? ''));
+  const head = [kind === 'burst' ? 'burst' : 'poll mode', 'Mpps median [min–max]', 'Gbit/s', 'switch CPU ns/pkt', 'switch CPU load',
+    'gifts /1000 pkts', 'drops', ...peers.map((p) => `÷ ${p}`)];
+  const rows = all.map((s) => [
+    kind === 'burst' ? String(s.burst) + (s === base ? ' (default)' : '') : (s.pollMode ?? '') + (s === base ? ' (default)' : ''),
+    s.summary.mpps ? range(s.summary.mpps) : s.status, med(s.summary.gbps), med(s.summary.switchCpuNsPerPkt),
+    med(s.summary.switchCpuLoad, 2), med(s.summary.giftsPer1000), med(s.summary.drops), ...ratiosOf(s, peers),
+  ]);
+  const title = kind === 'burst'
+    ? `### Burst size (zero-copy one-way, ${size} B; switch forwarding.burst = VM --burst)\n\n`
+    : `### Poll mode (zero-copy one-way, ${size} B; switch forwarding.pollMode)\n\n`;
+  return title + table(head, rows, ['l']) + '\n';
+}
+
+export function renderSummaryTable(res: BenchResults): string {
+  return `Mpps (median of ${res.settings.runs} run${res.settings.runs > 1 ? 's' : ''}) by packet size, zcswitch/peer ratios:\n\n` +
+    bySize(res, 'mpps');
+}
+
+export function renderMarkdown(res: BenchResults): string {
+  const m = res.machine;
+  const st = res.settings;
+  const peers = peersWithData(res);
+  const lc = m.lscpu;
+  let md = `# zcswitch bench, ${res.startedAt}\n\n`;
+  md += `Machine: ${m.cpuModel}, ${m.cpus} CPU${m.cpus > 1 ? 's' : ''}` +
+    (lc['Hypervisor vendor'] ? ` (${lc['Virtualization type'] ?? 'virtual'}, ${lc['Hypervisor vendor']})` : '') +
+    `, ${m.memGiB} GiB, ${m.os}, Linux ${m.kernel}, Node ${m.node}. Load average at start ${m.loadAvgStart.join(' ')}` +
+    (m.loadAvgEnd ? `, at end ${m.loadAvgEnd.join(' ')}` : '') + `.\n\n`;
+  md += `Settings: ${st.runs} run${st.runs > 1 ? 's' : ''} per scenario (fresh processes each run, scenarios interleaved), ` +
+    `${st.warmupSec} s warm-up then ${st.durationSec} s measured; median [min–max] over runs. ` +
+    `zcswitch: ${st.bufCount} shared buffers of the smallest multiple of 64 ≥ size + 12 B, burst ${st.defaultBurst}, ` +
+    `poll mode ${st.defaultPollMode} unless the row says otherwise. Elapsed ${Math.round(res.elapsedSec)} s` +
+    (res.aborted ? ' (**interrupted: partial results**)' : '') + `.\n\n`;
+  md += `Peers:\n\n`;
+  for (const p of res.peers) {
+    md += `- ${p.group} (${GROUP_LABELS[p.group]}): ${p.status === 'ok' ? `ran, ${p.program}` : `**${p.status}**: ${p.reason}`}\n`;
+  }
+  md += `\nRatios (÷ peer) divide zcswitch's median Mpps by the peer's median Mpps at the same packet size in this same run; ` +
+    `bidirectional rows count both directions against the peer's one-way rate.\n\n`;
+  md += `## Packet rate by size (Mpps, median)\n\n${bySize(res, 'mpps')}\n`;
+  md += `## Payload throughput by size (Gbit/s of Ethernet frame bytes, median)\n\n${bySize(res, 'gbps')}\n`;
+  md += `## Sweeps\n\n${sweep(res, 'burst', peers)}${sweep(res, 'poll', peers)}`;
+  md += `## Every scenario\n\n${detail(res, res.scenarios, peers)}\n`;
+  md += `Columns: Mpps and Gbit/s are measured at the receiver over the measured window (zcswitch: packets the switch ` +
+    `delivered to the sink's rx queue; kernel: the receiver's recvmmsg count; DPDK: the rxonly testpmd's Rx-pps). ` +
+    `Switch CPU = utime+stime of the switch process from /proc/<pid>/stat over the window ÷ packets (load: CPU s per s). ` +
+    `All CPU adds the VM / peer processes. Copied B/pkt and gifts are the switch's counters ÷ packets. ` +
+    `Drops: switch drop counters (zcswitch), socket overflows (kernel), vhost TX errors + RX missed (DPDK). ` +
+    `See docs/PERFORMANCE.md.\n\n`;
+  const problems = res.scenarios.filter((s) => s.status !== 'ok' || s.errors.length);
+  if (problems.length) {
+    md += `## Skipped and failed\n\n`;
+    for (const s of problems) md += `- ${s.id}: ${s.status}${s.reason ? `: ${s.reason}` : ''}${s.errors.length && s.status === 'ok' ? ` (${s.errors.join('; ')})` : ''}\n`;
+    md += '\n';
+  }
+  const warnings = new Map<string, string[]>();
+  for (const s of res.scenarios) {
+    for (const r of s.runs) for (const w of r.warnings) warnings.set(`${s.id}: ${w}`, []);
+  }
+  if (warnings.size) {
+    md += `## Warnings\n\n${[...warnings.keys()].map((w) => `- ${w}`).join('\n')}\n`;
+  }
+  return md;
+}

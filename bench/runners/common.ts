@@ -1,0 +1,33 @@
+/** What every runner gets for one measured run. */
+import type { Scenario, RunMetrics } from '../types';
+
+export interface RunContext {
+  run: number;
+  warmupSec: number;
+  durationSec: number;
+  /** dist/src/cli/main.js */
+  cli: string;
+  /** Frames per batch default (zcswitch forwarding.burst default). */
+  bufCount: number;
+  /** Called once with how the processes were set up (recorded in the JSON). */
+  setup(info: Record<string, unknown>): void;
+}
+
+export type Runner = (s: Scenario, ctx: RunContext) => Promise<RunMetrics>;
+
+/** The zcswitch region buffer size for a frame size: the smallest multiple of 64 >= size + 12 (virtio-net header), at least 128. */
+export function bufSizeFor(size: number): number {
+  return Math.max(128, Math.ceil((size + 12) / 64) * 64);
+}
+
+export function perPacket(total: number | null, packets: number, scale = 1): number | null {
+  if (total === null || !(packets > 0)) return null;
+  return (total / packets) * scale;
+}
+
+export function checkLength(avgLen: number | null, size: number, warnings: string[]): void {
+  if (avgLen === null) return;
+  if (Math.abs(avgLen - size) > Math.max(1, size * 0.005)) {
+    warnings.push(`average received length ${avgLen.toFixed(1)} B differs from the packet size ${size} B`);
+  }
+}

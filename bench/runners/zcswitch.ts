@@ -1,0 +1,179 @@
+/**
+ * One zcswitch run: a switch (`zcswitch start`) and two guest-driver VMs
+ * (`zcswitch vm ... --json --quiet --no-verify --duration`) as separate
+ * processes. Rates come from the switch's per-port counters for what it
+ * delivered to the receiving VM (its rx queue), i.e. the sink's received
+ * count, over the measured window; the sink's own final count is checked
+ * against it. Switch CPU is utime+stime from /proc/<pid>/stat.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { controlRequest } from '../../src/switch/control';
+import type { SwitchStats } from '../../src/switch/switch';
+import { type Child, startChild } from '../lib/child';
+import { processCpuSec, sleep, waitFor } from '../lib/util';
+import type { RunMetrics, Scenario } from '../types';
+import { type RunContext, bufSizeFor, checkLength, perPacket } from './common';
+
+type PortCounters = Record<string, number> & { drops: Record<string, number> };
+
+interface Snap {
+  at: number;
+  sw: number | null;
+  vm1: number | null;
+  vm2: number | null;
+  stats: SwitchStats;
+}
+
+export function zcswitchConfig(s: Scenario, socketDir: string, bufCount: number): Record<string, unknown> {
+  return {
+    socketDir,
+    sharedBuffers: { bufCount, bufSize: bufSizeFor(s.size) },
+    ports: [{ name: 'vm1' }, { name: 'vm2' }],
+    pairs: [['vm1', 'vm2']],
+    forwarding: { burst: s.burst, pollMode: s.pollMode ?? 'spin-then-sleep' },
+    log: { level: 'warn' },
+  };
+}
+
+export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetrics> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zcb-'));
+  const cfgPath = path.join(dir, 'switch.json');
+  const cfg = zcswitchConfig(s, dir, ctx.bufCount);
+  fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
+  const control = path.join(dir, 'zcswitch.ctl');
+  const node = process.execPath;
+  const safety = String(Math.ceil(ctx.warmupSec + ctx.durationSec + 60));
+  const vmArgs = (port: string, mode: string, extra: string[] = []) => [
+    ctx.cli, 'vm', '--socket-dir', dir, '--port', port, '--mode', mode, '--size', String(s.size), '--burst', String(s.burst),
+    '--duration', safety, '--no-verify', '--json', '--quiet', ...extra,
+  ];
+  const rxMode = s.bidirectional ? 'echo' : 'sink';
+  const genExtra = s.copy ? ['--copy'] : [];
+  ctx.setup({
+    config: cfg,
+    switch: `zcswitch start -c <config>`,
+    vm2: `zcswitch ${vmArgs('vm2', rxMode).slice(1).join(' ').replace(dir, '<dir>')}`,
+    vm1: `zcswitch ${vmArgs('vm1', 'gen', genExtra).slice(1).join(' ').replace(dir, '<dir>')}`,
+  });
+  const children: Child[] = [];
+  const warnings: string[] = [];
+  try {
+    const sw = startChild('switch', node, [ctx.cli, 'start', '-c', cfgPath]);
+    children.push(sw);
+    await waitFor('the switch to start', () => sw.stdout().includes('control:') || !sw.running(), 15000);
+    if (!sw.running()) throw new Error(`switch exited at start:\n${sw.tail()}`);
+    const stats = async () => (await controlRequest(control, { cmd: 'stats' })) as SwitchStats;
+    const port = (st: SwitchStats, name: string) => st.ports.find((p) => p.name === name)!;
+    const counters = (st: SwitchStats, name: string) => port(st, name).counters as PortCounters;
+
+    const rx = startChild(`vm2 ${rxMode}`, node, vmArgs('vm2', rxMode));
+    children.push(rx);
+    await waitFor(`vm2 (${rxMode}) to attach`, async () => !rx.running() || port(await stats(), 'vm2').ready, 15000);
+    if (!rx.running()) throw new Error(`vm2 exited at start:\n${rx.tail()}`);
+    // Counters from zero before any traffic: the receiver's own final count must equal the switch's.
+    await controlRequest(control, { cmd: 'reset-counters' });
+    const gen = startChild('vm1 gen', node, vmArgs('vm1', 'gen', genExtra));
+    children.push(gen);
+    await waitFor('traffic to flow', async () => !gen.running() || counters(await stats(), 'vm2').txPackets > 0, 15000);
+    if (!gen.running()) throw new Error(`vm1 (gen) exited at start:\n${gen.tail()}`);
+
+    await sleep(ctx.warmupSec * 1000);
+    const snap = async (): Promise<Snap> => {
+      const t0 = performance.now();
+      const cpu = { sw: processCpuSec(sw.pid), vm1: processCpuSec(gen.pid), vm2: processCpuSec(rx.pid) };
+      const st = await stats();
+      return { at: (t0 + performance.now()) / 2, ...cpu, stats: st };
+    };
+    const a = await snap();
+    await sleep(ctx.durationSec * 1000);
+    const b = await snap();
+    if (!gen.running() || !rx.running()) throw new Error(`a VM exited during the measurement:\n${gen.tail(4)}\n${rx.tail(4)}`);
+
+    const d = (name: string, key: string) => (counters(b.stats, name)[key] as number) - (counters(a.stats, name)[key] as number);
+    const names = ['vm1', 'vm2'];
+    const recv = s.bidirectional ? names : ['vm2'];
+    const packets = recv.reduce((n, p) => n + d(p, 'txPackets'), 0);
+    const bytes = recv.reduce((n, p) => n + d(p, 'txBytes'), 0);
+    const copied = names.reduce((n, p) => n + d(p, 'copiedBytes'), 0);
+    const gifts = names.reduce((n, p) => n + d(p, 'giftsIn'), 0);
+    const dropReasons: Record<string, number> = {};
+    for (const p of names) {
+      const da = counters(a.stats, p).drops;
+      for (const [k, v] of Object.entries(counters(b.stats, p).drops)) {
+        const n = v - (da[k] ?? 0);
+        if (n) dropReasons[k] = (dropReasons[k] ?? 0) + n;
+      }
+    }
+    const drops = Object.values(dropReasons).reduce((x, y) => x + y, 0);
+    const windowSec = (b.at - a.at) / 1000;
+    const cpuDelta = (k: 'sw' | 'vm1' | 'vm2') => (a[k] !== null && b[k] !== null ? b[k]! - a[k]! : null);
+    const swCpu = cpuDelta('sw');
+    const allCpu = [cpuDelta('sw'), cpuDelta('vm1'), cpuDelta('vm2')];
+    const totalCpu = allCpu.every((x) => x !== null) ? allCpu.reduce((x, y) => x! + y!, 0) : null;
+
+    // Stop the sender, let the receiver drain, then compare its own count with the switch's.
+    const g = await gen.stop();
+    await sleep(150);
+    const fin = await stats();
+    await rx.stop();
+    const rxSummary = lastJson(rx.stdout());
+    const genSummary = lastJson(gen.stdout());
+    const delivered = counters(fin, 'vm2').txPackets;
+    if (rxSummary && typeof rxSummary.received === 'number' && Math.abs(rxSummary.received - delivered) > ctx.bufCount) {
+      warnings.push(`vm2 counted ${rxSummary.received} received packets, the switch delivered ${delivered}`);
+    }
+    if (!fin.ledger.ok) warnings.push(`ledger unbalanced after the run: ${fin.ledger.problems.join('; ')}`);
+    if (g.code !== 0 && g.signal === null) warnings.push(`gen exited with status ${g.code}`);
+    const avgLen = packets > 0 ? bytes / packets : null;
+    checkLength(avgLen, s.size, warnings);
+    if (!(packets > 0)) throw new Error('no packets delivered in the measured window');
+    return {
+      run: ctx.run,
+      windowSec,
+      packets,
+      bytes,
+      mpps: packets / windowSec / 1e6,
+      gbps: (bytes * 8) / windowSec / 1e9,
+      avgLen,
+      switchCpuNsPerPkt: perPacket(swCpu, packets, 1e9),
+      switchCpuLoad: swCpu === null ? null : swCpu / windowSec,
+      totalCpuNsPerPkt: perPacket(totalCpu, packets, 1e9),
+      copiedBytesPerPkt: copied / packets,
+      giftsPer1000: (gifts / packets) * 1000,
+      drops,
+      dropReasons,
+      extra: {
+        perDirection: s.bidirectional ? { 'vm1->vm2': d('vm2', 'txPackets'), 'vm2->vm1': d('vm1', 'txPackets') } : undefined,
+        zeroCopyPackets: names.reduce((n, p) => n + d(p, 'zeroCopy'), 0),
+        copiedPackets: names.reduce((n, p) => n + d(p, 'copied'), 0),
+        kicks: names.reduce((n, p) => n + d(p, 'kicks'), 0),
+        calls: names.reduce((n, p) => n + d(p, 'calls'), 0),
+        vmCpuSec: { vm1: cpuDelta('vm1'), vm2: cpuDelta('vm2') },
+        sinkReceivedTotal: rxSummary?.received ?? null,
+        switchDeliveredTotal: delivered,
+        genSentTotal: genSummary?.sent ?? null,
+      },
+      warnings,
+    };
+  } finally {
+    for (const c of children.reverse()) await c.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function lastJson(out: string): Record<string, number> | null {
+  const lines = out.trim().split('\n');
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const l = lines[i].trim();
+    if (!l.startsWith('{')) continue;
+    try {
+      return JSON.parse(l) as Record<string, number>;
+    } catch {
+      return null;
+    }
+  }
+  return null;
+}

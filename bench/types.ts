@@ -1,0 +1,155 @@
+/**
+ * The bench harness's data model: what a scenario is, what one measured run
+ * yields, and the JSON file written to bench/results/<timestamp>.json.
+ */
+import type { PollMode } from '../src/config';
+import type { Spread } from './lib/util';
+
+export type System = 'zcswitch' | 'kernel' | 'dpdk-vhost' | 'dpdk-memif';
+
+/**
+ * Scenario groups. zcswitch: zc-oneway (gen -> sink, shared buffers, gifts),
+ * zc-bidir (gen <-> echo), copy-oneway (gen --copy -> sink), zc-burst and
+ * zc-poll (one-way sweeps at one size). Peers: kernel, dpdk-vhost, memif,
+ * memif-zc.
+ */
+export type Group = 'zc-oneway' | 'zc-bidir' | 'copy-oneway' | 'zc-burst' | 'zc-poll' | 'kernel' | 'dpdk-vhost' | 'memif' | 'memif-zc';
+
+export const ZC_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'copy-oneway', 'zc-burst', 'zc-poll'];
+export const PEER_GROUPS: Group[] = ['kernel', 'dpdk-vhost', 'memif', 'memif-zc'];
+/** Groups drawn as lines over packet size in the SVG and summary table. */
+export const SWEEP_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'copy-oneway', 'kernel', 'dpdk-vhost', 'memif', 'memif-zc'];
+
+export const GROUP_LABELS: Record<Group, string> = {
+  'zc-oneway': 'zcswitch zero-copy one-way',
+  'zc-bidir': 'zcswitch zero-copy bidirectional',
+  'copy-oneway': 'zcswitch copy one-way',
+  'zc-burst': 'zcswitch zero-copy one-way, burst sweep',
+  'zc-poll': 'zcswitch zero-copy one-way, poll-mode sweep',
+  kernel: 'kernel UDP loopback (sendmmsg/recvmmsg)',
+  'dpdk-vhost': 'DPDK testpmd vhost-user switch + 2 virtio-user VMs',
+  memif: 'DPDK memif pair, copy',
+  'memif-zc': 'DPDK memif pair, zero-copy',
+};
+
+export interface Scenario {
+  /** Unique, stable: e.g. "zc-oneway/64", "zc-burst/64/b8", "zc-poll/64/busy-poll". */
+  id: string;
+  group: Group;
+  system: System;
+  /** Ethernet frame size in bytes (what the VM sends; the virtio-net header is extra). */
+  size: number;
+  /** Packets per batch (switch forwarding.burst and the VMs' --burst; testpmd --burst; sendmmsg batch). */
+  burst: number;
+  /** zcswitch only: forwarding.pollMode. */
+  pollMode?: PollMode;
+  bidirectional: boolean;
+  /** The sender uses the copy path (zcswitch vm --copy). */
+  copy: boolean;
+}
+
+/** One measured window of one run. Rates are over the window only (after the warm-up). */
+export interface RunMetrics {
+  run: number;
+  windowSec: number;
+  /** Packets delivered to the receiver(s) in the window (both directions for bidirectional). */
+  packets: number;
+  /** Frame bytes delivered in the window. */
+  bytes: number;
+  mpps: number;
+  /** Gbit/s of payload (Ethernet frame bytes; no virtio-net/UDP/IP header, no CRC). */
+  gbps: number;
+  /** Average delivered frame length; should equal the scenario's size. */
+  avgLen: number | null;
+  /** CPU time of the switch process (utime+stime) per delivered packet, ns; null where there is no switch process. */
+  switchCpuNsPerPkt: number | null;
+  /** Switch CPU seconds per wall second in the window (1.0 = one core busy). */
+  switchCpuLoad: number | null;
+  /** CPU of every process of the scenario (switch and both VMs / both peers) per packet, ns. */
+  totalCpuNsPerPkt: number | null;
+  /** zcswitch only: payload bytes the switch copied per delivered packet. */
+  copiedBytesPerPkt: number | null;
+  /** zcswitch only: GIFT_BUFFER descriptors the switch moved per 1000 delivered packets. */
+  giftsPer1000: number | null;
+  /** Packets dropped in the window (switch drop counters; kernel socket overflows; testpmd sent - received). */
+  drops: number | null;
+  dropReasons?: Record<string, number>;
+  /** Extra raw numbers per system (sender count, testpmd's own rx pps, ...). */
+  extra?: Record<string, unknown>;
+  warnings: string[];
+}
+
+export interface ScenarioSummary {
+  mpps: Spread | null;
+  gbps: Spread | null;
+  switchCpuNsPerPkt: Spread | null;
+  switchCpuLoad: Spread | null;
+  totalCpuNsPerPkt: Spread | null;
+  copiedBytesPerPkt: Spread | null;
+  giftsPer1000: Spread | null;
+  drops: Spread | null;
+  avgLen: Spread | null;
+}
+
+export interface ScenarioResult extends Scenario {
+  label: string;
+  status: 'ok' | 'failed' | 'skipped';
+  /** Why it failed or was skipped. */
+  reason?: string;
+  /** How the processes were set up (config, command lines), for reproducing. */
+  setup?: Record<string, unknown>;
+  runs: RunMetrics[];
+  errors: string[];
+  summary: ScenarioSummary;
+  /** zcswitch only: median Mpps of this scenario / median Mpps of each peer at the same size. */
+  ratios: Record<string, number | null>;
+}
+
+export interface PeerStatus {
+  group: Group;
+  status: 'ok' | 'skipped' | 'failed';
+  reason?: string;
+  program?: string;
+}
+
+export interface BenchSettings {
+  quick: boolean;
+  runs: number;
+  warmupSec: number;
+  durationSec: number;
+  sizes: number[];
+  bursts: number[];
+  burstSize: number;
+  pollModes: PollMode[];
+  pollSize: number;
+  groups: Group[];
+  defaultBurst: number;
+  defaultPollMode: PollMode;
+  bufCount: number;
+}
+
+export interface MachineInfo {
+  hostname: string;
+  os: string;
+  kernel: string;
+  node: string;
+  cpus: number;
+  cpuModel: string;
+  lscpu: Record<string, string>;
+  memGiB: number;
+  loadAvgStart: number[];
+  loadAvgEnd?: number[];
+}
+
+export interface BenchResults {
+  schema: 'zcswitch-bench/1';
+  startedAt: string;
+  finishedAt: string;
+  elapsedSec: number;
+  aborted: boolean;
+  machine: MachineInfo;
+  settings: BenchSettings;
+  peers: PeerStatus[];
+  scenarios: ScenarioResult[];
+  files: { json: string; markdown: string; svg: string };
+}

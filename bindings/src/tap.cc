@@ -1,0 +1,85 @@
+// TAP devices for the uplink port: open /dev/net/tun as a TAP with a
+// 12-byte virtio_net_hdr in front of every frame (IFF_VNET_HDR), and plain
+// non-blocking read/write of whole frames. One frame per syscall is the TAP
+// contract, so there is nothing to batch here.
+#include <napi.h>
+
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "args.h"
+#include "errors.h"
+
+namespace zc {
+namespace {
+
+Napi::Value TapOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = StringArg(info, 0, "tapOpen", "name");
+  if (name.size() >= IFNAMSIZ) ThrowRange(env, "tapOpen: name must be shorter than " + std::to_string(IFNAMSIZ) + " bytes");
+  int fd = ::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) ThrowErrno(env, "tapOpen", "open");
+  struct ifreq ifr;
+  std::memset(&ifr, 0, sizeof(ifr));
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+  std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+  if (::ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int err = errno;
+    ::close(fd);
+    ThrowErrno(env, "tapOpen", "ioctl(TUNSETIFF)", err);
+  }
+  int hdr = 12;  // virtio_net_hdr_v1 / mrg_rxbuf layout, as on our vrings
+  if (::ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) {
+    int err = errno;
+    ::close(fd);
+    ThrowErrno(env, "tapOpen", "ioctl(TUNSETVNETHDRSZ)", err);
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("fd", Napi::Number::New(env, fd));
+  out.Set("name", Napi::String::New(env, ifr.ifr_name));
+  return out;
+}
+
+// (fd, buf, off, len) -> bytes, or -1 on EAGAIN.
+Napi::Value FdRead(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0, "fdRead");
+  Napi::Uint8Array buf = Uint8ArrayArg(info, 1, "fdRead", "buf");
+  int64_t off = IntArg(info, 2, "fdRead", "off", 0, static_cast<int64_t>(buf.ByteLength()));
+  int64_t len = IntArg(info, 3, "fdRead", "len", 0, static_cast<int64_t>(buf.ByteLength()) - off);
+  ssize_t n = ::read(fd, buf.Data() + off, static_cast<size_t>(len));
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return Napi::Number::New(env, -1);
+    ThrowErrno(env, "fdRead", "read");
+  }
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+Napi::Value FdWrite(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0, "fdWrite");
+  Napi::Uint8Array buf = Uint8ArrayArg(info, 1, "fdWrite", "buf");
+  int64_t off = IntArg(info, 2, "fdWrite", "off", 0, static_cast<int64_t>(buf.ByteLength()));
+  int64_t len = IntArg(info, 3, "fdWrite", "len", 0, static_cast<int64_t>(buf.ByteLength()) - off);
+  ssize_t n = ::write(fd, buf.Data() + off, static_cast<size_t>(len));
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return Napi::Number::New(env, -1);
+    ThrowErrno(env, "fdWrite", "write");
+  }
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+}  // namespace
+
+void InitTap(Napi::Env env, Napi::Object exports) {
+  exports.Set("tapOpen", Napi::Function::New(env, TapOpen, "tapOpen"));
+  exports.Set("fdRead", Napi::Function::New(env, FdRead, "fdRead"));
+  exports.Set("fdWrite", Napi::Function::New(env, FdWrite, "fdWrite"));
+}
+
+}  // namespace zc

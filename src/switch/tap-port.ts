@@ -1,0 +1,71 @@
+/**
+ * The uplink: a TAP interface to the host's kernel stack, as a port of the
+ * learning bridge. Frames cross it by copy (one read or write per frame,
+ * each with a 12-byte virtio_net_hdr: IFF_VNET_HDR), which is how traffic
+ * leaves the machine: across hosts it rides the kernel's own bridge or
+ * VXLAN, not a tunnel of ours.
+ */
+import { FdWatcher, closeFd, fdRead, fdWrite, tapOpen } from '../../bindings';
+import type { Logger } from '../log';
+import { PortCounters } from './counters';
+import type { Mirror } from './mirror';
+
+export class TapPort {
+  readonly isTap = true;
+  readonly counters = new PortCounters();
+  /** One queue: [0]=rx packets, [1]=rx bytes, [2]=tx packets, [3]=tx bytes. */
+  readonly queueCounters = new Float64Array(4);
+  readonly zeroCopy = false;
+  mirror: Mirror | null = null;
+  /** 1 while the interface is open: the bridge treats it as one running queue pair. */
+  nq = 0;
+  private fd = -1;
+  private watcher: FdWatcher | null = null;
+
+  constructor(
+    readonly id: number,
+    readonly name: string,
+    readonly ifname: string,
+    private readonly log: Logger,
+    private readonly wake: () => void,
+  ) {
+    this.counters.onFirstDrop = (reason) =>
+      log.warn({ port: name, reason }, 'first drop for this reason (later ones are only counted: zcswitch stats)');
+  }
+
+  get attached(): boolean {
+    return this.fd >= 0;
+  }
+
+  get ready(): boolean {
+    return this.fd >= 0;
+  }
+
+  open(): void {
+    const r = tapOpen(this.ifname);
+    this.fd = r.fd;
+    this.nq = 1;
+    // Level-triggered: while frames wait, the loop keeps being woken.
+    this.watcher = new FdWatcher(this.fd, this.wake);
+    this.watcher.start();
+    this.log.info({ port: this.name, ifname: r.name }, 'tap uplink open');
+  }
+
+  /** One frame (with its virtio_net_hdr) into buf; bytes, or -1 when none is waiting. */
+  read(buf: Uint8Array): number {
+    return this.fd < 0 ? -1 : fdRead(this.fd, buf, 0, buf.length);
+  }
+
+  /** One frame (with its virtio_net_hdr) to the kernel; false if it would block. */
+  write(buf: Uint8Array, off: number, len: number): boolean {
+    return this.fd >= 0 && fdWrite(this.fd, buf, off, len) === len;
+  }
+
+  close(): void {
+    this.watcher?.close();
+    this.watcher = null;
+    if (this.fd >= 0) closeFd(this.fd);
+    this.fd = -1;
+    this.nq = 0;
+  }
+}

@@ -1,0 +1,253 @@
+/**
+ * The bench harness (issue 5): `zcswitch bench --quick` must produce sane
+ * numbers, a markdown table and an SVG plot. No performance thresholds:
+ * only that rates are positive, zero-copy copies nothing and copy copies.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { planScenarios, resolveSettings } from '../bench/harness';
+import { which } from '../bench/lib/util';
+import { StatsParser, findDpdk, geometry } from '../bench/runners/dpdk';
+import { seriesOf } from '../bench/report/svg';
+import type { BenchResults, ScenarioResult } from '../bench/types';
+import { CLI, tempDir } from './helpers/procs';
+
+function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 240000): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out, err });
+    });
+  });
+}
+
+function outputs(dir: string): { json: BenchResults; md: string; svg: string } {
+  const files = fs.readdirSync(dir);
+  const one = (ext: string) => {
+    const f = files.filter((x) => x.endsWith(ext));
+    if (f.length !== 1) throw new Error(`expected one ${ext} file in ${dir}, found ${f.join(', ') || 'none'}`);
+    return fs.readFileSync(path.join(dir, f[0]), 'utf8');
+  };
+  return { json: JSON.parse(one('.json')) as BenchResults, md: one('.md'), svg: one('.svg') };
+}
+
+/**
+ * A small XML well-formedness check (no parser in the dependencies): tags
+ * nest and close, attributes are name="value", text has no stray '<' and only
+ * known entities. Returns the elements seen, with their attributes.
+ */
+function parseXml(xml: string): { name: string; attrs: Record<string, string> }[] {
+  const elements: { name: string; attrs: Record<string, string> }[] = [];
+  const stack: string[] = [];
+  const tok = /<\?[\s\S]*?\?>|<!--[\s\S]*?-->|<\/([A-Za-z][\w:.-]*)\s*>|<([A-Za-z][\w:.-]*)((?:\s+[A-Za-z_:][\w:.-]*\s*=\s*"[^"<]*")*)\s*(\/?)>|([^<]+)|(<)/g;
+  let m: RegExpExecArray | null;
+  let rootSeen = false;
+  while ((m = tok.exec(xml)) !== null) {
+    if (m[6]) throw new Error(`stray '<' at offset ${m.index}: ${xml.slice(m.index, m.index + 40)}`);
+    if (m[5] !== undefined) {
+      if (stack.length === 0 && m[5].trim()) throw new Error(`text outside the root element at ${m.index}`);
+      const bad = /&(?!(?:amp|lt|gt|quot|apos|#\d+|#x[0-9a-fA-F]+);)/.exec(m[5]);
+      if (bad) throw new Error(`bad entity at offset ${m.index + bad.index}`);
+      continue;
+    }
+    if (m[1]) {
+      const open = stack.pop();
+      if (open !== m[1]) throw new Error(`</${m[1]}> closes <${open}>`);
+      continue;
+    }
+    if (m[2]) {
+      if (stack.length === 0) {
+        if (rootSeen) throw new Error('more than one root element');
+        rootSeen = true;
+      }
+      const attrs: Record<string, string> = {};
+      for (const a of m[3].matchAll(/([A-Za-z_:][\w:.-]*)\s*=\s*"([^"]*)"/g)) {
+        if (a[1] in attrs) throw new Error(`duplicate attribute ${a[1]} on <${m[2]}>`);
+        attrs[a[1]] = a[2];
+      }
+      elements.push({ name: m[2], attrs });
+      if (!m[4]) stack.push(m[2]);
+    }
+  }
+  if (stack.length) throw new Error(`unclosed <${stack.join('>, <')}>`);
+  if (!rootSeen) throw new Error('no root element');
+  return elements;
+}
+
+t.test('bench --quick: expected scenarios, sane numbers, markdown table and SVG plot', async (t) => {
+  const out = tempDir('zcs-bench-');
+  t.teardown(() => fs.rmSync(out, { recursive: true, force: true }));
+  const started = Date.now();
+  const r = await runCli(['bench', '--quick', '--out', out]);
+  const secs = (Date.now() - started) / 1000;
+  if (r.code !== 0) t.comment(r.err.slice(-3000));
+  t.equal(r.code, 0, 'bench --quick exited 0');
+  t.ok(secs < 120, `--quick finished in ${secs.toFixed(1)} s`);
+  const { json, md, svg } = outputs(out);
+  t.equal(json.schema, 'zcswitch-bench/1');
+  t.equal(json.settings.quick, true);
+  t.equal(json.aborted, false);
+  const byId = new Map<string, ScenarioResult>(json.scenarios.map((s) => [s.id, s]));
+  const hasCc = which(process.env.CC || 'cc') !== null;
+  const expected = ['zc-oneway/64', 'zc-oneway/1500', 'copy-oneway/64', 'copy-oneway/1500', ...(hasCc ? ['kernel/64', 'kernel/1500'] : [])];
+  t.same([...byId.keys()].filter((id) => !id.startsWith('kernel/') || hasCc).sort(), expected.sort(), 'the --quick scenarios');
+  if (!hasCc) {
+    t.equal(byId.get('kernel/64')?.status ?? 'skipped', 'skipped', 'kernel peer skipped without cc');
+    t.match(r.err, /peer kernel skipped: no C compiler/, 'and says why');
+  }
+  for (const p of ['dpdk-vhost', 'memif', 'memif-zc']) {
+    t.ok(json.peers.some((x) => x.group === p && x.status === 'skipped'), `${p} is listed as skipped in --quick`);
+    t.match(r.err, new RegExp(`peer ${p} skipped`), `a clear line says ${p} was skipped`);
+  }
+  for (const id of expected) {
+    const s = byId.get(id)!;
+    t.equal(s.status, 'ok', `${id} ran: ${s.errors.join('; ')}`);
+    t.equal(s.runs.length, 1, `${id}: one run`);
+    const run = s.runs[0];
+    t.ok(run.mpps > 0 && run.packets > 0, `${id}: positive packet rate (${run.mpps.toFixed(3)} Mpps)`);
+    t.ok(run.gbps > 0, `${id}: positive Gbit/s (${run.gbps.toFixed(2)})`);
+    t.ok(run.windowSec > 0.5 && run.windowSec < 5, `${id}: measured window ${run.windowSec.toFixed(2)} s`);
+    t.ok(Math.abs(run.avgLen! - s.size) <= 1, `${id}: received frames are ${s.size} B (${run.avgLen})`);
+    t.ok(s.summary.mpps && s.summary.mpps.median === run.mpps, `${id}: summary median`);
+    t.ok(run.totalCpuNsPerPkt! > 0, `${id}: CPU per packet measured`);
+    if (s.system === 'zcswitch') {
+      t.ok(run.switchCpuNsPerPkt! > 0, `${id}: switch CPU per packet measured (${run.switchCpuNsPerPkt!.toFixed(0)} ns)`);
+      t.equal(run.drops !== null && run.drops >= 0, true, `${id}: drops counted (${run.drops})`);
+    }
+  }
+  for (const size of [64, 1500]) {
+    const zc = byId.get(`zc-oneway/${size}`)!.runs[0];
+    const cp = byId.get(`copy-oneway/${size}`)!.runs[0];
+    t.equal(zc.copiedBytesPerPkt, 0, `zero-copy ${size} B: 0 payload bytes copied per packet`);
+    t.ok(zc.giftsPer1000! > 0, `zero-copy one-way ${size} B: the sink gifts buffers back (${zc.giftsPer1000!.toFixed(0)} per 1000)`);
+    t.ok(cp.copiedBytesPerPkt! > 0, `copy ${size} B: ${cp.copiedBytesPerPkt} payload bytes copied per packet`);
+    t.ok(Math.abs(cp.copiedBytesPerPkt! - size) <= 1, `copy ${size} B: the whole frame is copied`);
+    if (hasCc) t.ok(byId.get(`zc-oneway/${size}`)!.ratios.kernel! > 0, `zc ${size} B has a ratio to the kernel peer`);
+  }
+
+  // Markdown: a table by size with ratio columns, and the detailed table.
+  t.match(md, /^# zcswitch bench/m, 'markdown title');
+  t.match(md, /\| size B \| zc one-way \| copy one-way \|/, 'summary table header');
+  if (hasCc) t.match(md, /zc one-way ÷ kernel/, 'ratio column');
+  t.match(md, /\| zc-oneway\/64 \| 64 \|/, 'a detail row');
+  const tableLines = md.split('\n').filter((l) => l.startsWith('|'));
+  t.ok(tableLines.every((l) => l.split('|').length === tableLines.find((x) => x === l)!.split('|').length), 'table rows are rows');
+  t.match(r.out, /results: .*\.json/, 'stdout names the result files');
+
+  // SVG: well-formed, one polyline per series per panel.
+  t.doesNotThrow(() => parseXml(svg), 'the SVG is well-formed XML');
+  const elements = parseXml(svg);
+  t.equal(elements[0].name, 'svg', 'root element is <svg>');
+  t.equal(elements[0].attrs.xmlns, 'http://www.w3.org/2000/svg', 'SVG namespace');
+  for (const metric of ['mpps', 'gbps'] as const) {
+    const series = seriesOf(json, metric).map((s) => s.group);
+    t.ok(series.includes('zc-oneway') && series.includes('copy-oneway'), `${metric}: zcswitch series present`);
+    for (const g of series) {
+      const lines = elements.filter((e) => (e.name === 'polyline' || e.name === 'path') && e.attrs['data-series'] === g && e.attrs['data-metric'] === metric);
+      t.equal(lines.length, 1, `${metric}: one polyline for ${g}`);
+      t.equal(lines[0].attrs.points.trim().split(/\s+/).length, 2, `${metric}: ${g} has a point per size`);
+    }
+  }
+});
+
+t.test('plan: the full default matrix', async (t) => {
+  const st = resolveSettings({});
+  t.equal(st.runs, 5);
+  t.same(st.sizes, [64, 128, 256, 512, 1500, 9000, 65535]);
+  const ids = planScenarios(st).map((s) => s.id);
+  for (const size of st.sizes) {
+    for (const g of ['zc-oneway', 'zc-bidir', 'copy-oneway', 'kernel', 'dpdk-vhost', 'memif', 'memif-zc']) t.ok(ids.includes(`${g}/${size}`), `${g}/${size}`);
+  }
+  t.ok(ids.includes('zc-burst/64/b1') && ids.includes('zc-burst/64/b256'), 'burst sweep');
+  t.notOk(ids.includes('zc-burst/64/b64'), 'the default burst is zc-oneway/64 itself');
+  t.ok(ids.includes('zc-poll/64/busy-poll') && ids.includes('zc-poll/64/eventfd'), 'poll-mode sweep');
+  t.equal(new Set(ids).size, ids.length, 'ids are unique');
+  const q = planScenarios(resolveSettings({ quick: true })).map((s) => s.id);
+  t.same(q.sort(), ['copy-oneway/1500', 'copy-oneway/64', 'kernel/1500', 'kernel/64', 'zc-oneway/1500', 'zc-oneway/64']);
+});
+
+t.test('DPDK geometry: mbufs fit the frame, --txpkts segments add up', async (t) => {
+  for (const size of [64, 1500, 9000, 65535]) {
+    const g = geometry(size);
+    t.equal(g.segments.reduce((a, b) => a + b, 0), size, `${size}: segments sum to the frame`);
+    const room = (g.mbufSize ?? 2176) - 128;
+    t.ok(g.segments.every((x) => x <= room), `${size}: each segment fits an mbuf (${room} B)`);
+    t.ok((g.mbufSize ?? 0) <= 65535, `${size}: mbuf size fits 16 bits`);
+    t.ok(g.queue >= 512 && g.queue <= g.mbufs / 4, `${size}: ring ${g.queue} leaves mbufs to spare (${g.mbufs})`);
+    t.ok(g.memifBsize >= Math.min(size, 65535) && g.memifBsize <= 65535, `${size}: memif bsize ${g.memifBsize}`);
+  }
+});
+
+t.test('testpmd stats parser', async (t) => {
+  const p = new StatsParser();
+  const text = `\x1b[2J\x1b[1;1H
+Port statistics ====================================
+  ######################## NIC statistics for port 0  ########################
+  RX-packets: 2107968    RX-missed: 3          RX-bytes:  134909952
+  RX-errors: 0
+  RX-nombuf:  0
+  TX-packets: 10         TX-errors: 2          TX-bytes:  640
+
+  Throughput (since last show)
+  Rx-pps:       507299          Rx-bps:    259737376
+  Tx-pps:            5          Tx-bps:         2560
+  ############################################################################
+  ######################## NIC statistics for port 1  ########################
+  RX-packets: 0          RX-missed: 0          RX-bytes:  0
+  RX-errors: 0
+  RX-nombuf:  0
+  TX-packets: 7          TX-errors: 0          TX-bytes:  448
+
+  Throughput (since last show)
+  Rx-pps:            0          Rx-bps:            0
+  Tx-pps:            7          Tx-bps:         3584
+  ############################################################################
+  ---------------------- Forward statistics for port 0  ----------------------
+  RX-packets: 99            RX-dropped: 0             RX-total: 99
+`;
+  text.split('\n').forEach((l, i) => p.feed(l, i));
+  t.equal(p.blocks.length, 2, 'two port blocks, the forward statistics ignored');
+  t.match(p.blocks[0], { port: 0, rxPackets: 2107968, rxMissed: 3, rxBytes: 134909952, txPackets: 10, txErrors: 2, rxPps: 507299, txPps: 5 });
+  t.match(p.blocks[1], { port: 1, txPackets: 7, txPps: 7 });
+  t.equal(p.at(0, 1000)!.rxPackets, 2107968, 'latest block of a port');
+  t.equal(p.at(0, 0), null, 'nothing before the first block');
+});
+
+t.test('DPDK peers are skipped with a clear line when testpmd is missing', async (t) => {
+  const out = tempDir('zcs-bench-');
+  t.teardown(() => fs.rmSync(out, { recursive: true, force: true }));
+  const r = await runCli(['bench', '--only', 'dpdk-vhost,memif', '--sizes', '64', '--runs', '1', '--out', out, '--progress', 'lines'],
+    { ZC_DPDK_TESTPMD: '/nonexistent/dpdk-testpmd' }, 60000);
+  if (r.code !== 0) t.comment(r.err);
+  t.equal(r.code, 0, 'exit 0');
+  t.match(r.err, /peer dpdk-vhost skipped: ZC_DPDK_TESTPMD=\/nonexistent\/dpdk-testpmd is not an executable file/);
+  const { json, md } = outputs(out);
+  t.same(json.scenarios.map((s) => [s.id, s.status]), [['dpdk-vhost/64', 'skipped'], ['memif/64', 'skipped']]);
+  t.match(md, /dpdk-vhost .*\*\*skipped\*\*/, 'the report says so too');
+});
+
+const dpdk = findDpdk();
+t.test('DPDK peers run when testpmd is installed', { skip: dpdk.ok ? false : `DPDK peers not tested: ${dpdk.reason}` }, async (t) => {
+  const out = tempDir('zcs-bench-');
+  t.teardown(() => fs.rmSync(out, { recursive: true, force: true }));
+  const r = await runCli(['bench', '--only', 'dpdk-vhost,memif,memif-zc', '--sizes', '64', '--runs', '1', '--warmup', '0.2', '--duration', '1',
+    '--out', out, '--progress', 'lines'], {}, 180000);
+  if (r.code !== 0) t.comment(r.err.slice(-2000));
+  t.equal(r.code, 0, 'exit 0');
+  const { json } = outputs(out);
+  for (const s of json.scenarios) {
+    t.equal(s.status, 'ok', `${s.id} ran: ${s.errors.join('; ')}`);
+    const run = s.runs[0];
+    t.ok(run && run.mpps > 0, `${s.id}: positive rate from testpmd's stats (${run?.mpps.toFixed(3)} Mpps)`);
+    t.ok(run && Math.abs(run.avgLen! - 64) <= 1, `${s.id}: received 64 B frames (${run?.avgLen})`);
+    if (s.group === 'dpdk-vhost') t.ok(run.switchCpuNsPerPkt! > 0, `${s.id}: switch CPU measured`);
+  }
+});

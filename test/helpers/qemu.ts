@@ -1,0 +1,304 @@
+/**
+ * Real QEMU guests as switch ports: boots the tiny Linux image built by
+ * scripts/guest-image/build.sh (virtio-net-pci on a vhost-user netdev,
+ * guest RAM in a shared memfd), collects its serial console, waits for the
+ * "ZC ..." markers its /init prints, and always kills QEMU in teardown.
+ *
+ *   const g = QemuGuest.start({ socket, ip: '10.0.0.1/24', roles: ['ping'], peer: '10.0.0.2' });
+ *   t.teardown(() => g.kill());
+ *   await g.ready();
+ *   const r = await g.result('ping');   // { ok, fields: { sent: '3', ... } }
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+export const QEMU_BIN = 'qemu-system-x86_64';
+const BUILD_SCRIPT = path.join(__dirname, '..', '..', '..', 'scripts', 'guest-image', 'build.sh');
+
+/** Full path of qemu-system-x86_64, or null when it is not installed. */
+export function findQemu(): string | null {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (!dir) continue;
+    const p = path.join(dir, QEMU_BIN);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      /* not here */
+    }
+  }
+  return null;
+}
+
+export interface GuestImage {
+  kernel: string;
+  initrd: string;
+}
+
+let image: GuestImage | null = null;
+
+/** Build the guest image (or reuse the cache): runs scripts/guest-image/build.sh once per process. */
+export function guestImage(): GuestImage {
+  if (image) return image;
+  let out: string;
+  try {
+    out = execFileSync(BUILD_SCRIPT, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 300_000 });
+  } catch (e) {
+    const err = e as { stdout?: string; stderr?: string; message: string };
+    throw new Error(`scripts/guest-image/build.sh failed: ${err.message}\n${err.stdout ?? ''}${err.stderr ?? ''}`);
+  }
+  const kernel = /^KERNEL=(.*)$/m.exec(out)?.[1];
+  const initrd = /^INITRD=(.*)$/m.exec(out)?.[1];
+  if (!kernel || !initrd) throw new Error(`build.sh printed no KERNEL=/INITRD= lines:\n${out}`);
+  image = { kernel, initrd };
+  return image;
+}
+
+let macSeq = 0;
+
+/** A MAC no other guest of this run has: 52:54:00 (QEMU's prefix), then pid and a counter. */
+export function uniqueMac(): string {
+  macSeq++;
+  const b = [0x52, 0x54, 0x00, process.pid & 0xff, (macSeq >> 8) & 0xff, macSeq & 0xff];
+  return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+export type GuestRole = 'ping' | 'tcp-send' | 'tcp-recv' | 'wait';
+
+export interface GuestOptions {
+  /** The port's vhost-user socket. */
+  socket: string;
+  /** eth0 address with prefix, e.g. 10.0.0.1/24. */
+  ip: string;
+  roles: GuestRole[];
+  peer?: string;
+  /** ping count and payload size. */
+  count?: number;
+  size?: number;
+  /** TCP port and amount for tcp-send / tcp-recv. */
+  tcpPort?: number;
+  kib?: number;
+  /** The guest's own watchdog: it powers off after this many seconds whatever happens (default 90). */
+  timeoutS?: number;
+  mac?: string;
+  /** Name used in messages (default: the MAC). */
+  name?: string;
+  /** Add a human monitor on a Unix socket (for QemuGuest.monitor: stop, cont, ...). */
+  monitor?: boolean;
+}
+
+export interface RoleResult {
+  ok: boolean;
+  fields: Record<string, string>;
+  line: string;
+}
+
+const live = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of live) c.kill('SIGKILL');
+});
+
+export class QemuGuest {
+  readonly mac: string;
+  readonly name: string;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private out = '';
+  /** QEMU exited and its output has been read to the end. */
+  private closed = false;
+  private waiters: (() => void)[] = [];
+
+  private constructor(readonly child: ChildProcess, readonly opts: GuestOptions, mac: string, private readonly monitorPath: string | null) {
+    this.mac = mac;
+    this.name = opts.name ?? mac;
+    live.add(child);
+    const onData = (d: Buffer) => {
+      this.out += d.toString('latin1');
+      for (const w of this.waiters.splice(0)) w();
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.stdin!.on('error', () => {
+      /* QEMU gone: nothing to write to */
+    });
+    this.exited = new Promise((resolve) =>
+      child.on('close', (code, signal) => {
+        live.delete(child);
+        this.closed = true;
+        if (monitorPath) fs.rmSync(monitorPath, { force: true });
+        for (const w of this.waiters.splice(0)) w();
+        resolve({ code, signal });
+      }),
+    );
+  }
+
+  /** The kernel command line for these options. */
+  static append(o: GuestOptions): string {
+    const p: string[] = ['console=ttyS0', 'quiet', 'panic=-1', `zc.ip=${o.ip}`, `zc.role=${o.roles.join(',')}`];
+    if (o.peer) p.push(`zc.peer=${o.peer}`);
+    if (o.count !== undefined) p.push(`zc.count=${o.count}`);
+    if (o.size !== undefined) p.push(`zc.size=${o.size}`);
+    if (o.tcpPort !== undefined) p.push(`zc.port=${o.tcpPort}`);
+    if (o.kib !== undefined) p.push(`zc.kib=${o.kib}`);
+    p.push(`zc.timeout=${o.timeoutS ?? 90}`);
+    return p.join(' ');
+  }
+
+  /** The whole QEMU command line (docs/qemu.md shows the same). */
+  static args(o: GuestOptions, mac: string, img: GuestImage, monitorPath: string | null = null): string[] {
+    const monitor = monitorPath ? ['-monitor', `unix:${monitorPath},server=on,wait=off`] : [];
+    return [
+      ...monitor,
+      '-accel', 'tcg', '-m', '256', '-nographic', '-no-reboot',
+      '-kernel', img.kernel, '-initrd', img.initrd, '-append', QemuGuest.append(o),
+      '-object', 'memory-backend-memfd,id=mem,size=256M,share=on', '-numa', 'node,memdev=mem',
+      '-chardev', `socket,id=c0,path=${o.socket}`,
+      '-netdev', 'vhost-user,id=n0,chardev=c0',
+      // vectors=0 (INTx only) is required: QEMU 7.2 under TCG crashes in vhost start with MSI-X.
+      '-device', `virtio-net-pci,netdev=n0,mac=${mac},vectors=0`,
+    ];
+  }
+
+  static start(o: GuestOptions): QemuGuest {
+    const qemu = findQemu();
+    if (!qemu) throw new Error(`${QEMU_BIN} is not installed`);
+    const mac = o.mac ?? uniqueMac();
+    const mon = o.monitor ? path.join(os.tmpdir(), `zcs-qmon-${process.pid}-${mac.replace(/:/g, '')}.sock`) : null;
+    const child = spawn(qemu, QemuGuest.args(o, mac, guestImage(), mon), { stdio: ['pipe', 'pipe', 'pipe'] });
+    return new QemuGuest(child, o, mac, mon);
+  }
+
+  /** Run one human-monitor command (needs opts.monitor) and return what it printed. */
+  async monitor(cmd: string, timeoutMs = 10_000): Promise<string> {
+    const p = this.monitorPath;
+    if (!p) throw new Error(`${this.name}: started without a monitor`);
+    await waitUntil(() => fs.existsSync(p), `${this.name}: monitor socket`, timeoutMs);
+    return new Promise<string>((resolve, reject) => {
+      const sock = net.connect(p);
+      let buf = '';
+      let sent = false;
+      const timer = setTimeout(() => {
+        sock.destroy();
+        reject(new Error(`${this.name}: monitor command "${cmd}" got no prompt back within ${timeoutMs} ms: ${buf}`));
+      }, timeoutMs);
+      sock.on('error', (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      sock.on('data', (d) => {
+        buf += d.toString('latin1');
+        if (!buf.endsWith('(qemu) ')) return;
+        if (!sent) {
+          // The greeting and first prompt: now the command.
+          sent = true;
+          buf = '';
+          sock.write(`${cmd}\n`);
+          return;
+        }
+        clearTimeout(timer);
+        sock.end();
+        // eslint-disable-next-line no-control-regex
+        resolve(buf.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').replace(/\r/g, '').replace(/\(qemu\) $/, ''));
+      });
+    });
+  }
+
+  /**
+   * Serial console and QEMU's own messages so far, terminal escapes and CRs
+   * removed. Markers may share a line with firmware output, even glued to a
+   * stray character ("Booting from ROM...  cZC READY"), so match "ZC ..."
+   * anywhere, not at ^; and a line is only complete once its newline has
+   * arrived (match up to \n, not $).
+   */
+  output(): string {
+    // eslint-disable-next-line no-control-regex
+    return this.out.replace(/\x1b(\[[0-9;?]*[A-Za-z]|[A-Za-z])/g, '').replace(/\r/g, '');
+  }
+
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /**
+   * Wait until the output matches re. Fails with the console output when the
+   * deadline passes or QEMU exits first.
+   */
+  async waitFor(re: RegExp, what: string, timeoutMs = 60_000): Promise<RegExpMatchArray> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const m = this.output().match(re);
+      if (m) return m;
+      if (this.closed) throw new Error(`${this.name}: QEMU exited before ${what}; console:\n${this.tail()}`);
+      const left = end - Date.now();
+      if (left <= 0) throw new Error(`${this.name}: timed out after ${timeoutMs} ms waiting for ${what}; console:\n${this.tail()}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.min(left, 1000));
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** "ZC READY": modules loaded, eth0 configured. Boot takes 3–7 s under TCG. */
+  async ready(timeoutMs = 60_000): Promise<void> {
+    const m = await this.waitFor(/ZC (READY .*|ERROR .*)\n/, 'ZC READY', timeoutMs);
+    if (m[1].startsWith('ERROR')) throw new Error(`${this.name}: ${m[0]}; console:\n${this.tail()}`);
+  }
+
+  /** The "ZC RESULT <role> ok|fail k=v..." line of a role. */
+  async result(role: GuestRole, timeoutMs = 60_000): Promise<RoleResult> {
+    const m = await this.waitFor(new RegExp(`ZC RESULT ${role} (ok|fail)(.*)\\n`), `the result of role ${role}`, timeoutMs);
+    const fields: Record<string, string> = {};
+    for (const kv of m[2].trim().split(/\s+/)) {
+      const i = kv.indexOf('=');
+      if (i > 0) fields[kv.slice(0, i)] = kv.slice(i + 1);
+    }
+    return { ok: m[1] === 'ok', fields, line: m[0].trim() };
+  }
+
+  /** Type a line on the guest's serial console (role wait ends on "stop"). */
+  type(line: string): void {
+    if (this.running) this.child.stdin!.write(`${line}\n`);
+  }
+
+  /** Wait for the guest to power off by itself; returns QEMU's exit code. */
+  async poweredOff(timeoutMs = 30_000): Promise<number | null> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${this.name}: still running ${timeoutMs} ms after it should have powered off; console:\n${this.tail()}`)), timeoutMs);
+    });
+    try {
+      return (await Promise.race([this.exited, timeout])).code;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Stop QEMU now (SIGTERM, then SIGKILL after 3 s). Safe to call at any time, more than once. */
+  async kill(): Promise<void> {
+    if (this.running) {
+      this.child.kill('SIGTERM');
+      const t = setTimeout(() => this.child.kill('SIGKILL'), 3000);
+      await this.exited;
+      clearTimeout(t);
+    } else {
+      await this.exited;
+    }
+  }
+
+  private tail(lines = 40): string {
+    return this.output().split('\n').slice(-lines).join('\n');
+  }
+}
+
+async function waitUntil(ok: () => boolean, what: string, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

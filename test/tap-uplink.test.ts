@@ -1,0 +1,114 @@
+/**
+ * The TAP uplink, in network namespaces this test creates (and removes):
+ *  1. the kernel in a namespace pings a guest-driver VM through the switch;
+ *  2. two switches in two namespaces, each with a TAP uplink on a kernel
+ *     bridge with a VXLAN device, joined by a veth pair: a VM on one switch
+ *     sends to a VM on the other.
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { GuestDriver } from '../src/guest/driver';
+import { NetResponder } from './helpers/net';
+import { type SwitchProc, counters, run, tempDir, vm, waitFor } from './helpers/procs';
+import { controlRequest } from '../src/switch/control';
+import type { SwitchStats } from '../src/switch/switch';
+
+const sh = (cmd: string): string => execFileSync('sh', ['-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+/** Asynchronous: the event loop must keep running the in-process VM meanwhile. */
+const shAsync = async (cmd: string): Promise<string> => (await promisify(execFile)('sh', ['-c', cmd], { encoding: 'utf8' })).stdout;
+const canNetns = (() => {
+  try {
+    sh('ip netns add zcs-probe && ip netns del zcs-probe && test -c /dev/net/tun');
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+/** `zcswitch start` inside a namespace. */
+async function switchIn(ns: string, config: Record<string, unknown>): Promise<Omit<SwitchProc, 'port'>> {
+  const dir = tempDir();
+  const configPath = path.join(dir, 'switch.json');
+  fs.writeFileSync(configPath, JSON.stringify({ socketDir: dir, mode: 'bridge', ...config }));
+  const p = run(['start', '-c', configPath], { prefix: ['ip', 'netns', 'exec', ns] });
+  await waitFor(`the switch in ${ns}`, () => p.stdout().includes('control:') || p.child.exitCode !== null, 15000);
+  if (p.child.exitCode !== null) throw new Error(`switch in ${ns} exited: ${p.stderr()}`);
+  const control = path.join(dir, 'zcswitch.ctl');
+  return {
+    ...p, dir, configPath, control,
+    stats: async () => (await controlRequest(control, { cmd: 'stats' })) as SwitchStats,
+    stop: async () => {
+      if (p.child.exitCode === null) p.child.kill('SIGTERM');
+      return (await p.exited).code;
+    },
+  };
+}
+
+if (!canNetns) {
+  t.comment('network namespaces or /dev/net/tun are not available here (needs root / CAP_NET_ADMIN)');
+  t.pass('nothing to test without namespaces');
+} else {
+  const tag = `zc${process.pid % 100000}`;
+
+  t.test('the host stack pings a guest-driver VM through the TAP uplink', async (t) => {
+    const ns = `${tag}a`;
+    sh(`ip netns add ${ns}`);
+    t.teardown(() => sh(`ip netns del ${ns} 2>/dev/null || true`));
+    const sw = await switchIn(ns, { ports: [{ name: 'vm1' }, { name: 'up', type: 'tap', ifname: 'zcup0' }] });
+    t.teardown(() => sw.stop());
+    t.match(sw.stdout(), /port up: TAP interface zcup0/, 'start lists the uplink');
+    sh(`ip netns exec ${ns} sh -c 'ip link set lo up; ip addr add 10.77.0.1/24 dev zcup0; ip link set zcup0 up'`);
+    const drv = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm1.sock') });
+    t.teardown(() => drv.close());
+    const host = new NetResponder(drv, '02:00:00:00:77:02', '10.77.0.2');
+    host.start();
+    t.teardown(() => host.stop());
+    const out = await shAsync(`ip netns exec ${ns} ping -c 3 -i 0.2 -W 2 10.77.0.2`);
+    t.match(out, /3 packets transmitted, 3 received/, 'kernel ping through the switch: 3 of 3 answered');
+    t.ok(host.arpAnswered >= 1 && host.echoAnswered >= 3, `the VM answered ARP (${host.arpAnswered}) and ICMP (${host.echoAnswered})`);
+    const s = await sw.stats();
+    const up = s.ports.find((p) => p.name === 'up')!;
+    t.equal(up.socket, 'tap:zcup0');
+    t.ok(counters(up).rxPackets >= 4 && counters(up).txPackets >= 4, `frames crossed the uplink both ways (${counters(up).rxPackets} in, ${counters(up).txPackets} out)`);
+    t.ok(up.macs.length >= 1, `the kernel's MAC was learned on the uplink (${up.macs.join(', ')})`);
+    t.ok(s.ledger.ok, 'ledger balanced');
+  });
+
+  t.test('two switches joined by a kernel VXLAN link carry VM-to-VM traffic', async (t) => {
+    const [n1, n2] = [`${tag}b`, `${tag}c`];
+    const cleanup = () => sh(`ip netns del ${n1} 2>/dev/null; ip netns del ${n2} 2>/dev/null; true`);
+    sh(`ip netns add ${n1} && ip netns add ${n2}`);
+    t.teardown(cleanup);
+    // Underlay: a veth pair between the namespaces.
+    sh(`ip link add ${tag}v1 netns ${n1} type veth peer name ${tag}v2 netns ${n2}`);
+    const sw1 = await switchIn(n1, { ports: [{ name: 'vm1' }, { name: 'up', type: 'tap', ifname: 'zcup0' }] });
+    t.teardown(() => sw1.stop());
+    const sw2 = await switchIn(n2, { ports: [{ name: 'vm2' }, { name: 'up', type: 'tap', ifname: 'zcup0' }] });
+    t.teardown(() => sw2.stop());
+    for (const [ns, me, peer, veth] of [[n1, '192.168.250.1', '192.168.250.2', `${tag}v1`], [n2, '192.168.250.2', '192.168.250.1', `${tag}v2`]]) {
+      sh(`ip netns exec ${ns} sh -c '
+        sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 || true
+        ip link set lo up
+        ip addr add ${me}/30 dev ${veth} && ip link set ${veth} up
+        ip link add vx0 type vxlan id 42 local ${me} remote ${peer} dstport 4789 dev ${veth}
+        ip link add br0 type bridge && ip link set br0 up
+        ip link set vx0 master br0 && ip link set vx0 up
+        ip link set zcup0 master br0 && ip link set zcup0 up'`);
+    }
+    const sink = vm(sw2, 'vm2', ['--mode', 'sink', '--count', '2000', '--mac', '02:00:00:00:00:22', '--announce']);
+    await waitFor('vm2 to attach', async () => (await sw2.stats()).ports.find((p) => p.name === 'vm2')?.ready);
+    const gen = vm(sw1, 'vm1', ['--mode', 'gen', '--count', '2000', '--rate', '20000', '--size', '200', '--mac', '02:00:00:00:00:11', '--dst-mac', '02:00:00:00:00:22', '--announce']);
+    const [g, k] = await Promise.all([gen.result, sink.result]);
+    t.equal(g.summary.sent, 2000, 'vm1 sent 2000 frames on switch 1');
+    t.equal(k.summary.verified, 2000, 'vm2 on switch 2 received and verified all of them (across the VXLAN link)');
+    t.equal(k.summary.lost, 0, 'none lost');
+    const s1 = await sw1.stats();
+    const s2 = await sw2.stats();
+    t.ok(counters(s1.ports.find((p) => p.name === 'up')!).txPackets >= 2000, 'switch 1 sent them out of its uplink');
+    t.ok(counters(s2.ports.find((p) => p.name === 'up')!).rxPackets >= 2000, 'switch 2 took them in from its uplink');
+    t.same(s2.ports.find((p) => p.name === 'up')!.macs.includes('02:00:00:00:00:11'), true, 'switch 2 learned vm1 behind its uplink');
+  });
+}
