@@ -151,10 +151,19 @@ export class Switch {
   private listen(port: Port): void {
     removeStaleSocket(port.socketPath, port.name);
     const fd = unixListen(port.socketPath, 4);
+    let lastBusyLog = -Infinity;
+    let refused = 0;
     const watcher = new FdWatcher(fd, () => {
       for (let c = unixAccept(fd); c >= 0; c = unixAccept(fd)) {
         if (port.attached) {
-          this.log.warn({ port: port.name }, 'port busy: a front-end is already attached; refusing a second connection');
+          // A refused QEMU retries in a tight loop: log the first refusal, then once every 10 s.
+          const now = Date.now();
+          refused++;
+          if (now - lastBusyLog >= 10_000) {
+            this.log.warn({ port: port.name, refused }, 'port busy: a front-end is already attached; refusing other connections');
+            lastBusyLog = now;
+            refused = 0;
+          }
           closeFd(c);
         } else {
           port.accept(c);
