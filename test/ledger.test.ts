@@ -4,22 +4,12 @@
  * and the SharedBuffers region over a real memfd mapping.
  */
 import t from 'tap';
+import { prng } from './helpers/prng';
 import fs from 'node:fs';
 import { mmapShared, munmap } from '../bindings';
 import { MAX_PORTS, OwnershipLedger, POOL } from '../src/shm/ledger';
 import { SharedBuffers } from '../src/shm/shared-buffers';
 
-/** Small deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 t.test('a fresh ledger: everything in the pool', async (t) => {
   const l = new OwnershipLedger(64);

@@ -5,6 +5,7 @@
  * the virtio_net_hdr helpers. Pure code over typed arrays: no processes.
  */
 import t from 'tap';
+import { prng } from './helpers/prng';
 import {
   CHAIN_BAD_HEAD, CHAIN_BAD_NEXT, CHAIN_BAD_ORDER, CHAIN_INDIRECT, CHAIN_LOOP, CHAIN_TOO_LONG,
   ChainSegments, ChainWalker, DeviceQueue, DriverQueue, NET_HDR_FLAGS, NET_HDR_NUM_BUFFERS, SplitRing,
@@ -34,17 +35,6 @@ function specNeedEvent(eventIdx: number, newIdx: number, oldIdx: number): boolea
   return u16(newIdx - eventIdx - 1) < u16(newIdx - oldIdx);
 }
 
-/** Small deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 t.test('ring layout sizes follow virtio 1.2 §2.7', async (t) => {
   t.equal(descTableBytes(256), 4096);

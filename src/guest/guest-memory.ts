@@ -6,7 +6,7 @@
  * guest-physical address for descriptors and a distinct "user" address for
  * vring addresses, so both translations are exercised.
  */
-import { closeFd, memfdCreate, mmapShared, munmap } from '../../bindings';
+import { MemfdRegion } from '../shm/memfd-region';
 import { availRingBytes, descTableBytes, usedRingBytes, type RingParts } from '../virtio/ring';
 
 export const GUEST_GPA = 0x1_0000_0000;
@@ -22,34 +22,23 @@ export interface RingPlacement {
   used: number;
 }
 
-export class GuestMemory {
-  readonly fd: number;
-  readonly size: number;
-  readonly buffer: ArrayBuffer;
-  readonly mem: Uint8Array;
+export class GuestMemory extends MemfdRegion {
   readonly rings: RingPlacement[];
   /** Byte offset of private slot 0; slot k is at privBase + k × slotSize. */
   readonly privBase: number;
 
   constructor(ringSizes: number[], readonly privSlots: number, readonly slotSize: number) {
     let off = 0;
-    this.rings = ringSizes.map((num) => {
+    const rings = ringSizes.map((num) => {
       const desc = off;
       const avail = desc + descTableBytes(num);
       const used = align(avail + availRingBytes(num), 4);
       off = align(used + usedRingBytes(num), PAGE);
       return { num, desc, avail, used };
     });
+    super('zcswitch-guest', align(off + privSlots * slotSize, PAGE));
+    this.rings = rings;
     this.privBase = off;
-    this.size = align(off + privSlots * slotSize, PAGE);
-    this.fd = memfdCreate('zcswitch-guest', this.size);
-    try {
-      this.buffer = mmapShared(this.fd, this.size);
-    } catch (e) {
-      closeFd(this.fd);
-      throw e;
-    }
-    this.mem = new Uint8Array(this.buffer);
   }
 
   ringParts(i: number): RingParts {
@@ -73,18 +62,5 @@ export class GuestMemory {
 
   slotOffset(k: number): number {
     return this.privBase + k * this.slotSize;
-  }
-
-  close(): void {
-    try {
-      munmap(this.buffer);
-    } catch {
-      /* already unmapped */
-    }
-    try {
-      closeFd(this.fd);
-    } catch {
-      /* already closed */
-    }
   }
 }

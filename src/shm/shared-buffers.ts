@@ -5,25 +5,12 @@
  * base + i × bufSize. bufSize is a multiple of 64, so every buffer is
  * cache-line aligned (the region itself is page aligned).
  */
-import { closeFd, memfdCreate, mmapShared, munmap } from '../../bindings';
+import { MemfdRegion } from './memfd-region';
 
-export class SharedBuffers {
-  fd: number;
-  readonly mem: Uint8Array;
-  readonly size: number;
-  private readonly buffer: ArrayBuffer;
-
+export class SharedBuffers extends MemfdRegion {
   constructor(readonly bufCount: number, readonly bufSize: number, readonly base: number) {
     if (bufSize % 64 !== 0) throw new RangeError(`bufSize ${bufSize} is not a multiple of 64`);
-    this.size = bufCount * bufSize;
-    this.fd = memfdCreate('zcswitch-shared-buffers', this.size);
-    try {
-      this.buffer = mmapShared(this.fd, this.size);
-    } catch (e) {
-      closeFd(this.fd);
-      throw e;
-    }
-    this.mem = new Uint8Array(this.buffer);
+    super('zcswitch-shared-buffers', bufCount * bufSize);
   }
 
   /** Buffer index for a guest address inside the window, or -1. */
@@ -44,17 +31,5 @@ export class SharedBuffers {
   /** Byte offset of buffer i inside mem. */
   offsetOf(i: number): number {
     return i * this.bufSize;
-  }
-
-  /** Unmap and close; idempotent (a second call must not close a reused fd number). */
-  close(): void {
-    if (this.fd < 0) return;
-    try {
-      munmap(this.buffer);
-    } catch {
-      /* already unmapped */
-    }
-    closeFd(this.fd);
-    this.fd = -1;
   }
 }

@@ -67,15 +67,9 @@ export class BridgeForwarder {
 
   /** Forward up to `burst` frames from src's tx queue qi; returns tx entries consumed. */
   forward(src: Port, qi: number, now: number): number {
-    const txq = src.txqs[qi];
-    if (txq === null) return 0;
-    let n = txq.availPending();
-    if (n < 0) {
-      src.counters.drop(Drop.RingBroken);
-      src.disconnect(`tx queue ${qi}: avail index ran ahead of the ring size`);
-      return 0;
-    }
-    if (n > this.burst) n = this.burst;
+    const n = src.txPending(qi, this.burst);
+    if (n === 0) return 0;
+    const txq = src.txqs[qi]!;
     this.now = now;
     this.qi = qi;
     const { seg, shared, ledger } = this;

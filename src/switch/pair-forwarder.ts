@@ -37,16 +37,9 @@ export class PairForwarder {
    * budget: every queue of every port gets at most this much per round.
    */
   forward(src: Port, qi: number, dst: Port | null): number {
-    const txq = src.txqs[qi];
-    if (txq === null) return 0;
-    let n = txq.availPending();
-    if (n < 0) {
-      src.counters.drop(Drop.RingBroken);
-      src.disconnect(`tx queue ${qi}: avail index ran ahead of the ring size`);
-      return 0;
-    }
+    const n = src.txPending(qi, this.burst);
     if (n === 0) return 0;
-    if (n > this.burst) n = this.burst;
+    const txq = src.txqs[qi]!;
     const { shared, ledger, seg } = this;
     const c = src.counters;
     const walker = src.txWalkers[qi]!;

@@ -288,6 +288,22 @@ export class Port {
     return taken;
   }
 
+  /**
+   * Descriptors waiting on tx queue qi, at most `burst`; 0 when it is not
+   * running. An avail index that ran ahead of the ring disconnects the port.
+   */
+  txPending(qi: number, burst: number): number {
+    const q = this.txqs[qi];
+    if (q === null) return 0;
+    const n = q.availPending();
+    if (n < 0) {
+      this.counters.drop(Drop.RingBroken);
+      this.disconnect(`tx queue ${qi}: avail index ran ahead of the ring size`);
+      return 0;
+    }
+    return n > burst ? burst : n;
+  }
+
   /** A running rx queue for traffic arriving on the sender's queue pair q (same index when we have it). */
   rxQueueFor(q: number): number {
     const nq = this.nq;

@@ -1,0 +1,38 @@
+/**
+ * A memfd of a given size, mapped shared into this process: the building
+ * block of the Shared Buffers region (switch) and of a guest driver's own
+ * memory. The fd is what travels over vhost-user; the mapping is what the
+ * data path reads and writes.
+ */
+import { closeFd, memfdCreate, mmapShared, munmap } from '../../bindings';
+
+export class MemfdRegion {
+  fd: number;
+  readonly size: number;
+  readonly buffer: ArrayBuffer;
+  readonly mem: Uint8Array;
+
+  constructor(name: string, size: number) {
+    this.size = size;
+    this.fd = memfdCreate(name, size);
+    try {
+      this.buffer = mmapShared(this.fd, size);
+    } catch (e) {
+      closeFd(this.fd);
+      throw e;
+    }
+    this.mem = new Uint8Array(this.buffer);
+  }
+
+  /** Unmap and close; idempotent (a second call must not close a reused fd number). */
+  close(): void {
+    if (this.fd < 0) return;
+    try {
+      munmap(this.buffer);
+    } catch {
+      /* already unmapped */
+    }
+    closeFd(this.fd);
+    this.fd = -1;
+  }
+}
