@@ -74,7 +74,7 @@ export function resolveSettings(o: BenchOptions): BenchSettings {
     groups,
     defaultBurst: DEFAULT_BURST,
     defaultPollMode: DEFAULT_POLL,
-    bufCount: o.bufCount ?? 1024,
+    bufCount: o.bufCount ?? null,
   };
 }
 

@@ -125,7 +125,8 @@ export interface BenchSettings {
   groups: Group[];
   defaultBurst: number;
   defaultPollMode: PollMode;
-  bufCount: number;
+  /** zcswitch sharedBuffers.bufCount; null: the project default, capped per size (see bench/runners/common.ts). */
+  bufCount: number | null;
 }
 
 export interface MachineInfo {

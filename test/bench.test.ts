@@ -7,7 +7,9 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
+import { DEFAULTS } from '../src/config';
 import { planScenarios, resolveSettings } from '../bench/harness';
+import { REGION_CAP_BYTES, bufCountFor, bufSizeFor } from '../bench/runners/common';
 import { which } from '../bench/lib/util';
 import { StatsParser, findDpdk, geometry } from '../bench/runners/dpdk';
 import { seriesOf } from '../bench/report/svg';
@@ -172,6 +174,19 @@ t.test('plan: the full default matrix', async (t) => {
   t.equal(new Set(ids).size, ids.length, 'ids are unique');
   const q = planScenarios(resolveSettings({ quick: true })).map((s) => s.id);
   t.same(q.sort(), ['copy-oneway/1500', 'copy-oneway/64', 'kernel/1500', 'kernel/64', 'zc-oneway/1500', 'zc-oneway/64']);
+});
+
+t.test('zcswitch geometry: buffers fit the frame, the region stays bounded', async (t) => {
+  t.equal(bufSizeFor(64), 128, '64 B frames: 128 B buffers (the minimum)');
+  t.equal(bufSizeFor(1500), 1536, '1500 + 12 rounded up to 64');
+  t.equal(bufSizeFor(65535), 65600, '64 KiB frames: 65600 B buffers');
+  for (const size of [64, 1500, 9000, 65535]) {
+    const n = bufCountFor(size);
+    t.ok(bufSizeFor(size) >= size + 12 && bufSizeFor(size) % 64 === 0, `${size}: buffer holds header + frame, cache-line multiple`);
+    t.ok(n <= DEFAULTS.bufCount && n * bufSizeFor(size) <= REGION_CAP_BYTES, `${size}: ${n} buffers, region ${(n * bufSizeFor(size)) >> 20} MiB`);
+  }
+  t.equal(bufCountFor(64), DEFAULTS.bufCount, 'small frames: the switch default');
+  t.equal(bufCountFor(65535, 512), 512, '--buf-count wins');
 });
 
 t.test('DPDK geometry: mbufs fit the frame, --txpkts segments add up', async (t) => {

@@ -33,7 +33,8 @@ function ratiosOf(r: ScenarioResult | undefined, peers: Group[]): string[] {
 function bySize(res: BenchResults, metric: 'mpps' | 'gbps'): string {
   const groups = SWEEP_GROUPS.filter((g) => res.scenarios.some((s) => s.group === g));
   const peers = peersWithData(res);
-  const zcRows = (['zc-oneway', 'copy-oneway', 'zc-bidir'] as Group[]).filter((g) => groups.includes(g));
+  // Ratios for the one-way modes (the peers are one-way); bidirectional ratios are in the detail table.
+  const zcRows = (['zc-oneway', 'copy-oneway'] as Group[]).filter((g) => groups.includes(g));
   const ratioHeads = zcRows.flatMap((z) => peers.map((p) => `${SHORT[z]} ÷ ${p}`));
   const sizes = [...new Set(res.scenarios.filter((s) => SWEEP_GROUPS.includes(s.group)).map((s) => s.size))].sort((a, b) => a - b);
   const rows = sizes.map((size) => {
@@ -59,7 +60,7 @@ function detail(res: BenchResults, list: ScenarioResult[], peers: Group[]): stri
     return [
       s.id, String(s.size), String(s.burst), s.pollMode ?? '', s.summary.mpps ? range(sm.mpps) : `failed`,
       med(sm.gbps), med(sm.switchCpuNsPerPkt), med(sm.switchCpuLoad, 2), med(sm.totalCpuNsPerPkt), med(sm.copiedBytesPerPkt),
-      med(sm.giftsPer1000), med(sm.drops), med(sm.avgLen, 5), String(s.runs.length),
+      med(sm.giftsPer1000), med(sm.drops), sm.avgLen ? String(Math.round(sm.avgLen.median * 10) / 10) : '—', String(s.runs.length),
       ...(s.system === 'zcswitch' ? ratiosOf(s, peers) : peers.map(() => '')),
     ];
   });
@@ -87,6 +88,20 @@ function sweep(res: BenchResults, kind: 'burst' | 'poll', peers: Group[]): strin
   return title + table(head, rows, ['l']) + '\n';
 }
 
+/** "4096 (2048 for 65535 B)": the bufCount each scenario's switch config used. */
+function bufCountText(res: BenchResults): string {
+  const bySize = new Map<number, number>();
+  for (const s of res.scenarios) {
+    const n = ((s.setup?.config as { sharedBuffers?: { bufCount?: number } } | undefined)?.sharedBuffers?.bufCount);
+    if (typeof n === 'number') bySize.set(s.size, n);
+  }
+  if (bySize.size === 0) return String(res.settings.bufCount ?? 'default');
+  const counts = [...bySize.values()];
+  const common = counts.sort((a, b) => counts.filter((x) => x === b).length - counts.filter((x) => x === a).length)[0];
+  const odd = [...bySize].filter(([, n]) => n !== common).sort((a, b) => a[0] - b[0]);
+  return String(common) + (odd.length ? ` (${odd.map(([size, n]) => `${n} for ${size} B`).join(', ')})` : '');
+}
+
 export function renderSummaryTable(res: BenchResults): string {
   return `Mpps (median of ${res.settings.runs} run${res.settings.runs > 1 ? 's' : ''}) by packet size, zcswitch/peer ratios:\n\n` +
     bySize(res, 'mpps');
@@ -104,7 +119,7 @@ export function renderMarkdown(res: BenchResults): string {
     (m.loadAvgEnd ? `, at end ${m.loadAvgEnd.join(' ')}` : '') + `.\n\n`;
   md += `Settings: ${st.runs} run${st.runs > 1 ? 's' : ''} per scenario (fresh processes each run, scenarios interleaved), ` +
     `${st.warmupSec} s warm-up then ${st.durationSec} s measured; median [min–max] over runs. ` +
-    `zcswitch: ${st.bufCount} shared buffers of the smallest multiple of 64 ≥ size + 12 B, burst ${st.defaultBurst}, ` +
+    `zcswitch: ${bufCountText(res)} shared buffers of the smallest multiple of 64 ≥ size + 12 B, burst ${st.defaultBurst}, ` +
     `poll mode ${st.defaultPollMode} unless the row says otherwise. Elapsed ${Math.round(res.elapsedSec)} s` +
     (res.aborted ? ' (**interrupted: partial results**)' : '') + `.\n\n`;
   md += `Peers:\n\n`;

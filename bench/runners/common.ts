@@ -1,4 +1,5 @@
 /** What every runner gets for one measured run. */
+import { DEFAULTS } from '../../src/config';
 import type { Scenario, RunMetrics } from '../types';
 
 export interface RunContext {
@@ -7,8 +8,8 @@ export interface RunContext {
   durationSec: number;
   /** dist/src/cli/main.js */
   cli: string;
-  /** Frames per batch default (zcswitch forwarding.burst default). */
-  bufCount: number;
+  /** zcswitch sharedBuffers.bufCount; null: bufCountFor(size). */
+  bufCount: number | null;
   /** Called once with how the processes were set up (recorded in the JSON). */
   setup(info: Record<string, unknown>): void;
 }
@@ -18,6 +19,20 @@ export type Runner = (s: Scenario, ctx: RunContext) => Promise<RunMetrics>;
 /** The zcswitch region buffer size for a frame size: the smallest multiple of 64 >= size + 12 (virtio-net header), at least 128. */
 export function bufSizeFor(size: number): number {
   return Math.max(128, Math.ceil((size + 12) / 64) * 64);
+}
+
+/** Largest shared region the harness asks for by default. */
+export const REGION_CAP_BYTES = 256 * 2 ** 20;
+
+/**
+ * The zcswitch bufCount for a frame size: the project's default
+ * (DEFAULTS.bufCount), but fewer (a power of two) where that would make the
+ * region larger than REGION_CAP_BYTES (64 KiB frames).
+ */
+export function bufCountFor(size: number, requested: number | null = null): number {
+  if (requested) return requested;
+  const cap = 2 ** Math.floor(Math.log2(REGION_CAP_BYTES / bufSizeFor(size)));
+  return Math.min(DEFAULTS.bufCount, cap);
 }
 
 export function perPacket(total: number | null, packets: number, scale = 1): number | null {

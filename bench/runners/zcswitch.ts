@@ -15,7 +15,7 @@ import type { SwitchStats } from '../../src/switch/switch';
 import { type Child, startChild } from '../lib/child';
 import { processCpuSec, sleep, waitFor } from '../lib/util';
 import type { RunMetrics, Scenario } from '../types';
-import { type RunContext, bufSizeFor, checkLength, perPacket } from './common';
+import { type RunContext, bufCountFor, bufSizeFor, checkLength, perPacket } from './common';
 
 type PortCounters = Record<string, number> & { drops: Record<string, number> };
 
@@ -41,7 +41,8 @@ export function zcswitchConfig(s: Scenario, socketDir: string, bufCount: number)
 export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetrics> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zcb-'));
   const cfgPath = path.join(dir, 'switch.json');
-  const cfg = zcswitchConfig(s, dir, ctx.bufCount);
+  const bufCount = bufCountFor(s.size, ctx.bufCount);
+  const cfg = zcswitchConfig(s, dir, bufCount);
   fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
   const control = path.join(dir, 'zcswitch.ctl');
   const node = process.execPath;
@@ -122,7 +123,7 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     const rxSummary = lastJson(rx.stdout());
     const genSummary = lastJson(gen.stdout());
     const delivered = counters(fin, 'vm2').txPackets;
-    if (rxSummary && typeof rxSummary.received === 'number' && Math.abs(rxSummary.received - delivered) > ctx.bufCount) {
+    if (rxSummary && typeof rxSummary.received === 'number' && Math.abs(rxSummary.received - delivered) > bufCount) {
       warnings.push(`vm2 counted ${rxSummary.received} received packets, the switch delivered ${delivered}`);
     }
     if (!fin.ledger.ok) warnings.push(`ledger unbalanced after the run: ${fin.ledger.problems.join('; ')}`);

@@ -21,6 +21,7 @@ export interface BenchCliOptions {
   out?: string;
   progress?: ProgressMode;
   report?: string;
+  bufCount?: number;
 }
 
 export async function benchCommand(o: BenchCliOptions): Promise<void> {
@@ -39,7 +40,7 @@ export async function benchCommand(o: BenchCliOptions): Promise<void> {
       quick: o.quick, runs: o.runs, warmup: o.warmup, duration: o.duration, sizes: o.sizes, bursts: o.bursts,
       pollModes: o.pollModes ? (parsePollModes(o.pollModes) as PollMode[]) : undefined,
       only: o.only ? parseGroups(o.only) : undefined, skip: o.skip ? parseGroups(o.skip) : undefined,
-      peers: o.peers, testpmd: o.testpmd, out: o.out, progress: o.progress,
+      peers: o.peers, testpmd: o.testpmd, out: o.out, progress: o.progress, bufCount: o.bufCount,
     };
   } catch (e) {
     process.stderr.write(`zcswitch bench: ${(e as Error).message}\n`);

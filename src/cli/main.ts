@@ -115,6 +115,8 @@ export function buildCli(): Command {
     .option('--only <groups>', 'only these scenario groups: zc-oneway,zc-bidir,copy-oneway,zc-burst,zc-poll,kernel,dpdk-vhost,memif,memif-zc',
       (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
     .option('--skip <groups>', 'leave these scenario groups out', (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
+    .option('--buf-count <n>', 'zcswitch sharedBuffers.bufCount (default: the switch default, fewer for 64 KiB frames so the region stays <= 256 MiB)',
+      intArg('--buf-count', 1, 32768))
     .option('--no-peers', 'zcswitch scenarios only')
     .option('--testpmd <path>', 'dpdk-testpmd binary or wrapper (default: $ZC_DPDK_TESTPMD, then PATH)')
     .option('--out <dir>', 'where to write <timestamp>.json/.md/.svg (default bench/results)')

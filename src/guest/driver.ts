@@ -26,7 +26,7 @@ import {
   VIRTIO_NET_HDR_SIZE, VIRTIO_RING_F_EVENT_IDX, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_MAX_SIZE, bit, hasBit,
 } from '../virtio/defs';
 import { DriverQueue } from '../virtio/driver-queue';
-import { netHdrFlags, writeNetHdr } from '../virtio/net-hdr';
+import { writeNetHdr } from '../virtio/net-hdr';
 import { SplitRing } from '../virtio/ring';
 import { VhostUserFrontend } from './frontend';
 import { GuestMemory } from './guest-memory';

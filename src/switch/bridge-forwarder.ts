@@ -13,10 +13,10 @@ import type { OwnershipLedger } from '../shm/ledger';
 import type { SharedBuffers } from '../shm/shared-buffers';
 import { ChainSegments } from '../virtio/chain';
 import type { DeviceQueue } from '../virtio/device-queue';
-import { ETH_MAX_JUMBO, ETH_MIN_FRAME, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
-import { netHdrFlags, setNetHdrFlags, setNumBuffers } from '../virtio/net-hdr';
-import { Drop } from './counters';
-import { ResolvedChain, copyChain, resolveChain } from './copy';
+import { ETH_MAX_JUMBO, ETH_MIN_FRAME, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
+import { netHdrFlags } from '../virtio/net-hdr';
+import { Drop, countRx, countTx } from './counters';
+import { ResolvedChain, copyPacketInto, resolveChain } from './copy';
 import { MacTable } from './mac-table';
 import { MirrorDir, mirrorChain } from './mirror';
 import { type Port, chainDrop } from './port';
@@ -183,10 +183,7 @@ export class BridgeForwarder {
       return;
     }
     const payload = total - VIRTIO_NET_HDR_SIZE;
-    c.rxPackets++;
-    c.rxBytes += payload;
-    src.queueCounters[4 * this.qi]++;
-    src.queueCounters[4 * this.qi + 1] += payload;
+    countRx(src, this.qi, payload);
     if (src.mirror !== null) mirrorChain(src.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.FromVm);
     // All but the last destination get a copy; the last gets the swap when both sides can.
     for (let i = 0; i < targets.length - 1; i++) this.copyTo(src, targets[i], total);
@@ -205,10 +202,7 @@ export class BridgeForwarder {
       this.ledger.transfer(y, src.id);
       if (last.mirror !== null) mirrorChain(last.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
       c.zeroCopy++;
-      last.counters.txPackets++;
-      last.counters.txBytes += payload;
-      last.queueCounters[4 * dq + 2]++;
-      last.queueCounters[4 * dq + 3] += payload;
+      countTx(last, dq, payload);
       return;
     }
     this.copyTo(src, last, total);
@@ -234,10 +228,7 @@ export class BridgeForwarder {
     const payload = total - VIRTIO_NET_HDR_SIZE;
     src.counters.copied++;
     src.counters.copiedBytes += payload;
-    tap.counters.txPackets++;
-    tap.counters.txBytes += payload;
-    tap.queueCounters[2]++;
-    tap.queueCounters[3] += payload;
+    countTx(tap, 0, payload);
     if (tap.mirror !== null) mirrorChain(tap.mirror, res, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
   }
 
@@ -272,20 +263,13 @@ export class BridgeForwarder {
       rxq.pushUsed(head, 0);
       return c.drop(Drop.RxTooSmall);
     }
-    copyChain(this.src, out);
+    copyPacketInto(this.src, out);
     if (dst.mirror !== null) mirrorChain(dst.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
-    const hdr = out.mem[0];
-    const off = out.off[0];
-    setNetHdrFlags(hdr, off, netHdrFlags(hdr, off) & ~(VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED));
-    setNumBuffers(hdr, off, 1);
     rxq.pushUsed(head, total);
     const payload = total - VIRTIO_NET_HDR_SIZE;
     c.copied++;
     c.copiedBytes += payload;
-    dst.counters.txPackets++;
-    dst.counters.txBytes += payload;
-    dst.queueCounters[4 * dq + 2]++;
-    dst.queueCounters[4 * dq + 3] += payload;
+    countTx(dst, dq, payload);
   }
 }
 

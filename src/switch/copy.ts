@@ -4,7 +4,8 @@
  * bytes into another's. Only used when zero-copy delivery is impossible.
  */
 import type { ChainSegments } from '../virtio/chain';
-import { VIRTQ_MAX_CHAIN } from '../virtio/defs';
+import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED, VIRTQ_MAX_CHAIN } from '../virtio/defs';
+import { netHdrFlags, setNetHdrFlags, setNumBuffers } from '../virtio/net-hdr';
 import type { MemoryTable } from '../vhost/memory-table';
 import type { SharedBuffers } from '../shm/shared-buffers';
 
@@ -76,4 +77,17 @@ export function copyChain(src: ResolvedChain, dst: ResolvedChain): number {
     }
   }
   return copied;
+}
+
+/**
+ * Copy a whole packet (virtio_net_hdr + frame) into a receiver's buffer and
+ * make its header the receiver's: our GIFT/RETURNED flags are for the
+ * switch only, and the packet fills exactly one buffer.
+ */
+export function copyPacketInto(src: ResolvedChain, dst: ResolvedChain): void {
+  copyChain(src, dst);
+  const hdr = dst.mem[0];
+  const off = dst.off[0];
+  setNetHdrFlags(hdr, off, netHdrFlags(hdr, off) & ~(VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED));
+  setNumBuffers(hdr, off, 1);
 }

@@ -85,3 +85,25 @@ export class PortCounters {
     this.drops.fill(0);
   }
 }
+
+/** What a port carries its per-queue counters in: [4q]=rx pkts, [4q+1]=rx bytes, [4q+2]=tx pkts, [4q+3]=tx bytes. */
+export interface Counted {
+  readonly counters: PortCounters;
+  readonly queueCounters: Float64Array;
+}
+
+/** The switch took a packet of `bytes` payload from the VM on queue pair q. */
+export function countRx(p: Counted, q: number, bytes: number): void {
+  p.counters.rxPackets++;
+  p.counters.rxBytes += bytes;
+  p.queueCounters[4 * q]++;
+  p.queueCounters[4 * q + 1] += bytes;
+}
+
+/** The switch delivered a packet of `bytes` payload to the VM on queue pair q. */
+export function countTx(p: Counted, q: number, bytes: number): void {
+  p.counters.txPackets++;
+  p.counters.txBytes += bytes;
+  p.queueCounters[4 * q + 2]++;
+  p.queueCounters[4 * q + 3] += bytes;
+}

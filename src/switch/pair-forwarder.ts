@@ -9,10 +9,10 @@
 import type { OwnershipLedger } from '../shm/ledger';
 import type { SharedBuffers } from '../shm/shared-buffers';
 import { ChainSegments } from '../virtio/chain';
-import { ETH_MAX_JUMBO, ETH_MIN_FRAME, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
-import { netHdrFlags, setNetHdrFlags, setNumBuffers } from '../virtio/net-hdr';
-import { Drop } from './counters';
-import { ResolvedChain, copyChain, resolveChain } from './copy';
+import { ETH_MAX_JUMBO, ETH_MIN_FRAME, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
+import { netHdrFlags } from '../virtio/net-hdr';
+import { Drop, countRx, countTx } from './counters';
+import { ResolvedChain, copyPacketInto, resolveChain } from './copy';
 import { MirrorDir, mirrorChain } from './mirror';
 import { type Port, chainDrop } from './port';
 
@@ -46,7 +46,6 @@ export class PairForwarder {
     const num = txq.ring.num;
     const srcId = src.id;
     const dstUp = dst !== null && dst.nq > 0;
-    const sq = src.queueCounters;
     for (let k = 0; k < n; k++) {
       const head = txq.popAvail();
       const cnt = walker.walk(txq.ring, head, seg);
@@ -93,15 +92,9 @@ export class PairForwarder {
           dst.counters.giftsOut++;
         } else {
           const bytes = len - VIRTIO_NET_HDR_SIZE;
-          c.rxPackets++;
-          c.rxBytes += bytes;
           c.zeroCopy++;
-          sq[4 * qi]++;
-          sq[4 * qi + 1] += bytes;
-          dst.counters.txPackets++;
-          dst.counters.txBytes += bytes;
-          dst.queueCounters[4 * dq + 2]++;
-          dst.queueCounters[4 * dq + 3] += bytes;
+          countRx(src, qi, bytes);
+          countTx(dst, dq, bytes);
         }
         continue;
       }
@@ -148,25 +141,14 @@ export class PairForwarder {
       rxq.pushUsed(head, 0);
       return c.drop(Drop.RxTooSmall);
     }
-    copyChain(this.srcRes, this.dstRes);
+    copyPacketInto(this.srcRes, this.dstRes);
     if (src.mirror !== null) mirrorChain(src.mirror, this.srcRes, VIRTIO_NET_HDR_SIZE, MirrorDir.FromVm);
     if (dst.mirror !== null) mirrorChain(dst.mirror, this.srcRes, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
-    // Our header flags are for the switch, not for the receiver.
-    const hdr = this.dstRes.mem[0];
-    const hoff = this.dstRes.off[0];
-    setNetHdrFlags(hdr, hoff, netHdrFlags(hdr, hoff) & ~(VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED));
-    setNumBuffers(hdr, hoff, 1);
     rxq.pushUsed(head, total);
     const payload = total - VIRTIO_NET_HDR_SIZE;
-    c.rxPackets++;
-    c.rxBytes += payload;
     c.copied++;
     c.copiedBytes += payload;
-    src.queueCounters[4 * qi]++;
-    src.queueCounters[4 * qi + 1] += payload;
-    dst.counters.txPackets++;
-    dst.counters.txBytes += payload;
-    dst.queueCounters[4 * dq + 2]++;
-    dst.queueCounters[4 * dq + 3] += payload;
+    countRx(src, qi, payload);
+    countTx(dst, dq, payload);
   }
 }

@@ -64,7 +64,6 @@ export class VhostUserBackend {
   ackedFeatures = 0n;
   ackedProtocol = 0n;
   status = 0n;
-  private owner = false;
   private readonly handlers: Map<number, Handler>;
 
   constructor(fd: number, private readonly opts: BackendOptions, private readonly hooks: BackendHooks) {
@@ -74,7 +73,8 @@ export class VhostUserBackend {
       [Req.SET_FEATURES, (m) => this.setFeatures(decodeU64(m))],
       [Req.GET_PROTOCOL_FEATURES, () => u64(this.opts.protocolFeatures)],
       [Req.SET_PROTOCOL_FEATURES, (m) => this.setProtocolFeatures(decodeU64(m))],
-      [Req.SET_OWNER, () => void (this.owner = true)],
+      // Ownership is the connection itself: one front-end per port.
+      [Req.SET_OWNER, () => undefined],
       [Req.RESET_OWNER, () => this.opts.log.info({ port: this.opts.port }, 'RESET_OWNER ignored (deprecated request)')],
       [Req.GET_QUEUE_NUM, () => u64(BigInt(this.opts.queuePairs))],
       [Req.SET_MEM_TABLE, (m) => this.setMemTable(m)],
