@@ -82,6 +82,9 @@ export async function vmCommand(o: VmOptions): Promise<void> {
       }, 1000);
   const summary = await vm.run();
   if (ticker) clearInterval(ticker);
+  // Let the switch take what is still queued before we hang up.
+  const left = await drv.drainTx();
+  if (left > 0) process.stderr.write(`zcswitch vm: ${left} packets still queued when leaving (switch not taking them)\n`);
   drv.close();
   printSummary(o, summary);
   process.exit(0);

@@ -563,6 +563,32 @@ export class GuestDriver {
     for (const w of this.watchers) w.start();
   }
 
+  /** Transmit descriptors the switch has not completed yet, over all queue pairs. */
+  txInFlight(): number {
+    let n = 0;
+    for (const qp of this.qps) {
+      this.reapTx(qp);
+      n += qp.txq.ring.num - qp.txq.freeDescs;
+    }
+    return n;
+  }
+
+  /**
+   * Before leaving: wait (up to timeoutMs) until the switch has taken every
+   * packet we queued. Closing the connection earlier would drop what is
+   * still on the tx rings. Resolves with what is left (0 = drained).
+   */
+  async drainTx(timeoutMs = 2000): Promise<number> {
+    this.flush();
+    const end = Date.now() + timeoutMs;
+    let left = this.txInFlight();
+    while (left > 0 && !this.closed && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 1));
+      left = this.txInFlight();
+    }
+    return left;
+  }
+
   /** Calls off while the application is polling. */
   pollMode(): void {
     for (const qp of this.qps) {

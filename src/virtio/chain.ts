@@ -40,6 +40,18 @@ export class ChainWalker {
   walk(ring: SplitRing, head: number, out: ChainSegments): number {
     const num = ring.num;
     if (head >= num) return CHAIN_BAD_HEAD;
+    // Fast path: a lone descriptor (every zero-copy buffer) cannot loop.
+    const f0 = ring.descFlags(head);
+    if ((f0 & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) === 0) {
+      const len = ring.descLen(head);
+      out.addr[0] = ring.descAddr(head);
+      out.len[0] = len;
+      out.desc[0] = head;
+      out.count = 1;
+      out.readable = f0 & VIRTQ_DESC_F_WRITE ? 0 : 1;
+      out.totalLen = len;
+      return 1;
+    }
     if (++this.gen === 0xffffffff) {
       this.seen.fill(0);
       this.gen = 1;

@@ -15,6 +15,8 @@ export class DeviceQueue {
   usedIdx: number;
   /** used.idx value at the last call we sent (EVENT_IDX bookkeeping). */
   private signalledUsed: number;
+  /** used.idx as last published (a store with a full barrier: skip it when nothing changed). */
+  private publishedUsed: number;
   private kicksOn = true;
 
   /**
@@ -28,6 +30,7 @@ export class DeviceQueue {
     this.lastAvail = lastAvail & 0xffff;
     this.usedIdx = usedIdx & 0xffff;
     this.signalledUsed = this.usedIdx;
+    this.publishedUsed = -1;
   }
 
   /**
@@ -57,7 +60,9 @@ export class DeviceQueue {
 
   /** Make pushed used entries visible to the driver (one store per batch). */
   publishUsed(): void {
+    if (this.usedIdx === this.publishedUsed) return;
     Atomics.store(this.ring.used16, 1, this.usedIdx);
+    this.publishedUsed = this.usedIdx;
   }
 
   /** True when entries were published since the last call and the driver wants one. */
