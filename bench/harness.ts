@@ -192,6 +192,8 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  // However the harness ends, no switch or testpmd outlives it.
+  process.once('exit', killAll);
 
   try {
     for (let run = 1; run <= settings.runs && !aborted; run++) {
@@ -239,6 +241,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
     progress.end();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    process.off('exit', killAll);
   }
 
   for (const r of results) {

@@ -250,7 +250,9 @@ t.test('DPDK peers are skipped with a clear line when testpmd is missing', async
 });
 
 const dpdk = findDpdk();
-t.test('DPDK peers run when testpmd is installed', { skip: dpdk.ok ? false : `DPDK peers not tested: ${dpdk.reason}` }, async (t) => {
+// .ci/run installs DPDK; without it this case cannot run and says why.
+if (!dpdk.ok) t.comment(`DPDK peers not tested: ${dpdk.reason}`);
+else t.test('DPDK peers run when testpmd is installed', async (t) => {
   const out = tempDir('zcs-bench-');
   t.teardown(() => fs.rmSync(out, { recursive: true, force: true }));
   const r = await runCli(['bench', '--only', 'dpdk-vhost,memif,memif-zc', '--sizes', '64', '--runs', '1', '--warmup', '0.2', '--duration', '1',

@@ -5,6 +5,7 @@
  * statistics are parsed from its output.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
 import { waitFor } from './procs';
 
 export function testpmdPath(): string | null {
@@ -38,8 +39,9 @@ let prefixes = 0;
 export async function startTestpmd(vdev: string, fwdArgs: string[]): Promise<Testpmd> {
   const bin = testpmdPath();
   if (!bin) throw new Error('dpdk-testpmd not found');
+  const prefix = `zct${process.pid}-${prefixes++}`;
   const args = [
-    '-l', '0-1', '--no-huge', '--no-pci', '--no-shconf', '-m', '512', `--file-prefix=zct${process.pid}-${prefixes++}`,
+    '-l', '0-1', '--no-huge', '--no-pci', '--no-shconf', '-m', '512', `--file-prefix=${prefix}`,
     '--log-level', 'lib.eal:error', '--vdev', vdev, '--', '--total-num-mbufs=8192', '-a', ...fwdArgs,
   ];
   // testpmd's stdout is block-buffered into a pipe: unbuffer it so "Press enter" shows up.
@@ -47,7 +49,13 @@ export async function startTestpmd(vdev: string, fwdArgs: string[]): Promise<Tes
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
-  const exited = new Promise<void>((r) => child.on('close', () => r()));
+  // EAL leaves a runtime folder per file prefix even with --no-shconf.
+  const exited = new Promise<void>((r) =>
+    child.on('close', () => {
+      fs.rmSync(`/var/run/dpdk/${prefix}`, { recursive: true, force: true });
+      r();
+    }),
+  );
   await waitFor('testpmd to start forwarding', () => out.includes('Press enter to exit') || child.exitCode !== null, 30000);
   if (child.exitCode !== null) throw new Error(`testpmd exited: ${out}`);
   return {
