@@ -105,8 +105,8 @@ t.test('zcswitch stats prints a table and JSON', async (t) => {
   const table = run(['stats', '--control', sw.control]);
   t.equal((await table.exited).code, 0);
   t.match(table.stdout(), /ledger balanced/);
-  t.match(table.stdout(), /^left\s+no\s+no\s+0\s+300\s+0\s+300\s+0\s/m, 'left: 300 received from it, 300 zero-copy, 0 copied');
-  t.match(table.stdout(), /^right\s+no\s+no\s+0\s+0\s+300\s/m, 'right: 300 delivered to it');
+  t.match(table.stdout(), /^left\s+no\s+no\s+0\s+300\s+0\s+19200\s+0\s+300 \(100%\)\s+0\s/m, 'left: 300 received from it (19200 B), 300 zero-copy (100%), 0 copied');
+  t.match(table.stdout(), /^right\s+no\s+no\s+0\s+0\s+300\s+0\s+19200\s/m, 'right: 300 delivered to it');
   const json = run(['stats', '--json', '--control', sw.control]);
   t.equal((await json.exited).code, 0);
   const s = JSON.parse(json.stdout());
@@ -146,10 +146,10 @@ t.test('stats table: learned MACs (bridge) and one indented row per queue', asyn
   t.match(lines[2], /^a\s+yes\s+yes\s+10\s+12\s+30\s.*02:00:00:00:00:01\s+0$/);
   const rxCol = lines[1].indexOf('rx pkts');
   const txCol = lines[1].indexOf('tx pkts');
-  t.match(lines[3], /^ {2}q0\s+5\s+20$/, 'queue 0 under port a');
+  t.match(lines[3], /^ {2}q0\s+5\s+20\s+500\s+2000$/, 'queue 0 under port a: packets and bytes');
   t.equal(lines[3].indexOf('5'), rxCol, 'queue rx in the rx pkts column');
   t.equal(lines[3].indexOf('20'), txCol, 'queue tx in the tx pkts column');
-  t.match(lines[4], /^ {2}q1\s+7\s+10$/, 'queue 1 under port a');
+  t.match(lines[4], /^ {2}q1\s+7\s+10\s+700\s+1000$/, 'queue 1 under port a');
   t.match(lines[5], /^b\s.*3: 02:00:00:00:00:02,02:00:00:00:00:03,\.\.\.\s+0$/, 'many MACs: count and the first two');
   t.match(lines[6], /^c\s.*\s-\s+0$/, 'no MACs: -');
   const pair = renderStats({ ...s, mode: 'pair', ports: [port('x', [])] } as unknown as Stats);

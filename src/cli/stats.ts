@@ -42,7 +42,7 @@ function macCell(macs: readonly string[]): string {
  */
 export function renderStats(s: SwitchStats): string {
   const bridge = s.mode === 'bridge';
-  const head = ['port', 'attached', 'zc', 'owned', 'rx pkts', 'tx pkts', 'zero-copy', 'copied B', 'gifts in/out', 'returned'];
+  const head = ['port', 'attached', 'zc', 'owned', 'rx pkts', 'tx pkts', 'rx bytes', 'tx bytes', 'zero-copy', 'copied B', 'gifts in/out', 'returned'];
   if (bridge) head.push('macs');
   head.push('drops');
   const RX = head.indexOf('rx pkts');
@@ -51,8 +51,11 @@ export function renderStats(s: SwitchStats): string {
   for (const p of s.ports) {
     const c = p.counters as Record<string, number> & { drops: Record<string, number> };
     const drops = Object.entries(c.drops).map(([k, v]) => `${k}=${v}`).join(',') || '0';
+    // The zero-copy share: of the packets the switch took from this VM, how many moved without a copy.
+    const share = c.rxPackets > 0 ? ` (${Math.round((100 * c.zeroCopy) / c.rxPackets)}%)` : '';
     const row = [p.name, p.attached ? 'yes' : 'no', p.zeroCopy ? 'yes' : 'no', String(p.buffersOwned), String(c.rxPackets),
-      String(c.txPackets), String(c.zeroCopy), String(c.copiedBytes), `${c.giftsIn}/${c.giftsOut}`, String(c.returned)];
+      String(c.txPackets), String(c.rxBytes), String(c.txBytes), `${c.zeroCopy}${share}`, String(c.copiedBytes),
+      `${c.giftsIn}/${c.giftsOut}`, String(c.returned)];
     if (bridge) row.push(macCell(p.macs ?? []));
     row.push(drops);
     rows.push(row);
@@ -63,6 +66,8 @@ export function renderStats(s: SwitchStats): string {
         qr[0] = `  q${q.index}`;
         qr[RX] = String(q.rxPackets);
         qr[TX] = String(q.txPackets);
+        qr[RX + 2] = String(q.rxBytes);
+        qr[TX + 2] = String(q.txBytes);
         rows.push(qr);
       }
     }
