@@ -16,6 +16,7 @@ import type { DeviceQueue } from '../virtio/device-queue';
 import { ETH_MAX_JUMBO, ETH_MIN_FRAME, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
 import { netHdrFlags } from '../virtio/net-hdr';
 import { Drop, countRx, countTx } from './counters';
+import { ClassicRxFiller } from './classic-rx';
 import { ResolvedChain, copyPacketInto, resolveChain } from './copy';
 import { MacTable } from './mac-table';
 import { MirrorDir, mirrorChain } from './mirror';
@@ -34,7 +35,7 @@ const TAP_FRAME = VIRTIO_NET_HDR_SIZE + ETH_MAX_JUMBO;
 export class BridgeForwarder {
   readonly macs: MacTable;
   private readonly seg = new ChainSegments();
-  private readonly dstSeg = new ChainSegments();
+  private readonly classic = new ClassicRxFiller();
   private readonly src = new ResolvedChain();
   private readonly dst = new ResolvedChain();
   /** Bytes 0..11 of the frame (dst, src MAC), whichever descriptors they are in. */
@@ -240,32 +241,25 @@ export class BridgeForwarder {
     if (dq < 0) return c.drop(Drop.PeerDown);
     const rxq = dst.rxqs[dq]!;
     const out = this.dst;
-    let head: number;
     if (dst.zeroCopy && dst.ownRxCount(dq) > 0) {
-      head = dst.takeOwnRx(dq);
+      // One of the receiver's own shared buffers: it keeps it, now holding a copy.
+      const head = dst.takeOwnRx(dq);
       out.mem[0] = this.shared.mem;
       out.off[0] = this.shared.offsetOf(dst.takenBuf);
       out.len[0] = this.shared.bufSize;
       out.count = 1;
       out.total = this.shared.bufSize;
-    } else {
-      head = dst.peekCopyTarget(dq);
-      if (head < 0) return c.drop(Drop.NoRxBuffer);
-      dst.consumeCopyTarget(dq);
-      const n = dst.rxWalkers[dq]!.walk(rxq.ring, head, this.dstSeg);
-      if (n < 0 || !resolveChain(this.dstSeg, 0, n, dst.backend?.mem ?? null, null, out) || out.len[0] < VIRTIO_NET_HDR_SIZE) {
-        dst.counters.drop(Drop.BadRxDesc);
+      if (out.total < total) {
         rxq.pushUsed(head, 0);
-        return c.drop(Drop.NoRxBuffer);
+        return c.drop(Drop.RxTooSmall);
       }
+      copyPacketInto(this.src, out);
+      rxq.pushUsed(head, total);
+    } else {
+      const err = this.classic.fill(dst, dq, this.src, total);
+      if (err >= 0) return c.drop(err);
     }
-    if (out.total < total) {
-      rxq.pushUsed(head, 0);
-      return c.drop(Drop.RxTooSmall);
-    }
-    copyPacketInto(this.src, out);
     if (dst.mirror !== null) mirrorChain(dst.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
-    rxq.pushUsed(head, total);
     const payload = total - VIRTIO_NET_HDR_SIZE;
     c.copied++;
     c.copiedBytes += payload;

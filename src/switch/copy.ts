@@ -51,18 +51,25 @@ export function resolveChain(
   return true;
 }
 
-/** Copy min(src.total, dst.total) bytes from src's segments into dst's; returns the count. */
-export function copyChain(src: ResolvedChain, dst: ResolvedChain): number {
+/**
+ * Copy bytes of src, from byte `from` of its stream, into dst's segments
+ * until either runs out; returns the count.
+ */
+export function copyChain(src: ResolvedChain, dst: ResolvedChain, from = 0): number {
   let si = 0;
-  let so = 0;
+  let so = from;
+  while (si < src.count && so >= src.len[si]) {
+    so -= src.len[si];
+    si++;
+  }
   let di = 0;
   let dOff = 0;
   let copied = 0;
   while (si < src.count && di < dst.count) {
     const n = Math.min(src.len[si] - so, dst.len[di] - dOff);
     if (n > 0) {
-      const from = src.off[si] + so;
-      dst.mem[di].set(src.mem[si].subarray(from, from + n), dst.off[di] + dOff);
+      const start = src.off[si] + so;
+      dst.mem[di].set(src.mem[si].subarray(start, start + n), dst.off[di] + dOff);
       copied += n;
       so += n;
       dOff += n;

@@ -20,8 +20,21 @@ export class HeadFifo {
     this.bufs[at] = buf;
   }
 
-  peek(): number {
-    return this.count > 0 ? this.heads[this.first] : -1;
+  /** The i-th oldest head without taking it, or -1. */
+  peek(i = 0): number {
+    return i < this.count ? this.heads[(this.first + i) & (CAP - 1)] : -1;
+  }
+
+  /** Take out the i-th oldest entry (a broken posting found while looking ahead). */
+  remove(i: number): void {
+    for (let k = i; k > 0; k--) {
+      const to = (this.first + k) & (CAP - 1);
+      const from = (this.first + k - 1) & (CAP - 1);
+      this.heads[to] = this.heads[from];
+      this.bufs[to] = this.bufs[from];
+    }
+    this.first = (this.first + 1) & (CAP - 1);
+    this.count--;
   }
 
   shift(): number {

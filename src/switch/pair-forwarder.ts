@@ -12,7 +12,8 @@ import { ChainSegments } from '../virtio/chain';
 import { ETH_MAX_JUMBO, ETH_MIN_FRAME, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
 import { netHdrFlags } from '../virtio/net-hdr';
 import { Drop, countRx, countTx } from './counters';
-import { ResolvedChain, copyPacketInto, resolveChain } from './copy';
+import { ClassicRxFiller } from './classic-rx';
+import { ResolvedChain, resolveChain } from './copy';
 import { MirrorDir, mirrorChain } from './mirror';
 import { type Port, chainDrop } from './port';
 
@@ -21,9 +22,8 @@ const MAX_PACKET = VIRTIO_NET_HDR_SIZE + ETH_MAX_JUMBO;
 
 export class PairForwarder {
   private readonly seg = new ChainSegments();
-  private readonly dstSeg = new ChainSegments();
   private readonly srcRes = new ResolvedChain();
-  private readonly dstRes = new ResolvedChain();
+  private readonly classic = new ClassicRxFiller();
 
   constructor(
     private readonly shared: SharedBuffers,
@@ -126,25 +126,10 @@ export class PairForwarder {
     if (!resolveChain(this.seg, 0, cnt, srcMem, src.zeroCopy ? this.shared : null, this.srcRes)) return c.drop(Drop.BadAddress);
     const dq = dst === null ? -1 : dst.rxQueueFor(qi);
     if (dst === null || dq < 0) return c.drop(Drop.PeerDown);
-    const head = dst.peekCopyTarget(dq);
-    if (head < 0) return c.drop(Drop.NoRxBuffer);
-    const rxq = dst.rxqs[dq]!;
-    dst.consumeCopyTarget(dq);
-    const dcnt = dst.rxWalkers[dq]!.walk(rxq.ring, head, this.dstSeg);
-    const dstMem = dst.backend?.mem ?? null;
-    if (dcnt < 0 || !resolveChain(this.dstSeg, 0, dcnt, dstMem, null, this.dstRes) || this.dstRes.len[0] < VIRTIO_NET_HDR_SIZE) {
-      dst.counters.drop(Drop.BadRxDesc);
-      rxq.pushUsed(head, 0);
-      return c.drop(Drop.NoRxBuffer);
-    }
-    if (this.dstRes.total < total) {
-      rxq.pushUsed(head, 0);
-      return c.drop(Drop.RxTooSmall);
-    }
-    copyPacketInto(this.srcRes, this.dstRes);
+    const err = this.classic.fill(dst, dq, this.srcRes, total);
+    if (err >= 0) return c.drop(err);
     if (src.mirror !== null) mirrorChain(src.mirror, this.srcRes, VIRTIO_NET_HDR_SIZE, MirrorDir.FromVm);
     if (dst.mirror !== null) mirrorChain(dst.mirror, this.srcRes, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
-    rxq.pushUsed(head, total);
     const payload = total - VIRTIO_NET_HDR_SIZE;
     c.copied++;
     c.copiedBytes += payload;

@@ -13,7 +13,7 @@ import { VhostUserBackend } from '../vhost/backend';
 import type { SharedBuffersInfo } from '../vhost/codec';
 import { SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
 import { CHAIN_BAD_HEAD, CHAIN_BAD_NEXT, CHAIN_INDIRECT, CHAIN_LOOP, CHAIN_TOO_LONG, ChainSegments, ChainWalker } from '../virtio/chain';
-import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
+import { VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED, VIRTIO_NET_HDR_SIZE, hasBit } from '../virtio/defs';
 import type { DeviceQueue } from '../virtio/device-queue';
 import { netHdrFlags, setNetHdrFlags, writeNetHdr } from '../virtio/net-hdr';
 import { Drop, PortCounters } from './counters';
@@ -85,6 +85,8 @@ export class Port {
   zeroCopy = false;
   /** Set while someone captures this port's traffic. */
   mirror: Mirror | null = null;
+  /** The front-end takes packets spread over several rx buffers (VIRTIO_NET_F_MRG_RXBUF). */
+  mergeable = false;
 
   constructor(
     readonly id: number,
@@ -135,6 +137,7 @@ export class Port {
   /** Re-read the backend's running queues and kick fds. */
   private syncQueues(): void {
     const b = this.backend;
+    this.mergeable = b !== null && hasBit(b.ackedFeatures, VIRTIO_NET_F_MRG_RXBUF);
     let nq = 0;
     for (let q = 0; q < this.rxqs.length; q++) {
       const rx = b ? b.vrings[rxVring(q)].queue : null;
@@ -210,6 +213,7 @@ export class Port {
     this.rxWalkers.fill(null);
     this.txWalkers.fill(null);
     this.nq = 0;
+    this.mergeable = false;
     for (let q = 0; q < this.copyQ.length; q++) this.clearPostings(q);
     const reclaimed = ledger.reclaim(this.id);
     this.backend = null;
@@ -344,10 +348,17 @@ export class Port {
   /** Buffer of the posting last returned by takeOwnRx(). */
   takenBuf = -1;
 
-  /** Rx queue q's next copy target head without consuming it, or -1. */
-  peekCopyTarget(q: number): number {
-    return this.copyQ[q].peek();
+  /** Rx queue q's i-th next copy target head without consuming it, or -1. */
+  peekCopyTarget(q: number, i = 0): number {
+    return this.copyQ[q].peek(i);
   }
+
+  /** Drop rx queue q's i-th next copy target from the queue (the caller completes it). */
+  removeCopyTarget(q: number, i: number): void {
+    this.copyQ[q].remove(i);
+  }
+
+
 
   consumeCopyTarget(q: number): void {
     this.copyQ[q].shift();

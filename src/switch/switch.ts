@@ -13,7 +13,9 @@ import type { Logger } from '../log';
 import { OwnershipLedger, POOL, type LedgerCheck } from '../shm/ledger';
 import { SharedBuffers } from '../shm/shared-buffers';
 import { PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS } from '../vhost/protocol';
-import { VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VIRTIO_RING_F_EVENT_IDX, bit } from '../virtio/defs';
+import {
+  VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, bit,
+} from '../virtio/defs';
 import { BridgeForwarder, type BridgePort } from './bridge-forwarder';
 import { captureCommand } from './capture';
 import { ControlServer } from './control';
@@ -25,7 +27,8 @@ import { Port, type PortContext } from './port';
 import { TapPort } from './tap-port';
 
 export const OFFERED_FEATURES =
-  bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_NET_F_MQ);
+  bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_NET_F_MQ) |
+  bit(VIRTIO_NET_F_MRG_RXBUF);
 export const OFFERED_PROTOCOL_FEATURES =
   bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_STATUS) | bit(PROTOCOL_F_MQ) | bit(PROTOCOL_F_SHARED_BUFFERS);
 
