@@ -51,6 +51,8 @@ class QueuePair {
 }
 /** txKind value for descriptors injected raw by tests. */
 const KIND_RAW = -0x40000000;
+/** rxKind value for rx postings injected raw by tests: completions are dropped. */
+const RX_RAW = -0x40000001;
 
 export interface GuestDriverOptions {
   socketPath: string;
@@ -422,6 +424,7 @@ export class GuestDriver {
       const len = q.lastUsedLen;
       let kind = qp.rxKind[id];
       q.freeDesc(id);
+      if (kind === RX_RAW) continue;
       if (qp.rxOwn[id]) {
         // Swap: the switch may have put another buffer in this descriptor.
         qp.rxOwn[id] = 0;
@@ -618,6 +621,22 @@ export class GuestDriver {
     }
     qp.txq.addAvail(headOverride ?? ids[0]);
     qp.txDirty = true;
+    this.flush();
+  }
+
+  /**
+   * Put an arbitrary rx posting on queue 0 (tests of the switch's rx
+   * validation). The descriptor is never reused by the driver: its
+   * completion, if any, is ignored.
+   */
+  injectRawRx(addr: number, len: number, flags: number): void {
+    const qp = this.qps[0];
+    const id = qp.rxq.allocDesc();
+    if (id < 0) throw new Error('rx ring full');
+    qp.rxq.ring.setDesc(id, addr, len, flags, 0);
+    qp.rxKind[id] = RX_RAW;
+    qp.rxq.addAvail(id);
+    qp.rxDirty = true;
     this.flush();
   }
 
