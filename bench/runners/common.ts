@@ -22,7 +22,7 @@ export function bufSizeFor(size: number): number {
 }
 
 /** Largest shared region the harness asks for by default. */
-export const REGION_CAP_BYTES = 256 * 2 ** 20;
+export const REGION_CAP_BYTES = 512 * 2 ** 20;
 
 /**
  * The zcswitch bufCount for a frame size: the project's default

@@ -13,8 +13,7 @@ import type { OwnershipLedger } from '../shm/ledger';
 import type { SharedBuffers } from '../shm/shared-buffers';
 import { ChainSegments } from '../virtio/chain';
 import type { DeviceQueue } from '../virtio/device-queue';
-import { ETH_MAX_JUMBO, ETH_MIN_FRAME, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
-import { netHdrFlags } from '../virtio/net-hdr';
+import { ETH_MAX_JUMBO, ETH_MIN_FRAME, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
 import { Drop, countRx, countTx } from './counters';
 import { ClassicRxFiller } from './classic-rx';
 import { ResolvedChain, copyPacketInto, resolveChain } from './copy';
@@ -103,7 +102,7 @@ export class BridgeForwarder {
           continue;
         }
         // Gifts mean nothing on a bridge (every VM keeps its count): the buffer just comes back.
-        if (netHdrFlags(shared.mem, shared.offsetOf(b)) & VIRTIO_NET_HDR_F_GIFT_BUFFER) {
+        if (seg.len[0] === VIRTIO_NET_HDR_SIZE) {
           c.giftsIn++;
           txq.pushUsed(head, 0);
           continue;

@@ -9,8 +9,7 @@
 import type { OwnershipLedger } from '../shm/ledger';
 import type { SharedBuffers } from '../shm/shared-buffers';
 import { ChainSegments } from '../virtio/chain';
-import { ETH_MAX_JUMBO, ETH_MIN_FRAME, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
-import { netHdrFlags } from '../virtio/net-hdr';
+import { ETH_MAX_JUMBO, ETH_MIN_FRAME, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
 import { Drop, countRx, countTx } from './counters';
 import { ClassicRxFiller } from './classic-rx';
 import { ResolvedChain, resolveChain } from './copy';
@@ -76,7 +75,10 @@ export class PairForwarder {
         continue;
       }
       const off = shared.offsetOf(b);
-      const gift = (netHdrFlags(shared.mem, off) & VIRTIO_NET_HDR_F_GIFT_BUFFER) !== 0;
+      // A gift is a header with no frame (GIFT_BUFFER set, length 12): the
+      // switch knows it by its length and never reads the buffer (in a jumbo
+      // region every header is a TLB miss). The receiving driver goes by the flag.
+      const gift = len === VIRTIO_NET_HDR_SIZE;
       if (len < (gift ? VIRTIO_NET_HDR_SIZE : MIN_PACKET)) {
         c.drop(Drop.TooShort);
         if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
