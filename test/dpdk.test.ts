@@ -36,7 +36,10 @@ if (!testpmdPath()) {
     const c2 = counters(s.ports.find((p) => p.name === 'vm2')!);
     const drops = Object.values(c1.drops).reduce((a, b) => a + b, 0);
     t.ok(st.txPackets > 20000, `testpmd sent ${st.txPackets} packets`);
-    t.equal(c1.rxPackets + drops, st.txPackets, 'every packet testpmd sent reached the switch (delivered + counted drops)');
+    // testpmd counts a packet as sent once it is on its tx ring; when it quits it stops the
+    // device (GET_VRING_BASE) and what the switch had not taken yet stays on that ring.
+    const unseen = st.txPackets - (c1.rxPackets + drops);
+    t.ok(unseen >= 0 && unseen <= 256, `every packet testpmd sent was delivered or counted as dropped, but for ${unseen} still on its 256-entry ring when it stopped`);
     t.same(Object.keys(c1.drops).filter((r) => r !== 'no-rx-buffer' && r !== 'peer-down'), [], `only capacity drops: ${JSON.stringify(c1.drops)}`);
     t.equal(k.summary.received, c2.txPackets, 'the sink counted exactly what the switch delivered');
     t.equal(k.summary.bytesReceived, k.summary.received * 128 - 0, 'each delivered frame is 128 bytes');

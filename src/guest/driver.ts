@@ -17,10 +17,10 @@
  * pool grows above the high-water mark gifts the surplus (GIFT_BUFFER).
  * Classic traffic uses private copy-target and tx slots in GuestMemory.
  */
-import { FdWatcher, closeFd, eventfdCreate, eventfdDrain, eventfdSignal, mmapShared, munmap } from '../../bindings';
+import { FdWatcher, closeFd, eventfdCreate, eventfdDrain, eventfdSignal, munmap } from '../../bindings';
 import type { Logger } from '../log';
-import { ProtocolError, decodeSharedBuffersInfo, decodeU64, memTable, u64, vringAddr, vringState } from '../vhost/codec';
-import { PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, Req, SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
+import { decodeU64, memTable, u64, vringAddr, vringState } from '../vhost/codec';
+import { PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, Req } from '../vhost/protocol';
 import {
   VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED,
   VIRTIO_NET_HDR_SIZE, VIRTIO_RING_F_EVENT_IDX, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_MAX_SIZE, bit, hasBit,
@@ -30,29 +30,10 @@ import { writeNetHdr } from '../virtio/net-hdr';
 import { SplitRing } from '../virtio/ring';
 import { VhostUserFrontend } from './frontend';
 import { GuestMemory } from './guest-memory';
+import { KIND_RAW, QueuePair, RX_RAW } from './queue-pair';
+import { type SharedRegion, fetchSharedRegion } from './shared-region';
 
-/** One queue pair's rings and what each of their descriptors holds. */
-class QueuePair {
-  /** rx descriptor -> shared buffer index (>= 0) or private slot -(k+1). */
-  readonly rxKind: Int32Array;
-  /** Swap mode: rx descriptor holds one of our own buffers (not a pool-gift posting). */
-  readonly rxOwn: Uint8Array;
-  /** tx descriptor -> shared buffer, private slot -(k+1), or KIND_RAW. */
-  readonly txKind: Int32Array;
-  ownPosted = 0;
-  rxDirty = false;
-  txDirty = false;
-
-  constructor(readonly rxq: DriverQueue, readonly txq: DriverQueue) {
-    this.rxKind = new Int32Array(rxq.ring.num);
-    this.rxOwn = new Uint8Array(rxq.ring.num);
-    this.txKind = new Int32Array(txq.ring.num);
-  }
-}
-/** txKind value for descriptors injected raw by tests. */
-const KIND_RAW = -0x40000000;
-/** rxKind value for rx postings injected raw by tests: completions are dropped. */
-const RX_RAW = -0x40000001;
+export type { SharedRegion };
 
 export interface GuestDriverOptions {
   socketPath: string;
@@ -76,19 +57,6 @@ export interface GuestDriverOptions {
   onClose?: (reason: string) => void;
 }
 
-export interface SharedRegion {
-  mem: Uint8Array;
-  base: number;
-  bufSize: number;
-  bufCount: number;
-  partitionStart: number;
-  partitionCount: number;
-  /**
-   * Bridge semantics: post our own empty buffers on rx; completions carry
-   * the buffer address the switch wrote into the descriptor.
-   */
-  swap: boolean;
-}
 
 export class DriverCounters {
   txPackets = 0;
@@ -261,31 +229,11 @@ export class GuestDriver {
   }
 
   private async mapSharedBuffers(): Promise<void> {
-    const reply = await this.fe.call(Req.GET_SHARED_BUFFERS);
-    if (reply.fds.length !== 1) throw new ProtocolError(`GET_SHARED_BUFFERS reply carried ${reply.fds.length} fds, expected 1`);
-    const fd = reply.fds[0];
-    try {
-      const info = decodeSharedBuffersInfo(reply);
-      const size = Number(info.size);
-      if (size !== info.bufSize * info.bufCount || info.partitionStart + info.partitionCount > info.bufCount) {
-        throw new ProtocolError('GET_SHARED_BUFFERS reply has inconsistent geometry');
-      }
-      this.regionBuffer = mmapShared(fd, size);
-      this.shared = {
-        mem: new Uint8Array(this.regionBuffer), base: Number(info.base), bufSize: info.bufSize, bufCount: info.bufCount,
-        partitionStart: info.partitionStart, partitionCount: info.partitionCount,
-        swap: (info.flags & SHARED_BUFFERS_F_SWAP) !== 0,
-      };
-      if (this.shared.swap) {
-        // A bridge keeps every VM's buffer count: nothing to gift.
-        this.giftHigh = this.giftLow = Infinity;
-        return;
-      }
-      this.giftHigh = this.opts.giftHigh ?? (info.giftHigh || Infinity);
-      this.giftLow = this.opts.giftLow ?? (info.giftLow || this.giftHigh);
-    } finally {
-      closeFd(fd);
-    }
+    const r = await fetchSharedRegion(this.fe, this.opts);
+    this.regionBuffer = r.buffer;
+    this.shared = r.region;
+    this.giftHigh = r.giftHigh;
+    this.giftLow = r.giftLow;
   }
 
   // ---- buffers -----------------------------------------------------------

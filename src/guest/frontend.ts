@@ -5,7 +5,7 @@
  */
 import { unixConnect } from '../../bindings';
 import { VhostChannel } from '../vhost/channel';
-import { ProtocolError, type VhostMessage, decodeU64, u64 } from '../vhost/codec';
+import { ProtocolError, type VhostMessage, decodeU64 } from '../vhost/codec';
 import { FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, PROTOCOL_F_REPLY_ACK, REPLIES, reqName } from '../vhost/protocol';
 import { hasBit } from '../virtio/defs';
 
@@ -87,4 +87,3 @@ export class VhostUserFrontend {
   }
 }
 
-export { u64 };

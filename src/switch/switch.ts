@@ -10,7 +10,7 @@ import path from 'node:path';
 import { FdWatcher, closeFd, unixAccept, unixConnect, unixListen } from '../../bindings';
 import type { SwitchConfig } from '../config';
 import type { Logger } from '../log';
-import { OwnershipLedger, POOL, type LedgerCheck } from '../shm/ledger';
+import { OwnershipLedger, type LedgerCheck } from '../shm/ledger';
 import { SharedBuffers } from '../shm/shared-buffers';
 import { PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS } from '../vhost/protocol';
 import {
@@ -298,4 +298,3 @@ function removeStaleSocket(p: string, port: string): void {
   throw new Error(`port ${port}: ${p} is in use by another running switch`);
 }
 
-export { POOL };

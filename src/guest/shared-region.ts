@@ -1,0 +1,60 @@
+/**
+ * GET_SHARED_BUFFERS from the guest driver's side: ask for the region,
+ * check the reply's geometry, map the memfd that came with it, and work
+ * out the gift watermarks (none on a bridge, which keeps every VM's count).
+ */
+import { closeFd, mmapShared } from '../../bindings';
+import { ProtocolError, decodeSharedBuffersInfo } from '../vhost/codec';
+import { Req, SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
+import type { VhostUserFrontend } from './frontend';
+
+export interface SharedRegion {
+  mem: Uint8Array;
+  base: number;
+  bufSize: number;
+  bufCount: number;
+  partitionStart: number;
+  partitionCount: number;
+  /**
+   * Bridge semantics: post our own empty buffers on rx; completions carry
+   * the buffer address the switch wrote into the descriptor.
+   */
+  swap: boolean;
+}
+
+export interface FetchedRegion {
+  region: SharedRegion;
+  /** The mapping (to unmap on close). */
+  buffer: ArrayBuffer;
+  giftHigh: number;
+  giftLow: number;
+}
+
+export async function fetchSharedRegion(
+  fe: VhostUserFrontend, opts: { giftHigh?: number; giftLow?: number },
+): Promise<FetchedRegion> {
+  const reply = await fe.call(Req.GET_SHARED_BUFFERS);
+  if (reply.fds.length !== 1) {
+    for (const fd of reply.fds) closeFd(fd);
+    throw new ProtocolError(`GET_SHARED_BUFFERS reply carried ${reply.fds.length} fds, expected 1`);
+  }
+  const fd = reply.fds[0];
+  try {
+    const info = decodeSharedBuffersInfo(reply);
+    const size = Number(info.size);
+    if (size !== info.bufSize * info.bufCount || info.partitionStart + info.partitionCount > info.bufCount) {
+      throw new ProtocolError('GET_SHARED_BUFFERS reply has inconsistent geometry');
+    }
+    const buffer = mmapShared(fd, size);
+    const region: SharedRegion = {
+      mem: new Uint8Array(buffer), base: Number(info.base), bufSize: info.bufSize, bufCount: info.bufCount,
+      partitionStart: info.partitionStart, partitionCount: info.partitionCount,
+      swap: (info.flags & SHARED_BUFFERS_F_SWAP) !== 0,
+    };
+    if (region.swap) return { region, buffer, giftHigh: Infinity, giftLow: Infinity };
+    const giftHigh = opts.giftHigh ?? (info.giftHigh || Infinity);
+    return { region, buffer, giftHigh, giftLow: opts.giftLow ?? (info.giftLow || giftHigh) };
+  } finally {
+    closeFd(fd);
+  }
+}
