@@ -1,8 +1,10 @@
 /**
  * The switch process: owns the Shared Buffers region and the ownership
- * ledger, listens on one vhost-user socket per port, runs the data path in
- * a PollLoop, and answers the control socket (stats). Pair mode today; the
- * forwarding policy is the only mode-specific part.
+ * ledger, listens on one vhost-user socket per port (and opens the TAP
+ * uplinks), runs the data path in a PollLoop, and answers the control
+ * socket (stats, capture) and the optional Prometheus endpoint. The
+ * forwarder (PairForwarder or BridgeForwarder) is the only mode-specific
+ * part.
  */
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
