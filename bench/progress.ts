@@ -1,21 +1,19 @@
 /**
- * Live progress: on a TTY one redrawn line (bar, current run, ETA, last
- * result); otherwise one plain log line per finished run. Both on stderr,
- * so stdout carries only the final summary.
+ * Live progress: on a TTY a redrawn bar (cli-progress: current run, ETA,
+ * last result); otherwise one plain log line per finished run. Both on
+ * stderr, so stdout carries only the final summary.
  */
+import cliProgress from 'cli-progress';
 import { fmtDuration } from './lib/util';
 
 export type ProgressMode = 'auto' | 'bar' | 'lines' | 'none';
 
 export class Progress {
-  private readonly bar: boolean;
   private readonly quiet: boolean;
+  private readonly multi: cliProgress.MultiBar | null = null;
+  private readonly bar: cliProgress.SingleBar | null = null;
   private done = 0;
-  private current = '';
-  private last = '';
   private readonly started = Date.now();
-  private timer: NodeJS.Timeout | null = null;
-  private drawn = false;
 
   constructor(
     private readonly total: number,
@@ -24,64 +22,56 @@ export class Progress {
     private readonly out: NodeJS.WriteStream = process.stderr,
   ) {
     this.quiet = mode === 'none';
-    this.bar = mode === 'bar' || (mode === 'auto' && !!out.isTTY && process.env.TERM !== 'dumb');
-    if (this.bar) this.timer = setInterval(() => this.draw(), 500);
+    const tty = mode === 'bar' || (mode === 'auto' && !!out.isTTY && process.env.TERM !== 'dumb');
+    if (tty) {
+      this.multi = new cliProgress.MultiBar(
+        {
+          stream: out,
+          format: '[{bar}] {value}/{total} {duration_formatted} elapsed, ETA {estimate} | {current}{last}',
+          barsize: 24,
+          fps: 2,
+          hideCursor: true,
+          clearOnComplete: true,
+          linewrap: false,
+          // The harness knows better than a linear guess how long the rest takes (scenarios differ).
+          etaBuffer: 1,
+        },
+        cliProgress.Presets.legacy,
+      );
+      this.bar = this.multi.create(total, 0, { current: '', last: '', estimate: '?' });
+    }
   }
 
   /** A plain message (skips, failures), printed above the bar. */
   log(msg: string): void {
     if (this.quiet) return;
-    this.clear();
-    this.out.write(msg + '\n');
-    this.draw();
+    if (this.multi) this.multi.log(msg + '\n');
+    else this.out.write(msg + '\n');
   }
 
   start(what: string): void {
-    this.current = what;
-    this.draw();
+    this.bar?.update(this.done, { current: what, estimate: this.eta() });
   }
 
   finish(what: string, result: string): void {
     this.done++;
-    this.last = result;
     if (this.quiet) return;
-    if (this.bar) this.draw();
+    if (this.bar) this.bar.update(this.done, { last: ` | last: ${result}`, estimate: this.eta() });
     else this.out.write(`bench [${this.done}/${this.total}] ${what}: ${result}\n`);
   }
 
   /** A run that will not happen (its scenario failed earlier). */
   skip(): void {
     this.done++;
+    this.bar?.update(this.done);
   }
 
   end(): void {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
-    this.clear();
+    this.multi?.stop();
   }
 
   private eta(): string {
     const el = (Date.now() - this.started) / 1000;
     return fmtDuration(this.estimateSec(this.total - this.done, el, this.done));
-  }
-
-  private clear(): void {
-    if (this.bar && this.drawn) {
-      this.out.write('\r\x1b[2K');
-      this.drawn = false;
-    }
-  }
-
-  private draw(): void {
-    if (!this.bar) return;
-    const width = 24;
-    const filled = Math.round((this.done / Math.max(1, this.total)) * width);
-    const cols = this.out.columns || 100;
-    let line = `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${this.done}/${this.total} ` +
-      `${fmtDuration((Date.now() - this.started) / 1000)} elapsed, ETA ${this.eta()} | ${this.current}` +
-      (this.last ? ` | last: ${this.last}` : '');
-    if (line.length > cols - 1) line = line.slice(0, cols - 2) + '…';
-    this.out.write('\r\x1b[2K' + line);
-    this.drawn = true;
   }
 }
