@@ -155,3 +155,19 @@ t.test('stats table: learned MACs (bridge) and one indented row per queue', asyn
   const pair = renderStats({ ...s, mode: 'pair', ports: [port('x', [])] } as unknown as Stats);
   t.notMatch(pair, /macs/, 'pair mode: no macs column');
 });
+
+t.test('a VM whose switch goes away prints its summary and exits 1', async (t) => {
+  const sw = await startSwitch({ ports: [{ name: 'a' }, { name: 'b' }], pairs: [['a', 'b']] });
+  const sink = vm(sw, 'b', ['--mode', 'sink']);
+  await waitAttached(sw, 'b');
+  const gen = vm(sw, 'a', ['--mode', 'gen', '--rate', '20000']);
+  await waitAttached(sw, 'a');
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(await sw.stop(), 0, 'switch stopped');
+  for (const [name, p] of [['sink', sink], ['gen', gen]] as const) {
+    const r = await p.result;
+    t.equal(r.code, 1, `${name} exits 1`);
+    t.match(r.stderr, /switch connection closed/, `${name} says why`);
+    t.equal((r.summary as unknown as { mode: string }).mode, name, `${name} still printed its JSON summary`);
+  }
+});

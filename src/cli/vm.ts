@@ -39,12 +39,14 @@ export async function vmCommand(o: VmOptions): Promise<void> {
   const log = createLogger(o.logLevel, `vm:${o.port}`);
   const socketPath = o.socket ?? path.join(o.socketDir, `${o.port}.sock`);
   let vm: TrafficVm | null = null;
+  let lostSwitch = false;
   let drv: GuestDriver;
   try {
     drv = await GuestDriver.attach({
       socketPath, log, zeroCopy: o.zeroCopy, queuePairs: o.queues,
       onClose: (reason) => {
         process.stderr.write(`zcswitch vm: switch connection closed: ${reason}\n`);
+        lostSwitch = true;
         vm?.stop();
       },
     });
@@ -87,7 +89,8 @@ export async function vmCommand(o: VmOptions): Promise<void> {
   if (left > 0) process.stderr.write(`zcswitch vm: ${left} packets still queued when leaving (switch not taking them)\n`);
   drv.close();
   printSummary(o, summary);
-  process.exit(0);
+  // The summary is printed either way; losing the switch is still a failure for a script.
+  process.exit(lostSwitch ? 1 : 0);
 }
 
 function frameMacs(o: VmOptions): Uint8Array {

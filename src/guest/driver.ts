@@ -257,6 +257,11 @@ export class GuestDriver {
     return this.shared ? this.shared.bufSize - VIRTIO_NET_HDR_SIZE : this.gm.slotSize - VIRTIO_NET_HDR_SIZE;
   }
 
+  /** The connection is gone and the memory unmapped: nothing may be touched. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   get queuePairs(): number {
     return this.qps.length;
   }
@@ -530,11 +535,14 @@ export class GuestDriver {
    * still on the tx rings. Resolves with what is left (0 = drained).
    */
   async drainTx(timeoutMs = 2000): Promise<number> {
+    // A closed driver has nothing to drain (and its rings are unmapped).
+    if (this.closed) return 0;
     this.flush();
     const end = Date.now() + timeoutMs;
     let left = this.txInFlight();
-    while (left > 0 && !this.closed && Date.now() < end) {
+    while (left > 0 && Date.now() < end) {
       await new Promise((r) => setTimeout(r, 1));
+      if (this.closed) return 0;
       left = this.txInFlight();
     }
     return left;
