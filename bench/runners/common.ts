@@ -46,3 +46,8 @@ export function checkLength(avgLen: number | null, size: number, warnings: strin
     warnings.push(`average received length ${avgLen.toFixed(1)} B differs from the packet size ${size} B`);
   }
 }
+
+/** The window's identity and rates, the part every runner reports alike. */
+export function windowRates(run: number, windowSec: number, packets: number, bytes: number) {
+  return { run, windowSec, packets, bytes, mpps: packets / windowSec / 1e6, gbps: (bytes * 8) / windowSec / 1e9 };
+}

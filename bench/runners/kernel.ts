@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 import { type Child, startChild } from '../lib/child';
 import { sleep, treeCpuSec, waitFor, which } from '../lib/util';
 import type { RunMetrics, Scenario } from '../types';
-import { type RunContext, checkLength, perPacket } from './common';
+import { type RunContext, checkLength, perPacket, windowRates } from './common';
 
 /** Ethernet (14) + IPv4 (20) + UDP (8): a frame of `size` bytes carries size - 42 bytes of UDP payload. */
 export const UDP_OVERHEAD = 42;
@@ -126,12 +126,7 @@ export async function runKernel(s: Scenario, ctx: RunContext, bin: string): Prom
     await recv.stop();
     const sent = /sent (\d+)/.exec(send.stdout());
     return {
-      run: ctx.run,
-      windowSec,
-      packets,
-      bytes,
-      mpps: packets / windowSec / 1e6,
-      gbps: (bytes * 8) / windowSec / 1e9,
+      ...windowRates(ctx.run, windowSec, packets, bytes),
       avgLen,
       switchCpuNsPerPkt: null,
       switchCpuLoad: null,

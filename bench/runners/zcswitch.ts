@@ -15,7 +15,7 @@ import type { SwitchStats } from '../../src/switch/switch';
 import { type Child, startChild } from '../lib/child';
 import { processCpuSec, sleep, waitFor } from '../lib/util';
 import type { RunMetrics, Scenario } from '../types';
-import { type RunContext, bufCountFor, bufSizeFor, checkLength, perPacket } from './common';
+import { type RunContext, bufCountFor, bufSizeFor, checkLength, perPacket, windowRates } from './common';
 
 type PortCounters = Record<string, number> & { drops: Record<string, number> };
 
@@ -132,12 +132,7 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     checkLength(avgLen, s.size, warnings);
     if (!(packets > 0)) throw new Error('no packets delivered in the measured window');
     return {
-      run: ctx.run,
-      windowSec,
-      packets,
-      bytes,
-      mpps: packets / windowSec / 1e6,
-      gbps: (bytes * 8) / windowSec / 1e9,
+      ...windowRates(ctx.run, windowSec, packets, bytes),
       avgLen,
       switchCpuNsPerPkt: perPacket(swCpu, packets, 1e9),
       switchCpuLoad: swCpu === null ? null : swCpu / windowSec,

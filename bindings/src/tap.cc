@@ -45,31 +45,21 @@ Napi::Value TapOpen(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// (fd, buf, off, len) -> bytes, or -1 on EAGAIN.
-Napi::Value FdRead(const Napi::CallbackInfo& info) {
+// (fd, buf, off, len) -> bytes, or -1 on EAGAIN: read and write differ
+// only in the syscall, so one body serves both.
+template <bool kWrite>
+Napi::Value FdIo(const Napi::CallbackInfo& info) {
+  const char* fn = kWrite ? "fdWrite" : "fdRead";
   Napi::Env env = info.Env();
-  int fd = FdArg(info, 0, "fdRead");
-  Napi::Uint8Array buf = Uint8ArrayArg(info, 1, "fdRead", "buf");
-  int64_t off = IntArg(info, 2, "fdRead", "off", 0, static_cast<int64_t>(buf.ByteLength()));
-  int64_t len = IntArg(info, 3, "fdRead", "len", 0, static_cast<int64_t>(buf.ByteLength()) - off);
-  ssize_t n = ::read(fd, buf.Data() + off, static_cast<size_t>(len));
+  int fd = FdArg(info, 0, fn);
+  Napi::Uint8Array buf = Uint8ArrayArg(info, 1, fn, "buf");
+  int64_t off = IntArg(info, 2, fn, "off", 0, static_cast<int64_t>(buf.ByteLength()));
+  int64_t len = IntArg(info, 3, fn, "len", 0, static_cast<int64_t>(buf.ByteLength()) - off);
+  uint8_t* p = buf.Data() + off;
+  ssize_t n = kWrite ? ::write(fd, p, static_cast<size_t>(len)) : ::read(fd, p, static_cast<size_t>(len));
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return Napi::Number::New(env, -1);
-    ThrowErrno(env, "fdRead", "read");
-  }
-  return Napi::Number::New(env, static_cast<double>(n));
-}
-
-Napi::Value FdWrite(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = FdArg(info, 0, "fdWrite");
-  Napi::Uint8Array buf = Uint8ArrayArg(info, 1, "fdWrite", "buf");
-  int64_t off = IntArg(info, 2, "fdWrite", "off", 0, static_cast<int64_t>(buf.ByteLength()));
-  int64_t len = IntArg(info, 3, "fdWrite", "len", 0, static_cast<int64_t>(buf.ByteLength()) - off);
-  ssize_t n = ::write(fd, buf.Data() + off, static_cast<size_t>(len));
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return Napi::Number::New(env, -1);
-    ThrowErrno(env, "fdWrite", "write");
+    ThrowErrno(env, fn, kWrite ? "write" : "read");
   }
   return Napi::Number::New(env, static_cast<double>(n));
 }
@@ -78,8 +68,8 @@ Napi::Value FdWrite(const Napi::CallbackInfo& info) {
 
 void InitTap(Napi::Env env, Napi::Object exports) {
   exports.Set("tapOpen", Napi::Function::New(env, TapOpen, "tapOpen"));
-  exports.Set("fdRead", Napi::Function::New(env, FdRead, "fdRead"));
-  exports.Set("fdWrite", Napi::Function::New(env, FdWrite, "fdWrite"));
+  exports.Set("fdRead", Napi::Function::New(env, FdIo<false>, "fdRead"));
+  exports.Set("fdWrite", Napi::Function::New(env, FdIo<true>, "fdWrite"));
 }
 
 }  // namespace zc

@@ -4,25 +4,16 @@
  */
 import type { PollMode } from '../config';
 import { type BenchOptions, parseGroups, parsePollModes, rerender, runBench } from '../../bench/harness';
-import type { ProgressMode } from '../../bench/progress';
 
-export interface BenchCliOptions {
-  quick?: boolean;
-  runs?: number;
-  warmup?: number;
-  duration?: number;
-  sizes?: number[];
-  bursts?: number[];
+/** The harness's options as the command line gives them: names still unchecked strings. */
+export type BenchCliOptions = Omit<BenchOptions, 'pollModes' | 'only' | 'skip' | 'peers'> & {
   pollModes?: string[];
   only?: string[];
   skip?: string[];
   peers: boolean;
-  testpmd?: string;
-  out?: string;
-  progress?: ProgressMode;
+  /** Re-render an earlier result instead of running. */
   report?: string;
-  bufCount?: number;
-}
+};
 
 export async function benchCommand(o: BenchCliOptions): Promise<void> {
   if (o.report) {
