@@ -50,10 +50,12 @@ export interface FdWatcherConstructor {
 
 interface NativeBinding {
   memfdCreate(name: string, size: number): number;
-  mmapShared(fd: number, size: number, offset?: number): ArrayBuffer;
+  mmapShared(fd: number, size: number, offset?: number, align?: number): ArrayBuffer;
   munmap(buf: ArrayBuffer): void;
+  adviseHugePages(buf: ArrayBuffer): number;
   fdSize(fd: number): number;
   closeFd(fd: number): void;
+  schedYield(): void;
   dupFd(fd: number): number;
   eventfdCreate(): number;
   eventfdSignal(fd: number): void;
@@ -114,10 +116,22 @@ export const memfdCreate: (name: string, size: number) => number = native.memfdC
 
 /**
  * mmap(MAP_SHARED, PROT_READ|PROT_WRITE) of `size` bytes at page-aligned
- * `offset` (default 0). The ArrayBuffer's GC finalizer unmaps it, unless
+ * `offset` (default 0), at an address that is a multiple of `align` when
+ * given (a power of two >= the page size). The ArrayBuffer's GC finalizer unmaps it, unless
  * munmap() did already. size 0 / unaligned offset -> RangeError.
  */
-export const mmapShared: (fd: number, size: number, offset?: number) => ArrayBuffer = native.mmapShared;
+export const mmapShared: (fd: number, size: number, offset?: number, align?: number) => ArrayBuffer = native.mmapShared;
+
+/** 2 MiB: the x86-64 huge page; align big mappings to it so they can use PMD entries. */
+export const HUGE_PAGE_SIZE = 2 * 1024 * 1024;
+
+/**
+ * madvise(MADV_HUGEPAGE) + madvise(MADV_COLLAPSE) on a live mmapShared
+ * mapping. Returns 0 when the pages were collapsed into huge pages, else
+ * the errno (EINVAL: kernel without MADV_COLLAPSE; EAGAIN/ENOMEM: no
+ * contiguous memory). Never throws for a refusal.
+ */
+export const adviseHugePages: (buf: ArrayBuffer) => number = native.adviseHugePages;
 
 /**
  * Unmap now and detach `buf` (byteLength becomes 0, views become empty).
@@ -128,6 +142,9 @@ export const munmap: (buf: ArrayBuffer) => void = native.munmap;
 
 /** fstat(fd).st_size */
 export const fdSize: (fd: number) => number = native.fdSize;
+
+/** sched_yield(2): let another runnable process have this core (idle polling on shared cores). */
+export const schedYield: () => void = native.schedYield;
 
 /** close(fd). EBADF (e.g. fd -1) throws. */
 export const closeFd: (fd: number) => void = native.closeFd;

@@ -10,7 +10,9 @@ import * as os from 'os';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
 import {
+  adviseHugePages,
   closeFd,
+  HUGE_PAGE_SIZE,
   dupFd,
   eventfdCreate,
   eventfdDrain,
@@ -248,6 +250,54 @@ t.test('munmap detaches; GC finalizer unmaps; no double unmap', async (t) => {
   t.equal(r.oldAddrMapsBefore, 1);
   t.equal(r.freshMaps, 1, "munmapped buffer's finalizer left the newer mapping alone");
   t.equal(r.freshValue, 42);
+});
+
+/** This process's mapping of memfd `name`: its start address and smaps fields (kB). */
+function smapsOf(name: string): { start: bigint; size: number; fields: Record<string, number> }[] {
+  const out: { start: bigint; size: number; fields: Record<string, number> }[] = [];
+  let cur: (typeof out)[number] | null = null;
+  for (const line of fs.readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (m) {
+      cur = m[3].includes(`memfd:${name}`) ? { start: BigInt('0x' + m[1]), size: Number(BigInt('0x' + m[2]) - BigInt('0x' + m[1])), fields: {} } : null;
+      if (cur) out.push(cur);
+      continue;
+    }
+    const f = /^(\w+):\s+(\d+) kB/.exec(line);
+    if (cur && f) cur.fields[f[1]] = Number(f[2]);
+  }
+  return out;
+}
+
+t.test('aligned mappings and huge pages (the Shared Buffers region)', async (t) => {
+  const size = 4 * HUGE_PAGE_SIZE + 4096;
+  const mfd = memfdCreate('zcsw-test-huge', size);
+  t.teardown(() => closeFd(mfd));
+  const a = mmapShared(mfd, size, 0, HUGE_PAGE_SIZE);
+  const [m] = smapsOf('zcsw-test-huge');
+  t.equal(m.start % BigInt(HUGE_PAGE_SIZE), 0n, 'mapped at a 2 MiB boundary');
+  t.equal(m.size, size, 'exactly the size asked for (the alignment slack was released)');
+  t.throws(() => mmapShared(mfd, 4096, 0, 3000), RangeError, 'align must be a power of two');
+  t.throws(() => adviseHugePages(new ArrayBuffer(8)), RangeError, 'only live mappings');
+  const err = adviseHugePages(a);
+  t.type(err, 'number');
+  if (err === 0) {
+    const pmd = (x: { fields: Record<string, number> }) => (x.fields.ShmemPmdMapped ?? 0) + (x.fields.FilePmdMapped ?? 0);
+    t.ok(pmd(smapsOf('zcsw-test-huge')[0]) >= 4 * 2048, 'the four whole 2 MiB extents are huge pages');
+    // A second process-like mapping of the same memfd (what a VM does) uses them too.
+    const b = mmapShared(mfd, size, 0, HUGE_PAGE_SIZE);
+    const v = new Uint8Array(b);
+    let sum = 0;
+    for (let i = 0; i < size; i += 4096) sum += v[i];
+    t.equal(sum, 0);
+    const maps = smapsOf('zcsw-test-huge');
+    t.equal(maps.length, 2);
+    t.ok(maps.every((x) => pmd(x) >= 4 * 2048), 'a second aligned mapping maps them as huge pages as well');
+    munmap(b);
+  } else {
+    t.comment(`kernel refused MADV_COLLAPSE (errno ${err}): the region stays on 4 KiB pages, which the switch logs`);
+  }
+  munmap(a);
 });
 
 t.test('errors: codes, errno, argument validation', async (t) => {

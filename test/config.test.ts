@@ -46,7 +46,7 @@ t.test('defaults are filled from a minimal config', async (t) => {
     controlSocket: '/tmp/zcswitch/zcswitch.ctl',
     mode: 'pair',
     bridge: { ageingSec: 300, macTableSize: 4096 },
-    sharedBuffers: { bufCount: 4096, bufSize: 2048, base: 0x4000000000n },
+    sharedBuffers: { bufCount: 4096, bufSize: 2048, base: 0x4000000000n, hugePages: true },
     ports: [
       { name: 'vm1', type: 'vhost', ifname: 'vm1', partition: { start: 0, count: 2048 } },
       { name: 'vm2', type: 'vhost', ifname: 'vm2', partition: { start: 2048, count: 2048 } },
@@ -91,7 +91,7 @@ t.test('config/default.json loads', async (t) => {
   t.strictSame(cfg.ports.map((p) => p.name), ['vm1', 'vm2']);
   t.strictSame(cfg.pairs, [['vm1', 'vm2']]);
   t.equal(cfg.mode, 'pair');
-  t.strictSame(cfg.sharedBuffers, { bufCount: 4096, bufSize: 2048, base: 0x4000000000n });
+  t.strictSame(cfg.sharedBuffers, { bufCount: 4096, bufSize: 2048, base: 0x4000000000n, hugePages: true });
   t.strictSame(cfg.forwarding, { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50, queuePairs: 8 });
 });
 

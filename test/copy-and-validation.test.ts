@@ -53,6 +53,35 @@ t.test('copy path, bad descriptors, and traffic that keeps flowing', async (t) =
   await waitFor('not-owner drop', async () => (await vm1()).drops['not-owner'] === 1);
   t.pass('sending a buffer owned by the peer: not-owner');
 
+  // 3b. A gift chain (several 12-byte whole-buffer links): good links move
+  // to the peer one by one, bad ones are counted and skipped.
+  const sh = drv.shared!;
+  const at = (b: number) => sh.base + b * sh.bufSize;
+  const g1 = drv.alloc();
+  const g2 = drv.alloc();
+  const g3 = drv.alloc();
+  const owned = async () => {
+    const st = await sw.stats();
+    return (name: string) => st.ports.find((p) => p.name === name)!.buffersOwned;
+  };
+  const before = await owned();
+  drv.injectRawTx([
+    { addr: at(g1), len: 12, next: 1 },
+    { addr: at(notMine), len: 12, next: 2 },
+    { addr: at(g2), len: 12, next: 3 },
+    { addr: at(g3), len: 100, next: 4 },
+    { addr: at(g3) + 64, len: 12 },
+  ]);
+  await waitFor('the gift chain to be handled', async () => (await vm1()).giftsIn === 2);
+  c = await vm1();
+  t.equal(c.drops['not-owner'], 2, 'a link owned by the peer: not-owner');
+  t.equal(c.drops['bad-zc-desc'], 2, 'a link that is not 12 bytes, and one not at a buffer start: bad-zc-desc');
+  let s = await sw.stats();
+  t.ok(s.ledger.ok, 'ledger balanced after the gift chain');
+  const after = await owned();
+  t.equal(after('vm2'), before('vm2') + 2, 'the two good links now belong to vm2');
+  t.equal(after('vm1'), before('vm1') - 2, 'and no longer to vm1');
+
   // 4. Zero-copy traffic still flows.
   const stats0 = counters(await sw.port('vm2')).txPackets;
   let seq = 1;
@@ -83,7 +112,7 @@ t.test('copy path, bad descriptors, and traffic that keeps flowing', async (t) =
   t.equal(k.summary.received, 1001, 'sink got the copied frame and the 1000 zero-copy ones, nothing else');
   t.equal(k.summary.verified, 1001, 'all intact');
   t.equal(k.summary.lost, 0, 'no gaps in the sequence');
-  const s = await sw.stats();
+  s = await sw.stats();
   t.ok(s.ledger.ok, `ledger balanced: ${s.ledger.problems.join('; ')}`);
   t.ok(sw.child.exitCode === null, 'switch still running');
 });

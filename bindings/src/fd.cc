@@ -1,7 +1,9 @@
-// Generic fd operations used by every other part (close, dup, O_NONBLOCK).
+// Generic fd operations used by every other part (close, dup, O_NONBLOCK),
+// and sched_yield for polling loops.
 #include <napi.h>
 
 #include <fcntl.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include "args.h"
@@ -41,7 +43,16 @@ Napi::Value SetNonBlocking(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// sched_yield(2): a polling loop that found nothing gives its core to
+// whoever else is runnable (three pollers on two cores), yet comes back at
+// once when nobody is.
+Napi::Value SchedYield(const Napi::CallbackInfo& info) {
+  ::sched_yield();
+  return info.Env().Undefined();
+}
+
 void InitFd(Napi::Env env, Napi::Object exports) {
+  exports.Set("schedYield", Napi::Function::New(env, SchedYield, "schedYield"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
   exports.Set("setNonBlocking", Napi::Function::New(env, SetNonBlocking, "setNonBlocking"));

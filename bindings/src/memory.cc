@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdint>
 #include <mutex>
 #include <unordered_map>
 
@@ -50,6 +52,67 @@ void FinalizeMapping(Napi::Env, void*, Mapping* m) {
   delete m;
 }
 
+// mmap(MAP_SHARED) at an address that is a multiple of align (0: anywhere).
+// A huge-page-backed region can be mapped with PMD entries only when its
+// address is 2 MiB aligned, so reserve align bytes more than needed, map
+// the file over the aligned part (MAP_FIXED) and release the slack.
+void* MapAligned(int fd, size_t size, off_t offset, size_t align) {
+  const int prot = PROT_READ | PROT_WRITE;
+  if (align == 0) return ::mmap(nullptr, size, prot, MAP_SHARED, fd, offset);
+  size_t span = size + align;
+  char* r = static_cast<char*>(::mmap(nullptr, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+  if (r == MAP_FAILED) return MAP_FAILED;
+  char* a = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(r) + align - 1) & ~(uintptr_t)(align - 1));
+  void* m = ::mmap(a, size, prot, MAP_SHARED | MAP_FIXED, fd, offset);
+  if (m == MAP_FAILED) {
+    int err = errno;
+    ::munmap(r, span);
+    errno = err;
+    return MAP_FAILED;
+  }
+  if (a > r) ::munmap(r, a - r);
+  char* end = a + size;
+  if (r + span > end) ::munmap(end, (r + span) - end);
+  return a;
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+
+// Back a live mapping with transparent huge pages now: MADV_HUGEPAGE for
+// later faults, MADV_COLLAPSE for what exists (shmem collapse works even
+// when the system's shmem THP setting is "never", but only over populated
+// pages, hence MADV_POPULATE_WRITE first). Returns 0 or the errno
+// of the collapse; never throws for a refusal (huge pages are an
+// optimisation, the caller logs the outcome).
+Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArrayBuffer())
+    ThrowType(env, "adviseHugePages: buf must be an ArrayBuffer");
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+  void* addr = ab.Data();
+  size_t len = ab.ByteLength();
+  {
+    std::lock_guard<std::mutex> g(g_lock);
+    auto it = addr ? g_mappings.find(addr) : g_mappings.end();
+    if (it == g_mappings.end() || it->second->len != len)
+      ThrowRange(env, "adviseHugePages: buffer is not a live mapping created by mmapShared");
+  }
+  ::madvise(addr, len, MADV_HUGEPAGE);
+  if (::madvise(addr, len, MADV_POPULATE_WRITE) != 0) {
+    // Before Linux 5.14: fault every page in by hand.
+    static const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+    volatile char* p = static_cast<volatile char*>(addr);
+    for (size_t i = 0; i < len; i += page) p[i] = p[i];
+  }
+  int rc = ::madvise(addr, len, MADV_COLLAPSE);
+  return Napi::Number::New(env, rc == 0 ? 0 : errno);
+}
+
 Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = StringArg(info, 0, "memfdCreate", "name");
@@ -75,8 +138,12 @@ Napi::Value MmapShared(const Napi::CallbackInfo& info) {
     ThrowRange(env, "mmapShared: offset must be a multiple of the page size (" +
                         std::to_string(page) + ")");
 
-  void* addr = ::mmap(nullptr, static_cast<size_t>(size), PROT_READ | PROT_WRITE,
-                      MAP_SHARED, fd, static_cast<off_t>(offset));
+  int64_t align = OptIntArg(info, 3, "mmapShared", "align", 0, int64_t{1} << 30, 0);
+  if (align != 0 && (align < page || (align & (align - 1)) != 0))
+    ThrowRange(env, "mmapShared: align must be 0 or a power of two >= the page size");
+
+  void* addr = MapAligned(fd, static_cast<size_t>(size), static_cast<off_t>(offset),
+                          static_cast<size_t>(align));
   if (addr == MAP_FAILED) ThrowErrno(env, "mmapShared", "mmap");
 
   auto* m = new Mapping{addr, static_cast<size_t>(size), false};
@@ -141,6 +208,7 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate, "memfdCreate"));
   exports.Set("mmapShared", Napi::Function::New(env, MmapShared, "mmapShared"));
   exports.Set("munmap", Napi::Function::New(env, Munmap, "munmap"));
+  exports.Set("adviseHugePages", Napi::Function::New(env, AdviseHugePages, "adviseHugePages"));
   exports.Set("fdSize", Napi::Function::New(env, FdSize, "fdSize"));
 }
 

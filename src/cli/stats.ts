@@ -75,7 +75,7 @@ export function renderStats(s: SwitchStats): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (r: string[]) => r.map((v, i) => v.padEnd(widths[i])).join('  ').trimEnd() + '\n';
   const sb = s.sharedBuffers;
-  let out = `${s.mode} mode, up ${s.uptimeSec.toFixed(0)} s, shared buffers ${sb.bufCount} x ${sb.bufSize} B, pool ${sb.pool}, ` +
+  let out = `${s.mode} mode, up ${s.uptimeSec.toFixed(0)} s, shared buffers ${sb.bufCount} x ${sb.bufSize} B${sb.hugePages ? ' (huge pages)' : ''}, pool ${sb.pool}, ` +
     `ledger ${s.ledger.ok ? 'balanced' : 'UNBALANCED: ' + s.ledger.problems.join('; ')}\n`;
   out += line(head) + rows.map(line).join('');
   return out;

@@ -280,7 +280,7 @@ export function resolveConfig(file: ConfigFile): SwitchConfig {
     controlSocket: file.controlSocket ?? socketPathIn(socketDir, DEFAULTS.controlSocketName),
     mode: file.mode,
     bridge: { ...file.bridge },
-    sharedBuffers: { bufCount, bufSize: file.sharedBuffers.bufSize, base: file.sharedBuffers.base },
+    sharedBuffers: { ...file.sharedBuffers, bufCount },
     ports,
     pairs: file.pairs.map(([a, b]): [string, string] => [a, b]),
     forwarding: { ...file.forwarding },

@@ -49,6 +49,8 @@ export interface SwitchConfig {
     bufSize: number;
     /** Guest physical address at which every VM sees the shared region. */
     base: bigint;
+    /** Back the region with 2 MiB transparent huge pages when the kernel allows it. */
+    hugePages: boolean;
   };
   ports: PortConfig[];
   pairs: [string, string][];
@@ -238,6 +240,7 @@ export const sharedBuffersSchema = z
     bufCount: bufCountSchema,
     bufSize: bufSizeSchema,
     base: baseSchema,
+    hugePages: z.boolean().default(true),
   })
   .strict();
 

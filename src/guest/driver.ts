@@ -22,7 +22,7 @@ import type { Logger } from '../log';
 import { decodeU64, memTable, u64, vringAddr, vringState } from '../vhost/codec';
 import { PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, Req } from '../vhost/protocol';
 import {
-  VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED,
+  GIFT_CHAIN_MAX, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED,
   VIRTIO_NET_HDR_SIZE, VIRTIO_RING_F_EVENT_IDX, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_MAX_SIZE, bit, hasBit,
 } from '../virtio/defs';
 import { DriverQueue } from '../virtio/driver-queue';
@@ -344,10 +344,49 @@ export class GuestDriver {
     }
   }
 
+  /**
+   * Hand buffers above the low watermark back to the peer, up to
+   * GIFT_CHAIN_MAX per descriptor chain: the switch moves a whole chain for
+   * one tx entry, which halves what one-way traffic costs it in gifts.
+   */
   private giftSurplus(): void {
-    while (this.freeTop > this.giftLow && this.canSend(0)) {
-      this.send(this.freePool[--this.freeTop], 0, VIRTIO_NET_HDR_F_GIFT_BUFFER, 0);
+    const qp = this.qps[0];
+    for (;;) {
+      let k = this.freeTop - this.giftLow;
+      if (k > GIFT_CHAIN_MAX) k = GIFT_CHAIN_MAX;
+      if (k > qp.txq.freeDescs) k = qp.txq.freeDescs;
+      if (k > qp.rxq.freeDescs) k = qp.rxq.freeDescs;
+      if (k <= 0) return;
+      this.sendGiftChain(qp, k);
     }
+  }
+
+  /**
+   * One gift: k free buffers as one chain of 12-byte descriptors (DESIGN
+   * §3.4, docs/protocol.md). Only the first header carries GIFT_BUFFER;
+   * the receiver takes any 12-byte completion as a buffer handed back.
+   */
+  private sendGiftChain(qp: QueuePair, k: number): void {
+    const sh = this.shared!;
+    const q = qp.txq;
+    // Built tail first, so each descriptor can name the one after it.
+    let next = 0;
+    let b = -1;
+    for (let i = 0; i < k; i++) {
+      b = this.freePool[--this.freeTop];
+      // Rule 2 (DESIGN §3): post b on our own rx before it leaves on tx.
+      this.postShared(b, 0);
+      const id = q.allocDesc();
+      q.ring.setDesc(id, sh.base + b * sh.bufSize, VIRTIO_NET_HDR_SIZE, i === 0 ? 0 : VIRTQ_DESC_F_NEXT, next);
+      qp.txNext[id] = next;
+      next = id;
+    }
+    writeNetHdr(sh.mem, b * sh.bufSize, VIRTIO_NET_HDR_F_GIFT_BUFFER, 1);
+    qp.txKind[next] = b;
+    qp.txSpan[next] = k;
+    q.addAvail(next);
+    qp.txDirty = true;
+    this.counters.giftsSent += k;
   }
 
   /**
@@ -395,7 +434,9 @@ export class GuestDriver {
           this.counters.rxErrors++;
           continue;
         }
-        if (flags & (VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED)) {
+        // A buffer handed back: 12 bytes (a gift, or a link of a gift chain
+        // whose header nobody wrote) or flagged.
+        if (len === VIRTIO_NET_HDR_SIZE || flags & (VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED)) {
           if (flags & VIRTIO_NET_HDR_F_RETURNED) {
             this.counters.returned++;
             if (flags & VIRTIO_NET_HDR_F_GIFT_BUFFER) this.giftsBlocked = true;
@@ -445,6 +486,18 @@ export class GuestDriver {
       if (kind === KIND_RAW) {
         for (const d of this.rawChains.get(id) ?? [id]) q.freeDesc(d);
         this.rawChains.delete(id);
+        continue;
+      }
+      if (qp.txSpan[id] > 1) {
+        // A gift chain: free every link.
+        let d = id;
+        for (let i = qp.txSpan[id]; i > 1; i--) {
+          const nx = qp.txNext[d];
+          q.freeDesc(d);
+          d = nx;
+        }
+        q.freeDesc(d);
+        qp.txSpan[id] = 0;
         continue;
       }
       q.freeDesc(id);

@@ -13,6 +13,10 @@ export class QueuePair {
   readonly rxOwn: Uint8Array;
   /** tx descriptor -> shared buffer, private slot -(k+1), or KIND_RAW. */
   readonly txKind: Int32Array;
+  /** Gift chains: descriptors in the chain at this head (0 or 1: a lone descriptor). */
+  readonly txSpan: Uint8Array;
+  /** Gift chains: the next descriptor of each link (our copy: the ring's is the switch's to read). */
+  readonly txNext: Uint16Array;
   ownPosted = 0;
   rxDirty = false;
   txDirty = false;
@@ -21,6 +25,8 @@ export class QueuePair {
     this.rxKind = new Int32Array(rxq.ring.num);
     this.rxOwn = new Uint8Array(rxq.ring.num);
     this.txKind = new Int32Array(txq.ring.num);
+    this.txSpan = new Uint8Array(txq.ring.num);
+    this.txNext = new Uint16Array(txq.ring.num);
   }
 }
 

@@ -3,9 +3,11 @@
  * runs): gen (send self-checking frames, and verify whatever comes back),
  * sink (verify and count), echo (send every frame back, zero-copy when it
  * arrived in a shared buffer). One loop, spin-then-sleep: it polls while
- * there is work and for spinUs after, then sleeps on the call eventfds.
+ * there is work and for spinUs after (yielding the core on empty passes),
+ * then sleeps on the call eventfds.
  */
 import { performance } from 'node:perf_hooks';
+import { schedYield } from '../../bindings';
 import { GuestDriver } from './driver';
 import { FrameChecker, SequenceTracker, Verdict, writeAnnounceFrame, writeTestFrame } from './test-packet';
 
@@ -135,6 +137,8 @@ export class TrafficVm {
       }
       return;
     }
+    // Spinning: give the core away if someone else wants it (see PollLoop).
+    if (work === 0) schedYield();
     setImmediate(this.loop);
   };
 

@@ -4,7 +4,7 @@
  * memory. The fd is what travels over vhost-user; the mapping is what the
  * data path reads and writes.
  */
-import { closeFd, memfdCreate, mmapShared, munmap } from '../../bindings';
+import { HUGE_PAGE_SIZE, closeFd, memfdCreate, mmapShared, munmap } from '../../bindings';
 
 export class MemfdRegion {
   fd: number;
@@ -16,7 +16,8 @@ export class MemfdRegion {
     this.size = size;
     this.fd = memfdCreate(name, size);
     try {
-      this.buffer = mmapShared(this.fd, size);
+      // 2 MiB aligned when it is that big, so huge pages can back it.
+      this.buffer = mmapShared(this.fd, size, 0, size >= HUGE_PAGE_SIZE ? HUGE_PAGE_SIZE : 0);
     } catch (e) {
       closeFd(this.fd);
       throw e;

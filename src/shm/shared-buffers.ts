@@ -5,12 +5,26 @@
  * base + i × bufSize. bufSize is a multiple of 64, so every buffer is
  * cache-line aligned (the region itself is page aligned).
  */
+import { HUGE_PAGE_SIZE, adviseHugePages } from '../../bindings';
 import { MemfdRegion } from './memfd-region';
 
 export class SharedBuffers extends MemfdRegion {
   constructor(readonly bufCount: number, readonly bufSize: number, readonly base: number) {
     if (bufSize % 64 !== 0) throw new RangeError(`bufSize ${bufSize} is not a multiple of 64`);
     super('zcswitch-shared-buffers', bufCount * bufSize);
+  }
+
+  /**
+   * Ask the kernel to back the region with 2 MiB pages. Returns null when
+   * it did, else why not (the region works either way, only slower for
+   * big buffers: each one is then a TLB miss for whoever touches it).
+   */
+  useHugePages(): string | null {
+    if (this.size < HUGE_PAGE_SIZE) return `region (${this.size} B) is smaller than one huge page`;
+    const err = adviseHugePages(this.buffer);
+    if (err === 0) return null;
+    const names: Record<number, string> = { 11: 'EAGAIN', 12: 'ENOMEM', 22: 'EINVAL (kernel without MADV_COLLAPSE, before 6.1?)', 1: 'EPERM' };
+    return `madvise(MADV_COLLAPSE) failed: ${names[err] ?? `errno ${err}`}`;
   }
 
   /** Buffer index for a guest address inside the window, or -1. */

@@ -64,9 +64,13 @@ export class PairForwarder {
         this.copyPacket(src, qi, dst, cnt);
         continue;
       }
+      if (cnt > 1) {
+        this.giftChain(src, dst, cnt);
+        continue;
+      }
       // A shared buffer: one descriptor, starting at the buffer, within it.
       const len = seg.len[0];
-      if (cnt !== 1 || addr !== shared.addrOf(b) || len > shared.bufSize) {
+      if (addr !== shared.addrOf(b) || len > shared.bufSize) {
         c.drop(Drop.BadZcDesc);
         continue;
       }
@@ -108,6 +112,40 @@ export class PairForwarder {
       if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
     }
     return n;
+  }
+
+  /**
+   * Several shared buffers in one chain can only be a gift chain (GIFT_CHAIN_MAX):
+   * each link a whole buffer of 12 bytes, the sender's, delivered to the
+   * peer on its own like a lone gift. A bad link is counted and skipped.
+   */
+  private giftChain(src: Port, dst: Port | null, cnt: number): void {
+    const { shared, ledger, seg } = this;
+    const c = src.counters;
+    const srcId = src.id;
+    const dstUp = dst !== null && dst.nq > 0;
+    for (let i = 0; i < cnt; i++) {
+      const addr = seg.addr[i];
+      const b = shared.indexOf(addr);
+      if (b < 0 || addr !== shared.addrOf(b) || seg.len[i] !== VIRTIO_NET_HDR_SIZE) {
+        c.drop(Drop.BadZcDesc);
+        continue;
+      }
+      if (ledger.owner[b] !== srcId) {
+        c.drop(Drop.NotOwner);
+        continue;
+      }
+      c.giftsIn++;
+      if (dstUp) {
+        if (dst!.rxSlot[b] < 0) dst!.ingestRx();
+        if (dst!.completeSlot(b, VIRTIO_NET_HDR_SIZE)) {
+          ledger.transfer(b, dst!.id);
+          dst!.counters.giftsOut++;
+          continue;
+        }
+      }
+      if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
+    }
   }
 
   private mirrorShared(src: Port, dst: Port, off: number, len: number): void {

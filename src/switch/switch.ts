@@ -53,7 +53,7 @@ export interface PortStats {
 export interface SwitchStats {
   mode: string;
   uptimeSec: number;
-  sharedBuffers: { bufCount: number; bufSize: number; base: string; pool: number };
+  sharedBuffers: { bufCount: number; bufSize: number; base: string; pool: number; hugePages: boolean };
   ledger: LedgerCheck;
   ports: PortStats[];
 }
@@ -78,10 +78,13 @@ export class Switch {
   private safetyTimer: NodeJS.Timeout | null = null;
   private readonly started = Date.now();
   private stopped = false;
+  /** null: the region is backed by huge pages; else why it is not. */
+  readonly hugePages: string | null;
 
   constructor(readonly cfg: SwitchConfig, readonly log: Logger) {
     const sb = cfg.sharedBuffers;
     this.shared = new SharedBuffers(sb.bufCount, sb.bufSize, Number(sb.base));
+    this.hugePages = sb.hugePages ? this.shared.useHugePages() : 'disabled by sharedBuffers.hugePages';
     this.ledger = new OwnershipLedger(sb.bufCount);
     this.forwarder = new PairForwarder(this.shared, this.ledger, cfg.forwarding.burst);
     this.loop = new PollLoop(this, cfg.forwarding.pollMode, cfg.forwarding.spinUs);
@@ -150,7 +153,11 @@ export class Switch {
     if (cfg.stats.intervalMs > 0) {
       this.statsTimer = setInterval(() => this.log.info({ stats: this.stats().ports }, 'port stats'), cfg.stats.intervalMs);
     }
-    this.log.info({ mode: cfg.mode, bufCount: cfg.sharedBuffers.bufCount, bufSize: cfg.sharedBuffers.bufSize }, 'switch started');
+    const sb = cfg.sharedBuffers;
+    this.log.info(
+      { mode: cfg.mode, bufCount: sb.bufCount, bufSize: sb.bufSize, hugePages: this.hugePages === null ? true : this.hugePages },
+      'switch started',
+    );
   }
 
   private listen(port: Port): void {
@@ -213,6 +220,7 @@ export class Switch {
       sharedBuffers: {
         bufCount: this.shared.bufCount, bufSize: this.shared.bufSize,
         base: `0x${this.shared.base.toString(16)}`, pool: this.ledger.pool,
+        hugePages: this.hugePages === null,
       },
       ledger: this.ledger.check(),
       ports: this.byId.map((p) => ({

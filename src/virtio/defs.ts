@@ -58,6 +58,13 @@ export const VIRTIO_NET_HDR_F_RSC_INFO = 4;
  */
 export const VIRTIO_NET_HDR_F_GIFT_BUFFER = 0x40;
 /**
+ * A gift may carry several buffers: a chain of descriptors, each a whole
+ * shared buffer with length VIRTIO_NET_HDR_SIZE; only the first header
+ * needs GIFT_BUFFER. The switch delivers each link to the peer as its own
+ * 12-byte rx completion, so one tx entry moves up to this many buffers.
+ */
+export const GIFT_CHAIN_MAX = VIRTQ_MAX_CHAIN;
+/**
  * zcswitch extension: the switch could not deliver this shared buffer and
  * hands it back to its sender through the sender's own posted rx
  * descriptor (DESIGN §3.5). The sender still owns it; it is not a packet.
