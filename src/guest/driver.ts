@@ -157,7 +157,7 @@ export class GuestDriver {
     this.copyTargets = o.copyTargets ?? 256;
     const privTx = o.privateTx ?? 64;
     const rxNum = o.rxQueueSize ?? Math.min(VIRTQ_MAX_SIZE, nextPow2(bufCount + this.copyTargets));
-    const txNum = o.txQueueSize ?? 256;
+    const txNum = o.txQueueSize ?? 1024;
     if (rxNum < bufCount) throw new Error(`rx queue size ${rxNum} cannot hold the region's ${bufCount} buffers`);
     this.copyTargets = Math.min(this.copyTargets, rxNum - bufCount);
     const slotSize = o.slotSize ?? Math.max(2048, sh ? sh.bufSize : 0);
