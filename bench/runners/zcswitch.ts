@@ -127,6 +127,10 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
       warnings.push(`vm2 counted ${rxSummary.received} received packets, the switch delivered ${delivered}`);
     }
     if (!fin.ledger.ok) warnings.push(`ledger unbalanced after the run: ${fin.ledger.problems.join('; ')}`);
+    // Without huge pages every buffer of a big region is a TLB miss for the VMs: say so next to the number.
+    if (!fin.sharedBuffers.hugePages && fin.sharedBuffers.bufCount * fin.sharedBuffers.bufSize >= 2 ** 21) {
+      warnings.push('the shared region is on 4 KiB pages (the kernel refused huge pages: see the switch log)');
+    }
     if (g.code !== 0 && g.signal === null) warnings.push(`gen exited with status ${g.code}`);
     const avgLen = packets > 0 ? bytes / packets : null;
     checkLength(avgLen, s.size, warnings);
@@ -145,6 +149,7 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
         perDirection: s.bidirectional ? { 'vm1->vm2': d('vm2', 'txPackets'), 'vm2->vm1': d('vm1', 'txPackets') } : undefined,
         zeroCopyPackets: names.reduce((n, p) => n + d(p, 'zeroCopy'), 0),
         copiedPackets: names.reduce((n, p) => n + d(p, 'copied'), 0),
+        hugePages: fin.sharedBuffers.hugePages,
         kicks: names.reduce((n, p) => n + d(p, 'kicks'), 0),
         calls: names.reduce((n, p) => n + d(p, 'calls'), 0),
         vmCpuSec: { vm1: cpuDelta('vm1'), vm2: cpuDelta('vm2') },
