@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { POLL_MODES, type PollMode } from '../src/config';
 import { killAll } from './lib/child';
+import { pinProblem } from './lib/pin';
 import { fmtDuration, setClockTicks, sig, spread } from './lib/util';
 import { clockTicksPerSec, machineInfo } from './machine';
 import { Progress, type ProgressMode } from './progress';
@@ -50,6 +51,8 @@ export interface BenchOptions {
   out?: string;
   progress?: ProgressMode;
   bufCount?: number;
+  /** One CPU per process (bench/lib/pin.ts). */
+  pin?: boolean;
 }
 
 const DEFAULT_BURST = 64;
@@ -75,6 +78,7 @@ export function resolveSettings(o: BenchOptions): BenchSettings {
     defaultBurst: DEFAULT_BURST,
     defaultPollMode: DEFAULT_POLL,
     bufCount: o.bufCount ?? null,
+    pin: !!o.pin,
   };
 }
 
@@ -136,6 +140,8 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
   const base = path.join(outDir, timestamp(started));
   const files = { json: `${base}.json`, markdown: `${base}.md`, svg: `${base}.svg` };
   if (!fs.existsSync(CLI_PATH)) throw new Error(`${CLI_PATH} is missing: run \`npm run build\` first`);
+  const pinErr = settings.pin ? pinProblem() : null;
+  if (pinErr) throw new Error(pinErr);
 
   const log = (m: string) => process.stderr.write(m + '\n');
   const scenarios = planScenarios(settings);
@@ -206,7 +212,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
         const what = `${r.id} run ${run}/${settings.runs}`;
         progress.start(what);
         const ctx: RunContext = {
-          run, warmupSec: settings.warmupSec, durationSec: settings.durationSec, cli: CLI_PATH, bufCount: settings.bufCount,
+          run, warmupSec: settings.warmupSec, durationSec: settings.durationSec, cli: CLI_PATH, bufCount: settings.bufCount, pin: settings.pin,
           setup: (info) => {
             r.setup ??= info;
           },

@@ -127,6 +127,8 @@ export interface BenchSettings {
   defaultPollMode: PollMode;
   /** zcswitch sharedBuffers.bufCount; null: the project default, capped per size (see bench/runners/common.ts). */
   bufCount: number | null;
+  /** One CPU per process (bench/lib/pin.ts); false: the scheduler places them. */
+  pin: boolean;
 }
 
 export interface MachineInfo {

@@ -10,6 +10,7 @@ import t from 'tap';
 import { DEFAULTS } from '../src/config';
 import { planScenarios, resolveSettings } from '../bench/harness';
 import { REGION_CAP_BYTES, bufCountFor, bufSizeFor } from '../bench/runners/common';
+import { cpuPlan } from '../bench/lib/pin';
 import { which } from '../bench/lib/util';
 import { StatsParser, findDpdk, geometry } from '../bench/runners/dpdk';
 import { seriesOf } from '../bench/report/svg';
@@ -247,6 +248,26 @@ t.test('DPDK peers are skipped with a clear line when testpmd is missing', async
   const { json, md } = outputs(out);
   t.same(json.scenarios.map((s) => [s.id, s.status]), [['dpdk-vhost/64', 'skipped'], ['memif/64', 'skipped']]);
   t.match(md, /dpdk-vhost .*\*\*skipped\*\*/, 'the report says so too');
+});
+
+t.test('--pin: one CPU per process, as the kernel sees it', async (t) => {
+  t.strictSame(cpuPlan(3, 2), [0, 1, 1], 'two CPUs: the switch alone, both VMs on the other');
+  t.strictSame(cpuPlan(3, 16), [0, 1, 2], 'sixteen: each its own');
+  t.strictSame(cpuPlan(2, 1), [0, 0], 'one CPU: everything on it');
+  const out = tempDir('zcs-bench-');
+  t.teardown(() => fs.rmSync(out, { recursive: true, force: true }));
+  const r = await runCli(['bench', '--pin', '--only', 'zc-oneway', '--sizes', '64', '--runs', '1', '--warmup', '0.2', '--duration', '0.5',
+    '--out', out, '--progress', 'lines'], {}, 60000);
+  if (r.code !== 0) t.comment(r.err.slice(-2000));
+  t.equal(r.code, 0, 'exit 0');
+  const { json, md } = outputs(out);
+  const s = json.scenarios[0];
+  t.equal(s.status, 'ok', `${s.id} ran: ${s.errors.join('; ')}`);
+  t.ok(s.runs[0].mpps > 0, `positive rate (${s.runs[0].mpps.toFixed(2)} Mpps)`);
+  const plan = cpuPlan(3);
+  t.strictSame(s.runs[0].extra?.cpusAllowed, { switch: String(plan[0]), vm2: String(plan[1]), vm1: String(plan[2]) },
+    'each process was allowed exactly the CPU the plan gave it');
+  t.match(md, /Processes pinned \(--pin\)/, 'the report says the processes were pinned');
 });
 
 const dpdk = findDpdk();

@@ -10,6 +10,8 @@ export interface RunContext {
   cli: string;
   /** zcswitch sharedBuffers.bufCount; null: bufCountFor(size). */
   bufCount: number | null;
+  /** One CPU per process (bench/lib/pin.ts). */
+  pin: boolean;
   /** Called once with how the processes were set up (recorded in the JSON). */
   setup(info: Record<string, unknown>): void;
 }

@@ -21,6 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { type Child, startChild } from '../lib/child';
+import { cpuPlan } from '../lib/pin';
 import { sleep, treeCpuSec, waitFor, which } from '../lib/util';
 import type { RunMetrics, Scenario } from '../types';
 import { type RunContext, checkLength } from './common';
@@ -152,11 +153,11 @@ export class StatsParser {
 
 let seq = 0;
 
-function eal(prefix: string, memMb: number, extra: string[] = []): string[] {
+function eal(prefix: string, memMb: number, extra: string[] = [], cpu: number | null = null): string[] {
   const n = Math.max(1, os.cpus().length);
-  const cpus = `(${Array.from({ length: n }, (_, i) => i).join(',')})`;
   // Two lcores (main + one forwarding) that may run on any CPU: the scheduler
-  // shares the cores among all processes, as it does for zcswitch.
+  // shares the cores among all processes, as it does for zcswitch. --pin: both on one CPU.
+  const cpus = cpu !== null ? String(cpu) : `(${Array.from({ length: n }, (_, i) => i).join(',')})`;
   return ['--no-huge', '--no-pci', '--no-shconf', '-m', String(memMb), '--file-prefix', prefix, '--lcores', `0@${cpus},1@${cpus}`, ...extra];
 }
 
@@ -195,6 +196,8 @@ export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools): P
   const procs: Proc[] = [];
   const warnings: string[] = [];
   const memif = s.system === 'dpdk-memif';
+  // --pin: vhost switch, rx VM, tx VM; memif: rx, tx.
+  const cores = ctx.pin ? cpuPlan(memif ? 2 : 3) : [null, null, null];
   const t0 = performance.now();
   const dbg = (m: string) => {
     if (process.env.ZC_BENCH_DEBUG) process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(2)}] ${s.id}: ${m}\n`);
@@ -206,7 +209,7 @@ export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools): P
     if (!memif) {
       const sock = [path.join(dir, 'vhost0.sock'), path.join(dir, 'vhost1.sock')];
       sw = startPmd(tools, 'switch', [
-        ...eal(`${prefix}sw`, g.memMb),
+        ...eal(`${prefix}sw`, g.memMb, [], cores[0]),
         '--vdev', `net_vhost0,iface=${sock[0]},queues=1`, '--vdev', `net_vhost1,iface=${sock[1]},queues=1`,
         '--', ...app(s, g, 'io'),
       ]);
@@ -216,14 +219,14 @@ export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools): P
         return sock.every((p) => fs.existsSync(p)) && /Port 1: /.test(sw!.child.stdout());
       }, 30000, 50);
       const vuser = (p: string) => `net_virtio_user0,path=${p},queues=1,queue_size=${g.queue}`;
-      rx = startPmd(tools, 'rx VM', [...eal(`${prefix}rx`, g.memMb), '--vdev', vuser(sock[1]), '--', ...app(s, g, 'rxonly')]);
-      tx = startPmd(tools, 'tx VM', [...eal(`${prefix}tx`, g.memMb), '--vdev', vuser(sock[0]), '--', ...app(s, g, 'txonly')]);
+      rx = startPmd(tools, 'rx VM', [...eal(`${prefix}rx`, g.memMb, [], cores[1]), '--vdev', vuser(sock[1]), '--', ...app(s, g, 'rxonly')]);
+      tx = startPmd(tools, 'tx VM', [...eal(`${prefix}tx`, g.memMb, [], cores[2]), '--vdev', vuser(sock[0]), '--', ...app(s, g, 'txonly')]);
       procs.push(rx, tx);
     } else {
       const sock = path.join(dir, 'memif.sock');
       const zc = s.group === 'memif-zc';
       const dev = (role: string) => `net_memif0,role=${role},socket=${sock},id=0,rsize=${Math.log2(Math.min(g.queue, 4096))},bsize=${g.memifBsize}`;
-      rx = startPmd(tools, 'memif server (rx)', [...eal(`${prefix}rx`, g.memMb), '--vdev', dev('server'), '--', ...app(s, g, 'rxonly')]);
+      rx = startPmd(tools, 'memif server (rx)', [...eal(`${prefix}rx`, g.memMb, [], cores[0]), '--vdev', dev('server'), '--', ...app(s, g, 'rxonly')]);
       procs.push(rx);
       await waitFor('the memif server to start', () => {
         ensureRunning(procs);
@@ -231,7 +234,7 @@ export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools): P
       }, 30000, 50);
       // memif zero-copy (client side) needs its memory in one file segment.
       tx = startPmd(tools, 'memif client (tx)', [
-        ...eal(`${prefix}tx`, g.memMb, zc ? ['--single-file-segments'] : []),
+        ...eal(`${prefix}tx`, g.memMb, zc ? ['--single-file-segments'] : [], cores[1]),
         '--vdev', `${dev('client')},zero-copy=${zc ? 'yes' : 'no'}`, '--', ...app(s, g, 'txonly'),
       ]);
       procs.push(tx);

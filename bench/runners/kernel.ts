@@ -12,6 +12,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { type Child, startChild } from '../lib/child';
+import { cpuPlan, onCpu } from '../lib/pin';
 import { sleep, treeCpuSec, waitFor, which } from '../lib/util';
 import type { RunMetrics, Scenario } from '../types';
 import { type RunContext, checkLength, perPacket, windowRates } from './common';
@@ -70,7 +71,9 @@ export async function runKernel(s: Scenario, ctx: RunContext, bin: string): Prom
   const port = await freeUdpPort();
   const payload = kernelPayload(s.size);
   const frameLen = payload + UDP_OVERHEAD;
+  const cores = ctx.pin ? cpuPlan(2) : [null, null];
   ctx.setup({
+    ...(ctx.pin ? { cpus: { receiver: cores[0], sender: cores[1] } } : {}),
     receiver: `udp_mmsg recv <port> ${s.burst}`,
     sender: `udp_mmsg send <port> ${payload} ${s.burst}`,
     udpPayload: payload,
@@ -79,7 +82,7 @@ export async function runKernel(s: Scenario, ctx: RunContext, bin: string): Prom
   const children: Child[] = [];
   const warnings: string[] = [];
   try {
-    const recv = startChild('udp recv', bin, ['recv', String(port), String(s.burst)]);
+    const recv = startChild('udp recv', ...onCpu(cores[0], bin, ['recv', String(port), String(s.burst)]));
     children.push(recv);
     const samples: Sample[] = [];
     recv.onLine((line) => {
@@ -88,7 +91,7 @@ export async function runKernel(s: Scenario, ctx: RunContext, bin: string): Prom
     });
     await waitFor('the UDP receiver to bind', () => recv.stdout().includes('ready') || !recv.running(), 10000);
     if (!recv.running()) throw new Error(`UDP receiver exited:\n${recv.tail()}`);
-    const send = startChild('udp send', bin, ['send', String(port), String(payload), String(s.burst)]);
+    const send = startChild('udp send', ...onCpu(cores[1], bin, ['send', String(port), String(payload), String(s.burst)]));
     children.push(send);
     const sample = async (): Promise<Sample> => {
       const n = samples.length;

@@ -13,6 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { controlRequest } from '../../src/switch/control';
 import type { SwitchStats } from '../../src/switch/switch';
 import { type Child, startChild } from '../lib/child';
+import { allowedCpus, cpuPlan, onCpu } from '../lib/pin';
 import { processCpuSec, sleep, waitFor } from '../lib/util';
 import type { RunMetrics, Scenario } from '../types';
 import { type RunContext, bufCountFor, bufSizeFor, checkLength, perPacket, windowRates } from './common';
@@ -53,8 +54,11 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
   ];
   const rxMode = s.bidirectional ? 'echo' : 'sink';
   const genExtra = s.copy ? ['--copy'] : [];
+  // --pin: switch, receiver, generator.
+  const cores = ctx.pin ? cpuPlan(3) : [null, null, null];
   ctx.setup({
     config: cfg,
+    ...(ctx.pin ? { cpus: { switch: cores[0], vm2: cores[1], vm1: cores[2] } } : {}),
     switch: `zcswitch start -c <config>`,
     vm2: `zcswitch ${vmArgs('vm2', rxMode).slice(1).join(' ').replace(dir, '<dir>')}`,
     vm1: `zcswitch ${vmArgs('vm1', 'gen', genExtra).slice(1).join(' ').replace(dir, '<dir>')}`,
@@ -62,7 +66,7 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
   const children: Child[] = [];
   const warnings: string[] = [];
   try {
-    const sw = startChild('switch', node, [ctx.cli, 'start', '-c', cfgPath]);
+    const sw = startChild('switch', ...onCpu(cores[0], node, [ctx.cli, 'start', '-c', cfgPath]));
     children.push(sw);
     await waitFor('the switch to start', () => sw.stdout().includes('control:') || !sw.running(), 15000);
     if (!sw.running()) throw new Error(`switch exited at start:\n${sw.tail()}`);
@@ -70,13 +74,13 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     const port = (st: SwitchStats, name: string) => st.ports.find((p) => p.name === name)!;
     const counters = (st: SwitchStats, name: string) => port(st, name).counters as PortCounters;
 
-    const rx = startChild(`vm2 ${rxMode}`, node, vmArgs('vm2', rxMode));
+    const rx = startChild(`vm2 ${rxMode}`, ...onCpu(cores[1], node, vmArgs('vm2', rxMode)));
     children.push(rx);
     await waitFor(`vm2 (${rxMode}) to attach`, async () => !rx.running() || port(await stats(), 'vm2').ready, 15000);
     if (!rx.running()) throw new Error(`vm2 exited at start:\n${rx.tail()}`);
     // Counters from zero before any traffic: the receiver's own final count must equal the switch's.
     await controlRequest(control, { cmd: 'reset-counters' });
-    const gen = startChild('vm1 gen', node, vmArgs('vm1', 'gen', genExtra));
+    const gen = startChild('vm1 gen', ...onCpu(cores[2], node, vmArgs('vm1', 'gen', genExtra)));
     children.push(gen);
     await waitFor('traffic to flow', async () => !gen.running() || counters(await stats(), 'vm2').txPackets > 0, 15000);
     if (!gen.running()) throw new Error(`vm1 (gen) exited at start:\n${gen.tail()}`);
@@ -91,6 +95,8 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     const a = await snap();
     await sleep(ctx.durationSec * 1000);
     const b = await snap();
+    // What the kernel allowed each process (checks --pin).
+    const cpusAllowed = ctx.pin ? { switch: allowedCpus(sw.pid), vm2: allowedCpus(rx.pid), vm1: allowedCpus(gen.pid) } : undefined;
     if (!gen.running() || !rx.running()) throw new Error(`a VM exited during the measurement:\n${gen.tail(4)}\n${rx.tail(4)}`);
 
     const d = (name: string, key: string) => (counters(b.stats, name)[key] as number) - (counters(a.stats, name)[key] as number);
@@ -151,6 +157,7 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
         copiedPackets: names.reduce((n, p) => n + d(p, 'copied'), 0),
         hugePages: fin.sharedBuffers.hugePages,
         kicks: names.reduce((n, p) => n + d(p, 'kicks'), 0),
+        cpusAllowed,
         calls: names.reduce((n, p) => n + d(p, 'calls'), 0),
         vmCpuSec: { vm1: cpuDelta('vm1'), vm2: cpuDelta('vm2') },
         sinkReceivedTotal: rxSummary?.received ?? null,

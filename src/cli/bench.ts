@@ -32,6 +32,7 @@ export async function benchCommand(o: BenchCliOptions): Promise<void> {
       pollModes: o.pollModes ? (parsePollModes(o.pollModes) as PollMode[]) : undefined,
       only: o.only ? parseGroups(o.only) : undefined, skip: o.skip ? parseGroups(o.skip) : undefined,
       peers: o.peers, testpmd: o.testpmd, out: o.out, progress: o.progress, bufCount: o.bufCount,
+      pin: o.pin,
     };
   } catch (e) {
     process.stderr.write(`zcswitch bench: ${(e as Error).message}\n`);

@@ -118,6 +118,7 @@ export function buildCli(): Command {
     .option('--buf-count <n>', 'zcswitch sharedBuffers.bufCount (default: the switch default, fewer for 64 KiB frames so the region stays <= 512 MiB)',
       intArg('--buf-count', 1, 32768))
     .option('--no-peers', 'zcswitch scenarios only')
+    .option('--pin', 'one CPU per process (the switch, or a peer\'s receiver, alone on CPU 0; the others round robin on the rest; needs taskset)')
     .option('--testpmd <path>', 'dpdk-testpmd binary or wrapper (default: $ZC_DPDK_TESTPMD, then PATH)')
     .option('--out <dir>', 'where to write <timestamp>.json/.md/.svg (default bench/results)')
     .option('--report <json>', 'do not run: re-render the .md and .svg of an earlier results JSON')
