@@ -26,7 +26,7 @@ import {
   VIRTIO_NET_HDR_SIZE, VIRTIO_RING_F_EVENT_IDX, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_MAX_SIZE, bit, hasBit,
 } from '../virtio/defs';
 import { DriverQueue } from '../virtio/driver-queue';
-import { writeNetHdr } from '../virtio/net-hdr';
+import { writeNetHdr, writeNetHdrWords } from '../virtio/net-hdr';
 import { SplitRing } from '../virtio/ring';
 import { VhostUserFrontend } from './frontend';
 import { GuestMemory } from './guest-memory';
@@ -288,7 +288,7 @@ export class GuestDriver {
     if (qp.txq.freeDescs === 0) this.reapTx(qp);
     if (!this.canSend(q)) return false;
     const sh = this.shared!;
-    writeNetHdr(sh.mem, b * sh.bufSize, hdrFlags, 1);
+    writeNetHdrWords(sh.mem32, (b * sh.bufSize) >>> 2, hdrFlags, 1);
     // Rule 2 (DESIGN §3): post b on our own rx before it leaves on tx.
     if (!sh.swap) this.postShared(b, q);
     const id = qp.txq.allocDesc();

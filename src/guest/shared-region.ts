@@ -10,6 +10,8 @@ import type { VhostUserFrontend } from './frontend';
 
 export interface SharedRegion {
   mem: Uint8Array;
+  /** The same memory as 32-bit words (headers are written word-wise). */
+  mem32: Uint32Array;
   base: number;
   bufSize: number;
   bufCount: number;
@@ -49,7 +51,7 @@ export async function fetchSharedRegion(
     // mapping then uses them too (one TLB entry per 2 MiB of buffers).
     const buffer = mmapShared(fd, size, 0, size >= HUGE_PAGE_SIZE ? HUGE_PAGE_SIZE : 0);
     const region: SharedRegion = {
-      mem: new Uint8Array(buffer), base: Number(info.base), bufSize: info.bufSize, bufCount: info.bufCount,
+      mem: new Uint8Array(buffer), mem32: new Uint32Array(buffer, 0, size >>> 2), base: Number(info.base), bufSize: info.bufSize, bufCount: info.bufCount,
       partitionStart: info.partitionStart, partitionCount: info.partitionCount,
       swap: (info.flags & SHARED_BUFFERS_F_SWAP) !== 0,
     };
