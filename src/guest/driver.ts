@@ -346,8 +346,8 @@ export class GuestDriver {
 
   /**
    * Hand buffers above the low watermark back to the peer, up to
-   * GIFT_CHAIN_MAX per descriptor chain: the switch moves a whole chain for
-   * one tx entry, which halves what one-way traffic costs it in gifts.
+   * GIFT_CHAIN_MAX per descriptor chain: one tx entry then hands back 64
+   * buffers, where one-way traffic used to cost one gift entry per packet.
    */
   private giftSurplus(): void {
     const qp = this.qps[0];
@@ -381,7 +381,7 @@ export class GuestDriver {
       qp.txNext[id] = next;
       next = id;
     }
-    writeNetHdr(sh.mem, b * sh.bufSize, VIRTIO_NET_HDR_F_GIFT_BUFFER, 1);
+    writeNetHdrWords(sh.mem32, (b * sh.bufSize) >>> 2, VIRTIO_NET_HDR_F_GIFT_BUFFER, 1);
     qp.txKind[next] = b;
     qp.txSpan[next] = k;
     q.addAvail(next);
