@@ -52,7 +52,7 @@ interface NativeBinding {
   memfdCreate(name: string, size: number): number;
   mmapShared(fd: number, size: number, offset?: number, align?: number): ArrayBuffer;
   munmap(buf: ArrayBuffer): void;
-  adviseHugePages(buf: ArrayBuffer): number;
+  adviseHugePages(buf: ArrayBuffer): string | null;
   fdSize(fd: number): number;
   closeFd(fd: number): void;
   schedYield(): void;
@@ -127,11 +127,11 @@ export const HUGE_PAGE_SIZE = 2 * 1024 * 1024;
 
 /**
  * madvise(MADV_HUGEPAGE) + madvise(MADV_COLLAPSE) on a live mmapShared
- * mapping. Returns 0 when the pages were collapsed into huge pages, else
- * the errno (EINVAL: kernel without MADV_COLLAPSE; EAGAIN/ENOMEM: no
- * contiguous memory). Never throws for a refusal.
+ * mapping. Returns null when the pages were collapsed into huge pages, else
+ * the errno name ('EINVAL': kernel without MADV_COLLAPSE; 'EAGAIN' /
+ * 'ENOMEM': no contiguous memory). Never throws for a refusal.
  */
-export const adviseHugePages: (buf: ArrayBuffer) => number = native.adviseHugePages;
+export const adviseHugePages: (buf: ArrayBuffer) => string | null = native.adviseHugePages;
 
 /**
  * Unmap now and detach `buf` (byteLength becomes 0, views become empty).

@@ -86,7 +86,7 @@ void* MapAligned(int fd, size_t size, off_t offset, size_t align) {
 // Back a live mapping with transparent huge pages now: MADV_HUGEPAGE for
 // later faults, MADV_COLLAPSE for what exists (shmem collapse works even
 // when the system's shmem THP setting is "never", but only over populated
-// pages, hence MADV_POPULATE_WRITE first). Returns 0 or the errno
+// pages, hence MADV_POPULATE_WRITE first). Returns null, or the errno name
 // of the collapse; never throws for a refusal (huge pages are an
 // optimisation, the caller logs the outcome).
 Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
@@ -109,8 +109,8 @@ Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
     volatile char* p = static_cast<volatile char*>(addr);
     for (size_t i = 0; i < len; i += page) p[i] = p[i];
   }
-  int rc = ::madvise(addr, len, MADV_COLLAPSE);
-  return Napi::Number::New(env, rc == 0 ? 0 : errno);
+  if (::madvise(addr, len, MADV_COLLAPSE) == 0) return env.Null();
+  return Napi::String::New(env, ErrnoName(errno));
 }
 
 Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {

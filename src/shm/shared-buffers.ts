@@ -22,9 +22,8 @@ export class SharedBuffers extends MemfdRegion {
   useHugePages(): string | null {
     if (this.size < HUGE_PAGE_SIZE) return `region (${this.size} B) is smaller than one huge page`;
     const err = adviseHugePages(this.buffer);
-    if (err === 0) return null;
-    const names: Record<number, string> = { 11: 'EAGAIN', 12: 'ENOMEM', 22: 'EINVAL (kernel without MADV_COLLAPSE, before 6.1?)', 1: 'EPERM' };
-    return `madvise(MADV_COLLAPSE) failed: ${names[err] ?? `errno ${err}`}`;
+    if (err === null) return null;
+    return `madvise(MADV_COLLAPSE) failed: ${err}${err === 'EINVAL' ? ' (a kernel before 6.1?)' : ''}`;
   }
 
   /** Buffer index for a guest address inside the window, or -1. */
