@@ -64,11 +64,15 @@ export class PairForwarder {
         this.copyPacket(src, qi, dst, cnt);
         continue;
       }
-      if (cnt > 1) {
-        this.giftChain(src, dst, cnt);
+      // A gift is a header with no frame (length 12), alone or as a chain of
+      // such links: the switch knows it by its length and never reads the
+      // buffer (in a jumbo region every header is a TLB miss). Several
+      // shared buffers in one chain can only be a gift chain.
+      if (cnt > 1 || seg.len[0] === VIRTIO_NET_HDR_SIZE) {
+        this.gifts(src, dst, cnt);
         continue;
       }
-      // A shared buffer: one descriptor, starting at the buffer, within it.
+      // A packet in a shared buffer: one descriptor, starting at the buffer, within it.
       const len = seg.len[0];
       if (addr !== shared.addrOf(b) || len > shared.bufSize) {
         c.drop(Drop.BadZcDesc);
@@ -79,11 +83,7 @@ export class PairForwarder {
         continue;
       }
       const off = shared.offsetOf(b);
-      // A gift is a header with no frame (GIFT_BUFFER set, length 12): the
-      // switch knows it by its length and never reads the buffer (in a jumbo
-      // region every header is a TLB miss). The receiving driver goes by the flag.
-      const gift = len === VIRTIO_NET_HDR_SIZE;
-      if (len < (gift ? VIRTIO_NET_HDR_SIZE : MIN_PACKET)) {
+      if (len < MIN_PACKET) {
         c.drop(Drop.TooShort);
         if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
         continue;
@@ -92,22 +92,16 @@ export class PairForwarder {
       const dq = dstUp ? dst!.slotQueue(b) : -1;
       if (dst !== null && dstUp && dst.completeSlot(b, len)) {
         ledger.transfer(b, dst.id);
-        if (!gift && (src.mirror !== null || dst.mirror !== null)) this.mirrorShared(src, dst, off, len);
-        if (gift) {
-          c.giftsIn++;
-          dst.counters.giftsOut++;
-        } else {
-          const bytes = len - VIRTIO_NET_HDR_SIZE;
-          c.zeroCopy++;
-          countRx(src, qi, bytes);
-          countTx(dst, dq, bytes);
-        }
+        if (src.mirror !== null || dst.mirror !== null) this.mirrorShared(src, dst, off, len);
+        const bytes = len - VIRTIO_NET_HDR_SIZE;
+        c.zeroCopy++;
+        countRx(src, qi, bytes);
+        countTx(dst, dq, bytes);
         continue;
       }
       // No matching rx descriptor at the peer: copy if we can, and in any
       // case hand the buffer back to its sender.
-      if (gift) c.giftsIn++;
-      else if (dstUp) this.copyPacket(src, qi, dst!, 1);
+      if (dstUp) this.copyPacket(src, qi, dst!, 1);
       else c.drop(Drop.PeerDown);
       if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
     }
@@ -115,11 +109,11 @@ export class PairForwarder {
   }
 
   /**
-   * Several shared buffers in one chain can only be a gift chain (GIFT_CHAIN_MAX):
-   * each link a whole buffer of 12 bytes, the sender's, delivered to the
-   * peer on its own like a lone gift. A bad link is counted and skipped.
+   * A gift of cnt buffers (1, or a chain of up to GIFT_CHAIN_MAX): each link
+   * a whole buffer of 12 bytes, the sender's, delivered to the peer's rx
+   * posting for it or handed back. A bad link is counted and skipped.
    */
-  private giftChain(src: Port, dst: Port | null, cnt: number): void {
+  private gifts(src: Port, dst: Port | null, cnt: number): void {
     const { shared, ledger, seg } = this;
     const c = src.counters;
     const srcId = src.id;
