@@ -38,6 +38,8 @@ export interface BenchOptions {
   warmup?: number;
   duration?: number;
   sizes?: number[];
+  /** Burst of every scenario outside the burst sweep (zcswitch and peers). */
+  burst?: number;
   bursts?: number[];
   pollModes?: PollMode[];
   /** Only these groups. */
@@ -75,7 +77,7 @@ export function resolveSettings(o: BenchOptions): BenchSettings {
     pollModes: o.pollModes ?? (quick ? [] : ['busy-poll', 'eventfd']),
     pollSize: 64,
     groups,
-    defaultBurst: DEFAULT_BURST,
+    defaultBurst: o.burst ?? DEFAULT_BURST,
     defaultPollMode: DEFAULT_POLL,
     bufCount: o.bufCount ?? null,
     pin: !!o.pin,

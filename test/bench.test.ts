@@ -177,6 +177,22 @@ t.test('plan: the full default matrix', async (t) => {
   t.same(q.sort(), ['copy-oneway/1500', 'copy-oneway/64', 'kernel/1500', 'kernel/64', 'zc-oneway/1500', 'zc-oneway/64']);
 });
 
+t.test('plan: --burst sets every scenario outside the sweep, peers included', async (t) => {
+  const plan = planScenarios(resolveSettings({ burst: 256 }));
+  const swept = plan.filter((s) => s.group === 'zc-burst');
+  t.ok(plan.filter((s) => s.group !== 'zc-burst').every((s) => s.burst === 256), 'zcswitch, kernel, DPDK and memif at 256');
+  t.same(swept.map((s) => s.burst), [1, 8, 32], 'the sweep leaves out 256: that is zc-oneway/64 itself');
+  t.equal(planScenarios(resolveSettings({})).find((s) => s.id === 'memif/64')!.burst, 64, 'default 64');
+});
+
+t.test('bench: a bad --burst is refused by name', async (t) => {
+  for (const v of ['0', '513', 'many']) {
+    const r = await runCli(['bench', '--burst', v, '--no-peers'], {}, 30000);
+    t.equal(r.code, 2, `--burst ${v}: exit 2`);
+    t.match(r.err, /--burst/, `--burst ${v}: the error names the option`);
+  }
+});
+
 t.test('zcswitch geometry: buffers fit the frame, the region stays bounded', async (t) => {
   t.equal(bufSizeFor(64), 128, '64 B frames: 128 B buffers (the minimum)');
   t.equal(bufSizeFor(1500), 1536, '1500 + 12 rounded up to 64');

@@ -28,7 +28,7 @@ export async function benchCommand(o: BenchCliOptions): Promise<void> {
   let opts: BenchOptions;
   try {
     opts = {
-      quick: o.quick, runs: o.runs, warmup: o.warmup, duration: o.duration, sizes: o.sizes, bursts: o.bursts,
+      quick: o.quick, runs: o.runs, warmup: o.warmup, duration: o.duration, sizes: o.sizes, burst: o.burst, bursts: o.bursts,
       pollModes: o.pollModes ? (parsePollModes(o.pollModes) as PollMode[]) : undefined,
       only: o.only ? parseGroups(o.only) : undefined, skip: o.skip ? parseGroups(o.skip) : undefined,
       peers: o.peers, testpmd: o.testpmd, out: o.out, progress: o.progress, bufCount: o.bufCount,

@@ -110,7 +110,8 @@ export function buildCli(): Command {
     .option('--warmup <sec>', 'warm-up once traffic reaches the receiver, before the measured window (default 0.5)', numArg('--warmup', 0))
     .option('--duration <sec>', 'measured window per run (default 2; --quick 1)', numArg('--duration', 0.1))
     .option('--sizes <list>', 'packet sizes, comma-separated (default 64,128,256,512,1500,9000,65535)', listArg('--sizes', 60, 65535))
-    .option('--bursts <list>', 'burst sweep at 64 B (default 1,8,32,256; the default burst is 64)', listArg('--bursts', 1, 512))
+    .option('--burst <n>', 'burst of every scenario outside the sweep, zcswitch and peers alike (default 64)', intArg('--burst', 1, 512))
+    .option('--bursts <list>', 'burst sweep at 64 B (default 1,8,32,256; a size equal to --burst is left out)', listArg('--bursts', 1, 512))
     .option('--poll-modes <list>', 'poll-mode sweep at 64 B (default busy-poll,eventfd)', (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
     .option('--only <groups>', 'only these scenario groups: zc-oneway,zc-bidir,copy-oneway,zc-burst,zc-poll,kernel,dpdk-vhost,memif,memif-zc',
       (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
