@@ -1,0 +1,97 @@
+/**
+ * The test frame of `zcswitch vm`: the benchmark's fast forms (a header
+ * template written word-wise, a header check from word loads, a sequence
+ * tracker that caches the current stream) must agree with the plain ones
+ * byte for byte and verdict for verdict.
+ */
+import t from 'tap';
+import {
+  FrameChecker, SequenceTracker, TEST_HEADER, TestHeaderWriter, Verdict, parseMac, writeTestFrame,
+} from '../src/guest/test-packet';
+
+/** A deterministic byte stream, so a failure reproduces. */
+function prng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>>= 0);
+  };
+}
+
+const CASES: Array<[len: number, stream: number, seq: number]> = [
+  [34, 0, 0], [60, 1, 1], [64, 7, 0x12345678], [1500, 0xdeadbeef, 0xffffffff], [9000, 255, 256], [65535, 0x01020304, 0x80000000],
+];
+
+t.test('TestHeaderWriter writes what writeTestFrame(fill=false) writes, and nothing else', async (t) => {
+  const macs = parseMac('0a:0b:0c:0d:0e:0f')!;
+  const both = Uint8Array.of(...macs, ...parseMac('f0:e1:d2:c3:b4:a5')!);
+  for (const [len, stream, seq] of CASES) {
+    for (const m of [undefined, both]) {
+      const a = new Uint8Array(128).fill(0xa5);
+      const b = new Uint8Array(128).fill(0xa5);
+      writeTestFrame(a, 12, len, stream, seq, false, m);
+      new TestHeaderWriter(len, stream, m).write(new Uint32Array(b.buffer), b, 3, seq);
+      t.same(b, a, `len ${len} stream ${stream} seq ${seq}${m ? ' own macs' : ''}`);
+      t.ok(b.subarray(12 + TEST_HEADER).every((x) => x === 0xa5), 'nothing written past the header');
+    }
+  }
+});
+
+t.test('verifyHeader agrees with verify(..., false), on good frames and corrupted ones', async (t) => {
+  const next = prng(0x5eed);
+  const buf = new ArrayBuffer(128);
+  const m8 = new Uint8Array(buf);
+  const m32 = new Uint32Array(buf);
+  const plain = new FrameChecker();
+  const fast = new FrameChecker();
+  let disagreements = 0;
+  let checked = 0;
+  const verdicts = new Set<Verdict>();
+  for (const [len, stream, seq] of CASES) {
+    writeTestFrame(m8, 12, len, stream, seq, false);
+    t.equal(fast.verifyHeader(m32, 3, len), Verdict.Ok, `len ${len}: Ok`);
+    t.equal(fast.lastStream, stream, 'stream read back');
+    t.equal(fast.lastSeq, seq, 'sequence read back');
+    t.equal(fast.verifyHeader(m32, 3, len + 1), Verdict.BadLength, 'a longer frame than the header says');
+    t.equal(fast.verifyHeader(m32, 3, TEST_HEADER - 1), Verdict.NotTest, 'shorter than a test header');
+    // Flip random bytes of the header (and the length given) and compare.
+    for (let i = 0; i < 500; i++) {
+      writeTestFrame(m8, 12, len, stream, seq, false);
+      const flips = 1 + (next() % 3);
+      for (let f = 0; f < flips; f++) m8[12 + (next() % TEST_HEADER)] ^= 1 + (next() % 255);
+      const l = next() % 4 === 0 ? len ^ (1 << next() % 16) : len;
+      const a = plain.verify(m8, 12, l, false);
+      const b = fast.verifyHeader(m32, 3, l);
+      verdicts.add(a);
+      checked++;
+      if (a !== b || (a === Verdict.Ok && (plain.lastStream !== fast.lastStream || plain.lastSeq !== fast.lastSeq))) disagreements++;
+    }
+  }
+  t.equal(disagreements, 0, `${checked} corrupted frames: same verdict and identity`);
+  t.ok(verdicts.has(Verdict.Ok) && verdicts.has(Verdict.NotTest) && verdicts.has(Verdict.BadLength), 'the corruption reached every verdict');
+});
+
+t.test('SequenceTracker: gaps, repeats, and streams that interleave', async (t) => {
+  const s = new SequenceTracker();
+  for (let i = 0; i < 100; i++) s.see(1, i);
+  t.same([s.lost, s.dup], [0, 0], 'one stream in order');
+  s.see(1, 105);
+  t.same([s.lost, s.dup], [5, 0], 'a gap of 5');
+  s.see(1, 103);
+  t.same([s.lost, s.dup], [5, 1], 'a late one counts as a repeat');
+  s.see(2, 0);
+  s.see(2, 1);
+  s.see(1, 106);
+  s.see(2, 2);
+  s.see(3, 1);
+  t.same([s.lost, s.dup], [6, 1], 'each stream keeps its own next number across switches');
+  s.see(1, 106);
+  s.see(2, 2);
+  t.same([s.lost, s.dup], [6, 3], 'repeats after a switch back');
+  s.see(0xffffffff, 0);
+  s.see(0xffffffff, 1);
+  t.same([s.lost, s.dup], [6, 3], 'the largest stream id');
+});
