@@ -72,7 +72,7 @@ function le(b0: number, b1: number, b2: number, b3: number): number {
 
 /**
  * The header writeTestFrame(..., fill=false) writes, as eight 32-bit stores
- * and one 16-bit one instead of 34 byte stores: the generator's share of
+ * and two byte stores instead of 34 byte stores: the generator's share of
  * every benchmark packet. Everything but the sequence number is fixed per
  * stream and length, so it is computed once. The frame must start 4-byte
  * aligned (a shared buffer's frame does: buffer + 12).
