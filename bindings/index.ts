@@ -126,6 +126,15 @@ export const mmapShared: (fd: number, size: number, offset?: number, align?: num
 export const HUGE_PAGE_SIZE = 2 * 1024 * 1024;
 
 /**
+ * mmapShared of a whole region (offset 0), 2 MiB aligned when it is at
+ * least that big: the switch's Shared Buffers mapping and every VM's use
+ * this, so huge pages behind the memfd back all of them.
+ */
+export function mmapRegion(fd: number, size: number): ArrayBuffer {
+  return mmapShared(fd, size, 0, size >= HUGE_PAGE_SIZE ? HUGE_PAGE_SIZE : 0);
+}
+
+/**
  * madvise(MADV_HUGEPAGE) + madvise(MADV_COLLAPSE) on a live mmapShared
  * mapping. Returns null when the pages were collapsed into huge pages, else
  * the errno name ('EINVAL': kernel without MADV_COLLAPSE; 'EAGAIN' /

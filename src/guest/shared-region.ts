@@ -3,7 +3,7 @@
  * check the reply's geometry, map the memfd that came with it, and work
  * out the gift watermarks (none on a bridge, which keeps every VM's count).
  */
-import { HUGE_PAGE_SIZE, closeFd, mmapShared } from '../../bindings';
+import { closeFd, mmapRegion } from '../../bindings';
 import { ProtocolError, decodeSharedBuffersInfo } from '../vhost/codec';
 import { Req, SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
 import type { VhostUserFrontend } from './frontend';
@@ -47,9 +47,8 @@ export async function fetchSharedRegion(
     if (size !== info.bufSize * info.bufCount || info.partitionStart + info.partitionCount > info.bufCount) {
       throw new ProtocolError('GET_SHARED_BUFFERS reply has inconsistent geometry');
     }
-    // 2 MiB aligned: if the switch backs the region with huge pages, our
-    // mapping then uses them too (one TLB entry per 2 MiB of buffers).
-    const buffer = mmapShared(fd, size, 0, size >= HUGE_PAGE_SIZE ? HUGE_PAGE_SIZE : 0);
+    // If the switch backs the region with huge pages, our mapping uses them too.
+    const buffer = mmapRegion(fd, size);
     const region: SharedRegion = {
       mem: new Uint8Array(buffer), mem32: new Uint32Array(buffer, 0, size >>> 2), base: Number(info.base), bufSize: info.bufSize, bufCount: info.bufCount,
       partitionStart: info.partitionStart, partitionCount: info.partitionCount,

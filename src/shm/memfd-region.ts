@@ -4,7 +4,7 @@
  * memory. The fd is what travels over vhost-user; the mapping is what the
  * data path reads and writes.
  */
-import { HUGE_PAGE_SIZE, closeFd, memfdCreate, mmapShared, munmap } from '../../bindings';
+import { closeFd, memfdCreate, mmapRegion, munmap } from '../../bindings';
 
 export class MemfdRegion {
   fd: number;
@@ -16,8 +16,7 @@ export class MemfdRegion {
     this.size = size;
     this.fd = memfdCreate(name, size);
     try {
-      // 2 MiB aligned when it is that big, so huge pages can back it.
-      this.buffer = mmapShared(this.fd, size, 0, size >= HUGE_PAGE_SIZE ? HUGE_PAGE_SIZE : 0);
+      this.buffer = mmapRegion(this.fd, size);
     } catch (e) {
       closeFd(this.fd);
       throw e;
