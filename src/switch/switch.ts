@@ -78,13 +78,13 @@ export class Switch {
   private safetyTimer: NodeJS.Timeout | null = null;
   private readonly started = Date.now();
   private stopped = false;
-  /** null: the region is backed by huge pages; else why it is not. */
-  readonly hugePages: string | null;
+  /** Why the region is not on huge pages; null when it is. */
+  readonly hugePagesRefused: string | null;
 
   constructor(readonly cfg: SwitchConfig, readonly log: Logger) {
     const sb = cfg.sharedBuffers;
     this.shared = new SharedBuffers(sb.bufCount, sb.bufSize, Number(sb.base));
-    this.hugePages = sb.hugePages ? this.shared.useHugePages() : 'disabled by sharedBuffers.hugePages';
+    this.hugePagesRefused = sb.hugePages ? this.shared.useHugePages() : 'disabled by sharedBuffers.hugePages';
     this.ledger = new OwnershipLedger(sb.bufCount);
     this.forwarder = new PairForwarder(this.shared, this.ledger, cfg.forwarding.burst);
     this.loop = new PollLoop(this, cfg.forwarding.pollMode, cfg.forwarding.spinUs);
@@ -155,7 +155,7 @@ export class Switch {
     }
     const sb = cfg.sharedBuffers;
     this.log.info(
-      { mode: cfg.mode, bufCount: sb.bufCount, bufSize: sb.bufSize, hugePages: this.hugePages === null ? true : this.hugePages },
+      { mode: cfg.mode, bufCount: sb.bufCount, bufSize: sb.bufSize, hugePages: this.hugePagesRefused ?? true },
       'switch started',
     );
   }
@@ -220,7 +220,7 @@ export class Switch {
       sharedBuffers: {
         bufCount: this.shared.bufCount, bufSize: this.shared.bufSize,
         base: `0x${this.shared.base.toString(16)}`, pool: this.ledger.pool,
-        hugePages: this.hugePages === null,
+        hugePages: this.hugePagesRefused === null,
       },
       ledger: this.ledger.check(),
       ports: this.byId.map((p) => ({
