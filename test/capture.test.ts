@@ -81,7 +81,7 @@ t.test('capture a pair-mode port to a pcap that tshark reads', async (t) => {
   t.teardown(() => sw.stop());
   const dir = sw.dir;
   const file = path.join(dir, 'out.pcap');
-  const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', '500']);
+  const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', '500', '--duration', '60']);
   await waitAttached(sw, 'vm2');
   const cap = run(['capture', '--control', sw.control, '--port', 'vm2', '-c', '100', '-w', file]);
   await waitFor('the capture to be armed', () => cap.stderr().includes('capturing on port vm2') || cap.child.exitCode !== null);
@@ -147,7 +147,7 @@ t.test('a slow reader: frames are dropped and counted, never queued without boun
   t.teardown(() => sw.stop());
   const N = 5000;
   const SIZE = 1000;
-  const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', String(N)]);
+  const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', String(N), '--duration', '60']);
   await waitAttached(sw, 'vm2');
   // Our own client that asks for the smallest queue and then does not read at all.
   const sock = net.createConnection(sw.control);

@@ -98,7 +98,7 @@ t.test('npm start runs the switch on config/default.json', async (t) => {
 t.test('zcswitch stats prints a table and JSON', async (t) => {
   const sw = await startSwitch({ ports: [{ name: 'left' }, { name: 'right' }], pairs: [['left', 'right']] });
   t.teardown(() => sw.stop());
-  const sink = vm(sw, 'right', ['--mode', 'sink', '--count', '300']);
+  const sink = vm(sw, 'right', ['--mode', 'sink', '--count', '300', '--duration', '60']);
   await waitAttached(sw, 'right');
   await vm(sw, 'left', ['--mode', 'gen', '--count', '300']).result;
   await sink.result;

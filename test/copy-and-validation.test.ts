@@ -15,7 +15,7 @@ t.test('copy path, bad descriptors, and traffic that keeps flowing', async (t) =
   const sw = await startSwitch({ ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] });
   t.teardown(() => sw.stop());
   // It stops by itself after the 1001 test frames below (the copied one and 1000 zero-copy).
-  const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', '1001']);
+  const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', '1001', '--duration', '60']);
   await waitAttached(sw, 'vm2');
   const drv = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm1.sock') });
   t.teardown(() => drv.close());

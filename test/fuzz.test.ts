@@ -120,7 +120,7 @@ t.test('random vhost-user messages', async (t) => {
   t.ok(sent > 200, `sent ${sent} random messages over 60 connections`);
   t.equal(sw.child.exitCode, null, 'switch still running');
   // Both ports still work.
-  const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', '2000']);
+  const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', '2000', '--duration', '60']);
   await waitAttached(sw, 'vm2');
   const g = await vm(sw, 'vm1', ['--mode', 'gen', '--count', '2000']).result;
   const k = await sink.result;

@@ -42,7 +42,7 @@ t.test('one-way traffic keeps flowing through GIFT_BUFFER', async (t) => {
   const sw = await startSwitch({ ...PAIR, sharedBuffers: { bufCount, bufSize: 2048 } });
   t.teardown(() => sw.stop());
   const total = 40 * bufCount;
-  const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', String(total)]);
+  const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', String(total), '--duration', '120']);
   await waitAttached(sw, 'vm2');
   const gen = vm(sw, 'vm1', ['--mode', 'gen', '--count', String(total), '--size', '128']);
   // The ledger balances at every instant we look, not only at the end.
