@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { controlRequest } from '../../src/switch/control';
-import type { SwitchStats } from '../../src/switch/switch';
+import type { SwitchStats } from '../../src/switch/stats';
 import { type Child, startChild } from '../lib/child';
 import { allowedCpus, cpuPlan, onCpu } from '../lib/pin';
 import { processCpuSec, sleep, waitFor } from '../lib/util';

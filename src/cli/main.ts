@@ -1,42 +1,16 @@
 #!/usr/bin/env node
 /**
- * zcswitch command line: start | vm | stats | bench | capture. Argument errors name the bad
+ * zcswitch command line: start | vm | stats | capture, and bench (its own program, bench/main.ts). Argument errors name the bad
  * option and exit with status 2.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import path from 'node:path';
-import { DEFAULTS, LOG_LEVELS, type LogLevel } from '../config';
-import { parseMac } from '../guest/test-packet';
+import { DEFAULTS, LIMITS, LOG_LEVELS, type LogLevel } from '../config';
+import { intArg, macArg, numArg } from './args';
 import { captureCommand } from './capture';
-import { benchCommand } from './bench';
 import { startCommand } from './start';
 import { statsCommand } from './stats';
 import { vmCommand } from './vm';
-
-function intArg(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
-  return (v: string): number => {
-    if (!/^\d+$/.test(v)) throw new InvalidArgumentError(`${name} must be a whole number, got "${v}"`);
-    const n = Number(v);
-    if (n < min || n > max) throw new InvalidArgumentError(`${name} must be within ${min}..${max}, got ${n}`);
-    return n;
-  };
-}
-
-function numArg(name: string, min: number) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isFinite(n) || n < min) throw new InvalidArgumentError(`${name} must be a number >= ${min}, got "${v}"`);
-    return n;
-  };
-}
-
-function macArg(name: string) {
-  return (v: string): Uint8Array => {
-    const m = parseMac(v);
-    if (!m) throw new InvalidArgumentError(`${name} must look like 02:00:00:00:00:01, got "${v}"`);
-    return m;
-  };
-}
 
 const logLevel = () => new Option('--log-level <level>', 'log level').choices(LOG_LEVELS as unknown as string[]);
 
@@ -64,7 +38,7 @@ export function buildCli(): Command {
     .option('-n, --count <n>', 'gen: packets to send; sink/echo: stop after receiving n test frames (0 = no limit)', intArg('--count', 0), 0)
     .option('-r, --rate <pps>', 'gen: packets per second (0 = as fast as possible)', intArg('--rate', 0), 0)
     .option('-d, --duration <sec>', 'stop after this many seconds (0 = no limit)', numArg('--duration', 0), 0)
-    .option('-b, --burst <n>', 'packets per batch', intArg('--burst', 1, 1024), 64)
+    .option('-b, --burst <n>', 'packets per batch', intArg('--burst', 1, LIMITS.maxBurst), 64)
     .option('--spin-us <us>', 'poll this long after the last work before sleeping', intArg('--spin-us', 0, 1_000_000), 50)
     .option('--linger <ms>', 'gen: after the last send, wait this long for echoes', intArg('--linger', 0), 300)
     .option('--expect <n>', 'gen: finish as soon as n packets came back (an echo peer); --linger still bounds the wait', intArg('--expect', 0), 0)
@@ -102,35 +76,12 @@ export function buildCli(): Command {
     .option('-q, --quiet', 'no "capturing on" line')
     .action((o) => captureCommand({ ...o, quiet: !!o.quiet }));
 
-  program
-    .command('bench')
-    .description('packet-rate benchmark: zero-copy vs copy vs peers (kernel UDP, DPDK vhost-user, memif); see docs/PERFORMANCE.md')
-    .option('--quick', 'smoke run under a minute: 64 and 1500 B, zero-copy + copy one-way, kernel peer, 1 short run each')
-    .option('--runs <n>', 'runs per scenario (default 5; --quick 1)', intArg('--runs', 1, 1000))
-    .option('--warmup <sec>', 'warm-up once traffic reaches the receiver, before the measured window (default 0.5)', numArg('--warmup', 0))
-    .option('--duration <sec>', 'measured window per run (default 2; --quick 1)', numArg('--duration', 0.1))
-    .option('--sizes <list>', 'packet sizes, comma-separated (default 64,128,256,512,1500,9000,65535)', listArg('--sizes', 60, 65535))
-    .option('--burst <n>', 'burst of every scenario outside the sweep, zcswitch and peers alike (default 64)', intArg('--burst', 1, 512))
-    .option('--bursts <list>', 'burst sweep at 64 B (default 1,8,32,256; a size equal to --burst is left out)', listArg('--bursts', 1, 512))
-    .option('--poll-modes <list>', 'poll-mode sweep at 64 B (default busy-poll,eventfd)', (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
-    .option('--only <groups>', 'only these scenario groups: zc-oneway,zc-bidir,copy-oneway,zc-burst,zc-poll,kernel,dpdk-vhost,memif,memif-zc',
-      (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
-    .option('--skip <groups>', 'leave these scenario groups out', (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
-    .option('--buf-count <n>', 'zcswitch sharedBuffers.bufCount (default: the switch default, fewer for 64 KiB frames so the region stays <= 512 MiB)',
-      intArg('--buf-count', 1, 32768))
-    .option('--no-peers', 'zcswitch scenarios only')
-    .option('--pin', 'one CPU per process (the switch, or a peer\'s receiver, alone on CPU 0; the others round robin on the rest; needs taskset)')
-    .option('--testpmd <path>', 'dpdk-testpmd binary or wrapper (default: $ZC_DPDK_TESTPMD, then PATH)')
-    .option('--out <dir>', 'where to write <timestamp>.json/.md/.svg (default bench/results)')
-    .option('--report <json>', 'do not run: re-render the .md and .svg of an earlier results JSON')
-    .addOption(new Option('--progress <mode>', 'live progress on stderr').choices(['auto', 'bar', 'lines', 'none']).default('auto'))
-    .action((o) => benchCommand(o));
+  // The bench is its own program (bench/main.ts): it drives switches and peers from outside.
+  program.command('bench', 'packet-rate benchmark: zero-copy vs copy vs peers; see docs/PERFORMANCE.md', {
+    executableFile: path.join(__dirname, '..', '..', 'bench', 'main.js'),
+  });
 
   return program;
-}
-
-function listArg(name: string, min: number, max: number) {
-  return (v: string): number[] => v.split(',').map((x) => intArg(name, min, max)(x.trim()));
 }
 
 if (require.main === module) {

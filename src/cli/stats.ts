@@ -3,7 +3,7 @@
  * a table (or the raw JSON with --json).
  */
 import { controlRequest } from '../switch/control';
-import type { SwitchStats } from '../switch/switch';
+import type { SwitchStats } from '../switch/stats';
 
 export async function statsCommand(o: { control: string; json: boolean }): Promise<void> {
   let s: SwitchStats;

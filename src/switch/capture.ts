@@ -26,7 +26,7 @@ import {
 import { CAPTURE_DIRECTIONS, CHUNK_PREFIX, type CaptureAccepted, type CaptureDirection, type CaptureTrailer } from '../capture/wire';
 import type { Logger } from '../log';
 import { StreamReply, type StreamSession } from './control';
-import { type Mirror, MirrorDir } from './mirror';
+import { type Mirror, MirrorDir } from '../datapath/mirror';
 
 export const CAPTURE_DEFAULT_BUFFER = 4 * 1024 * 1024;
 export const CAPTURE_MIN_BUFFER = 64 * 1024;

@@ -10,8 +10,8 @@
  */
 import http from 'node:http';
 import type { Logger } from '../log';
-import { DROP_NAMES } from './counters';
-import type { SwitchStats } from './switch';
+import { DROP_NAMES } from '../datapath/counters';
+import type { SwitchStats } from './stats';
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 

@@ -16,9 +16,9 @@ import { CHAIN_BAD_HEAD, CHAIN_BAD_NEXT, CHAIN_INDIRECT, CHAIN_LOOP, CHAIN_TOO_L
 import { VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED, VIRTIO_NET_HDR_SIZE, hasBit } from '../virtio/defs';
 import type { DeviceQueue } from '../virtio/device-queue';
 import { netHdrFlags, setNetHdrFlags, writeNetHdr } from '../virtio/net-hdr';
-import { Drop, PortCounters } from './counters';
-import { HeadFifo } from './head-fifo';
-import type { Mirror } from './mirror';
+import { Drop, PortCounters } from '../datapath/counters';
+import { HeadFifo } from '../datapath/head-fifo';
+import type { Mirror } from '../datapath/mirror';
 
 /** virtio-net: vring 2q is queue pair q's receive queue, 2q+1 its transmit queue. */
 export const rxVring = (q: number): number => 2 * q;

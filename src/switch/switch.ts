@@ -12,51 +12,28 @@ import path from 'node:path';
 import { FdWatcher, closeFd, unixAccept, unixConnect, unixListen } from '../../bindings';
 import type { SwitchConfig } from '../config';
 import type { Logger } from '../log';
-import { OwnershipLedger, type LedgerCheck } from '../shm/ledger';
+import { OwnershipLedger } from '../shm/ledger';
 import { SharedBuffers } from '../shm/shared-buffers';
 import { PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS } from '../vhost/protocol';
 import {
   VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, bit,
 } from '../virtio/defs';
-import { BridgeForwarder, type BridgePort } from './bridge-forwarder';
+import { BridgeForwarder, type BridgePort } from '../datapath/bridge-forwarder';
 import { captureCommand } from './capture';
 import { ControlServer } from './control';
 import { type MetricsServer, startMetrics } from './metrics';
-import type { Mirror } from './mirror';
-import { PairForwarder } from './pair-forwarder';
-import { PollLoop } from './poll-loop';
+import type { SwitchStats } from './stats';
+import type { Mirror } from '../datapath/mirror';
+import { PairForwarder } from '../datapath/pair-forwarder';
+import { PollLoop } from '../datapath/poll-loop';
 import { Port, type PortContext } from './port';
-import { TapPort } from './tap-port';
+import { TapPort } from '../datapath/tap-port';
 
 export const OFFERED_FEATURES =
   bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_NET_F_MQ) |
   bit(VIRTIO_NET_F_MRG_RXBUF);
 export const OFFERED_PROTOCOL_FEATURES =
   bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_STATUS) | bit(PROTOCOL_F_MQ) | bit(PROTOCOL_F_SHARED_BUFFERS);
-
-export interface PortStats {
-  name: string;
-  socket: string;
-  attached: boolean;
-  /** Both queues running: the port can carry traffic. */
-  ready: boolean;
-  zeroCopy: boolean;
-  peer: string | null;
-  buffersOwned: number;
-  /** Bridge mode: MAC addresses learned on this port. */
-  macs: string[];
-  /** Per running queue pair: what the switch took from (rx) and gave to (tx) the VM. */
-  queues: { index: number; rxPackets: number; rxBytes: number; txPackets: number; txBytes: number }[];
-  counters: Record<string, unknown>;
-}
-
-export interface SwitchStats {
-  mode: string;
-  uptimeSec: number;
-  sharedBuffers: { bufCount: number; bufSize: number; base: string; pool: number; hugePages: boolean };
-  ledger: LedgerCheck;
-  ports: PortStats[];
-}
 
 export class Switch {
   readonly shared: SharedBuffers;

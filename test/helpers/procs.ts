@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { controlRequest } from '../../src/switch/control';
-import type { SwitchStats } from '../../src/switch/switch';
+import type { SwitchStats } from '../../src/switch/stats';
 
 export const CLI = path.join(__dirname, '..', '..', 'src', 'cli', 'main.js');
 

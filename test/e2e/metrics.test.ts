@@ -10,10 +10,10 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import t from 'tap';
-import { ConfigError, parseConfig } from '../src/config';
-import { formatMetrics } from '../src/switch/metrics';
-import type { SwitchStats } from '../src/switch/switch';
-import { run, startSwitch, tempDir, vm, waitAttached } from './helpers/procs';
+import { ConfigError, parseConfig } from '../../src/config';
+import { formatMetrics } from '../../src/switch/metrics';
+import type { SwitchStats } from '../../src/switch/stats';
+import { run, startSwitch, tempDir, vm, waitAttached } from '../helpers/procs';
 
 interface Sample {
   name: string;

@@ -7,7 +7,7 @@
 import t from 'tap';
 import {
   FrameChecker, SequenceTracker, TEST_HEADER, TestHeaderWriter, Verdict, parseMac, writeTestFrame,
-} from '../src/guest/test-packet';
+} from '../../src/guest/test-packet';
 
 /** A deterministic byte stream, so a failure reproduces. */
 function prng(seed: number): () => number {

@@ -10,7 +10,7 @@ import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED, VIRTIO_NET_HDR
 import { netHdrFlags, setNetHdrFlags, setNumBuffers } from '../virtio/net-hdr';
 import { Drop } from './counters';
 import { ResolvedChain, copyChain, resolveChain } from './copy';
-import type { Port } from './port';
+import type { Port } from '../switch/port';
 
 /** Most rx chains one packet may use (65535 bytes in ~1.5 KiB buffers needs 43). */
 const MAX_MERGE = 64;

@@ -7,15 +7,15 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { DEFAULTS } from '../src/config';
-import { planScenarios, resolveSettings } from '../bench/harness';
-import { REGION_CAP_BYTES, bufCountFor, bufSizeFor } from '../bench/runners/common';
-import { cpuPlan } from '../bench/lib/pin';
-import { which } from '../bench/lib/util';
-import { StatsParser, findDpdk, geometry } from '../bench/runners/dpdk';
-import { seriesOf } from '../bench/report/svg';
-import type { BenchResults, ScenarioResult } from '../bench/types';
-import { CLI, tempDir } from './helpers/procs';
+import { DEFAULTS } from '../../src/config';
+import { planScenarios, resolveSettings } from '../../bench/harness';
+import { REGION_CAP_BYTES, bufCountFor, bufSizeFor } from '../../bench/runners/common';
+import { cpuPlan } from '../../bench/lib/pin';
+import { which } from '../../bench/lib/util';
+import { StatsParser, findDpdk, geometry } from '../../bench/runners/dpdk';
+import { seriesOf } from '../../bench/report/svg';
+import type { BenchResults, ScenarioResult } from '../../bench/types';
+import { CLI, tempDir } from '../helpers/procs';
 
 function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 240000): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve) => {

@@ -9,10 +9,10 @@ import {
   formatPath,
   loadConfig,
   parseConfig,
-} from '../src/config';
+} from '../../src/config';
 
 // dist/test/config.test.js -> repo root
-const ROOT = path.resolve(__dirname, '..', '..');
+const ROOT = path.resolve(__dirname, '..', '..', '..');
 const CONFIG_DIR = path.join(ROOT, 'config');
 
 const twoPorts = () => [{ name: 'vm1' }, { name: 'vm2' }];

@@ -10,12 +10,12 @@ import { promisify } from 'node:util';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { GuestDriver } from '../src/guest/driver';
-import { NetResponder } from './helpers/net';
-import { QemuGuest, findQemu, guestImage } from './helpers/qemu';
-import { type SwitchProc, counters, run, tempDir, vm, waitFor } from './helpers/procs';
-import { controlRequest } from '../src/switch/control';
-import type { SwitchStats } from '../src/switch/switch';
+import { GuestDriver } from '../../src/guest/driver';
+import { NetResponder } from '../helpers/net';
+import { QemuGuest, findQemu, guestImage } from '../helpers/qemu';
+import { type SwitchProc, counters, run, tempDir, vm, waitFor } from '../helpers/procs';
+import { controlRequest } from '../../src/switch/control';
+import type { SwitchStats } from '../../src/switch/stats';
 
 const sh = (cmd: string): string => execFileSync('sh', ['-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 /** Asynchronous: the event loop must keep running the in-process VM meanwhile. */

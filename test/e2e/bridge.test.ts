@@ -5,9 +5,9 @@
  */
 import path from 'node:path';
 import t from 'tap';
-import { GuestDriver } from '../src/guest/driver';
-import { FrameChecker, Verdict, writeTestFrame } from '../src/guest/test-packet';
-import { counters, startSwitch, waitAttached, waitFor } from './helpers/procs';
+import { GuestDriver } from '../../src/guest/driver';
+import { FrameChecker, Verdict, writeTestFrame } from '../../src/guest/test-packet';
+import { counters, startSwitch, waitAttached, waitFor } from '../helpers/procs';
 
 const NAMES = ['a', 'b', 'c', 'd'];
 const mac = (i: number) => Uint8Array.of(2, 0, 0, 0, 0, i + 1);

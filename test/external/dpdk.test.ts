@@ -8,9 +8,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { startTestpmd, testpmdPath } from './helpers/dpdk';
-import type { SwitchStats } from '../src/switch/switch';
-import { counters, startSwitch, tempDir, vm, waitAttached, waitFor } from './helpers/procs';
+import { startTestpmd, testpmdPath } from '../helpers/dpdk';
+import type { SwitchStats } from '../../src/switch/stats';
+import { counters, startSwitch, tempDir, vm, waitAttached, waitFor } from '../helpers/procs';
 
 const PAIR = { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] };
 

@@ -9,13 +9,13 @@ import {
   ProtocolError, type VhostMessage, decodeMemTable, decodeSharedBuffersInfo, decodeU64, decodeVringAddr,
   decodeVringState, encodeHeader, encodeMessage, encodeReply, memTable, sharedBuffersInfo, u64, vringAddr, vringState,
   type MemRegionDesc, type SharedBuffersInfo, type VringAddr,
-} from '../src/vhost/codec';
+} from '../../src/vhost/codec';
 import {
   FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, FLAG_VERSION_MASK, HDR_SIZE, MAX_MEM_REGIONS, MAX_PAYLOAD, MEM_HDR_SIZE,
   MEM_REGION_SIZE, PROTOCOL_F_CONFIG, PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS,
   REPLIES, Req, SHARED_BUFFERS_SIZE, U64_SIZE, VRING_ADDR_SIZE, VRING_IDX_MASK, VRING_NOFD_MASK, VRING_STATE_SIZE, reqName,
-} from '../src/vhost/protocol';
-import { VHOST_USER_GET_SHARED_BUFFERS } from '../src/virtio/defs';
+} from '../../src/vhost/protocol';
+import { VHOST_USER_GET_SHARED_BUFFERS } from '../../src/virtio/defs';
 
 const msg = (request: number, payload: Buffer, fds: number[] = []): VhostMessage => ({ request, flags: FLAG_VERSION, payload, fds });
 

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { run, startSwitch, tempDir, vm, waitAttached, waitFor } from './helpers/procs';
+import { run, startSwitch, tempDir, vm, waitAttached, waitFor } from '../helpers/procs';
 
 const BAD_CONFIGS: [string, Record<string, unknown>, RegExp][] = [
   ['unknown field', { ports: [{ name: 'vm1', colour: 'red' }] }, /ports\[0\]: unknown field "colour"/],
@@ -72,7 +72,7 @@ t.test('bad command-line arguments name the option', async (t) => {
 });
 
 t.test('npm start runs the switch on config/default.json', async (t) => {
-  const root = path.join(__dirname, '..', '..');
+  const root = path.join(__dirname, '..', '..', '..');
   const cfg = JSON.parse(fs.readFileSync(path.join(root, 'config', 'default.json'), 'utf8'));
   const child = spawn('npm', ['start', '--silent'], { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
@@ -118,7 +118,7 @@ t.test('zcswitch stats prints a table and JSON', async (t) => {
 });
 
 t.test('stats table: learned MACs (bridge) and one indented row per queue', async (t) => {
-  const { renderStats } = await import('../src/cli/stats');
+  const { renderStats } = await import('../../src/cli/stats');
   const counters = (rx: number, tx: number) => ({
     rxPackets: rx, rxBytes: rx * 100, txPackets: tx, txBytes: tx * 100, zeroCopy: rx, copied: 0, copiedBytes: 0,
     giftsIn: 0, giftsOut: 0, returned: 0, kicks: 0, calls: 0, drops: {},

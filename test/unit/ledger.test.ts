@@ -4,11 +4,11 @@
  * and the SharedBuffers region over a real memfd mapping.
  */
 import t from 'tap';
-import { prng } from './helpers/prng';
+import { prng } from '../helpers/prng';
 import fs from 'node:fs';
-import { mmapShared, munmap } from '../bindings';
-import { MAX_PORTS, OwnershipLedger, POOL } from '../src/shm/ledger';
-import { SharedBuffers } from '../src/shm/shared-buffers';
+import { mmapShared, munmap } from '../../bindings';
+import { MAX_PORTS, OwnershipLedger, POOL } from '../../src/shm/ledger';
+import { SharedBuffers } from '../../src/shm/shared-buffers';
 
 
 t.test('a fresh ledger: everything in the pool', async (t) => {

@@ -5,7 +5,7 @@
  * the virtio_net_hdr helpers. Pure code over typed arrays: no processes.
  */
 import t from 'tap';
-import { prng } from './helpers/prng';
+import { prng } from '../helpers/prng';
 import {
   CHAIN_BAD_HEAD, CHAIN_BAD_NEXT, CHAIN_BAD_ORDER, CHAIN_INDIRECT, CHAIN_LOOP, CHAIN_TOO_LONG,
   ChainSegments, ChainWalker, DeviceQueue, DriverQueue, NET_HDR_FLAGS, NET_HDR_NUM_BUFFERS, SplitRing,
@@ -14,7 +14,7 @@ import {
   VIRTQ_DESC_F_WRITE, VIRTQ_MAX_CHAIN, VIRTQ_MAX_SIZE, VIRTQ_USED_F_NO_NOTIFY, availRingBytes, descTableBytes,
   isValidQueueSize, needEvent, netHdrFlags, ringPartsProblem, setNetHdrFlags, setNumBuffers, usedRingBytes,
   writeNetHdr, writeNetHdrWords, type RingParts,
-} from '../src/virtio';
+} from '../../src/virtio';
 
 /** One ArrayBuffer holding desc | avail | used, laid out as a driver would (used 4-aligned). */
 function layout(num: number): { buf: ArrayBuffer; parts: RingParts; availOff: number; usedOff: number } {

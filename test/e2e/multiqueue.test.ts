@@ -6,9 +6,9 @@
  */
 import path from 'node:path';
 import t from 'tap';
-import { GuestDriver } from '../src/guest/driver';
-import { FrameChecker, Verdict, writeTestFrame } from '../src/guest/test-packet';
-import { startSwitch, waitAttached } from './helpers/procs';
+import { GuestDriver } from '../../src/guest/driver';
+import { FrameChecker, Verdict, writeTestFrame } from '../../src/guest/test-packet';
+import { startSwitch, waitAttached } from '../helpers/procs';
 
 t.test('4 queue pairs, all used, no starvation', async (t) => {
   const sw = await startSwitch({ ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']], forwarding: { burst: 32 } });

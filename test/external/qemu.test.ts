@@ -7,10 +7,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { GuestDriver } from '../src/guest/driver';
-import { NetResponder } from './helpers/net';
-import { counters, startSwitch, waitAttached, waitFor, type SwitchProc } from './helpers/procs';
-import { type GuestOptions, QEMU_BIN, QemuGuest, findQemu, guestImage, uniqueMac } from './helpers/qemu';
+import { GuestDriver } from '../../src/guest/driver';
+import { NetResponder } from '../helpers/net';
+import { counters, startSwitch, waitAttached, waitFor, type SwitchProc } from '../helpers/procs';
+import { type GuestOptions, QEMU_BIN, QemuGuest, findQemu, guestImage, uniqueMac } from '../helpers/qemu';
 
 const PAIR = { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] };
 

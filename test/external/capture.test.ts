@@ -17,9 +17,9 @@ import {
   globalHeader,
   parsePcap,
   writeRecordHeader,
-} from '../src/capture/pcap';
-import { CaptureStreamDecoder, type CaptureTrailer } from '../src/capture/wire';
-import { run, startSwitch, vm, waitAttached, waitFor } from './helpers/procs';
+} from '../../src/capture/pcap';
+import { CaptureStreamDecoder, type CaptureTrailer } from '../../src/capture/wire';
+import { run, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
 
 const PAIR = { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] };
 

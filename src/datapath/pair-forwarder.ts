@@ -14,7 +14,7 @@ import { Drop, countRx, countTx } from './counters';
 import { ClassicRxFiller } from './classic-rx';
 import { ResolvedChain, resolveChain } from './copy';
 import { MirrorDir, mirrorChain } from './mirror';
-import { type Port, chainDrop } from './port';
+import { type Port, chainDrop } from '../switch/port';
 
 const MIN_PACKET = VIRTIO_NET_HDR_SIZE + ETH_MIN_FRAME;
 const MAX_PACKET = VIRTIO_NET_HDR_SIZE + ETH_MAX_JUMBO;

@@ -7,12 +7,12 @@
  */
 import path from 'node:path';
 import t from 'tap';
-import { GuestDriver } from '../src/guest/driver';
-import { Req } from '../src/vhost/protocol';
-import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../src/virtio/defs';
-import { prng } from './helpers/prng';
-import { counters, startSwitch, vm, waitAttached, waitFor } from './helpers/procs';
-import { RawClient } from './helpers/unit-vhost-client';
+import { GuestDriver } from '../../src/guest/driver';
+import { Req } from '../../src/vhost/protocol';
+import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../src/virtio/defs';
+import { prng } from '../helpers/prng';
+import { counters, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
+import { RawClient } from '../helpers/unit-vhost-client';
 
 const PAIR = { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] };
 

@@ -31,10 +31,10 @@ import {
   unixListen,
   unixRecvMsg,
   unixSendMsg,
-} from '../bindings';
+} from '../../bindings';
 
 const CHILD = path.join(__dirname, 'fixtures', 'bindings-child.js');
-const BINDINGS = path.join(__dirname, '..', 'bindings', 'index.js');
+const BINDINGS = path.join(__dirname, '..', '..', 'bindings', 'index.js');
 
 const parentPattern = (i: number): number => (i * 7 + 3) & 0xff;
 const childPattern = (i: number): number => (i * 13 + 5) & 0xff;

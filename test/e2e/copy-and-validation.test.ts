@@ -6,10 +6,10 @@
  */
 import path from 'node:path';
 import t from 'tap';
-import { GuestDriver } from '../src/guest/driver';
-import { writeTestFrame } from '../src/guest/test-packet';
-import { VIRTQ_DESC_F_NEXT } from '../src/virtio/defs';
-import { counters, startSwitch, vm, waitAttached, waitFor } from './helpers/procs';
+import { GuestDriver } from '../../src/guest/driver';
+import { writeTestFrame } from '../../src/guest/test-packet';
+import { VIRTQ_DESC_F_NEXT } from '../../src/virtio/defs';
+import { counters, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
 
 t.test('copy path, bad descriptors, and traffic that keeps flowing', async (t) => {
   const sw = await startSwitch({ ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] });

@@ -12,14 +12,14 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { closeFd, memfdCreate } from '../bindings';
-import { memTable, u64, vringState } from '../src/vhost/codec';
-import { FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, PROTOCOL_F_REPLY_ACK, Req } from '../src/vhost/protocol';
-import { VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, hasBit } from '../src/virtio/defs';
-import { controlRequest } from '../src/switch/control';
-import { RawClient } from './helpers/unit-vhost-client';
+import { closeFd, memfdCreate } from '../../bindings';
+import { memTable, u64, vringState } from '../../src/vhost/codec';
+import { FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, PROTOCOL_F_REPLY_ACK, Req } from '../../src/vhost/protocol';
+import { VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, hasBit } from '../../src/virtio/defs';
+import { controlRequest } from '../../src/switch/control';
+import { RawClient } from '../helpers/unit-vhost-client';
 
-const CLI = path.join(__dirname, '..', 'src', 'cli', 'main.js');
+const CLI = path.join(__dirname, '..', '..', 'src', 'cli', 'main.js');
 const WINDOW_BASE = 0x40_0000_0000n;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

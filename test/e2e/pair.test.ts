@@ -3,7 +3,7 @@
  * (`zcswitch vm`), shared memory, eventfds and Unix sockets.
  */
 import t from 'tap';
-import { counters, startSwitch, vm, waitAttached, waitFor } from './helpers/procs';
+import { counters, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
 
 const PAIR = { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] };
 

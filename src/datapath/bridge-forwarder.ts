@@ -19,7 +19,7 @@ import { ClassicRxFiller } from './classic-rx';
 import { ResolvedChain, copyPacketInto, resolveChain } from './copy';
 import { MacTable } from './mac-table';
 import { MirrorDir, mirrorChain } from './mirror';
-import { type Port, chainDrop } from './port';
+import { type Port, chainDrop } from '../switch/port';
 import type { TapPort } from './tap-port';
 
 const MIN_PACKET = VIRTIO_NET_HDR_SIZE + ETH_MIN_FRAME;

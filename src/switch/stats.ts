@@ -1,0 +1,31 @@
+/**
+ * What a running switch reports about itself: the reply to the control
+ * socket's `stats` command, read by `zcswitch stats`, the Prometheus
+ * endpoint, the bench and the tests. A contract between processes, so it
+ * lives apart from the Switch that fills it in.
+ */
+import type { LedgerCheck } from '../shm/ledger';
+
+export interface PortStats {
+  name: string;
+  socket: string;
+  attached: boolean;
+  /** Both queues running: the port can carry traffic. */
+  ready: boolean;
+  zeroCopy: boolean;
+  peer: string | null;
+  buffersOwned: number;
+  /** Bridge mode: MAC addresses learned on this port. */
+  macs: string[];
+  /** Per running queue pair: what the switch took from (rx) and gave to (tx) the VM. */
+  queues: { index: number; rxPackets: number; rxBytes: number; txPackets: number; txBytes: number }[];
+  counters: Record<string, unknown>;
+}
+
+export interface SwitchStats {
+  mode: string;
+  uptimeSec: number;
+  sharedBuffers: { bufCount: number; bufSize: number; base: string; pool: number; hugePages: boolean };
+  ledger: LedgerCheck;
+  ports: PortStats[];
+}
