@@ -1,5 +1,5 @@
 /**
- * Bridge mode (DESIGN §4, VALE style): every port on one learning Ethernet
+ * Bridge mode (docs/protocol.md "Bridge mode", VALE style): every port on one learning Ethernet
  * switch. Unicast between two ports that mapped the region moves the frame
  * by **swapping** buffers: the sender's buffer goes into the receiver's
  * posted rx descriptor, the receiver's empty buffer into the sender's tx

@@ -1,5 +1,5 @@
 /**
- * The copy path (DESIGN §3.5, classic virtio): resolve a descriptor chain's
+ * The copy path (docs/protocol.md, ownership rule 5; classic virtio): resolve a descriptor chain's
  * guest addresses to (mapped memory, offset) pairs, then copy one chain's
  * bytes into another's. Only used when zero-copy delivery is impossible.
  */

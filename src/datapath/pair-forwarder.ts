@@ -1,5 +1,5 @@
 /**
- * Pair mode (DESIGN §3, the seed protocol): every packet a VM transmits goes
+ * Pair mode (docs/protocol.md, "Ownership"): every packet a VM transmits goes
  * to its one peer. A shared buffer moves by completing the peer's posted rx
  * descriptor for the same buffer (address match through Port.rxSlot) and
  * the ledger records the new owner; nothing else is touched. Anything else

@@ -1,5 +1,5 @@
 /**
- * Drives the data path without ever blocking the event loop (DESIGN §5):
+ * Drives the data path without ever blocking the event loop (docs/design.md, "Notifications"):
  *
  *   busy-poll        run rounds forever, yielding to I/O between slices;
  *   spin-then-sleep  run rounds while there is work and for spinUs after it,
@@ -10,7 +10,7 @@
  *   eventfd          sleep as soon as a round finds nothing to do.
  *
  * While running, kicks are disabled on every queue (EVENT_IDX / NO_NOTIFY),
- * which is what stops the "fast consumer" kick storm of seed 002. Before
+ * which is what stops the "fast consumer" kick storm (docs/design.md, "Notifications"). Before
  * sleeping, kicks are re-enabled and the rings re-checked to close the race
  * with a producer that published just before.
  */

@@ -1,7 +1,7 @@
 /**
  * GuestDriver: a vhost-user front-end in TypeScript (like DPDK's
  * virtio-user) with a netmap-style API over the Shared Buffers region
- * (DESIGN §2–3):
+ * (docs/protocol.md):
  *
  *   alloc()            take a free shared buffer (owned by this VM)
  *   frameOffset(b)     where to write the Ethernet frame in shared.mem
@@ -289,7 +289,7 @@ export class GuestDriver {
     if (!this.canSend(q)) return false;
     const sh = this.shared!;
     writeNetHdrWords(sh.mem32, (b * sh.bufSize) >>> 2, hdrFlags, 1);
-    // Rule 2 (DESIGN §3): post b on our own rx before it leaves on tx.
+    // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
     if (!sh.swap) this.postShared(b, q);
     const id = qp.txq.allocDesc();
     qp.txq.ring.setDesc(id, sh.base + b * sh.bufSize, VIRTIO_NET_HDR_SIZE + frameLen, 0, 0);
@@ -362,8 +362,8 @@ export class GuestDriver {
   }
 
   /**
-   * One gift: k free buffers as one chain of 12-byte descriptors (DESIGN
-   * §3.4, docs/protocol.md). Only the first header carries GIFT_BUFFER;
+   * One gift: k free buffers as one chain of 12-byte descriptors (docs/protocol.md,
+   * ownership rule 4). Only the first header carries GIFT_BUFFER;
    * the receiver takes any 12-byte completion as a buffer handed back.
    */
   private sendGiftChain(qp: QueuePair, k: number): void {
@@ -374,7 +374,7 @@ export class GuestDriver {
     let b = -1;
     for (let i = 0; i < k; i++) {
       b = this.freePool[--this.freeTop];
-      // Rule 2 (DESIGN §3): post b on our own rx before it leaves on tx.
+      // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
       this.postShared(b, 0);
       const id = q.allocDesc();
       q.ring.setDesc(id, sh.base + b * sh.bufSize, VIRTIO_NET_HDR_SIZE, i === 0 ? 0 : VIRTQ_DESC_F_NEXT, next);

@@ -1,2 +1,3 @@
 export * from './shared-buffers';
 export * from './ledger';
+export * from './geometry';

@@ -1,6 +1,6 @@
 /**
  * OwnershipLedger: who owns every shared buffer at every instant
- * (DESIGN §3). Owners are small port ids; POOL is the switch's own free
+ * (docs/protocol.md, "Ownership"). Owners are small port ids; POOL is the switch's own free
  * pool (buffers not yet handed out, or reclaimed from a port that went
  * away). Counts are kept incrementally so the hot path is O(1), and
  * check() recounts from scratch to prove conservation:

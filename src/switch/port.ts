@@ -2,8 +2,8 @@
  * A switch port: one vhost-user socket `<socketDir>/<name>.sock`, at most
  * one front-end at a time, its running queues (virtio-net: vring 0 = the
  * VM's receive queue, vring 1 = its transmit queue), kick watchers, and the
- * table of shared buffers the VM has posted on its receive queue (DESIGN
- * §3: buffer index → rx descriptor head, O(1) lookup).
+ * table of shared buffers the VM has posted on its receive queue (docs/protocol.md,
+ * rule 3: buffer index → rx descriptor head, O(1) lookup).
  */
 import { FdWatcher, closeFd, dupFd, eventfdDrain, eventfdSignal } from '../../bindings';
 import type { Logger } from '../log';
@@ -39,7 +39,7 @@ export interface PortContext {
   giftLow: number;
   /** Queue pairs each port offers (VHOST_USER_PROTOCOL_F_MQ). */
   queuePairs: number;
-  /** Bridge mode: VMs post their own buffers and the switch swaps (DESIGN §4). */
+  /** Bridge mode: VMs post their own buffers and the switch swaps (docs/protocol.md, "Bridge mode"). */
   swap: boolean;
   /** A kick arrived or queues changed: run the data path. */
   wake(): void;
@@ -366,7 +366,7 @@ export class Port {
 
   /**
    * Hand shared buffer b back to this port through its own posted rx
-   * descriptor, flagged RETURNED (DESIGN §3.5). False if it posted none.
+   * descriptor, flagged RETURNED (docs/protocol.md, ownership rule 5). False if it posted none.
    */
   returnBuffer(b: number): boolean {
     if (this.rxSlot[b] < 0) this.ingestRx();

@@ -115,7 +115,7 @@ export const VRING_NOFD_MASK = 0x100;
  */
 export const SHARED_BUFFERS_SIZE = 48;
 /**
- * Bridge (swap) semantics, DESIGN §4: the VM posts its own empty buffers on
+ * Bridge (swap) semantics (docs/protocol.md, "Bridge mode"): the VM posts its own empty buffers on
  * rx; the switch completes rx and tx descriptors with the buffer address it
  * wrote into them, so the driver reads the address back on completion.
  * Without it: pair semantics (post what the peer owns; address match).

@@ -51,7 +51,7 @@ export const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
 export const VIRTIO_NET_HDR_F_DATA_VALID = 2;
 export const VIRTIO_NET_HDR_F_RSC_INFO = 4;
 /**
- * zcswitch extension (seed 001): the buffer is not a packet but an empty
+ * zcswitch extension (docs/protocol.md, ownership rule 4): the buffer is not a packet but an empty
  * shared buffer handed to the receiver, whose free pool grows by one.
  * Chosen well above the spec's bits so a future spec bit cannot collide
  * before 0x40.
@@ -67,7 +67,7 @@ export const GIFT_CHAIN_MAX = VIRTQ_MAX_CHAIN;
 /**
  * zcswitch extension: the switch could not deliver this shared buffer and
  * hands it back to its sender through the sender's own posted rx
- * descriptor (DESIGN §3.5). The sender still owns it; it is not a packet.
+ * descriptor (docs/protocol.md, ownership rule 5). The sender still owns it; it is not a packet.
  */
 export const VIRTIO_NET_HDR_F_RETURNED = 0x80;
 
@@ -76,7 +76,7 @@ export const NET_HDR_FLAGS = 0;
 export const NET_HDR_GSO_TYPE = 1;
 export const NET_HDR_NUM_BUFFERS = 10;
 
-// ---- vhost-user SHARED_BUFFERS extension (DESIGN §2)
+// ---- vhost-user SHARED_BUFFERS extension (docs/protocol.md)
 /**
  * vhost-user protocol feature bit for the Shared Buffers region. The spec
  * uses bits 0..18 today; 40 leaves ample room.

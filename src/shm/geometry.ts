@@ -1,0 +1,40 @@
+/**
+ * Where each buffer of a Shared Buffers region lives: buffer i starts at
+ * guest address base + i × bufSize and at byte offset i × bufSize of the
+ * mapping. The switch (SharedBuffers) and the guest driver (SharedRegion)
+ * share this one definition, so the arithmetic is written once.
+ */
+export class RegionGeometry {
+  readonly size: number;
+
+  constructor(readonly base: number, readonly bufSize: number, readonly bufCount: number) {
+    this.size = bufCount * bufSize;
+  }
+
+  /** Index of the buffer holding a guest address, or -1 outside the window. */
+  indexOf(addr: number): number {
+    const off = addr - this.base;
+    // The quotient is below 32768, so |0 truncates exactly (and is cheaper than Math.floor).
+    return off >= 0 && off < this.size ? (off / this.bufSize) | 0 : -1;
+  }
+
+  /** Index of the buffer that starts exactly at a guest address, or -1. */
+  indexAt(addr: number): number {
+    const b = this.indexOf(addr);
+    return b >= 0 && addr === this.base + b * this.bufSize ? b : -1;
+  }
+
+  inWindow(addr: number): boolean {
+    return addr >= this.base && addr < this.base + this.size;
+  }
+
+  /** Guest address of buffer i. */
+  addrOf(i: number): number {
+    return this.base + i * this.bufSize;
+  }
+
+  /** Byte offset of buffer i inside the mapping. */
+  offsetOf(i: number): number {
+    return i * this.bufSize;
+  }
+}
