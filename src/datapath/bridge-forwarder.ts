@@ -13,23 +13,18 @@ import type { OwnershipLedger } from '../shm/ledger';
 import type { SharedBuffers } from '../shm/shared-buffers';
 import { ChainSegments } from '../virtio/chain';
 import type { DeviceQueue } from '../virtio/device-queue';
-import { ETH_MAX_JUMBO, ETH_MIN_FRAME, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
+import { VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
 import { Drop, countRx, countTx } from './counters';
 import { ClassicRxFiller } from './classic-rx';
 import { ResolvedChain, copyPacketInto, resolveChain } from './copy';
 import { MacTable } from './mac-table';
 import { MirrorDir, mirrorChain } from './mirror';
-import { type Port, chainDrop } from '../switch/port';
+import type { PortQueues } from './port-queues';
 import type { TapPort } from './tap-port';
+import { MAX_PACKET, MIN_PACKET, TxClass, TxClassifier } from './tx-class';
 
-const MIN_PACKET = VIRTIO_NET_HDR_SIZE + ETH_MIN_FRAME;
-const MAX_PACKET = VIRTIO_NET_HDR_SIZE + ETH_MAX_JUMBO;
-
-/** A bridge port: a vhost-user port, or the TAP uplink. */
-export type BridgePort = Port | TapPort;
-
-/** Largest frame with its header that the uplink can hand us. */
-const TAP_FRAME = VIRTIO_NET_HDR_SIZE + ETH_MAX_JUMBO;
+/** A bridge port: a vhost-user port's queues, or the TAP uplink. */
+export type BridgePort = PortQueues | TapPort;
 
 export class BridgeForwarder {
   readonly macs: MacTable;
@@ -42,8 +37,9 @@ export class BridgeForwarder {
   private readonly ethRes = new ResolvedChain();
   private readonly targets: BridgePort[] = [];
   /** Frames read from / gathered for the TAP uplink. */
-  private readonly tapIn = new Uint8Array(TAP_FRAME);
-  private readonly tapOut = new Uint8Array(TAP_FRAME);
+  private readonly tapIn = new Uint8Array(MAX_PACKET);
+  private readonly tapOut = new Uint8Array(MAX_PACKET);
+  private readonly tx: TxClassifier;
   private now = 0;
   /** Transmit queue being served (its index picks the receive queue on the other side). */
   private qi = 0;
@@ -58,6 +54,7 @@ export class BridgeForwarder {
     ageingMs: number,
   ) {
     this.macs = new MacTable(macTableSize, ageingMs);
+    this.tx = new TxClassifier(shared, ledger);
     this.ethRes.mem[0] = this.eth;
     this.ethRes.off[0] = 0;
     this.ethRes.len[0] = 12;
@@ -66,55 +63,42 @@ export class BridgeForwarder {
   }
 
   /** Forward up to `burst` frames from src's tx queue qi; returns tx entries consumed. */
-  forward(src: Port, qi: number, now: number): number {
+  forward(src: PortQueues, qi: number, now: number): number {
     const n = src.txPending(qi, this.burst);
     if (n === 0) return 0;
     const txq = src.txqs[qi]!;
     this.now = now;
     this.qi = qi;
-    const { seg, shared, ledger } = this;
+    const { seg, shared, tx } = this;
     const c = src.counters;
     const num = txq.ring.num;
+    const walker = src.txWalkers[qi]!;
     for (let k = 0; k < n; k++) {
       const head = txq.popAvail();
-      const cnt = src.txWalkers[qi]!.walk(txq.ring, head, seg);
-      if (cnt < 0) {
-        c.drop(chainDrop(cnt));
+      const cnt = walker.walk(txq.ring, head, seg);
+      const cls = tx.classify(seg, cnt, src.zeroCopy, src.id);
+      if (cls === TxClass.Drop) {
+        c.drop(tx.drop);
         if (head < num) txq.pushUsed(head, 0);
         continue;
       }
-      if (seg.readable !== cnt) {
-        c.drop(Drop.BadOrder);
+      if (cls === TxClass.Gift) {
+        // Gifts mean nothing on a bridge (every VM keeps its count): the buffers just come back.
+        for (let i = 0; i < cnt; i++) {
+          if (tx.giftLink(seg, i, src.id) >= 0) c.giftsIn++;
+          else c.drop(tx.drop);
+        }
         txq.pushUsed(head, 0);
         continue;
       }
-      const addr = seg.addr[0];
-      const b = src.zeroCopy ? shared.indexOf(addr) : -1;
-      if (b >= 0) {
-        if (cnt !== 1 || addr !== shared.addrOf(b) || seg.len[0] > shared.bufSize) {
-          c.drop(Drop.BadZcDesc);
-          txq.pushUsed(head, 0);
-          continue;
-        }
-        if (ledger.owner[b] !== src.id) {
-          c.drop(Drop.NotOwner);
-          txq.pushUsed(head, 0);
-          continue;
-        }
-        // Gifts mean nothing on a bridge (every VM keeps its count): the buffer just comes back.
-        if (seg.len[0] === VIRTIO_NET_HDR_SIZE) {
-          c.giftsIn++;
-          txq.pushUsed(head, 0);
-          continue;
-        }
-      }
+      const b = cls === TxClass.Shared ? tx.buf : -1;
       const total = seg.totalLen;
       if (total < MIN_PACKET || total > MAX_PACKET) {
         c.drop(total < MIN_PACKET ? Drop.TooShort : Drop.TooLong);
         txq.pushUsed(head, 0);
         continue;
       }
-      if (!resolveChain(seg, 0, cnt, src.backend?.mem ?? null, src.zeroCopy ? shared : null, this.src)) {
+      if (!resolveChain(seg, 0, cnt, src.mem, src.zeroCopy ? shared : null, this.src)) {
         c.drop(Drop.BadAddress);
         txq.pushUsed(head, 0);
         continue;
@@ -189,9 +173,9 @@ export class BridgeForwarder {
     for (let i = 0; i < targets.length - 1; i++) this.copyTo(src, targets[i], total);
     const last = targets[targets.length - 1];
     const dq = last.isTap ? -1 : last.rxQueueFor(this.qi);
-    if (b >= 0 && txq !== null && !last.isTap && last.zeroCopy && dq >= 0 && last.ownRxCount(dq) > 0) {
-      const rxHead = last.takeOwnRx(dq);
-      const y = last.takenBuf;
+    if (b >= 0 && txq !== null && !last.isTap && last.zeroCopy && dq >= 0 && last.postings.ownCount(dq) > 0) {
+      const y = last.postings.nextOwnBuf(dq);
+      const rxHead = last.postings.takeOwn(dq);
       const shared = this.shared;
       const rxq = last.rxqs[dq]!;
       rxq.ring.setDescAddr(rxHead, shared.addrOf(b));
@@ -240,11 +224,12 @@ export class BridgeForwarder {
     if (dq < 0) return c.drop(Drop.PeerDown);
     const rxq = dst.rxqs[dq]!;
     const out = this.dst;
-    if (dst.zeroCopy && dst.ownRxCount(dq) > 0) {
+    if (dst.zeroCopy && dst.postings.ownCount(dq) > 0) {
       // One of the receiver's own shared buffers: it keeps it, now holding a copy.
-      const head = dst.takeOwnRx(dq);
+      const own = dst.postings.nextOwnBuf(dq);
+      const head = dst.postings.takeOwn(dq);
       out.mem[0] = this.shared.mem;
-      out.off[0] = this.shared.offsetOf(dst.takenBuf);
+      out.off[0] = this.shared.offsetOf(own);
       out.len[0] = this.shared.bufSize;
       out.count = 1;
       out.total = this.shared.bufSize;

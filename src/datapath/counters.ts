@@ -28,12 +28,31 @@ export const enum Drop {
   Count,
 }
 
-/** Names as they appear in stats output and logs, indexed by Drop. */
-export const DROP_NAMES = [
-  'bad-head', 'bad-next', 'chain-loop', 'chain-too-long', 'indirect', 'bad-order', 'bad-address',
-  'bad-zc-desc', 'not-owner', 'too-short', 'too-long', 'peer-down', 'no-rx-buffer', 'rx-too-small',
-  'bad-rx-desc', 'dup-rx-post', 'no-return-slot', 'ring-broken', 'hairpin',
-] as const;
+/** Each reason's name in stats output, metrics and logs: one entry beside each Drop, checked complete by the type. */
+const DROP_NAME_OF: Record<Exclude<Drop, Drop.Count>, string> = {
+  [Drop.BadHead]: 'bad-head',
+  [Drop.BadNext]: 'bad-next',
+  [Drop.ChainLoop]: 'chain-loop',
+  [Drop.ChainTooLong]: 'chain-too-long',
+  [Drop.Indirect]: 'indirect',
+  [Drop.BadOrder]: 'bad-order',
+  [Drop.BadAddress]: 'bad-address',
+  [Drop.BadZcDesc]: 'bad-zc-desc',
+  [Drop.NotOwner]: 'not-owner',
+  [Drop.TooShort]: 'too-short',
+  [Drop.TooLong]: 'too-long',
+  [Drop.PeerDown]: 'peer-down',
+  [Drop.NoRxBuffer]: 'no-rx-buffer',
+  [Drop.RxTooSmall]: 'rx-too-small',
+  [Drop.BadRxDesc]: 'bad-rx-desc',
+  [Drop.DupRxPost]: 'dup-rx-post',
+  [Drop.NoReturnSlot]: 'no-return-slot',
+  [Drop.RingBroken]: 'ring-broken',
+  [Drop.Hairpin]: 'hairpin',
+};
+
+/** Names indexed by Drop. */
+export const DROP_NAMES: readonly string[] = Array.from({ length: Drop.Count }, (_, i) => DROP_NAME_OF[i as Exclude<Drop, Drop.Count>]);
 
 export class PortCounters {
   rxPackets = 0;
@@ -57,7 +76,7 @@ export class PortCounters {
   onFirstDrop: ((reason: string) => void) | null = null;
 
   drop(reason: Drop): void {
-    if (this.drops[reason]++ === 0 && this.onFirstDrop !== null) this.onFirstDrop(DROP_NAMES[reason as number] as string);
+    if (this.drops[reason]++ === 0 && this.onFirstDrop !== null) this.onFirstDrop(DROP_NAMES[reason]);
   }
 
   totalDrops(): number {

@@ -11,8 +11,6 @@ export class HeadFifo {
   private readonly bufs = new Int32Array(CAP);
   private first = 0;
   count = 0;
-  /** Buffer index of the entry last returned by shift(). */
-  lastBuf = -1;
 
   push(head: number, buf = -1): void {
     const at = (this.first + this.count++) & (CAP - 1);
@@ -37,11 +35,15 @@ export class HeadFifo {
     this.count--;
   }
 
+  /** Buffer index of the i-th oldest entry (-1 if it has none). */
+  peekBuf(i = 0): number {
+    return i < this.count ? this.bufs[(this.first + i) & (CAP - 1)] : -1;
+  }
+
   shift(): number {
     const at = this.first;
     this.first = (at + 1) & (CAP - 1);
     this.count--;
-    this.lastBuf = this.bufs[at];
     return this.heads[at];
   }
 

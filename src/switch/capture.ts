@@ -37,7 +37,7 @@ const CHUNK_BYTES = 128 * 1024;
 
 /** What capture needs from the switch (Switch satisfies it). */
 export interface CaptureTarget {
-  readonly ports: readonly { readonly name: string; readonly mirror: Mirror | null }[];
+  readonly dataPorts: readonly { readonly name: string; readonly mirror: Mirror | null }[];
   readonly log: Logger;
   setMirror(portName: string, mirror: Mirror | null): boolean;
 }
@@ -46,9 +46,9 @@ export interface CaptureTarget {
 export function captureCommand(target: CaptureTarget, cmd: Record<string, unknown>): unknown {
   const bad = (message: string) => ({ error: message });
   if (typeof cmd.port !== 'string' || cmd.port === '') return bad('"port" must be a port name');
-  const port = target.ports.find((p) => p.name === cmd.port);
+  const port = target.dataPorts.find((p) => p.name === cmd.port);
   if (!port) {
-    const names = target.ports.map((p) => `"${p.name}"`).join(', ');
+    const names = target.dataPorts.map((p) => `"${p.name}"`).join(', ');
     return bad(`no port named ${JSON.stringify(cmd.port)} (ports are ${names})`);
   }
   const int = (key: string, def: number, min: number, max: number): number | string => {
@@ -164,7 +164,7 @@ export class CaptureSession implements Mirror, StreamSession {
   private detach(): void {
     if (!this.attached) return;
     this.attached = false;
-    const port = this.target.ports.find((p) => p.name === this.opts.port);
+    const port = this.target.dataPorts.find((p) => p.name === this.opts.port);
     if (port?.mirror === this) this.target.setMirror(this.opts.port, null);
   }
 

@@ -2,15 +2,21 @@
  * The switch process: owns the Shared Buffers region and the ownership
  * ledger, listens on one vhost-user socket per port (and opens the TAP
  * uplinks), runs the data path in a PollLoop, and answers the control
- * socket (stats, capture) and the optional Prometheus endpoint. The
- * forwarder (PairForwarder or BridgeForwarder) is the only mode-specific
- * part.
+ * socket (stats, capture) and the optional Prometheus endpoint. This is
+ * the control plane: it sets up ports and pairs, then hands the per-packet
+ * work to a DataPath (src/datapath/) and never sits in a per-packet call.
  */
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import { FdWatcher, closeFd, unixAccept, unixConnect, unixListen } from '../../bindings';
 import type { SwitchConfig } from '../config';
+import { BridgeForwarder, type BridgePort } from '../datapath/bridge-forwarder';
+import { DataPath } from '../datapath/data-path';
+import type { Mirror } from '../datapath/mirror';
+import { PairForwarder } from '../datapath/pair-forwarder';
+import { PollLoop } from '../datapath/poll-loop';
+import { TapPort } from '../datapath/tap-port';
 import type { Logger } from '../log';
 import { OwnershipLedger } from '../shm/ledger';
 import { SharedBuffers } from '../shm/shared-buffers';
@@ -18,16 +24,11 @@ import { PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCO
 import {
   VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, bit,
 } from '../virtio/defs';
-import { BridgeForwarder, type BridgePort } from '../datapath/bridge-forwarder';
 import { captureCommand } from './capture';
 import { ControlServer } from './control';
 import { type MetricsServer, startMetrics } from './metrics';
-import type { SwitchStats } from './stats';
-import type { Mirror } from '../datapath/mirror';
-import { PairForwarder } from '../datapath/pair-forwarder';
-import { PollLoop } from '../datapath/poll-loop';
 import { Port, type PortContext } from './port';
-import { TapPort } from '../datapath/tap-port';
+import type { SwitchStats } from './stats';
 
 export const OFFERED_FEATURES =
   bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_NET_F_MQ) |
@@ -43,11 +44,13 @@ export class Switch {
   /** TAP uplinks (bridge mode). */
   readonly taps: TapPort[] = [];
   /** Every port by id (= its index in the config). */
-  private readonly byId: BridgePort[] = [];
+  private readonly byId: (Port | TapPort)[] = [];
+  /** Every port's data side by id: what the bridge and capture see. */
+  readonly dataPorts: BridgePort[] = [];
   private readonly peers = new Map<Port, Port | null>();
   private readonly listeners: { fd: number; watcher: FdWatcher; path: string }[] = [];
-  private readonly forwarder: PairForwarder;
-  private bridge: BridgeForwarder | null = null;
+  private readonly bridge: BridgeForwarder | null;
+  private readonly dataPath: DataPath;
   private readonly loop: PollLoop;
   private control: ControlServer | null = null;
   private metrics: MetricsServer | null = null;
@@ -63,8 +66,13 @@ export class Switch {
     this.shared = new SharedBuffers(sb.bufCount, sb.bufSize, Number(sb.base));
     this.hugePagesRefused = sb.hugePages ? this.shared.useHugePages() : 'disabled by sharedBuffers.hugePages';
     this.ledger = new OwnershipLedger(sb.bufCount);
-    this.forwarder = new PairForwarder(this.shared, this.ledger, cfg.forwarding.burst);
-    this.loop = new PollLoop(this, cfg.forwarding.pollMode, cfg.forwarding.spinUs);
+    const fw = cfg.forwarding;
+    this.bridge = cfg.mode === 'bridge'
+      ? new BridgeForwarder(this.shared, this.ledger, fw.burst, this.dataPorts, cfg.bridge.macTableSize, cfg.bridge.ageingSec * 1000)
+      : null;
+    const pair = this.bridge === null ? new PairForwarder(this.shared, this.ledger, fw.burst) : null;
+    this.dataPath = new DataPath(pair, this.bridge);
+    this.loop = new PollLoop(this.dataPath, fw.pollMode, fw.spinUs);
   }
 
   /** Listen on every port socket and the control socket. On failure nothing is left behind. */
@@ -94,6 +102,8 @@ export class Switch {
           const tap = new TapPort(id, pc.name, pc.ifname, this.log, ctx.wake);
           this.taps.push(tap);
           this.byId.push(tap);
+          this.dataPorts.push(tap);
+          this.dataPath.taps.push(tap);
           try {
             tap.open();
           } catch (e) {
@@ -107,16 +117,18 @@ export class Switch {
         const port = new Port(id, pc.name, sock, pc.partition, ctx);
         this.ports.push(port);
         this.byId.push(port);
+        this.dataPorts.push(port.queues);
         this.listen(port);
       });
-      if (cfg.mode === 'bridge') {
-        this.bridge = new BridgeForwarder(this.shared, this.ledger, cfg.forwarding.burst, this.byId, cfg.bridge.macTableSize, cfg.bridge.ageingSec * 1000);
-      }
       const byName = new Map(this.ports.map((p) => [p.name, p]));
       for (const p of this.ports) this.peers.set(p, null);
       for (const [a, b] of cfg.pairs) {
         this.peers.set(byName.get(a)!, byName.get(b)!);
         this.peers.set(byName.get(b)!, byName.get(a)!);
+      }
+      for (const p of this.ports) {
+        this.dataPath.ports.push(p.queues);
+        this.dataPath.peers.push(this.peers.get(p)?.queues ?? null);
       }
       this.control = new ControlServer(cfg.controlSocket, this.log, (cmd) => this.command(cmd));
       await this.control.listen();
@@ -163,32 +175,6 @@ export class Switch {
     this.listeners.push({ fd, watcher, path: port.socketPath });
   }
 
-  /** One data-path pass: ingest posted rx buffers, forward every tx queue, publish and notify. */
-  round(): number {
-    let work = 0;
-    const ports = this.ports;
-    for (let i = 0; i < ports.length; i++) work += ports[i].ingestRx();
-    const bridge = this.bridge;
-    const now = bridge !== null ? performance.now() : 0;
-    // Every transmit queue of every port gets one burst per round (fairness).
-    if (bridge !== null) for (let i = 0; i < this.taps.length; i++) work += bridge.forwardTap(this.taps[i], now);
-    for (let i = 0; i < ports.length; i++) {
-      const p = ports[i];
-      for (let q = 0; q < p.nq; q++) {
-        if (p.txqs[q] === null) continue;
-        work += bridge !== null ? bridge.forward(p, q, now) : this.forwarder.forward(p, q, this.peers.get(p) ?? null);
-      }
-    }
-    for (let i = 0; i < ports.length; i++) ports[i].flush();
-    return work;
-  }
-
-  setKicks(on: boolean): number {
-    let pending = 0;
-    for (const p of this.ports) pending += p.setKicks(on);
-    return pending;
-  }
-
   stats(): SwitchStats {
     const macs = this.bridge ? this.bridge.macs.entries(performance.now()) : [];
     return {
@@ -200,22 +186,25 @@ export class Switch {
         hugePages: this.hugePagesRefused === null,
       },
       ledger: this.ledger.check(),
-      ports: this.byId.map((p) => ({
-        name: p.name,
-        socket: p.isTap ? `tap:${p.ifname}` : p.socketPath,
-        attached: p.attached,
-        ready: p.ready,
-        zeroCopy: p.zeroCopy,
-        peer: p.isTap ? null : (this.peers.get(p)?.name ?? null),
-        buffersOwned: p.isTap ? 0 : this.ledger.owned[p.id],
-        macs: macs.filter((m) => m.port === p.id).map((m) => m.mac),
-        queues: Array.from({ length: p.nq }, (_, q) => ({
-          index: q,
-          rxPackets: p.queueCounters[4 * q], rxBytes: p.queueCounters[4 * q + 1],
-          txPackets: p.queueCounters[4 * q + 2], txBytes: p.queueCounters[4 * q + 3],
-        })),
-        counters: p.counters.snapshot(),
-      })),
+      ports: this.byId.map((p) => {
+        const d = p.isTap ? p : p.queues;
+        return {
+          name: p.name,
+          socket: p.isTap ? `tap:${p.ifname}` : p.socketPath,
+          attached: p.attached,
+          ready: d.ready,
+          zeroCopy: d.zeroCopy,
+          peer: p.isTap ? null : (this.peers.get(p)?.name ?? null),
+          buffersOwned: p.isTap ? 0 : this.ledger.owned[p.id],
+          macs: macs.filter((m) => m.port === p.id).map((m) => m.mac),
+          queues: Array.from({ length: d.nq }, (_, q) => ({
+            index: q,
+            rxPackets: d.queueCounters[4 * q], rxBytes: d.queueCounters[4 * q + 1],
+            txPackets: d.queueCounters[4 * q + 2], txBytes: d.queueCounters[4 * q + 3],
+          })),
+          counters: d.counters.snapshot(),
+        };
+      }),
     };
   }
 
@@ -224,7 +213,7 @@ export class Switch {
       case 'stats':
         return this.stats();
       case 'reset-counters':
-        for (const p of this.byId) {
+        for (const p of this.dataPorts) {
           p.counters.reset();
           p.queueCounters.fill(0);
         }
@@ -238,7 +227,7 @@ export class Switch {
 
   /** Attach (or with null, detach) a mirror to a port; false if there is no such port. */
   setMirror(portName: string, mirror: Mirror | null): boolean {
-    const p = this.byId.find((x) => x.name === portName);
+    const p = this.dataPorts.find((x) => x.name === portName);
     if (!p) return false;
     p.mirror = mirror;
     return true;

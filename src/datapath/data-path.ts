@@ -1,0 +1,65 @@
+/**
+ * One pass of the data path over every port (what the PollLoop runs):
+ *
+ * 1. every port: consume new rx postings (PortQueues.ingestRx);
+ * 2. every TAP uplink (bridge), then every running tx queue of every port:
+ *    one burst each through the mode's forwarder (fairness: no queue gets
+ *    more than `burst` per pass);
+ * 3. every port: publish used indices once and send the calls the VMs
+ *    asked for.
+ *
+ * Ports and pairs are plain arrays indexed by position, set up by the
+ * control plane (src/switch/switch.ts) before traffic; nothing here logs,
+ * allocates or looks anything up by name.
+ */
+import { performance } from 'node:perf_hooks';
+import type { BridgeForwarder } from './bridge-forwarder';
+import type { PairForwarder } from './pair-forwarder';
+import type { PollTarget } from './poll-loop';
+import type { PortQueues } from './port-queues';
+import type { TapPort } from './tap-port';
+
+export class DataPath implements PollTarget {
+  /** vhost-user ports' queues. */
+  readonly ports: PortQueues[] = [];
+  /** peers[i]: the port ports[i] is paired with (pair mode), or null. */
+  readonly peers: (PortQueues | null)[] = [];
+  /** TAP uplinks (bridge mode). */
+  readonly taps: TapPort[] = [];
+
+  constructor(
+    /** Exactly one of the two forwarders is set, by the switch's mode. */
+    private readonly pair: PairForwarder | null,
+    private readonly bridge: BridgeForwarder | null,
+  ) {}
+
+  round(): number {
+    let work = 0;
+    const ports = this.ports;
+    for (let i = 0; i < ports.length; i++) work += ports[i].ingestRx();
+    const bridge = this.bridge;
+    if (bridge !== null) {
+      const now = performance.now();
+      for (let i = 0; i < this.taps.length; i++) work += bridge.forwardTap(this.taps[i], now);
+      for (let i = 0; i < ports.length; i++) {
+        const p = ports[i];
+        for (let q = 0; q < p.nq; q++) if (p.txqs[q] !== null) work += bridge.forward(p, q, now);
+      }
+    } else {
+      const pair = this.pair!;
+      for (let i = 0; i < ports.length; i++) {
+        const p = ports[i];
+        const peer = this.peers[i];
+        for (let q = 0; q < p.nq; q++) if (p.txqs[q] !== null) work += pair.forward(p, q, peer);
+      }
+    }
+    for (let i = 0; i < ports.length; i++) ports[i].flush();
+    return work;
+  }
+
+  setKicks(on: boolean): number {
+    let pending = 0;
+    for (let i = 0; i < this.ports.length; i++) pending += this.ports[i].setKicks(on);
+    return pending;
+  }
+}

@@ -1,0 +1,275 @@
+/**
+ * A vhost-user port as the data path sees it: its running queues (virtio-net:
+ * vring 2q is queue pair q's receive queue, 2q+1 its transmit queue), their
+ * chain walkers, the rx postings the switch holds, the front-end's memory
+ * for the copy path, counters and the capture mirror. The control plane
+ * (src/switch/port.ts) owns the session and calls sync() whenever queues or
+ * memory change; nothing here touches a socket, and nothing here allocates
+ * per packet.
+ */
+import { eventfdSignal } from '../../bindings';
+import type { Logger } from '../log';
+import { POOL, type OwnershipLedger } from '../shm/ledger';
+import type { SharedBuffers } from '../shm/shared-buffers';
+import type { MemoryTable } from '../vhost/memory-table';
+import { ChainSegments, ChainWalker } from '../virtio/chain';
+import { VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED, VIRTIO_NET_HDR_SIZE, hasBit } from '../virtio/defs';
+import type { DeviceQueue } from '../virtio/device-queue';
+import { netHdrFlags, setNetHdrFlags, writeNetHdr } from '../virtio/net-hdr';
+import { Drop, PortCounters } from './counters';
+import type { Mirror } from './mirror';
+import { RxPostings, postingHead, postingQueue } from './rx-postings';
+import { chainDrop } from './tx-class';
+
+/** virtio-net: vring 2q is queue pair q's receive queue, 2q+1 its transmit queue. */
+export const rxVring = (q: number): number => 2 * q;
+export const txVring = (q: number): number => 2 * q + 1;
+
+/** What the data path reads from a vhost-user session: the vrings' running queues and call fds, memory, features. */
+export interface QueueSource {
+  readonly vrings: readonly { readonly queue: DeviceQueue | null; readonly callFd: number }[];
+  readonly mem: MemoryTable | null;
+  readonly ackedFeatures: bigint;
+}
+
+/** What every port's data path shares. */
+export interface DataPathContext {
+  shared: SharedBuffers;
+  ledger: OwnershipLedger;
+  log: Logger;
+  queuePairs: number;
+  /** Bridge mode: VMs post their own buffers and the switch swaps (docs/protocol.md, "Bridge mode"). */
+  swap: boolean;
+}
+
+export class PortQueues {
+  readonly isTap = false;
+  /** Running receive / transmit queues by queue-pair index (null: not running). */
+  readonly rxqs: (DeviceQueue | null)[];
+  readonly txqs: (DeviceQueue | null)[];
+  readonly rxWalkers: (ChainWalker | null)[];
+  readonly txWalkers: (ChainWalker | null)[];
+  /** Queue pairs up to the highest running one (loops stop here). */
+  nq = 0;
+  readonly counters = new PortCounters();
+  /** Per queue pair: [4q]=rx packets, [4q+1]=rx bytes, [4q+2]=tx packets, [4q+3]=tx bytes. */
+  readonly queueCounters: Float64Array;
+  readonly postings: RxPostings;
+  /** The front-end's memory table, for the copy path (null: none yet). */
+  mem: MemoryTable | null = null;
+  /** The region is usable by this front-end (SHARED_BUFFERS negotiated and fetched). */
+  zeroCopy = false;
+  /** The front-end takes packets spread over several rx buffers (VIRTIO_NET_F_MRG_RXBUF). */
+  mergeable = false;
+  /** Set while someone captures this port's traffic. */
+  mirror: Mirror | null = null;
+  private source: QueueSource | null = null;
+  private readonly seg = new ChainSegments();
+
+  constructor(
+    readonly id: number,
+    readonly name: string,
+    /** Buffers this port may hold from the pool before its postings stop being gifted. */
+    private readonly partitionCount: number,
+    private readonly ctx: DataPathContext,
+    /** A ring broke beyond repair: the control plane disconnects the front-end. */
+    private readonly broken: (reason: string) => void,
+  ) {
+    const n = ctx.queuePairs;
+    this.rxqs = new Array<DeviceQueue | null>(n).fill(null);
+    this.txqs = new Array<DeviceQueue | null>(n).fill(null);
+    this.rxWalkers = new Array<ChainWalker | null>(n).fill(null);
+    this.txWalkers = new Array<ChainWalker | null>(n).fill(null);
+    this.postings = new RxPostings(ctx.shared.bufCount, n);
+    this.queueCounters = new Float64Array(4 * n);
+    this.counters.onFirstDrop = (reason) =>
+      ctx.log.warn({ port: name, reason }, 'first drop for this reason (later ones are only counted: zcswitch stats)');
+  }
+
+  /** Queue pair 0 runs both ways: the port can carry traffic. */
+  get ready(): boolean {
+    return this.rxqs[0] !== null && this.txqs[0] !== null;
+  }
+
+  /** Take the session's running queues and memory (null: the front-end went away). */
+  sync(src: QueueSource | null): void {
+    this.source = src;
+    this.mem = src === null ? null : src.mem;
+    this.mergeable = src !== null && hasBit(src.ackedFeatures, VIRTIO_NET_F_MRG_RXBUF);
+    if (src === null) this.zeroCopy = false;
+    let nq = 0;
+    for (let q = 0; q < this.rxqs.length; q++) {
+      const rx = src === null ? null : src.vrings[rxVring(q)].queue;
+      const tx = src === null ? null : src.vrings[txVring(q)].queue;
+      const oldRx = this.rxqs[q];
+      if (rx !== oldRx) {
+        // A fresh or stopped ring: the postings we held from it are void.
+        if (rx === null || oldRx === null) this.postings.clearQueue(q);
+        this.rxWalkers[q] = rx === null ? null : walkerFor(this.rxWalkers[q], oldRx, rx);
+        this.rxqs[q] = rx;
+      }
+      if (tx !== this.txqs[q]) {
+        this.txWalkers[q] = tx === null ? null : walkerFor(this.txWalkers[q], this.txqs[q], tx);
+        this.txqs[q] = tx;
+      }
+      if (rx !== null || tx !== null) nq = q + 1;
+    }
+    this.nq = nq;
+  }
+
+  /**
+   * Consume newly posted rx descriptors on every queue: shared buffers become
+   * postings (or are gifted at once from the pool, or, on a bridge, wait as
+   * this port's own empty buffers), other chains become copy targets.
+   * Invalid postings are completed empty so the VM gets them back.
+   */
+  ingestRx(): number {
+    let taken = 0;
+    for (let q = 0; q < this.nq; q++) if (this.rxqs[q] !== null) taken += this.ingestQueue(q);
+    return taken;
+  }
+
+  private ingestQueue(qi: number): number {
+    const q = this.rxqs[qi]!;
+    let n = q.availPending();
+    if (n < 0) {
+      this.counters.drop(Drop.RingBroken);
+      this.broken(`rx queue ${qi}: avail index ran ahead of the ring size`);
+      return 0;
+    }
+    const taken = n;
+    const { shared, ledger, swap } = this.ctx;
+    const { seg, postings } = this;
+    const walker = this.rxWalkers[qi]!;
+    const num = q.ring.num;
+    while (n-- > 0) {
+      const head = q.popAvail();
+      const c = walker.walk(q.ring, head, seg);
+      if (c < 0) {
+        this.counters.drop(chainDrop(c));
+        if (head < num) q.pushUsed(head, 0);
+        continue;
+      }
+      const addr = seg.addr[0];
+      const b = shared.indexOf(addr);
+      if (seg.readable !== 0 || (b >= 0 && (!this.zeroCopy || c !== 1 || addr !== shared.addrOf(b) || seg.len[0] !== shared.bufSize))) {
+        this.counters.drop(Drop.BadRxDesc);
+        q.pushUsed(head, 0);
+      } else if (b < 0) {
+        postings.postCopyTarget(qi, head);
+      } else if (swap && ledger.owner[b] === this.id) {
+        postings.postOwn(qi, head, b);
+      } else if (postings.hasShared(b)) {
+        this.counters.drop(Drop.DupRxPost);
+        q.pushUsed(head, 0);
+      } else if (ledger.owner[b] === POOL && ledger.owned[this.id] < this.partitionCount) {
+        writeNetHdr(shared.mem, shared.offsetOf(b), VIRTIO_NET_HDR_F_GIFT_BUFFER, 1);
+        q.pushUsed(head, VIRTIO_NET_HDR_SIZE);
+        ledger.transfer(b, this.id);
+        this.counters.giftsOut++;
+      } else {
+        postings.postShared(b, qi, head);
+      }
+    }
+    return taken;
+  }
+
+  /**
+   * Descriptors waiting on tx queue qi, at most `burst`; 0 when it is not
+   * running. An avail index that ran ahead of the ring disconnects the port.
+   */
+  txPending(qi: number, burst: number): number {
+    const q = this.txqs[qi];
+    if (q === null) return 0;
+    const n = q.availPending();
+    if (n < 0) {
+      this.counters.drop(Drop.RingBroken);
+      this.broken(`tx queue ${qi}: avail index ran ahead of the ring size`);
+      return 0;
+    }
+    return n > burst ? burst : n;
+  }
+
+  /** A running rx queue for traffic arriving on the sender's queue pair q (same index when we have it). */
+  rxQueueFor(q: number): number {
+    const nq = this.nq;
+    if (nq === 0) return -1;
+    for (let i = 0, k = q % nq; i < nq; i++, k = k + 1 === nq ? 0 : k + 1) if (this.rxqs[k] !== null) return k;
+    return -1;
+  }
+
+  /** Rx queue holding the posting of shared buffer b, after looking for new postings if it has none; -1 if none. */
+  sharedPostingQueue(b: number): number {
+    if (!this.postings.hasShared(b)) this.ingestRx();
+    const p = this.postings.sharedPosting(b);
+    return p < 0 ? -1 : postingQueue(p);
+  }
+
+  /** Complete the posting of shared buffer b with len bytes. False if there is none. */
+  completeShared(b: number, len: number): boolean {
+    const p = this.postings.sharedPosting(b);
+    if (p < 0) return false;
+    const q = this.rxqs[postingQueue(p)];
+    if (q === null) return false;
+    this.postings.takeShared(b);
+    q.pushUsed(postingHead(p), len);
+    return true;
+  }
+
+  /**
+   * Hand shared buffer b back to this port through its own posting for it,
+   * flagged RETURNED (docs/protocol.md, ownership rule 5). False if it
+   * posted none.
+   */
+  returnBuffer(b: number): boolean {
+    if (!this.postings.hasShared(b)) this.ingestRx();
+    if (!this.postings.hasShared(b)) return false;
+    const { shared } = this.ctx;
+    const off = shared.offsetOf(b);
+    setNetHdrFlags(shared.mem, off, netHdrFlags(shared.mem, off) | VIRTIO_NET_HDR_F_RETURNED);
+    if (!this.completeShared(b, VIRTIO_NET_HDR_SIZE)) return false;
+    this.counters.returned++;
+    return true;
+  }
+
+  /** Publish used entries and send the calls the VM asked for. */
+  flush(): void {
+    const src = this.source;
+    if (src === null) return;
+    for (let q = 0; q < this.nq; q++) {
+      const rx = this.rxqs[q];
+      if (rx !== null) {
+        rx.publishUsed();
+        if (rx.needsCall()) this.call(src.vrings[rxVring(q)].callFd);
+      }
+      const tx = this.txqs[q];
+      if (tx !== null) {
+        tx.publishUsed();
+        if (tx.needsCall()) this.call(src.vrings[txVring(q)].callFd);
+      }
+    }
+  }
+
+  private call(fd: number): void {
+    if (fd < 0) return;
+    eventfdSignal(fd);
+    this.counters.calls++;
+  }
+
+  /** Enable or disable kicks on every running queue; returns entries already pending. */
+  setKicks(on: boolean): number {
+    let pending = 0;
+    for (let q = 0; q < this.nq; q++) {
+      const rx = this.rxqs[q];
+      const tx = this.txqs[q];
+      if (rx !== null) pending += Math.max(0, rx.setKicks(on));
+      if (tx !== null) pending += Math.max(0, tx.setKicks(on));
+    }
+    return pending;
+  }
+}
+
+/** Reuse a walker when the ring size did not change. */
+function walkerFor(w: ChainWalker | null, old: DeviceQueue | null, q: DeviceQueue): ChainWalker {
+  return w !== null && old !== null && old.ring.num === q.ring.num ? w : new ChainWalker(q.ring.num);
+}
