@@ -9,11 +9,11 @@ import { FdWatcher, closeFd, dupFd, eventfdDrain, eventfdSignal } from '../../bi
 import type { Logger } from '../log';
 import { POOL, type OwnershipLedger } from '../shm/ledger';
 import type { SharedBuffers } from '../shm/shared-buffers';
-import { VhostUserBackend } from '../vhost/backend';
+import { VhostUserBackend } from '../vhost/session';
 import type { SharedBuffersInfo } from '../vhost/codec';
-import { SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
+import { SHARED_BUFFERS_F_SWAP, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
 import { CHAIN_BAD_HEAD, CHAIN_BAD_NEXT, CHAIN_INDIRECT, CHAIN_LOOP, CHAIN_TOO_LONG, ChainSegments, ChainWalker } from '../virtio/chain';
-import { VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED, VIRTIO_NET_HDR_SIZE, hasBit } from '../virtio/defs';
+import { VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_SIZE, hasBit } from '../virtio/defs';
 import type { DeviceQueue } from '../virtio/device-queue';
 import { netHdrFlags, setNetHdrFlags, writeNetHdr } from '../virtio/net-hdr';
 import { Drop, PortCounters } from '../datapath/counters';
