@@ -6,7 +6,8 @@
  * fit leaves the receiver's postings untouched. Shared by both forwarders.
  */
 import { ChainSegments } from '../virtio/chain';
-import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
+import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
+import { VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
 import { netHdrFlags, setNetHdrFlags, setNumBuffers } from '../virtio/net-hdr';
 import { Drop } from './counters';
 import { ResolvedChain, copyChain, resolveChain } from './copy';

@@ -4,7 +4,8 @@
  * bytes into another's. Only used when zero-copy delivery is impossible.
  */
 import type { ChainSegments } from '../virtio/chain';
-import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED, VIRTQ_MAX_CHAIN } from '../virtio/defs';
+import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
+import { VIRTQ_MAX_CHAIN } from '../virtio/defs';
 import { netHdrFlags, setNetHdrFlags, setNumBuffers } from '../virtio/net-hdr';
 import type { MemoryTable } from '../vhost/memory-table';
 import type { SharedBuffers } from '../shm/shared-buffers';

@@ -20,10 +20,12 @@
 import { FdWatcher, closeFd, eventfdCreate, eventfdDrain, eventfdSignal, munmap } from '../../bindings';
 import type { Logger } from '../log';
 import { decodeU64, memTable, u64, vringAddr, vringState } from '../vhost/codec';
-import { PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, Req } from '../vhost/protocol';
 import {
-  GIFT_CHAIN_MAX, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED,
-  VIRTIO_NET_HDR_SIZE, VIRTIO_RING_F_EVENT_IDX, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_MAX_SIZE, bit, hasBit,
+  GIFT_CHAIN_MAX, PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, Req, VHOST_USER_F_PROTOCOL_FEATURES,
+  VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED,
+} from '../vhost/protocol';
+import {
+  VIRTIO_F_VERSION_1, VIRTIO_NET_HDR_SIZE, VIRTIO_RING_F_EVENT_IDX, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_MAX_SIZE, bit, hasBit,
 } from '../virtio/defs';
 import { DriverQueue } from '../virtio/driver-queue';
 import { writeNetHdr, writeNetHdrWords } from '../virtio/net-hdr';

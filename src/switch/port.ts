@@ -9,7 +9,7 @@
 import { FdWatcher, closeFd, dupFd, eventfdDrain } from '../../bindings';
 import { type DataPathContext, PortQueues } from '../datapath/port-queues';
 import type { Logger } from '../log';
-import { VhostUserBackend } from '../vhost/backend';
+import { VhostUserBackend } from '../vhost/session';
 import type { SharedBuffersInfo } from '../vhost/codec';
 import { SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
 

@@ -20,10 +20,10 @@ import { TapPort } from '../datapath/tap-port';
 import type { Logger } from '../log';
 import { OwnershipLedger } from '../shm/ledger';
 import { SharedBuffers } from '../shm/shared-buffers';
-import { PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS } from '../vhost/protocol';
 import {
-  VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, bit,
-} from '../virtio/defs';
+  PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS, VHOST_USER_F_PROTOCOL_FEATURES,
+} from '../vhost/protocol';
+import { VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, bit } from '../virtio/defs';
 import { captureCommand } from './capture';
 import { ControlServer } from './control';
 import { type MetricsServer, startMetrics } from './metrics';

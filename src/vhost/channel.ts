@@ -7,7 +7,7 @@
  */
 import { FdWatcher, closeFd, unixRecvMsg, unixSendMsg } from '../../bindings';
 import { encodeMessage, type VhostMessage } from './codec';
-import { HDR_SIZE, MAX_FDS, MAX_PAYLOAD, reqName } from './protocol';
+import { HEADER, MAX_FDS, MAX_PAYLOAD, reqName } from './protocol';
 import { closeFdQuiet } from './memory-table';
 
 /** Messages handled per readability callback before yielding to other ports. */
@@ -15,9 +15,9 @@ const MAX_MESSAGES_PER_WAKE = 64;
 
 export class VhostChannel {
   private readonly watcher: FdWatcher;
-  private readonly rx = Buffer.alloc(HDR_SIZE + MAX_PAYLOAD);
+  private readonly rx = Buffer.alloc(HEADER.size + MAX_PAYLOAD);
   private have = 0;
-  private want = HDR_SIZE;
+  private want = HEADER.size;
   private fds: number[] = [];
   private closed = false;
 
@@ -86,24 +86,24 @@ export class VhostChannel {
       }
       this.have += n;
       if (this.have < this.want) continue;
-      if (this.want === HDR_SIZE) {
-        const size = this.rx.readUInt32LE(8);
-        if (size > MAX_PAYLOAD) {
-          this.close(`${reqName(this.rx.readUInt32LE(0))}: payload size ${size} exceeds ${MAX_PAYLOAD}`);
+      const hdr = HEADER.read(this.rx, 0);
+      if (this.want === HEADER.size) {
+        if (hdr.size > MAX_PAYLOAD) {
+          this.close(`${reqName(hdr.request)}: payload size ${hdr.size} exceeds ${MAX_PAYLOAD}`);
           return;
         }
-        this.want = HDR_SIZE + size;
-        if (size > 0) continue;
+        this.want = HEADER.size + hdr.size;
+        if (hdr.size > 0) continue;
       }
       const msg: VhostMessage = {
-        request: this.rx.readUInt32LE(0),
-        flags: this.rx.readUInt32LE(4),
-        payload: Buffer.from(this.rx.subarray(HDR_SIZE, this.want)),
+        request: hdr.request,
+        flags: hdr.flags,
+        payload: Buffer.from(this.rx.subarray(HEADER.size, this.want)),
         fds: this.fds,
       };
       this.fds = [];
       this.have = 0;
-      this.want = HDR_SIZE;
+      this.want = HEADER.size;
       handled++;
       this.onMessage(msg);
     }

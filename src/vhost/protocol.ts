@@ -1,87 +1,109 @@
 /**
- * vhost-user wire protocol: request ids, header flags, protocol feature bits
- * and the byte layout of every payload we read or write (qemu
- * docs/interop/vhost-user.rst). Pure data: no I/O, no device logic. Each
- * payload has a SIZE constant and codec.ts checks it on every decode
- * (libmemif style).
+ * The one authority for the vhost-user wire (qemu docs/interop/vhost-user.rst)
+ * and for zcswitch's SHARED_BUFFERS extension (docs/protocol.md): request
+ * ids, header flags, feature bits and the layout of every payload we read
+ * or write. Pure data: no I/O, no device logic; codec.ts derives encoders
+ * and size-checked decoders from the tables here. virtio's own numbers live
+ * in src/virtio/defs.ts. Names drop the spec's VHOST_USER_ prefix except
+ * where the number lives in virtio's feature space.
  */
-import { VHOST_USER_GET_SHARED_BUFFERS, VHOST_USER_PROTOCOL_F_SHARED_BUFFERS } from '../virtio/defs';
+import { VIRTQ_MAX_CHAIN } from '../virtio/defs';
+import { wireStruct } from './layout';
 
-/** Front-end → back-end requests. */
-export const enum Req {
-  GET_FEATURES = 1,
-  SET_FEATURES = 2,
-  SET_OWNER = 3,
-  RESET_OWNER = 4,
-  SET_MEM_TABLE = 5,
-  SET_LOG_BASE = 6,
-  SET_LOG_FD = 7,
-  SET_VRING_NUM = 8,
-  SET_VRING_ADDR = 9,
-  SET_VRING_BASE = 10,
-  GET_VRING_BASE = 11,
-  SET_VRING_KICK = 12,
-  SET_VRING_CALL = 13,
-  SET_VRING_ERR = 14,
-  GET_PROTOCOL_FEATURES = 15,
-  SET_PROTOCOL_FEATURES = 16,
-  GET_QUEUE_NUM = 17,
-  SET_VRING_ENABLE = 18,
-  SEND_RARP = 19,
-  NET_SET_MTU = 20,
-  SET_SLAVE_REQ_FD = 21,
-  IOTLB_MSG = 22,
-  SET_VRING_ENDIAN = 23,
-  GET_CONFIG = 24,
-  SET_CONFIG = 25,
-  CREATE_CRYPTO_SESSION = 26,
-  CLOSE_CRYPTO_SESSION = 27,
-  POSTCOPY_ADVISE = 28,
-  POSTCOPY_LISTEN = 29,
-  POSTCOPY_END = 30,
-  GET_INFLIGHT_FD = 31,
-  SET_INFLIGHT_FD = 32,
-  GPU_SET_SOCKET = 33,
-  RESET_DEVICE = 34,
-  VRING_KICK = 35,
-  GET_MAX_MEM_SLOTS = 36,
-  ADD_MEM_REG = 37,
-  REM_MEM_REG = 38,
-  SET_STATUS = 39,
-  GET_STATUS = 40,
-  GET_SHARED_BUFFERS = VHOST_USER_GET_SHARED_BUFFERS,
-}
+// ---- requests
 
-const REQ_NAMES: Record<number, string> = {
-  1: 'GET_FEATURES', 2: 'SET_FEATURES', 3: 'SET_OWNER', 4: 'RESET_OWNER', 5: 'SET_MEM_TABLE',
-  6: 'SET_LOG_BASE', 7: 'SET_LOG_FD', 8: 'SET_VRING_NUM', 9: 'SET_VRING_ADDR', 10: 'SET_VRING_BASE',
-  11: 'GET_VRING_BASE', 12: 'SET_VRING_KICK', 13: 'SET_VRING_CALL', 14: 'SET_VRING_ERR',
-  15: 'GET_PROTOCOL_FEATURES', 16: 'SET_PROTOCOL_FEATURES', 17: 'GET_QUEUE_NUM', 18: 'SET_VRING_ENABLE',
-  19: 'SEND_RARP', 20: 'NET_SET_MTU', 21: 'SET_SLAVE_REQ_FD', 22: 'IOTLB_MSG', 23: 'SET_VRING_ENDIAN',
-  24: 'GET_CONFIG', 25: 'SET_CONFIG', 26: 'CREATE_CRYPTO_SESSION', 27: 'CLOSE_CRYPTO_SESSION',
-  28: 'POSTCOPY_ADVISE', 29: 'POSTCOPY_LISTEN', 30: 'POSTCOPY_END', 31: 'GET_INFLIGHT_FD',
-  32: 'SET_INFLIGHT_FD', 33: 'GPU_SET_SOCKET', 34: 'RESET_DEVICE', 35: 'VRING_KICK',
-  36: 'GET_MAX_MEM_SLOTS', 37: 'ADD_MEM_REG', 38: 'REM_MEM_REG', 39: 'SET_STATUS', 40: 'GET_STATUS',
-  [VHOST_USER_GET_SHARED_BUFFERS]: 'GET_SHARED_BUFFERS',
+/**
+ * How a request is answered. 'reply': by a reply message of its own, which
+ * the front-end always waits for, so REPLY_ACK does not apply. 'ack': by
+ * nothing, or by REPLY_ACK's u64 when the front-end sets NEED_REPLY.
+ */
+type Answer = 'reply' | 'ack';
+
+/** Every request id we know by name: the single source for Req, reqName and REPLIES. */
+const REQUESTS = {
+  GET_FEATURES: { id: 1, answer: 'reply' },
+  SET_FEATURES: { id: 2, answer: 'ack' },
+  SET_OWNER: { id: 3, answer: 'ack' },
+  RESET_OWNER: { id: 4, answer: 'ack' },
+  SET_MEM_TABLE: { id: 5, answer: 'ack' },
+  SET_LOG_BASE: { id: 6, answer: 'ack' },
+  SET_LOG_FD: { id: 7, answer: 'ack' },
+  SET_VRING_NUM: { id: 8, answer: 'ack' },
+  SET_VRING_ADDR: { id: 9, answer: 'ack' },
+  SET_VRING_BASE: { id: 10, answer: 'ack' },
+  GET_VRING_BASE: { id: 11, answer: 'reply' },
+  SET_VRING_KICK: { id: 12, answer: 'ack' },
+  SET_VRING_CALL: { id: 13, answer: 'ack' },
+  SET_VRING_ERR: { id: 14, answer: 'ack' },
+  GET_PROTOCOL_FEATURES: { id: 15, answer: 'reply' },
+  SET_PROTOCOL_FEATURES: { id: 16, answer: 'ack' },
+  GET_QUEUE_NUM: { id: 17, answer: 'reply' },
+  SET_VRING_ENABLE: { id: 18, answer: 'ack' },
+  SEND_RARP: { id: 19, answer: 'ack' },
+  NET_SET_MTU: { id: 20, answer: 'ack' },
+  SET_SLAVE_REQ_FD: { id: 21, answer: 'ack' },
+  IOTLB_MSG: { id: 22, answer: 'ack' },
+  SET_VRING_ENDIAN: { id: 23, answer: 'ack' },
+  GET_CONFIG: { id: 24, answer: 'reply' },
+  SET_CONFIG: { id: 25, answer: 'ack' },
+  CREATE_CRYPTO_SESSION: { id: 26, answer: 'ack' },
+  CLOSE_CRYPTO_SESSION: { id: 27, answer: 'ack' },
+  POSTCOPY_ADVISE: { id: 28, answer: 'ack' },
+  POSTCOPY_LISTEN: { id: 29, answer: 'ack' },
+  POSTCOPY_END: { id: 30, answer: 'ack' },
+  GET_INFLIGHT_FD: { id: 31, answer: 'reply' },
+  SET_INFLIGHT_FD: { id: 32, answer: 'ack' },
+  GPU_SET_SOCKET: { id: 33, answer: 'ack' },
+  RESET_DEVICE: { id: 34, answer: 'ack' },
+  VRING_KICK: { id: 35, answer: 'ack' },
+  GET_MAX_MEM_SLOTS: { id: 36, answer: 'reply' },
+  ADD_MEM_REG: { id: 37, answer: 'ack' },
+  REM_MEM_REG: { id: 38, answer: 'ack' },
+  SET_STATUS: { id: 39, answer: 'ack' },
+  GET_STATUS: { id: 40, answer: 'reply' },
+  /**
+   * Extension: ask for the Shared Buffers region (no payload; the reply is
+   * SHARED_BUFFERS_REPLY with the region's memfd). 0x5a00 is far outside
+   * the spec's ids (1..40s), so it cannot collide with a future request and
+   * stands out in a trace.
+   */
+  GET_SHARED_BUFFERS: { id: 0x5a00, answer: 'reply' },
+} as const satisfies Record<string, { id: number; answer: Answer }>;
+
+type RequestName = keyof typeof REQUESTS;
+const requestRows = Object.entries(REQUESTS) as [RequestName, { id: number; answer: Answer }][];
+
+/** Front-end → back-end request ids by name. */
+export const Req = Object.freeze(Object.fromEntries(requestRows.map(([name, r]) => [name, r.id]))) as {
+  readonly [N in RequestName]: (typeof REQUESTS)[N]['id'];
 };
 
+const REQ_NAMES: ReadonlyMap<number, string> = new Map(requestRows.map(([name, r]) => [r.id, name]));
+
 export function reqName(req: number): string {
-  return REQ_NAMES[req] ?? `UNKNOWN_${req}`;
+  return REQ_NAMES.get(req) ?? `UNKNOWN_${req}`;
 }
 
-// ---- header: u32 request, u32 flags, u32 size
-export const HDR_SIZE = 12;
+/** Requests whose normal answer is a reply message (REPLY_ACK does not apply). */
+export const REPLIES: ReadonlySet<number> = new Set(requestRows.filter(([, r]) => r.answer === 'reply').map(([, r]) => r.id));
+
+// ---- header flags and limits
+
 export const FLAG_VERSION_MASK = 0x3;
 export const FLAG_VERSION = 0x1;
 export const FLAG_REPLY = 0x4;
 export const FLAG_NEED_REPLY = 0x8;
 /** No legal payload is near this; larger means a broken or hostile peer. */
 export const MAX_PAYLOAD = 4096;
-/** SET_MEM_TABLE carries at most this many regions (and fds). */
+/** SET_MEM_TABLE carries at most this many regions (and fds): VHOST_MEMORY_BASELINE_NREGIONS. */
 export const MAX_MEM_REGIONS = 8;
 export const MAX_FDS = 8;
 
-// ---- protocol feature bits
+// ---- feature bits
+
+/** A virtio device feature bit that vhost-user reserves: the back-end speaks GET/SET_PROTOCOL_FEATURES. */
+export const VHOST_USER_F_PROTOCOL_FEATURES = 30n;
+
 export const PROTOCOL_F_MQ = 0n;
 export const PROTOCOL_F_LOG_SHMFD = 1n;
 export const PROTOCOL_F_RARP = 2n;
@@ -90,40 +112,101 @@ export const PROTOCOL_F_NET_MTU = 4n;
 export const PROTOCOL_F_SLAVE_REQ = 5n;
 export const PROTOCOL_F_CONFIG = 9n;
 export const PROTOCOL_F_STATUS = 16n;
-export const PROTOCOL_F_SHARED_BUFFERS = VHOST_USER_PROTOCOL_F_SHARED_BUFFERS;
 
-// ---- payload layouts (sizes are checked on decode)
-/** u64: features, protocol features, status, queue num, ack. */
-export const U64_SIZE = 8;
-/** vhost_vring_state: u32 index, u32 num. */
-export const VRING_STATE_SIZE = 8;
-/** vhost_vring_addr: u32 index, u32 flags, u64 desc, u64 used, u64 avail, u64 log. */
-export const VRING_ADDR_SIZE = 40;
-/** vhost_user_memory header: u32 nregions, u32 padding. */
-export const MEM_HDR_SIZE = 8;
-/** vhost_user_memory_region: u64 guest_phys_addr, u64 memory_size, u64 userspace_addr, u64 mmap_offset. */
-export const MEM_REGION_SIZE = 32;
-/** SET_VRING_KICK/CALL/ERR u64: bits 0..7 index, bit 8 "no fd". */
+/** SET_VRING_KICK/CALL/ERR u64: bits 0..7 the vring index, bit 8 "no fd". */
 export const VRING_IDX_MASK = 0xff;
 export const VRING_NOFD_MASK = 0x100;
+
+// ---- payload layouts (codec.ts checks each size on decode)
+
+export const HEADER = wireStruct('vhost-user header', [
+  { name: 'request', offset: 0, type: 'u32' },
+  { name: 'flags', offset: 4, type: 'u32' },
+  { name: 'size', offset: 8, type: 'u32' },
+]);
+
+/** Features, protocol features, status, queue num, vring fd index, ack. */
+export const U64_PAYLOAD = wireStruct('u64', [{ name: 'value', offset: 0, type: 'u64' }]);
+
+export const VRING_STATE = wireStruct('vhost_vring_state', [
+  { name: 'index', offset: 0, type: 'u32' },
+  { name: 'num', offset: 4, type: 'u32' },
+]);
+
+export const VRING_ADDR = wireStruct('vhost_vring_addr', [
+  { name: 'index', offset: 0, type: 'u32' },
+  { name: 'flags', offset: 4, type: 'u32' },
+  { name: 'desc', offset: 8, type: 'u64' },
+  { name: 'used', offset: 16, type: 'u64' },
+  { name: 'avail', offset: 24, type: 'u64' },
+  { name: 'log', offset: 32, type: 'u64' },
+]);
+
+/** SET_MEM_TABLE: this header, then nregions MEMORY_REGIONs. */
+export const MEMORY_HEADER = wireStruct('vhost_user_memory', [
+  { name: 'nregions', offset: 0, type: 'u32' },
+  { name: 'padding', offset: 4, type: 'pad32' },
+]);
+
+export const MEMORY_REGION = wireStruct('vhost_user_memory_region', [
+  { name: 'guestPhysAddr', offset: 0, type: 'u64' },
+  { name: 'memorySize', offset: 8, type: 'u64' },
+  { name: 'userspaceAddr', offset: 16, type: 'u64' },
+  { name: 'mmapOffset', offset: 24, type: 'u64' },
+]);
+
+// ---- the zcswitch extension: SHARED_BUFFERS (docs/protocol.md)
+// Its request is GET_SHARED_BUFFERS in the request table above.
+
 /**
- * GET_SHARED_BUFFERS reply (zcswitch extension), region memfd in the
- * ancillary data:
- *   u64 base, u64 size, u32 bufSize, u32 bufCount,
- *   u32 partitionStart, u32 partitionCount, u32 giftHigh, u32 giftLow,
- *   u32 flags (SHARED_BUFFERS_F_*), u32 reserved (0)
+ * Protocol feature bit for the Shared Buffers region. The spec uses bits
+ * 0..18 today; 40 leaves ample room for it to grow and still fits the u64.
  */
-export const SHARED_BUFFERS_SIZE = 48;
+export const PROTOCOL_F_SHARED_BUFFERS = 40n;
+
+/** GET_SHARED_BUFFERS reply; the region's memfd travels in the ancillary data. */
+export const SHARED_BUFFERS_REPLY = wireStruct('GET_SHARED_BUFFERS reply', [
+  { name: 'base', offset: 0, type: 'u64' },
+  { name: 'size', offset: 8, type: 'u64' },
+  { name: 'bufSize', offset: 16, type: 'u32' },
+  { name: 'bufCount', offset: 20, type: 'u32' },
+  { name: 'partitionStart', offset: 24, type: 'u32' },
+  { name: 'partitionCount', offset: 28, type: 'u32' },
+  { name: 'giftHigh', offset: 32, type: 'u32' },
+  { name: 'giftLow', offset: 36, type: 'u32' },
+  { name: 'flags', offset: 40, type: 'u32' },
+  { name: 'reserved', offset: 44, type: 'pad32' },
+]);
+
 /**
- * Bridge (swap) semantics (docs/protocol.md, "Bridge mode"): the VM posts its own empty buffers on
- * rx; the switch completes rx and tx descriptors with the buffer address it
- * wrote into them, so the driver reads the address back on completion.
- * Without it: pair semantics (post what the peer owns; address match).
+ * SHARED_BUFFERS_REPLY.flags bit 0, bridge (swap) semantics (docs/protocol.md,
+ * "Bridge mode"): the VM posts its own empty buffers on rx; the switch
+ * completes rx and tx descriptors with the buffer address it wrote into
+ * them, so the driver reads the address back on completion. Without it:
+ * pair semantics (post what the peer owns; address match).
  */
 export const SHARED_BUFFERS_F_SWAP = 1;
 
-/** Requests whose normal answer is a reply message (REPLY_ACK does not apply). */
-export const REPLIES: ReadonlySet<number> = new Set<number>([
-  Req.GET_FEATURES, Req.GET_PROTOCOL_FEATURES, Req.GET_VRING_BASE, Req.GET_QUEUE_NUM,
-  Req.GET_CONFIG, Req.GET_INFLIGHT_FD, Req.GET_MAX_MEM_SLOTS, Req.GET_STATUS, Req.GET_SHARED_BUFFERS,
-]);
+/**
+ * virtio_net_hdr.flags: the buffer is not a packet but an empty shared
+ * buffer handed to the receiver, whose free pool grows by one
+ * (docs/protocol.md, ownership rule 4). The spec's flags are 1, 2 and 4;
+ * starting at 0x40 leaves room for new spec bits before a collision.
+ */
+export const VIRTIO_NET_HDR_F_GIFT_BUFFER = 0x40;
+/**
+ * virtio_net_hdr.flags: the switch could not deliver this shared buffer and
+ * hands it back to its sender through the sender's own posted rx
+ * descriptor (docs/protocol.md, ownership rule 5). The sender still owns
+ * it; it is not a packet. The next bit after GIFT_BUFFER, still within the
+ * u8.
+ */
+export const VIRTIO_NET_HDR_F_RETURNED = 0x80;
+/**
+ * A gift may carry several buffers: a chain of descriptors, each a whole
+ * shared buffer with length VIRTIO_NET_HDR_SIZE; only the first header
+ * needs GIFT_BUFFER. The switch delivers each link to the peer as its own
+ * 12-byte rx completion, so one tx entry moves up to this many buffers: the
+ * longest chain the switch accepts at all.
+ */
+export const GIFT_CHAIN_MAX = VIRTQ_MAX_CHAIN;

@@ -14,8 +14,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { closeFd, memfdCreate } from '../../bindings';
 import { memTable, u64, vringState } from '../../src/vhost/codec';
-import { FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, PROTOCOL_F_REPLY_ACK, Req } from '../../src/vhost/protocol';
-import { VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, hasBit } from '../../src/virtio/defs';
+import { FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, PROTOCOL_F_REPLY_ACK, Req, VHOST_USER_F_PROTOCOL_FEATURES } from '../../src/vhost/protocol';
+import { VIRTIO_F_VERSION_1, hasBit } from '../../src/virtio/defs';
 import { controlRequest } from '../../src/switch/control';
 import { RawClient } from '../helpers/unit-vhost-client';
 

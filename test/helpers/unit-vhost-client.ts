@@ -5,7 +5,7 @@
  */
 import { closeFd, unixConnect, unixRecvMsg, unixSendMsg, type NativeError } from '../../bindings';
 import { encodeMessage } from '../../src/vhost/codec';
-import { HDR_SIZE } from '../../src/vhost/protocol';
+import { HEADER } from '../../src/vhost/protocol';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -63,13 +63,13 @@ export class RawClient {
   async recv(timeoutMs = 3000): Promise<RawReply | null> {
     const deadline = Date.now() + timeoutMs;
     const fds: number[] = [];
-    const hdr = await this.readExactly(HDR_SIZE, fds, deadline, 'a reply header');
-    if (!hdr) return null;
-    const size = hdr.readUInt32LE(8);
+    const raw = await this.readExactly(HEADER.size, fds, deadline, 'a reply header');
+    if (!raw) return null;
+    const { request, flags, size } = HEADER.read(raw, 0);
     if (size > 65536) throw new Error(`reply claims a ${size}-byte payload`);
     const payload = size > 0 ? await this.readExactly(size, fds, deadline, 'a reply payload') : Buffer.alloc(0);
     if (!payload) return null;
-    return { request: hdr.readUInt32LE(0), flags: hdr.readUInt32LE(4), payload, fds };
+    return { request, flags, payload, fds };
   }
 
   /**

@@ -1,8 +1,9 @@
 /**
- * Unit tests for the vhost-user codec (src/vhost/codec.ts) and wire
- * constants (src/vhost/protocol.ts): round trips, size checks with errors
- * that name the request, SET_MEM_TABLE edge cases, request names, and the
- * struct sizes of qemu's docs/interop/vhost-user.rst.
+ * Unit tests for the vhost-user codec (src/vhost/codec.ts), the field
+ * tables it is derived from (src/vhost/layout.ts, src/vhost/protocol.ts)
+ * and the request table: sizes against qemu's docs/interop/vhost-user.rst,
+ * round trips, size checks with errors that name the request,
+ * SET_MEM_TABLE edge cases, request names and which requests reply.
  */
 import t, { type Test } from 'tap';
 import {
@@ -10,12 +11,13 @@ import {
   decodeVringState, encodeHeader, encodeMessage, encodeReply, memTable, sharedBuffersInfo, u64, vringAddr, vringState,
   type MemRegionDesc, type SharedBuffersInfo, type VringAddr,
 } from '../../src/vhost/codec';
+import { FIELD_WIDTH, type Field, type WireStruct, wireStruct } from '../../src/vhost/layout';
 import {
-  FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, FLAG_VERSION_MASK, HDR_SIZE, MAX_MEM_REGIONS, MAX_PAYLOAD, MEM_HDR_SIZE,
-  MEM_REGION_SIZE, PROTOCOL_F_CONFIG, PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS,
-  REPLIES, Req, SHARED_BUFFERS_SIZE, U64_SIZE, VRING_ADDR_SIZE, VRING_IDX_MASK, VRING_NOFD_MASK, VRING_STATE_SIZE, reqName,
+  FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, FLAG_VERSION_MASK, HEADER, MAX_MEM_REGIONS, MAX_PAYLOAD, MEMORY_HEADER,
+  MEMORY_REGION, PROTOCOL_F_CONFIG, PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS,
+  REPLIES, Req, SHARED_BUFFERS_REPLY, U64_PAYLOAD, VHOST_USER_F_PROTOCOL_FEATURES, VRING_ADDR, VRING_IDX_MASK,
+  VRING_NOFD_MASK, VRING_STATE, reqName,
 } from '../../src/vhost/protocol';
-import { VHOST_USER_GET_SHARED_BUFFERS } from '../../src/virtio/defs';
 
 const msg = (request: number, payload: Buffer, fds: number[] = []): VhostMessage => ({ request, flags: FLAG_VERSION, payload, fds });
 
@@ -30,38 +32,75 @@ function thrown(t: Test, fn: () => unknown): Error {
   return new Error('nothing thrown');
 }
 
-t.test('wire sizes match the vhost-user spec structs', async (t) => {
-  t.equal(HDR_SIZE, 12, 'header: u32 request, u32 flags, u32 size');
-  t.equal(U64_SIZE, 8);
-  t.equal(VRING_STATE_SIZE, 8, 'vhost_vring_state');
-  t.equal(VRING_ADDR_SIZE, 40, 'vhost_vring_addr');
-  t.equal(MEM_HDR_SIZE, 8, 'vhost_user_memory header');
-  t.equal(MEM_REGION_SIZE, 32, 'vhost_user_memory_region');
-  t.equal(SHARED_BUFFERS_SIZE, 48, 'GET_SHARED_BUFFERS reply');
+/** A WireStruct of any field table (their value types differ). */
+type AnyStruct = Pick<WireStruct<readonly Field[]>, 'name' | 'fields' | 'size'> & {
+  encode(v: never): Buffer;
+  write(b: Buffer, at: number, v: never): void;
+  read(b: Buffer, at: number): object;
+};
+
+/** Every wire struct with its size in the spec (qemu docs/interop/vhost-user.rst, docs/protocol.md). */
+const SPEC_SIZES: [AnyStruct, number][] = [
+  [HEADER, 12], [U64_PAYLOAD, 8], [VRING_STATE, 8], [VRING_ADDR, 40], [MEMORY_HEADER, 8], [MEMORY_REGION, 32],
+  [SHARED_BUFFERS_REPLY, 48],
+];
+
+t.test('every wire struct: packed fields, the spec size, encode/decode from one table', async (t) => {
+  for (const [s, specSize] of SPEC_SIZES) {
+    const widths = s.fields.map((f) => FIELD_WIDTH[f.type]);
+    t.equal(s.size, widths.reduce((a, w) => a + w, 0), `${s.name}: size is the sum of its fields`);
+    t.equal(s.size, specSize, `${s.name}: ${specSize} bytes as in the spec`);
+    let end = 0;
+    s.fields.forEach((f, i) => {
+      t.equal(f.offset, end, `${s.name}.${f.name} follows the field before it`);
+      end += widths[i];
+    });
+    t.equal(new Set(s.fields.map((f) => f.name)).size, s.fields.length, `${s.name}: field names are distinct`);
+    // a distinct value per field survives a round trip; padding is written as 0 and not decoded
+    const v: Record<string, number | bigint> = {};
+    s.fields.forEach((f, i) => {
+      if (f.type === 'u64') v[f.name] = 0x1_0000_0000n * BigInt(i + 1) + BigInt(i);
+      else if (f.type === 'u32') v[f.name] = 0x1000 * (i + 1) + i;
+    });
+    const b = s.encode(v as never);
+    t.equal(b.length, s.size, `${s.name}: encode writes size bytes`);
+    t.same(s.read(b, 0), v, `${s.name}: round trip`);
+    const dirty = Buffer.alloc(s.size, 0xff);
+    s.write(dirty, 0, v as never);
+    t.same(dirty, b, `${s.name}: write covers every byte, padding as 0`);
+  }
+  const gap = [{ name: 'a', offset: 0, type: 'u32' }, { name: 'b', offset: 8, type: 'u64' }] as const;
+  t.throws(() => wireStruct('gap', gap), /gap\.b: offset 8/, 'a gap is refused');
+  const overlap = [{ name: 'a', offset: 0, type: 'u64' }, { name: 'b', offset: 4, type: 'u32' }] as const;
+  t.throws(() => wireStruct('overlap', overlap), /overlap\.b: offset 4/, 'an overlap is refused');
+});
+
+t.test('wire numbers match the vhost-user spec', async (t) => {
   t.equal(MAX_MEM_REGIONS, 8, 'VHOST_MEMORY_BASELINE_NREGIONS');
-  t.ok(MAX_PAYLOAD >= MEM_HDR_SIZE + MAX_MEM_REGIONS * MEM_REGION_SIZE, 'the largest legal payload fits MAX_PAYLOAD');
+  t.ok(MAX_PAYLOAD >= MEMORY_HEADER.size + MAX_MEM_REGIONS * MEMORY_REGION.size, 'the largest legal payload fits MAX_PAYLOAD');
   t.equal(FLAG_VERSION, 1);
   t.equal(FLAG_VERSION_MASK, 3);
   t.equal(FLAG_REPLY, 1 << 2);
   t.equal(FLAG_NEED_REPLY, 1 << 3);
   t.equal(VRING_IDX_MASK, 0xff);
   t.equal(VRING_NOFD_MASK, 0x100);
+  t.equal(VHOST_USER_F_PROTOCOL_FEATURES, 30n);
   t.equal(PROTOCOL_F_MQ, 0n);
   t.equal(PROTOCOL_F_REPLY_ACK, 3n);
   t.equal(PROTOCOL_F_CONFIG, 9n);
   t.equal(PROTOCOL_F_STATUS, 16n);
   t.ok(PROTOCOL_F_SHARED_BUFFERS > 20n && PROTOCOL_F_SHARED_BUFFERS < 64n, 'SHARED_BUFFERS bit is above the spec bits and fits u64');
 
-  // encoded sizes agree with the constants
-  t.equal(encodeHeader(1, 1, 0).length, HDR_SIZE);
-  t.equal(u64(1n).length, U64_SIZE);
-  t.equal(vringState(0, 0).length, VRING_STATE_SIZE);
-  t.equal(vringAddr({ index: 0, flags: 0, desc: 0n, used: 0n, avail: 0n, log: 0n }).length, VRING_ADDR_SIZE);
-  t.equal(memTable([]).length, MEM_HDR_SIZE);
-  t.equal(memTable([{ guestPhysAddr: 0n, memorySize: 1n, userspaceAddr: 0n, mmapOffset: 0n }]).length, MEM_HDR_SIZE + MEM_REGION_SIZE);
+  // the codec's encoders produce the tables' sizes
+  t.equal(encodeHeader(1, 1, 0).length, HEADER.size);
+  t.equal(u64(1n).length, U64_PAYLOAD.size);
+  t.equal(vringState(0, 0).length, VRING_STATE.size);
+  t.equal(vringAddr({ index: 0, flags: 0, desc: 0n, used: 0n, avail: 0n, log: 0n }).length, VRING_ADDR.size);
+  t.equal(memTable([]).length, MEMORY_HEADER.size);
+  t.equal(memTable([{ guestPhysAddr: 0n, memorySize: 1n, userspaceAddr: 0n, mmapOffset: 0n }]).length, MEMORY_HEADER.size + MEMORY_REGION.size);
   t.equal(
     sharedBuffersInfo({ base: 0n, size: 0n, bufSize: 0, bufCount: 0, partitionStart: 0, partitionCount: 0, giftHigh: 0, giftLow: 0, flags: 0 }).length,
-    SHARED_BUFFERS_SIZE,
+    SHARED_BUFFERS_REPLY.size,
   );
 });
 
@@ -75,14 +114,14 @@ t.test('request ids and names', async (t) => {
   t.equal(Req.GET_MAX_MEM_SLOTS, 36);
   t.equal(Req.SET_STATUS, 39);
   t.equal(Req.GET_STATUS, 40);
-  t.equal(Req.GET_SHARED_BUFFERS, VHOST_USER_GET_SHARED_BUFFERS);
-  t.ok(VHOST_USER_GET_SHARED_BUFFERS > 1000, 'GET_SHARED_BUFFERS is far outside the spec range');
+  t.equal(Req.GET_SHARED_BUFFERS, 0x5a00);
+  t.ok(Req.GET_SHARED_BUFFERS > 1000, 'GET_SHARED_BUFFERS is far outside the spec range');
 
   t.equal(reqName(1), 'GET_FEATURES');
   t.equal(reqName(8), 'SET_VRING_NUM');
   t.equal(reqName(9), 'SET_VRING_ADDR');
   t.equal(reqName(40), 'GET_STATUS');
-  t.equal(reqName(VHOST_USER_GET_SHARED_BUFFERS), 'GET_SHARED_BUFFERS');
+  t.equal(reqName(Req.GET_SHARED_BUFFERS), 'GET_SHARED_BUFFERS');
   t.equal(reqName(99), 'UNKNOWN_99');
   t.equal(reqName(0), 'UNKNOWN_0');
   t.equal(reqName(41), 'UNKNOWN_41');
@@ -94,6 +133,14 @@ t.test('request ids and names', async (t) => {
   }
   t.equal(names.size, 40, 'names are distinct');
 
+  for (const [name, id] of Object.entries(Req)) t.equal(reqName(id), name, `Req.${name} is named ${name}`);
+  t.equal(new Set(Object.values(Req)).size, Object.keys(Req).length, 'request ids are distinct');
+  t.same(
+    [...REPLIES].sort((a, b) => a - b),
+    [Req.GET_FEATURES, Req.GET_VRING_BASE, Req.GET_PROTOCOL_FEATURES, Req.GET_QUEUE_NUM, Req.GET_CONFIG, Req.GET_INFLIGHT_FD,
+      Req.GET_MAX_MEM_SLOTS, Req.GET_STATUS, Req.GET_SHARED_BUFFERS],
+    'exactly these requests answer with a reply message',
+  );
   for (const r of [Req.GET_FEATURES, Req.GET_PROTOCOL_FEATURES, Req.GET_VRING_BASE, Req.GET_QUEUE_NUM, Req.GET_SHARED_BUFFERS, Req.GET_STATUS]) {
     t.ok(REPLIES.has(r), `${reqName(r)} answers with a reply`);
   }
@@ -110,20 +157,20 @@ t.test('header and message encoding', async (t) => {
 
   const payload = Buffer.from([1, 2, 3, 4, 5]);
   const m = encodeMessage(Req.SET_VRING_NUM, FLAG_VERSION, payload);
-  t.equal(m.length, HDR_SIZE + 5);
+  t.equal(m.length, HEADER.size + 5);
   t.equal(m.readUInt32LE(0), Req.SET_VRING_NUM);
   t.equal(m.readUInt32LE(4), FLAG_VERSION);
   t.equal(m.readUInt32LE(8), 5, 'size field is the payload length');
-  t.same([...m.subarray(HDR_SIZE)], [1, 2, 3, 4, 5]);
+  t.same([...m.subarray(HEADER.size)], [1, 2, 3, 4, 5]);
 
   const r = encodeReply(Req.GET_FEATURES, u64(0x1_0000_0001n));
   t.equal(r.readUInt32LE(0), Req.GET_FEATURES);
   t.equal(r.readUInt32LE(4), FLAG_VERSION | FLAG_REPLY, 'reply flags: version 1 + REPLY');
   t.equal(r.readUInt32LE(8), 8);
-  t.equal(r.readBigUInt64LE(HDR_SIZE), 0x1_0000_0001n);
+  t.equal(r.readBigUInt64LE(HEADER.size), 0x1_0000_0001n);
 
   const empty = encodeMessage(Req.SET_OWNER, FLAG_VERSION, Buffer.alloc(0));
-  t.equal(empty.length, HDR_SIZE);
+  t.equal(empty.length, HEADER.size);
   t.equal(empty.readUInt32LE(8), 0);
 });
 
@@ -206,7 +253,7 @@ t.test('memory table', async (t) => {
   for (const n of [1, 2, 8]) {
     const regions = Array.from({ length: n }, (_, i) => region(i));
     const p = memTable(regions);
-    t.equal(p.length, MEM_HDR_SIZE + n * MEM_REGION_SIZE);
+    t.equal(p.length, MEMORY_HEADER.size + n * MEMORY_REGION.size);
     t.equal(p.readUInt32LE(0), n, 'nregions');
     t.equal(p.readUInt32LE(4), 0, 'padding');
     t.same(decodeMemTable(msg(Req.SET_MEM_TABLE, p, fds(n))), regions, `${n} regions round-trip`);
@@ -219,9 +266,9 @@ t.test('memory table', async (t) => {
   t.equal(one.readBigUInt64LE(32), region(3).mmapOffset, 'mmap_offset');
 
   // both accepted sizes: n regions, or all 8 slots with n used
-  const full = Buffer.alloc(MEM_HDR_SIZE + MAX_MEM_REGIONS * MEM_REGION_SIZE);
+  const full = Buffer.alloc(MEMORY_HEADER.size + MAX_MEM_REGIONS * MEMORY_REGION.size);
   memTable([region(1), region(2)]).copy(full);
-  full.writeBigUInt64LE(0xdeadn, MEM_HDR_SIZE + 2 * MEM_REGION_SIZE); // junk in an unused slot
+  full.writeBigUInt64LE(0xdeadn, MEMORY_HEADER.size + 2 * MEMORY_REGION.size); // junk in an unused slot
   t.same(decodeMemTable(msg(Req.SET_MEM_TABLE, full, fds(2))), [region(1), region(2)], '8-slot payload with 2 regions');
 
   const err = (p: Buffer, nfds: number) => {
@@ -230,22 +277,22 @@ t.test('memory table', async (t) => {
     return e.message;
   };
   t.match(err(memTable([]), 0), /^SET_MEM_TABLE: 0 regions/, '0 regions');
-  const nine = Buffer.alloc(MEM_HDR_SIZE + 9 * MEM_REGION_SIZE);
+  const nine = Buffer.alloc(MEMORY_HEADER.size + 9 * MEMORY_REGION.size);
   nine.writeUInt32LE(9, 0);
   t.match(err(nine, 9), /^SET_MEM_TABLE: 9 regions \(1\.\.8 allowed\)/, '9 regions');
-  const huge = Buffer.alloc(MEM_HDR_SIZE);
+  const huge = Buffer.alloc(MEMORY_HEADER.size);
   huge.writeUInt32LE(0xffffffff, 0);
   t.match(err(huge, 0), /^SET_MEM_TABLE: 4294967295 regions/, '2^32-1 regions');
   t.match(err(Buffer.alloc(4), 0), /^SET_MEM_TABLE: payload is 4 bytes, shorter than its header/, 'short payload');
   t.match(err(Buffer.alloc(0), 0), /^SET_MEM_TABLE: payload is 0 bytes/, 'empty payload');
   t.match(err(memTable([region(0), region(1)]), 1), /^SET_MEM_TABLE: 2 regions but 1 fds/, 'fewer fds than regions');
   t.match(err(memTable([region(0)]), 2), /^SET_MEM_TABLE: 1 regions but 2 fds/, 'more fds than regions');
-  const truncated = memTable([region(0), region(1)]).subarray(0, MEM_HDR_SIZE + MEM_REGION_SIZE + 16);
+  const truncated = memTable([region(0), region(1)]).subarray(0, MEMORY_HEADER.size + MEMORY_REGION.size + 16);
   t.match(err(truncated, 2), /^SET_MEM_TABLE: payload is 56 bytes for 2 regions/, 'truncated region');
   const claimsMore = memTable([region(0)]);
   claimsMore.writeUInt32LE(3, 0);
   t.match(err(claimsMore, 3), /^SET_MEM_TABLE: payload is 40 bytes for 3 regions/, 'count larger than the payload');
-  const between = Buffer.alloc(MEM_HDR_SIZE + 5 * MEM_REGION_SIZE);
+  const between = Buffer.alloc(MEMORY_HEADER.size + 5 * MEMORY_REGION.size);
   between.writeUInt32LE(2, 0);
   t.match(err(between, 2), /payload is 168 bytes for 2 regions/, 'neither n nor 8 slots');
 });

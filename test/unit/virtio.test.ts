@@ -9,12 +9,12 @@ import { prng } from '../helpers/prng';
 import {
   CHAIN_BAD_HEAD, CHAIN_BAD_NEXT, CHAIN_BAD_ORDER, CHAIN_INDIRECT, CHAIN_LOOP, CHAIN_TOO_LONG,
   ChainSegments, ChainWalker, DeviceQueue, DriverQueue, NET_HDR_FLAGS, NET_HDR_NUM_BUFFERS, SplitRing,
-  VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_F_RETURNED,
-  VIRTIO_NET_HDR_F_RSC_INFO, VIRTIO_NET_HDR_SIZE, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
+  VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_F_RSC_INFO, VIRTIO_NET_HDR_SIZE, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE, VIRTQ_MAX_CHAIN, VIRTQ_MAX_SIZE, VIRTQ_USED_F_NO_NOTIFY, availRingBytes, descTableBytes,
   isValidQueueSize, needEvent, netHdrFlags, ringPartsProblem, setNetHdrFlags, setNumBuffers, usedRingBytes,
   writeNetHdr, writeNetHdrWords, type RingParts,
 } from '../../src/virtio';
+import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../../src/vhost/protocol';
 
 /** One ArrayBuffer holding desc | avail | used, laid out as a driver would (used 4-aligned). */
 function layout(num: number): { buf: ArrayBuffer; parts: RingParts; availOff: number; usedOff: number } {
