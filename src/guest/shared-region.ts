@@ -1,27 +1,43 @@
 /**
- * GET_SHARED_BUFFERS from the guest driver's side: ask for the region,
- * check the reply's geometry, map the memfd that came with it, and work
- * out the gift watermarks (none on a bridge, which keeps every VM's count).
+ * The Shared Buffers region as the guest driver sees it, and
+ * GET_SHARED_BUFFERS from the driver's side: ask for the region, check the
+ * reply's geometry, map the memfd that came with it, and work out the gift
+ * watermarks (none on a bridge, which keeps every VM's count). Buffer
+ * addresses, offsets and indices come from RegionGeometry, the definition
+ * the switch's SharedBuffers uses too (docs/protocol.md, "Descriptors").
  */
 import { closeFd, mmapRegion } from '../../bindings';
+import { RegionGeometry } from '../shm/geometry';
 import { ProtocolError, decodeSharedBuffersInfo } from '../vhost/codec';
 import { Req, SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
 import type { VhostUserFrontend } from './frontend';
 
-export interface SharedRegion {
-  mem: Uint8Array;
+export class SharedRegion extends RegionGeometry {
+  /** The mapping; per-packet code reads it, so a plain field rather than a getter. */
+  readonly mem: Uint8Array;
   /** The same memory as 32-bit words (headers are written word-wise). */
-  mem32: Uint32Array;
-  base: number;
-  bufSize: number;
-  bufCount: number;
-  partitionStart: number;
-  partitionCount: number;
-  /**
-   * Bridge semantics: post our own empty buffers on rx; completions carry
-   * the buffer address the switch wrote into the descriptor.
-   */
-  swap: boolean;
+  readonly mem32: Uint32Array;
+
+  constructor(
+    buffer: ArrayBuffer, base: number, bufSize: number, bufCount: number,
+    /** The buffers this VM owns at attach: [partitionStart, partitionStart + partitionCount). */
+    readonly partitionStart: number,
+    readonly partitionCount: number,
+    /**
+     * Bridge semantics: post our own empty buffers on rx; completions carry
+     * the buffer address the switch wrote into the descriptor.
+     */
+    readonly swap: boolean,
+  ) {
+    super(base, bufSize, bufCount);
+    this.mem = new Uint8Array(buffer, 0, this.size);
+    this.mem32 = new Uint32Array(buffer, 0, this.size >>> 2);
+  }
+
+  /** Whether buffer b is in the partition this VM was given at attach. */
+  inPartition(b: number): boolean {
+    return b >= this.partitionStart && b < this.partitionStart + this.partitionCount;
+  }
 }
 
 export interface FetchedRegion {
@@ -49,11 +65,10 @@ export async function fetchSharedRegion(
     }
     // If the switch backs the region with huge pages, our mapping uses them too.
     const buffer = mmapRegion(fd, size);
-    const region: SharedRegion = {
-      mem: new Uint8Array(buffer), mem32: new Uint32Array(buffer, 0, size >>> 2), base: Number(info.base), bufSize: info.bufSize, bufCount: info.bufCount,
-      partitionStart: info.partitionStart, partitionCount: info.partitionCount,
-      swap: (info.flags & SHARED_BUFFERS_F_SWAP) !== 0,
-    };
+    const region = new SharedRegion(
+      buffer, Number(info.base), info.bufSize, info.bufCount,
+      info.partitionStart, info.partitionCount, (info.flags & SHARED_BUFFERS_F_SWAP) !== 0,
+    );
     if (region.swap) return { region, buffer, giftHigh: Infinity, giftLow: Infinity };
     const giftHigh = opts.giftHigh ?? (info.giftHigh || Infinity);
     return { region, buffer, giftHigh, giftLow: opts.giftLow ?? (info.giftLow || giftHigh) };

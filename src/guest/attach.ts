@@ -1,0 +1,192 @@
+/**
+ * Attaching the guest driver to a switch port: the vhost-user front-end
+ * handshake in the order a virtio-net device expects it (features and
+ * protocol features, queue count, SET_OWNER, GET_SHARED_BUFFERS when
+ * negotiated, SET_FEATURES), the layout of the driver's own memory (vrings
+ * and private slots in GuestMemory) and its queue pairs, SET_MEM_TABLE, and
+ * starting every vring (num, base, addresses, call and kick eventfds,
+ * enable). It owns what the connection holds (socket, eventfds, mappings)
+ * and releases it on close. The buffer rules are in docs/protocol.md.
+ */
+import { closeFd, eventfdCreate, eventfdSignal, munmap } from '../../bindings';
+import { decodeU64, memTable, u64, vringAddr, vringState } from '../vhost/codec';
+import {
+  PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, Req, VHOST_USER_F_PROTOCOL_FEATURES,
+} from '../vhost/protocol';
+import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTQ_MAX_SIZE, bit, hasBit } from '../virtio/defs';
+import { DriverQueue } from '../virtio/driver-queue';
+import { SplitRing } from '../virtio/ring';
+import { VhostUserFrontend } from './frontend';
+import { GuestMemory } from './guest-memory';
+import { QueuePair } from './queue-pair';
+import { type SharedRegion, fetchSharedRegion } from './shared-region';
+
+/** What the handshake needs from GuestDriverOptions. */
+export interface AttachOptions {
+  socketPath: string;
+  zeroCopy?: boolean;
+  queuePairs?: number;
+  txQueueSize?: number;
+  rxQueueSize?: number;
+  copyTargets?: number;
+  privateTx?: number;
+  slotSize?: number;
+  giftHigh?: number;
+  giftLow?: number;
+}
+
+/** The driver's rings and private memory, sized from the options and the region. */
+export interface GuestLayout {
+  gm: GuestMemory;
+  qps: QueuePair[];
+  rxNum: number;
+  txNum: number;
+  /** Private rx slots posted for copied packets: slots [0, copyTargets). */
+  copyTargets: number;
+  /** Private tx slots for sendCopy: the next privTx slots. */
+  privTx: number;
+}
+
+export class GuestAttachment {
+  readonly fe: VhostUserFrontend;
+  /** Virtio features acked (SET_FEATURES). */
+  features = 0n;
+  /** VHOST_USER_F_PROTOCOL_FEATURES was negotiated. */
+  private protocol = false;
+  readonly queuePairs: number;
+  shared: SharedRegion | null = null;
+  giftHigh = Infinity;
+  giftLow = Infinity;
+  gm: GuestMemory | null = null;
+  /** Kick and call eventfd per vring (2q rx, 2q+1 tx), as they are created. */
+  readonly kickFd: number[] = [];
+  readonly callFd: number[] = [];
+  private regionBuffer: ArrayBuffer | null = null;
+
+  constructor(private readonly opts: AttachOptions, onDisconnect: (reason: string) => void) {
+    this.queuePairs = opts.queuePairs ?? 1;
+    this.fe = VhostUserFrontend.connect(opts.socketPath, onDisconnect);
+  }
+
+  /** Features, protocol features, queue count, SET_OWNER, the shared region, SET_FEATURES. */
+  async negotiate(): Promise<void> {
+    const o = this.opts;
+    const fe = this.fe;
+    const offered = decodeU64(await fe.call(Req.GET_FEATURES));
+    if (!hasBit(offered, VIRTIO_F_VERSION_1)) throw new Error('back-end does not offer VIRTIO_F_VERSION_1');
+    const want = bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_RING_F_EVENT_IDX);
+    this.features = offered & want;
+    this.protocol = hasBit(offered, VHOST_USER_F_PROTOCOL_FEATURES);
+    if (this.protocol) {
+      const pf = decodeU64(await fe.call(Req.GET_PROTOCOL_FEATURES));
+      const wantP = bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_MQ) | (o.zeroCopy === false ? 0n : bit(PROTOCOL_F_SHARED_BUFFERS));
+      const acked = pf & wantP;
+      await fe.send(Req.SET_PROTOCOL_FEATURES, u64(acked));
+      fe.ackedProtocol = acked;
+    }
+    const nq = this.queuePairs;
+    if (nq > 1) {
+      if (!hasBit(fe.ackedProtocol, PROTOCOL_F_MQ)) throw new Error(`${nq} queue pairs requested but the back-end does not offer multiqueue`);
+      const max = Number(decodeU64(await fe.call(Req.GET_QUEUE_NUM)));
+      if (nq > max) throw new Error(`${nq} queue pairs requested, the back-end supports ${max}`);
+    }
+    await fe.send(Req.SET_OWNER);
+    if (hasBit(fe.ackedProtocol, PROTOCOL_F_SHARED_BUFFERS)) {
+      const r = await fetchSharedRegion(fe, o);
+      this.regionBuffer = r.buffer;
+      this.shared = r.region;
+      this.giftHigh = r.giftHigh;
+      this.giftLow = r.giftLow;
+    }
+    await fe.send(Req.SET_FEATURES, u64(this.features));
+  }
+
+  /**
+   * Size the rings and private slots and build the queue pairs. Every rx
+   * ring can hold every shared buffer plus the copy targets: postings need
+   * not be spread evenly over the queues.
+   */
+  layOut(): GuestLayout {
+    const o = this.opts;
+    const sh = this.shared;
+    const nq = this.queuePairs;
+    const bufCount = sh ? sh.bufCount : 0;
+    let copyTargets = o.copyTargets ?? 256;
+    const privTx = o.privateTx ?? 64;
+    const rxNum = o.rxQueueSize ?? Math.min(VIRTQ_MAX_SIZE, nextPow2(bufCount + copyTargets));
+    const txNum = o.txQueueSize ?? 1024;
+    if (rxNum < bufCount) throw new Error(`rx queue size ${rxNum} cannot hold the region's ${bufCount} buffers`);
+    copyTargets = Math.min(copyTargets, rxNum - bufCount);
+    const slotSize = o.slotSize ?? Math.max(2048, sh ? sh.bufSize : 0);
+    const sizes: number[] = [];
+    for (let q = 0; q < nq; q++) sizes.push(rxNum, txNum);
+    const gm = (this.gm = new GuestMemory(sizes, copyTargets + privTx, slotSize));
+    const eventIdx = hasBit(this.features, VIRTIO_RING_F_EVENT_IDX);
+    const qps: QueuePair[] = [];
+    for (let q = 0; q < nq; q++) {
+      qps.push(new QueuePair(
+        new DriverQueue(new SplitRing(rxNum, gm.ringParts(2 * q)), eventIdx),
+        new DriverQueue(new SplitRing(txNum, gm.ringParts(2 * q + 1)), eventIdx),
+      ));
+    }
+    return { gm, qps, rxNum, txNum, copyTargets, privTx };
+  }
+
+  /** Share the driver's memory (rings and private slots) with the back-end. */
+  async sendMemTable(gm: GuestMemory): Promise<void> {
+    await this.fe.send(
+      Req.SET_MEM_TABLE,
+      memTable([{ guestPhysAddr: BigInt(gm.gpa(0)), memorySize: BigInt(gm.size), userspaceAddr: BigInt(gm.uaddr(0)), mmapOffset: 0n }]),
+      [gm.fd],
+    );
+  }
+
+  /**
+   * Hand every vring to the back-end (after the initial rx postings, so the
+   * switch sees them at once), enable them, and kick every rx queue.
+   * watchCall is told each call eventfd as it is created.
+   */
+  async startRings(gm: GuestMemory, watchCall: (fd: number) => void): Promise<void> {
+    const fe = this.fe;
+    const nq = this.queuePairs;
+    for (let i = 0; i < 2 * nq; i++) {
+      const r = gm.rings[i];
+      this.kickFd[i] = eventfdCreate();
+      this.callFd[i] = eventfdCreate();
+      await fe.send(Req.SET_VRING_NUM, vringState(i, r.num));
+      await fe.send(Req.SET_VRING_BASE, vringState(i, 0));
+      await fe.send(Req.SET_VRING_ADDR, vringAddr({
+        index: i, flags: 0, desc: BigInt(gm.uaddr(r.desc)), used: BigInt(gm.uaddr(r.used)),
+        avail: BigInt(gm.uaddr(r.avail)), log: 0n,
+      }));
+      await fe.send(Req.SET_VRING_CALL, u64(BigInt(i)), [this.callFd[i]]);
+      await fe.send(Req.SET_VRING_KICK, u64(BigInt(i)), [this.kickFd[i]]);
+      watchCall(this.callFd[i]);
+    }
+    if (this.protocol) {
+      for (let i = 0; i < 2 * nq; i++) await fe.send(Req.SET_VRING_ENABLE, vringState(i, 1));
+    }
+    for (let q = 0; q < nq; q++) eventfdSignal(this.kickFd[2 * q]);
+  }
+
+  /** Close the connection, the eventfds and both mappings (the caller stops the watchers first). */
+  close(): void {
+    if (!this.fe.isClosed) this.fe.close();
+    for (const fd of [...this.kickFd, ...this.callFd]) {
+      try {
+        closeFd(fd);
+      } catch {
+        /* already closed */
+      }
+    }
+    this.gm?.close();
+    if (this.regionBuffer) munmap(this.regionBuffer);
+    this.regionBuffer = null;
+  }
+}
+
+function nextPow2(n: number): number {
+  let p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}

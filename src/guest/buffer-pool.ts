@@ -1,0 +1,90 @@
+/**
+ * The shared buffers this VM owns and has free, and the gift policy
+ * (docs/protocol.md, ownership rules 1, 2 and 4).
+ *
+ * A buffer this VM owns is in this pool, with the application (between
+ * alloc() and send(), or between receive() and release()), or in flight on
+ * tx; every buffer it does not own is posted on its rx queues (the data
+ * path keeps that side). The pool is a stack of buffer indices in a typed
+ * array, so taking and returning a buffer allocates nothing.
+ *
+ * Gift policy: with more than giftHigh buffers free, the VM hands the
+ * surplus back to its peer down to giftLow, in chains of at most
+ * GIFT_CHAIN_MAX buffers per tx entry, so one-way traffic flows forever.
+ * Gifting stops while the peer hands our gifts back (RETURNED: it is gone
+ * or cannot take them) and resumes when it shows life again; without that
+ * a VM whose peer left would gift and get its gifts back in a tight loop.
+ * The pool decides how much to gift; the data path builds the chains.
+ */
+import { GIFT_CHAIN_MAX } from '../vhost/protocol';
+
+export class BufferPool {
+  private readonly free: Int32Array;
+  private top = 0;
+  /** Set when a gift of ours came back RETURNED; cleared when the peer shows life. */
+  private giftsBlocked = false;
+
+  constructor(
+    /** Most buffers the pool can hold (the region's bufCount). */
+    capacity: number,
+    /** Gift when more than this many buffers are free (Infinity: never). */
+    public giftHigh = Infinity,
+    /** Gift down to this many. */
+    public giftLow = Infinity,
+  ) {
+    this.free = new Int32Array(Math.max(1, capacity));
+  }
+
+  /** Free buffers this VM owns. */
+  get count(): number {
+    return this.top;
+  }
+
+  /** A free buffer, or -1 when there is none. */
+  alloc(): number {
+    return this.top === 0 ? -1 : this.free[--this.top];
+  }
+
+  /** Buffer b is ours and free again (given at attach, received, handed back, or released). */
+  put(b: number): void {
+    this.free[this.top++] = b;
+  }
+
+  /** Whether flush() should gift now: above the high watermark and the peer takes gifts. */
+  wantsToGift(): boolean {
+    return this.top > this.giftHigh && !this.giftsBlocked;
+  }
+
+  /**
+   * Length of the next gift chain: the surplus above giftLow, at most
+   * GIFT_CHAIN_MAX and at most the free descriptors on tx and rx (every
+   * gifted buffer is first posted on our own rx, rule 2). 0: stop gifting.
+   */
+  giftChainLength(txRoom: number, rxRoom: number): number {
+    let k = this.top - this.giftLow;
+    if (k > GIFT_CHAIN_MAX) k = GIFT_CHAIN_MAX;
+    if (k > txRoom) k = txRoom;
+    if (k > rxRoom) k = rxRoom;
+    return k > 0 ? k : 0;
+  }
+
+  /** A buffer came back: a gift from the peer (it is alive) or one of ours RETURNED. */
+  handedBack(b: number, returned: boolean, wasGift: boolean): void {
+    this.free[this.top++] = b;
+    if (returned) {
+      if (wasGift) this.giftsBlocked = true;
+    } else {
+      this.giftsBlocked = false;
+    }
+  }
+
+  /** The peer sent us a packet: it is alive, so gifts may flow again. */
+  peerAlive(): void {
+    this.giftsBlocked = false;
+  }
+
+  /** Whether gifting is paused because our gifts came back RETURNED. */
+  get blocked(): boolean {
+    return this.giftsBlocked;
+  }
+}

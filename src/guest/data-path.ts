@@ -1,0 +1,450 @@
+/**
+ * The guest driver's per-packet code: send / flush / receive / release over
+ * the shared buffers (zero-copy), the classic copied path through private
+ * slots in GuestMemory, the rx postings that keep the ownership rules
+ * (docs/protocol.md: every shared buffer we do not own is posted on rx, a
+ * buffer is posted on our own rx before it leaves on tx; on a bridge, our
+ * own empty buffers are posted instead), and sleeping until the switch
+ * signals a call eventfd.
+ *
+ * Everything per packet works on typed arrays fixed at attach; the buffer
+ * pool and the region are fields set once at construction, so the JIT sees
+ * one shape and allocates nothing per packet.
+ */
+import { FdWatcher, eventfdDrain, eventfdSignal } from '../../bindings';
+import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
+import { VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../virtio/defs';
+import { writeNetHdr, writeNetHdrWords } from '../virtio/net-hdr';
+import type { BufferPool } from './buffer-pool';
+import type { GuestMemory } from './guest-memory';
+import { KIND_RAW, type QueuePair, RX_RAW } from './queue-pair';
+import type { SharedRegion } from './shared-region';
+
+/** What the driver counts (exposed as GuestDriver.counters). */
+export class DriverCounters {
+  txPackets = 0;
+  txBytes = 0;
+  rxPackets = 0;
+  rxBytes = 0;
+  giftsSent = 0;
+  giftsReceived = 0;
+  returned = 0;
+  /** Completions the driver could not make sense of (rejected postings). */
+  rxErrors = 0;
+}
+
+/** Where received packets are reported: parallel arrays, [0, n) valid after receive(). */
+export interface RxBatch {
+  readonly rxToken: Int32Array;
+  readonly rxLen: Uint32Array;
+  readonly rxQueue: Uint8Array;
+}
+
+export class GuestDataPath {
+  private readonly rxToken: Int32Array;
+  private readonly rxLen: Uint32Array;
+  private readonly rxQueue: Uint8Array;
+  /** Swap mode: own empty buffers to keep posted per rx queue. */
+  private readonly rxTarget: number;
+  /** Queue the next receive() starts from (round robin). */
+  private rxNext = 0;
+  /** Private tx slots free for sendCopy (slot indices after the copy targets). */
+  private readonly privTxFree: Int32Array;
+  private privTxTop = 0;
+  private readonly watchers: FdWatcher[] = [];
+  private wakeCb: (() => void) | null = null;
+  /** Test hooks: descriptors of each raw tx chain, by head. */
+  private readonly rawChains = new Map<number, number[]>();
+
+  constructor(
+    /** null: the classic front-end (no SHARED_BUFFERS). */
+    readonly shared: SharedRegion | null,
+    private readonly gm: GuestMemory,
+    private readonly qps: QueuePair[],
+    private readonly pool: BufferPool,
+    private readonly counters: DriverCounters,
+    rx: RxBatch,
+    /** Kick eventfd per vring (2q rx, 2q+1 tx); filled in when the rings start. */
+    private readonly kickFd: number[],
+    /** Private slots [0, copyTargets) are rx copy targets, the next privTx are tx slots. */
+    private readonly copyTargets: number,
+    privTx: number,
+  ) {
+    this.rxToken = rx.rxToken;
+    this.rxLen = rx.rxLen;
+    this.rxQueue = rx.rxQueue;
+    this.rxTarget = shared ? Math.max(1, Math.floor((shared.partitionCount >> 1) / qps.length)) : 0;
+    this.privTxFree = new Int32Array(privTx);
+    for (let k = privTx - 1; k >= 0; k--) this.privTxFree[this.privTxTop++] = copyTargets + k;
+  }
+
+  /**
+   * The postings before the rings start. Pair: every shared buffer we do not
+   * own (the peer may send it). Swap: half of our own buffers; but a VM that
+   * starts with none posts the others too, so the switch can gift it buffers
+   * from its pool. Then every copy target.
+   */
+  postInitial(): void {
+    const sh = this.shared;
+    const nq = this.qps.length;
+    if (sh) {
+      for (let b = 0; b < sh.bufCount; b++) {
+        if (sh.inPartition(b)) this.pool.put(b);
+        else if (!sh.swap || sh.partitionCount === 0) this.postShared(b, b % nq);
+      }
+      if (sh.swap) for (let q = 0; q < nq; q++) this.refillOwnRx(q);
+    }
+    for (let k = 0; k < this.copyTargets; k++) this.postCopyTarget(k, k % nq);
+    for (const qp of this.qps) {
+      qp.rxq.publishAvail();
+      qp.rxDirty = false;
+    }
+  }
+
+  get queuePairs(): number {
+    return this.qps.length;
+  }
+
+  /** Byte offset in shared.mem where buffer b's Ethernet frame starts. */
+  frameOffset(b: number): number {
+    return this.shared!.offsetOf(b) + VIRTIO_NET_HDR_SIZE;
+  }
+
+  /** Largest frame a shared buffer (or, classic, a private slot) holds. */
+  get maxFrame(): number {
+    return this.shared ? this.shared.bufSize - VIRTIO_NET_HDR_SIZE : this.gm.slotSize - VIRTIO_NET_HDR_SIZE;
+  }
+
+  // ---- transmit ------------------------------------------------------------
+
+  txFree(q: number): number {
+    const qp = this.qps[q];
+    this.reapTx(qp);
+    return Math.min(qp.txq.freeDescs, qp.rxq.freeDescs);
+  }
+
+  canSend(q: number): boolean {
+    const qp = this.qps[q];
+    return qp.txq.freeDescs > 0 && qp.rxq.freeDescs > 0;
+  }
+
+  send(b: number, frameLen: number, hdrFlags: number, q: number): boolean {
+    const qp = this.qps[q];
+    if (qp.txq.freeDescs === 0) this.reapTx(qp);
+    if (!this.canSend(q)) return false;
+    const sh = this.shared!;
+    writeNetHdrWords(sh.mem32, sh.offsetOf(b) >>> 2, hdrFlags, 1);
+    // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
+    if (!sh.swap) this.postShared(b, q);
+    const id = qp.txq.allocDesc();
+    qp.txq.ring.setDesc(id, sh.addrOf(b), VIRTIO_NET_HDR_SIZE + frameLen, 0, 0);
+    qp.txKind[id] = b;
+    qp.txq.addAvail(id);
+    qp.txDirty = true;
+    if (hdrFlags & VIRTIO_NET_HDR_F_GIFT_BUFFER) this.counters.giftsSent++;
+    else {
+      this.counters.txPackets++;
+      this.counters.txBytes += frameLen;
+    }
+    return true;
+  }
+
+  sendCopy(src: Uint8Array, off: number, len: number, q: number): boolean {
+    const qp = this.qps[q];
+    if (qp.txq.freeDescs === 0 || this.privTxTop === 0) for (const x of this.qps) this.reapTx(x);
+    if (this.privTxTop === 0 || qp.txq.freeDescs === 0 || len + VIRTIO_NET_HDR_SIZE > this.gm.slotSize) return false;
+    const k = this.privTxFree[--this.privTxTop];
+    const at = this.gm.slotOffset(k);
+    writeNetHdr(this.gm.mem, at, 0, 1);
+    this.gm.mem.set(src.subarray(off, off + len), at + VIRTIO_NET_HDR_SIZE);
+    const id = qp.txq.allocDesc();
+    qp.txq.ring.setDesc(id, this.gm.gpa(at), VIRTIO_NET_HDR_SIZE + len, 0, 0);
+    qp.txKind[id] = -(k + 1);
+    qp.txq.addAvail(id);
+    qp.txDirty = true;
+    this.counters.txPackets++;
+    this.counters.txBytes += len;
+    return true;
+  }
+
+  flush(): void {
+    if (this.pool.wantsToGift()) this.giftSurplus();
+    const swap = this.shared !== null && this.shared.swap;
+    for (let q = 0; q < this.qps.length; q++) {
+      const qp = this.qps[q];
+      if (swap && qp.ownPosted < this.rxTarget) this.refillOwnRx(q);
+      // rx before tx: a buffer's return posting is visible before its send (rule 2).
+      if (qp.rxDirty) {
+        qp.rxq.publishAvail();
+        qp.rxDirty = false;
+        if (qp.rxq.needsKick()) eventfdSignal(this.kickFd[2 * q]);
+      }
+      if (qp.txDirty) {
+        qp.txq.publishAvail();
+        qp.txDirty = false;
+        if (qp.txq.needsKick()) eventfdSignal(this.kickFd[2 * q + 1]);
+      }
+    }
+  }
+
+  /** Hand the pool's surplus back to the peer on queue pair 0, one chain per tx entry. */
+  private giftSurplus(): void {
+    const qp = this.qps[0];
+    for (;;) {
+      const k = this.pool.giftChainLength(qp.txq.freeDescs, qp.rxq.freeDescs);
+      if (k === 0) return;
+      this.sendGiftChain(qp, k);
+    }
+  }
+
+  /**
+   * One gift: k free buffers as one chain of 12-byte descriptors (docs/protocol.md,
+   * ownership rule 4). Only the first header carries GIFT_BUFFER;
+   * the receiver takes any 12-byte completion as a buffer handed back.
+   */
+  private sendGiftChain(qp: QueuePair, k: number): void {
+    const sh = this.shared!;
+    const q = qp.txq;
+    // Built tail first, so each descriptor can name the one after it.
+    let next = 0;
+    let b = -1;
+    for (let i = 0; i < k; i++) {
+      b = this.pool.alloc();
+      // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
+      this.postShared(b, 0);
+      const id = q.allocDesc();
+      q.ring.setDesc(id, sh.addrOf(b), VIRTIO_NET_HDR_SIZE, i === 0 ? 0 : VIRTQ_DESC_F_NEXT, next);
+      qp.txNext[id] = next;
+      next = id;
+    }
+    writeNetHdrWords(sh.mem32, sh.offsetOf(b) >>> 2, VIRTIO_NET_HDR_F_GIFT_BUFFER, 1);
+    qp.txKind[next] = b;
+    qp.txSpan[next] = k;
+    q.addAvail(next);
+    qp.txDirty = true;
+    this.counters.giftsSent += k;
+  }
+
+  private reapTx(qp: QueuePair): void {
+    const q = qp.txq;
+    let pending = q.usedPending();
+    while (pending-- > 0) {
+      const id = q.popUsed();
+      const kind = qp.txKind[id];
+      if (kind === KIND_RAW) {
+        for (const d of this.rawChains.get(id) ?? [id]) q.freeDesc(d);
+        this.rawChains.delete(id);
+        continue;
+      }
+      if (qp.txSpan[id] > 1) {
+        // A gift chain: free every link.
+        let d = id;
+        for (let i = qp.txSpan[id]; i > 1; i--) {
+          const nx = qp.txNext[d];
+          q.freeDesc(d);
+          d = nx;
+        }
+        q.freeDesc(d);
+        qp.txSpan[id] = 0;
+        continue;
+      }
+      q.freeDesc(id);
+      if (kind < 0) this.privTxFree[this.privTxTop++] = -kind - 1;
+      else if (this.shared!.swap) {
+        // Swap: the descriptor now names the (empty) buffer we got in exchange.
+        const b = this.shared!.indexAt(q.ring.descAddr(id));
+        if (b >= 0) this.pool.put(b);
+        else this.counters.rxErrors++;
+      }
+    }
+  }
+
+  /** Transmit descriptors the switch has not completed yet, over all queue pairs. */
+  txInFlight(): number {
+    let n = 0;
+    for (const qp of this.qps) {
+      this.reapTx(qp);
+      n += qp.txq.ring.num - qp.txq.freeDescs;
+    }
+    return n;
+  }
+
+  // ---- receive -------------------------------------------------------------
+
+  receive(max: number): number {
+    if (max > this.rxToken.length) max = this.rxToken.length;
+    const nq = this.qps.length;
+    let n = 0;
+    for (let q = 0; q < nq; q++) this.reapTx(this.qps[q]);
+    for (let i = 0; i < nq && n < max; i++) n = this.receiveQueue((this.rxNext + i) % nq, n, max);
+    this.rxNext = (this.rxNext + 1) % nq;
+    return n;
+  }
+
+  private receiveQueue(qi: number, n: number, max: number): number {
+    const qp = this.qps[qi];
+    const q = qp.rxq;
+    const sh = this.shared;
+    let pending = q.usedPending();
+    while (pending-- > 0 && n < max) {
+      const id = q.popUsed();
+      const len = q.lastUsedLen;
+      let kind = qp.rxKind[id];
+      q.freeDesc(id);
+      if (kind === RX_RAW) continue;
+      if (qp.rxOwn[id]) {
+        // Swap: the switch may have put another buffer in this descriptor.
+        qp.rxOwn[id] = 0;
+        qp.ownPosted--;
+        kind = sh!.indexAt(q.ring.descAddr(id));
+        if (kind < 0) {
+          this.counters.rxErrors++;
+          continue;
+        }
+      }
+      if (kind >= 0) {
+        const flags = sh!.mem[sh!.offsetOf(kind)];
+        if (len < VIRTIO_NET_HDR_SIZE) {
+          // The switch refused this posting; the buffer is not ours.
+          this.counters.rxErrors++;
+          continue;
+        }
+        // A buffer handed back: 12 bytes (a gift, or a link of a gift chain
+        // whose header nobody wrote) or flagged.
+        if (len === VIRTIO_NET_HDR_SIZE || flags & (VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED)) {
+          const returned = (flags & VIRTIO_NET_HDR_F_RETURNED) !== 0;
+          if (returned) this.counters.returned++;
+          else this.counters.giftsReceived++;
+          this.pool.handedBack(kind, returned, (flags & VIRTIO_NET_HDR_F_GIFT_BUFFER) !== 0);
+          continue;
+        }
+        this.pool.peerAlive();
+      } else if (len <= VIRTIO_NET_HDR_SIZE) {
+        this.postCopyTarget(-kind - 1, qi);
+        continue;
+      }
+      this.rxToken[n] = kind;
+      this.rxQueue[n] = qi;
+      this.rxLen[n++] = len - VIRTIO_NET_HDR_SIZE;
+      this.counters.rxPackets++;
+      this.counters.rxBytes += len - VIRTIO_NET_HDR_SIZE;
+    }
+    return n;
+  }
+
+  packetMem(token: number): Uint8Array {
+    return token >= 0 ? this.shared!.mem : this.gm.mem;
+  }
+
+  packetOffset(token: number): number {
+    return token >= 0 ? this.frameOffset(token) : this.gm.slotOffset(-token - 1) + VIRTIO_NET_HDR_SIZE;
+  }
+
+  release(token: number): void {
+    if (token >= 0) this.pool.put(token);
+    else this.postCopyTarget(-token - 1, (-token - 1) % this.qps.length);
+  }
+
+  // ---- rx postings ---------------------------------------------------------
+
+  /** Swap mode: keep rxTarget of our own empty buffers posted on rx queue q. */
+  private refillOwnRx(q: number): void {
+    const qp = this.qps[q];
+    while (qp.ownPosted < this.rxTarget && this.pool.count > 0 && qp.rxq.freeDescs > 0) {
+      const id = this.postShared(this.pool.alloc(), q);
+      qp.rxOwn[id] = 1;
+      qp.ownPosted++;
+    }
+  }
+
+  /** Post shared buffer b on rx queue q; returns the descriptor id. */
+  private postShared(b: number, q: number): number {
+    const sh = this.shared!;
+    const qp = this.qps[q];
+    const id = qp.rxq.allocDesc();
+    qp.rxq.ring.setDesc(id, sh.addrOf(b), sh.bufSize, VIRTQ_DESC_F_WRITE, 0);
+    qp.rxKind[id] = b;
+    qp.rxq.addAvail(id);
+    qp.rxDirty = true;
+    return id;
+  }
+
+  private postCopyTarget(k: number, q: number): void {
+    const qp = this.qps[q];
+    const id = qp.rxq.allocDesc();
+    qp.rxq.ring.setDesc(id, this.gm.gpa(this.gm.slotOffset(k)), this.gm.slotSize, VIRTQ_DESC_F_WRITE, 0);
+    qp.rxKind[id] = -(k + 1);
+    qp.rxq.addAvail(id);
+    qp.rxDirty = true;
+  }
+
+  // ---- sleeping ------------------------------------------------------------
+
+  /** Wake the sleeper (if any) when the switch signals call eventfd fd. */
+  watchCall(fd: number): void {
+    this.watchers.push(new FdWatcher(fd, () => {
+      eventfdDrain(fd);
+      const cb = this.wakeCb;
+      this.wakeCb = null;
+      cb?.();
+    }));
+  }
+
+  waitForWork(cb: () => void): void {
+    let pending = 0;
+    for (const qp of this.qps) pending += qp.rxq.setCalls(true) + qp.txq.setCalls(true);
+    if (pending > 0) {
+      this.pollMode();
+      setImmediate(cb);
+      return;
+    }
+    this.wakeCb = () => {
+      this.pollMode();
+      cb();
+    };
+    for (const w of this.watchers) w.start();
+  }
+
+  pollMode(): void {
+    for (const qp of this.qps) {
+      qp.rxq.setCalls(false);
+      qp.txq.setCalls(false);
+    }
+  }
+
+  /** Stop watching the call eventfds (before they are closed). */
+  closeWatchers(): void {
+    for (const w of this.watchers) w.close();
+    this.watchers.length = 0;
+  }
+
+  // ---- test hooks ----------------------------------------------------------
+
+  injectRawTx(descs: { addr: number; len: number; flags?: number; next?: number }[], headOverride?: number): void {
+    const qp = this.qps[0];
+    const ids = descs.map(() => qp.txq.allocDesc());
+    if (ids.some((i) => i < 0)) throw new Error('tx ring full');
+    descs.forEach((d, i) => {
+      const flags = d.flags ?? (d.next !== undefined ? VIRTQ_DESC_F_NEXT : 0);
+      qp.txq.ring.setDesc(ids[i], d.addr, d.len, flags, d.next !== undefined ? ids[d.next] : 0);
+    });
+    if (ids.length) {
+      qp.txKind[ids[0]] = KIND_RAW;
+      this.rawChains.set(ids[0], ids);
+    }
+    qp.txq.addAvail(headOverride ?? ids[0]);
+    qp.txDirty = true;
+    this.flush();
+  }
+
+  injectRawRx(addr: number, len: number, flags: number): void {
+    const qp = this.qps[0];
+    const id = qp.rxq.allocDesc();
+    if (id < 0) throw new Error('rx ring full');
+    qp.rxq.ring.setDesc(id, addr, len, flags, 0);
+    qp.rxKind[id] = RX_RAW;
+    qp.rxq.addAvail(id);
+    qp.rxDirty = true;
+    this.flush();
+  }
+}
