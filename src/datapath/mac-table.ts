@@ -5,6 +5,8 @@
  * on lookup and reused on insert; sweep() drops them for good (stats).
  */
 const EMPTY = -1;
+/** A full table sweeps out aged entries at most this often (a sweep rehashes the table). */
+const SWEEP_EVERY_MS = 1000;
 
 export class MacTable {
   private readonly hi: Uint16Array;
@@ -13,6 +15,7 @@ export class MacTable {
   private readonly seen: Float64Array;
   private readonly mask: number;
   private count = 0;
+  private lastSweep = -Infinity;
 
   constructor(size: number, private readonly ageingMs: number) {
     let cap = 16;
@@ -61,7 +64,14 @@ export class MacTable {
     }
     if (free < 0) return; // full: we flood instead of learning
     if (this.port[free] === EMPTY) {
-      if (this.count >= this.limit) return;
+      if (this.count >= this.limit) {
+        // Aged and forgotten entries still count until swept: sweep (it
+        // rehashes, so at most once a second) and try again, else flood.
+        if (now - this.lastSweep < SWEEP_EVERY_MS) return;
+        this.lastSweep = now;
+        if (this.sweep(now) === 0) return;
+        return this.learn(hi, lo, p, now);
+      }
       this.count++;
     }
     this.hi[free] = hi;

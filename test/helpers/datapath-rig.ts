@@ -1,0 +1,319 @@
+/**
+ * An in-process rig for the data-path units (Snabb-style selftests): one
+ * Shared Buffers region and ledger, and per simulated VM a memfd holding its
+ * split rings (rx vring 0, tx vring 1) plus a few private slots, driven from
+ * the VM side by DriverQueues and served on the switch side by DeviceQueues
+ * over a second mapping of the same memory (a MemoryTable built from a dup
+ * of the fd, as SET_MEM_TABLE does), fed to PortQueues.sync() as a
+ * QueueSource with real eventfds for the call fds. Nothing here mocks a
+ * data-path unit: tests drive the real rings and read the real used entries.
+ */
+import { closeFd, dupFd, eventfdCreate, eventfdDrain, mmapShared, munmap } from '../../bindings';
+import { PortQueues, type DataPathContext, type QueueSource } from '../../src/datapath/port-queues';
+import { GuestMemory, GUEST_GPA, GUEST_UADDR } from '../../src/guest/guest-memory';
+import { createLogger } from '../../src/log';
+import { OwnershipLedger } from '../../src/shm/ledger';
+import { SharedBuffers } from '../../src/shm/shared-buffers';
+import { MemoryTable } from '../../src/vhost/memory-table';
+import { VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../src/virtio/defs';
+import { DeviceQueue } from '../../src/virtio/device-queue';
+import { DriverQueue } from '../../src/virtio/driver-queue';
+import { SplitRing, availRingBytes, descTableBytes, usedRingBytes, type RingParts } from '../../src/virtio/ring';
+import { writeNetHdr } from '../../src/virtio/net-hdr';
+
+export const RIG_BASE = 0x40_0000_0000;
+
+export interface RigOptions {
+  bufCount?: number;
+  bufSize?: number;
+  queuePairs?: number;
+  swap?: boolean;
+}
+
+export interface VmOptions {
+  /** Partition [start, start+count) assigned from the pool (count also caps pool gifts). */
+  partition?: [number, number];
+  /** Buffers the port may take from the pool by gifts (default: the partition's count). */
+  quota?: number;
+  /** Ring sizes (default: rx nextPow2(bufCount + privSlots), tx 64). */
+  rxNum?: number;
+  txNum?: number;
+  /** The VM mapped the region (PortQueues.zeroCopy). Default true. */
+  zeroCopy?: boolean;
+  /** Private slots in the VM's own memory (copy targets / classic tx buffers). */
+  privSlots?: number;
+  slotSize?: number;
+  mergeable?: boolean;
+}
+
+export interface Used {
+  id: number;
+  len: number;
+}
+
+/** A descriptor as the VM writes it. */
+export interface DescSpec {
+  addr: number;
+  len: number;
+  write?: boolean;
+  /** Extra flags (e.g. INDIRECT) or'ed in. */
+  flags?: number;
+}
+
+const nextPow2 = (n: number): number => {
+  let p = 1;
+  while (p < n) p <<= 1;
+  return p;
+};
+
+export class Rig {
+  readonly shared: SharedBuffers;
+  readonly ledger: OwnershipLedger;
+  readonly ctx: DataPathContext;
+  readonly vms: Vm[] = [];
+
+  constructor(opts: RigOptions = {}) {
+    const bufCount = opts.bufCount ?? 64;
+    const bufSize = opts.bufSize ?? 2048;
+    this.shared = new SharedBuffers(bufCount, bufSize, RIG_BASE);
+    this.ledger = new OwnershipLedger(bufCount);
+    this.ctx = { shared: this.shared, ledger: this.ledger, log: createLogger('silent'), queuePairs: opts.queuePairs ?? 1, swap: opts.swap ?? false };
+  }
+
+  /** A VM whose port id is its index in rig.vms (bridge port arrays are indexed by id). */
+  addVm(opts: VmOptions = {}): Vm {
+    const vm = new Vm(this, this.vms.length, opts);
+    this.vms.push(vm);
+    return vm;
+  }
+
+  /** Ledger conservation: '' when it holds, else the problems. */
+  ledgerProblems(): string {
+    return this.ledger.check().problems.join('; ');
+  }
+
+  close(): void {
+    for (const vm of this.vms) vm.close();
+    this.shared.close();
+  }
+}
+
+export class Vm {
+  readonly mem: GuestMemory;
+  /** The VM's own mapping of the Shared Buffers region. */
+  readonly region: Uint8Array;
+  private readonly regionBuf: ArrayBuffer;
+  /** VM side. */
+  readonly rx: DriverQueue;
+  readonly tx: DriverQueue;
+  /** Switch side, over the MemoryTable's mapping of the same memfd. */
+  readonly table: MemoryTable;
+  readonly devRx: DeviceQueue;
+  readonly devTx: DeviceQueue;
+  readonly rxCall: number;
+  readonly txCall: number;
+  readonly source: QueueSource;
+  readonly port: PortQueues;
+  /** Reasons passed to the broken() callback. */
+  readonly broken: string[] = [];
+  readonly slotSize: number;
+
+  constructor(private readonly rig: Rig, readonly id: number, opts: VmOptions) {
+    const { shared, ledger, ctx } = rig;
+    const privSlots = opts.privSlots ?? 16;
+    this.slotSize = opts.slotSize ?? 2048;
+    const rxNum = opts.rxNum ?? nextPow2(shared.bufCount + privSlots);
+    const txNum = opts.txNum ?? 64;
+    this.mem = new GuestMemory([rxNum, txNum], privSlots, this.slotSize);
+    this.regionBuf = mmapShared(shared.fd, shared.size);
+    this.region = new Uint8Array(this.regionBuf);
+    this.rx = new DriverQueue(new SplitRing(rxNum, this.mem.ringParts(0)), false);
+    this.tx = new DriverQueue(new SplitRing(txNum, this.mem.ringParts(1)), false);
+
+    // The switch maps the VM's memory itself, from the fd, and finds the rings by "user" address.
+    this.table = new MemoryTable(
+      [{ guestPhysAddr: BigInt(GUEST_GPA), memorySize: BigInt(this.mem.size), userspaceAddr: BigInt(GUEST_UADDR), mmapOffset: 0n }],
+      [dupFd(this.mem.fd)],
+    );
+    const devRing = (i: number, num: number): SplitRing => {
+      const r = this.mem.rings[i];
+      const part = (off: number, bytes: number) => {
+        const p = this.table.translateUser(this.mem.uaddr(off), bytes);
+        if (p === null) throw new Error(`ring ${i} not in the memory table`);
+        return p;
+      };
+      const parts: RingParts = { desc: part(r.desc, descTableBytes(num)), avail: part(r.avail, availRingBytes(num)), used: part(r.used, usedRingBytes(num)) };
+      return new SplitRing(num, parts);
+    };
+    this.devRx = new DeviceQueue(devRing(0, rxNum), false, 0, 0);
+    this.devTx = new DeviceQueue(devRing(1, txNum), false, 0, 0);
+    this.rxCall = eventfdCreate();
+    this.txCall = eventfdCreate();
+    this.source = {
+      vrings: [{ queue: this.devRx, callFd: this.rxCall }, { queue: this.devTx, callFd: this.txCall }],
+      mem: this.table,
+      ackedFeatures: opts.mergeable ? 1n << VIRTIO_NET_F_MRG_RXBUF : 0n,
+    };
+    const part = opts.partition ?? [0, 0];
+    if (part[1] > 0 && !ledger.assignRange(part[0], part[1], id)) throw new Error(`partition ${part} not in the pool`);
+    this.port = new PortQueues(id, `vm${id}`, opts.quota ?? part[1], ctx, (reason) => this.broken.push(reason));
+    this.port.zeroCopy = opts.zeroCopy ?? true;
+    this.port.sync(this.source);
+  }
+
+  get shared(): SharedBuffers {
+    return this.rig.shared;
+  }
+
+  /** The port goes away (the control plane's sync(null)). */
+  down(): void {
+    this.port.sync(null);
+  }
+
+  up(): void {
+    this.port.sync(this.source);
+    this.port.zeroCopy = true;
+  }
+
+  // ---- building descriptors
+
+  /** Put a chain on a driver queue's avail ring and publish it; returns its head. */
+  private chain(q: DriverQueue, descs: DescSpec[]): number {
+    const ids = descs.map(() => {
+      const d = q.allocDesc();
+      if (d < 0) throw new Error('out of descriptors');
+      return d;
+    });
+    descs.forEach((d, i) => {
+      const last = i === descs.length - 1;
+      const flags = (d.write ? VIRTQ_DESC_F_WRITE : 0) | (last ? 0 : VIRTQ_DESC_F_NEXT) | (d.flags ?? 0);
+      q.ring.setDesc(ids[i], d.addr, d.len, flags, last ? 0 : ids[i + 1]);
+    });
+    q.addAvail(ids[0]);
+    q.publishAvail();
+    return ids[0];
+  }
+
+  postRxChain(descs: DescSpec[]): number {
+    return this.chain(this.rx, descs);
+  }
+
+  sendChain(descs: DescSpec[]): number {
+    return this.chain(this.tx, descs);
+  }
+
+  /** Post shared buffer b on rx (a whole buffer, device-writable). */
+  postShared(b: number, len = this.shared.bufSize): number {
+    return this.postRxChain([{ addr: this.shared.addrOf(b), len, write: true }]);
+  }
+
+  /** Post private slot k as a classic rx buffer (copy target). */
+  postCopyTarget(k: number, len = this.slotSize): number {
+    return this.postRxChain([{ addr: this.mem.gpa(this.mem.slotOffset(k)), len, write: true }]);
+  }
+
+  /** Write header + frame into shared buffer b (through the VM's mapping) and send it; returns the tx head. */
+  sendShared(b: number, frame: Uint8Array, hdrFlags = 0): number {
+    const off = this.shared.offsetOf(b);
+    writeNetHdr(this.region, off, hdrFlags, 0);
+    this.region.set(frame, off + VIRTIO_NET_HDR_SIZE);
+    return this.sendChain([{ addr: this.shared.addrOf(b), len: VIRTIO_NET_HDR_SIZE + frame.length }]);
+  }
+
+  /** Gift buffers (one descriptor each, chained); returns the tx head. */
+  sendGift(bufs: number[]): number {
+    bufs.forEach((b, i) => writeNetHdr(this.region, this.shared.offsetOf(b), i === 0 ? VIRTIO_NET_HDR_F_GIFT_BUFFER : 0, 0));
+    return this.sendChain(bufs.map((b) => ({ addr: this.shared.addrOf(b), len: VIRTIO_NET_HDR_SIZE })));
+  }
+
+  /** Write header + frame into private slot k and send it (classic copy path). */
+  sendPrivate(k: number, frame: Uint8Array): number {
+    const off = this.mem.slotOffset(k);
+    writeNetHdr(this.mem.mem, off, 0, 0);
+    this.mem.mem.set(frame, off + VIRTIO_NET_HDR_SIZE);
+    return this.sendChain([{ addr: this.mem.gpa(off), len: VIRTIO_NET_HDR_SIZE + frame.length }]);
+  }
+
+  // ---- reaping
+
+  private reap(q: DriverQueue): Used[] {
+    const out: Used[] = [];
+    while (q.usedPending() > 0) {
+      const id = q.popUsed();
+      out.push({ id, len: q.lastUsedLen });
+      // Free the chain.
+      let d = id;
+      for (;;) {
+        const f = q.ring.descFlags(d);
+        const next = q.ring.descNext(d);
+        q.freeDesc(d);
+        if ((f & VIRTQ_DESC_F_NEXT) === 0) break;
+        d = next;
+      }
+    }
+    return out;
+  }
+
+  /** Used entries of the rx ring (after the switch published them). */
+  reapRx(): Used[] {
+    return this.reap(this.rx);
+  }
+
+  reapTx(): Used[] {
+    return this.reap(this.tx);
+  }
+
+  /** Publish what the switch completed, reap both rings. */
+  flushAndReap(): { rx: Used[]; tx: Used[] } {
+    this.port.flush();
+    return { rx: this.reapRx(), tx: this.reapTx() };
+  }
+
+  /** Calls received on (rx, tx) call eventfds since the last look. */
+  drainCalls(): [number, number] {
+    return [eventfdDrain(this.rxCall), eventfdDrain(this.txCall)];
+  }
+
+  /** Header flags of shared buffer b as the VM sees them. */
+  hdrFlags(b: number): number {
+    return this.region[this.shared.offsetOf(b)];
+  }
+
+  /** Bytes of shared buffer b as the VM sees them. */
+  bufBytes(b: number, off: number, len: number): Uint8Array {
+    const o = this.shared.offsetOf(b) + off;
+    return this.region.slice(o, o + len);
+  }
+
+  slotBytes(k: number, off: number, len: number): Uint8Array {
+    const o = this.mem.slotOffset(k) + off;
+    return this.mem.mem.slice(o, o + len);
+  }
+
+  close(): void {
+    this.port.sync(null);
+    this.table.unmap();
+    try {
+      munmap(this.regionBuf);
+    } catch {
+      /* already */
+    }
+    this.mem.close();
+    closeFd(this.rxCall);
+    closeFd(this.txCall);
+  }
+}
+
+/** An Ethernet frame of `len` bytes: dst, src MAC, ethertype 0x88b5, then a byte pattern from `seed`. */
+export function frame(dst: readonly number[], src: readonly number[], len = 64, seed = 1): Uint8Array {
+  const f = new Uint8Array(len);
+  f.set(dst, 0);
+  f.set(src, 6);
+  f[12] = 0x88;
+  f[13] = 0xb5;
+  for (let i = 14; i < len; i++) f[i] = (seed * 31 + i * 7) & 0xff;
+  return f;
+}
+
+export const mac = (n: number): number[] => [0x02, 0, 0, 0, 0, n];
+export const BROADCAST = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff];

@@ -1,0 +1,125 @@
+/**
+ * Unit tests for PollLoop (src/datapath/poll-loop.ts) driving a small real
+ * PollTarget that counts rounds and records kick changes.
+ */
+import t from 'tap';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { PollLoop, type PollTarget } from '../../src/datapath/poll-loop';
+
+class CountingTarget implements PollTarget {
+  rounds = 0;
+  /** Rounds that report work, then idle ones. */
+  workLeft = 0;
+  /** What setKicks(true) reports pending (then resets to 0). */
+  pendingOnEnable = 0;
+  kicksOn: boolean[] = [];
+  firstRoundAt = -1;
+  lastWorkAt = -1;
+  sleptAt = -1;
+  round(): number {
+    const now = performance.now();
+    if (this.firstRoundAt < 0) this.firstRoundAt = now;
+    this.rounds++;
+    if (this.workLeft > 0) {
+      this.workLeft--;
+      this.lastWorkAt = now;
+      return 1;
+    }
+    return 0;
+  }
+  setKicks(on: boolean): number {
+    this.kicksOn.push(on);
+    if (!on) return 0;
+    this.sleptAt = performance.now();
+    const p = this.pendingOnEnable;
+    this.pendingOnEnable = 0;
+    return p;
+  }
+}
+
+const settle = async (loop: PollLoop, target: CountingTarget, maxMs = 2000): Promise<boolean> => {
+  // Sleeping: the round count stops moving.
+  const end = performance.now() + maxMs;
+  let last = -1;
+  while (performance.now() < end) {
+    await sleep(20);
+    if (target.rounds === last) return true;
+    last = target.rounds;
+  }
+  return false;
+};
+
+t.test('spin-then-sleep: sleeps after spinUs without work, wakes on wake()', async (t) => {
+  const target = new CountingTarget();
+  const loop = new PollLoop(target, 'spin-then-sleep', 5000);
+  t.teardown(() => loop.stop());
+  await sleep(10);
+  t.equal(target.rounds, 0, 'nothing runs before the first wake');
+  loop.wake();
+  t.ok(await settle(loop, target), 'went to sleep');
+  t.same(target.kicksOn, [false, true], 'kicks off while running, on to sleep');
+  t.ok(target.sleptAt - target.firstRoundAt >= 5, `spun at least spinUs (${(target.sleptAt - target.firstRoundAt).toFixed(2)} ms)`);
+  t.ok(target.rounds > 1, `spun several rounds (${target.rounds})`);
+  const before = target.rounds;
+  await sleep(30);
+  t.equal(target.rounds, before, 'no rounds while asleep');
+  target.workLeft = 100;
+  loop.wake();
+  t.ok(await settle(loop, target), 'slept again');
+  t.equal(target.workLeft, 0, 'all the work was done');
+  t.ok(target.rounds >= before + 100, 'rounds ran after the wake');
+  t.same(target.kicksOn, [false, true, false, true]);
+  t.ok(target.sleptAt - target.lastWorkAt >= 5, 'spun spinUs after the last work');
+});
+
+t.test('work pending when kicks go back on: keeps running', async (t) => {
+  const target = new CountingTarget();
+  const loop = new PollLoop(target, 'eventfd', 0);
+  t.teardown(() => loop.stop());
+  target.pendingOnEnable = 1;
+  loop.wake();
+  t.ok(await settle(loop, target), 'slept in the end');
+  t.same(target.kicksOn, [false, true, false, true], 'race closed: kicks off again, another round, then sleep');
+});
+
+t.test('eventfd: sleeps as soon as a round finds nothing', async (t) => {
+  const target = new CountingTarget();
+  const loop = new PollLoop(target, 'eventfd', 1_000_000);
+  t.teardown(() => loop.stop());
+  loop.wake();
+  t.ok(await settle(loop, target));
+  t.equal(target.rounds, 1, 'one idle round, spinUs ignored');
+});
+
+t.test('busy-poll keeps running; stop() stops it', async (t) => {
+  const target = new CountingTarget();
+  const loop = new PollLoop(target, 'busy-poll', 0);
+  loop.wake();
+  await sleep(30);
+  const a = target.rounds;
+  await sleep(30);
+  const b = target.rounds;
+  t.ok(a > 0 && b > a, `rounds keep running without work (${a} -> ${b})`);
+  t.notOk(target.kicksOn.includes(true), 'never re-enables kicks');
+  loop.stop();
+  await sleep(10);
+  const c = target.rounds;
+  await sleep(30);
+  t.equal(target.rounds, c, 'stopped');
+  loop.wake();
+  await sleep(20);
+  t.equal(target.rounds, c, 'wake() after stop() does nothing');
+});
+
+t.test('wake() while running does not schedule twice', async (t) => {
+  const target = new CountingTarget();
+  const loop = new PollLoop(target, 'eventfd', 0);
+  t.teardown(() => loop.stop());
+  loop.wake();
+  loop.wake();
+  loop.wake();
+  t.ok(await settle(loop, target));
+  t.equal(target.rounds, 1, 'one run');
+  t.same(target.kicksOn, [false, true]);
+});
