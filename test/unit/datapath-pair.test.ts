@@ -7,7 +7,8 @@
 import t, { type Test } from 'tap';
 import { Drop } from '../../src/datapath/counters';
 import { PairForwarder } from '../../src/datapath/pair-forwarder';
-import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED, VIRTIO_NET_HDR_SIZE } from '../../src/virtio/defs';
+import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../../src/vhost/protocol';
+import { VIRTIO_NET_HDR_SIZE } from '../../src/virtio/defs';
 import { Rig, frame, mac, type Vm } from '../helpers/datapath-rig';
 
 const HDR = VIRTIO_NET_HDR_SIZE;

@@ -6,7 +6,8 @@ import t from 'tap';
 import { Drop } from '../../src/datapath/counters';
 import { postingHead, postingQueue } from '../../src/datapath/rx-postings';
 import { POOL } from '../../src/shm/ledger';
-import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_SIZE } from '../../src/virtio/defs';
+import { VIRTIO_NET_HDR_F_GIFT_BUFFER } from '../../src/vhost/protocol';
+import { VIRTIO_NET_HDR_SIZE } from '../../src/virtio/defs';
 import { Rig } from '../helpers/datapath-rig';
 
 t.test('shared postings are recorded, duplicates completed empty', async (t) => {
