@@ -8,63 +8,34 @@
  * and SIGTERM shuts down cleanly, removing every socket.
  */
 import t, { type Test } from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { closeFd, memfdCreate } from '../../bindings';
 import { memTable, u64, vringState } from '../../src/vhost/codec';
 import { FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, PROTOCOL_F_REPLY_ACK, Req, VHOST_USER_F_PROTOCOL_FEATURES } from '../../src/vhost/protocol';
 import { VIRTIO_F_VERSION_1, hasBit } from '../../src/virtio/defs';
 import { controlRequest } from '../../src/switch/control';
+import { run, startSwitch, waitFor, within } from '../helpers/procs';
 import { RawClient } from '../helpers/unit-vhost-client';
 
-const CLI = path.join(__dirname, '..', '..', 'src', 'cli', 'main.js');
 const WINDOW_BASE = 0x40_0000_0000n;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 3000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 interface PortStat { name: string; attached: boolean; peer: string | null }
 
 t.test('switch back-end survives malformed vhost-user input', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zcs-rob-'));
-  const cfgPath = path.join(dir, 'switch.json');
-  fs.writeFileSync(cfgPath, JSON.stringify({
-    socketDir: dir,
+  const sw = await startSwitch(t, {
     ports: [{ name: 'a' }, { name: 'b' }, { name: 'c' }, { name: 'd' }],
     pairs: [['a', 'b'], ['c', 'd']],
     log: { level: 'debug' },
-  }));
-  const child: ChildProcess = spawn(process.execPath, [CLI, 'start', '-c', cfgPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (err += d));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('close', (code, signal) => resolve({ code, signal })));
+  });
+  const { child, exited, dir } = sw;
   const clients: RawClient[] = [];
-  t.teardown(async () => {
+  // Runs before startSwitch's own teardown (last in, first out): clients close, then the switch stops.
+  t.teardown(() => {
     for (const c of clients) c.close();
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await exited;
-    }
-    fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  await waitFor('the switch to print its control socket', () => out.includes('control:') || child.exitCode !== null, 10000);
-  t.equal(child.exitCode, null, `switch started (stderr: ${err.slice(-500)})`);
-  const control = /control: (\S+)/.exec(out)![1];
+  const control = /control: (\S+)/.exec(sw.stdout())![1];
   t.equal(control, path.join(dir, 'zcswitch.ctl'), 'control socket in the socket dir');
   const sock = (p: string) => path.join(dir, `${p}.sock`);
   for (const p of ['a', 'b', 'c', 'd']) t.ok(fs.lstatSync(sock(p)).isSocket(), `${p}.sock exists`);
@@ -78,7 +49,7 @@ t.test('switch back-end survives malformed vhost-user input', async (t) => {
   const portStat = async (name: string) =>
     ((await controlRequest(control, { cmd: 'stats' })) as { ports: PortStat[] }).ports.find((p) => p.name === name)!;
   const logLines = (from: number) =>
-    err.slice(from).split('\n').filter((l) => l.startsWith('{')).map((l) => {
+    sw.stderr().slice(from).split('\n').filter((l) => l.startsWith('{')).map((l) => {
       try {
         return JSON.parse(l) as Record<string, unknown>;
       } catch {
@@ -188,7 +159,7 @@ t.test('switch back-end survives malformed vhost-user input', async (t) => {
 
   for (const k of cases) {
     await t.test(k.name, async (t) => {
-      const mark = err.length;
+      const mark = sw.stderr().length;
       const c = connect();
       // Handshake first so the case runs inside a live session.
       await getFeatures(t, c, 'before');
@@ -208,7 +179,7 @@ t.test('switch back-end survives malformed vhost-user input', async (t) => {
   }
 
   await t.test('unknown request under REPLY_ACK: a failure ack, the session goes on', async (t) => {
-    const mark = err.length;
+    const mark = sw.stderr().length;
     const c = connect();
     const f = await getFeatures(t, c, 'session');
     c.send(Req.SET_FEATURES, FLAG_VERSION, u64(f));
@@ -259,7 +230,7 @@ t.test('switch back-end survives malformed vhost-user input', async (t) => {
   });
 
   await t.test('a second simultaneous connection is refused', async (t) => {
-    const mark = err.length;
+    const mark = sw.stderr().length;
     const first = connect();
     await getFeatures(t, first, 'first');
     const second = connect();
@@ -282,14 +253,10 @@ t.test('switch back-end survives malformed vhost-user input', async (t) => {
     await getFeatures(t, b, 'port b');
 
     // `zcswitch stats --json` still answers, while a and b are attached
-    const stats = spawn(process.execPath, [CLI, 'stats', '--json', '--control', control], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let sout = '';
-    let serr = '';
-    stats.stdout!.on('data', (d) => (sout += d));
-    stats.stderr!.on('data', (d) => (serr += d));
-    const code = await new Promise<number | null>((resolve) => stats.on('close', resolve));
-    t.equal(code, 0, `stats exits 0 (${serr})`);
-    const s = JSON.parse(sout) as { ports: PortStat[]; ledger: { ok: boolean; bufCount: number; pool: number } };
+    const stats = run(['stats', '--json', '--control', control]);
+    const { code } = await stats.exited;
+    t.equal(code, 0, `stats exits 0 (${stats.stderr()})`);
+    const s = JSON.parse(stats.stdout()) as { ports: PortStat[]; ledger: { ok: boolean; bufCount: number; pool: number } };
     t.same(s.ports.map((p) => p.name), ['a', 'b', 'c', 'd']);
     t.same(s.ports.map((p) => p.attached), [true, true, false, false], 'a and b attached, c and d free');
     t.same(s.ports.map((p) => p.peer), ['b', 'a', 'd', 'c'], 'pairs as configured');
@@ -300,14 +267,12 @@ t.test('switch back-end survives malformed vhost-user input', async (t) => {
 
   await t.test('SIGTERM: clean exit, sockets removed', async (t) => {
     child.kill('SIGTERM');
-    let timer: NodeJS.Timeout | undefined;
-    const r = await Promise.race([exited, new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), 5000)))]);
-    clearTimeout(timer);
+    const r = await within(exited, 5000);
     t.ok(r, 'the switch exited within 5 s');
     t.equal(r?.code, 0, 'exit status 0');
     t.equal(r?.signal, null);
     for (const p of ['a', 'b', 'c', 'd']) t.notOk(fs.existsSync(sock(p)), `${p}.sock removed`);
     t.notOk(fs.existsSync(control), 'control socket removed');
-    t.notOk(/"level":(50|60)/.test(err.slice(err.indexOf('shutting down'))), 'no errors logged during shutdown');
+    t.notOk(/"level":(50|60)/.test(sw.stderr().slice(sw.stderr().indexOf('shutting down'))), 'no errors logged during shutdown');
   });
 });

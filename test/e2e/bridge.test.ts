@@ -7,7 +7,7 @@ import path from 'node:path';
 import t from 'tap';
 import { GuestDriver } from '../../src/guest/driver';
 import { FrameChecker, Verdict, writeTestFrame } from '../../src/guest/test-packet';
-import { counters, startSwitch, waitAttached, waitFor } from '../helpers/procs';
+import { counters, sleep, startSwitch, waitAttached, waitFor } from '../helpers/procs';
 
 const NAMES = ['a', 'b', 'c', 'd'];
 const mac = (i: number) => Uint8Array.of(2, 0, 0, 0, 0, i + 1);
@@ -52,8 +52,7 @@ class Vm {
 }
 
 t.test('four VMs on one bridge', async (t) => {
-  const sw = await startSwitch({ mode: 'bridge', bridge: { ageingSec: 2 }, ports: NAMES.map((name) => ({ name })) });
-  t.teardown(() => sw.stop());
+  const sw = await startSwitch(t, { mode: 'bridge', bridge: { ageingSec: 2 }, ports: NAMES.map((name) => ({ name })) });
   const vms: Vm[] = [];
   for (let i = 0; i < 4; i++) {
     const drv = await GuestDriver.attach({ socketPath: path.join(sw.dir, `${NAMES[i]}.sock`) });
@@ -94,7 +93,7 @@ t.test('four VMs on one bridge', async (t) => {
       const before = vms.map((v) => v.received);
       t.equal(from.send(mac(to.i), N), N, `${NAMES[from.i]} -> ${NAMES[to.i]}: sent ${N}`);
       await waitFor(`${NAMES[to.i]} to receive from ${NAMES[from.i]}`, () => to.received - before[to.i] === N);
-      await new Promise((r) => setTimeout(r, 20));
+      await sleep(20);
       for (const other of vms) {
         if (other !== to) t.equal(other.received, before[other.i], `${NAMES[other.i]} saw none of ${NAMES[from.i]} -> ${NAMES[to.i]}`);
       }

@@ -3,11 +3,10 @@
  * clear message and a non-zero exit with nothing left behind; `npm start`
  * prints where each port's socket is; `zcswitch stats` renders a table.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { run, startSwitch, tempDir, vm, waitAttached, waitFor } from '../helpers/procs';
+import { run, sleep, spawnProc, startSwitch, tempDir, vm, waitAttached, waitForOutput } from '../helpers/procs';
 
 const BAD_CONFIGS: [string, Record<string, unknown>, RegExp][] = [
   ['unknown field', { ports: [{ name: 'vm1', colour: 'red' }] }, /ports\[0\]: unknown field "colour"/],
@@ -19,8 +18,7 @@ const BAD_CONFIGS: [string, Record<string, unknown>, RegExp][] = [
 
 for (const [what, body, message] of BAD_CONFIGS) {
   t.test(`bad config: ${what}`, async (t) => {
-    const dir = tempDir();
-    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const dir = tempDir(t);
     const sockets = path.join(dir, 'sockets');
     const file = path.join(dir, 'bad.json');
     fs.writeFileSync(file, JSON.stringify({ socketDir: sockets, ...body }));
@@ -35,8 +33,7 @@ for (const [what, body, message] of BAD_CONFIGS) {
 }
 
 t.test('missing config file and bad JSON', async (t) => {
-  const dir = tempDir();
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir(t);
   let p = run(['start', '-c', path.join(dir, 'nope.json')]);
   t.equal((await p.exited).code, 2);
   t.match(p.stderr(), /cannot read file/);
@@ -73,31 +70,37 @@ t.test('bad command-line arguments name the option', async (t) => {
 
 t.test('npm start runs the switch on config/default.json', async (t) => {
   const root = path.join(__dirname, '..', '..', '..');
+  // What `npm start` runs (with sh -c, in the package root): it must name config/default.json.
+  const start: string = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).scripts.start;
+  const DEFAULT = '--config config/default.json';
+  t.equal(start.split(DEFAULT).length, 2, `the start script runs on ${DEFAULT}: ${start}`);
+  t.match(start, /^node dist\/src\/cli\/main\.js start /, 'it runs the built CLI\'s start command');
+  // The same command line on config/default.json as it is, but for socketDir: a private
+  // directory, so a switch already running on the default /tmp/zcswitch (anyone's) cannot
+  // make this fail, and this cannot disturb it.
   const cfg = JSON.parse(fs.readFileSync(path.join(root, 'config', 'default.json'), 'utf8'));
-  const child = spawn('npm', ['start', '--silent'], { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (d) => (out += d));
-  const exited = new Promise<number | null>((r) => child.on('close', (c) => r(c)));
-  t.teardown(() => {
-    try {
-      process.kill(-child.pid!, 'SIGTERM');
-    } catch {
-      /* gone */
-    }
+  t.equal(cfg.socketDir, '/tmp/zcswitch', 'config/default.json uses the documented socket directory');
+  const dir = tempDir(t);
+  const config = path.join(dir, 'default.json');
+  fs.writeFileSync(config, JSON.stringify({ ...cfg, socketDir: dir }));
+  // sh -c as npm runs it; exec so that the signals below reach the switch itself.
+  const p = spawnProc('sh', ['-c', `exec ${start.replace(DEFAULT, `--config ${config}`)}`], { cwd: root });
+  t.teardown(async () => {
+    p.child.kill('SIGKILL');
+    await p.exited;
   });
-  await waitFor('npm start to print the control socket', () => out.includes('control:'), 20000);
-  for (const p of cfg.ports) {
-    t.match(out, `port ${p.name}: ${path.join(cfg.socketDir, `${p.name}.sock`)}`, `prints the socket of ${p.name}`);
-    t.ok(fs.statSync(path.join(cfg.socketDir, `${p.name}.sock`)).isSocket(), `${p.name}.sock exists`);
+  await waitForOutput(p, 'the switch to print its control socket', (out) => out.includes('control:'));
+  for (const port of cfg.ports) {
+    t.match(p.stdout(), `port ${port.name}: ${path.join(dir, `${port.name}.sock`)}`, `prints the socket of ${port.name}`);
+    t.ok(fs.statSync(path.join(dir, `${port.name}.sock`)).isSocket(), `${port.name}.sock exists`);
   }
-  process.kill(-child.pid!, 'SIGTERM');
-  await exited;
-  for (const p of cfg.ports) t.notOk(fs.existsSync(path.join(cfg.socketDir, `${p.name}.sock`)), `${p.name}.sock removed on SIGTERM`);
+  p.child.kill('SIGTERM');
+  t.equal((await p.exited).code, 0, 'exits 0 on SIGTERM');
+  for (const port of cfg.ports) t.notOk(fs.existsSync(path.join(dir, `${port.name}.sock`)), `${port.name}.sock removed on SIGTERM`);
 });
 
 t.test('zcswitch stats prints a table and JSON', async (t) => {
-  const sw = await startSwitch({ ports: [{ name: 'left' }, { name: 'right' }], pairs: [['left', 'right']] });
-  t.teardown(() => sw.stop());
+  const sw = await startSwitch(t, { ports: [{ name: 'left' }, { name: 'right' }], pairs: [['left', 'right']] });
   const sink = vm(sw, 'right', ['--mode', 'sink', '--count', '300', '--duration', '60']);
   await waitAttached(sw, 'right');
   await vm(sw, 'left', ['--mode', 'gen', '--count', '300']).result;
@@ -157,12 +160,12 @@ t.test('stats table: learned MACs (bridge) and one indented row per queue', asyn
 });
 
 t.test('a VM whose switch goes away prints its summary and exits 1', async (t) => {
-  const sw = await startSwitch({ ports: [{ name: 'a' }, { name: 'b' }], pairs: [['a', 'b']] });
+  const sw = await startSwitch(t, { ports: [{ name: 'a' }, { name: 'b' }], pairs: [['a', 'b']] });
   const sink = vm(sw, 'b', ['--mode', 'sink']);
   await waitAttached(sw, 'b');
   const gen = vm(sw, 'a', ['--mode', 'gen', '--rate', '20000']);
   await waitAttached(sw, 'a');
-  await new Promise((r) => setTimeout(r, 300));
+  await sleep(300);
   t.equal(await sw.stop(), 0, 'switch stopped');
   for (const [name, p] of [['sink', sink], ['gen', gen]] as const) {
     const r = await p.result;

@@ -11,14 +11,13 @@ import { GuestDriver } from '../../src/guest/driver';
 import { Req } from '../../src/vhost/protocol';
 import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../src/virtio/defs';
 import { prng } from '../helpers/prng';
-import { counters, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
+import { counters, sleep, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
 import { RawClient } from '../helpers/unit-vhost-client';
 
 const PAIR = { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] };
 
 t.test('random descriptor chains and rx postings', async (t) => {
-  const sw = await startSwitch(PAIR);
-  t.teardown(() => sw.stop());
+  const sw = await startSwitch(t, PAIR);
   const sink = vm(sw, 'vm2', ['--mode', 'sink']);
   await waitAttached(sw, 'vm2');
   const drv = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm1.sock') });
@@ -67,7 +66,7 @@ t.test('random descriptor chains and rx postings', async (t) => {
       }
     }
     drv.receive(256);
-    await new Promise((r) => setTimeout(r, 2));
+    await sleep(2);
   }
   t.ok(txInjected > 300 && rxInjected > 100, `injected ${txInjected} random tx chains and ${rxInjected} random rx postings`);
   const s = await sw.stats();
@@ -91,8 +90,7 @@ t.test('random descriptor chains and rx postings', async (t) => {
 });
 
 t.test('random vhost-user messages', async (t) => {
-  const sw = await startSwitch(PAIR);
-  t.teardown(() => sw.stop());
+  const sw = await startSwitch(t, PAIR);
   const rnd = prng(Number(process.env.ZC_FUZZ_SEED ?? 0xbad5eed));
   const reqs = [...Array.from({ length: 45 }, (_, i) => i), Req.GET_SHARED_BUFFERS, 0xffffffff, 1000];
   let sent = 0;
@@ -101,7 +99,7 @@ t.test('random vhost-user messages', async (t) => {
     try {
       c = RawClient.connect(path.join(sw.dir, 'vm1.sock'));
     } catch {
-      await new Promise((r) => setTimeout(r, 20));
+      await sleep(20);
       continue;
     }
     for (let m = 0; m < 10; m++) {

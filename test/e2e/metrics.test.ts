@@ -132,8 +132,7 @@ const value = (fams: Map<string, Family>, name: string, labels: Record<string, s
 
 t.test('GET /metrics on a running switch matches zcswitch stats --json', async (t) => {
   const port = await freePort();
-  const sw = await startSwitch({ ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']], metrics: { listen: `127.0.0.1:${port}` } });
-  t.teardown(() => sw.stop());
+  const sw = await startSwitch(t, { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']], metrics: { listen: `127.0.0.1:${port}` } });
   const base = `http://127.0.0.1:${port}`;
   const sink = vm(sw, 'vm2', ['--mode', 'sink']);
   t.teardown(() => sink.child.kill());
@@ -253,8 +252,7 @@ t.test('metrics.listen must be a loopback host:port', async (t) => {
   t.equal(parseConfig({ ports }).metrics, undefined, 'absent: metrics off');
 
   // The user's view: zcswitch start refuses, names the field, leaves no socket.
-  const dir = tempDir();
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir(t);
   const file = path.join(dir, 'bad.json');
   fs.writeFileSync(file, JSON.stringify({ socketDir: path.join(dir, 's'), ports, metrics: { listen: '0.0.0.0:9478' } }));
   const p = run(['start', '-c', file]);
@@ -268,8 +266,7 @@ t.test('a metrics port already in use: the switch does not start', async (t) => 
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
   t.teardown(() => srv.close());
   const port = (srv.address() as net.AddressInfo).port;
-  const dir = tempDir();
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir(t);
   const file = path.join(dir, 'busy.json');
   fs.writeFileSync(file, JSON.stringify({ socketDir: dir, ports: [{ name: 'vm1' }], metrics: { listen: `127.0.0.1:${port}` } }));
   const p = run(['start', '-c', file]);

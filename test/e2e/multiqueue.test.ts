@@ -11,8 +11,7 @@ import { FrameChecker, Verdict, writeTestFrame } from '../../src/guest/test-pack
 import { startSwitch, waitAttached } from '../helpers/procs';
 
 t.test('4 queue pairs, all used, no starvation', async (t) => {
-  const sw = await startSwitch({ ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']], forwarding: { burst: 32 } });
-  t.teardown(() => sw.stop());
+  const sw = await startSwitch(t, { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']], forwarding: { burst: 32 } });
   const tx = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm1.sock'), queuePairs: 4 });
   const rx = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm2.sock'), queuePairs: 4 });
   t.teardown(() => {

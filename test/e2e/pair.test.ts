@@ -3,13 +3,12 @@
  * (`zcswitch vm`), shared memory, eventfds and Unix sockets.
  */
 import t from 'tap';
-import { counters, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
+import { counters, sleep, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
 
 const PAIR = { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] };
 
 t.test('1,000,000 packets each way, every payload verified, zero bytes copied', async (t) => {
-  const sw = await startSwitch(PAIR);
-  t.teardown(() => sw.stop());
+  const sw = await startSwitch(t, PAIR);
   const echo = vm(sw, 'vm2', ['--mode', 'echo', '--count', '1000000']);
   await waitAttached(sw, 'vm2');
   // Wait for every echo, however loaded the machine (the linger bounds a stall at 20 s).
@@ -39,8 +38,7 @@ t.test('1,000,000 packets each way, every payload verified, zero bytes copied', 
 
 t.test('one-way traffic keeps flowing through GIFT_BUFFER', async (t) => {
   const bufCount = 256;
-  const sw = await startSwitch({ ...PAIR, sharedBuffers: { bufCount, bufSize: 2048 } });
-  t.teardown(() => sw.stop());
+  const sw = await startSwitch(t, { ...PAIR, sharedBuffers: { bufCount, bufSize: 2048 } });
   const total = 40 * bufCount;
   const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', String(total), '--duration', '120']);
   await waitAttached(sw, 'vm2');
@@ -54,7 +52,7 @@ t.test('one-way traffic keeps flowing through GIFT_BUFFER', async (t) => {
         checks++;
         if (!s.ledger.ok) t.fail(`ledger unbalanced mid-traffic: ${s.ledger.problems.join('; ')}`);
       }
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
   })();
   const [g, k] = await Promise.all([gen.result, sink.result]);
@@ -74,8 +72,7 @@ t.test('one-way traffic keeps flowing through GIFT_BUFFER', async (t) => {
 });
 
 t.test('a VM killed mid-traffic: switch survives, buffers reclaimed, port reusable', async (t) => {
-  const sw = await startSwitch(PAIR);
-  t.teardown(() => sw.stop());
+  const sw = await startSwitch(t, PAIR);
   const sink = vm(sw, 'vm2', ['--mode', 'sink']);
   await waitAttached(sw, 'vm2');
   const gen1 = vm(sw, 'vm1', ['--mode', 'gen', '--stream', '1']);

@@ -19,9 +19,13 @@ import {
   writeRecordHeader,
 } from '../../src/capture/pcap';
 import { CaptureStreamDecoder, type CaptureTrailer } from '../../src/capture/wire';
-import { run, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
+import { requireProgram } from '../helpers/external';
+import { run, sleep, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
 
 const PAIR = { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] };
+
+// In CI a missing tshark fails the suite (.ci/run installs it); elsewhere the cases reading pcaps with it are skipped.
+const noTshark = requireProgram(t, 'tshark', 'apt-get install tshark');
 
 /** tshark's view of a pcap: one [frame.len, eth.type, eth.dst] per frame. */
 function tshark(file: string): string[][] {
@@ -76,9 +80,8 @@ t.test('pcap structs and the stream decoder', async (t) => {
   t.ok(dec.finished);
 });
 
-t.test('capture a pair-mode port to a pcap that tshark reads', async (t) => {
-  const sw = await startSwitch(PAIR);
-  t.teardown(() => sw.stop());
+t.test('capture a pair-mode port to a pcap that tshark reads', { skip: noTshark }, async (t) => {
+  const sw = await startSwitch(t, PAIR);
   const dir = sw.dir;
   const file = path.join(dir, 'out.pcap');
   const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', '500', '--duration', '60']);
@@ -119,9 +122,8 @@ t.test('capture a pair-mode port to a pcap that tshark reads', async (t) => {
   t.ok(s.ledger.ok, 'ledger balanced');
 });
 
-t.test('capture on a bridge-mode port', async (t) => {
-  const sw = await startSwitch({ mode: 'bridge', ports: [{ name: 'a' }, { name: 'b' }, { name: 'c' }] });
-  t.teardown(() => sw.stop());
+t.test('capture on a bridge-mode port', { skip: noTshark }, async (t) => {
+  const sw = await startSwitch(t, { mode: 'bridge', ports: [{ name: 'a' }, { name: 'b' }, { name: 'c' }] });
   const file = path.join(sw.dir, 'b.pcap');
   const sink = vm(sw, 'b', ['--mode', 'sink', '--mac', '02:00:00:00:00:02', '--announce', '--duration', '30']);
   t.teardown(() => sink.child.kill());
@@ -143,8 +145,7 @@ t.test('capture on a bridge-mode port', async (t) => {
 });
 
 t.test('a slow reader: frames are dropped and counted, never queued without bound', async (t) => {
-  const sw = await startSwitch(PAIR);
-  t.teardown(() => sw.stop());
+  const sw = await startSwitch(t, PAIR);
   const N = 5000;
   const SIZE = 1000;
   const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', String(N), '--duration', '60']);
@@ -154,7 +155,7 @@ t.test('a slow reader: frames are dropped and counted, never queued without boun
   await new Promise((r) => sock.once('connect', r));
   sock.write(JSON.stringify({ cmd: 'capture', port: 'vm2', bufferBytes: 65536 }) + '\n');
   sock.pause();
-  await new Promise((r) => setTimeout(r, 300)); // the switch handles the request at once
+  await sleep(300); // the switch handles the request at once
   const gen = await vm(sw, 'vm1', ['--mode', 'gen', '--count', String(N), '--size', String(SIZE)]).result;
   t.equal(gen.code, 0);
   t.equal((await sink.result).summary.received, N, 'the sink got every frame: a stuck capture never slows the data path');
@@ -188,8 +189,7 @@ t.test('a slow reader: frames are dropped and counted, never queued without boun
 });
 
 t.test('capture errors', async (t) => {
-  const sw = await startSwitch(PAIR);
-  t.teardown(() => sw.stop());
+  const sw = await startSwitch(t, PAIR);
   const file = path.join(sw.dir, 'nope.pcap');
   const p = run(['capture', '--control', sw.control, '--port', 'nope', '-c', '10', '-w', file]);
   t.equal((await p.exited).code, 1, 'unknown port: exit 1');
@@ -209,6 +209,8 @@ t.test('capture errors', async (t) => {
   await waitFor('the capture to be armed', () => live.stderr().includes('capturing on port vm1'));
   await sw.stop();
   const { code } = await live.exited;
-  t.ok(code === 0 || code === 1, `capture exited (${code}) when the switch stopped: ${live.stderr().trim()}`);
+  // The switch ends each capture on its way out (trailer reason "switch stopping"): a clean end, exit 0.
+  t.equal(code, 0, `capture exits 0 when the switch stops: ${live.stderr().trim()}`);
+  t.match(live.stdout(), /^0 frames captured on port vm1, 0 dropped/m, `and prints its summary: ${live.stdout().trim()}`);
   t.ok(parsePcap(fs.readFileSync(path.join(sw.dir, 'live.pcap'))), 'what it wrote is a valid pcap');
 });

@@ -2,199 +2,192 @@
  * Real VMs as ports: unmodified QEMU 7.2 guests running Linux 6.1's
  * virtio-net driver (vhost-user front-end, buffers in the guest's own
  * memory, served by the copy path), built by scripts/guest-image/build.sh.
- * Skipped only when qemu-system-x86_64 is not installed (.ci/run installs it).
+ * Skipped when qemu-system-x86_64 is not installed; under CI=true that is a
+ * failure instead (.ci/run installs it): see test/README.md.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { GuestDriver } from '../../src/guest/driver';
 import { NetResponder } from '../helpers/net';
+import { requireProgram } from '../helpers/external';
 import { counters, startSwitch, waitAttached, waitFor, type SwitchProc } from '../helpers/procs';
 import { type GuestOptions, QEMU_BIN, QemuGuest, findQemu, guestImage, uniqueMac } from '../helpers/qemu';
 
 const PAIR = { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] };
 
-if (!findQemu()) {
-  t.plan(0, `${QEMU_BIN} is not installed (apt-get install qemu-system-x86): skipping the real-VM tests`);
-} else {
-  t.before(() => {
-    guestImage(); // build (or reuse) the kernel + initramfs before any timing starts
+// In CI a missing QEMU fails the suite (.ci/run installs it); elsewhere these tests are skipped, saying why.
+const skip = requireProgram(t, QEMU_BIN, 'apt-get install qemu-system-x86', findQemu());
+
+if (!skip) t.before(() => {
+  guestImage(); // build (or reuse) the kernel + initramfs before any timing starts
+});
+
+/** Start a guest and make sure it dies with the test. */
+const boot = (t: Tap, o: GuestOptions): QemuGuest => {
+  const g = QemuGuest.start(o);
+  t.teardown(() => g.kill());
+  return g;
+};
+
+/** A switch process on a temp socket dir; stopped (sockets removed) and its dir deleted in teardown. */
+const pairSwitch = (t: Tap): Promise<SwitchProc> => startSwitch(t, PAIR);
+
+/**
+ * An in-process guest-driver VM on `port` with 10.0.0.2 answering ARP and
+ * ICMP echo. The responder stops before the driver closes (teardown) or
+ * as soon as the switch drops the driver: it must never touch unmapped rings.
+ */
+const responderOn = async (t: Tap, sw: SwitchProc, port: string): Promise<{ drv: GuestDriver; host: NetResponder }> => {
+  let host: NetResponder | null = null;
+  const drv = await GuestDriver.attach({ socketPath: path.join(sw.dir, `${port}.sock`), onClose: () => host?.stop() });
+  host = new NetResponder(drv, '02:00:00:00:00:02', '10.0.0.2');
+  host.start();
+  const h = host;
+  t.teardown(() => {
+    h.stop();
+    drv.close();
   });
+  await waitAttached(sw, port);
+  return { drv, host };
+};
 
-  /** Start a guest and make sure it dies with the test. */
-  const boot = (t: Tap, o: GuestOptions): QemuGuest => {
-    const g = QemuGuest.start(o);
-    t.teardown(() => g.kill());
-    return g;
-  };
+const ledgerOk = async (t: Tap, sw: SwitchProc) => {
+  const s = await sw.stats();
+  t.ok(s.ledger.ok, `ledger balanced: ${s.ledger.problems.join('; ')}`);
+};
 
-  /** A switch process on a temp socket dir; stopped (sockets removed) and its dir deleted in teardown. */
-  const pairSwitch = async (t: Tap): Promise<SwitchProc> => {
-    const sw = await startSwitch(PAIR);
-    t.teardown(async () => {
-      await sw.stop();
-      fs.rmSync(sw.dir, { recursive: true, force: true });
-    });
-    return sw;
-  };
+t.test('two QEMU guests on vm1/vm2: ping both ways, 1 MiB over TCP with matching md5', { skip }, async (t) => {
+  const sw = await pairSwitch(t);
+  const common = { count: 3, size: 1472, tcpPort: 5001, kib: 1024, timeoutS: 90 } as const;
+  const a = boot(t, { ...common, name: 'vm1', socket: path.join(sw.dir, 'vm1.sock'), ip: '10.0.0.1/24', peer: '10.0.0.2', roles: ['ping', 'tcp-send'] });
+  const b = boot(t, { ...common, name: 'vm2', socket: path.join(sw.dir, 'vm2.sock'), ip: '10.0.0.2/24', peer: '10.0.0.1', roles: ['ping', 'tcp-recv'] });
+  t.not(a.mac, b.mac, 'each VM has its own MAC');
+  await Promise.all([a.ready(), b.ready()]);
+  t.match(a.output(), new RegExp(`ZC READY mac=${a.mac}`), 'vm1 sees its MAC on eth0');
+  await waitAttached(sw, 'vm1', 'vm2');
 
-  /**
-   * An in-process guest-driver VM on `port` with 10.0.0.2 answering ARP and
-   * ICMP echo. The responder stops before the driver closes (teardown) or
-   * as soon as the switch drops the driver: it must never touch unmapped rings.
-   */
-  const responderOn = async (t: Tap, sw: SwitchProc, port: string): Promise<{ drv: GuestDriver; host: NetResponder }> => {
-    let host: NetResponder | null = null;
-    const drv = await GuestDriver.attach({ socketPath: path.join(sw.dir, `${port}.sock`), onClose: () => host?.stop() });
-    host = new NetResponder(drv, '02:00:00:00:00:02', '10.0.0.2');
-    host.start();
-    const h = host;
-    t.teardown(() => {
-      h.stop();
-      drv.close();
-    });
-    await waitAttached(sw, port);
-    return { drv, host };
-  };
+  const [pa, pb] = await Promise.all([a.result('ping'), b.result('ping')]);
+  t.ok(pa.ok, `vm1 -> vm2 ping with 1500-byte IP packets: ${pa.line}`);
+  t.ok(pb.ok, `vm2 -> vm1 ping with 1500-byte IP packets: ${pb.line}`);
 
-  const ledgerOk = async (t: Tap, sw: SwitchProc) => {
-    const s = await sw.stats();
-    t.ok(s.ledger.ok, `ledger balanced: ${s.ledger.problems.join('; ')}`);
-  };
+  const [tx, rx] = await Promise.all([a.result('tcp-send', 60_000), b.result('tcp-recv', 60_000)]);
+  t.ok(tx.ok, `vm1 sent: ${tx.line}`);
+  t.ok(rx.ok, `vm2 received: ${rx.line}`);
+  t.equal(rx.fields.bytes, String(1024 * 1024), 'vm2 received exactly 1 MiB');
+  t.equal(rx.fields.md5, tx.fields.md5, 'md5 of the received stream equals the sender\'s');
 
-  t.test('two QEMU guests on vm1/vm2: ping both ways, 1 MiB over TCP with matching md5', async (t) => {
-    const sw = await pairSwitch(t);
-    const common = { count: 3, size: 1472, tcpPort: 5001, kib: 1024, timeoutS: 90 } as const;
-    const a = boot(t, { ...common, name: 'vm1', socket: path.join(sw.dir, 'vm1.sock'), ip: '10.0.0.1/24', peer: '10.0.0.2', roles: ['ping', 'tcp-send'] });
-    const b = boot(t, { ...common, name: 'vm2', socket: path.join(sw.dir, 'vm2.sock'), ip: '10.0.0.2/24', peer: '10.0.0.1', roles: ['ping', 'tcp-recv'] });
-    t.not(a.mac, b.mac, 'each VM has its own MAC');
-    await Promise.all([a.ready(), b.ready()]);
-    t.match(a.output(), new RegExp(`ZC READY mac=${a.mac}`), 'vm1 sees its MAC on eth0');
-    await waitAttached(sw, 'vm1', 'vm2');
+  t.equal(await a.poweredOff(), 0, 'vm1 powered off');
+  t.equal(await b.poweredOff(), 0, 'vm2 powered off');
+  await waitFor('both ports to be detached', async () => (await sw.stats()).ports.every((p) => !p.attached));
+  const s = await sw.stats();
+  for (const p of s.ports) {
+    const c = counters(p);
+    // vm1 sends 1 MiB in full-size segments (>= 719 of them); vm2 mostly ACKs.
+    const min = p.name === 'vm1' ? 719 : 10;
+    t.ok(c.copied >= min, `${p.name}: its packets went through the copy path (${c.copied})`);
+    t.equal(c.zeroCopy, 0, `${p.name}: nothing zero-copy (classic front-end)`);
+    t.notOk(c.drops['bad-address'] || c.drops['rx-too-small'] || c.drops['bad-rx-desc'] || c.drops['bad-order'],
+      `${p.name}: no descriptor problems (${JSON.stringify(c.drops)})`);
+  }
+  await ledgerOk(t, sw);
+  t.match(sw.stderr(), /"port":"vm1".*front-end disconnected/, 'the switch logged the guests leaving');
+  t.equal(sw.child.exitCode, null, 'switch still running');
+});
 
-    const [pa, pb] = await Promise.all([a.result('ping'), b.result('ping')]);
-    t.ok(pa.ok, `vm1 -> vm2 ping with 1500-byte IP packets: ${pa.line}`);
-    t.ok(pb.ok, `vm2 -> vm1 ping with 1500-byte IP packets: ${pb.line}`);
+t.test('a QEMU guest and a guest-driver VM exchange traffic both ways', { skip }, async (t) => {
+  const sw = await pairSwitch(t);
+  const { drv, host } = await responderOn(t, sw, 'vm2');
+  t.ok(drv.shared, 'the guest-driver VM negotiated SHARED_BUFFERS');
 
-    const [tx, rx] = await Promise.all([a.result('tcp-send', 60_000), b.result('tcp-recv', 60_000)]);
-    t.ok(tx.ok, `vm1 sent: ${tx.line}`);
-    t.ok(rx.ok, `vm2 received: ${rx.line}`);
-    t.equal(rx.fields.bytes, String(1024 * 1024), 'vm2 received exactly 1 MiB');
-    t.equal(rx.fields.md5, tx.fields.md5, 'md5 of the received stream equals the sender\'s');
-
-    t.equal(await a.poweredOff(), 0, 'vm1 powered off');
-    t.equal(await b.poweredOff(), 0, 'vm2 powered off');
-    await waitFor('both ports to be detached', async () => (await sw.stats()).ports.every((p) => !p.attached));
-    const s = await sw.stats();
-    for (const p of s.ports) {
-      const c = counters(p);
-      // vm1 sends 1 MiB in full-size segments (>= 719 of them); vm2 mostly ACKs.
-      const min = p.name === 'vm1' ? 719 : 10;
-      t.ok(c.copied >= min, `${p.name}: its packets went through the copy path (${c.copied})`);
-      t.equal(c.zeroCopy, 0, `${p.name}: nothing zero-copy (classic front-end)`);
-      t.notOk(c.drops['bad-address'] || c.drops['rx-too-small'] || c.drops['bad-rx-desc'] || c.drops['bad-order'],
-        `${p.name}: no descriptor problems (${JSON.stringify(c.drops)})`);
-    }
-    await ledgerOk(t, sw);
-    t.match(sw.stderr(), /"port":"vm1".*front-end disconnected/, 'the switch logged the guests leaving');
-    t.equal(sw.child.exitCode, null, 'switch still running');
+  const g = boot(t, {
+    name: 'vm1', socket: path.join(sw.dir, 'vm1.sock'), ip: '10.0.0.1/24', peer: '10.0.0.2',
+    roles: ['ping', 'wait'], count: 4, size: 1472, timeoutS: 90, monitor: true,
   });
+  await g.ready();
 
-  t.test('a QEMU guest and a guest-driver VM exchange traffic both ways', async (t) => {
-    const sw = await pairSwitch(t);
-    const { drv, host } = await responderOn(t, sw, 'vm2');
-    t.ok(drv.shared, 'the guest-driver VM negotiated SHARED_BUFFERS');
+  // Linux -> guest driver: ARP, then echo requests with 1500-byte IP packets, answered by the responder.
+  const p = await g.result('ping');
+  t.ok(p.ok, `the guest's ping of the guest-driver VM succeeded: ${p.line}`);
+  t.ok(host.arpAnswered >= 1, `the responder answered the guest's ARP (${host.arpAnswered})`);
+  t.ok(host.echoAnswered >= 4, `the responder answered its echo requests (${host.echoAnswered})`);
+  t.equal(host.maxFrame, 1514, 'a full-MTU frame (1514 bytes) arrived from the guest');
 
-    const g = boot(t, {
-      name: 'vm1', socket: path.join(sw.dir, 'vm1.sock'), ip: '10.0.0.1/24', peer: '10.0.0.2',
-      roles: ['ping', 'wait'], count: 4, size: 1472, timeoutS: 90, monitor: true,
-    });
+  // Guest driver -> Linux: pings of several sizes up to the MTU, answered by the guest's kernel.
+  await g.waitFor(/ZC WAITING\n/, 'the guest to wait');
+  const sizes = [0, 56, 1000, 1472];
+  for (let seq = 0; seq < sizes.length; seq++) {
+    t.ok(host.ping(g.mac, '10.0.0.1', 0x7a, seq, sizes[seq]), `sent an echo request with ${sizes[seq]} data bytes`);
+    const r = await host.waitFor(`echo reply ${seq}`, (f) => f.icmpType === 0 && f.id === 0x7a && f.seq === seq);
+    t.equal(r.srcIp, '10.0.0.1', `echo reply ${seq} comes from the guest`);
+    const want = Uint8Array.from({ length: sizes[seq] }, (_, i) => (seq + i) & 0xff);
+    t.same(Buffer.from(r.icmpData!), Buffer.from(want), `echo reply ${seq} carries the same ${sizes[seq]} bytes`);
+  }
+
+  // UDP to a closed port: the guest's kernel answers with ICMP port unreachable quoting our datagram.
+  const payload = Buffer.from('zcswitch udp probe');
+  t.ok(host.sendUdp(g.mac, '10.0.0.1', 40000, 9, payload), 'sent a UDP datagram to the guest');
+  const u = await host.waitFor('ICMP port unreachable', (f) => f.icmpType === 3 && f.icmpCode === 3);
+  const quoted = Buffer.from(u.icmpData!);
+  t.equal(quoted[9], 17, 'it quotes a UDP datagram');
+  t.equal(quoted.readUInt16BE(20), 40000, 'it quotes our source port');
+  t.equal(quoted.readUInt16BE(22), 9, 'it quotes our destination port');
+
+  // stop/cont in the QEMU monitor: QEMU stops both rings (GET_VRING_BASE) and
+  // restarts them on the same connection from the index we reported
+  // (SET_VRING_BASE). That index must be the first rx buffer not yet filled,
+  // not how far the switch had read ahead (Linux posted 256 rx buffers).
+  await g.monitor('stop');
+  t.match(await g.monitor('info status'), /VM status: paused/, 'guest paused (stop)');
+  await g.monitor('cont');
+  t.match(await g.monitor('info status'), /VM status: running/, 'guest running again (cont)');
+  const rxStopped = '"port":"vm1","vring":0,"base":(\\d+),"msg":"vring stopped"';
+  await waitFor('the switch to log the rx ring stopping', () => new RegExp(rxStopped).test(sw.stderr()));
+  const stopped = [...sw.stderr().matchAll(new RegExp(rxStopped, 'g'))];
+  t.ok(stopped.length >= 1 && Number(stopped[0][1]) < 256,
+    `GET_VRING_BASE on the rx ring reported the used index (${stopped.map((m) => m[1]).join(', ')}), not the 256 buffers read ahead`);
+  for (let seq = 10; seq < 13; seq++) {
+    t.ok(host.ping(g.mac, '10.0.0.1', 0x7a, seq, 1472), `echo request ${seq} after cont`);
+    await host.waitFor(`echo reply ${seq} after cont`, (f) => f.icmpType === 0 && f.id === 0x7a && f.seq === seq);
+  }
+  t.pass('the guest still receives and answers after stop/cont');
+  t.notMatch(sw.stderr(), /vring base differs from used\.idx/, 'the rings resumed exactly where GET_VRING_BASE said');
+
+  g.type('stop');
+  t.ok((await g.result('wait')).ok, 'the guest saw "stop" on its console');
+  t.equal(await g.poweredOff(), 0, 'the guest powered off');
+
+  const s = await sw.stats();
+  const vm1 = counters(s.ports.find((x) => x.name === 'vm1')!);
+  const vm2 = counters(s.ports.find((x) => x.name === 'vm2')!);
+  t.ok(vm1.copied >= 6, `guest -> driver frames were copied (${vm1.copied})`);
+  t.ok(vm2.copied >= 6, `driver -> guest frames were copied out of shared buffers (${vm2.copied})`);
+  t.ok(vm2.returned >= 6, `and those shared buffers went back to the driver (${vm2.returned})`);
+  await ledgerOk(t, sw);
+});
+
+t.test('a guest powers off, a new one boots on the same port: the switch keeps serving it', { skip }, async (t) => {
+  const sw = await pairSwitch(t);
+  const { host } = await responderOn(t, sw, 'vm2');
+  const socket = path.join(sw.dir, 'vm1.sock');
+
+  const macs: string[] = [];
+  for (const round of [1, 2]) {
+    const g = boot(t, { name: `guest ${round}`, socket, ip: '10.0.0.1/24', peer: '10.0.0.2', roles: ['ping'], count: 3, mac: uniqueMac() });
+    macs.push(g.mac);
     await g.ready();
-
-    // Linux -> guest driver: ARP, then echo requests with 1500-byte IP packets, answered by the responder.
     const p = await g.result('ping');
-    t.ok(p.ok, `the guest's ping of the guest-driver VM succeeded: ${p.line}`);
-    t.ok(host.arpAnswered >= 1, `the responder answered the guest's ARP (${host.arpAnswered})`);
-    t.ok(host.echoAnswered >= 4, `the responder answered its echo requests (${host.echoAnswered})`);
-    t.equal(host.maxFrame, 1514, 'a full-MTU frame (1514 bytes) arrived from the guest');
-
-    // Guest driver -> Linux: pings of several sizes up to the MTU, answered by the guest's kernel.
-    await g.waitFor(/ZC WAITING\n/, 'the guest to wait');
-    const sizes = [0, 56, 1000, 1472];
-    for (let seq = 0; seq < sizes.length; seq++) {
-      t.ok(host.ping(g.mac, '10.0.0.1', 0x7a, seq, sizes[seq]), `sent an echo request with ${sizes[seq]} data bytes`);
-      const r = await host.waitFor(`echo reply ${seq}`, (f) => f.icmpType === 0 && f.id === 0x7a && f.seq === seq);
-      t.equal(r.srcIp, '10.0.0.1', `echo reply ${seq} comes from the guest`);
-      const want = Uint8Array.from({ length: sizes[seq] }, (_, i) => (seq + i) & 0xff);
-      t.same(Buffer.from(r.icmpData!), Buffer.from(want), `echo reply ${seq} carries the same ${sizes[seq]} bytes`);
-    }
-
-    // UDP to a closed port: the guest's kernel answers with ICMP port unreachable quoting our datagram.
-    const payload = Buffer.from('zcswitch udp probe');
-    t.ok(host.sendUdp(g.mac, '10.0.0.1', 40000, 9, payload), 'sent a UDP datagram to the guest');
-    const u = await host.waitFor('ICMP port unreachable', (f) => f.icmpType === 3 && f.icmpCode === 3);
-    const quoted = Buffer.from(u.icmpData!);
-    t.equal(quoted[9], 17, 'it quotes a UDP datagram');
-    t.equal(quoted.readUInt16BE(20), 40000, 'it quotes our source port');
-    t.equal(quoted.readUInt16BE(22), 9, 'it quotes our destination port');
-
-    // stop/cont in the QEMU monitor: QEMU stops both rings (GET_VRING_BASE) and
-    // restarts them on the same connection from the index we reported
-    // (SET_VRING_BASE). That index must be the first rx buffer not yet filled,
-    // not how far the switch had read ahead (Linux posted 256 rx buffers).
-    await g.monitor('stop');
-    t.match(await g.monitor('info status'), /VM status: paused/, 'guest paused (stop)');
-    await g.monitor('cont');
-    t.match(await g.monitor('info status'), /VM status: running/, 'guest running again (cont)');
-    const rxStopped = '"port":"vm1","vring":0,"base":(\\d+),"msg":"vring stopped"';
-    await waitFor('the switch to log the rx ring stopping', () => new RegExp(rxStopped).test(sw.stderr()));
-    const stopped = [...sw.stderr().matchAll(new RegExp(rxStopped, 'g'))];
-    t.ok(stopped.length >= 1 && Number(stopped[0][1]) < 256,
-      `GET_VRING_BASE on the rx ring reported the used index (${stopped.map((m) => m[1]).join(', ')}), not the 256 buffers read ahead`);
-    for (let seq = 10; seq < 13; seq++) {
-      t.ok(host.ping(g.mac, '10.0.0.1', 0x7a, seq, 1472), `echo request ${seq} after cont`);
-      await host.waitFor(`echo reply ${seq} after cont`, (f) => f.icmpType === 0 && f.id === 0x7a && f.seq === seq);
-    }
-    t.pass('the guest still receives and answers after stop/cont');
-    t.notMatch(sw.stderr(), /vring base differs from used\.idx/, 'the rings resumed exactly where GET_VRING_BASE said');
-
-    g.type('stop');
-    t.ok((await g.result('wait')).ok, 'the guest saw "stop" on its console');
-    t.equal(await g.poweredOff(), 0, 'the guest powered off');
-
-    const s = await sw.stats();
-    const vm1 = counters(s.ports.find((x) => x.name === 'vm1')!);
-    const vm2 = counters(s.ports.find((x) => x.name === 'vm2')!);
-    t.ok(vm1.copied >= 6, `guest -> driver frames were copied (${vm1.copied})`);
-    t.ok(vm2.copied >= 6, `driver -> guest frames were copied out of shared buffers (${vm2.copied})`);
-    t.ok(vm2.returned >= 6, `and those shared buffers went back to the driver (${vm2.returned})`);
+    t.ok(p.ok, `guest ${round} (${g.mac}) pinged through port vm1: ${p.line}`);
+    t.equal(await g.poweredOff(), 0, `guest ${round} powered off`);
+    await waitFor(`port vm1 to be free after guest ${round}`, async () => !(await sw.port('vm1')).attached);
+    t.equal(sw.child.exitCode, null, `switch still running after guest ${round} left`);
     await ledgerOk(t, sw);
-  });
-
-  t.test('a guest powers off, a new one boots on the same port: the switch keeps serving it', async (t) => {
-    const sw = await pairSwitch(t);
-    const { host } = await responderOn(t, sw, 'vm2');
-    const socket = path.join(sw.dir, 'vm1.sock');
-
-    const macs: string[] = [];
-    for (const round of [1, 2]) {
-      const g = boot(t, { name: `guest ${round}`, socket, ip: '10.0.0.1/24', peer: '10.0.0.2', roles: ['ping'], count: 3, mac: uniqueMac() });
-      macs.push(g.mac);
-      await g.ready();
-      const p = await g.result('ping');
-      t.ok(p.ok, `guest ${round} (${g.mac}) pinged through port vm1: ${p.line}`);
-      t.equal(await g.poweredOff(), 0, `guest ${round} powered off`);
-      await waitFor(`port vm1 to be free after guest ${round}`, async () => !(await sw.port('vm1')).attached);
-      t.equal(sw.child.exitCode, null, `switch still running after guest ${round} left`);
-      await ledgerOk(t, sw);
-    }
-    t.not(macs[0], macs[1], 'the two guests had different MACs');
-    t.ok(host.echoAnswered >= 6, `the responder answered both guests' pings (${host.echoAnswered})`);
-    t.ok(macs.every((m) => host.arpFrom.has(m)), `both guests resolved the responder's address (ARP from ${[...host.arpFrom].join(', ')})`);
-    t.equal((await sw.port('vm2')).attached, true, 'the guest-driver VM on vm2 stayed attached throughout');
-    const left = sw.stderr().match(/"port":"vm1".*front-end disconnected/g) ?? [];
-    t.equal(left.length, 2, 'the switch logged each guest leaving');
-  });
-}
+  }
+  t.not(macs[0], macs[1], 'the two guests had different MACs');
+  t.ok(host.echoAnswered >= 6, `the responder answered both guests' pings (${host.echoAnswered})`);
+  t.ok(macs.every((m) => host.arpFrom.has(m)), `both guests resolved the responder's address (ARP from ${[...host.arpFrom].join(', ')})`);
+  t.equal((await sw.port('vm2')).attached, true, 'the guest-driver VM on vm2 stayed attached throughout');
+  const left = sw.stderr().match(/"port":"vm1".*front-end disconnected/g) ?? [];
+  t.equal(left.length, 2, 'the switch logged each guest leaving');
+});
 
 type Tap = tap.Test;

@@ -7,143 +7,110 @@
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
-import fs from 'node:fs';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { GuestDriver } from '../../src/guest/driver';
 import { NetResponder } from '../helpers/net';
-import { QemuGuest, findQemu, guestImage } from '../helpers/qemu';
-import { type SwitchProc, counters, run, tempDir, vm, waitFor } from '../helpers/procs';
-import { controlRequest } from '../../src/switch/control';
-import type { SwitchStats } from '../../src/switch/stats';
+import { netnsProblem, requireExternal, requireProgram } from '../helpers/external';
+import { QEMU_BIN, QemuGuest, findQemu, guestImage } from '../helpers/qemu';
+import { type SwitchProc, counters, startSwitch, vm, waitFor } from '../helpers/procs';
 
 const sh = (cmd: string): string => execFileSync('sh', ['-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 /** Asynchronous: the event loop must keep running the in-process VM meanwhile. */
 const shAsync = async (cmd: string): Promise<string> => (await promisify(execFile)('sh', ['-c', cmd], { encoding: 'utf8' })).stdout;
-const canNetns = (() => {
-  try {
-    sh('ip netns add zcs-probe && ip netns del zcs-probe && test -c /dev/net/tun');
-    return true;
-  } catch {
-    return false;
+/** `zcswitch start` inside a namespace (a bridge unless the config says otherwise); stopped and its dir removed when t ends. */
+const switchIn = (t: Test, ns: string, config: Record<string, unknown>): Promise<SwitchProc> =>
+  startSwitch(t, { mode: 'bridge', ...config }, { prefix: ['ip', 'netns', 'exec', ns] });
+
+// Namespaces need root (CAP_NET_ADMIN); the QEMU case needs QEMU too. In CI both are there (.ci/run).
+const noNetns = requireExternal(t, 'network namespaces', netnsProblem());
+const noQemu = noNetns || requireProgram(t, QEMU_BIN, 'apt-get install qemu-system-x86', findQemu());
+
+const tag = `zc${process.pid % 100000}`;
+
+t.test('the host stack pings a guest-driver VM through the TAP uplink', { skip: noNetns }, async (t) => {
+  const ns = `${tag}a`;
+  sh(`ip netns add ${ns}`);
+  t.teardown(() => sh(`ip netns del ${ns} 2>/dev/null || true`));
+  const sw = await switchIn(t, ns, { ports: [{ name: 'vm1' }, { name: 'up', type: 'tap', ifname: 'zcup0' }] });
+  t.match(sw.stdout(), /port up: TAP interface zcup0/, 'start lists the uplink');
+  sh(`ip netns exec ${ns} sh -c 'ip link set lo up; ip addr add 10.77.0.1/24 dev zcup0; ip link set zcup0 up'`);
+  const drv = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm1.sock') });
+  t.teardown(() => drv.close());
+  const host = new NetResponder(drv, '02:00:00:00:77:02', '10.77.0.2');
+  host.start();
+  t.teardown(() => host.stop());
+  const out = await shAsync(`ip netns exec ${ns} ping -c 3 -i 0.2 -W 2 10.77.0.2`);
+  t.match(out, /3 packets transmitted, 3 received/, 'kernel ping through the switch: 3 of 3 answered');
+  t.ok(host.arpAnswered >= 1 && host.echoAnswered >= 3, `the VM answered ARP (${host.arpAnswered}) and ICMP (${host.echoAnswered})`);
+  const s = await sw.stats();
+  const up = s.ports.find((p) => p.name === 'up')!;
+  t.equal(up.socket, 'tap:zcup0');
+  t.ok(counters(up).rxPackets >= 4 && counters(up).txPackets >= 4, `frames crossed the uplink both ways (${counters(up).rxPackets} in, ${counters(up).txPackets} out)`);
+  t.ok(up.macs.length >= 1, `the kernel's MAC was learned on the uplink (${up.macs.join(', ')})`);
+  t.ok(s.ledger.ok, 'ledger balanced');
+});
+
+t.test('the host stack pings a QEMU guest through the TAP uplink', { skip: noQemu }, async (t) => {
+  guestImage();
+  const ns = `${tag}q`;
+  sh(`ip netns add ${ns}`);
+  t.teardown(() => sh(`ip netns del ${ns} 2>/dev/null || true`));
+  const sw = await switchIn(t, ns, { ports: [{ name: 'vm1' }, { name: 'up', type: 'tap', ifname: 'zcup0' }] });
+  sh(`ip netns exec ${ns} sh -c 'ip link set lo up; ip addr add 10.79.0.1/24 dev zcup0; ip link set zcup0 up'`);
+  const g = QemuGuest.start({ socket: path.join(sw.dir, 'vm1.sock'), ip: '10.79.0.2/24', roles: ['wait'], timeoutS: 60 });
+  t.teardown(() => g.kill());
+  await g.ready();
+  const out = await shAsync(`ip netns exec ${ns} ping -c 3 -i 0.3 -W 3 10.79.0.2`);
+  t.match(out, /3 packets transmitted, 3 received/, 'kernel ping to the QEMU guest through the bridge: 3 of 3 answered');
+  const s = await sw.stats();
+  t.ok(counters(s.ports.find((p) => p.name === 'vm1')!).copied >= 3, 'the guest is a classic port: its frames were copied');
+  t.ok(s.ledger.ok, 'ledger balanced');
+});
+
+t.test('two switches joined by a kernel VXLAN link carry VM-to-VM traffic', { skip: noNetns }, async (t) => {
+  const [n1, n2] = [`${tag}b`, `${tag}c`];
+  const cleanup = () => sh(`ip netns del ${n1} 2>/dev/null; ip netns del ${n2} 2>/dev/null; true`);
+  sh(`ip netns add ${n1} && ip netns add ${n2}`);
+  t.teardown(cleanup);
+  // Underlay: a veth pair between the namespaces.
+  sh(`ip link add ${tag}v1 netns ${n1} type veth peer name ${tag}v2 netns ${n2}`);
+  const sw1 = await switchIn(t, n1, { ports: [{ name: 'vm1' }, { name: 'up', type: 'tap', ifname: 'zcup0' }] });
+  const sw2 = await switchIn(t, n2, { ports: [{ name: 'vm2' }, { name: 'up', type: 'tap', ifname: 'zcup0' }] });
+  for (const [ns, me, peer, veth] of [[n1, '192.168.250.1', '192.168.250.2', `${tag}v1`], [n2, '192.168.250.2', '192.168.250.1', `${tag}v2`]]) {
+    sh(`ip netns exec ${ns} sh -c '
+      sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 || true
+      ip link set lo up
+      ip addr add ${me}/30 dev ${veth} && ip link set ${veth} up
+      ip link add vx0 type vxlan id 42 local ${me} remote ${peer} dstport 4789 dev ${veth}
+      ip link add br0 type bridge && ip link set br0 up
+      ip link set vx0 master br0 && ip link set vx0 up
+      ip link set zcup0 master br0 && ip link set zcup0 up'`);
   }
-})();
-
-/** `zcswitch start` inside a namespace. */
-async function switchIn(ns: string, config: Record<string, unknown>): Promise<Omit<SwitchProc, 'port'>> {
-  const dir = tempDir();
-  const configPath = path.join(dir, 'switch.json');
-  fs.writeFileSync(configPath, JSON.stringify({ socketDir: dir, mode: 'bridge', ...config }));
-  const p = run(['start', '-c', configPath], { prefix: ['ip', 'netns', 'exec', ns] });
-  await waitFor(`the switch in ${ns}`, () => p.stdout().includes('control:') || p.child.exitCode !== null, 15000);
-  if (p.child.exitCode !== null) throw new Error(`switch in ${ns} exited: ${p.stderr()}`);
-  const control = path.join(dir, 'zcswitch.ctl');
-  return {
-    ...p, dir, configPath, control,
-    stats: async () => (await controlRequest(control, { cmd: 'stats' })) as SwitchStats,
-    stop: async () => {
-      if (p.child.exitCode === null) p.child.kill('SIGTERM');
-      return (await p.exited).code;
-    },
-  };
-}
-
-if (!canNetns) {
-  t.comment('network namespaces or /dev/net/tun are not available here (needs root / CAP_NET_ADMIN)');
-  t.pass('nothing to test without namespaces');
-} else {
-  const tag = `zc${process.pid % 100000}`;
-
-  t.test('the host stack pings a guest-driver VM through the TAP uplink', async (t) => {
-    const ns = `${tag}a`;
-    sh(`ip netns add ${ns}`);
-    t.teardown(() => sh(`ip netns del ${ns} 2>/dev/null || true`));
-    const sw = await switchIn(ns, { ports: [{ name: 'vm1' }, { name: 'up', type: 'tap', ifname: 'zcup0' }] });
-    t.teardown(() => sw.stop());
-    t.match(sw.stdout(), /port up: TAP interface zcup0/, 'start lists the uplink');
-    sh(`ip netns exec ${ns} sh -c 'ip link set lo up; ip addr add 10.77.0.1/24 dev zcup0; ip link set zcup0 up'`);
-    const drv = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm1.sock') });
-    t.teardown(() => drv.close());
-    const host = new NetResponder(drv, '02:00:00:00:77:02', '10.77.0.2');
-    host.start();
-    t.teardown(() => host.stop());
-    const out = await shAsync(`ip netns exec ${ns} ping -c 3 -i 0.2 -W 2 10.77.0.2`);
-    t.match(out, /3 packets transmitted, 3 received/, 'kernel ping through the switch: 3 of 3 answered');
-    t.ok(host.arpAnswered >= 1 && host.echoAnswered >= 3, `the VM answered ARP (${host.arpAnswered}) and ICMP (${host.echoAnswered})`);
-    const s = await sw.stats();
-    const up = s.ports.find((p) => p.name === 'up')!;
-    t.equal(up.socket, 'tap:zcup0');
-    t.ok(counters(up).rxPackets >= 4 && counters(up).txPackets >= 4, `frames crossed the uplink both ways (${counters(up).rxPackets} in, ${counters(up).txPackets} out)`);
-    t.ok(up.macs.length >= 1, `the kernel's MAC was learned on the uplink (${up.macs.join(', ')})`);
-    t.ok(s.ledger.ok, 'ledger balanced');
-  });
-
-  // QEMU comes from .ci/run; without it this one case cannot run.
-  if (!findQemu()) t.comment('qemu-system-x86_64 is not installed: no QEMU guest behind the uplink');
-  else t.test('the host stack pings a QEMU guest through the TAP uplink', async (t) => {
-    guestImage();
-    const ns = `${tag}q`;
-    sh(`ip netns add ${ns}`);
-    t.teardown(() => sh(`ip netns del ${ns} 2>/dev/null || true`));
-    const sw = await switchIn(ns, { ports: [{ name: 'vm1' }, { name: 'up', type: 'tap', ifname: 'zcup0' }] });
-    t.teardown(() => sw.stop());
-    sh(`ip netns exec ${ns} sh -c 'ip link set lo up; ip addr add 10.79.0.1/24 dev zcup0; ip link set zcup0 up'`);
-    const g = QemuGuest.start({ socket: path.join(sw.dir, 'vm1.sock'), ip: '10.79.0.2/24', roles: ['wait'], timeoutS: 60 });
-    t.teardown(() => g.kill());
-    await g.ready();
-    const out = await shAsync(`ip netns exec ${ns} ping -c 3 -i 0.3 -W 3 10.79.0.2`);
-    t.match(out, /3 packets transmitted, 3 received/, 'kernel ping to the QEMU guest through the bridge: 3 of 3 answered');
-    const s = await sw.stats();
-    t.ok(counters(s.ports.find((p) => p.name === 'vm1')!).copied >= 3, 'the guest is a classic port: its frames were copied');
-    t.ok(s.ledger.ok, 'ledger balanced');
-  });
-
-  t.test('two switches joined by a kernel VXLAN link carry VM-to-VM traffic', async (t) => {
-    const [n1, n2] = [`${tag}b`, `${tag}c`];
-    const cleanup = () => sh(`ip netns del ${n1} 2>/dev/null; ip netns del ${n2} 2>/dev/null; true`);
-    sh(`ip netns add ${n1} && ip netns add ${n2}`);
-    t.teardown(cleanup);
-    // Underlay: a veth pair between the namespaces.
-    sh(`ip link add ${tag}v1 netns ${n1} type veth peer name ${tag}v2 netns ${n2}`);
-    const sw1 = await switchIn(n1, { ports: [{ name: 'vm1' }, { name: 'up', type: 'tap', ifname: 'zcup0' }] });
-    t.teardown(() => sw1.stop());
-    const sw2 = await switchIn(n2, { ports: [{ name: 'vm2' }, { name: 'up', type: 'tap', ifname: 'zcup0' }] });
-    t.teardown(() => sw2.stop());
-    for (const [ns, me, peer, veth] of [[n1, '192.168.250.1', '192.168.250.2', `${tag}v1`], [n2, '192.168.250.2', '192.168.250.1', `${tag}v2`]]) {
-      sh(`ip netns exec ${ns} sh -c '
-        sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 || true
-        ip link set lo up
-        ip addr add ${me}/30 dev ${veth} && ip link set ${veth} up
-        ip link add vx0 type vxlan id 42 local ${me} remote ${peer} dstport 4789 dev ${veth}
-        ip link add br0 type bridge && ip link set br0 up
-        ip link set vx0 master br0 && ip link set vx0 up
-        ip link set zcup0 master br0 && ip link set zcup0 up'`);
+  // Resolve the underlay's ARP first: until it is, the kernel queues VXLAN
+  // packets for the peer in a small per-neighbour queue and drops the rest.
+  // Two full-suite runs here hung in this test: switch 1 had sent all 2001
+  // frames out of its uplink and the sink still waited; this is the likely
+  // place they went (not reproduced alone, nor under a CPU hog).
+  sh(`ip netns exec ${n1} ping -c 1 -W 5 192.168.250.2 >/dev/null`);
+  // Bounded: a frame lost on the way (a kernel queue under load) must fail
+  // the count below with numbers, not hang the suite until tap's timeout.
+  const sink = vm(sw2, 'vm2', ['--mode', 'sink', '--count', '2000', '--duration', '30', '--mac', '02:00:00:00:00:22', '--announce']);
+  await waitFor('vm2 to attach', async () => (await sw2.stats()).ports.find((p) => p.name === 'vm2')?.ready);
+  const gen = vm(sw1, 'vm1', ['--mode', 'gen', '--count', '2000', '--rate', '20000', '--size', '200', '--mac', '02:00:00:00:00:11', '--dst-mac', '02:00:00:00:00:22', '--announce']);
+  const [g, k] = await Promise.all([gen.result, sink.result]);
+  t.equal(g.summary.sent, 2000, 'vm1 sent 2000 frames on switch 1');
+  t.equal(k.summary.verified, 2000, 'vm2 on switch 2 received and verified all of them (across the VXLAN link)');
+  t.equal(k.summary.lost, 0, 'none lost');
+  const s1 = await sw1.stats();
+  const s2 = await sw2.stats();
+  if (k.summary.verified !== 2000) {
+    t.comment(`sink: ${JSON.stringify(k.summary)}`);
+    for (const [name, st] of [['switch 1', s1], ['switch 2', s2]] as const) {
+      for (const p of st.ports) t.comment(`${name} ${p.name}: ${JSON.stringify(p.counters)}`);
     }
-    // Resolve the underlay's ARP first: until it is, the kernel queues VXLAN
-    // packets for the peer in a small per-neighbour queue and drops the rest.
-    // Two full-suite runs here hung in this test: switch 1 had sent all 2001
-    // frames out of its uplink and the sink still waited; this is the likely
-    // place they went (not reproduced alone, nor under a CPU hog).
-    sh(`ip netns exec ${n1} ping -c 1 -W 5 192.168.250.2 >/dev/null`);
-    // Bounded: a frame lost on the way (a kernel queue under load) must fail
-    // the count below with numbers, not hang the suite until tap's timeout.
-    const sink = vm(sw2, 'vm2', ['--mode', 'sink', '--count', '2000', '--duration', '30', '--mac', '02:00:00:00:00:22', '--announce']);
-    await waitFor('vm2 to attach', async () => (await sw2.stats()).ports.find((p) => p.name === 'vm2')?.ready);
-    const gen = vm(sw1, 'vm1', ['--mode', 'gen', '--count', '2000', '--rate', '20000', '--size', '200', '--mac', '02:00:00:00:00:11', '--dst-mac', '02:00:00:00:00:22', '--announce']);
-    const [g, k] = await Promise.all([gen.result, sink.result]);
-    t.equal(g.summary.sent, 2000, 'vm1 sent 2000 frames on switch 1');
-    t.equal(k.summary.verified, 2000, 'vm2 on switch 2 received and verified all of them (across the VXLAN link)');
-    t.equal(k.summary.lost, 0, 'none lost');
-    const s1 = await sw1.stats();
-    const s2 = await sw2.stats();
-    if (k.summary.verified !== 2000) {
-      t.comment(`sink: ${JSON.stringify(k.summary)}`);
-      for (const [name, st] of [['switch 1', s1], ['switch 2', s2]] as const) {
-        for (const p of st.ports) t.comment(`${name} ${p.name}: ${JSON.stringify(p.counters)}`);
-      }
-    }
-    t.ok(counters(s1.ports.find((p) => p.name === 'up')!).txPackets >= 2000, 'switch 1 sent them out of its uplink');
-    t.ok(counters(s2.ports.find((p) => p.name === 'up')!).rxPackets >= 2000, 'switch 2 took them in from its uplink');
-    t.same(s2.ports.find((p) => p.name === 'up')!.macs.includes('02:00:00:00:00:11'), true, 'switch 2 learned vm1 behind its uplink');
-  });
-}
+  }
+  t.ok(counters(s1.ports.find((p) => p.name === 'up')!).txPackets >= 2000, 'switch 1 sent them out of its uplink');
+  t.ok(counters(s2.ports.find((p) => p.name === 'up')!).rxPackets >= 2000, 'switch 2 took them in from its uplink');
+  t.same(s2.ports.find((p) => p.name === 'up')!.macs.includes('02:00:00:00:00:11'), true, 'switch 2 learned vm1 behind its uplink');
+});

@@ -4,18 +4,15 @@
  * (auto-start forwarding); "quit" is an Enter on stdin; the final forward
  * statistics are parsed from its output.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
-import { waitFor } from './procs';
+import { which } from './external';
+import { waitFor, within } from './wait';
 
 export function testpmdPath(): string | null {
   const env = process.env.ZC_DPDK_TESTPMD;
   if (env) return env;
-  try {
-    return execFileSync('sh', ['-c', 'command -v dpdk-testpmd'], { encoding: 'utf8' }).trim() || null;
-  } catch {
-    return null;
-  }
+  return which('dpdk-testpmd');
 }
 
 export interface Testpmd {
@@ -63,7 +60,7 @@ export async function startTestpmd(vdev: string, fwdArgs: string[]): Promise<Tes
     output: () => out,
     quit: async () => {
       child.stdin!.write('\n');
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 10000))]);
+      await within(exited, 10000);
       if (child.exitCode === null) child.kill('SIGKILL');
       return parseForwardStats(out);
     },

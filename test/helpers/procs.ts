@@ -5,26 +5,18 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
+import type { Test } from 'tap';
 import { controlRequest } from '../../src/switch/control';
 import type { SwitchStats } from '../../src/switch/stats';
+import { tempDir } from './tmp';
+import { waitFor, within } from './wait';
+
+export { tempDir } from './tmp';
+export { sleep, waitFor, within } from './wait';
 
 export const CLI = path.join(__dirname, '..', '..', 'src', 'cli', 'main.js');
 
-export function tempDir(prefix = 'zcs-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-}
-
-export async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10000, everyMs = 20): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
 export interface Proc {
   child: ChildProcess;
@@ -33,10 +25,9 @@ export interface Proc {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Run the CLI; `prefix` runs it under another command (e.g. ip netns exec NS). */
-export function run(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; prefix?: string[] } = {}): Proc {
-  const argv = [...(opts.prefix ?? []), process.execPath, CLI, ...args];
-  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env }, cwd: opts.cwd });
+/** Spawn any program with its output collected. */
+export function spawnProc(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; detached?: boolean } = {}): Proc {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env }, cwd: opts.cwd, detached: opts.detached });
   let out = '';
   let err = '';
   child.stdout!.on('data', (d) => (out += d));
@@ -45,6 +36,36 @@ export function run(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: strin
     child.on('close', (code, signal) => resolve({ code, signal })),
   );
   return { child, stdout: () => out, stderr: () => err, exited };
+}
+
+/** Run the CLI; `prefix` runs it under another command (e.g. ip netns exec NS). */
+export function run(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; prefix?: string[] } = {}): Proc {
+  const argv = [...(opts.prefix ?? []), process.execPath, CLI, ...args];
+  return spawnProc(argv[0], argv.slice(1), opts);
+}
+
+const running = (p: Proc) => p.child.exitCode === null && p.child.signalCode === null;
+
+/**
+ * Wait until `p` has printed what `ready` looks for on stdout. If it exits
+ * first, fail at once with its exit status and stderr (not after the
+ * timeout, which would hide why).
+ */
+export async function waitForOutput(p: Proc, what: string, ready: (stdout: string) => boolean, timeoutMs = 15000): Promise<void> {
+  await waitFor(what, () => ready(p.stdout()) || !running(p), timeoutMs);
+  if (!ready(p.stdout())) {
+    const r = await p.exited;
+    throw new Error(`exited (status ${r.code}${r.signal ? `, signal ${r.signal}` : ''}) before ${what}:\n${p.stderr().trim() || '(no stderr)'}\n${p.stdout().trim()}`);
+  }
+}
+
+/** SIGTERM, then SIGKILL if it is still there after `graceMs`; resolves with the exit status. */
+export async function stopProc(p: Proc, graceMs = 5000): Promise<number | null> {
+  if (running(p)) p.child.kill('SIGTERM');
+  const r = await within(p.exited, graceMs);
+  if (r) return r.code;
+  p.child.kill('SIGKILL');
+  return (await p.exited).code;
 }
 
 export interface SwitchProc extends Proc {
@@ -56,24 +77,25 @@ export interface SwitchProc extends Proc {
   stop(): Promise<number | null>;
 }
 
-/** Start `zcswitch start` on a temp config (socketDir set to a fresh temp dir). */
-export async function startSwitch(config: Record<string, unknown>): Promise<SwitchProc> {
-  const dir = tempDir();
+/**
+ * Start `zcswitch start` on a config in a private temp dir (socketDir is that
+ * dir). When `t` ends the switch is stopped (if the test did not) and the
+ * dir removed. `prefix` runs it under another command (ip netns exec NS).
+ */
+export async function startSwitch(t: Test, config: Record<string, unknown>, opts: { prefix?: string[] } = {}): Promise<SwitchProc> {
+  const dir = tempDir(t);
   const configPath = path.join(dir, 'switch.json');
   fs.writeFileSync(configPath, JSON.stringify({ socketDir: dir, ...config }, null, 2));
-  const p = run(['start', '-c', configPath]);
+  const p = run(['start', '-c', configPath], { prefix: opts.prefix });
+  // Registered after tempDir's: teardowns run last-in first-out, so the switch stops before its dir goes.
+  t.teardown(() => stopProc(p));
+  await waitForOutput(p, 'the switch to print its control socket', (out) => out.includes('control:'));
   const control = path.join(dir, 'zcswitch.ctl');
-  await waitFor('the switch to print its control socket', () => p.stdout().includes('control:') || p.child.exitCode !== null, 15000);
-  if (p.child.exitCode !== null) throw new Error(`switch exited early: ${p.stderr()}`);
   const stats = async () => (await controlRequest(control, { cmd: 'stats' })) as SwitchStats;
   return {
     ...p, dir, configPath, control, stats,
     port: async (name: string) => (await stats()).ports.find((x) => x.name === name)!,
-    stop: async () => {
-      if (p.child.exitCode === null) p.child.kill('SIGTERM');
-      const r = await p.exited;
-      return r.code;
-    },
+    stop: () => stopProc(p),
   };
 }
 

@@ -14,23 +14,15 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { which } from './external';
+import { waitFor } from './wait';
 
 export const QEMU_BIN = 'qemu-system-x86_64';
 const BUILD_SCRIPT = path.join(__dirname, '..', '..', '..', 'scripts', 'guest-image', 'build.sh');
 
 /** Full path of qemu-system-x86_64, or null when it is not installed. */
 export function findQemu(): string | null {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (!dir) continue;
-    const p = path.join(dir, QEMU_BIN);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      /* not here */
-    }
-  }
-  return null;
+  return which(QEMU_BIN);
 }
 
 export interface GuestImage {
@@ -174,7 +166,7 @@ export class QemuGuest {
   async monitor(cmd: string, timeoutMs = 10_000): Promise<string> {
     const p = this.monitorPath;
     if (!p) throw new Error(`${this.name}: started without a monitor`);
-    await waitUntil(() => fs.existsSync(p), `${this.name}: monitor socket`, timeoutMs);
+    await waitFor(`${this.name}: monitor socket`, () => fs.existsSync(p), timeoutMs);
     return new Promise<string>((resolve, reject) => {
       const sock = net.connect(p);
       let buf = '';
@@ -292,13 +284,5 @@ export class QemuGuest {
 
   private tail(lines = 40): string {
     return this.output().split('\n').slice(-lines).join('\n');
-  }
-}
-
-async function waitUntil(ok: () => boolean, what: string, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
   }
 }

@@ -7,7 +7,7 @@ import { closeFd, unixConnect, unixRecvMsg, unixSendMsg, type NativeError } from
 import { encodeMessage } from '../../src/vhost/codec';
 import { HEADER } from '../../src/vhost/protocol';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep } from './wait';
 
 export interface RawReply {
   request: number;

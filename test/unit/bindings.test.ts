@@ -6,9 +6,10 @@
 import t from 'tap';
 import { fork, spawnSync, ChildProcess } from 'child_process';
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
+import { tempDir } from '../helpers/tmp';
+import { sleep } from '../helpers/wait';
 import {
   adviseHugePages,
   closeFd,
@@ -74,7 +75,7 @@ interface Reply {
 
 // ---- shared parent/child fixture --------------------------------------------
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'zcsw-bindings-'));
+const tmp = tempDir(t, 'zcs-bindings-');
 const sockPath = path.join(tmp, 'ctl.sock');
 let listenFd = -1;
 let conn = -1;
@@ -125,7 +126,6 @@ t.teardown(async () => {
   if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   await childExit;
   for (const fd of [conn, listenFd]) if (fd >= 0) closeFd(fd);
-  fs.rmSync(tmp, { recursive: true, force: true });
 });
 
 // ---- tests ------------------------------------------------------------------
@@ -188,7 +188,7 @@ t.test('eventfd signalled by the child wakes an FdWatcher here', async (t) => {
   t.equal(eventfdDrain(efd), 0, 'drained counter reads 0 (EAGAIN)');
 
   eventfdSignal(efd);
-  await new Promise((r) => setTimeout(r, 30));
+  await sleep(30);
   t.equal(fired, 1, 'a stopped watcher does not fire');
 
   const again = new Promise<void>((r) => (onFire = r));
