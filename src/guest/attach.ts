@@ -21,16 +21,23 @@ import { GuestMemory } from './guest-memory';
 import { QueuePair } from './queue-pair';
 import { type SharedRegion, fetchSharedRegion } from './shared-region';
 
-/** What the handshake needs from GuestDriverOptions. */
+/** What the handshake needs: how to reach the switch and how to size rings and memory. */
 export interface AttachOptions {
   socketPath: string;
+  /** Negotiate SHARED_BUFFERS when the back-end offers it (default true). */
   zeroCopy?: boolean;
+  /** Queue pairs to open (default 1; more needs VHOST_USER_PROTOCOL_F_MQ). */
   queuePairs?: number;
   txQueueSize?: number;
+  /** Default: room for every shared buffer plus the copy targets. */
   rxQueueSize?: number;
+  /** Private rx buffers posted for copied packets (default 256). */
   copyTargets?: number;
+  /** Private tx buffers for sendCopy (default 64). */
   privateTx?: number;
+  /** Size of a private slot (default: the region's bufSize, at least 2048). */
   slotSize?: number;
+  /** Override the switch's gift watermarks (in buffers). */
   giftHigh?: number;
   giftLow?: number;
 }

@@ -24,7 +24,7 @@
  *   data-path.ts      send / flush / receive / release, copies, sleep and wake
  */
 import type { Logger } from '../log';
-import { GuestAttachment } from './attach';
+import { type AttachOptions, GuestAttachment } from './attach';
 import { BufferPool } from './buffer-pool';
 import { DriverCounters, GuestDataPath } from './data-path';
 import type { GuestMemory } from './guest-memory';
@@ -33,24 +33,7 @@ import type { SharedRegion } from './shared-region';
 export type { SharedRegion };
 export { DriverCounters };
 
-export interface GuestDriverOptions {
-  socketPath: string;
-  /** Negotiate SHARED_BUFFERS when the back-end offers it (default true). */
-  zeroCopy?: boolean;
-  /** Queue pairs to open (default 1; more needs VHOST_USER_PROTOCOL_F_MQ). */
-  queuePairs?: number;
-  txQueueSize?: number;
-  /** Default: room for every shared buffer plus the copy targets. */
-  rxQueueSize?: number;
-  /** Private rx buffers posted for copied packets (default 256). */
-  copyTargets?: number;
-  /** Private tx buffers for sendCopy (default 64). */
-  privateTx?: number;
-  /** Size of a private slot (default: the region's bufSize, at least 2048). */
-  slotSize?: number;
-  /** Override the switch's gift watermarks (in buffers). */
-  giftHigh?: number;
-  giftLow?: number;
+export interface GuestDriverOptions extends AttachOptions {
   log?: Logger;
   onClose?: (reason: string) => void;
 }
