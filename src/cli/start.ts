@@ -2,7 +2,8 @@
  * `zcswitch start`: load the config, start the switch, print where each
  * port's socket is, and shut down cleanly on SIGINT/SIGTERM.
  */
-import { ConfigError, loadConfig, type LogLevel } from '../config';
+import { ConfigError, SocketDirError, type SwitchConfig, loadConfig, type LogLevel } from '../config';
+import path from 'node:path';
 import { createLogger } from '../log';
 import { Switch } from '../switch/switch';
 
@@ -27,24 +28,17 @@ export async function startCommand(o: StartOptions): Promise<void> {
   try {
     await sw.start();
   } catch (e) {
-    process.stderr.write(`zcswitch: cannot start: ${(e as Error).message}\n`);
-    process.exit(1);
-  }
-  const peerOf = new Map<string, string>();
-  for (const [a, b] of cfg.pairs) {
-    peerOf.set(a, b);
-    peerOf.set(b, a);
+    // socketDir unusable: a config problem (status 2, like an invalid config), named with the file it came from.
+    const bad = e instanceof SocketDirError;
+    process.stderr.write(`zcswitch: cannot start: ${(e as Error).message}${bad ? ` (config ${o.config})` : ''}\n`);
+    process.exit(bad ? 2 : 1);
   }
   const sb = cfg.sharedBuffers;
   process.stdout.write(
     `zcswitch: ${cfg.mode} mode, shared buffers ${sb.bufCount} x ${sb.bufSize} B at 0x${sb.base.toString(16)}, ` +
       `poll ${cfg.forwarding.pollMode}, burst ${cfg.forwarding.burst}\n`,
   );
-  for (const p of sw.ports) {
-    const peer = peerOf.get(p.name);
-    process.stdout.write(`  port ${p.name}: ${p.socketPath}${peer ? ` (paired with ${peer})` : ' (unpaired)'}\n`);
-  }
-  for (const tap of sw.taps) process.stdout.write(`  port ${tap.name}: TAP interface ${tap.ifname} (uplink to the host stack)\n`);
+  for (const line of portLines(cfg)) process.stdout.write(`  ${line}\n`);
   process.stdout.write(`  control: ${cfg.controlSocket}\n`);
   const shutdown = (sig: string) => {
     log.info({ signal: sig }, 'shutting down');
@@ -57,5 +51,21 @@ export async function startCommand(o: StartOptions): Promise<void> {
     log.fatal({ err: e }, 'uncaught exception; stopping');
     sw.stop();
     process.exit(1);
+  });
+}
+
+/** The banner's line for each port, in config order: where it is and what it is. */
+export function portLines(cfg: SwitchConfig): string[] {
+  const peerOf = new Map<string, string>();
+  for (const [a, b] of cfg.pairs) {
+    peerOf.set(a, b);
+    peerOf.set(b, a);
+  }
+  return cfg.ports.map((p) => {
+    if (p.type === 'tap') return `port ${p.name}: TAP interface ${p.ifname} (bridge uplink to the host stack)`;
+    const sock = path.join(cfg.socketDir, `${p.name}.sock`);
+    if (cfg.mode === 'bridge') return `port ${p.name}: ${sock} (bridge port)`;
+    const peer = peerOf.get(p.name);
+    return `port ${p.name}: ${sock} (${peer ? `paired with ${peer}` : 'unpaired: it has no peer, frames it sends are dropped'})`;
   });
 }

@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { GuestDriver } from '../guest/driver';
-import { MIN_TEST_FRAME, defaultMacs } from '../guest/test-packet';
+import { MIN_TEST_FRAME, defaultMacs, freshRunId } from '../guest/test-packet';
 import { TrafficVm, type TrafficSummary, type VmMode } from '../guest/traffic';
 import { createLogger, type LogLevel } from '../log';
 
@@ -62,24 +62,23 @@ export async function vmCommand(o: VmOptions): Promise<void> {
   if (!drv.shared && o.mode === 'gen' && !o.copy) {
     process.stderr.write('zcswitch vm: the switch did not grant shared buffers; sending through private memory (copy path)\n');
   }
+  // A fresh run id per run: a sink tells this run from an earlier one of the same stream (no duplicate storm).
+  const run = freshRunId();
   vm = new TrafficVm(drv, {
     mode: o.mode, size: o.size, count: o.count, rate: o.rate, durationSec: o.duration, burst: o.burst,
-    spinUs: o.spinUs, verifyPayload: o.verify, copyMode: o.copy || !drv.shared, lingerMs: o.linger, expect: o.expect, stream: o.stream,
+    spinUs: o.spinUs, verifyPayload: o.verify, copyMode: o.copy || !drv.shared, lingerMs: o.linger, expect: o.expect, stream: o.stream, run,
     macs: frameMacs(o), announce: o.announce,
   });
   const stopVm = () => vm?.stop();
   process.on('SIGINT', stopVm);
   process.on('SIGTERM', stopVm);
+  if (!o.quiet) process.stdout.write(startLine(o, socketPath, !!drv.shared && !o.copy, run) + '\n');
   let last = vm.summary();
   const ticker = o.quiet
     ? null
     : setInterval(() => {
         const s = vm!.summary();
-        const dt = s.elapsedSec - last.elapsedSec;
-        process.stdout.write(
-          `${o.port} ${o.mode}: tx ${fmtRate((s.sent - last.sent) / dt)} rx ${fmtRate((s.received - last.received) / dt)} ` +
-            `(total tx ${s.sent} rx ${s.received}, gifts out ${s.giftsSent} in ${s.giftsReceived})\n`,
-        );
+        process.stdout.write(rateLine(o, last, s) + '\n');
         last = s;
       }, 1000);
   const summary = await vm.run();
@@ -100,6 +99,34 @@ function frameMacs(o: VmOptions): Uint8Array {
   return m;
 }
 
+/** What this VM is about to do and what ends it (printed first, so a silent sink is not a mystery). */
+export function startLine(o: VmOptions, socketPath: string, zeroCopy: boolean, run: number): string {
+  const how = zeroCopy ? 'zero-copy (shared buffers)' : 'copy path (private memory)';
+  const what = {
+    gen: `sending ${o.count > 0 ? o.count : 'endless'} test frames of ${o.size} B (stream ${o.stream}, run ${run}) ` +
+      `${o.rate > 0 ? `at ${o.rate} pps` : 'as fast as it can'}, verifying any that come back`,
+    sink: 'counting and verifying the test frames it receives',
+    echo: 'sending every frame it receives back',
+  }[o.mode];
+  const ends: string[] = [];
+  if (o.count > 0) ends.push(`${o.count} frames ${o.mode === 'gen' ? 'sent' : 'received'}`);
+  if (o.duration > 0) ends.push(`${o.duration} s`);
+  const until = ends.length > 0
+    ? `stops after ${ends.join(' or ')}, or on Ctrl-C`
+    : 'runs until Ctrl-C (or give --count / --duration)';
+  return `${o.port} ${o.mode}: attached to ${socketPath}, ${how}; ${what}; ${until}`;
+}
+
+/** The per-second line: rates over the last interval, then totals (verified and lost included). */
+export function rateLine(o: Pick<VmOptions, 'port' | 'mode'>, last: TrafficSummary, s: TrafficSummary): string {
+  const dt = s.elapsedSec - last.elapsedSec;
+  return (
+    `${o.port} ${o.mode}: tx ${fmtRate((s.sent - last.sent) / dt)} rx ${fmtRate((s.received - last.received) / dt)} ` +
+    `(total tx ${s.sent} rx ${s.received}, verified ${s.verified}, lost ${s.lost}, dup ${s.dup}, ` +
+    `bad ${s.badLength + s.badChecksum}, gifts out ${s.giftsSent} in ${s.giftsReceived})`
+  );
+}
+
 function fmtRate(pps: number): string {
   return pps >= 1e6 ? `${(pps / 1e6).toFixed(2)} Mpps` : `${(pps / 1e3).toFixed(1)} kpps`;
 }
@@ -111,7 +138,7 @@ function printSummary(o: VmOptions, s: TrafficSummary): void {
   }
   process.stdout.write(
     `${o.port} ${o.mode} done in ${s.elapsedSec.toFixed(2)} s: sent ${s.sent} (${fmtRate(s.txPps)}), received ${s.received} ` +
-      `(${fmtRate(s.rxPps)}), verified ${s.verified}, lost ${s.lost}, dup ${s.dup}, bad ${s.badLength + s.badChecksum}, ` +
+      `(${fmtRate(s.rxPps)}), verified ${s.verified}${s.streams > 1 ? ` in ${s.streams} streams` : ''}, lost ${s.lost}, dup ${s.dup}, bad ${s.badLength + s.badChecksum}, ` +
       `gifts out ${s.giftsSent} in ${s.giftsReceived}, returned ${s.returned}\n`,
   );
 }

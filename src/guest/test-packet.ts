@@ -2,12 +2,16 @@
  * The self-checking test frame that `zcswitch vm` generates and verifies:
  *
  *   0  dst MAC, 6  src MAC (last byte = stream id), 12 ethertype 0x88b5
- *   14 magic "ZCSW", 18 stream id, 22 sequence number, 26 frame length,
- *   30 checksum of the pattern bytes [34, len) folded with the sequence,
- *   34 pattern: byte i = (seq + i) & 0xff
+ *   14 magic "ZCSW", 18 stream id, 22 sequence number, 26 run id (16 bits),
+ *   28 frame length (16 bits), 30 checksum of the pattern bytes [34, len)
+ *   folded with the sequence, 34 pattern: byte i = (seq + i) & 0xff
  *
  * Every field the receiver can get wrong (truncation, corruption, a stale
- * buffer, a duplicate) shows up in verify().
+ * buffer, a duplicate) shows up in verify(). The run id tells two runs of
+ * one stream apart: every `zcswitch vm --mode gen` picks a fresh one, so a
+ * second run counting from sequence 0 again is a new stream to a sink, not
+ * a million duplicates. (It sits where the length field's upper half was,
+ * always 0 for frames up to 65535 bytes: run 0 is the old format.)
  */
 export const TEST_ETHERTYPE = 0x88b5;
 export const TEST_MAGIC = 0x5a435357;
@@ -21,6 +25,11 @@ function put32(m: Uint8Array, o: number, v: number): void {
   m[o + 3] = v & 0xff;
 }
 
+function put16(m: Uint8Array, o: number, v: number): void {
+  m[o] = (v >>> 8) & 0xff;
+  m[o + 1] = v & 0xff;
+}
+
 function get32(m: Uint8Array, o: number): number {
   return ((m[o] << 24) | (m[o + 1] << 16) | (m[o + 2] << 8) | m[o + 3]) >>> 0;
 }
@@ -30,6 +39,14 @@ function checksum(m: Uint8Array, from: number, to: number, seq: number): number 
   let h = (0x811c9dc5 ^ seq) >>> 0;
   for (let i = from; i < to; i++) h = Math.imul(h ^ m[i], 0x01000193);
   return h >>> 0;
+}
+
+/** Run ids are 16 bits; 0 is "no run id" (frames from before run ids, hand-made frames). */
+export const MAX_RUN_ID = 0xffff;
+
+/** A run id for a new generator run: random in 1..MAX_RUN_ID. */
+export function freshRunId(): number {
+  return 1 + Math.floor(Math.random() * MAX_RUN_ID);
 }
 
 /** Default addresses: to 02:00:00:00:00:ff, from 02:00:00:00:00:<stream>. */
@@ -47,16 +64,19 @@ export function parseMac(s: string): Uint8Array | null {
 /**
  * Write a test frame of len bytes at m[off]; macs holds destination then
  * source address (12 bytes). With fill=false only the header is written
- * (benchmarks).
+ * (benchmarks). run is the run id (0..MAX_RUN_ID).
  */
-export function writeTestFrame(m: Uint8Array, off: number, len: number, stream: number, seq: number, fill = true, macs = defaultMacs(stream)): void {
+export function writeTestFrame(
+  m: Uint8Array, off: number, len: number, stream: number, seq: number, fill = true, macs = defaultMacs(stream), run = 0,
+): void {
   for (let i = 0; i < 12; i++) m[off + i] = macs[i];
   m[off + 12] = TEST_ETHERTYPE >>> 8;
   m[off + 13] = TEST_ETHERTYPE & 0xff;
   put32(m, off + 14, TEST_MAGIC);
   put32(m, off + 18, stream);
   put32(m, off + 22, seq);
-  put32(m, off + 26, len);
+  put16(m, off + 26, run);
+  put16(m, off + 28, len);
   if (fill) {
     for (let i = TEST_HEADER; i < len; i++) m[off + i] = (seq + i) & 0xff;
     put32(m, off + 30, checksum(m, off + TEST_HEADER, off + len, seq));
@@ -80,7 +100,7 @@ function le(b0: number, b1: number, b2: number, b3: number): number {
 export class TestHeaderWriter {
   private readonly w: Int32Array;
 
-  constructor(private readonly len: number, private readonly stream: number, macs = defaultMacs(stream)) {
+  constructor(private readonly len: number, private readonly stream: number, macs = defaultMacs(stream), private readonly run = 0) {
     const m = macs;
     this.w = Int32Array.of(
       le(m[0], m[1], m[2], m[3]), le(m[4], m[5], m[6], m[7]), le(m[8], m[9], m[10], m[11]),
@@ -99,7 +119,7 @@ export class TestHeaderWriter {
     m32[word + 3] = w[3];
     m32[word + 4] = w[4];
     m32[word + 5] = le(this.stream >>> 8, this.stream, seq >>> 24, seq >>> 16);
-    m32[word + 6] = le(seq >>> 8, seq, this.len >>> 24, this.len >>> 16);
+    m32[word + 6] = le(seq >>> 8, seq, this.run >>> 8, this.run);
     m32[word + 7] = w[5];
     m8[4 * word + 32] = 0;
     m8[4 * word + 33] = 0;
@@ -131,10 +151,11 @@ function bswap32(x: number): number {
 /** The magic as the word verifyHeader() assembles it (bytes 14..17 of the frame, little-endian). */
 const MAGIC_LE = bswap32(TEST_MAGIC);
 
-/** Check a received frame; on Ok, lastStream/lastSeq hold its identity. */
+/** Check a received frame; on Ok, lastStream/lastSeq/lastRun hold its identity. */
 export class FrameChecker {
   lastStream = 0;
   lastSeq = 0;
+  lastRun = 0;
 
   /**
    * verify(m8, 4 × word, len, false) from six word loads: the header of a
@@ -150,7 +171,9 @@ export class FrameChecker {
     const w5 = m32[word + 5];
     const w6 = m32[word + 6];
     const w7 = m32[word + 7];
-    if (bswap32((w6 >>> 16) | (w7 << 16)) !== len) return Verdict.BadLength;
+    const runLen = bswap32((w6 >>> 16) | (w7 << 16));
+    if ((runLen & 0xffff) !== len) return Verdict.BadLength;
+    this.lastRun = runLen >>> 16;
     this.lastStream = bswap32((w4 >>> 16) | (w5 << 16));
     this.lastSeq = bswap32((w5 >>> 16) | (w6 << 16));
     return Verdict.Ok;
@@ -158,34 +181,45 @@ export class FrameChecker {
 
   verify(m: Uint8Array, off: number, len: number, checkPayload = true): Verdict {
     if (len < TEST_HEADER || get32(m, off + 14) !== TEST_MAGIC) return Verdict.NotTest;
-    if (get32(m, off + 26) !== len) return Verdict.BadLength;
+    const runLen = get32(m, off + 26);
+    if ((runLen & 0xffff) !== len) return Verdict.BadLength;
     const seq = get32(m, off + 22);
     if (checkPayload && get32(m, off + 30) !== 0 && checksum(m, off + TEST_HEADER, off + len, seq) !== get32(m, off + 30)) {
       return Verdict.BadChecksum;
     }
     this.lastStream = get32(m, off + 18);
     this.lastSeq = seq;
+    this.lastRun = runLen >>> 16;
     return Verdict.Ok;
   }
 }
 
 /**
  * Per-stream sequence tracking: counts gaps (lost) and repeats or reorders
- * (dup). The stream seen last is kept in fields, so a run of one stream (a
- * benchmark) costs no Map operation per packet.
+ * (dup). A stream is a (stream id, run id) pair: a generator run again with
+ * the same stream id has a new run id, and starts a new stream. The stream
+ * seen last is kept in fields, so a run of one stream (a benchmark) costs
+ * no Map operation per packet.
  */
 export class SequenceTracker {
   private readonly next = new Map<number, number>();
-  private curStream = -1;
+  /** run × 2^32 + stream (under 2^48: exact in a double); -1 before the first frame. */
+  private curKey = -1;
   private curNext = 0;
   lost = 0;
   dup = 0;
 
-  see(stream: number, seq: number): void {
-    if (stream !== this.curStream) {
-      if (this.curStream >= 0) this.next.set(this.curStream, this.curNext);
-      this.curStream = stream;
-      this.curNext = this.next.get(stream) ?? 0;
+  /** How many different streams (stream id and run id) were seen. */
+  get streams(): number {
+    return this.next.size + (this.curKey >= 0 && !this.next.has(this.curKey) ? 1 : 0);
+  }
+
+  see(stream: number, seq: number, run = 0): void {
+    const key = run * 0x1_0000_0000 + stream;
+    if (key !== this.curKey) {
+      if (this.curKey >= 0) this.next.set(this.curKey, this.curNext);
+      this.curKey = key;
+      this.curNext = this.next.get(key) ?? 0;
     }
     const exp = this.curNext;
     if (seq === exp) this.curNext = exp + 1;

@@ -34,6 +34,8 @@ export interface TrafficOptions {
   /** gen: done as soon as this many packets came back (an echo peer); 0 = rely on linger. */
   expect: number;
   stream: number;
+  /** Run id written into generated frames (1..MAX_RUN_ID; fresh per run, so a sink tells two runs of one stream apart). */
+  run: number;
   /** Destination then source MAC (12 bytes) written into generated frames. */
   macs: Uint8Array;
   /** Send one broadcast frame from our MAC first, so a bridge learns where we are. */
@@ -52,6 +54,8 @@ export interface TrafficSummary {
   badChecksum: number;
   lost: number;
   dup: number;
+  /** Different streams (stream id and run id) among the verified frames. */
+  streams: number;
   giftsSent: number;
   giftsReceived: number;
   returned: number;
@@ -83,7 +87,7 @@ export class TrafficVm {
   private finish!: (s: TrafficSummary) => void;
 
   constructor(private readonly drv: GuestDriver, private readonly o: TrafficOptions) {
-    this.header = new TestHeaderWriter(o.size, o.stream, o.macs);
+    this.header = new TestHeaderWriter(o.size, o.stream, o.macs, o.run);
   }
 
   run(): Promise<TrafficSummary> {
@@ -114,7 +118,7 @@ export class TrafficVm {
     return {
       mode: this.o.mode, sent: this.sent, received: d.rxPackets, bytesSent: d.txBytes, bytesReceived: d.rxBytes,
       verified: this.verified, notTest: this.notTest, badLength: this.badLength, badChecksum: this.badChecksum,
-      lost: this.seq.lost, dup: this.seq.dup, giftsSent: d.giftsSent, giftsReceived: d.giftsReceived,
+      lost: this.seq.lost, dup: this.seq.dup, streams: this.seq.streams, giftsSent: d.giftsSent, giftsReceived: d.giftsReceived,
       returned: d.returned, rxErrors: d.rxErrors, buffersOwned: this.drv.freeCount, elapsedSec: el,
       txPps: el > 0 ? this.sent / el : 0, rxPps: el > 0 ? d.rxPackets / el : 0,
     };
@@ -172,7 +176,7 @@ export class TrafficVm {
       switch (verdict) {
         case Verdict.Ok:
           this.verified++;
-          if (this.o.mode !== 'echo') this.seq.see(this.checker.lastStream, this.checker.lastSeq);
+          if (this.o.mode !== 'echo') this.seq.see(this.checker.lastStream, this.checker.lastSeq, this.checker.lastRun);
           break;
         case Verdict.NotTest: this.notTest++; break;
         case Verdict.BadLength: this.badLength++; break;
@@ -233,7 +237,7 @@ export class TrafficVm {
       const b = drv.alloc();
       if (b < 0) break;
       const sh = drv.shared!;
-      if (o.verifyPayload) writeTestFrame(sh.mem, drv.frameOffset(b), o.size, o.stream, this.sent, true, o.macs);
+      if (o.verifyPayload) writeTestFrame(sh.mem, drv.frameOffset(b), o.size, o.stream, this.sent, true, o.macs, o.run);
       else this.header.write(sh.mem32, sh.mem, drv.frameOffset(b) >>> 2, this.sent);
       // Spread over the queue pairs in turn (one flow each would need a hash; round robin is the stress case).
       if (!drv.send(b, o.size, 0, this.sent % drv.queuePairs)) {
@@ -249,7 +253,7 @@ export class TrafficVm {
   private scratch = new Uint8Array(0);
   private sendCopied(): boolean {
     if (this.scratch.length < this.o.size) this.scratch = new Uint8Array(this.o.size);
-    writeTestFrame(this.scratch, 0, this.o.size, this.o.stream, this.sent, this.o.verifyPayload, this.o.macs);
+    writeTestFrame(this.scratch, 0, this.o.size, this.o.stream, this.sent, this.o.verifyPayload, this.o.macs, this.o.run);
     if (!this.drv.sendCopy(this.scratch, 0, this.o.size, this.sent % this.drv.queuePairs)) return false;
     this.sent++;
     return true;

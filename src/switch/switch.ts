@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import { FdWatcher, closeFd, unixAccept, unixConnect, unixListen } from '../../bindings';
-import type { SwitchConfig } from '../config';
+import { type SwitchConfig, prepareSocketDir, socketDirListenError } from '../config';
 import { BridgeForwarder, type BridgePort } from '../datapath/bridge-forwarder';
 import { DataPath } from '../datapath/data-path';
 import type { Mirror } from '../datapath/mirror';
@@ -58,6 +58,8 @@ export class Switch {
   private safetyTimer: NodeJS.Timeout | null = null;
   private readonly started = Date.now();
   private stopped = false;
+  /** start() finished: only then is "switch stopped" worth a log line. */
+  private running = false;
   /** Why the region is not on huge pages; null when it is. */
   readonly hugePagesRefused: string | null;
 
@@ -79,7 +81,7 @@ export class Switch {
   async start(): Promise<void> {
     const cfg = this.cfg;
     try {
-      fs.mkdirSync(cfg.socketDir, { recursive: true });
+      prepareSocketDir(cfg.socketDir);
       const ctx: PortContext = {
         shared: this.shared,
         ledger: this.ledger,
@@ -147,11 +149,17 @@ export class Switch {
       { mode: cfg.mode, bufCount: sb.bufCount, bufSize: sb.bufSize, hugePages: this.hugePagesRefused ?? true },
       'switch started',
     );
+    this.running = true;
   }
 
   private listen(port: Port): void {
     removeStaleSocket(port.socketPath, port.name);
-    const fd = unixListen(port.socketPath, 4);
+    let fd: number;
+    try {
+      fd = unixListen(port.socketPath, 4);
+    } catch (e) {
+      throw socketDirListenError(this.cfg.socketDir, port.socketPath, e);
+    }
     let lastBusyLog = -Infinity;
     let refused = 0;
     const watcher = new FdWatcher(fd, () => {
@@ -251,7 +259,7 @@ export class Switch {
     this.control?.close();
     this.metrics?.close();
     this.shared.close();
-    this.log.info('switch stopped');
+    if (this.running) this.log.info('switch stopped');
   }
 }
 

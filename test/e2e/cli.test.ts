@@ -174,3 +174,89 @@ t.test('a VM whose switch goes away prints its summary and exits 1', async (t) =
     t.equal((r.summary as unknown as { mode: string }).mode, name, `${name} still printed its JSON summary`);
   }
 });
+
+t.test('start-up banner says what each port is: paired, unpaired, bridge port, TAP uplink', async (t) => {
+  const { portLines } = await import('../../src/cli/start');
+  const { parseConfig } = await import('../../src/config');
+  const pair = parseConfig({ socketDir: '/s', ports: [{ name: 'a' }, { name: 'b' }, { name: 'c' }], pairs: [['a', 'b']] });
+  t.same(portLines(pair), [
+    'port a: /s/a.sock (paired with b)',
+    'port b: /s/b.sock (paired with a)',
+    'port c: /s/c.sock (unpaired: it has no peer, frames it sends are dropped)',
+  ]);
+  const bridge = parseConfig({ socketDir: '/s', mode: 'bridge', ports: [{ name: 'a' }, { name: 'up', type: 'tap', ifname: 'zc0' }, { name: 'b' }] });
+  t.same(portLines(bridge), [
+    'port a: /s/a.sock (bridge port)',
+    'port up: TAP interface zc0 (bridge uplink to the host stack)',
+    'port b: /s/b.sock (bridge port)',
+  ], 'bridge: in config order, no "(unpaired)"');
+
+  const sw = await startSwitch(t, { mode: 'bridge', ports: [{ name: 'x' }, { name: 'y' }, { name: 'z' }] });
+  t.match(sw.stdout(), /^zcswitch: bridge mode/m);
+  for (const n of ['x', 'y', 'z']) t.match(sw.stdout(), `  port ${n}: ${path.join(sw.dir, `${n}.sock`)} (bridge port)\n`, `the running switch prints port ${n} as a bridge port`);
+  t.notMatch(sw.stdout(), /unpaired/);
+});
+
+t.test('an unusable socketDir: exit 2, the message names the path and socketDir, no "switch stopped"', async (t) => {
+  const dir = tempDir(t);
+  const file = path.join(dir, 'a-file');
+  fs.writeFileSync(file, 'not a directory\n');
+  const cases: [string, string, RegExp][] = [
+    ['under a regular file', path.join(file, 'sockets'), /a part of the path is a file, not a directory/],
+    ['a regular file itself', file, /not a directory/],
+  ];
+  // Root passes permission bits; as another user a read-only directory is the permission case.
+  if (process.getuid?.() !== 0) {
+    const ro = path.join(dir, 'read-only');
+    fs.mkdirSync(ro, { mode: 0o555 });
+    cases.push(['a directory without write permission', ro, /permission denied/]);
+  }
+  for (const [what, socketDir, problem] of cases) {
+    const cfg = path.join(dir, 'cfg.json');
+    fs.writeFileSync(cfg, JSON.stringify({ socketDir, ports: [{ name: 'vm1' }] }));
+    const p = run(['start', '-c', cfg, '--log-level', 'info']);
+    const { code } = await p.exited;
+    t.equal(code, 2, `${what}: exit 2`);
+    const err = p.stderr();
+    t.match(err, `socketDir "${socketDir}"`, `${what}: names the field and the path: ${err.trim()}`);
+    t.match(err, problem, `${what}: says what is wrong`);
+    t.match(err, cfg, `${what}: names the config file`);
+    t.notMatch(p.stdout() + err, /switch stopped|switch started/, `${what}: no start or stop log for a switch that never ran`);
+  }
+});
+
+t.test('a second generator run is a new stream to the sink, not a million duplicates', async (t) => {
+  const sw = await startSwitch(t, { ports: [{ name: 'left' }, { name: 'right' }], pairs: [['left', 'right']] });
+  const sink = vm(sw, 'right', ['--mode', 'sink', '--count', '6000', '--duration', '60']);
+  await waitAttached(sw, 'right');
+  for (let i = 0; i < 2; i++) {
+    const g = await vm(sw, 'left', ['--mode', 'gen', '--count', '3000']).result;
+    t.equal(g.code, 0, `gen run ${i + 1}`);
+  }
+  const s = (await sink.result).summary;
+  t.same([s.verified, s.lost, s.dup, s.streams], [6000, 0, 0, 2], 'sink: 6000 verified in 2 streams, no loss, no duplicate');
+});
+
+t.test('the VM says what it does and how it stops, and its rate line shows verified and lost', async (t) => {
+  const { startLine } = await import('../../src/cli/vm');
+  const base = { port: 'p', socketDir: '/s', size: 64, count: 0, duration: 0, rate: 0, stream: 1 } as Parameters<typeof startLine>[0];
+  t.match(startLine({ ...base, mode: 'sink' }, '/s/p.sock', true, 7), /^p sink: attached to \/s\/p\.sock, zero-copy.*; runs until Ctrl-C \(or give --count \/ --duration\)$/);
+  t.match(startLine({ ...base, mode: 'gen', count: 1000 }, '/s/p.sock', true, 7), /sending 1000 test frames of 64 B \(stream 1, run 7\).*stops after 1000 frames sent, or on Ctrl-C$/);
+  t.match(startLine({ ...base, mode: 'echo', duration: 5 }, '/s/p.sock', false, 7), /copy path.*sending every frame it receives back; stops after 5 s, or on Ctrl-C$/);
+
+  const sw = await startSwitch(t, { ports: [{ name: 'left' }, { name: 'right' }], pairs: [['left', 'right']] });
+  const sink = run(['vm', '--socket-dir', sw.dir, '--port', 'right', '--mode', 'sink', '--duration', '4']);
+  await waitAttached(sw, 'right');
+  await vm(sw, 'left', ['--mode', 'gen', '--rate', '5000', '--count', '10000']).result;
+  t.equal((await sink.exited).code, 0);
+  const lines = sink.stdout().trim().split('\n');
+  t.match(lines[0], /^right sink: attached to .*right\.sock.*stops after 4 s, or on Ctrl-C$/, `start line: ${lines[0]}`);
+  const RATE = /^right sink: tx \S+ [kM]pps rx \S+ [kM]pps \(total tx (\d+) rx (\d+), verified (\d+), lost (\d+), dup (\d+), bad (\d+), gifts out \d+ in \d+\)$/;
+  const rates = lines.slice(1, -1).map((l) => RATE.exec(l));
+  t.ok(rates.length >= 2 && rates.every((m) => m !== null), `every per-second line parses:\n${lines.slice(1, -1).join('\n')}`);
+  const lastRate = rates[rates.length - 1]!;
+  const [rx, verified, lost, dup] = [2, 3, 4, 5].map((i) => Number(lastRate[i]));
+  t.ok(verified > 0 && verified === rx, `the rate line counts verified frames (${verified} of ${rx})`);
+  t.same([lost, dup], [0, 0], 'and lost and dup');
+  t.match(lines[lines.length - 1], /^right sink done in .*verified 10000, lost 0, dup 0/, 'summary: the 10000 sent at 5000 pps, all verified');
+});

@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import {
-  FrameChecker, SequenceTracker, TEST_HEADER, TestHeaderWriter, Verdict, parseMac, writeTestFrame,
+  FrameChecker, MAX_RUN_ID, SequenceTracker, TEST_HEADER, TestHeaderWriter, Verdict, defaultMacs, freshRunId, parseMac, writeTestFrame,
 } from '../../src/guest/test-packet';
 import { prngU32 } from '../helpers/prng';
 
@@ -19,12 +19,14 @@ t.test('TestHeaderWriter writes what writeTestFrame(fill=false) writes, and noth
   const both = Uint8Array.of(...macs, ...parseMac('f0:e1:d2:c3:b4:a5')!);
   for (const [len, stream, seq] of CASES) {
     for (const m of [undefined, both]) {
-      const a = new Uint8Array(128).fill(0xa5);
-      const b = new Uint8Array(128).fill(0xa5);
-      writeTestFrame(a, 12, len, stream, seq, false, m);
-      new TestHeaderWriter(len, stream, m).write(new Uint32Array(b.buffer), b, 3, seq);
-      t.same(b, a, `len ${len} stream ${stream} seq ${seq}${m ? ' own macs' : ''}`);
-      t.ok(b.subarray(12 + TEST_HEADER).every((x) => x === 0xa5), 'nothing written past the header');
+      for (const run of [0, 1, 0x1234, MAX_RUN_ID]) {
+        const a = new Uint8Array(128).fill(0xa5);
+        const b = new Uint8Array(128).fill(0xa5);
+        writeTestFrame(a, 12, len, stream, seq, false, m ?? defaultMacs(stream), run);
+        new TestHeaderWriter(len, stream, m, run).write(new Uint32Array(b.buffer), b, 3, seq);
+        t.same(b, a, `len ${len} stream ${stream} seq ${seq} run ${run}${m ? ' own macs' : ''}`);
+        t.ok(b.subarray(12 + TEST_HEADER).every((x) => x === 0xa5), 'nothing written past the header');
+      }
     }
   }
 });
@@ -83,4 +85,51 @@ t.test('SequenceTracker: gaps, repeats, and streams that interleave', async (t) 
   s.see(0xffffffff, 0);
   s.see(0xffffffff, 1);
   t.same([s.lost, s.dup], [6, 3], 'the largest stream id');
+});
+
+t.test('run ids: a second run of one stream is a new stream, not a storm of duplicates', async (t) => {
+  // What a sink saw when `zcswitch vm --mode gen --count 1000` ran twice with the same --stream.
+  const buf = new ArrayBuffer(128);
+  const m8 = new Uint8Array(buf);
+  const m32 = new Uint32Array(buf);
+  const fast = new FrameChecker();
+  const plain = new FrameChecker();
+  const s = new SequenceTracker();
+  const runs = [freshRunId(), 0];
+  do runs[1] = freshRunId(); while (runs[1] === runs[0]);
+  for (const run of runs) {
+    t.ok(run >= 1 && run <= MAX_RUN_ID, `fresh run id ${run} within 1..${MAX_RUN_ID}`);
+    for (let seq = 0; seq < 1000; seq++) {
+      writeTestFrame(m8, 12, 64, 1, seq, seq % 2 === 0, defaultMacs(1), run);
+      const v = seq % 2 === 0 ? plain.verify(m8, 12, 64) : fast.verifyHeader(m32, 3, 64);
+      const c = seq % 2 === 0 ? plain : fast;
+      if (v !== Verdict.Ok || c.lastRun !== run || c.lastStream !== 1 || c.lastSeq !== seq) {
+        t.fail(`run ${run} seq ${seq}: verdict ${v}, run ${c.lastRun}, stream ${c.lastStream}, seq ${c.lastSeq}`);
+        return;
+      }
+      s.see(c.lastStream, c.lastSeq, c.lastRun);
+    }
+  }
+  t.same([s.lost, s.dup, s.streams], [0, 0, 2], 'two runs: nothing lost, no duplicates, two streams');
+  s.see(1, 500, runs[0]);
+  t.same([s.lost, s.dup], [0, 1], 'a real repeat within a run still counts');
+  s.see(1, 0);
+  s.see(1, 1);
+  t.same([s.lost, s.dup, s.streams], [0, 1, 3], 'run 0 (frames without a run id) is a stream of its own');
+  s.see(0xffffffff, 0, MAX_RUN_ID);
+  s.see(0xffffffff, 1, MAX_RUN_ID);
+  t.same([s.lost, s.dup, s.streams], [0, 1, 4], 'the largest stream id and run id make an exact key');
+  t.equal(new SequenceTracker().streams, 0, 'no frame, no stream');
+});
+
+t.test('frame length and run id share the old 32-bit length field', async (t) => {
+  const m8 = new Uint8Array(128);
+  writeTestFrame(m8, 0, 100, 7, 3, true, defaultMacs(7), 0);
+  t.same([...m8.subarray(26, 30)], [0, 0, 0, 100], 'run 0: the bytes of the old format (length as 32 bits)');
+  writeTestFrame(m8, 0, 100, 7, 3, true, defaultMacs(7), 0xabcd);
+  t.same([...m8.subarray(26, 30)], [0xab, 0xcd, 0, 100], 'run id in the upper half, big-endian');
+  const c = new FrameChecker();
+  t.equal(c.verify(m8, 0, 100), Verdict.Ok);
+  t.equal(c.lastRun, 0xabcd);
+  t.equal(c.verify(m8, 0, 101), Verdict.BadLength, 'the length half is still checked');
 });
