@@ -40,7 +40,7 @@ export interface SwitchConfig {
   socketDir: string;
   /** Default `${socketDir}/zcswitch.ctl`. */
   controlSocket: string;
-  /** pair: the seed protocol, each port forwards to its one peer; bridge: a learning Ethernet switch. */
+  /** pair: each port forwards to its one peer (docs/protocol.md, "Ownership"); bridge: a learning Ethernet switch. */
   mode: SwitchMode;
   /** Bridge mode: MAC learning. */
   bridge: { ageingSec: number; macTableSize: number };
