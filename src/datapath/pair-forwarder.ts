@@ -70,8 +70,8 @@ export class PairForwarder {
         if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
         continue;
       }
-      const dq = dstUp ? dst!.sharedPostingQueue(b) : -1;
-      if (dq >= 0 && dst!.completeShared(b, len)) {
+      const dq = dstUp ? dst!.completeShared(b, len) : -1;
+      if (dq >= 0) {
         ledger.transfer(b, dst!.id);
         if (src.mirror !== null || dst!.mirror !== null) this.mirrorShared(src, dst!, shared.offsetOf(b), len);
         const bytes = len - VIRTIO_NET_HDR_SIZE;
@@ -105,7 +105,7 @@ export class PairForwarder {
         continue;
       }
       c.giftsIn++;
-      if (dstUp && dst!.sharedPostingQueue(b) >= 0 && dst!.completeShared(b, VIRTIO_NET_HDR_SIZE)) {
+      if (dstUp && dst!.completeShared(b, VIRTIO_NET_HDR_SIZE) >= 0) {
         ledger.transfer(b, dst!.id);
         dst!.counters.giftsOut++;
         continue;

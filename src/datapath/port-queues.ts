@@ -199,22 +199,25 @@ export class PortQueues {
     return -1;
   }
 
-  /** Rx queue holding the posting of shared buffer b, after looking for new postings if it has none; -1 if none. */
-  sharedPostingQueue(b: number): number {
-    if (!this.postings.hasShared(b)) this.ingestRx();
-    const p = this.postings.sharedPosting(b);
-    return p < 0 ? -1 : postingQueue(p);
-  }
-
-  /** Complete the posting of shared buffer b with len bytes. False if there is none. */
-  completeShared(b: number, len: number): boolean {
-    const p = this.postings.sharedPosting(b);
-    if (p < 0) return false;
-    const q = this.rxqs[postingQueue(p)];
-    if (q === null) return false;
-    this.postings.takeShared(b);
+  /**
+   * Complete this port's posting of shared buffer b with len bytes, looking
+   * for new postings first if it has none. Returns the rx queue it was
+   * posted on, or -1 when there is none (nothing is touched then).
+   */
+  completeShared(b: number, len: number): number {
+    const postings = this.postings;
+    let p = postings.sharedPosting(b);
+    if (p < 0) {
+      this.ingestRx();
+      p = postings.sharedPosting(b);
+      if (p < 0) return -1;
+    }
+    const qi = postingQueue(p);
+    const q = this.rxqs[qi];
+    if (q === null) return -1;
+    postings.takeShared(b);
     q.pushUsed(postingHead(p), len);
-    return true;
+    return qi;
   }
 
   /**
@@ -228,7 +231,7 @@ export class PortQueues {
     const { shared } = this.ctx;
     const off = shared.offsetOf(b);
     setNetHdrFlags(shared.mem, off, netHdrFlags(shared.mem, off) | VIRTIO_NET_HDR_F_RETURNED);
-    if (!this.completeShared(b, VIRTIO_NET_HDR_SIZE)) return false;
+    if (this.completeShared(b, VIRTIO_NET_HDR_SIZE) < 0) return false;
     this.counters.returned++;
     return true;
   }
