@@ -2,7 +2,7 @@
  * `zcswitch start`: load the config, start the switch, print where each
  * port's socket is, and shut down cleanly on SIGINT/SIGTERM.
  */
-import { ConfigError, SocketDirError, type SwitchConfig, loadConfig, type LogLevel } from '../config';
+import { ConfigError, SocketDirError, SocketGroupError, type SwitchConfig, loadConfig, type LogLevel } from '../config';
 import path from 'node:path';
 import { createLogger } from '../log';
 import { Switch } from '../switch/switch';
@@ -28,8 +28,8 @@ export async function startCommand(o: StartOptions): Promise<void> {
   try {
     await sw.start();
   } catch (e) {
-    // socketDir unusable: a config problem (status 2, like an invalid config), named with the file it came from.
-    const bad = e instanceof SocketDirError;
+    // socketDir unusable or unsafe, a socket group unknown: a config problem (status 2, like an invalid config), named with the file it came from.
+    const bad = e instanceof SocketDirError || e instanceof SocketGroupError;
     process.stderr.write(`zcswitch: cannot start: ${(e as Error).message}${bad ? ` (config ${o.config})` : ''}\n`);
     process.exit(bad ? 2 : 1);
   }

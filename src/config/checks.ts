@@ -134,6 +134,7 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
     if (!tap) return;
     if (valueAt(raw, ['mode']) !== 'bridge') add(['ports', i, 'type'], 'tap ports need "mode": "bridge" (the uplink is a port of the learning bridge)');
     if ((ports[i] as Record<string, unknown>).partition !== undefined) add(['ports', i, 'partition'], 'a tap port uses no shared buffers; remove the partition');
+    if ((ports[i] as Record<string, unknown>).socket !== undefined) add(['ports', i, 'socket'], 'a tap port has no socket; remove it');
     const n = names[i];
     if ((ports[i] as Record<string, unknown>).ifname === undefined && n !== undefined && n.length > 15) {
       add(['ports', i, 'ifname'], `the port name "${n}" is too long for an interface name (15 characters); give "ifname"`);
@@ -227,6 +228,14 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
   if (socketDir !== undefined) {
     const dir = normalizeDir(socketDir);
     const portSockets = new Map<string, number>();
+    // Every socket is first bound in a staging directory inside its own directory (src/switch/socket-file.ts).
+    const stagingBytes = Buffer.byteLength(dir) + LIMITS.stagingSuffixBytes;
+    if (stagingBytes > LIMITS.maxSocketPathBytes) {
+      add(
+        ['socketDir'],
+        `is ${Buffer.byteLength(dir)} bytes; sockets are bound as "<socketDir>/.zcsXXXXXX/s" first, which must fit in ${LIMITS.maxSocketPathBytes} bytes, so socketDir may be at most ${LIMITS.maxSocketPathBytes - LIMITS.stagingSuffixBytes} bytes`,
+      );
+    }
     names.forEach((name, i) => {
       if (name === undefined) return;
       const p = socketPathIn(dir, `${name}.sock`);
@@ -247,6 +256,13 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
         add(
           explicit === undefined ? ['socketDir'] : ['controlSocket'],
           `control socket path "${ctl}" is ${bytes} bytes; unix socket paths are limited to ${LIMITS.maxSocketPathBytes}`,
+        );
+      }
+      const ctlDir = ctl.includes('/') ? ctl.slice(0, ctl.lastIndexOf('/')) || '/' : '.';
+      if (explicit !== undefined && ctlDir !== dir && Buffer.byteLength(ctlDir) + LIMITS.stagingSuffixBytes > LIMITS.maxSocketPathBytes) {
+        add(
+          ['controlSocket'],
+          `its directory "${ctlDir}" is too long: sockets are bound as "<dir>/.zcsXXXXXX/s" first, which must fit in ${LIMITS.maxSocketPathBytes} bytes`,
         );
       }
       const clash = portSockets.get(ctl);
@@ -274,10 +290,15 @@ export function resolveConfig(file: ConfigFile): SwitchConfig {
       p.type === 'tap' ? { start: 0, count: 0 }
       : p.partition ? { start: p.partition.start, count: p.partition.count }
       : { start: k++ * share, count: share },
+    socket: {
+      mode: p.socket?.mode ?? file.sockets.mode,
+      group: p.socket?.group ?? file.sockets.group ?? null,
+    },
   }));
   return {
     socketDir,
     controlSocket: file.controlSocket ?? socketPathIn(socketDir, DEFAULTS.controlSocketName),
+    sockets: { mode: file.sockets.mode, group: file.sockets.group ?? null, controlMode: file.sockets.controlMode },
     mode: file.mode,
     bridge: { ...file.bridge },
     sharedBuffers: { ...file.sharedBuffers, bufCount },

@@ -2,4 +2,4 @@ export * from './schema';
 export { ConfigError, type ConfigIssue, parseConfig, loadConfig, configToJSON, formatPath } from './load';
 export { resolveConfig, normalizeDir } from './checks';
 export { findJsonSyntaxError } from './json';
-export { SocketDirError, prepareSocketDir, socketDirListenError } from './socket-dir';
+export { SocketDirError, SocketGroupError, prepareSocketDir, readGroups, resolveGroup, socketDirListenError } from './socket-dir';

@@ -226,6 +226,16 @@ export function loadConfig(file: string): SwitchConfig {
   return parseConfig(raw, file);
 }
 
+/** 0o660 -> "0660" (how modes are written in the config). */
+function octal(mode: number): string {
+  return mode.toString(8).padStart(4, '0');
+}
+
+/** A group as the config writes it: absent when unchanged. */
+function group(g: string | number | null): { group?: string | number } {
+  return g === null ? {} : { group: g };
+}
+
 /**
  * The resolved config in file form (base as a hex string), suitable for
  * JSON.stringify and for feeding back to parseConfig.
@@ -234,8 +244,11 @@ export function configToJSON(cfg: SwitchConfig): Record<string, unknown> {
   return {
     ...cfg,
     sharedBuffers: { ...cfg.sharedBuffers, base: hex(cfg.sharedBuffers.base) },
+    sockets: { mode: octal(cfg.sockets.mode), ...group(cfg.sockets.group), controlMode: octal(cfg.sockets.controlMode) },
     ports: cfg.ports.map((p) =>
-      p.type === 'tap' ? { name: p.name, type: p.type, ifname: p.ifname } : { name: p.name, partition: { ...p.partition } },
+      p.type === 'tap'
+        ? { name: p.name, type: p.type, ifname: p.ifname }
+        : { name: p.name, partition: { ...p.partition }, socket: { mode: octal(p.socket.mode), ...group(p.socket.group) } },
     ),
     pairs: cfg.pairs.map(([a, b]) => [a, b]),
     ...(cfg.metrics ? { metrics: { listen: cfg.metrics.listen } } : {}),

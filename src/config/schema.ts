@@ -33,6 +33,16 @@ export interface PortConfig {
   ifname: string;
   /** vhost: the shared buffers this port owns at first attach; tap: none ({0, 0}). */
   partition: { start: number; count: number };
+  /** vhost: mode and group of the socket file (`ports[].socket`, else `sockets.mode`/`sockets.group`); tap: the defaults, unused. */
+  socket: SocketPerms;
+}
+
+/** Permissions given to a socket file between bind and the moment it becomes reachable (src/switch/socket-file.ts). */
+export interface SocketPerms {
+  /** Permission bits, 0..0o777. */
+  mode: number;
+  /** Group name or gid to chown the socket to; null = leave the switch's own group. Names are looked up at start. */
+  group: string | number | null;
 }
 
 export interface SwitchConfig {
@@ -40,6 +50,8 @@ export interface SwitchConfig {
   socketDir: string;
   /** Default `${socketDir}/zcswitch.ctl`. */
   controlSocket: string;
+  /** Defaults for the port sockets (`ports[].socket` overrides) and the control socket's mode. */
+  sockets: { mode: number; group: string | number | null; controlMode: number };
   /** pair: each port forwards to its one peer (docs/protocol.md, "Ownership"); bridge: a learning Ethernet switch. */
   mode: SwitchMode;
   /** Bridge mode: MAC learning. */
@@ -92,6 +104,12 @@ export const DEFAULTS = {
   queuePairs: 8,
   ageingSec: 300,
   macTableSize: 4096,
+  /** Port sockets: owner and group may connect. */
+  socketMode: 0o660,
+  /** Control socket: owner only (it can stop captures, read stats, ...). */
+  controlSocketMode: 0o600,
+  /** A socketDir the switch creates. */
+  socketDirMode: 0o750,
 } as const;
 
 export const LIMITS = {
@@ -116,6 +134,14 @@ export const LIMITS = {
   maxStatsIntervalMs: 3_600_000,
   /** sockaddr_un.sun_path is 108 bytes including the terminating NUL. */
   maxSocketPathBytes: 107,
+  /**
+   * Sockets are bound as `<dir>/.zcsXXXXXX/s` first (a private staging
+   * directory, see src/switch/socket-file.ts): the bytes that adds to the
+   * directory's path.
+   */
+  stagingSuffixBytes: '/.zcsXXXXXX/s'.length,
+  /** Largest gid (2^32 - 2; -1 means "unchanged" to chown). */
+  maxGid: 0xffff_fffe,
 } as const;
 
 /** A port name becomes a socket file name. */
@@ -256,6 +282,72 @@ export const partitionSchema = z
   })
   .strict();
 
+/**
+ * Permission bits of a socket file: an octal string "0660" / "660" (what
+ * chmod takes) or a JSON number (decimal! 432 is 0o660). Only the 0o777
+ * bits: setuid/setgid/sticky mean nothing on a socket.
+ */
+export const socketModeSchema = z.any().transform((v: unknown, ctx): number => {
+  const fail = (message: string): never => {
+    ctx.addIssue({ code: 'custom', message });
+    return z.NEVER;
+  };
+  const form = 'an octal string like "0660" or an integer 0..511 (0o777)';
+  if (typeof v === 'string') {
+    if (!/^0?[0-7]{3}$/.test(v)) return fail(`must be ${form}, got ${describeValue(v)}`);
+    return parseInt(v, 8);
+  }
+  if (typeof v === 'number') {
+    if (!Number.isInteger(v) || v < 0) return fail(`must be ${form}, got ${v}`);
+    if (v > 0o777) {
+      const hint = /^[0-7]{3,4}$/.test(String(v)) ? `; a JSON number is decimal: write the octal mode as a string, "${String(v).padStart(4, '0')}"` : '';
+      return fail(`must be at most 511 (0o777), got ${v}${hint}`);
+    }
+    return v;
+  }
+  return fail(`must be ${form}, got ${describeValue(v)}`);
+});
+
+/** A group: a name (looked up in the group database at start) or a numeric gid (a number or a string of digits). */
+export const socketGroupSchema = z.any().transform((v: unknown, ctx): string | number => {
+  const fail = (message: string): never => {
+    ctx.addIssue({ code: 'custom', message });
+    return z.NEVER;
+  };
+  const form = 'a group name like "kvm" or a numeric gid';
+  if (typeof v === 'number') {
+    if (!Number.isInteger(v) || v < 0 || v > LIMITS.maxGid) return fail(`must be ${form} (0..${LIMITS.maxGid}), got ${v}`);
+    return v;
+  }
+  if (typeof v === 'string') {
+    if (/^\d+$/.test(v)) {
+      const n = Number(v);
+      if (n > LIMITS.maxGid) return fail(`gid must be at most ${LIMITS.maxGid}, got ${v}`);
+      return n;
+    }
+    if (!/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/.test(v)) return fail(`must be ${form}, got ${describeValue(v)}`);
+    return v;
+  }
+  return fail(`must be ${form}, got ${describeValue(v)}`);
+});
+
+/** `sockets`: defaults for every port socket, and the control socket's mode. */
+export const socketsSchema = z
+  .object({
+    mode: socketModeSchema.default(DEFAULTS.socketMode),
+    group: socketGroupSchema.optional(),
+    controlMode: socketModeSchema.default(DEFAULTS.controlSocketMode),
+  })
+  .strict();
+
+/** `ports[].socket`: this port's overrides of `sockets.mode` / `sockets.group`. */
+export const portSocketSchema = z
+  .object({
+    mode: socketModeSchema.optional(),
+    group: socketGroupSchema.optional(),
+  })
+  .strict();
+
 export const portSchema = z
   .object({
     name: portNameSchema,
@@ -265,6 +357,7 @@ export const portSchema = z
       .regex(/^[A-Za-z0-9_.-]{1,15}$/, 'must be 1..15 characters of letters, digits, "_", "." or "-" (a Linux interface name)')
       .optional(),
     partition: partitionSchema.optional(),
+    socket: portSocketSchema.optional(),
   })
   .strict();
 
@@ -372,6 +465,7 @@ export const configFileSchema = z
   .object({
     socketDir: socketDirSchema,
     controlSocket: controlSocketSchema,
+    sockets: socketsSchema.default({}),
     mode: z.enum(MODES).default(DEFAULTS.mode),
     bridge: bridgeSchema.default({}),
     sharedBuffers: sharedBuffersSchema.default({}),

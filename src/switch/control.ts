@@ -11,6 +11,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import type { Logger } from '../log';
+import { bindSecurelyAsync } from './socket-file';
 
 export type CommandHandler = (cmd: { cmd?: unknown }) => unknown;
 
@@ -27,12 +28,20 @@ export class StreamReply {
 
 export class ControlServer {
   private server: net.Server | null = null;
+  /** The socket was renamed to `path`. */
+  private published = false;
   /** Open connections, with the stream session that owns the socket, if any. */
   private readonly conns = new Map<net.Socket, StreamSession | null>();
 
-  constructor(private readonly path: string, private readonly log: Logger, private readonly handle: CommandHandler) {}
+  constructor(
+    private readonly path: string,
+    private readonly log: Logger,
+    private readonly handle: CommandHandler,
+    /** Permission bits of the socket file (`sockets.controlMode`, default 0600: owner only). */
+    private readonly mode = 0o600,
+  ) {}
 
-  listen(): Promise<void> {
+  async listen(): Promise<void> {
     fs.rmSync(this.path, { force: true });
     const server = net.createServer((sock) => {
       let buf = '';
@@ -64,19 +73,31 @@ export class ControlServer {
       sock.on('error', () => sock.destroy());
     });
     this.server = server;
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.path, () => {
-        server.off('error', reject);
-        this.log.debug({ path: this.path }, 'control socket listening');
-        resolve();
-      });
-    });
+    // Bound in a private staging directory and chmod-ed there before it is renamed into place: the
+    // control socket never exists with the umask's mode (see socket-file.ts).
+    await bindSecurelyAsync(
+      this.path,
+      { mode: this.mode, gid: null, groupField: 'sockets.group' },
+      (tmp) =>
+        new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(tmp, () => {
+            server.off('error', reject);
+            resolve();
+          });
+        }),
+      () => server.close(),
+    );
+    this.published = true;
+    this.log.debug({ path: this.path }, 'control socket listening');
   }
 
   close(): void {
     this.server?.close();
     this.server = null;
+    // libuv unlinks the path it bound (the staging one, long gone); the published name is ours to remove.
+    if (this.published) fs.rmSync(this.path, { force: true });
+    this.published = false;
     for (const [sock, session] of this.conns) {
       if (session) session.shutdown();
       else sock.destroy();

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import { FdWatcher, closeFd, unixAccept, unixConnect, unixListen } from '../../bindings';
-import { type SwitchConfig, prepareSocketDir, socketDirListenError } from '../config';
+import { type SwitchConfig, prepareSocketDir, readGroups, resolveGroup, socketDirListenError } from '../config';
 import { BridgeForwarder, type BridgePort } from '../datapath/bridge-forwarder';
 import { DataPath } from '../datapath/data-path';
 import type { Mirror } from '../datapath/mirror';
@@ -28,6 +28,7 @@ import { captureCommand } from './capture';
 import { ControlServer } from './control';
 import { type MetricsServer, startMetrics } from './metrics';
 import { Port, type PortContext } from './port';
+import { type ResolvedPerms, bindSecurely } from './socket-file';
 import type { SwitchStats } from './stats';
 
 export const OFFERED_FEATURES =
@@ -81,7 +82,15 @@ export class Switch {
   async start(): Promise<void> {
     const cfg = this.cfg;
     try {
-      prepareSocketDir(cfg.socketDir);
+      // Groups first: an unknown one is a config error, before anything is made.
+      const groups = readGroups();
+      const defaultGid = resolveGroup(cfg.sockets.group, 'sockets.group', groups);
+      const portPerms = cfg.ports.map((pc, i): ResolvedPerms => {
+        const own = pc.socket.group !== cfg.sockets.group;
+        const groupField = own ? `ports[${i}].socket.group` : 'sockets.group';
+        return { mode: pc.socket.mode, gid: own ? resolveGroup(pc.socket.group, groupField, groups) : defaultGid, groupField };
+      });
+      prepareSocketDir(cfg.socketDir, defaultGid);
       const ctx: PortContext = {
         shared: this.shared,
         ledger: this.ledger,
@@ -120,7 +129,7 @@ export class Switch {
         this.ports.push(port);
         this.byId.push(port);
         this.dataPorts.push(port.queues);
-        this.listen(port);
+        this.listen(port, portPerms[id]!);
       });
       const byName = new Map(this.ports.map((p) => [p.name, p]));
       for (const p of this.ports) this.peers.set(p, null);
@@ -132,7 +141,7 @@ export class Switch {
         this.dataPath.ports.push(p.queues);
         this.dataPath.peers.push(this.peers.get(p)?.queues ?? null);
       }
-      this.control = new ControlServer(cfg.controlSocket, this.log, (cmd) => this.command(cmd));
+      this.control = new ControlServer(cfg.controlSocket, this.log, (cmd) => this.command(cmd), cfg.sockets.controlMode);
       await this.control.listen();
       this.metrics = await startMetrics(cfg.metrics, () => this.stats(), this.log);
     } catch (e) {
@@ -152,11 +161,12 @@ export class Switch {
     this.running = true;
   }
 
-  private listen(port: Port): void {
+  private listen(port: Port, perms: ResolvedPerms): void {
     removeStaleSocket(port.socketPath, port.name);
     let fd: number;
     try {
-      fd = unixListen(port.socketPath, 4);
+      // Bound in a private staging directory, given its mode and group, then renamed into place (socket-file.ts).
+      fd = bindSecurely(port.socketPath, perms, (tmp) => unixListen(tmp, 4), closeFd);
     } catch (e) {
       throw socketDirListenError(this.cfg.socketDir, port.socketPath, e);
     }

@@ -44,12 +44,13 @@ t.test('defaults are filled from a minimal config', async (t) => {
   const expected: SwitchConfig = {
     socketDir: '/tmp/zcswitch',
     controlSocket: '/tmp/zcswitch/zcswitch.ctl',
+    sockets: { mode: 0o660, group: null, controlMode: 0o600 },
     mode: 'pair',
     bridge: { ageingSec: 300, macTableSize: 4096 },
     sharedBuffers: { bufCount: 4096, bufSize: 2048, base: 0x4000000000n, hugePages: true },
     ports: [
-      { name: 'vm1', type: 'vhost', ifname: 'vm1', partition: { start: 0, count: 2048 } },
-      { name: 'vm2', type: 'vhost', ifname: 'vm2', partition: { start: 2048, count: 2048 } },
+      { name: 'vm1', type: 'vhost', ifname: 'vm1', partition: { start: 0, count: 2048 }, socket: { mode: 0o660, group: null } },
+      { name: 'vm2', type: 'vhost', ifname: 'vm2', partition: { start: 2048, count: 2048 }, socket: { mode: 0o660, group: null } },
     ],
     pairs: [],
     forwarding: { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50, queuePairs: 8 },
@@ -503,4 +504,75 @@ t.test('helpers', async (t) => {
   t.equal(findJsonSyntaxError('{"a": [1, 2, {"b": null}], "c": "\\u00e9"}'), undefined);
   t.match(findJsonSyntaxError('{"a": tru}'), { line: 1, column: 7 });
   t.match(findJsonSyntaxError('{\n  // comment\n}'), { line: 2, column: 3, message: 'comments are not allowed in JSON' });
+});
+
+t.test('socket permissions: sockets.mode/group/controlMode and ports[].socket', async (t) => {
+  t.test('defaults: ports 0660, group unchanged, control 0600', async (t) => {
+    const cfg = parseConfig({ ports: twoPorts() });
+    t.strictSame(cfg.sockets, { mode: 0o660, group: null, controlMode: 0o600 });
+    t.strictSame(cfg.ports.map((p) => p.socket), [{ mode: 0o660, group: null }, { mode: 0o660, group: null }]);
+  });
+  t.test('octal strings and numbers; a port inherits, overrides either field', async (t) => {
+    const cfg = parseConfig({
+      sockets: { mode: '0640', group: 'kvm', controlMode: '660' },
+      ports: [{ name: 'a' }, { name: 'b', socket: { mode: 0o600 } }, { name: 'c', socket: { group: 1000 } }, { name: 'd', socket: { group: '27' } }],
+    });
+    t.strictSame(cfg.sockets, { mode: 0o640, group: 'kvm', controlMode: 0o660 });
+    t.strictSame(cfg.ports.map((p) => p.socket), [
+      { mode: 0o640, group: 'kvm' },
+      { mode: 0o600, group: 'kvm' },
+      { mode: 0o640, group: 1000 },
+      { mode: 0o640, group: 27 },
+    ]);
+  });
+  t.test('bad modes name the field', async (t) => {
+    expectIssues(t, { sockets: { mode: 'rw-rw----' }, ports: twoPorts() }, [
+      { path: 'sockets.mode', message: 'must be an octal string like "0660" or an integer 0..511 (0o777), got "rw-rw----"' },
+    ]);
+    expectIssues(t, { sockets: { mode: '0860' }, ports: twoPorts() }, [
+      { path: 'sockets.mode', message: 'must be an octal string like "0660" or an integer 0..511 (0o777), got "0860"' },
+    ]);
+    expectIssues(t, { sockets: { controlMode: '04600' }, ports: twoPorts() }, [
+      { path: 'sockets.controlMode', message: 'must be an octal string like "0660" or an integer 0..511 (0o777), got "04600"' },
+    ]);
+    expectIssues(t, { sockets: { mode: 660 }, ports: twoPorts() }, [
+      { path: 'sockets.mode', message: 'must be at most 511 (0o777), got 660; a JSON number is decimal: write the octal mode as a string, "0660"' },
+    ]);
+    expectIssues(t, { ports: [{ name: 'a', socket: { mode: -1 } }] }, [
+      { path: 'ports[0].socket.mode', message: 'must be an octal string like "0660" or an integer 0..511 (0o777), got -1' },
+    ]);
+  });
+  t.test('bad groups and fields name the field', async (t) => {
+    expectIssues(t, { sockets: { group: 'no such:group' }, ports: twoPorts() }, [
+      { path: 'sockets.group', message: 'must be a group name like "kvm" or a numeric gid, got "no such:group"' },
+    ]);
+    expectIssues(t, { ports: [{ name: 'a', socket: { group: 2 ** 32 } }] }, [
+      { path: 'ports[0].socket.group', message: 'must be a group name like "kvm" or a numeric gid (0..4294967294), got 4294967296' },
+    ]);
+    expectIssues(t, { ports: [{ name: 'a', socket: { owner: 'root' } }] }, [
+      { path: 'ports[0].socket', message: 'unknown field "owner"' },
+    ]);
+    expectIssues(t, { mode: 'bridge', ports: [{ name: 'a' }, { name: 'up', type: 'tap', socket: { mode: '0600' } }] }, [
+      { path: 'ports[1].socket', message: 'a tap port has no socket; remove it' },
+    ]);
+  });
+  t.test('socketDir leaves room for the staging directory', async (t) => {
+    const dir = '/' + 'd'.repeat(93);
+    t.equal(parseConfig({ socketDir: dir, ports: [{ name: 'a' }] }).socketDir, dir);
+    expectIssues(t, { socketDir: dir + 'd', controlSocket: '/run/zc.ctl', ports: [{ name: 'a' }] }, [
+      {
+        path: 'socketDir',
+        message: 'is 95 bytes; sockets are bound as "<socketDir>/.zcsXXXXXX/s" first, which must fit in 107 bytes, so socketDir may be at most 94 bytes',
+      },
+    ]);
+  });
+  t.test('configToJSON writes modes as octal strings and round-trips', async (t) => {
+    const cfg = parseConfig({ sockets: { group: 'kvm' }, ports: [{ name: 'a', socket: { mode: '0600', group: 5 } }, { name: 'b' }] });
+    const json = JSON.parse(JSON.stringify(configToJSON(cfg)));
+    t.strictSame(json.sockets, { mode: '0660', group: 'kvm', controlMode: '0600' });
+    t.strictSame(json.ports[0].socket, { mode: '0600', group: 5 });
+    t.strictSame(parseConfig(json), cfg);
+    const plain = parseConfig({ ports: twoPorts() });
+    t.strictSame(parseConfig(JSON.parse(JSON.stringify(configToJSON(plain)))), plain);
+  });
 });
