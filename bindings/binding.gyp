@@ -14,6 +14,7 @@
         'src/watcher.cc',
         'src/unix_socket.cc',
         'src/tap.cc',
+        'src/guard.cc',
       ],
       'dependencies': [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except",

@@ -54,6 +54,11 @@ interface NativeBinding {
   munmap(buf: ArrayBuffer): void;
   adviseHugePages(buf: ArrayBuffer): string | null;
   fdSize(fd: number): number;
+  memfdCreateSealed(name: string, size: number): number;
+  fdSeals(fd: number): number;
+  guardMapping(buf: ArrayBuffer, id: number): void;
+  mappingFaultCount(): number;
+  takeMappingFaults(): number[];
   closeFd(fd: number): void;
   schedYield(): void;
   dupFd(fd: number): number;
@@ -121,6 +126,38 @@ export const memfdCreate: (name: string, size: number) => number = native.memfdC
  * munmap() did already. size 0 / unaligned offset -> RangeError.
  */
 export const mmapShared: (fd: number, size: number, offset?: number, align?: number) => ArrayBuffer = native.mmapShared;
+
+/**
+ * memfd_create(MFD_ALLOW_SEALING) + ftruncate(size) + F_ADD_SEALS(F_SEAL_SHRINK
+ * | F_SEAL_GROW | F_SEAL_SEAL): a memfd whose size nobody can change any more
+ * (ftruncate fails with EPERM), so no holder can pull pages from under another.
+ */
+export const memfdCreateSealed: (name: string, size: number) => number = native.memfdCreateSealed;
+
+/** fcntl(F_GET_SEALS): the F_SEAL_* bits set on a memfd. EINVAL for a file that cannot be sealed. */
+export const fdSeals: (fd: number) => number = native.fdSeals;
+
+/** Seal bits (linux/fcntl.h). */
+export const F_SEAL_SEAL = 0x1;
+export const F_SEAL_SHRINK = 0x2;
+export const F_SEAL_GROW = 0x4;
+export const F_SEAL_WRITE = 0x8;
+
+/**
+ * Register a live mmapShared mapping with the SIGBUS guard under `id` (a
+ * non-negative int32): when an access to it faults (its file shrank), the
+ * process survives, the whole mapping becomes zero-filled anonymous memory,
+ * and `id` is reported by takeMappingFaults(). Unmapping ends the
+ * registration. Not a live mapping, or already guarded -> RangeError; a full
+ * table (512 mappings) -> code 'ENOSPC'.
+ */
+export const guardMapping: (buf: ArrayBuffer, id: number) => void = native.guardMapping;
+
+/** Faults survived so far in guarded mappings (a counter that only grows; an atomic load, no syscall). */
+export const mappingFaultCount: () => number = native.mappingFaultCount;
+
+/** The ids of guarded mappings that faulted since the last call (each once), including mappings since unmapped. */
+export const takeMappingFaults: () => number[] = native.takeMappingFaults;
 
 /** 2 MiB: the x86-64 huge page; align big mappings to it so they can use PMD entries. */
 export const HUGE_PAGE_SIZE = 2 * 1024 * 1024;

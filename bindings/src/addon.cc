@@ -10,6 +10,7 @@ void InitEventfd(Napi::Env env, Napi::Object exports);
 void InitWatcher(Napi::Env env, Napi::Object exports);
 void InitUnixSocket(Napi::Env env, Napi::Object exports);
 void InitTap(Napi::Env env, Napi::Object exports);
+void InitGuard(Napi::Env env, Napi::Object exports);
 }  // namespace zc
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -19,6 +20,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   zc::InitWatcher(env, exports);
   zc::InitUnixSocket(env, exports);
   zc::InitTap(env, exports);
+  zc::InitGuard(env, exports);
   return exports;
 }
 

@@ -19,8 +19,11 @@
 #include <mutex>
 #include <unordered_map>
 
+#include <fcntl.h>
+
 #include "args.h"
 #include "errors.h"
+#include "guard.h"
 
 namespace zc {
 namespace {
@@ -29,6 +32,7 @@ struct Mapping {
   void* addr;
   size_t len;
   bool unmapped;  // set (under the table lock) once munmap(2) has been done
+  int guardSlot = -1;  // guard.cc slot while registered by guardMapping()
 };
 
 // Shared by all threads: worker_threads each run finalizers on their own
@@ -46,6 +50,8 @@ void FinalizeMapping(Napi::Env, void*, Mapping* m) {
       m->unmapped = true;
       g_mappings.erase(m->addr);
       doUnmap = true;
+      GuardUnregister(m->guardSlot);  // before the address can be reused
+      m->guardSlot = -1;
     }
   }
   if (doUnmap) ::munmap(m->addr, m->len);
@@ -179,6 +185,8 @@ Napi::Value Munmap(const Napi::CallbackInfo& info) {
       m = it->second;
       m->unmapped = true;  // the finalizer will now only free the record
       g_mappings.erase(it);
+      GuardUnregister(m->guardSlot);
+      m->guardSlot = -1;
     }
   }
   if (!m) {
@@ -202,6 +210,57 @@ Napi::Value FdSize(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(st.st_size));
 }
 
+// memfd_create(MFD_ALLOW_SEALING) + ftruncate + F_ADD_SEALS(SHRINK|GROW|SEAL):
+// a region whose size nobody (its creator included) can change any more,
+// so no holder of the fd can pull pages from under another's mapping.
+Napi::Value MemfdCreateSealed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = StringArg(info, 0, "memfdCreateSealed", "name");
+  int64_t size = IntArg(info, 1, "memfdCreateSealed", "size", 0, kMaxSafeInteger);
+  int fd = ::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) ThrowErrno(env, "memfdCreateSealed", "memfd_create");
+  const char* failed = nullptr;
+  if (::ftruncate(fd, static_cast<off_t>(size)) < 0) failed = "ftruncate";
+  else if (::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) failed = "fcntl";
+  if (failed) {
+    int err = errno;
+    ::close(fd);
+    ThrowErrno(env, "memfdCreateSealed", failed, err);
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// fcntl(F_GET_SEALS): the F_SEAL_* bits (EINVAL for a file without seals support).
+Napi::Value FdSeals(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0, "fdSeals");
+  int seals = ::fcntl(fd, F_GET_SEALS);
+  if (seals < 0) ThrowErrno(env, "fdSeals", "fcntl");
+  return Napi::Number::New(env, seals);
+}
+
+// Register a live mmapShared mapping with the SIGBUS guard (guard.cc) under
+// `id`: a fault in it is survived and reported by takeMappingFaults(). The
+// registration ends when the mapping is unmapped (munmap or finalizer).
+Napi::Value GuardMapping(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArrayBuffer())
+    ThrowType(env, "guardMapping: buf must be an ArrayBuffer");
+  int64_t id = IntArg(info, 1, "guardMapping", "id", 0, INT32_MAX);
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+  void* addr = ab.Data();
+  std::lock_guard<std::mutex> g(g_lock);
+  auto it = addr ? g_mappings.find(addr) : g_mappings.end();
+  if (it == g_mappings.end() || it->second->len != ab.ByteLength())
+    ThrowRange(env, "guardMapping: buffer is not a live mapping created by mmapShared");
+  Mapping* m = it->second;
+  if (m->guardSlot >= 0) ThrowRange(env, "guardMapping: mapping is already guarded");
+  int slot = GuardRegister(m->addr, m->len, static_cast<int32_t>(id));
+  if (slot < 0) ThrowErrno(env, "guardMapping", errno == ENOSPC ? "guard table" : "sigaction");
+  m->guardSlot = slot;
+  return env.Undefined();
+}
+
 }  // namespace
 
 void InitMemory(Napi::Env env, Napi::Object exports) {
@@ -210,6 +269,9 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("munmap", Napi::Function::New(env, Munmap, "munmap"));
   exports.Set("adviseHugePages", Napi::Function::New(env, AdviseHugePages, "adviseHugePages"));
   exports.Set("fdSize", Napi::Function::New(env, FdSize, "fdSize"));
+  exports.Set("memfdCreateSealed", Napi::Function::New(env, MemfdCreateSealed, "memfdCreateSealed"));
+  exports.Set("fdSeals", Napi::Function::New(env, FdSeals, "fdSeals"));
+  exports.Set("guardMapping", Napi::Function::New(env, GuardMapping, "guardMapping"));
 }
 
 }  // namespace zc

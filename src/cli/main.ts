@@ -49,6 +49,7 @@ export function buildCli(): Command {
     .option('--announce', 'send one broadcast frame first so a bridge learns our MAC')
     .option('--no-verify', 'do not write/check payload patterns (pure packet rate)')
     .option('--no-zero-copy', 'do not negotiate SHARED_BUFFERS (classic virtio; everything is copied)')
+    .option('--allow-unsealed', 'map a Shared Buffers region that is not sealed against shrinking (default: refuse it)')
     .option('--copy', 'send from private memory (the copy path) even with shared buffers')
     .option('--json', 'print the final summary as one JSON line')
     .option('-q, --quiet', 'no per-second rate lines')

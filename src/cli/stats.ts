@@ -50,7 +50,10 @@ export function renderStats(s: SwitchStats): string {
   const rows: string[][] = [];
   for (const p of s.ports) {
     const c = p.counters as Record<string, number> & { drops: Record<string, number> };
-    const drops = Object.entries(c.drops).map(([k, v]) => `${k}=${v}`).join(',') || '0';
+    // A front-end whose memory vanished under the switch (it was disconnected) shows with the drops.
+    const events = Object.entries(c.drops).map(([k, v]) => `${k}=${v}`);
+    if (c.guestMemoryFaults > 0) events.push(`guest-memory-fault=${c.guestMemoryFaults}`);
+    const drops = events.join(',') || '0';
     // The zero-copy share: of the packets the switch took from this VM, how many moved without a copy.
     const share = c.rxPackets > 0 ? ` (${Math.round((100 * c.zeroCopy) / c.rxPackets)}%)` : '';
     const row = [p.name, p.attached ? 'yes' : 'no', p.zeroCopy ? 'yes' : 'no', String(p.buffersOwned), String(c.rxPackets),

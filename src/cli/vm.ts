@@ -22,6 +22,7 @@ export interface VmOptions {
   spinUs: number;
   verify: boolean;
   zeroCopy: boolean;
+  allowUnsealed?: boolean;
   copy: boolean;
   linger: number;
   expect: number;
@@ -43,7 +44,7 @@ export async function vmCommand(o: VmOptions): Promise<void> {
   let drv: GuestDriver;
   try {
     drv = await GuestDriver.attach({
-      socketPath, log, zeroCopy: o.zeroCopy, queuePairs: o.queues,
+      socketPath, log, zeroCopy: o.zeroCopy, queuePairs: o.queues, allowUnsealed: !!o.allowUnsealed,
       onClose: (reason) => {
         process.stderr.write(`zcswitch vm: switch connection closed: ${reason}\n`);
         lostSwitch = true;

@@ -71,6 +71,8 @@ export class PortCounters {
   returned = 0;
   kicks = 0;
   calls = 0;
+  /** Front-end memory that vanished under a mapping (SIGBUS survived; the port was disconnected). */
+  guestMemoryFaults = 0;
   readonly drops = new Float64Array(Drop.Count);
   /** Called the first time each drop reason occurs (a log line per reason, not per packet). */
   onFirstDrop: ((reason: string) => void) | null = null;
@@ -93,14 +95,15 @@ export class PortCounters {
     return {
       rxPackets: this.rxPackets, rxBytes: this.rxBytes, txPackets: this.txPackets, txBytes: this.txBytes,
       zeroCopy: this.zeroCopy, copied: this.copied, copiedBytes: this.copiedBytes, giftsIn: this.giftsIn,
-      giftsOut: this.giftsOut, returned: this.returned, kicks: this.kicks, calls: this.calls, drops,
+      giftsOut: this.giftsOut, returned: this.returned, kicks: this.kicks, calls: this.calls,
+      guestMemoryFaults: this.guestMemoryFaults, drops,
     };
   }
 
   reset(): void {
     this.rxPackets = this.rxBytes = this.txPackets = this.txBytes = 0;
     this.zeroCopy = this.copied = this.copiedBytes = this.giftsIn = this.giftsOut = this.returned = 0;
-    this.kicks = this.calls = 0;
+    this.kicks = this.calls = this.guestMemoryFaults = 0;
     this.drops.fill(0);
   }
 }

@@ -8,11 +8,14 @@
  * 3. every port: publish used indices once and send the calls the VMs
  *    asked for.
  *
+ * Once per slice of rounds (endSlice), guest-memory faults are polled.
+ *
  * Ports and pairs are plain arrays indexed by position, set up by the
  * control plane (src/switch/switch.ts) before traffic; nothing here logs,
  * allocates or looks anything up by name.
  */
 import { performance } from 'node:perf_hooks';
+import { pollGuestFaults } from '../vhost/guest-faults';
 import type { BridgeForwarder } from './bridge-forwarder';
 import type { PairForwarder } from './pair-forwarder';
 import type { PollTarget } from './poll-loop';
@@ -55,6 +58,15 @@ export class DataPath implements PollTarget {
     }
     for (let i = 0; i < ports.length; i++) ports[i].flush();
     return work;
+  }
+
+  /**
+   * Once per PollLoop slice: a front-end mapping that faulted during the
+   * slice (its memory vanished; the SIGBUS guard zero-filled it) costs its
+   * port the connection. One atomic load through the addon when none did.
+   */
+  endSlice(): void {
+    pollGuestFaults();
   }
 
   setKicks(on: boolean): number {

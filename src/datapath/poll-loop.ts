@@ -28,6 +28,8 @@ export interface PollTarget {
   round(): number;
   /** Kicks on/off on every queue; returns entries already pending. */
   setKicks(on: boolean): number;
+  /** Once at the end of every slice (not per round): housekeeping such as polling guest-memory faults. */
+  endSlice?(): void;
 }
 
 export class PollLoop {
@@ -77,6 +79,7 @@ export class PollLoop {
         if (now - this.idleSince >= spin) {
           if (this.target.setKicks(true) === 0) {
             this.sleeping = true;
+            this.target.endSlice?.();
             return;
           }
           this.target.setKicks(false);
@@ -84,6 +87,7 @@ export class PollLoop {
         }
       }
     } while (now - start < SLICE_MS);
+    this.target.endSlice?.();
     this.scheduled = true;
     setImmediate(this.run);
   };

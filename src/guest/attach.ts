@@ -40,6 +40,12 @@ export interface AttachOptions {
   /** Override the switch's gift watermarks (in buffers). */
   giftHigh?: number;
   giftLow?: number;
+  /**
+   * Map a Shared Buffers region whose memfd is not sealed against shrinking
+   * (default false: such a region is refused, since whoever else holds the
+   * fd could pull the memory from under us).
+   */
+  allowUnsealed?: boolean;
 }
 
 /** The driver's rings and private memory, sized from the options and the region. */

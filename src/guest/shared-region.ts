@@ -6,7 +6,7 @@
  * addresses, offsets and indices come from RegionGeometry, the definition
  * the switch's SharedBuffers uses too (docs/protocol.md, "Descriptors").
  */
-import { closeFd, mmapRegion } from '../../bindings';
+import { F_SEAL_GROW, F_SEAL_SEAL, F_SEAL_SHRINK, closeFd, fdSeals, mmapRegion } from '../../bindings';
 import { RegionGeometry } from '../shm/geometry';
 import { ProtocolError, decodeSharedBuffersInfo } from '../vhost/codec';
 import { Req, SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
@@ -48,8 +48,31 @@ export interface FetchedRegion {
   giftLow: number;
 }
 
+/** The seals the switch puts on the region (docs/protocol.md): nobody can change its size any more. */
+export const REGION_SEALS = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+
+/**
+ * Why the region behind `fd` may not be mapped, or null: it must carry
+ * REGION_SEALS, or a peer holding the same fd could shrink it and every
+ * mapping of it would fault (SIGBUS) at the next touch.
+ */
+export function regionSealProblem(fd: number): string | null {
+  let seals: number;
+  try {
+    seals = fdSeals(fd);
+  } catch (e) {
+    return `the Shared Buffers fd cannot be sealed (${(e as Error).message})`;
+  }
+  const missing = REGION_SEALS & ~seals;
+  if (missing === 0) return null;
+  const names = [[F_SEAL_SHRINK, 'F_SEAL_SHRINK'], [F_SEAL_GROW, 'F_SEAL_GROW'], [F_SEAL_SEAL, 'F_SEAL_SEAL']]
+    .filter(([bit]) => missing & (bit as number)).map(([, n]) => n);
+  return `the Shared Buffers region is not sealed (seals 0x${seals.toString(16)}, missing ${names.join(' | ')}): ` +
+    'a peer could shrink it under our mapping; refusing it (allowUnsealed / --allow-unsealed to accept)';
+}
+
 export async function fetchSharedRegion(
-  fe: VhostUserFrontend, opts: { giftHigh?: number; giftLow?: number },
+  fe: VhostUserFrontend, opts: { giftHigh?: number; giftLow?: number; allowUnsealed?: boolean },
 ): Promise<FetchedRegion> {
   const reply = await fe.call(Req.GET_SHARED_BUFFERS);
   if (reply.fds.length !== 1) {
@@ -62,6 +85,10 @@ export async function fetchSharedRegion(
     const size = Number(info.size);
     if (size !== info.bufSize * info.bufCount || info.partitionStart + info.partitionCount > info.bufCount) {
       throw new ProtocolError('GET_SHARED_BUFFERS reply has inconsistent geometry');
+    }
+    if (!opts.allowUnsealed) {
+      const problem = regionSealProblem(fd);
+      if (problem) throw new ProtocolError(`GET_SHARED_BUFFERS: ${problem}`);
     }
     // If the switch backs the region with huge pages, our mapping uses them too.
     const buffer = mmapRegion(fd, size);

@@ -4,7 +4,7 @@
  * memory. The fd is what travels over vhost-user; the mapping is what the
  * data path reads and writes.
  */
-import { closeFd, memfdCreate, mmapRegion, munmap } from '../../bindings';
+import { closeFd, memfdCreate, memfdCreateSealed, mmapRegion, munmap } from '../../bindings';
 
 export class MemfdRegion {
   fd: number;
@@ -12,9 +12,14 @@ export class MemfdRegion {
   readonly buffer: ArrayBuffer;
   readonly mem: Uint8Array;
 
-  constructor(name: string, size: number) {
+  /**
+   * `sealed`: seal the file's size (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+   * before anyone else sees the fd, so no holder can ftruncate it from under
+   * another's mapping (the Shared Buffers region, docs/protocol.md).
+   */
+  constructor(name: string, size: number, sealed = false) {
     this.size = size;
-    this.fd = memfdCreate(name, size);
+    this.fd = sealed ? memfdCreateSealed(name, size) : memfdCreate(name, size);
     try {
       this.buffer = mmapRegion(this.fd, size);
     } catch (e) {

@@ -3,7 +3,9 @@
  * bytes, mapped by the switch and by every VM that negotiates
  * SHARED_BUFFERS. VMs see it at guest address `base`; buffer i starts at
  * base + i × bufSize. bufSize is a multiple of 64, so every buffer is
- * cache-line aligned (the region itself is page aligned).
+ * cache-line aligned (the region itself is page aligned). The memfd is
+ * sealed against shrinking and growing before it is handed out: no VM can
+ * pull the memory from under the switch or another VM.
  */
 import { HUGE_PAGE_SIZE, adviseHugePages } from '../../bindings';
 import { RegionGeometry } from './geometry';
@@ -18,7 +20,7 @@ export class SharedBuffers extends RegionGeometry {
   constructor(bufCount: number, bufSize: number, base: number) {
     if (bufSize % 64 !== 0) throw new RangeError(`bufSize ${bufSize} is not a multiple of 64`);
     super(base, bufSize, bufCount);
-    this.region = new MemfdRegion('zcswitch-shared-buffers', bufCount * bufSize);
+    this.region = new MemfdRegion('zcswitch-shared-buffers', bufCount * bufSize, true);
     this.mem = this.region.mem;
     this.buffer = this.region.buffer;
   }

@@ -70,6 +70,7 @@ const PORT_COUNTERS: [string, string, string][] = [
   ['returned_buffers', 'returned', 'Shared buffers handed back to the VM (undeliverable, or delivered by copy).'],
   ['kicks', 'kicks', 'Notifications (kicks) received from the VM.'],
   ['calls', 'calls', 'Notifications (calls) sent to the VM.'],
+  ['guest_memory_faults', 'guestMemoryFaults', 'Times the VM\'s memory vanished under the switch (SIGBUS survived; the VM was disconnected).'],
 ];
 
 /** Queue counters: [metric suffix, queue entry key, help]. */

@@ -9,6 +9,7 @@
 import { FdWatcher, closeFd, dupFd, eventfdDrain } from '../../bindings';
 import { type DataPathContext, PortQueues } from '../datapath/port-queues';
 import type { Logger } from '../log';
+import { pollGuestFaults } from '../vhost/guest-faults';
 import { VhostUserBackend } from '../vhost/session';
 import type { SharedBuffersInfo } from '../vhost/codec';
 import { SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
@@ -40,7 +41,11 @@ export class Port {
     readonly partition: { start: number; count: number },
     private readonly ctx: PortContext,
   ) {
-    this.queues = new PortQueues(id, name, partition.count, ctx, (reason) => this.disconnect(reason));
+    this.queues = new PortQueues(id, name, partition.count, ctx, (reason) => {
+      // A ring that reads as garbage may be memory the guard zero-filled: name the real cause first.
+      pollGuestFaults();
+      this.disconnect(reason);
+    });
   }
 
   get attached(): boolean {
@@ -64,6 +69,7 @@ export class Port {
         sharedBuffers: () => this.sharedBuffersReply(),
         sharedWindow: () => ({ base: ctx.shared.base, size: ctx.shared.size }),
         closed: (reason) => this.detach(reason),
+        guestMemoryFault: () => this.guestMemoryFault(),
       },
     );
     ctx.attached(this);
@@ -131,6 +137,20 @@ export class Port {
     this.backend = null;
     log.info({ port: this.name, reason, reclaimed }, 'front-end disconnected');
     this.ctx.detached(this, reason);
+  }
+
+  /**
+   * The front-end's memory vanished under the switch (it shrank its memfd;
+   * the SIGBUS guard zero-filled the mapping): count it, log it, drop it.
+   * The other ports never noticed.
+   */
+  private guestMemoryFault(): void {
+    this.queues.counters.guestMemoryFaults++;
+    this.ctx.log.error(
+      { port: this.name, reason: 'guest-memory-fault' },
+      'guest-memory-fault: the front-end\'s memory vanished under a mapping (its file shrank); disconnecting it',
+    );
+    this.disconnect('guest-memory-fault');
   }
 
   /** Drop the front-end (misbehaviour or shutdown). */

@@ -4,7 +4,8 @@
  * (vring addresses) translation. Lookups are a short linear scan over at
  * most 8 regions with plain numbers (addresses < 2^53), no allocation.
  */
-import { closeFd, mmapShared, munmap } from '../../bindings';
+import { closeFd, fdSize, mmapShared, munmap } from '../../bindings';
+import { forgetGuestMapping, guardGuestMapping } from './guest-faults';
 import type { MemRegionDesc } from './codec';
 import { ProtocolError } from './codec';
 import type { RingPart } from '../virtio/ring';
@@ -20,9 +21,15 @@ export class MemoryTable {
   readonly uaEnd: Float64Array;
   readonly mem: Uint8Array[];
   private readonly buffers: ArrayBuffer[];
+  /** Guard ids of the mappings (guest-faults.ts). */
+  private readonly guards: number[] = [];
 
-  /** Maps every region; on any failure unmaps what it mapped and closes all fds. */
-  constructor(regions: MemRegionDesc[], fds: number[]) {
+  /**
+   * Checks and maps every region; on any failure unmaps what it mapped and
+   * closes all fds. `onFault` runs (from pollGuestFaults) when a mapping
+   * faults because the front-end's file shrank under it.
+   */
+  constructor(regions: MemRegionDesc[], fds: number[], onFault: () => void = () => {}) {
     const n = regions.length;
     this.count = n;
     this.gpaStart = new Float64Array(n);
@@ -46,6 +53,7 @@ export class MemoryTable {
             throw new ProtocolError(`SET_MEM_TABLE: region ${i} overlaps region ${j} in guest-physical space`);
           }
         }
+        checkAgainstFile(i, r, fds[i]);
         let buf: ArrayBuffer;
         try {
           buf = mmapShared(fds[i], size, off);
@@ -53,6 +61,7 @@ export class MemoryTable {
           throw new ProtocolError(`SET_MEM_TABLE: cannot map region ${i} (size 0x${size.toString(16)}, offset 0x${off.toString(16)}): ${(e as Error).message}`);
         }
         this.buffers.push(buf);
+        this.guards.push(guardGuestMapping(buf, onFault));
         this.mem.push(new Uint8Array(buf));
         this.gpaStart[i] = gpa;
         this.gpaEnd[i] = gpa + size;
@@ -95,6 +104,9 @@ export class MemoryTable {
   }
 
   unmap(): void {
+    // A fault taken before now is still reported to its owner.
+    for (const id of this.guards) forgetGuestMapping(id);
+    this.guards.length = 0;
     for (const b of this.buffers) {
       try {
         munmap(b);
@@ -105,6 +117,27 @@ export class MemoryTable {
     this.buffers.length = 0;
     this.mem.length = 0;
     this.count = 0;
+  }
+}
+
+/**
+ * Region i must lie inside the file behind its fd: size > 0, mmap_offset +
+ * size without 64-bit overflow and at most the file's size (fstat). Checked
+ * on the raw 64-bit values, before any conversion to a number.
+ */
+function checkAgainstFile(i: number, r: MemRegionDesc, fd: number): void {
+  const what = `SET_MEM_TABLE: region ${i} (size 0x${r.memorySize.toString(16)}, mmap_offset 0x${r.mmapOffset.toString(16)})`;
+  if (r.memorySize === 0n) throw new ProtocolError(`${what} is empty`);
+  const end = r.mmapOffset + r.memorySize;
+  if (end > 0xffff_ffff_ffff_ffffn) throw new ProtocolError(`${what}: mmap_offset + size overflows 64 bits`);
+  let fileSize: number;
+  try {
+    fileSize = fdSize(fd);
+  } catch (e) {
+    throw new ProtocolError(`${what}: cannot fstat its fd: ${(e as Error).message}`);
+  }
+  if (end > BigInt(fileSize)) {
+    throw new ProtocolError(`${what} ends at 0x${end.toString(16)}, past the end of its file (0x${fileSize.toString(16)} bytes)`);
   }
 }
 

@@ -36,6 +36,8 @@ export interface BackendHooks {
   /** The Shared Buffers window [base, base+size) a memory table must not overlap, if any. */
   sharedWindow(): { base: number; size: number } | null;
   closed(reason: string): void;
+  /** The front-end's memory vanished under a mapping (SIGBUS survived by the guard): drop it. */
+  guestMemoryFault(): void;
 }
 
 export interface BackendOptions {
@@ -62,6 +64,7 @@ export class VhostUserBackend {
       ackedFeatures: () => this.ackedFeatures,
       queuesChanged: () => hooks.queuesChanged(),
       sharedWindow: () => hooks.sharedWindow(),
+      guestMemoryFault: () => hooks.guestMemoryFault(),
     });
     this.vrings = this.rings.slots;
     this.handlers = handlerTable([

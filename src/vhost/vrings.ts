@@ -37,6 +37,8 @@ export interface VringsContext {
   queuesChanged(): void;
   /** The Shared Buffers window a memory table must not overlap, if any. */
   sharedWindow(): { base: number; size: number } | null;
+  /** A mapping of this front-end's memory faulted (its file shrank): the port must go. */
+  guestMemoryFault(): void;
 }
 
 type FdField = 'kickFd' | 'callFd' | 'errFd';
@@ -101,7 +103,7 @@ export class Vrings {
     const regions = decodeMemTable(msg);
     const fds = msg.fds;
     msg.fds = [];
-    const table = new MemoryTable(regions, fds);
+    const table = new MemoryTable(regions, fds, () => this.ctx.guestMemoryFault());
     const win = this.ctx.sharedWindow();
     if (win && table.overlapsGpa(win.base, win.size)) {
       table.unmap();

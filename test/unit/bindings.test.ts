@@ -18,9 +18,15 @@ import {
   eventfdCreate,
   eventfdDrain,
   eventfdSignal,
+  fdSeals,
   fdSize,
   FdWatcher,
+  F_SEAL_GROW,
+  F_SEAL_SEAL,
+  F_SEAL_SHRINK,
+  guardMapping,
   memfdCreate,
+  memfdCreateSealed,
   mmapShared,
   munmap,
   NativeError,
@@ -447,6 +453,55 @@ t.test('FdWatcher inside worker_threads', async (t) => {
   t.same(term.msgs[1], { drained: 1 });
   t.equal(term.error, undefined, 'terminate() with an armed watcher is clean');
   t.equal(term.exitCode, 1, 'terminated worker reports exit code 1');
+});
+
+const FAULT_CHILD = path.join(__dirname, 'fixtures', 'fault-child.js');
+
+t.test('SIGBUS guard: a fault in a guarded mapping is survived and reported', async (t) => {
+  const r = spawnSync(process.execPath, [FAULT_CHILD, 'guarded'], { encoding: 'utf8', timeout: 20000 });
+  t.equal(r.signal, null, `the child was not killed (${r.stderr})`);
+  t.equal(r.status, 0, 'the child exited 0');
+  const out = JSON.parse(r.stdout.trim()) as Record<string, unknown>;
+  t.same(out, { before: 0, after: 1, read: [0, 0], written: 9, ids: [77], again: [] },
+    'one fault counted; the mapping reads zeros and takes writes; its id reported once');
+});
+
+t.test('SIGBUS guard: an unguarded mapping still dies of SIGBUS', async (t) => {
+  const r = spawnSync(process.execPath, [FAULT_CHILD, 'unguarded'], { encoding: 'utf8', timeout: 20000 });
+  t.equal(r.stdout, 'touching\n', 'nothing after the touch ran');
+  t.equal(r.signal, 'SIGBUS', 'killed by SIGBUS, as without the guard');
+});
+
+t.test('guardMapping argument checks', async (t) => {
+  const fd = memfdCreate('guard-args', 4096);
+  t.teardown(() => closeFd(fd));
+  const buf = mmapShared(fd, 4096);
+  t.throws(() => guardMapping(new ArrayBuffer(8), 1), RangeError, 'not a mapping');
+  guardMapping(buf, 5);
+  t.throws(() => guardMapping(buf, 6), RangeError, 'already guarded');
+  munmap(buf);
+  t.throws(() => guardMapping(buf, 7), RangeError, 'unmapped (the registration ended with it)');
+});
+
+t.test('sealed memfd: fdSeals, ftruncate refused', async (t) => {
+  const sealed = memfdCreateSealed('sealed', 8192);
+  const plain = memfdCreate('plain', 8192);
+  t.teardown(() => {
+    closeFd(sealed);
+    closeFd(plain);
+  });
+  t.equal(fdSize(sealed), 8192);
+  t.equal(fdSeals(sealed), F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, 'SHRINK | GROW | SEAL');
+  t.equal(fdSeals(plain), F_SEAL_SEAL, 'a memfd without MFD_ALLOW_SEALING reports only F_SEAL_SEAL');
+  t.throws(() => fs.ftruncateSync(sealed, 0), { code: 'EPERM' });
+  t.throws(() => fs.ftruncateSync(sealed, 16384), { code: 'EPERM' });
+  t.equal(new Uint8Array(mmapShared(sealed, 8192))[8191], 0, 'still maps');
+  const [a, b] = socketPair();
+  t.teardown(() => {
+    closeFd(a);
+    closeFd(b);
+  });
+  t.throws(() => fdSeals(a), { code: 'EINVAL' }, 'a socket has no seals: EINVAL');
 });
 
 t.test('EOF after the child closes its end; child exits cleanly', async (t) => {
