@@ -47,8 +47,15 @@ export async function startCommand(o: StartOptions): Promise<void> {
   };
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGTERM', () => shutdown('SIGTERM'));
+  // The last line, not the mechanism: errors while serving a port are caught
+  // at that port's fault boundary (Port.fault, DataPath.round, VhostChannel,
+  // the accept loop, the control socket) and cost that port its connection.
+  // An exception that still gets here is a bug in the switch itself, with
+  // state we can no longer vouch for (the ownership ledger), so the switch
+  // logs it and exits 1 (fail-stop; a supervisor restarts it) rather than
+  // forward on from unknown state. docs/operations.md, "Faults".
   process.on('uncaughtException', (e) => {
-    log.fatal({ err: e }, 'uncaught exception; stopping');
+    log.fatal({ err: e }, 'uncaught exception (a bug in the switch, not a front-end); stopping');
     sw.stop();
     process.exit(1);
   });

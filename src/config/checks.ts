@@ -308,6 +308,7 @@ export function resolveConfig(file: ConfigFile): SwitchConfig {
     gift: { ...file.gift },
     log: { ...file.log },
     stats: { ...file.stats },
+    limits: { ...file.limits },
     ...(file.metrics ? { metrics: { ...file.metrics.listen } } : {}),
   };
 }

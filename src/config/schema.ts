@@ -71,6 +71,8 @@ export interface SwitchConfig {
   gift: { highWater: number; lowWater: number };
   log: { level: LogLevel };
   stats: { intervalMs: number };
+  /** Per-connection limits: a front-end that has not made queue pair 0 ready within handshakeSec is disconnected. */
+  limits: { handshakeSec: number };
   /** Prometheus endpoint (GET /metrics) on a loopback address; absent = off. */
   metrics?: MetricsConfig;
 }
@@ -110,6 +112,7 @@ export const DEFAULTS = {
   controlSocketMode: 0o600,
   /** A socketDir the switch creates. */
   socketDirMode: 0o750,
+  handshakeSec: 10,
 } as const;
 
 export const LIMITS = {
@@ -132,6 +135,7 @@ export const LIMITS = {
   maxSpinUs: 1_000_000,
   maxWater: 64,
   maxStatsIntervalMs: 3_600_000,
+  maxHandshakeSec: 3600,
   /** sockaddr_un.sun_path is 108 bytes including the terminating NUL. */
   maxSocketPathBytes: 107,
   /**
@@ -407,6 +411,12 @@ export const statsSchema = z
   })
   .strict();
 
+export const limitsSchema = z
+  .object({
+    handshakeSec: positiveNumber(LIMITS.maxHandshakeSec).default(DEFAULTS.handshakeSec),
+  })
+  .strict();
+
 /** Is `host` (no brackets) a loopback address: 127.0.0.0/8, ::1 (any spelling) or localhost? */
 export function isLoopbackHost(host: string): boolean {
   if (host.toLowerCase() === 'localhost') return true;
@@ -475,6 +485,7 @@ export const configFileSchema = z
     gift: giftSchema.default({}),
     log: logSchema.default({}),
     stats: statsSchema.default({}),
+    limits: limitsSchema.default({}),
     metrics: metricsSchema.optional(),
   })
   .strict();

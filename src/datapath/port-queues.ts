@@ -64,6 +64,12 @@ export class PortQueues {
   mergeable = false;
   /** Set while someone captures this port's traffic. */
   mirror: Mirror | null = null;
+  /**
+   * The fault boundary (DataPath.round): an exception while serving this
+   * port's part of a round. The control plane sets it to log and disconnect
+   * the port (Port.fault); by default the port is disconnected as broken.
+   */
+  onFault: (where: string, e: unknown) => void = (where, e) => this.broken(`fault in ${where}: ${(e as Error)?.message ?? String(e)}`);
   private source: QueueSource | null = null;
   private readonly seg = new ChainSegments();
 

@@ -49,6 +49,15 @@ export class ControlServer {
       sock.on('close', () => this.conns.delete(sock));
       sock.setEncoding('utf8');
       const onData = (d: string) => {
+        try {
+          serve(d);
+        } catch (e) {
+          // Fault boundary: a command that fails in an unexpected way costs this connection only.
+          this.log.error({ err: e }, `control socket: request failed, closing the connection: ${(e as Error)?.message}`);
+          sock.destroy();
+        }
+      };
+      const serve = (d: string) => {
         buf += d;
         if (buf.length > 65536) return sock.destroy();
         let nl: number;

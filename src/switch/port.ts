@@ -6,10 +6,11 @@
  * (src/datapath/port-queues.ts), which this class keeps in step with the
  * session.
  */
-import { FdWatcher, closeFd, dupFd, eventfdDrain } from '../../bindings';
+import { FdWatcher, dupFd, eventfdDrain } from '../../bindings';
 import { type DataPathContext, PortQueues } from '../datapath/port-queues';
 import type { Logger } from '../log';
 import { pollGuestFaults } from '../vhost/guest-faults';
+import { closeFdQuiet } from '../vhost/memory-table';
 import { VhostUserBackend } from '../vhost/session';
 import type { SharedBuffersInfo } from '../vhost/codec';
 import { SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
@@ -21,6 +22,8 @@ export interface PortContext extends DataPathContext {
   protocolFeatures: bigint;
   giftHigh: number;
   giftLow: number;
+  /** A front-end that has not made queue pair 0 ready this long after connecting is disconnected (limits.handshakeSec). */
+  handshakeMs: number;
   /** A kick arrived or queues changed: run the data path. */
   wake(): void;
   /** A front-end attached or went away (for pair bookkeeping and logs). */
@@ -33,6 +36,8 @@ export class Port {
   backend: VhostUserBackend | null = null;
   readonly queues: PortQueues;
   private readonly kick: ({ watcher: FdWatcher; fd: number; gen: number } | undefined)[] = [];
+  /** Armed from accept until queue pair 0 is ready: a silent or stalled front-end cannot hold the port. */
+  private handshakeTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly id: number,
@@ -46,6 +51,7 @@ export class Port {
       pollGuestFaults();
       this.disconnect(reason);
     });
+    this.queues.onFault = (where, e) => this.fault(where, e);
   }
 
   get attached(): boolean {
@@ -72,6 +78,13 @@ export class Port {
         guestMemoryFault: () => this.guestMemoryFault(),
       },
     );
+    const secs = ctx.handshakeMs / 1000;
+    this.handshakeTimer = setTimeout(() => {
+      this.handshakeTimer = null;
+      if (this.backend === null || this.ready) return;
+      ctx.log.warn({ port: this.name, handshakeSec: secs }, 'handshake not completed in time; disconnecting');
+      this.disconnect(`handshake not completed within ${secs} s (limits.handshakeSec)`);
+    }, ctx.handshakeMs);
     ctx.attached(this);
   }
 
@@ -85,27 +98,64 @@ export class Port {
       const gen = slot && slot.kickFd >= 0 ? slot.kickGen : -1;
       if (cur && cur.gen === gen) continue;
       if (cur) this.stopKick(i);
-      if (slot && gen >= 0) {
-        // Our own dup: the session may close its fd whenever the front-end replaces it.
-        const fd = dupFd(slot.kickFd);
-        const counters = this.queues.counters;
-        const watcher = new FdWatcher(fd, () => {
+      if (slot && gen >= 0) this.kick[i] = this.watchKick(i, slot.kickFd, gen);
+    }
+    if (this.handshakeTimer !== null && this.ready) {
+      clearTimeout(this.handshakeTimer);
+      this.handshakeTimer = null;
+    }
+    this.ctx.wake();
+  }
+
+  /**
+   * Watch vring i's kick fd through our own dup (the session may close its
+   * fd whenever the front-end replaces it). A dup or watcher that cannot be
+   * made throws (the session refuses the request and disconnects) and leaves
+   * no fd behind; a watcher callback that throws disconnects this port only.
+   */
+  private watchKick(i: number, kickFd: number, gen: number): { watcher: FdWatcher; fd: number; gen: number } {
+    const fd = dupFd(kickFd);
+    const counters = this.queues.counters;
+    let watcher: FdWatcher | null = null;
+    try {
+      watcher = new FdWatcher(fd, () => {
+        try {
           eventfdDrain(fd);
           counters.kicks++;
           this.ctx.wake();
-        });
-        watcher.start();
-        this.kick[i] = { watcher, fd, gen };
-      }
+        } catch (e) {
+          this.fault(`kick watcher of vring ${i}`, e);
+        }
+      });
+      watcher.start();
+    } catch (e) {
+      watcher?.close();
+      closeFdQuiet(fd);
+      throw new Error(`vring ${i}: cannot watch the kick fd: ${(e as Error).message}`);
     }
-    this.ctx.wake();
+    return { watcher, fd, gen };
+  }
+
+  /**
+   * The fault boundary of this port: an error while serving it (a watcher
+   * callback, its part of a forwarding round) is logged with the port's name
+   * and costs this front-end its connection, never the switch.
+   */
+  fault(where: string, e: unknown): void {
+    const err = e as Error;
+    this.ctx.log.error({ port: this.name, where, err }, `fault while serving this port; disconnecting: ${err?.message ?? String(e)}`);
+    try {
+      this.disconnect(`fault in ${where}: ${err?.message ?? String(e)}`);
+    } catch (e2) {
+      this.ctx.log.error({ port: this.name, err: e2 }, 'disconnecting after a fault failed too');
+    }
   }
 
   private stopKick(i: number): void {
     const k = this.kick[i];
     if (!k) return;
     k.watcher.close();
-    closeFd(k.fd);
+    closeFdQuiet(k.fd);
     this.kick[i] = undefined;
   }
 
@@ -131,6 +181,8 @@ export class Port {
 
   private detach(reason: string): void {
     const { ledger, log } = this.ctx;
+    if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
     for (let i = 0; i < this.kick.length; i++) this.stopKick(i);
     this.queues.sync(null);
     const reclaimed = ledger.reclaim(this.id);

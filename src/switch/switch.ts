@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import path from 'node:path';
-import { FdWatcher, closeFd, unixAccept, unixConnect, unixListen } from '../../bindings';
+import { FdWatcher, type NativeError, closeFd, unixAccept, unixConnect, unixListen } from '../../bindings';
 import { type SwitchConfig, prepareSocketDir, readGroups, resolveGroup, socketDirListenError } from '../config';
 import { BridgeForwarder, type BridgePort } from '../datapath/bridge-forwarder';
 import { DataPath } from '../datapath/data-path';
@@ -19,6 +19,7 @@ import { PollLoop } from '../datapath/poll-loop';
 import { TapPort } from '../datapath/tap-port';
 import type { Logger } from '../log';
 import { OwnershipLedger } from '../shm/ledger';
+import { closeFdQuiet } from '../vhost/memory-table';
 import { SharedBuffers } from '../shm/shared-buffers';
 import {
   PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS, VHOST_USER_F_PROTOCOL_FEATURES,
@@ -50,6 +51,8 @@ export class Switch {
   readonly dataPorts: BridgePort[] = [];
   private readonly peers = new Map<Port, Port | null>();
   private readonly listeners: { fd: number; watcher: FdWatcher; path: string }[] = [];
+  /** Cancel each listener's pending accept retry (see listen). */
+  private readonly acceptRetries: (() => void)[] = [];
   private readonly bridge: BridgeForwarder | null;
   private readonly dataPath: DataPath;
   private readonly loop: PollLoop;
@@ -99,6 +102,7 @@ export class Switch {
         protocolFeatures: OFFERED_PROTOCOL_FEATURES,
         giftHigh: cfg.gift.highWater,
         giftLow: cfg.gift.lowWater,
+        handshakeMs: cfg.limits.handshakeSec * 1000,
         queuePairs: cfg.forwarding.queuePairs,
         swap: cfg.mode === 'bridge',
         wake: () => this.loop.wake(),
@@ -172,8 +176,35 @@ export class Switch {
     }
     let lastBusyLog = -Infinity;
     let refused = 0;
-    const watcher = new FdWatcher(fd, () => {
-      for (let c = unixAccept(fd); c >= 0; c = unixAccept(fd)) {
+    // accept failures (EMFILE, ENFILE, ENOMEM...): stop watching, retry after a backoff, log once per streak.
+    let failures = 0;
+    let retry: NodeJS.Timeout | null = null;
+    const acceptAll = () => {
+      for (;;) {
+        let c: number;
+        try {
+          c = unixAccept(fd);
+        } catch (e) {
+          const err = e as NativeError;
+          const delayMs = Math.min(1000, 50 << Math.min(failures, 5));
+          if (failures++ === 0) {
+            this.log.error({ port: port.name, code: err.code, retryMs: delayMs }, `accept failed: ${err.message}; pausing accepts on this port and retrying`);
+          }
+          watcher.stop();
+          retry = setTimeout(() => {
+            retry = null;
+            if (this.stopped) return;
+            watcher.start();
+            acceptAll();
+          }, delayMs);
+          retry.unref();
+          return;
+        }
+        if (c < 0) return;
+        if (failures > 0) {
+          this.log.info({ port: port.name, failures }, 'accepting connections again');
+          failures = 0;
+        }
         if (port.attached) {
           // A refused QEMU retries in a tight loop: log the first refusal, then once every 10 s.
           const now = Date.now();
@@ -184,12 +215,21 @@ export class Switch {
             refused = 0;
           }
           closeFd(c);
-        } else {
+          continue;
+        }
+        try {
           port.accept(c);
+        } catch (e) {
+          // A connection that cannot be served is closed; the port stays free and the listener goes on.
+          this.log.error({ port: port.name, err: e }, `cannot serve a new connection: ${(e as Error).message}`);
+          if (port.attached) port.disconnect(`cannot serve the connection: ${(e as Error).message}`);
+          else closeFdQuiet(c);
         }
       }
-    });
+    };
+    const watcher = new FdWatcher(fd, acceptAll);
     watcher.start();
+    this.acceptRetries.push(() => retry !== null && clearTimeout(retry));
     this.listeners.push({ fd, watcher, path: port.socketPath });
   }
 
@@ -260,6 +300,7 @@ export class Switch {
     if (this.statsTimer) clearInterval(this.statsTimer);
     for (const p of this.ports) p.disconnect('switch shutting down');
     for (const tap of this.taps) tap.close();
+    for (const cancel of this.acceptRetries) cancel();
     for (const l of this.listeners) {
       l.watcher.close();
       closeFd(l.fd);

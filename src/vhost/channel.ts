@@ -26,7 +26,17 @@ export class VhostChannel {
     private readonly onMessage: (msg: VhostMessage) => void,
     private readonly onClose: (reason: string) => void,
   ) {
-    this.watcher = new FdWatcher(fd, () => this.readable());
+    // Fault boundary for this connection: whatever throws while serving it
+    // closes it (the owner's onClose logs the reason); only a throw from the
+    // close itself goes on to the process's last-resort handler.
+    this.watcher = new FdWatcher(fd, () => {
+      try {
+        this.readable();
+      } catch (e) {
+        if (this.closed) throw e;
+        this.close(`internal error while serving this connection: ${(e as Error)?.message ?? String(e)}`);
+      }
+    });
     this.watcher.start();
   }
 

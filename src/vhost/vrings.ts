@@ -12,6 +12,7 @@ import { SplitRing, availRingBytes, descTableBytes, isValidQueueSize, ringPartsP
 import { ProtocolError, type VhostMessage, type VringAddr, decodeMemTable, decodeU64, decodeVringAddr, decodeVringState, vringState } from './codec';
 import type { HandlerRows } from './handler';
 import { MemoryTable, closeFdQuiet } from './memory-table';
+import { notifierProblem } from './notifier-fd';
 import { Req, VHOST_USER_F_PROTOCOL_FEATURES, VRING_IDX_MASK, VRING_NOFD_MASK, reqName } from './protocol';
 
 export class VringSlot {
@@ -42,6 +43,7 @@ export interface VringsContext {
 }
 
 type FdField = 'kickFd' | 'callFd' | 'errFd';
+const FD_NAMES: Record<FdField, string> = { kickFd: 'kick', callFd: 'call', errFd: 'err' };
 
 export class Vrings {
   readonly slots: VringSlot[];
@@ -154,6 +156,9 @@ export class Vrings {
     const s = this.slot(index, reqName(msg.request));
     const noFd = (v & BigInt(VRING_NOFD_MASK)) !== 0n;
     if (!noFd && msg.fds.length !== 1) throw new ProtocolError(`${reqName(msg.request)}: vring ${index} expects one fd, got ${msg.fds.length}`);
+    // The fd stays in msg.fds until it is accepted: the session closes it on every refusal.
+    const problem = noFd ? null : notifierProblem(msg.fds[0]);
+    if (problem) throw new ProtocolError(`${reqName(msg.request)}: vring ${index} ${FD_NAMES[which]} fd ${problem}`);
     closeFdQuiet(s[which]);
     s[which] = noFd ? -1 : msg.fds.pop()!;
     if (which === 'kickFd') {

@@ -57,6 +57,7 @@ t.test('defaults are filled from a minimal config', async (t) => {
     gift: { highWater: 1.25, lowWater: 1.0 },
     log: { level: 'info' },
     stats: { intervalMs: 0 },
+    limits: { handshakeSec: 10 },
   };
   t.strictSame(cfg, expected);
   t.equal(typeof cfg.sharedBuffers.base, 'bigint');
