@@ -235,7 +235,7 @@ export function configToJSON(cfg: SwitchConfig): Record<string, unknown> {
     ...cfg,
     sharedBuffers: { ...cfg.sharedBuffers, base: hex(cfg.sharedBuffers.base) },
     ports: cfg.ports.map((p) =>
-      p.type === 'tap' ? { name: p.name, type: p.type, ifname: p.ifname } : { name: p.name, partition: { ...p.partition } },
+      p.type === 'tap' ? { name: p.name, type: p.type, ifname: p.ifname } : { name: p.name, partition: { ...p.partition }, domain: p.domain },
     ),
     pairs: cfg.pairs.map(([a, b]) => [a, b]),
     ...(cfg.metrics ? { metrics: { listen: cfg.metrics.listen } } : {}),
