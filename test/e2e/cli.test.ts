@@ -108,8 +108,8 @@ t.test('zcswitch stats prints a table and JSON', async (t) => {
   const table = run(['stats', '--control', sw.control]);
   t.equal((await table.exited).code, 0);
   t.match(table.stdout(), /ledger balanced/);
-  t.match(table.stdout(), /^left\s+no\s+no\s+0\s+300\s+0\s+19200\s+0\s+300 \(100%\)\s+0\s/m, 'left: 300 received from it (19200 B), 300 zero-copy (100%), 0 copied');
-  t.match(table.stdout(), /^right\s+no\s+no\s+0\s+0\s+300\s+0\s+19200\s/m, 'right: 300 delivered to it');
+  t.match(table.stdout(), /^left\s+pair:left\+right\s+no\s+no\s+0\s+300\s+0\s+19200\s+0\s+300 \(100%\)\s+0\s/m, 'left: 300 received from it (19200 B), 300 zero-copy (100%), 0 copied');
+  t.match(table.stdout(), /^right\s+pair:left\+right\s+no\s+no\s+0\s+0\s+300\s+0\s+19200\s/m, 'right: 300 delivered to it');
   const json = run(['stats', '--json', '--control', sw.control]);
   t.equal((await json.exited).code, 0);
   const s = JSON.parse(json.stdout());
