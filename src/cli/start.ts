@@ -34,8 +34,11 @@ export async function startCommand(o: StartOptions): Promise<void> {
     process.exit(bad ? 2 : 1);
   }
   const sb = cfg.sharedBuffers;
+  const nd = sw.domains.length;
+  const mib = (nd * sb.bufCount * sb.bufSize) / 2 ** 20;
   process.stdout.write(
-    `zcswitch: ${cfg.mode} mode, shared buffers ${sb.bufCount} x ${sb.bufSize} B at 0x${sb.base.toString(16)}, ` +
+    `zcswitch: ${cfg.mode} mode, shared buffers ${sb.bufCount} x ${sb.bufSize} B at 0x${sb.base.toString(16)} per sharing domain, ` +
+      `${nd} domain${nd === 1 ? '' : 's'} (${Number.isInteger(mib) ? mib : mib.toFixed(1)} MiB in all), ` +
       `poll ${cfg.forwarding.pollMode}, burst ${cfg.forwarding.burst}\n`,
   );
   for (const line of portLines(cfg)) process.stdout.write(`  ${line}\n`);
@@ -68,11 +71,15 @@ export function portLines(cfg: SwitchConfig): string[] {
     peerOf.set(a, b);
     peerOf.set(b, a);
   }
+  const domainOf = new Map(cfg.ports.map((p) => [p.name, p.domain]));
   return cfg.ports.map((p) => {
     if (p.type === 'tap') return `port ${p.name}: TAP interface ${p.ifname} (bridge uplink to the host stack)`;
     const sock = path.join(cfg.socketDir, `${p.name}.sock`);
-    if (cfg.mode === 'bridge') return `port ${p.name}: ${sock} (bridge port)`;
+    const dom = `domain ${p.domain}`;
+    if (cfg.mode === 'bridge') return `port ${p.name}: ${sock} (bridge port, ${dom})`;
     const peer = peerOf.get(p.name);
-    return `port ${p.name}: ${sock} (${peer ? `paired with ${peer}` : 'unpaired: it has no peer, frames it sends are dropped'})`;
+    if (peer === undefined) return `port ${p.name}: ${sock} (unpaired: it has no peer, frames it sends are dropped; ${dom})`;
+    const cross = domainOf.get(peer) !== p.domain ? `; ${peer} is in domain ${domainOf.get(peer)}: every frame is copied` : '';
+    return `port ${p.name}: ${sock} (paired with ${peer}, ${dom}${cross})`;
   });
 }

@@ -42,7 +42,7 @@ function macCell(macs: readonly string[]): string {
  */
 export function renderStats(s: SwitchStats): string {
   const bridge = s.mode === 'bridge';
-  const head = ['port', 'attached', 'zc', 'owned', 'rx pkts', 'tx pkts', 'rx bytes', 'tx bytes', 'zero-copy', 'copied B', 'gifts in/out', 'returned'];
+  const head = ['port', 'domain', 'attached', 'zc', 'owned', 'rx pkts', 'tx pkts', 'rx bytes', 'tx bytes', 'zero-copy', 'copied B', 'gifts in/out', 'returned'];
   if (bridge) head.push('macs');
   head.push('drops');
   const RX = head.indexOf('rx pkts');
@@ -56,7 +56,7 @@ export function renderStats(s: SwitchStats): string {
     const drops = events.join(',') || '0';
     // The zero-copy share: of the packets the switch took from this VM, how many moved without a copy.
     const share = c.rxPackets > 0 ? ` (${Math.round((100 * c.zeroCopy) / c.rxPackets)}%)` : '';
-    const row = [p.name, p.attached ? 'yes' : 'no', p.zeroCopy ? 'yes' : 'no', String(p.buffersOwned), String(c.rxPackets),
+    const row = [p.name, p.domain ?? '-', p.attached ? 'yes' : 'no', p.zeroCopy ? 'yes' : 'no', String(p.buffersOwned), String(c.rxPackets),
       String(c.txPackets), String(c.rxBytes), String(c.txBytes), `${c.zeroCopy}${share}`, String(c.copiedBytes),
       `${c.giftsIn}/${c.giftsOut}`, String(c.returned)];
     if (bridge) row.push(macCell(p.macs ?? []));
@@ -78,7 +78,8 @@ export function renderStats(s: SwitchStats): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (r: string[]) => r.map((v, i) => v.padEnd(widths[i])).join('  ').trimEnd() + '\n';
   const sb = s.sharedBuffers;
-  let out = `${s.mode} mode, up ${s.uptimeSec.toFixed(0)} s, shared buffers ${sb.bufCount} x ${sb.bufSize} B${sb.hugePages ? ' (huge pages)' : ''}, pool ${sb.pool}, ` +
+  const domains = sb.domains === undefined ? '' : ` per domain, ${sb.domains} domain${sb.domains === 1 ? '' : 's'}`;
+  let out = `${s.mode} mode, up ${s.uptimeSec.toFixed(0)} s, shared buffers ${sb.bufCount} x ${sb.bufSize} B${domains}${sb.hugePages ? ' (huge pages)' : ''}, pool ${sb.pool}, ` +
     `ledger ${s.ledger.ok ? 'balanced' : 'UNBALANCED: ' + s.ledger.problems.join('; ')}\n`;
   out += line(head) + rows.map(line).join('');
   return out;

@@ -17,6 +17,7 @@ import {
   bufCountSchema,
   bufSizeSchema,
   controlSocketSchema,
+  domainNameSchema,
   giftSchema,
   hex,
   pairSchema,
@@ -65,6 +66,42 @@ export function socketPathIn(dir: string, file: string): string {
 export function normalizeDir(dir: string): string {
   const trimmed = dir.replace(/\/+$/, '');
   return trimmed === '' ? '/' : trimmed;
+}
+
+/**
+ * Every port's sharing domain (docs/design.md, "Trust model"): the one it
+ * names, else by default: bridge mode "bridge" (the whole bridge); pair mode
+ * the domain its peer names if only the peer names one, else "pair:<a>+<b>"
+ * (as the pair is written); an unpaired port "port:<name>". TAP ports have
+ * none (null). Pairs whose names are unknown or repeated are ignored here
+ * (the pair checks report them).
+ */
+export function portDomains(
+  mode: string,
+  ports: readonly { name: string | undefined; tap: boolean; domain: string | undefined }[],
+  pairs: readonly (readonly [string, string])[],
+): (string | null)[] {
+  const index = new Map<string, number>();
+  ports.forEach((p, i) => {
+    if (p.name !== undefined && !index.has(p.name)) index.set(p.name, i);
+  });
+  const pairDefault = new Map<number, string>();
+  if (mode !== 'bridge') {
+    for (const [a, b] of pairs) {
+      const i = index.get(a);
+      const j = index.get(b);
+      if (i === undefined || j === undefined || i === j || pairDefault.has(i) || pairDefault.has(j)) continue;
+      const d = ports[i].domain ?? ports[j].domain ?? `pair:${a}+${b}`;
+      pairDefault.set(i, d);
+      pairDefault.set(j, d);
+    }
+  }
+  return ports.map((p, i) => {
+    if (p.tap) return null;
+    if (p.domain !== undefined) return p.domain;
+    if (mode === 'bridge') return 'bridge';
+    return pairDefault.get(i) ?? `port:${p.name ?? i}`;
+  });
 }
 
 /**
@@ -141,6 +178,37 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
     }
   });
 
+  // Sharing domains: none on a TAP port; every domain has its own region of bufCount buffers.
+  const explicitDomains = ports.map((p, i) => (isObj(p) && !isTap[i] ? pick(['ports', i, 'domain'], domainNameSchema.optional()) : undefined));
+  isTap.forEach((tap, i) => {
+    if (tap && (ports[i] as Record<string, unknown>).domain !== undefined) {
+      add(['ports', i, 'domain'], 'a tap port maps no shared buffers (every frame to or from it is copied); remove the domain');
+    }
+  });
+  const rawPairList = valueAt(raw, ['pairs']);
+  const validPairs = Array.isArray(rawPairList)
+    ? rawPairList.map((_, k) => pick(['pairs', k], pairSchema)).filter((x): x is [string, string] => x !== undefined)
+    : [];
+  const modeValue = valueAt(raw, ['mode']);
+  const domains = portDomains(
+    typeof modeValue === 'string' ? modeValue : DEFAULTS.mode,
+    ports.map((_, i) => ({ name: names[i], tap: isTap[i], domain: explicitDomains[i] })),
+    validPairs,
+  );
+  const domainCount = new Set(domains.filter((d) => d !== null)).size;
+  if (bufCount !== undefined && bufSize !== undefined && domainCount > 1) {
+    const bytes = bufCount * bufSize;
+    const total = bytes * domainCount;
+    if (bytes <= LIMITS.maxRegionBytes && total > LIMITS.maxRegionBytes) {
+      add(
+        ['sharedBuffers', 'bufCount'],
+        `${domainCount} sharing domains of bufCount*bufSize (${bufCount}*${bufSize}) bytes each take ${total} bytes, ` +
+          'more than the 16 GiB limit on shared memory; lower bufCount or put ports in fewer domains (ports[].domain)',
+      );
+    }
+  }
+  const domainLabel = (d: string | null): string => (d === null ? '' : ` of domain "${d}"`);
+
   // Partitions (vhost ports): all or none.
   const gives = ports.map((p, i) => isObj(p) && !isTap[i] && p.partition !== undefined);
   const firstGiving = gives.indexOf(true);
@@ -165,7 +233,8 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
       if (p.count === 0) return;
       for (let j = 0; j < i; j++) {
         const q = parts[j];
-        if (q === undefined || q.count === 0) continue;
+        // Partitions are per domain: two domains' regions are different memory.
+        if (q === undefined || q.count === 0 || domains[j] !== domains[i]) continue;
         const lo = Math.max(p.start, q.start);
         const hi = Math.min(end, q.start + q.count);
         if (lo < hi) {
@@ -176,11 +245,15 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
       }
     });
   } else if (firstMissing >= 0 && bufCount !== undefined && ports.length <= LIMITS.maxPorts) {
-    // Default equal shares: every vhost port must get at least one buffer.
-    if (Math.floor(bufCount / Math.max(1, isTap.filter((x) => !x).length)) === 0) {
+    // Default equal shares of each domain's region: every vhost port must get at least one buffer.
+    const members = new Map<string, number>();
+    for (const d of domains) if (d !== null) members.set(d, (members.get(d) ?? 0) + 1);
+    for (const [d, n] of members) {
+      if (Math.floor(bufCount / n) > 0) continue;
+      const where = members.size === 1 ? '' : domainLabel(d);
       add(
         ['sharedBuffers', 'bufCount'],
-        `${bufCount} buffer(s) cannot be shared among ${ports.length} ports (each port would get 0); raise bufCount or give explicit partitions`,
+        `${bufCount} buffer(s) cannot be shared among ${n} ports${where} (each port would get 0); raise bufCount or give explicit partitions`,
       );
     }
   }
@@ -279,22 +352,32 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
 export function resolveConfig(file: ConfigFile): SwitchConfig {
   const socketDir = normalizeDir(file.socketDir);
   const { bufCount } = file.sharedBuffers;
-  const vhostPorts = file.ports.filter((p) => p.type === 'vhost').length;
-  const share = Math.floor(bufCount / Math.max(1, vhostPorts));
-  let k = 0;
-  const ports: PortConfig[] = file.ports.map((p) => ({
-    name: p.name,
-    type: p.type,
-    ifname: p.ifname ?? p.name,
-    partition:
-      p.type === 'tap' ? { start: 0, count: 0 }
-      : p.partition ? { start: p.partition.start, count: p.partition.count }
-      : { start: k++ * share, count: share },
-    socket: {
-      mode: p.socket?.mode ?? file.sockets.mode,
-      group: p.socket?.group ?? file.sockets.group ?? null,
-    },
-  }));
+  const domains = portDomains(
+    file.mode,
+    file.ports.map((p) => ({ name: p.name, tap: p.type === 'tap', domain: p.domain })),
+    file.pairs,
+  );
+  // Default partitions: equal shares of each domain's region, in config order within the domain.
+  const members = new Map<string, number>();
+  for (const d of domains) if (d !== null) members.set(d, (members.get(d) ?? 0) + 1);
+  const next = new Map<string, number>();
+  const ports: PortConfig[] = file.ports.map((p, i) => {
+    const domain = domains[i];
+    let partition = { start: 0, count: 0 };
+    if (domain !== null) {
+      if (p.partition) partition = { start: p.partition.start, count: p.partition.count };
+      else {
+        const share = Math.floor(bufCount / members.get(domain)!);
+        const k = next.get(domain) ?? 0;
+        next.set(domain, k + 1);
+        partition = { start: k * share, count: share };
+      }
+    }
+    return {
+      name: p.name, type: p.type, ifname: p.ifname ?? p.name, partition, domain,
+      socket: { mode: p.socket?.mode ?? file.sockets.mode, group: p.socket?.group ?? file.sockets.group ?? null },
+    };
+  });
   return {
     socketDir,
     controlSocket: file.controlSocket ?? socketPathIn(socketDir, DEFAULTS.controlSocketName),

@@ -31,10 +31,16 @@ export interface PortConfig {
   type: 'vhost' | 'tap';
   /** tap: the interface name (default: the port name). */
   ifname: string;
-  /** vhost: the shared buffers this port owns at first attach; tap: none ({0, 0}). */
+  /** vhost: the shared buffers this port owns at first attach, in its domain's region; tap: none ({0, 0}). */
   partition: { start: number; count: number };
   /** vhost: mode and group of the socket file (`ports[].socket`, else `sockets.mode`/`sockets.group`); tap: the defaults, unused. */
   socket: SocketPerms;
+  /**
+   * vhost: the sharing domain (its own Shared Buffers region; docs/design.md,
+   * "Trust model"), as written or by default (pair mode "pair:<a>+<b>", an
+   * unpaired port "port:<name>", bridge mode "bridge"); tap: null (no region).
+   */
+  domain: string | null;
 }
 
 /** Permissions given to a socket file between bind and the moment it becomes reachable (src/switch/socket-file.ts). */
@@ -57,6 +63,7 @@ export interface SwitchConfig {
   /** Bridge mode: MAC learning. */
   bridge: { ageingSec: number; macTableSize: number };
   sharedBuffers: {
+    /** Buffers in each sharing domain's region (every domain has its own region of bufCount × bufSize). */
     bufCount: number;
     bufSize: number;
     /** Guest physical address at which every VM sees the shared region. */
@@ -126,8 +133,9 @@ export const LIMITS = {
   baseAlign: 4096n,
   /** Guest addresses must stay below 2^48. */
   addressLimit: 1n << 48n,
-  /** Largest shared region, bytes (16 GiB). */
+  /** Largest shared region, bytes (16 GiB); also the most all domains' regions together may take. */
   maxRegionBytes: 16 * 1024 ** 3,
+  maxDomainNameLength: 140,
   minPorts: 1,
   maxPorts: 64,
   maxPortNameLength: 63,
@@ -150,6 +158,8 @@ export const LIMITS = {
 
 /** A port name becomes a socket file name. */
 export const PORT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+/** A sharing domain name: like a port name, plus ":" and "+" (the defaults are "pair:a+b", "port:a"). */
+export const DOMAIN_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,139}$/;
 
 // ---------------------------------------------------------------------------
 // Message helpers
@@ -279,6 +289,15 @@ export const portNameSchema = z.string().superRefine((s, ctx) => {
   if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
 });
 
+export const domainNameSchema = z.string().superRefine((s, ctx) => {
+  if (DOMAIN_NAME_RE.test(s)) return;
+  const message =
+    s.length === 0 ? 'must not be empty'
+    : s.length > LIMITS.maxDomainNameLength ? `must be at most ${LIMITS.maxDomainNameLength} characters, got ${s.length}`
+    : `must start with a letter or digit and contain only letters, digits, "_", ".", ":", "+" and "-", got ${describeValue(s)}`;
+  ctx.addIssue({ code: 'custom', message });
+});
+
 export const partitionSchema = z
   .object({
     start: integer(0, LIMITS.maxBufCount),
@@ -362,6 +381,7 @@ export const portSchema = z
       .optional(),
     partition: partitionSchema.optional(),
     socket: portSocketSchema.optional(),
+    domain: domainNameSchema.optional(),
   })
   .strict();
 

@@ -8,9 +8,13 @@
  * destinations but the last, which gets the swap when it can. Classic ports
  * always take the copy path. No hairpin: a frame never goes back out of the
  * port it came in on.
+ *
+ * Sharing domains (docs/design.md, "Trust model"): the swap happens only
+ * between two ports of one domain. A frame for a port in another domain is
+ * copied into that port's own posted empty buffers (of its own domain's
+ * region) or its copy targets, and the sender's buffer stays with the
+ * sender (its tx descriptor is completed unchanged).
  */
-import type { OwnershipLedger } from '../shm/ledger';
-import type { SharedBuffers } from '../shm/shared-buffers';
 import { ChainSegments } from '../virtio/chain';
 import type { DeviceQueue } from '../virtio/device-queue';
 import { VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
@@ -21,7 +25,7 @@ import { MacTable } from './mac-table';
 import { MirrorDir, mirrorChain } from './mirror';
 import type { PortQueues } from './port-queues';
 import type { TapPort } from './tap-port';
-import { MAX_PACKET, MIN_PACKET, TxClass, TxClassifier } from './tx-class';
+import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
 
 /** A bridge port: a vhost-user port's queues, or the TAP uplink. */
 export type BridgePort = PortQueues | TapPort;
@@ -39,14 +43,11 @@ export class BridgeForwarder {
   /** Frames read from / gathered for the TAP uplink. */
   private readonly tapIn = new Uint8Array(MAX_PACKET);
   private readonly tapOut = new Uint8Array(MAX_PACKET);
-  private readonly tx: TxClassifier;
   private now = 0;
   /** Transmit queue being served (its index picks the receive queue on the other side). */
   private qi = 0;
 
   constructor(
-    private readonly shared: SharedBuffers,
-    private readonly ledger: OwnershipLedger,
     private readonly burst: number,
     /** Every port by id (vhost ports and uplinks). */
     private readonly ports: BridgePort[],
@@ -54,7 +55,6 @@ export class BridgeForwarder {
     ageingMs: number,
   ) {
     this.macs = new MacTable(macTableSize, ageingMs);
-    this.tx = new TxClassifier(shared, ledger);
     this.ethRes.mem[0] = this.eth;
     this.ethRes.off[0] = 0;
     this.ethRes.len[0] = 12;
@@ -69,7 +69,8 @@ export class BridgeForwarder {
     const txq = src.txqs[qi]!;
     this.now = now;
     this.qi = qi;
-    const { seg, shared, tx } = this;
+    const { seg } = this;
+    const { shared, tx } = src;
     const c = src.counters;
     const num = txq.ring.num;
     const walker = src.txWalkers[qi]!;
@@ -173,17 +174,19 @@ export class BridgeForwarder {
     for (let i = 0; i < targets.length - 1; i++) this.copyTo(src, targets[i], total);
     const last = targets[targets.length - 1];
     const dq = last.isTap ? -1 : last.rxQueueFor(this.qi);
-    if (b >= 0 && txq !== null && !last.isTap && last.zeroCopy && dq >= 0 && last.postings.ownCount(dq) > 0) {
+    // b >= 0: src is a vhost port that sent a shared buffer; the swap needs the receiver in the same domain.
+    if (b >= 0 && txq !== null && !last.isTap && last.domain === (src as PortQueues).domain && last.zeroCopy && dq >= 0 &&
+      last.postings.ownCount(dq) > 0) {
       const y = last.postings.nextOwnBuf(dq);
       const rxHead = last.postings.takeOwn(dq);
-      const shared = this.shared;
+      const { shared, ledger } = last;
       const rxq = last.rxqs[dq]!;
       rxq.ring.setDescAddr(rxHead, shared.addrOf(b));
       rxq.pushUsed(rxHead, total);
       txq.ring.setDescAddr(head, shared.addrOf(y));
       txq.pushUsed(head, 0);
-      this.ledger.transfer(b, last.id);
-      this.ledger.transfer(y, src.id);
+      ledger.transfer(b, last.id);
+      ledger.transfer(y, src.id);
       if (last.mirror !== null) mirrorChain(last.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
       c.zeroCopy++;
       countTx(last, dq, payload);
@@ -225,14 +228,15 @@ export class BridgeForwarder {
     const rxq = dst.rxqs[dq]!;
     const out = this.dst;
     if (dst.zeroCopy && dst.postings.ownCount(dq) > 0) {
-      // One of the receiver's own shared buffers: it keeps it, now holding a copy.
+      // One of the receiver's own shared buffers (in its own domain's region): it keeps it, now holding a copy.
+      const shared = dst.shared;
       const own = dst.postings.nextOwnBuf(dq);
       const head = dst.postings.takeOwn(dq);
-      out.mem[0] = this.shared.mem;
-      out.off[0] = this.shared.offsetOf(own);
-      out.len[0] = this.shared.bufSize;
+      out.mem[0] = shared.mem;
+      out.off[0] = shared.offsetOf(own);
+      out.len[0] = shared.bufSize;
       out.count = 1;
-      out.total = this.shared.bufSize;
+      out.total = shared.bufSize;
       if (out.total < total) {
         rxq.pushUsed(head, 0);
         return c.drop(Drop.RxTooSmall);

@@ -5,9 +5,13 @@
  * the ledger records the new owner; nothing else is touched. Anything else
  * is copied into a classic rx buffer, or dropped with a counted reason, and
  * a shared buffer that was not delivered goes back to its sender.
+ *
+ * Sharing domains (docs/design.md, "Trust model"): a shared buffer moves only
+ * between two ports of one domain. A pair whose ports are in different
+ * domains copies every frame into the receiver's copy targets (in its own
+ * memory), and the sender's buffer goes back to the sender; gifts go back
+ * too. Each port classifies, posts and owns buffers of its own domain only.
  */
-import type { OwnershipLedger } from '../shm/ledger';
-import type { SharedBuffers } from '../shm/shared-buffers';
 import { ChainSegments } from '../virtio/chain';
 import { VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
 import { Drop, countRx, countTx } from './counters';
@@ -15,21 +19,14 @@ import { ClassicRxFiller } from './classic-rx';
 import { ResolvedChain, resolveChain } from './copy';
 import { MirrorDir, mirrorChain } from './mirror';
 import type { PortQueues } from './port-queues';
-import { MAX_PACKET, MIN_PACKET, TxClass, TxClassifier } from './tx-class';
+import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
 
 export class PairForwarder {
   private readonly seg = new ChainSegments();
   private readonly srcRes = new ResolvedChain();
   private readonly classic = new ClassicRxFiller();
-  private readonly tx: TxClassifier;
 
-  constructor(
-    private readonly shared: SharedBuffers,
-    private readonly ledger: OwnershipLedger,
-    private readonly burst: number,
-  ) {
-    this.tx = new TxClassifier(shared, ledger);
-  }
+  constructor(private readonly burst: number) {}
 
   /**
    * Move up to `burst` packets from src's tx queue qi to dst; returns how
@@ -40,12 +37,15 @@ export class PairForwarder {
     const n = src.txPending(qi, this.burst);
     if (n === 0) return 0;
     const txq = src.txqs[qi]!;
-    const { shared, ledger, seg, tx } = this;
+    const { seg } = this;
+    const { shared, ledger, tx } = src;
     const c = src.counters;
     const walker = src.txWalkers[qi]!;
     const num = txq.ring.num;
     const srcId = src.id;
     const dstUp = dst !== null && dst.nq > 0;
+    // Zero-copy only within one sharing domain; across domains every frame is copied.
+    const dstZc = dstUp && dst!.domain === src.domain;
     for (let k = 0; k < n; k++) {
       const head = txq.popAvail();
       const cnt = walker.walk(txq.ring, head, seg);
@@ -60,7 +60,7 @@ export class PairForwarder {
         continue;
       }
       if (cls === TxClass.Gift) {
-        this.gifts(src, dst, cnt);
+        this.gifts(src, dstZc ? dst : null, cnt);
         continue;
       }
       const b = tx.buf;
@@ -70,7 +70,7 @@ export class PairForwarder {
         if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
         continue;
       }
-      const dq = dstUp ? dst!.completeShared(b, len) : -1;
+      const dq = dstZc ? dst!.completeShared(b, len) : -1;
       if (dq >= 0) {
         ledger.transfer(b, dst!.id);
         if (src.mirror !== null || dst!.mirror !== null) this.mirrorShared(src, dst!, shared.offsetOf(b), len);
@@ -92,10 +92,12 @@ export class PairForwarder {
   /**
    * A gift of cnt buffers (1, or a chain of up to GIFT_CHAIN_MAX): each link
    * delivered to the peer's posting for it or handed back. A bad link is
-   * counted and skipped.
+   * counted and skipped. dst is null when the peer is down or in another
+   * sharing domain: every link goes back.
    */
   private gifts(src: PortQueues, dst: PortQueues | null, cnt: number): void {
-    const { ledger, seg, tx } = this;
+    const { seg } = this;
+    const { ledger, tx } = src;
     const c = src.counters;
     const dstUp = dst !== null && dst.nq > 0;
     for (let i = 0; i < cnt; i++) {
@@ -115,20 +117,24 @@ export class PairForwarder {
   }
 
   private mirrorShared(src: PortQueues, dst: PortQueues, off: number, len: number): void {
-    const mem = this.shared.mem;
+    const mem = src.shared.mem;
     const f = off + VIRTIO_NET_HDR_SIZE;
     const n = len - VIRTIO_NET_HDR_SIZE;
     src.mirror?.frame(mem, f, n, MirrorDir.FromVm);
     dst.mirror?.frame(mem, f, n, MirrorDir.ToVm);
   }
 
-  /** Deliver the chain in this.seg by copying into dst's next classic rx buffer. */
+  /**
+   * Deliver the chain in this.seg by copying into dst's next classic rx
+   * buffer (in dst's own memory: never a shared buffer, so never another
+   * domain's region). The source resolves through src's own domain.
+   */
   private copyPacket(src: PortQueues, qi: number, dst: PortQueues | null, cnt: number): void {
     const c = src.counters;
     const total = this.seg.totalLen;
     if (total < MIN_PACKET) return c.drop(Drop.TooShort);
     if (total > MAX_PACKET) return c.drop(Drop.TooLong);
-    if (!resolveChain(this.seg, 0, cnt, src.mem, src.zeroCopy ? this.shared : null, this.srcRes)) return c.drop(Drop.BadAddress);
+    if (!resolveChain(this.seg, 0, cnt, src.mem, src.zeroCopy ? src.shared : null, this.srcRes)) return c.drop(Drop.BadAddress);
     const dq = dst === null ? -1 : dst.rxQueueFor(qi);
     if (dst === null || dq < 0) return c.drop(Drop.PeerDown);
     const err = this.classic.fill(dst, dq, this.srcRes, total);

@@ -9,6 +9,7 @@
  */
 import { eventfdSignal } from '../../bindings';
 import type { Logger } from '../log';
+import type { SharingDomain } from '../shm/domain';
 import { POOL, type OwnershipLedger } from '../shm/ledger';
 import type { SharedBuffers } from '../shm/shared-buffers';
 import type { MemoryTable } from '../vhost/memory-table';
@@ -20,7 +21,7 @@ import { netHdrFlags, setNetHdrFlags, writeNetHdr } from '../virtio/net-hdr';
 import { Drop, PortCounters } from './counters';
 import type { Mirror } from './mirror';
 import { RxPostings, postingHead, postingQueue } from './rx-postings';
-import { chainDrop } from './tx-class';
+import { TxClassifier, chainDrop } from './tx-class';
 
 /** virtio-net: vring 2q is queue pair q's receive queue, 2q+1 its transmit queue. */
 export const rxVring = (q: number): number => 2 * q;
@@ -33,10 +34,10 @@ export interface QueueSource {
   readonly ackedFeatures: bigint;
 }
 
-/** What every port's data path shares. */
+/** What a port's data path is given: its sharing domain, and what every port shares. */
 export interface DataPathContext {
-  shared: SharedBuffers;
-  ledger: OwnershipLedger;
+  /** The port's sharing domain: its region and ledger (docs/design.md, "Trust model"). */
+  domain: SharingDomain;
   log: Logger;
   queuePairs: number;
   /** Bridge mode: VMs post their own buffers and the switch swaps (docs/protocol.md, "Bridge mode"). */
@@ -70,6 +71,13 @@ export class PortQueues {
    * the port (Port.fault); by default the port is disconnected as broken.
    */
   onFault: (where: string, e: unknown) => void = (where, e) => this.broken(`fault in ${where}: ${(e as Error)?.message ?? String(e)}`);
+  /** The port's sharing domain; the forwarders compare it (one identity compare) before any zero-copy move. */
+  readonly domain: SharingDomain;
+  /** Its domain's region and ledger: every buffer index this port sends, posts or is given is one of these. */
+  readonly shared: SharedBuffers;
+  readonly ledger: OwnershipLedger;
+  /** Classifies this port's tx chains against its own domain. */
+  readonly tx: TxClassifier;
   private source: QueueSource | null = null;
   private readonly seg = new ChainSegments();
 
@@ -83,11 +91,15 @@ export class PortQueues {
     private readonly broken: (reason: string) => void,
   ) {
     const n = ctx.queuePairs;
+    this.domain = ctx.domain;
+    this.shared = ctx.domain.shared;
+    this.ledger = ctx.domain.ledger;
+    this.tx = new TxClassifier(this.shared, this.ledger);
     this.rxqs = new Array<DeviceQueue | null>(n).fill(null);
     this.txqs = new Array<DeviceQueue | null>(n).fill(null);
     this.rxWalkers = new Array<ChainWalker | null>(n).fill(null);
     this.txWalkers = new Array<ChainWalker | null>(n).fill(null);
-    this.postings = new RxPostings(ctx.shared.bufCount, n);
+    this.postings = new RxPostings(this.shared.bufCount, n);
     this.queueCounters = new Float64Array(4 * n);
     this.counters.onFirstDrop = (reason) =>
       ctx.log.warn({ port: name, reason }, 'first drop for this reason (later ones are only counted: zcswitch stats)');
@@ -145,8 +157,8 @@ export class PortQueues {
       return 0;
     }
     const taken = n;
-    const { shared, ledger, swap } = this.ctx;
-    const { seg, postings } = this;
+    const swap = this.ctx.swap;
+    const { shared, ledger, seg, postings } = this;
     const walker = this.rxWalkers[qi]!;
     const num = q.ring.num;
     while (n-- > 0) {
@@ -234,7 +246,7 @@ export class PortQueues {
   returnBuffer(b: number): boolean {
     if (!this.postings.hasShared(b)) this.ingestRx();
     if (!this.postings.hasShared(b)) return false;
-    const { shared } = this.ctx;
+    const shared = this.shared;
     const off = shared.offsetOf(b);
     setNetHdrFlags(shared.mem, off, netHdrFlags(shared.mem, off) | VIRTIO_NET_HDR_F_RETURNED);
     if (this.completeShared(b, VIRTIO_NET_HDR_SIZE) < 0) return false;

@@ -16,6 +16,8 @@ export class TapPort {
   /** One queue: [0]=rx packets, [1]=rx bytes, [2]=tx packets, [3]=tx bytes. */
   readonly queueCounters = new Float64Array(4);
   readonly zeroCopy = false;
+  /** No sharing domain: the uplink maps no shared buffers, every frame to or from it is copied. */
+  readonly domain = null;
   mirror: Mirror | null = null;
   /** 1 while the interface is open: the bridge treats it as one running queue pair. */
   nq = 0;

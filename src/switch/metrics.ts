@@ -108,15 +108,17 @@ export function formatMetrics(s: SwitchStats): string {
 
   gauge('zcswitch_info', 'Switch mode (pair or bridge); always 1.', 1, { mode: s.mode });
   gauge('zcswitch_uptime_seconds', 'Seconds since the switch started.', s.uptimeSec);
-  gauge('zcswitch_shared_buffers', 'Buffers in the Shared Buffers region.', s.sharedBuffers.bufCount);
+  gauge('zcswitch_shared_buffers', 'Buffers in each sharing domain\'s Shared Buffers region.', s.sharedBuffers.bufCount);
   gauge('zcswitch_shared_buffer_size_bytes', 'Bytes per shared buffer.', s.sharedBuffers.bufSize);
-  gauge('zcswitch_pool_buffers', 'Shared buffers owned by no port (in the pool).', s.sharedBuffers.pool);
+  gauge('zcswitch_pool_buffers', 'Shared buffers owned by no port (in the pools of all domains).', s.sharedBuffers.pool);
   gauge('zcswitch_ledger_balanced', '1 if the ownership ledger balances (every buffer has exactly one owner), else 0.', s.ledger.ok ? 1 : 0);
 
   const perPort = (name: string, type: Family['type'], help: string, value: (p: SwitchStats['ports'][number]) => number) => {
     const f = family(name, type, help);
     for (const p of s.ports) f.samples.push({ labels: { port: p.name }, value: value(p) });
   };
+  const domain = family('zcswitch_port_domain', 'gauge', 'The port\'s sharing domain (label domain; a TAP uplink has none); always 1.');
+  for (const p of s.ports) if (p.domain) domain.samples.push({ labels: { port: p.name, domain: p.domain }, value: 1 });
   perPort('zcswitch_port_attached', 'gauge', '1 if a front-end is connected to the port.', (p) => (p.attached ? 1 : 0));
   perPort('zcswitch_port_ready', 'gauge', '1 if the port\'s queues are running (it can carry traffic).', (p) => (p.ready ? 1 : 0));
   perPort('zcswitch_port_zero_copy', 'gauge', '1 if the front-end mapped the Shared Buffers region.', (p) => (p.zeroCopy ? 1 : 0));

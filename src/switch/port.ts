@@ -1,8 +1,8 @@
 /**
  * A switch port, control side: one vhost-user socket `<socketDir>/<name>.sock`,
  * at most one front-end at a time, its vhost-user session, the kick
- * watchers that wake the data path, and the port's static partition of the
- * Shared Buffers region. Everything per packet lives in `queues`
+ * watchers that wake the data path, and the port's static partition of its
+ * sharing domain's Shared Buffers region (ctx.domain). Everything per packet lives in `queues`
  * (src/datapath/port-queues.ts), which this class keeps in step with the
  * session.
  */
@@ -73,7 +73,7 @@ export class Port {
       {
         queuesChanged: () => this.syncQueues(),
         sharedBuffers: () => this.sharedBuffersReply(),
-        sharedWindow: () => ({ base: ctx.shared.base, size: ctx.shared.size }),
+        sharedWindow: () => ({ base: ctx.domain.shared.base, size: ctx.domain.shared.size }),
         closed: (reason) => this.detach(reason),
         guestMemoryFault: () => this.guestMemoryFault(),
       },
@@ -160,14 +160,17 @@ export class Port {
   }
 
   private sharedBuffersReply(): { info: SharedBuffersInfo; fd: number } | string {
-    const { shared, ledger } = this.ctx;
+    // Only this port's own domain: its region's fd and geometry, its ledger (docs/protocol.md, GET_SHARED_BUFFERS).
+    const { shared, ledger } = this.ctx.domain;
     const p = this.partition;
     // The static partition is handed out whole when all of it is in the pool;
     // otherwise (a re-attach after traffic) the port starts empty and the
     // pool gifts it buffers as it posts them (PortQueues.ingestRx).
     const given = ledger.owned[this.id] === 0 && ledger.assignRange(p.start, p.count, this.id);
     this.queues.zeroCopy = true;
-    this.ctx.log.info({ port: this.name, partition: given ? p : null, owned: ledger.owned[this.id] }, 'shared buffers mapped by front-end');
+    this.ctx.log.info(
+      { port: this.name, domain: this.ctx.domain.name, partition: given ? p : null, owned: ledger.owned[this.id] }, 'shared buffers mapped by front-end',
+    );
     return {
       fd: shared.fd,
       info: {
@@ -180,7 +183,8 @@ export class Port {
   }
 
   private detach(reason: string): void {
-    const { ledger, log } = this.ctx;
+    const { log } = this.ctx;
+    const ledger = this.ctx.domain.ledger;
     if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
     for (let i = 0; i < this.kick.length; i++) this.stopKick(i);

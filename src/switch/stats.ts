@@ -9,6 +9,8 @@ import type { LedgerCheck } from '../shm/ledger';
 export interface PortStats {
   name: string;
   socket: string;
+  /** The port's sharing domain (null: a TAP uplink, which maps no shared buffers). */
+  domain: string | null;
   attached: boolean;
   /** Both queues running: the port can carry traffic. */
   ready: boolean;
@@ -25,7 +27,16 @@ export interface PortStats {
 export interface SwitchStats {
   mode: string;
   uptimeSec: number;
-  sharedBuffers: { bufCount: number; bufSize: number; base: string; pool: number; hugePages: boolean };
+  /**
+   * bufCount is per domain (each domain has its own region of bufCount ×
+   * bufSize); pool, domains and totalBytes are over all domains.
+   */
+  sharedBuffers: {
+    bufCount: number; bufSize: number; base: string; pool: number; hugePages: boolean; domains: number; totalBytes: number;
+  };
+  /** Every domain's ledger in one: ok only when all balance; problems name the domain. */
   ledger: LedgerCheck;
+  /** Each sharing domain: its ports, buffers, pool and whether its ledger balances. */
+  domains: { name: string; ports: string[]; bufCount: number; pool: number; ledgerOk: boolean }[];
   ports: PortStats[];
 }

@@ -1,6 +1,6 @@
 /**
- * The switch process: owns the Shared Buffers region and the ownership
- * ledger, listens on one vhost-user socket per port (and opens the TAP
+ * The switch process: owns one Shared Buffers region and ownership ledger
+ * per sharing domain (src/shm/domain.ts), listens on one vhost-user socket per port (and opens the TAP
  * uplinks), runs the data path in a PollLoop, and answers the control
  * socket (stats, capture) and the optional Prometheus endpoint. This is
  * the control plane: it sets up ports and pairs, then hands the per-packet
@@ -18,9 +18,8 @@ import { PairForwarder } from '../datapath/pair-forwarder';
 import { PollLoop } from '../datapath/poll-loop';
 import { TapPort } from '../datapath/tap-port';
 import type { Logger } from '../log';
-import { OwnershipLedger } from '../shm/ledger';
+import { SharingDomain, checkDomains } from '../shm/domain';
 import { closeFdQuiet } from '../vhost/memory-table';
-import { SharedBuffers } from '../shm/shared-buffers';
 import {
   PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS, VHOST_USER_F_PROTOCOL_FEATURES,
 } from '../vhost/protocol';
@@ -39,8 +38,8 @@ export const OFFERED_PROTOCOL_FEATURES =
   bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_STATUS) | bit(PROTOCOL_F_MQ) | bit(PROTOCOL_F_SHARED_BUFFERS);
 
 export class Switch {
-  readonly shared: SharedBuffers;
-  readonly ledger: OwnershipLedger;
+  /** One region and ledger per sharing domain, in order of first appearance in the config's ports. */
+  readonly domains: SharingDomain[] = [];
   /** vhost-user ports. */
   readonly ports: Port[] = [];
   /** TAP uplinks (bridge mode). */
@@ -64,19 +63,29 @@ export class Switch {
   private stopped = false;
   /** start() finished: only then is "switch stopped" worth a log line. */
   private running = false;
-  /** Why the region is not on huge pages; null when it is. */
+  /** Why the regions are not on huge pages; null when they are. */
   readonly hugePagesRefused: string | null;
 
   constructor(readonly cfg: SwitchConfig, readonly log: Logger) {
     const sb = cfg.sharedBuffers;
-    this.shared = new SharedBuffers(sb.bufCount, sb.bufSize, Number(sb.base));
-    this.hugePagesRefused = sb.hugePages ? this.shared.useHugePages() : 'disabled by sharedBuffers.hugePages';
-    this.ledger = new OwnershipLedger(sb.bufCount);
+    let refused: string | null = null;
+    try {
+      for (const pc of cfg.ports) {
+        if (pc.domain === null || this.domains.some((d) => d.name === pc.domain)) continue;
+        const d = new SharingDomain(this.domains.length, pc.domain, sb.bufCount, sb.bufSize, Number(sb.base));
+        this.domains.push(d);
+        refused ??= sb.hugePages ? d.shared.useHugePages() : 'disabled by sharedBuffers.hugePages';
+      }
+    } catch (e) {
+      for (const d of this.domains) d.close();
+      throw e;
+    }
+    this.hugePagesRefused = refused;
     const fw = cfg.forwarding;
     this.bridge = cfg.mode === 'bridge'
-      ? new BridgeForwarder(this.shared, this.ledger, fw.burst, this.dataPorts, cfg.bridge.macTableSize, cfg.bridge.ageingSec * 1000)
+      ? new BridgeForwarder(fw.burst, this.dataPorts, cfg.bridge.macTableSize, cfg.bridge.ageingSec * 1000)
       : null;
-    const pair = this.bridge === null ? new PairForwarder(this.shared, this.ledger, fw.burst) : null;
+    const pair = this.bridge === null ? new PairForwarder(fw.burst) : null;
     this.dataPath = new DataPath(pair, this.bridge);
     this.loop = new PollLoop(this.dataPath, fw.pollMode, fw.spinUs);
   }
@@ -94,9 +103,7 @@ export class Switch {
         return { mode: pc.socket.mode, gid: own ? resolveGroup(pc.socket.group, groupField, groups) : defaultGid, groupField };
       });
       prepareSocketDir(cfg.socketDir, defaultGid);
-      const ctx: PortContext = {
-        shared: this.shared,
-        ledger: this.ledger,
+      const ctx: Omit<PortContext, 'domain'> = {
         log: this.log,
         features: OFFERED_FEATURES,
         protocolFeatures: OFFERED_PROTOCOL_FEATURES,
@@ -129,7 +136,8 @@ export class Switch {
           return;
         }
         const sock = path.join(cfg.socketDir, `${pc.name}.sock`);
-        const port = new Port(id, pc.name, sock, pc.partition, ctx);
+        const domain = this.domains.find((d) => d.name === pc.domain)!;
+        const port = new Port(id, pc.name, sock, pc.partition, { ...ctx, domain });
         this.ports.push(port);
         this.byId.push(port);
         this.dataPorts.push(port.queues);
@@ -159,7 +167,10 @@ export class Switch {
     }
     const sb = cfg.sharedBuffers;
     this.log.info(
-      { mode: cfg.mode, bufCount: sb.bufCount, bufSize: sb.bufSize, hugePages: this.hugePagesRefused ?? true },
+      {
+        mode: cfg.mode, bufCount: sb.bufCount, bufSize: sb.bufSize, domains: this.domains.map((d) => d.name),
+        sharedBytes: this.domains.length * sb.bufCount * sb.bufSize, hugePages: this.hugePagesRefused ?? true,
+      },
       'switch started',
     );
     this.running = true;
@@ -235,25 +246,36 @@ export class Switch {
 
   stats(): SwitchStats {
     const macs = this.bridge ? this.bridge.macs.entries(performance.now()) : [];
+    const sb = this.cfg.sharedBuffers;
     return {
       mode: this.cfg.mode,
       uptimeSec: (Date.now() - this.started) / 1000,
       sharedBuffers: {
-        bufCount: this.shared.bufCount, bufSize: this.shared.bufSize,
-        base: `0x${this.shared.base.toString(16)}`, pool: this.ledger.pool,
+        bufCount: sb.bufCount, bufSize: sb.bufSize,
+        base: `0x${sb.base.toString(16)}`, pool: this.domains.reduce((n, d) => n + d.ledger.pool, 0),
         hugePages: this.hugePagesRefused === null,
+        domains: this.domains.length,
+        totalBytes: this.domains.length * sb.bufCount * sb.bufSize,
       },
-      ledger: this.ledger.check(),
+      ledger: checkDomains(this.domains),
+      domains: this.domains.map((d) => {
+        const c = d.ledger.check();
+        return {
+          name: d.name, ports: this.ports.filter((p) => p.queues.domain === d).map((p) => p.name),
+          bufCount: d.shared.bufCount, pool: c.pool, ledgerOk: c.ok,
+        };
+      }),
       ports: this.byId.map((p) => {
         const d = p.isTap ? p : p.queues;
         return {
           name: p.name,
           socket: p.isTap ? `tap:${p.ifname}` : p.socketPath,
+          domain: p.isTap ? null : p.queues.domain.name,
           attached: p.attached,
           ready: d.ready,
           zeroCopy: d.zeroCopy,
           peer: p.isTap ? null : (this.peers.get(p)?.name ?? null),
-          buffersOwned: p.isTap ? 0 : this.ledger.owned[p.id],
+          buffersOwned: p.isTap ? 0 : p.queues.ledger.owned[p.id],
           macs: macs.filter((m) => m.port === p.id).map((m) => m.mac),
           queues: Array.from({ length: d.nq }, (_, q) => ({
             index: q,
@@ -309,7 +331,7 @@ export class Switch {
     this.listeners.length = 0;
     this.control?.close();
     this.metrics?.close();
-    this.shared.close();
+    for (const d of this.domains) d.close();
     if (this.running) this.log.info('switch stopped');
   }
 }

@@ -108,8 +108,8 @@ t.test('zcswitch stats prints a table and JSON', async (t) => {
   const table = run(['stats', '--control', sw.control]);
   t.equal((await table.exited).code, 0);
   t.match(table.stdout(), /ledger balanced/);
-  t.match(table.stdout(), /^left\s+no\s+no\s+0\s+300\s+0\s+19200\s+0\s+300 \(100%\)\s+0\s/m, 'left: 300 received from it (19200 B), 300 zero-copy (100%), 0 copied');
-  t.match(table.stdout(), /^right\s+no\s+no\s+0\s+0\s+300\s+0\s+19200\s/m, 'right: 300 delivered to it');
+  t.match(table.stdout(), /^left\s+pair:left\+right\s+no\s+no\s+0\s+300\s+0\s+19200\s+0\s+300 \(100%\)\s+0\s/m, 'left: 300 received from it (19200 B), 300 zero-copy (100%), 0 copied');
+  t.match(table.stdout(), /^right\s+pair:left\+right\s+no\s+no\s+0\s+0\s+300\s+0\s+19200\s/m, 'right: 300 delivered to it');
   const json = run(['stats', '--json', '--control', sw.control]);
   t.equal((await json.exited).code, 0);
   const s = JSON.parse(json.stdout());
@@ -127,7 +127,7 @@ t.test('stats table: learned MACs (bridge) and one indented row per queue', asyn
     giftsIn: 0, giftsOut: 0, returned: 0, kicks: 0, calls: 0, drops: {},
   });
   const port = (name: string, macs: string[], queues?: unknown[]) => ({
-    name, socket: `/s/${name}.sock`, attached: true, ready: true, zeroCopy: true, peer: null, buffersOwned: 10, macs, queues,
+    name, socket: `/s/${name}.sock`, domain: 'bridge', attached: true, ready: true, zeroCopy: true, peer: null, buffersOwned: 10, macs, queues,
     counters: counters(12, 30),
   });
   const s = {
@@ -145,8 +145,8 @@ t.test('stats table: learned MACs (bridge) and one indented row per queue', asyn
   type Stats = Parameters<typeof renderStats>[0];
   const out = renderStats(s as unknown as Stats);
   const lines = out.split('\n');
-  t.match(lines[1], /^port\s+attached\s+zc\s+owned\s+rx pkts\s+tx pkts\s+.*\bmacs\s+drops$/, 'a macs column in bridge mode');
-  t.match(lines[2], /^a\s+yes\s+yes\s+10\s+12\s+30\s.*02:00:00:00:00:01\s+0$/);
+  t.match(lines[1], /^port\s+domain\s+attached\s+zc\s+owned\s+rx pkts\s+tx pkts\s+.*\bmacs\s+drops$/, 'a macs column in bridge mode');
+  t.match(lines[2], /^a\s+bridge\s+yes\s+yes\s+10\s+12\s+30\s.*02:00:00:00:00:01\s+0$/);
   const rxCol = lines[1].indexOf('rx pkts');
   const txCol = lines[1].indexOf('tx pkts');
   t.match(lines[3], /^ {2}q0\s+5\s+20\s+500\s+2000$/, 'queue 0 under port a: packets and bytes');
@@ -180,20 +180,25 @@ t.test('start-up banner says what each port is: paired, unpaired, bridge port, T
   const { parseConfig } = await import('../../src/config');
   const pair = parseConfig({ socketDir: '/s', ports: [{ name: 'a' }, { name: 'b' }, { name: 'c' }], pairs: [['a', 'b']] });
   t.same(portLines(pair), [
-    'port a: /s/a.sock (paired with b)',
-    'port b: /s/b.sock (paired with a)',
-    'port c: /s/c.sock (unpaired: it has no peer, frames it sends are dropped)',
+    'port a: /s/a.sock (paired with b, domain pair:a+b)',
+    'port b: /s/b.sock (paired with a, domain pair:a+b)',
+    'port c: /s/c.sock (unpaired: it has no peer, frames it sends are dropped; domain port:c)',
   ]);
+  const cross = parseConfig({ socketDir: '/s', ports: [{ name: 'a', domain: 'x' }, { name: 'b', domain: 'y' }], pairs: [['a', 'b']] });
+  t.same(portLines(cross), [
+    'port a: /s/a.sock (paired with b, domain x; b is in domain y: every frame is copied)',
+    'port b: /s/b.sock (paired with a, domain y; a is in domain x: every frame is copied)',
+  ], 'a pair across domains says that it copies');
   const bridge = parseConfig({ socketDir: '/s', mode: 'bridge', ports: [{ name: 'a' }, { name: 'up', type: 'tap', ifname: 'zc0' }, { name: 'b' }] });
   t.same(portLines(bridge), [
-    'port a: /s/a.sock (bridge port)',
+    'port a: /s/a.sock (bridge port, domain bridge)',
     'port up: TAP interface zc0 (bridge uplink to the host stack)',
-    'port b: /s/b.sock (bridge port)',
+    'port b: /s/b.sock (bridge port, domain bridge)',
   ], 'bridge: in config order, no "(unpaired)"');
 
   const sw = await startSwitch(t, { mode: 'bridge', ports: [{ name: 'x' }, { name: 'y' }, { name: 'z' }] });
   t.match(sw.stdout(), /^zcswitch: bridge mode/m);
-  for (const n of ['x', 'y', 'z']) t.match(sw.stdout(), `  port ${n}: ${path.join(sw.dir, `${n}.sock`)} (bridge port)\n`, `the running switch prints port ${n} as a bridge port`);
+  for (const n of ['x', 'y', 'z']) t.match(sw.stdout(), `  port ${n}: ${path.join(sw.dir, `${n}.sock`)} (bridge port, domain bridge)\n`, `the running switch prints port ${n} as a bridge port`);
   t.notMatch(sw.stdout(), /unpaired/);
 });
 

@@ -1,6 +1,8 @@
 /**
  * An in-process rig for the data-path units (Snabb-style selftests): one
- * Shared Buffers region and ledger, and per simulated VM a memfd holding its
+ * sharing domain (Shared Buffers region and ledger) by default, more with
+ * addDomain(), and per simulated VM (in the default domain or the one it is
+ * given) a memfd holding its
  * split rings (rx vring 0, tx vring 1) plus a few private slots, driven from
  * the VM side by DriverQueues and served on the switch side by DeviceQueues
  * over a second mapping of the same memory (a MemoryTable built from a dup
@@ -12,8 +14,9 @@ import { closeFd, dupFd, eventfdCreate, eventfdDrain, mmapShared, munmap } from 
 import { PortQueues, type DataPathContext, type QueueSource } from '../../src/datapath/port-queues';
 import { GuestMemory, GUEST_GPA, GUEST_UADDR } from '../../src/guest/guest-memory';
 import { createLogger } from '../../src/log';
-import { OwnershipLedger } from '../../src/shm/ledger';
-import { SharedBuffers } from '../../src/shm/shared-buffers';
+import { SharingDomain } from '../../src/shm/domain';
+import type { OwnershipLedger } from '../../src/shm/ledger';
+import type { SharedBuffers } from '../../src/shm/shared-buffers';
 import { MemoryTable } from '../../src/vhost/memory-table';
 import { VIRTIO_NET_HDR_F_GIFT_BUFFER } from '../../src/vhost/protocol';
 import { VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../src/virtio/defs';
@@ -39,6 +42,8 @@ export interface VmOptions {
   /** Ring sizes (default: rx nextPow2(bufCount + privSlots), tx 64). */
   rxNum?: number;
   txNum?: number;
+  /** Its sharing domain (default: the rig's first, rig.domain). */
+  domain?: SharingDomain;
   /** The VM mapped the region (PortQueues.zeroCopy). Default true. */
   zeroCopy?: boolean;
   /** Private slots in the VM's own memory (copy targets / classic tx buffers). */
@@ -68,17 +73,30 @@ const nextPow2 = (n: number): number => {
 };
 
 export class Rig {
+  /** The default domain, and its region and ledger. */
+  readonly domain: SharingDomain;
   readonly shared: SharedBuffers;
   readonly ledger: OwnershipLedger;
+  readonly domains: SharingDomain[] = [];
   readonly ctx: DataPathContext;
   readonly vms: Vm[] = [];
+  private readonly bufCount: number;
+  private readonly bufSize: number;
 
   constructor(opts: RigOptions = {}) {
-    const bufCount = opts.bufCount ?? 64;
-    const bufSize = opts.bufSize ?? 2048;
-    this.shared = new SharedBuffers(bufCount, bufSize, RIG_BASE);
-    this.ledger = new OwnershipLedger(bufCount);
-    this.ctx = { shared: this.shared, ledger: this.ledger, log: createLogger('silent'), queuePairs: opts.queuePairs ?? 1, swap: opts.swap ?? false };
+    this.bufCount = opts.bufCount ?? 64;
+    this.bufSize = opts.bufSize ?? 2048;
+    this.domain = this.addDomain('d0');
+    this.shared = this.domain.shared;
+    this.ledger = this.domain.ledger;
+    this.ctx = { domain: this.domain, log: createLogger('silent'), queuePairs: opts.queuePairs ?? 1, swap: opts.swap ?? false };
+  }
+
+  /** Another sharing domain: its own region (same base and geometry, different memory) and ledger. */
+  addDomain(name: string): SharingDomain {
+    const d = new SharingDomain(this.domains.length, name, this.bufCount, this.bufSize, RIG_BASE);
+    this.domains.push(d);
+    return d;
   }
 
   /** A VM whose port id is its index in rig.vms (bridge port arrays are indexed by id). */
@@ -88,14 +106,14 @@ export class Rig {
     return vm;
   }
 
-  /** Ledger conservation: '' when it holds, else the problems. */
+  /** Ledger conservation in every domain: '' when it holds, else the problems. */
   ledgerProblems(): string {
-    return this.ledger.check().problems.join('; ');
+    return this.domains.flatMap((d) => d.ledger.check().problems.map((p) => `${d.name}: ${p}`)).join('; ');
   }
 
   close(): void {
     for (const vm of this.vms) vm.close();
-    this.shared.close();
+    for (const d of this.domains) d.close();
   }
 }
 
@@ -118,9 +136,12 @@ export class Vm {
   /** Reasons passed to the broken() callback. */
   readonly broken: string[] = [];
   readonly slotSize: number;
+  readonly domain: SharingDomain;
 
-  constructor(private readonly rig: Rig, readonly id: number, opts: VmOptions) {
-    const { shared, ledger, ctx } = rig;
+  constructor(rig: Rig, readonly id: number, opts: VmOptions) {
+    this.domain = opts.domain ?? rig.domain;
+    const { shared, ledger } = this.domain;
+    const ctx: DataPathContext = { ...rig.ctx, domain: this.domain };
     const privSlots = opts.privSlots ?? 16;
     this.slotSize = opts.slotSize ?? 2048;
     const rxNum = opts.rxNum ?? nextPow2(shared.bufCount + privSlots);
@@ -162,8 +183,9 @@ export class Vm {
     this.port.sync(this.source);
   }
 
+  /** Its own domain's region (the only one it maps). */
   get shared(): SharedBuffers {
-    return this.rig.shared;
+    return this.domain.shared;
   }
 
   /** The port goes away (the control plane's sync(null)). */

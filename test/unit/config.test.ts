@@ -49,8 +49,9 @@ t.test('defaults are filled from a minimal config', async (t) => {
     bridge: { ageingSec: 300, macTableSize: 4096 },
     sharedBuffers: { bufCount: 4096, bufSize: 2048, base: 0x4000000000n, hugePages: true },
     ports: [
-      { name: 'vm1', type: 'vhost', ifname: 'vm1', partition: { start: 0, count: 2048 }, socket: { mode: 0o660, group: null } },
-      { name: 'vm2', type: 'vhost', ifname: 'vm2', partition: { start: 2048, count: 2048 }, socket: { mode: 0o660, group: null } },
+      // Unpaired ports in pair mode: each its own sharing domain, with the whole of its region.
+      { name: 'vm1', type: 'vhost', ifname: 'vm1', partition: { start: 0, count: 4096 }, domain: 'port:vm1', socket: { mode: 0o660, group: null } },
+      { name: 'vm2', type: 'vhost', ifname: 'vm2', partition: { start: 0, count: 4096 }, domain: 'port:vm2', socket: { mode: 0o660, group: null } },
     ],
     pairs: [],
     forwarding: { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50, queuePairs: 8 },
@@ -63,8 +64,9 @@ t.test('defaults are filled from a minimal config', async (t) => {
   t.equal(typeof cfg.sharedBuffers.base, 'bigint');
 });
 
-t.test('default partitions: equal floor shares in config order', async (t) => {
+t.test('default partitions: equal floor shares of the domain in config order', async (t) => {
   const cfg = parseConfig({
+    mode: 'bridge',
     sharedBuffers: { bufCount: 1000 },
     ports: [{ name: 'a' }, { name: 'b' }, { name: 'c' }],
   });
@@ -207,7 +209,7 @@ t.test('sharedBuffers sizes', async (t) => {
   expectIssues(t, { ports: twoPorts(), sharedBuffers: { bufCount: '1024' } }, [
     { path: 'sharedBuffers.bufCount', message: 'must be an integer, got "1024"' },
   ]);
-  expectIssues(t, { ports: [{ name: 'a' }, { name: 'b' }, { name: 'c' }], sharedBuffers: { bufCount: 2 } }, [
+  expectIssues(t, { mode: 'bridge', ports: [{ name: 'a' }, { name: 'b' }, { name: 'c' }], sharedBuffers: { bufCount: 2 } }, [
     {
       path: 'sharedBuffers.bufCount',
       message:
@@ -276,6 +278,7 @@ t.test('partitions', async (t) => {
     expectIssues(
       t,
       {
+        mode: 'bridge',
         ports: [
           { name: 'vm1', partition: { start: 0, count: 512 } },
           { name: 'vm2', partition: { start: 256, count: 512 } },
@@ -575,5 +578,93 @@ t.test('socket permissions: sockets.mode/group/controlMode and ports[].socket', 
     t.strictSame(parseConfig(json), cfg);
     const plain = parseConfig({ ports: twoPorts() });
     t.strictSame(parseConfig(JSON.parse(JSON.stringify(configToJSON(plain)))), plain);
+  });
+});
+
+t.test('sharing domains (ports[].domain)', async (t) => {
+  const domains = (cfg: SwitchConfig) => cfg.ports.map((p) => p.domain);
+  const parts = (cfg: SwitchConfig) => cfg.ports.map((p) => p.partition);
+
+  t.test('pair mode: each pair its own domain, an unpaired port its own; partitions per domain', async (t) => {
+    const cfg = parseConfig({
+      sharedBuffers: { bufCount: 1000 },
+      ports: [{ name: 'a' }, { name: 'b' }, { name: 'c' }, { name: 'd' }, { name: 'e' }],
+      pairs: [['a', 'b'], ['d', 'c']],
+    });
+    t.strictSame(domains(cfg), ['pair:a+b', 'pair:a+b', 'pair:d+c', 'pair:d+c', 'port:e']);
+    t.strictSame(parts(cfg), [
+      { start: 0, count: 500 }, { start: 500, count: 500 },
+      { start: 0, count: 500 }, { start: 500, count: 500 },
+      { start: 0, count: 1000 },
+    ], 'each domain\'s region is shared among its own ports only');
+  });
+
+  t.test('bridge mode: one domain unless ports name theirs', async (t) => {
+    const cfg = parseConfig({
+      mode: 'bridge',
+      sharedBuffers: { bufCount: 900 },
+      ports: [{ name: 'a' }, { name: 'b', domain: 'blue' }, { name: 'c' }, { name: 'd', domain: 'blue' }, { name: 'up', type: 'tap' }],
+    });
+    t.strictSame(domains(cfg), ['bridge', 'blue', 'bridge', 'blue', null]);
+    t.strictSame(parts(cfg), [
+      { start: 0, count: 450 }, { start: 0, count: 450 }, { start: 450, count: 450 }, { start: 450, count: 450 }, { start: 0, count: 0 },
+    ]);
+  });
+
+  t.test('pair mode: a port that names a domain takes its peer along; pairs may share a named domain', async (t) => {
+    const cfg = parseConfig({
+      ports: [{ name: 'a', domain: 'chain' }, { name: 'b' }, { name: 'c' }, { name: 'd', domain: 'chain' }],
+      pairs: [['a', 'b'], ['c', 'd']],
+    });
+    t.strictSame(domains(cfg), ['chain', 'chain', 'chain', 'chain']);
+    t.strictSame(parts(cfg).map((p) => p.start), [0, 1024, 2048, 3072]);
+  });
+
+  t.test('a pair whose ports name different domains is allowed (every frame is then copied)', async (t) => {
+    const cfg = parseConfig({ ports: [{ name: 'a', domain: 'x' }, { name: 'b', domain: 'y' }], pairs: [['a', 'b']] });
+    t.strictSame(domains(cfg), ['x', 'y']);
+    t.strictSame(parts(cfg), [{ start: 0, count: 4096 }, { start: 0, count: 4096 }]);
+  });
+
+  t.test('explicit partitions may overlap across domains, not within one', async (t) => {
+    const cfg = parseConfig({
+      ports: [
+        { name: 'a', partition: { start: 0, count: 512 } }, { name: 'b', partition: { start: 512, count: 512 } },
+        { name: 'c', partition: { start: 0, count: 512 } }, { name: 'd', partition: { start: 512, count: 512 } },
+      ],
+      pairs: [['a', 'b'], ['c', 'd']],
+    });
+    t.strictSame(parts(cfg).map((p) => p.start), [0, 512, 0, 512]);
+    expectIssues(t, {
+      ports: [{ name: 'a', partition: { start: 0, count: 512 } }, { name: 'b', partition: { start: 256, count: 512 } }],
+      pairs: [['a', 'b']],
+    }, [{ path: 'ports[1].partition', message: 'port "b" overlaps ports[0] ("a"): buffers 256..511 are in both partitions' }]);
+  });
+
+  t.test('errors name the field', async (t) => {
+    expectIssues(t, { ports: [{ name: 'a', domain: '' }] }, [{ path: 'ports[0].domain', message: 'must not be empty' }]);
+    expectIssues(t, { ports: [{ name: 'a', domain: 'has space' }] }, [{
+      path: 'ports[0].domain',
+      message: 'must start with a letter or digit and contain only letters, digits, "_", ".", ":", "+" and "-", got "has space"',
+    }]);
+    expectIssues(t, { ports: [{ name: 'a', domain: 7 }] }, [{ path: 'ports[0].domain', message: 'must be a string, got 7' }]);
+    expectIssues(t, { mode: 'bridge', ports: [{ name: 'a' }, { name: 'up', type: 'tap', domain: 'x' }] }, [
+      { path: 'ports[1].domain', message: 'a tap port maps no shared buffers (every frame to or from it is copied); remove the domain' },
+    ]);
+    expectIssues(t, { mode: 'bridge', sharedBuffers: { bufCount: 2 }, ports: [{ name: 'a' }, { name: 'b', domain: 'x' }, { name: 'c', domain: 'x' }, { name: 'd', domain: 'x' }] }, [{
+      path: 'sharedBuffers.bufCount',
+      message: '2 buffer(s) cannot be shared among 3 ports of domain "x" (each port would get 0); raise bufCount or give explicit partitions',
+    }]);
+    // 3 domains of 8 GiB each.
+    expectIssues(t, { sharedBuffers: { bufCount: 32768, bufSize: 262144 }, ports: [{ name: 'a' }, { name: 'b' }, { name: 'c' }] }, [{
+      path: 'sharedBuffers.bufCount',
+      message: '3 sharing domains of bufCount*bufSize (32768*262144) bytes each take 25769803776 bytes, more than the 16 GiB limit on shared memory; ' +
+        'lower bufCount or put ports in fewer domains (ports[].domain)',
+    }]);
+  });
+
+  t.test('configToJSON keeps the resolved domains', async (t) => {
+    const cfg = parseConfig({ ports: [{ name: 'a' }, { name: 'b' }, { name: 'c' }], pairs: [['a', 'b']] });
+    t.strictSame(parseConfig(JSON.parse(JSON.stringify(configToJSON(cfg)))), cfg);
   });
 });

@@ -34,7 +34,7 @@ function bridge(t: Test, n: number, classic = false): { rig: Rig; vms: Vm[]; fw:
     vms.push(vm);
     own.push(new Map());
   }
-  const fw = new BridgeForwarder(rig.shared, rig.ledger, 32, vms.map((v) => v.port), 64, 300_000);
+  const fw = new BridgeForwarder(32, vms.map((v) => v.port), 64, 300_000);
   const step = (msg: string): void => {
     t.equal(rig.ledgerProblems(), '', `ledger conserved: ${msg}`);
     for (let i = 0; i < n; i++) t.equal(rig.ledger.owned[vms[i].id], PER, `vm${i} keeps its ${PER} buffers: ${msg}`);

@@ -25,7 +25,7 @@ function pair(t: Test): { rig: Rig; a: Vm; b: Vm; fw: PairForwarder; step: (msg:
   }
   a.port.ingestRx();
   b.port.ingestRx();
-  const fw = new PairForwarder(rig.shared, rig.ledger, 32);
+  const fw = new PairForwarder(32);
   const step = (msg: string): void => {
     t.equal(rig.ledgerProblems(), '', `ledger conserved: ${msg}`);
   };
@@ -220,7 +220,7 @@ t.test('classic sender: private memory copied into the peer\'s classic buffer', 
 
 t.test('burst: at most `burst` entries per call', async (t) => {
   const { rig, a, b, step } = pair(t);
-  const fw = new PairForwarder(rig.shared, rig.ledger, 4);
+  const fw = new PairForwarder(4);
   for (let i = 0; i < 10; i++) a.sendShared(i, frame(mac(2), mac(1)));
   t.equal(fw.forward(a.port, 0, b.port), 4);
   t.equal(fw.forward(a.port, 0, b.port), 4);

@@ -1,0 +1,50 @@
+/**
+ * A sharing domain (docs/design.md, "Trust model"): a set of ports that share
+ * one Shared Buffers region and one ownership ledger. Within a domain frames
+ * move zero-copy and the VMs can read and write each other's in-flight
+ * packets; across domains nothing is shared, and a frame is copied into the
+ * receiver's own buffers. Every domain's region starts at the same guest
+ * address: a VM maps only its own domain's, so the window means "my domain's
+ * buffers" for each of them.
+ */
+import { type LedgerCheck, OwnershipLedger } from './ledger';
+import { SharedBuffers } from './shared-buffers';
+
+export class SharingDomain {
+  readonly shared: SharedBuffers;
+  readonly ledger: OwnershipLedger;
+
+  constructor(
+    /** Index of the domain in the switch (what per-packet code compares). */
+    readonly id: number,
+    readonly name: string,
+    bufCount: number,
+    bufSize: number,
+    base: number,
+  ) {
+    this.shared = new SharedBuffers(bufCount, bufSize, base);
+    this.ledger = new OwnershipLedger(bufCount);
+  }
+
+  close(): void {
+    this.shared.close();
+  }
+}
+
+/**
+ * One ledger check over several domains: ok only when every domain balances;
+ * counts are sums (port ids are unique across domains, and each port is in
+ * one domain), problems are prefixed with the domain's name.
+ */
+export function checkDomains(domains: readonly SharingDomain[]): LedgerCheck {
+  const out: LedgerCheck = { ok: true, bufCount: 0, pool: 0, owned: {}, problems: [] };
+  for (const d of domains) {
+    const c = d.ledger.check();
+    out.ok &&= c.ok;
+    out.bufCount += c.bufCount;
+    out.pool += c.pool;
+    for (const [p, n] of Object.entries(c.owned)) out.owned[Number(p)] = (out.owned[Number(p)] ?? 0) + n;
+    for (const p of c.problems) out.problems.push(`domain ${d.name}: ${p}`);
+  }
+  return out;
+}
