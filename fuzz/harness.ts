@@ -74,8 +74,21 @@ interface Proc {
   err: string;
 }
 
+/** Children still running: killed if the fuzzer itself exits abruptly. */
+const live = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of live) c.kill('SIGKILL');
+});
+
+/**
+ * A node child in its own process group: Ctrl-C (or `timeout -s INT`) on the
+ * fuzzer must not stop the switch behind its back and read as a crash; the
+ * fuzzer stops its children itself.
+ */
 function spawnNode(args: string[]): Proc {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  live.add(child);
+  child.on('close', () => live.delete(child));
   const p: Proc = { child, out: '', err: '' };
   // Keep only the tails: a fuzz run is long.
   child.stdout!.on('data', (d) => (p.out = (p.out + d).slice(-16384)));
