@@ -1,0 +1,456 @@
+/**
+ * The fuzz run: a target switch (our own `zcswitch start` on a private
+ * config, or one already running), a bystander pair forwarding verified
+ * traffic beside the attack, batches of hostile cases over parallel
+ * connections, and the checks after every batch (switch alive and
+ * answering, hostile ports released, ledger balanced, bystander still
+ * moving every frame, fd count and RSS within bounds). A crash is narrowed
+ * down to the case that causes it by replaying the batch one case at a time.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { controlRequest } from '../src/switch/control';
+import type { SwitchStats } from '../src/switch/stats';
+import { sleep } from '../test/helpers/wait';
+import { type CaseResult, type Kind, KINDS, kindOf, runCase } from './cases';
+import { FdFactory } from './hostile';
+
+const CLI = path.join(__dirname, '..', 'src', 'cli', 'main.js');
+export const BYSTANDER = ['by-a', 'by-b'] as const;
+
+export interface FuzzOptions {
+  cases: number;
+  seed: number;
+  connections: number;
+  batch: number;
+  kinds: Kind[];
+  onlyCase?: number;
+  /** Use a running switch: its socket dir (and control socket, pid for fd/RSS). */
+  socketDir?: string;
+  control?: string;
+  pid?: number;
+  ports?: string[];
+  bystanderRate: number;
+  maxFdGrowth: number;
+  maxRssGrowthMb: number;
+  /** Stop at the first failure instead of restarting the switch and going on. */
+  stopOnFailure: boolean;
+  json: boolean;
+  verbose: boolean;
+}
+
+export interface Failure {
+  check: string;
+  detail: string;
+  batch: number;
+  /** The case indices of the batch (all of them until narrowed down). */
+  cases: number[];
+  kinds: Kind[];
+  culprit?: { index: number; kind: Kind; what: string; replay: string };
+}
+
+export interface FuzzSummary {
+  seed: number;
+  cases: number;
+  connected: number;
+  byKind: Record<string, number>;
+  seconds: number;
+  casesPerSec: number;
+  batches: number;
+  crashes: number;
+  restarts: number;
+  fdGrowth: { final: number | null; max: number | null; bound: number };
+  rssGrowthMb: { final: number | null; max: number | null; bound: number };
+  bystanderVerified: number;
+  failures: Failure[];
+  ok: boolean;
+}
+
+interface Proc {
+  child: ChildProcess;
+  out: string;
+  err: string;
+}
+
+/** Children still running: killed if the fuzzer itself exits abruptly. */
+const live = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of live) c.kill('SIGKILL');
+});
+
+/**
+ * A node child in its own process group: Ctrl-C (or `timeout -s INT`) on the
+ * fuzzer must not stop the switch behind its back and read as a crash; the
+ * fuzzer stops its children itself.
+ */
+function spawnNode(args: string[]): Proc {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  live.add(child);
+  child.on('close', () => live.delete(child));
+  const p: Proc = { child, out: '', err: '' };
+  // Keep only the tails: a fuzz run is long.
+  child.stdout!.on('data', (d) => (p.out = (p.out + d).slice(-16384)));
+  child.stderr!.on('data', (d) => (p.err = (p.err + d).slice(-16384)));
+  return p;
+}
+
+const running = (p: Proc | null): boolean => !!p && p.child.exitCode === null && p.child.signalCode === null;
+
+async function stopProc(p: Proc | null, graceMs = 3000): Promise<void> {
+  if (!p || !running(p)) return;
+  const gone = new Promise((res) => p.child.once('close', res));
+  p.child.kill('SIGTERM');
+  const t = setTimeout(() => p.child.kill('SIGKILL'), graceMs);
+  await gone;
+  clearTimeout(t);
+}
+
+async function until(what: string, fn: () => Promise<boolean> | boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  for (;;) {
+    try {
+      if (await fn()) return;
+    } catch {
+      /* not yet */
+    }
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** The switch under test and its bystander pair. */
+class Target {
+  sw: Proc | null = null;
+  gen: Proc | null = null;
+  sink: Proc | null = null;
+  dir = '';
+  control = '';
+  pid = 0;
+  ports: string[] = [];
+  private ownDir: string | null = null;
+  lastVerified = 0;
+  baseFd = 0;
+  baseRss = 0;
+
+  constructor(private readonly o: FuzzOptions) {}
+
+  get own(): boolean {
+    return !this.o.socketDir;
+  }
+
+  async start(): Promise<void> {
+    const o = this.o;
+    if (this.own) {
+      this.dir = this.ownDir = fs.mkdtempSync(path.join(os.tmpdir(), 'zcs-fuzz-'));
+      this.ports = Array.from({ length: o.connections }, (_, i) => `fz${i}`);
+      const pairs: string[][] = [[BYSTANDER[0], BYSTANDER[1]]];
+      for (let i = 0; i + 1 < this.ports.length; i += 2) pairs.push([this.ports[i], this.ports[i + 1]]);
+      const cfg = {
+        socketDir: this.dir,
+        ports: [...BYSTANDER, ...this.ports].map((name) => ({ name })),
+        pairs,
+        log: { level: 'error' },
+      };
+      const cfgPath = path.join(this.dir, 'switch.json');
+      fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
+      this.sw = spawnNode(['start', '-c', cfgPath]);
+      await until('the switch to start', () => {
+        if (!running(this.sw)) throw new Error(`switch exited at start: ${this.sw!.err}`);
+        return this.sw!.out.includes('control:');
+      }, 20000).catch((e) => {
+        throw new Error(`${(e as Error).message}\n${this.sw?.err ?? ''}`);
+      });
+      this.pid = this.sw.child.pid!;
+      this.control = path.join(this.dir, 'zcswitch.ctl');
+    } else {
+      this.dir = o.socketDir!;
+      this.control = o.control ?? path.join(this.dir, 'zcswitch.ctl');
+      this.pid = o.pid ?? 0;
+      this.ports = o.ports ?? Array.from({ length: o.connections }, (_, i) => `fz${i}`);
+    }
+    // The bystander pair: a sink, then a generator at a modest rate, both endless.
+    this.sink = spawnNode(['vm', '--socket-dir', this.dir, '--port', BYSTANDER[1], '--mode', 'sink']);
+    await until(`bystander sink on ${BYSTANDER[1]} to attach`, async () => (await this.stats()).ports.find((p) => p.name === BYSTANDER[1])?.ready === true, 15000);
+    this.gen = spawnNode(['vm', '--socket-dir', this.dir, '--port', BYSTANDER[0], '--mode', 'gen', '--rate', String(o.bystanderRate)]);
+    this.lastVerified = 0;
+    await until('bystander traffic to arrive', () => this.sinkProgress().verified > 0, 15000);
+    this.lastVerified = this.sinkProgress().verified;
+    const m = this.measure();
+    this.baseFd = m.fd ?? 0;
+    this.baseRss = m.rssKb ?? 0;
+  }
+
+  sockOf(slot: number): string {
+    return path.join(this.dir, `${this.ports[slot % this.ports.length]}.sock`);
+  }
+
+  stats(): Promise<SwitchStats> {
+    return controlRequest(this.control, { cmd: 'stats' }, 5000) as Promise<SwitchStats>;
+  }
+
+  alive(): boolean {
+    if (this.sw) return running(this.sw);
+    if (!this.pid) return true; // judged by the stats answer
+    try {
+      process.kill(this.pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  deathNote(): string {
+    if (!this.sw) return `pid ${this.pid} is gone`;
+    const c = this.sw.child;
+    // The switch's own last word, if it had one (a signal like SIGBUS leaves none).
+    const fatal = this.sw.err.trim().split('\n').reverse().find((l) => l.includes('"level":60'));
+    let why = '';
+    if (fatal) {
+      try {
+        const j = JSON.parse(fatal) as { msg?: string; err?: { message?: string; stack?: string } };
+        const at = j.err?.stack?.split('\n')[1]?.trim() ?? '';
+        why = `: ${j.msg}: ${j.err?.message ?? ''} ${at}`;
+      } catch {
+        why = `: ${fatal.slice(0, 300)}`;
+      }
+    }
+    return `switch exited (status ${c.exitCode}${c.signalCode ? `, signal ${c.signalCode}` : ''})${why}`;
+  }
+
+  /** The sink's totals from its last per-second line. */
+  sinkProgress(): { verified: number; lost: number; dup: number; bad: number } {
+    const lines = (this.sink?.out ?? '').trim().split('\n');
+    for (let i = lines.length - 1; i >= 0; i--) {
+      const m = /verified (\d+), lost (\d+), dup (\d+), bad (\d+)/.exec(lines[i]);
+      if (m) return { verified: +m[1], lost: +m[2], dup: +m[3], bad: +m[4] };
+    }
+    return { verified: 0, lost: 0, dup: 0, bad: 0 };
+  }
+
+  measure(): { fd: number | null; rssKb: number | null } {
+    if (!this.pid) return { fd: null, rssKb: null };
+    try {
+      const fd = fs.readdirSync(`/proc/${this.pid}/fd`).length;
+      const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${this.pid}/status`, 'utf8'));
+      return { fd, rssKb: m ? +m[1] : null };
+    } catch {
+      return { fd: null, rssKb: null };
+    }
+  }
+
+  async stop(): Promise<void> {
+    await stopProc(this.gen);
+    await stopProc(this.sink);
+    await stopProc(this.sw);
+    this.gen = this.sink = this.sw = null;
+    if (this.ownDir) fs.rmSync(this.ownDir, { recursive: true, force: true });
+    this.ownDir = null;
+  }
+}
+
+interface CheckResult {
+  failures: { check: string; detail: string }[];
+  fdGrowth: number | null;
+  rssGrowthMb: number | null;
+  dead: boolean;
+}
+
+/** Everything that must hold after a batch, once its hostile connections are closed. */
+async function checkTarget(t: Target, o: FuzzOptions): Promise<CheckResult> {
+  const failures: { check: string; detail: string }[] = [];
+  const res = (dead: boolean): CheckResult => {
+    const m = t.measure();
+    return {
+      failures, dead,
+      fdGrowth: m.fd === null ? null : m.fd - t.baseFd,
+      rssGrowthMb: m.rssKb === null ? null : (m.rssKb - t.baseRss) / 1024,
+    };
+  };
+  await sleep(30); // let a fault from the batch's last messages land
+  if (!t.alive()) {
+    failures.push({ check: 'alive', detail: t.deathNote() });
+    return res(true);
+  }
+  let st: SwitchStats;
+  try {
+    st = await t.stats();
+  } catch (e) {
+    failures.push({ check: t.alive() ? 'responsive' : 'alive', detail: t.alive() ? `stats: ${(e as Error).message}` : t.deathNote() });
+    return res(!t.alive());
+  }
+  // Every hostile port must be released once we hung up.
+  const hostile = new Set(t.ports);
+  try {
+    await until('the hostile ports to detach', async () => {
+      st = await t.stats();
+      return st.ports.every((p) => !hostile.has(p.name) || !p.attached);
+    }, 3000);
+  } catch {
+    const held = st!.ports.filter((p) => hostile.has(p.name) && p.attached).map((p) => p.name);
+    failures.push({ check: 'ports-released', detail: `still attached 3 s after the fuzzer closed them: ${held.join(', ')}` });
+  }
+  if (!st!.ledger.ok) failures.push({ check: 'ledger', detail: JSON.stringify(st!.ledger).slice(0, 400) });
+  // The bystander pair must still be moving every frame.
+  if (!running(t.gen) || !running(t.sink)) {
+    const who = !running(t.gen) ? t.gen : t.sink;
+    failures.push({ check: 'bystander', detail: `bystander ${who === t.gen ? 'generator' : 'sink'} exited: ${who?.err.trim().slice(-300)}` });
+  } else {
+    const before = t.lastVerified;
+    try {
+      await until('the bystander sink to verify more frames', () => t.sinkProgress().verified > before, 5000);
+    } catch {
+      failures.push({ check: 'bystander', detail: `sink verified nothing new in 5 s (stuck at ${before})` });
+    }
+    const p = t.sinkProgress();
+    t.lastVerified = p.verified;
+    if (p.lost + p.dup + p.bad > 0) failures.push({ check: 'bystander', detail: `sink: lost ${p.lost}, dup ${p.dup}, bad ${p.bad}` });
+  }
+  const r = res(!t.alive());
+  if (r.fdGrowth !== null && r.fdGrowth > o.maxFdGrowth) failures.push({ check: 'fd-growth', detail: `${r.fdGrowth} fds more than at start (bound ${o.maxFdGrowth})` });
+  if (r.rssGrowthMb !== null && r.rssGrowthMb > o.maxRssGrowthMb) {
+    failures.push({ check: 'rss-growth', detail: `RSS ${r.rssGrowthMb.toFixed(1)} MiB above start (bound ${o.maxRssGrowthMb})` });
+  }
+  return r;
+}
+
+function replayCmd(o: FuzzOptions, index: number): string {
+  return `npm run fuzz -- --seed ${o.seed} --only-case ${index}`;
+}
+
+function log(o: FuzzOptions, line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+/** Run the batch's cases over the connections, each slot taking the next case when free. */
+async function runBatch(t: Target, o: FuzzOptions, indices: number[], env: FdFactory, results: Map<number, CaseResult>): Promise<void> {
+  let next = 0;
+  const slots = Math.min(o.connections, t.ports.length, indices.length);
+  await Promise.all(Array.from({ length: slots }, async (_, slot) => {
+    while (next < indices.length) {
+      const i = indices[next++];
+      results.set(i, await runCase(o.seed, i, { sock: t.sockOf(slot), fds: env }));
+      if (!t.alive()) return;
+    }
+  }));
+}
+
+/** Replay a crashed batch one case at a time on a fresh switch until one kills it. */
+async function narrow(t: Target, o: FuzzOptions, indices: number[], fds: FdFactory): Promise<Failure['culprit'] | undefined> {
+  for (const i of indices) {
+    const r = await runCase(o.seed, i, { sock: t.sockOf(0), fds });
+    await sleep(60);
+    if (!t.alive()) {
+      log(o, `  case ${i} (${r.kind}) kills the switch: ${t.deathNote().split('\n')[0]}`);
+      return { index: i, kind: r.kind, what: r.what, replay: replayCmd(o, i) };
+    }
+  }
+  return undefined;
+}
+
+export async function runFuzz(o: FuzzOptions): Promise<FuzzSummary> {
+  const enabled = new Set(o.kinds);
+  const fdDir = fs.mkdtempSync(path.join(os.tmpdir(), 'zcs-fuzzfds-'));
+  const fds = new FdFactory(fdDir);
+  const t = new Target(o);
+  const failures: Failure[] = [];
+  const byKind: Record<string, number> = Object.fromEntries(KINDS.map((k) => [k, 0]));
+  let cases = 0;
+  let connected = 0;
+  let batches = 0;
+  let crashes = 0;
+  let restarts = 0;
+  let fdMax: number | null = null;
+  let rssMax: number | null = null;
+  let fdFinal: number | null = null;
+  let rssFinal: number | null = null;
+  let verifiedTotal = 0;
+  let stopping = false;
+  const onSig = () => (stopping = true);
+  process.on('SIGINT', onSig);
+  process.on('SIGTERM', onSig);
+  const t0 = Date.now();
+  let lastLog = t0;
+  try {
+    await t.start();
+    let nextIndex = o.onlyCase ?? 0;
+    while (!stopping && cases < (o.onlyCase !== undefined ? 1 : o.cases)) {
+      const indices: number[] = [];
+      const want = o.onlyCase !== undefined ? 1 : Math.min(o.batch, o.cases - cases);
+      while (indices.length < want) {
+        if (o.onlyCase !== undefined || enabled.has(kindOf(nextIndex))) indices.push(nextIndex);
+        nextIndex++;
+      }
+      const results = new Map<number, CaseResult>();
+      await runBatch(t, o, indices, fds, results);
+      batches++;
+      cases += indices.length;
+      for (const i of indices) {
+        const r = results.get(i);
+        byKind[kindOf(i)]++;
+        if (r?.connected) connected++;
+        if (o.verbose || o.onlyCase !== undefined) log(o, `case ${i} ${kindOf(i)}: ${r?.what ?? '(not run: the switch died first)'}`);
+      }
+      const c = await checkTarget(t, o);
+      if (c.fdGrowth !== null) {
+        fdFinal = c.fdGrowth;
+        fdMax = Math.max(fdMax ?? -Infinity, c.fdGrowth);
+      }
+      if (c.rssGrowthMb !== null) {
+        rssFinal = c.rssGrowthMb;
+        rssMax = Math.max(rssMax ?? -Infinity, c.rssGrowthMb);
+      }
+      const now = Date.now();
+      if (o.verbose || now - lastLog > 5000) {
+        lastLog = now;
+        const m = t.measure();
+        log(o, `[fuzz] ${cases} cases (${(cases / ((now - t0) / 1000)).toFixed(0)}/s), batch ${batches}, switch fds ${m.fd} (+${c.fdGrowth}), ` +
+          `RSS ${m.rssKb === null ? '?' : (m.rssKb / 1024).toFixed(0)} MiB (+${c.rssGrowthMb?.toFixed(1)}), bystander verified ${t.lastVerified}, failures ${failures.length}`);
+      }
+      if (c.failures.length === 0) continue;
+      const kinds = [...new Set(indices.map(kindOf))];
+      for (const f of c.failures) {
+        const fail: Failure = { ...f, batch: batches, cases: indices, kinds };
+        failures.push(fail);
+        log(o, `[fuzz] FAIL batch ${batches} (cases ${indices[0]}..${indices[indices.length - 1]}, kinds ${kinds.join(',')}): ${f.check}: ${f.detail}`);
+      }
+      if (c.dead) crashes++;
+      if (o.stopOnFailure || !t.own) break;
+      // Start again; for a crash, find the case that did it.
+      verifiedTotal += t.lastVerified;
+      await t.stop();
+      await t.start();
+      restarts++;
+      if (c.dead && indices.length > 1) {
+        log(o, `[fuzz] replaying batch ${batches} one case at a time to find the culprit`);
+        const culprit = await narrow(t, o, indices, fds);
+        if (culprit) {
+          failures[failures.length - c.failures.length].culprit = culprit;
+          log(o, `[fuzz] culprit: case ${culprit.index} (${culprit.kind}) ${culprit.what}\n[fuzz] replay: ${culprit.replay}`);
+          await t.stop();
+          await t.start();
+          restarts++;
+        } else {
+          log(o, '[fuzz] no single case of the batch kills the switch alone (it took several together)');
+        }
+      } else if (c.dead) {
+        const i = indices[0];
+        failures[failures.length - c.failures.length].culprit = { index: i, kind: kindOf(i), what: results.get(i)?.what ?? '', replay: replayCmd(o, i) };
+      }
+    }
+  } finally {
+    verifiedTotal += t.lastVerified;
+    await t.stop();
+    fs.rmSync(fdDir, { recursive: true, force: true });
+    process.off('SIGINT', onSig);
+    process.off('SIGTERM', onSig);
+  }
+  const seconds = (Date.now() - t0) / 1000;
+  return {
+    seed: o.seed, cases, connected, byKind, seconds, casesPerSec: cases / seconds, batches, crashes, restarts,
+    fdGrowth: { final: fdFinal, max: fdMax, bound: o.maxFdGrowth },
+    rssGrowthMb: { final: rssFinal, max: rssMax, bound: o.maxRssGrowthMb },
+    bystanderVerified: verifiedTotal, failures, ok: failures.length === 0,
+  };
+}
