@@ -211,11 +211,12 @@ export class Switch {
           retry.unref();
           return;
         }
-        if (c < 0) return;
+        // accept worked (a connection, or none waiting): the fd table has room again.
         if (failures > 0) {
           this.log.info({ port: port.name, failures }, 'accepting connections again');
           failures = 0;
         }
+        if (c < 0) return;
         if (port.attached) {
           // A refused QEMU retries in a tight loop: log the first refusal, then once every 10 s.
           const now = Date.now();
