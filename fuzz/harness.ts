@@ -107,7 +107,7 @@ async function stopProc(p: Proc | null, graceMs = 3000): Promise<void> {
   clearTimeout(t);
 }
 
-async function until(what: string, fn: () => Promise<boolean> | boolean, ms: number): Promise<void> {
+async function until(what: string, fn: () => Promise<boolean> | boolean, ms: number, pollMs = 20): Promise<void> {
   const end = Date.now() + ms;
   for (;;) {
     try {
@@ -116,7 +116,7 @@ async function until(what: string, fn: () => Promise<boolean> | boolean, ms: num
       /* not yet */
     }
     if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(20);
+    await sleep(pollMs);
   }
 }
 
@@ -131,6 +131,11 @@ class Target {
   ports: string[] = [];
   private ownDir: string | null = null;
   lastVerified = 0;
+  /** When the sink's verified count last grew (Date.now()). */
+  verifiedAt = 0;
+  /** The switch's count of frames delivered to the sink's port, and when it last grew. */
+  lastDelivered = 0;
+  deliveredAt = 0;
   baseFd = 0;
   baseRss = 0;
 
@@ -177,6 +182,8 @@ class Target {
     this.lastVerified = 0;
     await until('bystander traffic to arrive', () => this.sinkProgress().verified > 0, 15000);
     this.lastVerified = this.sinkProgress().verified;
+    this.lastDelivered = this.delivered(await this.stats());
+    this.verifiedAt = this.deliveredAt = Date.now();
     const m = this.measure();
     this.baseFd = m.fd ?? 0;
     this.baseRss = m.rssKb ?? 0;
@@ -219,6 +226,11 @@ class Target {
     return `switch exited (status ${c.exitCode}${c.signalCode ? `, signal ${c.signalCode}` : ''})${why}`;
   }
 
+  /** Frames the switch has delivered to the bystander sink's port (its txPackets: given to the VM). */
+  delivered(st: SwitchStats): number {
+    return Number(st.ports.find((p) => p.name === BYSTANDER[1])?.counters.txPackets ?? 0);
+  }
+
   /** The sink's totals from its last per-second line. */
   sinkProgress(): { verified: number; lost: number; dup: number; bad: number } {
     const lines = (this.sink?.out ?? '').trim().split('\n');
@@ -257,8 +269,20 @@ interface CheckResult {
   dead: boolean;
 }
 
-/** Everything that must hold after a batch, once its hostile connections are closed. */
-async function checkTarget(t: Target, o: FuzzOptions): Promise<CheckResult> {
+/**
+ * The sink prints its totals once a second and the generator sends
+ * `--bystander-rate` frames a second, so "still forwarding" is judged over
+ * time, not per batch (a batch can take a few ms): the switch's delivery
+ * count for the sink's port must grow within DELIVERY_STALE_MS and the
+ * sink's verified count within VERIFIED_STALE_MS; past that the check waits
+ * for growth (up to 5 s) and fails without it. A batch never sleeps for the
+ * sink's next line while both are fresh.
+ */
+const DELIVERY_STALE_MS = 500;
+const VERIFIED_STALE_MS = 2500;
+
+/** Everything that must hold after a batch, once its hostile connections are closed; `final`: also wait for the sink's next line. */
+async function checkTarget(t: Target, o: FuzzOptions, final = false): Promise<CheckResult> {
   const failures: { check: string; detail: string }[] = [];
   const res = (dead: boolean): CheckResult => {
     const m = t.measure();
@@ -268,7 +292,6 @@ async function checkTarget(t: Target, o: FuzzOptions): Promise<CheckResult> {
       rssGrowthMb: m.rssKb === null ? null : (m.rssKb - t.baseRss) / 1024,
     };
   };
-  await sleep(30); // let a fault from the batch's last messages land
   if (!t.alive()) {
     failures.push({ check: 'alive', detail: t.deathNote() });
     return res(true);
@@ -280,16 +303,20 @@ async function checkTarget(t: Target, o: FuzzOptions): Promise<CheckResult> {
     failures.push({ check: t.alive() ? 'responsive' : 'alive', detail: t.alive() ? `stats: ${(e as Error).message}` : t.deathNote() });
     return res(!t.alive());
   }
-  // Every hostile port must be released once we hung up.
+  // Every hostile port must be released once we hung up. Once they are, the
+  // switch has handled every message the batch sent (each connection's last
+  // act was to hang up): a fault they caused has landed by now.
   const hostile = new Set(t.ports);
+  const released = () => st.ports.every((p) => !hostile.has(p.name) || !p.attached);
   try {
-    await until('the hostile ports to detach', async () => {
-      st = await t.stats();
-      return st.ports.every((p) => !hostile.has(p.name) || !p.attached);
-    }, 3000);
+    await until('the hostile ports to detach', async () => released() || (st = await t.stats(), released()), 3000, 2);
   } catch {
     const held = st!.ports.filter((p) => hostile.has(p.name) && p.attached).map((p) => p.name);
     failures.push({ check: 'ports-released', detail: `still attached 3 s after the fuzzer closed them: ${held.join(', ')}` });
+  }
+  if (!t.alive()) {
+    failures.push({ check: 'alive', detail: t.deathNote() });
+    return res(true);
   }
   if (!st!.ledger.ok) failures.push({ check: 'ledger', detail: JSON.stringify(st!.ledger).slice(0, 400) });
   // The bystander pair must still be moving every frame.
@@ -297,14 +324,36 @@ async function checkTarget(t: Target, o: FuzzOptions): Promise<CheckResult> {
     const who = !running(t.gen) ? t.gen : t.sink;
     failures.push({ check: 'bystander', detail: `bystander ${who === t.gen ? 'generator' : 'sink'} exited: ${who?.err.trim().slice(-300)}` });
   } else {
+    const now = Date.now();
+    // The switch side: frames still reach the sink's port.
+    let d = t.delivered(st!);
+    if (d > t.lastDelivered) {
+      t.lastDelivered = d;
+      t.deliveredAt = now;
+    } else if (now - t.deliveredAt > DELIVERY_STALE_MS) {
+      const before = t.lastDelivered;
+      try {
+        await until('the switch to deliver more bystander frames', async () => (d = t.delivered(await t.stats())) > before, 5000);
+        t.lastDelivered = d;
+        t.deliveredAt = Date.now();
+      } catch {
+        failures.push({ check: 'bystander', detail: `the switch delivered nothing to ${BYSTANDER[1]} in ${((Date.now() - t.deliveredAt) / 1000).toFixed(1)} s (stuck at ${before})` });
+      }
+    }
+    // The sink side: what arrives verifies, nothing lost, duplicated or bad.
     const before = t.lastVerified;
-    try {
-      await until('the bystander sink to verify more frames', () => t.sinkProgress().verified > before, 5000);
-    } catch {
-      failures.push({ check: 'bystander', detail: `sink verified nothing new in 5 s (stuck at ${before})` });
+    if (final || Date.now() - t.verifiedAt > VERIFIED_STALE_MS) {
+      try {
+        await until('the bystander sink to verify more frames', () => t.sinkProgress().verified > before, 5000);
+      } catch {
+        failures.push({ check: 'bystander', detail: `sink verified nothing new in ${((Date.now() - t.verifiedAt) / 1000).toFixed(1)} s (stuck at ${before})` });
+      }
     }
     const p = t.sinkProgress();
-    t.lastVerified = p.verified;
+    if (p.verified > before) {
+      t.lastVerified = p.verified;
+      t.verifiedAt = Date.now();
+    }
     if (p.lost + p.dup + p.bad > 0) failures.push({ check: 'bystander', detail: `sink: lost ${p.lost}, dup ${p.dup}, bad ${p.bad}` });
   }
   const r = res(!t.alive());
@@ -392,7 +441,8 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzSummary> {
         if (r?.connected) connected++;
         if (o.verbose || o.onlyCase !== undefined) log(o, `case ${i} ${kindOf(i)}: ${r?.what ?? '(not run: the switch died first)'}`);
       }
-      const c = await checkTarget(t, o);
+      const last = stopping || cases >= (o.onlyCase !== undefined ? 1 : o.cases);
+      const c = await checkTarget(t, o, last);
       if (c.fdGrowth !== null) {
         fdFinal = c.fdGrowth;
         fdMax = Math.max(fdMax ?? -Infinity, c.fdGrowth);
@@ -405,7 +455,10 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzSummary> {
       if (o.verbose || now - lastLog > 5000) {
         lastLog = now;
         const m = t.measure();
-        log(o, `[fuzz] ${cases} cases (${(cases / ((now - t0) / 1000)).toFixed(0)}/s), batch ${batches}, switch fds ${m.fd} (+${c.fdGrowth}), ` +
+        const rate = cases / ((now - t0) / 1000);
+        const left = (o.onlyCase !== undefined ? 1 : o.cases) - cases;
+        const eta = left > 0 ? `, ETA ${(left / rate / 60).toFixed(0)} min` : '';
+        log(o, `[fuzz] ${cases} cases (${rate.toFixed(0)}/s${eta}), batch ${batches}, switch fds ${m.fd} (+${c.fdGrowth}), ` +
           `RSS ${m.rssKb === null ? '?' : (m.rssKb / 1024).toFixed(0)} MiB (+${c.rssGrowthMb?.toFixed(1)}), bystander verified ${t.lastVerified}, failures ${failures.length}`);
       }
       if (c.failures.length === 0) continue;

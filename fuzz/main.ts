@@ -64,7 +64,7 @@ export function buildFuzzCli(): Command {
     .option('--cases <n>', 'cases to run', intArg('--cases', 1), 2000)
     .option('--seed <s>', 'PRNG seed: the same seed runs the same cases', intArg('--seed', 0, 0xffffffff), 1)
     .option('--only-case <i>', 'replay one case of --seed (printed with a failure)', intArg('--only-case', 0))
-    .option('--connections <n>', 'hostile connections in parallel (one port each)', intArg('--connections', 1, 62), 8)
+    .option('--connections <n>', 'hostile connections in parallel (one port each)', intArg('--connections', 1, 62), 16)
     .option('--batch <n>', 'cases between checks', intArg('--batch', 1), 100)
     .option('--kinds <list>', `case kinds, comma-separated, or all: ${KINDS.map((k) => `${k} (${KIND_HELP[k]})`).join('; ')}`, 'all')
     .option('--socket-dir <dir>', 'fuzz a running switch in this socket dir (default: start a private one in a temp dir)')

@@ -7,6 +7,9 @@
 //    uv_close() finishes asynchronously and may outlive the JS object;
 //  * while started, the JS object is pinned (strong ref) so GC cannot free
 //    the callback under an armed handle; stop()/close() unpin it;
+//  * close() also drops the callback reference: it is a strong native root,
+//    and a callback that closes over the watcher's owner would otherwise
+//    keep the owner and the watcher itself alive after close();
 //  * at env teardown (worker exit) an async cleanup hook closes the handle
 //    and keeps node running the loop until the close callback has run,
 //    otherwise uv_loop_close() would find an open handle and abort.
@@ -108,6 +111,13 @@ class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
       h_->owner = nullptr;
       BeginClose(h_);
       h_ = nullptr;
+      // Drop the callback: it is a strong reference from a native root, and
+      // callbacks usually close over the object that holds this watcher, so
+      // keeping it would keep that object, this wrapper and everything they
+      // reach alive for ever (a leak per closed connection). A closed
+      // watcher never calls back again. (Safe inside the callback itself:
+      // the running function is held by its caller's handle scope.)
+      cb_.Reset();
     }
     return info.Env().Undefined();
   }

@@ -1,18 +1,16 @@
 /**
  * A seeded short run of the fuzzer (`npm run fuzz`, fuzz/README.md): its own
- * switch, 8 hostile connections, checks after every batch (alive, ports
- * released, ledger, bystander pair verified with nothing lost, fd and RSS
- * growth). The kinds are the ones the current switch survives; the others
- * (shrink, notifier, memtable: SIGBUS and non-eventfd notifiers) join the
- * list when those fixes land. ZC_FUZZ_KINDS overrides the list.
+ * switch, 16 hostile connections, every case kind, checks after every batch
+ * (alive, ports released, ledger, bystander pair verified with nothing lost,
+ * fd and RSS growth). ZC_FUZZ_KINDS narrows the kinds, ZC_FUZZ_CASES the count.
  */
 import path from 'node:path';
 import t from 'tap';
 import { spawnProc } from '../helpers/procs';
 
 const FUZZ = path.join(__dirname, '..', '..', 'fuzz', 'main.js');
-const CASES = 2000;
-const KINDS = process.env.ZC_FUZZ_KINDS ?? 'msg,ring,shared';
+const CASES = Number(process.env.ZC_FUZZ_CASES ?? 5000);
+const KINDS = process.env.ZC_FUZZ_KINDS ?? 'all';
 
 t.test(`fuzz: ${CASES} cases, seed 1, kinds ${KINDS}`, async (t) => {
   const p = spawnProc(process.execPath, [FUZZ, '--cases', String(CASES), '--seed', '1', '--kinds', KINDS, '--json', '--stop-on-failure']);

@@ -7,6 +7,8 @@ import t from 'tap';
 import { fork, spawnSync, ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import * as v8 from 'v8';
+import * as vm from 'vm';
 import { Worker } from 'worker_threads';
 import { tempDir } from '../helpers/tmp';
 import { sleep } from '../helpers/wait';
@@ -403,6 +405,31 @@ t.test('unixRecvMsg: MSG_CTRUNC -> ECTRUNC, fds that arrived are kept', async (t
   });
   t.equal(r.status, 0, r.stderr);
   t.same(JSON.parse(r.stdout), { code: 'ECTRUNC', bytesRead: 2, fds: 1 });
+});
+
+t.test('FdWatcher.close() releases its callback: the owner it closes over can be collected', async (t) => {
+  // The switch makes a watcher per connection whose callback closes over
+  // the connection that holds the watcher; a closed watcher that kept its
+  // callback kept every closed connection alive (an RSS leak per front-end).
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const refs: WeakRef<object>[] = [];
+  for (let i = 0; i < 40; i++) {
+    const efd = eventfdCreate();
+    const owner: { watcher?: FdWatcher; big: Buffer } = { big: Buffer.alloc(64 * 1024) };
+    owner.watcher = new FdWatcher(efd, () => void owner.big.length);
+    owner.watcher.start();
+    if (i % 2) owner.watcher.stop(); // stopped, then closed
+    owner.watcher.close();
+    closeFd(efd);
+    refs.push(new WeakRef(owner));
+  }
+  for (let k = 0; k < 5; k++) {
+    await sleep(10);
+    gc();
+  }
+  const alive = refs.filter((r) => r.deref() !== undefined).length;
+  t.equal(alive, 0, `closed watchers' owners collected (${alive} of ${refs.length} still alive)`);
 });
 
 t.test('FdWatcher inside worker_threads', async (t) => {
