@@ -65,6 +65,8 @@ interface NativeBinding {
   eventfdCreate(): number;
   eventfdSignal(fd: number): void;
   eventfdDrain(fd: number): number;
+  eventfdCall(fd: number): number;
+  eventfdCallSignal(): number;
   pollReadable(fds: Int32Array, timeoutMs: number, readyOut?: Uint8Array): number;
   FdWatcher: FdWatcherConstructor;
   unixListen(path: string, backlog?: number): number;
@@ -203,6 +205,19 @@ export const eventfdCreate: () => number = native.eventfdCreate;
 
 /** Add 1 to the eventfd counter (EAGAIN, i.e. saturated, is ignored). */
 export const eventfdSignal: (fd: number) => void = native.eventfdSignal;
+
+/**
+ * Add 1 to an eventfd someone else controls (a vring call fd), never
+ * blocking: 0 when written, -1 when the write would block (the counter is
+ * saturated, and the owner may have cleared O_NONBLOCK on the shared open
+ * file). The write runs under a per-thread watchdog timer whose no-op
+ * real-time signal interrupts a blocked write within ~2 ms (README,
+ * "eventfdCall"). Other errors throw.
+ */
+export const eventfdCall: (fd: number) => number = native.eventfdCall;
+
+/** The real-time signal eventfdCall's watchdog uses (creating this thread's timer if needed). */
+export const eventfdCallSignal: () => number = native.eventfdCallSignal;
 
 /** Read and reset the counter; 0 if it was 0 (EAGAIN). */
 export const eventfdDrain: (fd: number) => number = native.eventfdDrain;

@@ -25,6 +25,8 @@ export const enum Drop {
   RingBroken,
   /** Bridge: the destination MAC lives on the port the frame came from. */
   Hairpin,
+  /** A call to the VM would have blocked (its call eventfd saturated, O_NONBLOCK cleared): the port is disconnected. */
+  CallBlocked,
   Count,
 }
 
@@ -49,6 +51,7 @@ const DROP_NAME_OF: Record<Exclude<Drop, Drop.Count>, string> = {
   [Drop.NoReturnSlot]: 'no-return-slot',
   [Drop.RingBroken]: 'ring-broken',
   [Drop.Hairpin]: 'hairpin',
+  [Drop.CallBlocked]: 'call-blocked',
 };
 
 /** Names indexed by Drop. */

@@ -7,7 +7,7 @@
  * memory change; nothing here touches a socket, and nothing here allocates
  * per packet.
  */
-import { eventfdSignal } from '../../bindings';
+import { eventfdCall } from '../../bindings';
 import type { Logger } from '../log';
 import type { SharingDomain } from '../shm/domain';
 import { POOL, type OwnershipLedger } from '../shm/ledger';
@@ -262,20 +262,35 @@ export class PortQueues {
       const rx = this.rxqs[q];
       if (rx !== null) {
         rx.publishUsed();
-        if (rx.needsCall()) this.call(src.vrings[rxVring(q)].callFd);
+        if (rx.needsCall() && !this.call(src.vrings[rxVring(q)].callFd, 'rx', q)) return;
       }
       const tx = this.txqs[q];
       if (tx !== null) {
         tx.publishUsed();
-        if (tx.needsCall()) this.call(src.vrings[txVring(q)].callFd);
+        if (tx.needsCall() && !this.call(src.vrings[txVring(q)].callFd, 'tx', q)) return;
       }
     }
   }
 
-  private call(fd: number): void {
-    if (fd < 0) return;
-    eventfdSignal(fd);
+  /**
+   * Signal a call fd. The fd is the front-end's eventfd and the front-end
+   * controls its flags (O_NONBLOCK lives in the open file description both
+   * share): eventfdCall never blocks, and returns -1 when the write would
+   * have (the counter is saturated). A well-behaved VM cannot get there: it
+   * would take 2^64 - 2 calls without one read. So it is taken as hostile
+   * (or hopelessly stuck): counted as call-blocked and the port is
+   * disconnected through broken(), as for a broken ring. False then: the
+   * caller stops serving this port (its queues are gone).
+   */
+  private call(fd: number, dir: 'rx' | 'tx', q: number): boolean {
+    if (fd < 0) return true;
+    if (eventfdCall(fd) < 0) {
+      this.counters.drop(Drop.CallBlocked);
+      this.broken(`call-blocked: the ${dir} queue ${q} call eventfd would block (counter saturated by the front-end)`);
+      return false;
+    }
     this.counters.calls++;
+    return true;
   }
 
   /** Enable or disable kicks on every running queue; returns entries already pending. */

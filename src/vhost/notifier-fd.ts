@@ -6,7 +6,9 @@
  * /proc/self/fd link (`anon_inode:[eventfd]`), which names other kinds too,
  * for the message; fstat tells file types apart. A checked fd is set
  * O_NONBLOCK, so a saturated counter gives EAGAIN rather than a blocked
- * switch.
+ * switch. That alone is not enough for a call fd: the flag belongs to the
+ * open file description the front-end shares, and it can clear it again;
+ * the call write (eventfdCall, bindings/README.md) is bounded on its own.
  */
 import fs from 'node:fs';
 import { setNonBlocking } from '../../bindings';

@@ -4,17 +4,21 @@
  * every frame verified, during and after the attack, with the ledger
  * balanced. The switch must refuse the message (a ProtocolError naming the
  * vring and what the fd is), drop that connection, keep its own fd count,
- * stay alive, and take the next front-end on the same port.
+ * stay alive, and take the next front-end on the same port. A call eventfd
+ * made blocking and saturated after it was accepted must not block the
+ * switch: the port is dropped as call-blocked.
  */
 import t, { type Test } from 'tap';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { closeFd, eventfdCreate } from '../../bindings';
-import { u64 } from '../../src/vhost/codec';
-import { FLAG_VERSION, Req, VRING_NOFD_MASK } from '../../src/vhost/protocol';
+import { closeFd, eventfdCreate, eventfdDrain, eventfdSignal, memfdCreate, mmapShared, setNonBlocking } from '../../bindings';
+import { memTable, u64, vringAddr, vringState } from '../../src/vhost/codec';
+import { FLAG_NEED_REPLY, FLAG_VERSION, PROTOCOL_F_REPLY_ACK, Req, VHOST_USER_F_PROTOCOL_FEATURES, VRING_NOFD_MASK } from '../../src/vhost/protocol';
+import { VIRTIO_F_VERSION_1, bit } from '../../src/virtio/defs';
+import { SplitRing } from '../../src/virtio/ring';
 import { bystanderConfig, startBystander } from '../helpers/bystander';
-import { type SwitchProc, sleep, startSwitch, stopProc, tempDir, vm, waitAttached, waitFor } from '../helpers/procs';
+import { type SwitchProc, counters, sleep, startSwitch, stopProc, tempDir, vm, waitAttached, waitFor, within } from '../helpers/procs';
 import { RawClient } from '../helpers/unit-vhost-client';
 
 const EVIL = 'evil';
@@ -234,3 +238,104 @@ attack('a front-end that disconnects mid-handshake, 200 times', async (t, sw) =>
   const after = await settledFds(sw, before);
   t.equal(after, before, `switch fds unchanged after 200 half handshakes (${before})`, { fds: fdList(sw) });
 }, { seconds: 5 });
+
+/**
+ * A front-end that sets its port up properly (rings in a memfd, eventfds
+ * for kick and call), then turns its rx call eventfd into a trap: it clears
+ * O_NONBLOCK on its own copy (the flag belongs to the open file description
+ * the switch shares) and writes the counter's maximum, so one more write of
+ * 1 would sleep until someone reads. Then it makes the switch call: one rx
+ * posting the switch must refuse (a readable descriptor: bad-rx-desc,
+ * completed empty, and the VM asked for interrupts).
+ */
+attack('a call eventfd made blocking and saturated: the switch stays responsive, the port is dropped as call-blocked', async (t, sw) => {
+  const NUM = 16;
+  const MEM = 0x10000;
+  const UA = 0x7f00_0000_0000n;
+  const RING_AT = [{ desc: 0x0, avail: 0x100, used: 0x200 }, { desc: 0x1000, avail: 0x1100, used: 0x1200 }];
+  const c = RawClient.connect(path.join(sw.dir, `${EVIL}.sock`));
+  const memFd = memfdCreate('call-trap', MEM);
+  const kick = [eventfdCreate(), eventfdCreate()];
+  const call = [eventfdCreate(), eventfdCreate()];
+  t.teardown(() => {
+    // Should the switch be stuck in the write (no fix), reading the counter frees it.
+    setNonBlocking(call[0], true);
+    eventfdDrain(call[0]);
+    c.close();
+    for (const fd of [memFd, ...kick, ...call]) closeFd(fd);
+  });
+  const acked = async (what: string) => {
+    const r = await c.recv();
+    t.equal(r?.payload.readBigUInt64LE(0), 0n, `${what}: acked`);
+  };
+  c.send(Req.GET_FEATURES, FLAG_VERSION);
+  await c.recv();
+  c.send(Req.GET_PROTOCOL_FEATURES, FLAG_VERSION);
+  await c.recv();
+  c.send(Req.SET_PROTOCOL_FEATURES, FLAG_VERSION, u64(bit(PROTOCOL_F_REPLY_ACK)));
+  c.send(Req.SET_OWNER, FLAG_VERSION);
+  c.send(Req.SET_FEATURES, FLAG_VERSION, u64(bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES)));
+  c.send(Req.SET_MEM_TABLE, FLAG_VERSION | FLAG_NEED_REPLY, memTable([
+    { guestPhysAddr: 0n, memorySize: BigInt(MEM), userspaceAddr: UA, mmapOffset: 0n },
+  ]), [memFd]);
+  await acked('SET_MEM_TABLE');
+  for (let q = 0; q < 2; q++) {
+    const at = RING_AT[q];
+    c.send(Req.SET_VRING_NUM, FLAG_VERSION, vringState(q, NUM));
+    c.send(Req.SET_VRING_BASE, FLAG_VERSION, vringState(q, 0));
+    c.send(Req.SET_VRING_ADDR, FLAG_VERSION, vringAddr({
+      index: q, flags: 0, desc: UA + BigInt(at.desc), avail: UA + BigInt(at.avail), used: UA + BigInt(at.used), log: 0n,
+    }));
+    c.send(Req.SET_VRING_KICK, FLAG_VERSION, u64(BigInt(q)), [kick[q]]);
+    c.send(Req.SET_VRING_CALL, FLAG_VERSION, u64(BigInt(q)), [call[q]]);
+    c.send(Req.SET_VRING_ENABLE, FLAG_VERSION | FLAG_NEED_REPLY, vringState(q, 1));
+    await acked(`vring ${q} enabled`);
+  }
+  await waitFor('port evil ready', async () => (await sw.port(EVIL)).ready, 5000);
+
+  // The trap: blocking, and the counter at its maximum (0xfffffffffffffffe).
+  const logFrom = sw.stderr().length;
+  setNonBlocking(call[0], false);
+  const max = Buffer.alloc(8);
+  max.writeBigUInt64LE(0xffff_ffff_ffff_fffen);
+  fs.writeSync(call[0], max);
+  // One rx posting the switch completes empty (readable: bad-rx-desc), then a kick: the switch calls.
+  const mem = mmapShared(memFd, MEM);
+  const rx = new SplitRing(NUM, {
+    desc: { buffer: mem, byteOffset: RING_AT[0].desc },
+    avail: { buffer: mem, byteOffset: RING_AT[0].avail },
+    used: { buffer: mem, byteOffset: RING_AT[0].used },
+  });
+  rx.setDesc(0, 0x8000, 2048, 0, 0);
+  rx.avail[2] = 0;
+  rx.avail[1] = 1;
+  eventfdSignal(kick[0]);
+
+  // The switch answers stats within 1 s, every time, while it handles the trap.
+  let slowest = 0;
+  const end = Date.now() + 1500;
+  while (Date.now() < end) {
+    const t0 = Date.now();
+    const st = await within(sw.stats(), 1000);
+    if (st === null) {
+      t.fail('the switch did not answer stats within 1 s: it is stuck (in the call write?)');
+      return;
+    }
+    slowest = Math.max(slowest, Date.now() - t0);
+    await sleep(50);
+  }
+  t.ok(slowest < 1000, `stats answered within 1 s every time (slowest ${slowest} ms)`);
+
+  const closed = await c.waitClosed(5000);
+  t.ok(closed.how === 'eof' || closed.how === 'reset', `the hostile connection was closed (${closed.how})`);
+  await waitFor('port evil detached', async () => !(await sw.port(EVIL)).attached, 5000);
+  const drops = counters(await sw.port(EVIL)).drops;
+  t.equal(drops['call-blocked'], 1, 'counted once as call-blocked');
+  t.equal(drops['bad-rx-desc'], 1, 'the refused posting was counted (the call was for it)');
+  const line = logLines(sw, logFrom).find((l) => l.msg === 'front-end disconnected' && String(l.reason).includes('call-blocked'));
+  t.ok(line, 'the disconnect is logged with reason call-blocked', { log: line ? undefined : sw.stderr().slice(logFrom).slice(-3000) });
+  t.equal(line?.port, EVIL, 'and the port');
+  // The counter is untouched: the switch's write never went in.
+  setNonBlocking(call[0], true);
+  t.equal(eventfdDrain(call[0]), 0xffff_ffff_ffff_fffe, 'the saturated counter was not written');
+}, { seconds: 4 });

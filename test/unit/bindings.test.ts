@@ -499,6 +499,34 @@ t.test('SIGBUS guard: an unguarded mapping still dies of SIGBUS', async (t) => {
   t.equal(r.signal, 'SIGBUS', 'killed by SIGBUS, as without the guard');
 });
 
+const CALL_CHILD = path.join(__dirname, 'fixtures', 'call-child.js');
+
+t.test('eventfdCall: a saturated eventfd its owner made blocking returns -1 quickly, never blocks', async (t) => {
+  // In a child: without the watchdog the write sleeps forever (the timeout kills it).
+  const r = spawnSync(process.execPath, [CALL_CHILD], { encoding: 'utf8', timeout: 5000, killSignal: 'SIGKILL' });
+  t.equal(r.signal, null, `the child did not hang in write(2) (killed: ${r.signal ?? 'no'} ${r.stderr})`);
+  t.equal(r.status, 0, 'the child exited 0');
+  type Blocked = { result: number; ms: number; counter: number };
+  const out = JSON.parse(r.stdout.trim()) as {
+    signal: number; healthy: { result: number; counter: number }; healthyBlocking: { result: number; counter: number };
+    saturatedNonBlocking: { result: number }; saturatedBlocking: Blocked[]; worker: Blocked;
+    cost: { plainNs: number; boundedNs: number; counter: number }; waitedMs: number;
+  };
+  t.ok(out.signal >= 34 + 6, `a real-time signal above glibc's and SIGRTMIN+6: ${out.signal}`);
+  t.same(out.healthy, { result: 0, counter: 1 }, 'a healthy non-blocking eventfd: written');
+  t.same(out.healthyBlocking, { result: 0, counter: 1 }, 'a healthy blocking eventfd: written');
+  t.same(out.saturatedNonBlocking, { result: -1 }, 'saturated, non-blocking: -1 (EAGAIN)');
+  for (const [i, b] of [...out.saturatedBlocking, out.worker].entries()) {
+    const where = i < out.saturatedBlocking.length ? `main thread, try ${i + 1}` : 'worker thread';
+    t.equal(b.result, -1, `saturated and blocking (${where}): -1`);
+    t.ok(b.ms < 100, `within 100 ms (${where}): ${b.ms.toFixed(2)} ms`);
+    t.equal(b.counter, 0xffff_ffff_ffff_fffe, `nothing was added to the counter (${where})`);
+  }
+  t.equal(out.cost.counter, 200000, 'every bounded call on a healthy fd was written');
+  t.comment(`per call: plain write ${out.cost.plainNs.toFixed(0)} ns, with the watchdog ${out.cost.boundedNs.toFixed(0)} ns`);
+  t.ok(out.waitedMs >= 95, `no stray watchdog tick afterwards: a 100 ms wait lasted ${out.waitedMs} ms`);
+});
+
 t.test('guardMapping argument checks', async (t) => {
   const fd = memfdCreate('guard-args', 4096);
   t.teardown(() => closeFd(fd));
