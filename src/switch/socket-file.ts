@@ -61,14 +61,7 @@ function publish(tmp: string, finalPath: string, perms: ResolvedPerms): void {
 export function bindSecurely<T>(finalPath: string, perms: ResolvedPerms, bind: (tmpPath: string) => T, undo: (bound: T) => void): T {
   const { dir, tmp } = stage(finalPath);
   try {
-    const bound = bind(tmp);
-    try {
-      publish(tmp, finalPath, perms);
-    } catch (e) {
-      undo(bound);
-      throw e;
-    }
-    return bound;
+    return publishBound(bind(tmp), tmp, finalPath, perms, undo);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -83,15 +76,19 @@ export async function bindSecurelyAsync<T>(
 ): Promise<T> {
   const { dir, tmp } = stage(finalPath);
   try {
-    const bound = await bind(tmp);
-    try {
-      publish(tmp, finalPath, perms);
-    } catch (e) {
-      undo(bound);
-      throw e;
-    }
-    return bound;
+    return publishBound(await bind(tmp), tmp, finalPath, perms, undo);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** Give the bound socket its permissions and move it into place; on failure undo the bind and rethrow. */
+function publishBound<T>(bound: T, tmp: string, finalPath: string, perms: ResolvedPerms, undo: (bound: T) => void): T {
+  try {
+    publish(tmp, finalPath, perms);
+  } catch (e) {
+    undo(bound);
+    throw e;
+  }
+  return bound;
 }
