@@ -22,7 +22,7 @@ export interface PortContext extends DataPathContext {
   protocolFeatures: bigint;
   giftHigh: number;
   giftLow: number;
-  /** A front-end that has not made queue pair 0 ready this long after connecting is disconnected (limits.handshakeSec). */
+  /** A front-end that has neither sent SET_OWNER nor made queue pair 0 ready this long after connecting is disconnected (limits.handshakeSec). */
   handshakeMs: number;
   /** A kick arrived or queues changed: run the data path. */
   wake(): void;
@@ -81,7 +81,10 @@ export class Port {
     const secs = ctx.handshakeMs / 1000;
     this.handshakeTimer = setTimeout(() => {
       this.handshakeTimer = null;
-      if (this.backend === null || this.ready) return;
+      // A front-end that claimed the device (SET_OWNER) waits for its guest,
+      // which may boot for minutes before its driver starts the rings: only
+      // a connection that never got that far is dropped.
+      if (this.backend === null || this.ready || this.backend.ownerClaimed) return;
       ctx.log.warn({ port: this.name, handshakeSec: secs }, 'handshake not completed in time; disconnecting');
       this.disconnect(`handshake not completed within ${secs} s (limits.handshakeSec)`);
     }, ctx.handshakeMs);

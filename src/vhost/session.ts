@@ -54,6 +54,11 @@ export class VhostUserBackend {
   ackedFeatures = 0n;
   ackedProtocol = 0n;
   status = 0n;
+  /**
+   * SET_OWNER arrived: the front-end finished the set-up it does on its own.
+   * QEMU sends it at connect, long before its guest's driver starts the rings.
+   */
+  ownerClaimed = false;
   private readonly rings: Vrings;
   private readonly handlers: Map<number, Handler>;
 
@@ -72,8 +77,8 @@ export class VhostUserBackend {
       [Req.SET_FEATURES, (m) => this.setFeatures(decodeU64(m))],
       [Req.GET_PROTOCOL_FEATURES, () => u64(this.opts.protocolFeatures)],
       [Req.SET_PROTOCOL_FEATURES, (m) => this.setProtocolFeatures(decodeU64(m))],
-      // Ownership is the connection itself: one front-end per port.
-      [Req.SET_OWNER, () => undefined],
+      // Ownership is the connection itself (one front-end per port); SET_OWNER marks a front-end that has done its own set-up (limits.handshakeSec).
+      [Req.SET_OWNER, () => void (this.ownerClaimed = true)],
       [Req.RESET_OWNER, () => this.opts.log.info({ port: this.opts.port }, 'RESET_OWNER ignored (deprecated request)')],
       [Req.GET_QUEUE_NUM, () => u64(BigInt(this.opts.queuePairs))],
       [Req.SET_STATUS, (m) => void (this.status = decodeU64(m))],

@@ -215,6 +215,20 @@ attack('a silent connection is closed after the handshake deadline; the real VM 
   t.equal(line?.port, EVIL, 'and the port');
 }, { extra: { limits: { handshakeSec: 1 } } });
 
+t.test('a front-end that claimed the device (SET_OWNER) is not dropped while its guest boots', async (t) => {
+  // QEMU sends SET_OWNER at connect and starts the rings only when its guest's
+  // driver comes up, which may be long after limits.handshakeSec.
+  const sw = await startSwitch(t, bystanderConfig([{ name: EVIL }], { limits: { handshakeSec: 1 } }));
+  const c = RawClient.connect(path.join(sw.dir, `${EVIL}.sock`));
+  t.teardown(() => c.close());
+  c.send(Req.GET_FEATURES, FLAG_VERSION);
+  t.ok(await c.recv(), 'GET_FEATURES answered');
+  c.send(Req.SET_OWNER, FLAG_VERSION);
+  await sleep(2500);
+  t.ok(c.idleAndOpen(), 'still connected 2.5 s later (deadline 1 s)');
+  t.ok((await sw.port(EVIL)).attached, 'and the port is still held by it');
+});
+
 attack('a front-end that disconnects mid-handshake, 200 times', async (t, sw) => {
   const before = await baselineFds(sw);
   for (let i = 0; i < 200; i++) {
