@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * zcswitch command line: start | vm | stats | capture, and bench (its own program, bench/main.ts). Argument errors name the bad
+ * zcswitch command line: start | vm | stats | capture | port | pair | reload, and bench (its own program, bench/main.ts). Argument errors name the bad
  * option and exit with status 2.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -8,6 +8,7 @@ import path from 'node:path';
 import { DEFAULTS, LIMITS, LOG_LEVELS, type LogLevel } from '../config';
 import { intArg, macArg, numArg } from './args';
 import { captureCommand } from './capture';
+import { pairCommand, portAddCommand, portDelCommand, portListCommand, reloadCommand } from './manage';
 import { startCommand } from './start';
 import { statsCommand } from './stats';
 import { vmCommand } from './vm';
@@ -76,6 +77,46 @@ export function buildCli(): Command {
     .option('--control <path>', 'control socket of the switch', path.join(DEFAULTS.socketDir, DEFAULTS.controlSocketName))
     .option('-q, --quiet', 'no "capturing on" line')
     .action((o) => captureCommand({ ...o, quiet: !!o.quiet }));
+
+  const control = () => new Option('--control <path>', 'control socket of the switch').default(path.join(DEFAULTS.socketDir, DEFAULTS.controlSocketName));
+  const port = program.command('port').description('add, remove or list ports of a running switch');
+  port
+    .command('add')
+    .description('add a vhost-user port (socket <socketDir>/<name>.sock)')
+    .argument('<name>', 'port name')
+    .option('--pair <peer>', 'pair it with this unpaired port (pair mode); it joins the peer\'s sharing domain unless --domain says otherwise')
+    .option('--domain <name>', 'sharing domain (a new one gets its own region)')
+    .addOption(control())
+    .option('--json', 'the new port as JSON')
+    .action((name: string, o: { control: string; pair?: string; domain?: string; json?: boolean }) => portAddCommand(name, o));
+  port
+    .command('del')
+    .description('remove a port: its VM is disconnected, its buffers return to the pool, its socket is removed')
+    .argument('<name>', 'port name')
+    .addOption(control())
+    .action((name: string, o: { control: string }) => portDelCommand(name, o));
+  port
+    .command('list')
+    .description('list the ports of a running switch')
+    .addOption(control())
+    .option('--json', 'raw JSON')
+    .action((o: { control: string; json?: boolean }) => portListCommand(o));
+  const pair = program.command('pair').description('pair or unpair two ports of a running switch (pair mode)');
+  for (const action of ['add', 'del'] as const) {
+    pair
+      .command(action)
+      .description(action === 'add' ? 'pair two unpaired ports' : 'unpair two paired ports')
+      .argument('<a>', 'first port')
+      .argument('<b>', 'second port')
+      .addOption(control())
+      .action((a: string, b: string, o: { control: string }) => pairCommand(action, a, b, o));
+  }
+  program
+    .command('reload')
+    .description('re-read the config file the switch was started with and apply what changed (same as SIGHUP)')
+    .addOption(control())
+    .option('--json', 'raw JSON')
+    .action((o: { control: string; json?: boolean }) => reloadCommand(o));
 
   // The bench is its own program (bench/main.ts): it drives switches and peers from outside.
   program.command('bench', 'packet-rate benchmark: zero-copy vs copy vs peers; see docs/PERFORMANCE.md', {

@@ -25,6 +25,7 @@ export async function startCommand(o: StartOptions): Promise<void> {
   }
   const log = createLogger(o.logLevel ?? cfg.log.level);
   const sw = new Switch(cfg, log);
+  sw.configPath = o.config;
   try {
     await sw.start();
   } catch (e) {
@@ -50,6 +51,14 @@ export async function startCommand(o: StartOptions): Promise<void> {
   };
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGTERM', () => shutdown('SIGTERM'));
+  // SIGHUP: reload the config file (the same as `zcswitch reload`); a refusal is logged and changes nothing.
+  process.on('SIGHUP', () => {
+    try {
+      sw.reload();
+    } catch (e) {
+      log.error({ signal: 'SIGHUP' }, (e as Error).message);
+    }
+  });
   // The last line, not the mechanism: errors while serving a port are caught
   // at that port's fault boundary (Port.fault, DataPath.round, VhostChannel,
   // the accept loop, the control socket) and cost that port its connection.

@@ -3,3 +3,4 @@ export { ConfigError, type ConfigIssue, parseConfig, loadConfig, configToJSON, f
 export { resolveConfig, normalizeDir } from './checks';
 export { findJsonSyntaxError } from './json';
 export { SocketDirError, SocketGroupError, prepareSocketDir, readGroups, resolveGroup, socketDirListenError } from './socket-dir';
+export { type ConfigDiff, type SettingChange, LIVE_SETTINGS, RESTART_SETTINGS, diffConfig } from './diff';

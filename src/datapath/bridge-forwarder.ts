@@ -48,7 +48,8 @@ export class BridgeForwarder {
   private qi = 0;
 
   constructor(
-    private readonly burst: number,
+    /** forwarding.burst (a reload may change it between rounds). */
+    public burst: number,
     /** Every port by id (vhost ports and uplinks). */
     private readonly ports: BridgePort[],
     macTableSize: number,

@@ -11,7 +11,9 @@
  * Once per slice of rounds (endSlice), guest-memory faults are polled.
  *
  * Ports and pairs are plain arrays indexed by position, set up by the
- * control plane (src/switch/switch.ts) before traffic; nothing here logs,
+ * control plane (src/switch/switch.ts) and changed by it at run time
+ * (addPort, removePort, setPeer) only between rounds, never during one
+ * (they throw if called from inside a round); nothing here logs,
  * allocates or looks anything up by name.
  */
 import { performance } from 'node:perf_hooks';
@@ -44,6 +46,49 @@ export class DataPath implements PollTarget {
    * the others.
    */
   round(): number {
+    this.inRound = true;
+    try {
+      return this.pass();
+    } finally {
+      this.inRound = false;
+    }
+  }
+
+  /** Set while round() runs: the port arrays must not change then. */
+  private inRound = false;
+
+  private assertBetweenRounds(what: string): void {
+    if (this.inRound) throw new Error(`DataPath.${what} called during a round; port arrays change only between rounds`);
+  }
+
+  /** A port added at run time (unpaired until setPeer). */
+  addPort(p: PortQueues): void {
+    this.assertBetweenRounds('addPort');
+    if (this.ports.includes(p)) return;
+    this.ports.push(p);
+    this.peers.push(null);
+  }
+
+  /** A port removed at run time: gone from the arrays, and no port has it as its peer any more. */
+  removePort(p: PortQueues): void {
+    this.assertBetweenRounds('removePort');
+    const i = this.ports.indexOf(p);
+    if (i >= 0) {
+      this.ports.splice(i, 1);
+      this.peers.splice(i, 1);
+    }
+    for (let k = 0; k < this.peers.length; k++) if (this.peers[k] === p) this.peers[k] = null;
+  }
+
+  /** Pair mode: p forwards to peer (null: unpaired). The caller sets both directions. */
+  setPeer(p: PortQueues, peer: PortQueues | null): void {
+    this.assertBetweenRounds('setPeer');
+    const i = this.ports.indexOf(p);
+    if (i < 0) throw new Error(`DataPath.setPeer: port ${p.name} is not in the data path`);
+    this.peers[i] = peer;
+  }
+
+  private pass(): number {
     let work = 0;
     const ports = this.ports;
     for (let i = 0; i < ports.length; i++) {

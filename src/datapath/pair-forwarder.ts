@@ -26,7 +26,8 @@ export class PairForwarder {
   private readonly srcRes = new ResolvedChain();
   private readonly classic = new ClassicRxFiller();
 
-  constructor(private readonly burst: number) {}
+  /** Most packets per tx queue per round (forwarding.burst; a reload may change it between rounds). */
+  constructor(public burst: number) {}
 
   /**
    * Move up to `burst` packets from src's tx queue qi to dst; returns how

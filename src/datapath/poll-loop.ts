@@ -40,8 +40,9 @@ export class PollLoop {
 
   constructor(
     private readonly target: PollTarget,
-    private readonly mode: PollMode,
-    private readonly spinUs: number,
+    /** forwarding.pollMode and spinUs: a reload may change them between slices. */
+    public mode: PollMode,
+    public spinUs: number,
   ) {}
 
   /** A kick (or a control change) arrived. */

@@ -43,8 +43,15 @@ export class Port {
     readonly id: number,
     readonly name: string,
     readonly socketPath: string,
+    /**
+     * Config ports: the static range handed out whole at first attach. Ports
+     * added at run time (staticRange false): start is unused and count is the
+     * quota the pool gifts them up to as they post (docs/operations.md,
+     * "Adding and removing ports").
+     */
     readonly partition: { start: number; count: number },
     private readonly ctx: PortContext,
+    readonly staticRange = true,
   ) {
     this.queues = new PortQueues(id, name, partition.count, ctx, (reason) => {
       // A ring that reads as garbage may be memory the guard zero-filled: name the real cause first.
@@ -169,7 +176,8 @@ export class Port {
     // The static partition is handed out whole when all of it is in the pool;
     // otherwise (a re-attach after traffic) the port starts empty and the
     // pool gifts it buffers as it posts them (PortQueues.ingestRx).
-    const given = ledger.owned[this.id] === 0 && ledger.assignRange(p.start, p.count, this.id);
+    // A port added at run time has no range: it is always gifted from the pool as it posts.
+    const given = this.staticRange && ledger.owned[this.id] === 0 && ledger.assignRange(p.start, p.count, this.id);
     this.queues.zeroCopy = true;
     this.ctx.log.info(
       { port: this.name, domain: this.ctx.domain.name, partition: given ? p : null, owned: ledger.owned[this.id] }, 'shared buffers mapped by front-end',

@@ -2,15 +2,20 @@
  * The switch process: owns one Shared Buffers region and ownership ledger
  * per sharing domain (src/shm/domain.ts), listens on one vhost-user socket per port (and opens the TAP
  * uplinks), runs the data path in a PollLoop, and answers the control
- * socket (stats, capture) and the optional Prometheus endpoint. This is
- * the control plane: it sets up ports and pairs, then hands the per-packet
- * work to a DataPath (src/datapath/) and never sits in a per-packet call.
+ * socket (stats, capture, ports and pairs at run time, reload) and the
+ * optional Prometheus endpoint. This is the control plane: it sets up ports
+ * and pairs (at start and at run time: docs/operations.md, "Adding and
+ * removing ports"), then hands the per-packet work to a DataPath
+ * (src/datapath/) and never sits in a per-packet call.
  */
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import { FdWatcher, type NativeError, closeFd, unixAccept, unixConnect, unixListen } from '../../bindings';
-import { type SwitchConfig, prepareSocketDir, readGroups, resolveGroup, socketDirListenError } from '../config';
+import {
+  ConfigError, DOMAIN_NAME_RE, LIMITS, type LogLevel, type PortConfig, type SwitchConfig, diffConfig, loadConfig, portNameProblem,
+  prepareSocketDir, readGroups, resolveGroup, socketDirListenError,
+} from '../config';
 import { BridgeForwarder, type BridgePort } from '../datapath/bridge-forwarder';
 import { DataPath } from '../datapath/data-path';
 import type { Mirror } from '../datapath/mirror';
@@ -19,6 +24,7 @@ import { PollLoop } from '../datapath/poll-loop';
 import { TapPort } from '../datapath/tap-port';
 import type { Logger } from '../log';
 import { SharingDomain, checkDomains } from '../shm/domain';
+import { MAX_PORTS } from '../shm/ledger';
 import { closeFdQuiet } from '../vhost/memory-table';
 import {
   PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS, VHOST_USER_F_PROTOCOL_FEATURES,
@@ -37,6 +43,23 @@ export const OFFERED_FEATURES =
 export const OFFERED_PROTOCOL_FEATURES =
   bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_STATUS) | bit(PROTOCOL_F_MQ) | bit(PROTOCOL_F_SHARED_BUFFERS);
 
+/** A control request the switch refuses (unknown port, name taken, ...): the message says why. */
+export class Refused extends Error {}
+
+/** What `port list` shows of one port. */
+export interface PortInfo {
+  name: string;
+  id: number;
+  type: 'vhost' | 'tap';
+  socket: string;
+  domain: string | null;
+  peer: string | null;
+  attached: boolean;
+  /** Added at run time (port add, reload): no static partition, gifted from the pool up to `quota`. */
+  runtime: boolean;
+  quota: number;
+}
+
 export class Switch {
   /** One region and ledger per sharing domain, in order of first appearance in the config's ports. */
   readonly domains: SharingDomain[] = [];
@@ -44,15 +67,28 @@ export class Switch {
   readonly ports: Port[] = [];
   /** TAP uplinks (bridge mode). */
   readonly taps: TapPort[] = [];
-  /** Every port by id (= its index in the config). */
-  private readonly byId: (Port | TapPort)[] = [];
-  /** Every port's data side by id: what the bridge and capture see. */
-  readonly dataPorts: BridgePort[] = [];
+  /**
+   * Every port by id: config ports have their index in the config; a port
+   * added at run time takes the smallest free id (a removed port's id is
+   * reused only once no ledger shows it owning a buffer).
+   */
+  private readonly byId: (Port | TapPort | undefined)[] = [];
+  /**
+   * The bridge's ports by id. A removed port's slot keeps its (detached,
+   * nq = 0) queues until the id is reused: never a destination, and the MAC
+   * table has forgotten it.
+   */
+  private readonly bridgeById: BridgePort[] = [];
   private readonly peers = new Map<Port, Port | null>();
-  private readonly listeners: { fd: number; watcher: FdWatcher; path: string }[] = [];
-  /** Cancel each listener's pending accept retry (see listen). */
-  private readonly acceptRetries: (() => void)[] = [];
+  private readonly listeners = new Map<Port, { fd: number; watcher: FdWatcher; path: string; cancelRetry: () => void }>();
+  /** The config file as last loaded (start or reload): what a reload diffs against. */
+  private fileCfg: SwitchConfig;
+  /** The config file the switch was started with (reload re-reads it); null: none (tests). */
+  configPath: string | null = null;
+  private nextDomainId = 0;
+  private portCtx: Omit<PortContext, 'domain'> | null = null;
   private readonly bridge: BridgeForwarder | null;
+  private readonly pair: PairForwarder | null;
   private readonly dataPath: DataPath;
   private readonly loop: PollLoop;
   private control: ControlServer | null = null;
@@ -67,12 +103,13 @@ export class Switch {
   readonly hugePagesRefused: string | null;
 
   constructor(readonly cfg: SwitchConfig, readonly log: Logger) {
+    this.fileCfg = structuredClone(cfg);
     const sb = cfg.sharedBuffers;
     let refused: string | null = null;
     try {
       for (const pc of cfg.ports) {
         if (pc.domain === null || this.domains.some((d) => d.name === pc.domain)) continue;
-        const d = new SharingDomain(this.domains.length, pc.domain, sb.bufCount, sb.bufSize, Number(sb.base));
+        const d = new SharingDomain(this.nextDomainId++, pc.domain, sb.bufCount, sb.bufSize, Number(sb.base));
         this.domains.push(d);
         refused ??= sb.hugePages ? d.shared.useHugePages() : 'disabled by sharedBuffers.hugePages';
       }
@@ -83,10 +120,10 @@ export class Switch {
     this.hugePagesRefused = refused;
     const fw = cfg.forwarding;
     this.bridge = cfg.mode === 'bridge'
-      ? new BridgeForwarder(fw.burst, this.dataPorts, cfg.bridge.macTableSize, cfg.bridge.ageingSec * 1000)
+      ? new BridgeForwarder(fw.burst, this.bridgeById, cfg.bridge.macTableSize, cfg.bridge.ageingSec * 1000)
       : null;
-    const pair = this.bridge === null ? new PairForwarder(fw.burst) : null;
-    this.dataPath = new DataPath(pair, this.bridge);
+    this.pair = this.bridge === null ? new PairForwarder(fw.burst) : null;
+    this.dataPath = new DataPath(this.pair, this.bridge);
     this.loop = new PollLoop(this.dataPath, fw.pollMode, fw.spinUs);
   }
 
@@ -103,13 +140,14 @@ export class Switch {
         return { mode: pc.socket.mode, gid: own ? resolveGroup(pc.socket.group, groupField, groups) : defaultGid, groupField };
       });
       prepareSocketDir(cfg.socketDir, defaultGid);
+      // Getters: a reload changes the watermarks and the handshake limit for every port from then on.
       const ctx: Omit<PortContext, 'domain'> = {
         log: this.log,
         features: OFFERED_FEATURES,
         protocolFeatures: OFFERED_PROTOCOL_FEATURES,
-        giftHigh: cfg.gift.highWater,
-        giftLow: cfg.gift.lowWater,
-        handshakeMs: cfg.limits.handshakeSec * 1000,
+        get giftHigh() { return cfg.gift.highWater; },
+        get giftLow() { return cfg.gift.lowWater; },
+        get handshakeMs() { return cfg.limits.handshakeSec * 1000; },
         queuePairs: cfg.forwarding.queuePairs,
         swap: cfg.mode === 'bridge',
         wake: () => this.loop.wake(),
@@ -119,12 +157,13 @@ export class Switch {
           this.loop.wake();
         },
       };
+      this.portCtx = ctx;
       cfg.ports.forEach((pc, id) => {
         if (pc.type === 'tap') {
           const tap = new TapPort(id, pc.name, pc.ifname, this.log, ctx.wake);
           this.taps.push(tap);
           this.byId.push(tap);
-          this.dataPorts.push(tap);
+          this.bridgeById.push(tap);
           this.dataPath.taps.push(tap);
           try {
             tap.open();
@@ -137,10 +176,10 @@ export class Switch {
         }
         const sock = path.join(cfg.socketDir, `${pc.name}.sock`);
         const domain = this.domains.find((d) => d.name === pc.domain)!;
-        const port = new Port(id, pc.name, sock, pc.partition, { ...ctx, domain });
+        const port = new Port(id, pc.name, sock, pc.partition, portContext(ctx, domain));
         this.ports.push(port);
         this.byId.push(port);
-        this.dataPorts.push(port.queues);
+        this.bridgeById.push(port.queues);
         this.listen(port, portPerms[id]!);
       });
       const byName = new Map(this.ports.map((p) => [p.name, p]));
@@ -162,9 +201,7 @@ export class Switch {
     }
     // Safety net: a lost kick (or a front-end without kick fds) costs at most this much latency.
     this.safetyTimer = setInterval(() => this.loop.wake(), 100);
-    if (cfg.stats.intervalMs > 0) {
-      this.statsTimer = setInterval(() => this.log.info({ stats: this.stats().ports }, 'port stats'), cfg.stats.intervalMs);
-    }
+    this.startStatsTimer();
     const sb = cfg.sharedBuffers;
     this.log.info(
       {
@@ -241,8 +278,23 @@ export class Switch {
     };
     const watcher = new FdWatcher(fd, acceptAll);
     watcher.start();
-    this.acceptRetries.push(() => retry !== null && clearTimeout(retry));
-    this.listeners.push({ fd, watcher, path: port.socketPath });
+    this.listeners.set(port, { fd, watcher, path: port.socketPath, cancelRetry: () => retry !== null && clearTimeout(retry) });
+  }
+
+  private startStatsTimer(): void {
+    if (this.statsTimer) clearInterval(this.statsTimer);
+    this.statsTimer = null;
+    const ms = this.cfg.stats.intervalMs;
+    if (ms > 0) this.statsTimer = setInterval(() => this.log.info({ stats: this.stats().ports }, 'port stats'), ms);
+  }
+
+  /** Every port's data side, in id order: what capture and reset-counters see. */
+  get dataPorts(): BridgePort[] {
+    return this.live().map((p) => (p.isTap ? p : p.queues));
+  }
+
+  private live(): (Port | TapPort)[] {
+    return this.byId.filter((p): p is Port | TapPort => p !== undefined);
   }
 
   stats(): SwitchStats {
@@ -266,7 +318,7 @@ export class Switch {
           bufCount: d.shared.bufCount, pool: c.pool, ledgerOk: c.ok,
         };
       }),
-      ports: this.byId.map((p) => {
+      ports: this.live().map((p) => {
         const d = p.isTap ? p : p.queues;
         return {
           name: p.name,
@@ -301,9 +353,368 @@ export class Switch {
         return { ok: true };
       case 'capture': // streams pcap on this connection: src/switch/capture.ts
         return captureCommand(this, cmd as Record<string, unknown>);
+      case 'port-add':
+      case 'port-del':
+      case 'port-list':
+      case 'pair-add':
+      case 'pair-del':
+      case 'reload':
+        return this.manage(cmd as Record<string, unknown>);
       default:
-        return { error: `unknown command ${JSON.stringify(cmd.cmd)}; known: stats, reset-counters, capture` };
+        return {
+          error: `unknown command ${JSON.stringify(cmd.cmd)}; known: stats, reset-counters, capture, port-add, port-del, port-list, pair-add, pair-del, reload`,
+        };
     }
+  }
+
+  /** The run-time management requests: a refusal is an error reply that says why. */
+  private manage(cmd: Record<string, unknown>): unknown {
+    const str = (k: string): string => {
+      const v = cmd[k];
+      if (typeof v !== 'string' || v === '') throw new Refused(`"${k}" must be a non-empty string`);
+      return v;
+    };
+    const opt = (k: string): string | undefined => (cmd[k] === undefined || cmd[k] === null ? undefined : str(k));
+    try {
+      switch (cmd.cmd) {
+        case 'port-add':
+          return { ok: true, port: this.addPort(str('name'), { pair: opt('pair'), domain: opt('domain') }) };
+        case 'port-del':
+          this.removePort(str('name'));
+          return { ok: true };
+        case 'port-list':
+          return { ok: true, ports: this.listPorts() };
+        case 'pair-add':
+          this.addPair(str('a'), str('b'));
+          return { ok: true };
+        case 'pair-del':
+          this.removePair(str('a'), str('b'));
+          return { ok: true };
+        default:
+          return this.reload();
+      }
+    } catch (e) {
+      if (e instanceof Refused || e instanceof ConfigError) return { error: e.message };
+      throw e;
+    }
+  }
+
+  listPorts(): PortInfo[] {
+    return this.live().map((p) => ({
+      name: p.name, id: p.id, type: p.isTap ? 'tap' : 'vhost',
+      socket: p.isTap ? `tap:${p.ifname}` : p.socketPath,
+      domain: p.isTap ? null : p.queues.domain.name,
+      peer: p.isTap ? null : (this.peers.get(p)?.name ?? null),
+      attached: p.attached,
+      runtime: !p.isTap && !p.staticRange,
+      quota: p.isTap ? 0 : p.partition.count,
+    }));
+  }
+
+  private byName(name: string): Port | TapPort | undefined {
+    return this.live().find((p) => p.name === name);
+  }
+
+  private vhostPort(name: string, role: string): Port {
+    const p = this.byName(name);
+    if (p === undefined) throw new Refused(`${role}: no port named "${name}" (ports are ${this.live().map((x) => `"${x.name}"`).join(', ') || 'none'})`);
+    if (p.isTap) throw new Refused(`${role}: port "${name}" is a TAP uplink, not a vhost-user port`);
+    return p;
+  }
+
+  /**
+   * Add a vhost-user port while the switch runs. Its domain: `domain` if
+   * given, else its pair peer's, else the mode's default ("bridge", or
+   * "port:<name>"). A new domain gets a new region. The port has no static
+   * partition: it starts empty and the pool gifts it buffers as it posts,
+   * up to its quota (the domain's bufCount shared equally among its ports,
+   * this one included, or `quota` when given: a reload passes the file's).
+   */
+  addPort(name: string, o: { pair?: string; domain?: string; quota?: number; socket?: PortConfig['socket'] } = {}): PortInfo {
+    this.checkNewPort(name, o.domain, o.socket);
+    const peer = o.pair === undefined ? null : this.vhostPort(o.pair, '--pair');
+    if (peer !== null) this.checkPairable(peer, null);
+    const ctx = this.portCtx!;
+    const cfg = this.cfg;
+    const domainName = o.domain ?? peer?.queues.domain.name ?? (cfg.mode === 'bridge' ? 'bridge' : `port:${name}`);
+    const id = this.freeId();
+    const perms = this.permsFor(name, o.socket);
+    let domain = this.domains.find((d) => d.name === domainName);
+    const newDomain = domain === undefined;
+    if (domain === undefined) {
+      const sb = cfg.sharedBuffers;
+      domain = new SharingDomain(this.nextDomainId++, domainName, sb.bufCount, sb.bufSize, Number(sb.base));
+      if (sb.hugePages) domain.shared.useHugePages();
+    }
+    const members = this.ports.filter((p) => p.queues.domain === domain).length + 1;
+    const quota = o.quota ?? Math.floor(domain.shared.bufCount / members);
+    const port = new Port(id, name, path.join(cfg.socketDir, `${name}.sock`), { start: 0, count: quota }, portContext(ctx, domain), false);
+    try {
+      this.listen(port, perms);
+    } catch (e) {
+      if (newDomain) domain.close();
+      throw new Refused(`cannot add port ${name}: ${(e as Error).message}`);
+    }
+    if (newDomain) this.domains.push(domain);
+    this.ports.push(port);
+    this.byId[id] = port;
+    this.bridgeById[id] = port.queues;
+    this.peers.set(port, null);
+    this.dataPath.addPort(port.queues);
+    if (peer !== null) this.setPair(port, peer);
+    this.log.info({ port: name, id, domain: domainName, newDomain, quota, peer: peer?.name ?? null, socket: port.socketPath }, 'port added');
+    this.loop.wake();
+    return this.listPorts().find((p) => p.name === name)!;
+  }
+
+  /** Everything that could refuse a new port, before anything is made. */
+  private checkNewPort(name: string, domain: string | undefined, socket: PortConfig['socket'] | undefined): void {
+    const bad = portNameProblem(name);
+    if (bad !== undefined) throw new Refused(`port name "${name}": ${bad}`);
+    if (this.byName(name) !== undefined) throw new Refused(`a port named "${name}" already exists`);
+    if (domain !== undefined && !DOMAIN_NAME_RE.test(domain)) {
+      throw new Refused(`domain "${domain}": must be 1..${LIMITS.maxDomainNameLength} characters of letters, digits, "_", ".", ":", "+" or "-"`);
+    }
+    if (this.live().length >= LIMITS.maxPorts) throw new Refused(`the switch has ${LIMITS.maxPorts} ports, the most it takes`);
+    const sock = path.join(this.cfg.socketDir, `${name}.sock`);
+    if (Buffer.byteLength(sock) > LIMITS.maxSocketPathBytes) {
+      throw new Refused(`socket path "${sock}" is longer than ${LIMITS.maxSocketPathBytes} bytes; use a shorter name`);
+    }
+    const problem = socketPathProblem(sock);
+    if (problem !== null) throw new Refused(`port ${name}: ${problem}`);
+    this.permsFor(name, socket);
+  }
+
+  private permsFor(name: string, socket: PortConfig['socket'] | undefined): ResolvedPerms {
+    const s = this.cfg.sockets;
+    const own = socket !== undefined && socket.group !== s.group;
+    try {
+      const groups = readGroups();
+      const field = own ? `ports[${name}].socket.group` : 'sockets.group';
+      return { mode: socket?.mode ?? s.mode, gid: resolveGroup(own ? socket.group : s.group, field, groups), groupField: field };
+    } catch (e) {
+      throw new Refused(`port ${name}: ${(e as Error).message}`);
+    }
+  }
+
+  /** The smallest id no live port has and no domain's ledger shows owning a buffer (a reclaimed id owns nothing). */
+  private freeId(): number {
+    for (let id = 0; id < MAX_PORTS; id++) {
+      if (this.byId[id] !== undefined) continue;
+      if (this.domains.some((d) => d.ledger.owned[id] !== 0)) {
+        this.log.error({ id }, 'a free port id still owns buffers in a ledger; not reusing it');
+        continue;
+      }
+      return id;
+    }
+    throw new Refused(`no free port id (the ledger has ${MAX_PORTS})`);
+  }
+
+  /**
+   * Remove a port while the switch runs: unpair it, disconnect its VM (its
+   * buffers return to the pool), close and remove its socket; the last port
+   * of a domain takes the domain's region with it.
+   */
+  removePort(name: string): void {
+    const p = this.byName(name);
+    if (p === undefined) throw new Refused(`no port named "${name}" (ports are ${this.live().map((x) => `"${x.name}"`).join(', ') || 'none'})`);
+    if (p.isTap) {
+      p.close();
+      this.dataPath.taps.splice(this.dataPath.taps.indexOf(p), 1);
+      this.taps.splice(this.taps.indexOf(p), 1);
+      this.bridge?.macs.forgetPort(p.id);
+      this.byId[p.id] = undefined;
+      this.log.info({ port: name }, 'port removed');
+      return;
+    }
+    const peer = this.peers.get(p) ?? null;
+    if (peer !== null) this.unpair(p, peer);
+    const mirror = p.queues.mirror as unknown as { shutdown?: () => void } | null;
+    mirror?.shutdown?.();
+    p.disconnect('port removed');
+    const l = this.listeners.get(p);
+    if (l) {
+      l.cancelRetry();
+      l.watcher.close();
+      closeFd(l.fd);
+      fs.rmSync(l.path, { force: true });
+      this.listeners.delete(p);
+    }
+    this.dataPath.removePort(p.queues);
+    this.peers.delete(p);
+    this.ports.splice(this.ports.indexOf(p), 1);
+    this.byId[p.id] = undefined;
+    this.bridge?.macs.forgetPort(p.id);
+    const domain = p.queues.domain;
+    const reclaimed = domain.ledger.reclaim(p.id);
+    const last = !this.ports.some((x) => x.queues.domain === domain);
+    if (last) {
+      domain.close();
+      this.domains.splice(this.domains.indexOf(domain), 1);
+    }
+    this.log.info({ port: name, id: p.id, domain: domain.name, reclaimed, domainFreed: last }, 'port removed');
+    this.loop.wake();
+  }
+
+  private checkPairable(p: Port, other: Port | null): void {
+    if (this.cfg.mode === 'bridge') throw new Refused('pairs are for pair mode; this switch is a bridge (every port is on the one bridge)');
+    const cur = this.peers.get(p) ?? null;
+    if (cur !== null && cur !== other) throw new Refused(`port "${p.name}" is already paired with "${cur.name}"; pair del it first`);
+  }
+
+  addPair(a: string, b: string): void {
+    const pa = this.vhostPort(a, 'first port');
+    const pb = this.vhostPort(b, 'second port');
+    if (pa === pb) throw new Refused(`pairs port "${a}" with itself; a pair needs two different ports`);
+    this.checkPairable(pa, null);
+    this.checkPairable(pb, null);
+    this.setPair(pa, pb);
+    this.log.info({ a, b, domains: [pa.queues.domain.name, pb.queues.domain.name] }, 'pair added');
+    this.loop.wake();
+  }
+
+  removePair(a: string, b: string): void {
+    const pa = this.vhostPort(a, 'first port');
+    const pb = this.vhostPort(b, 'second port');
+    if (this.cfg.mode === 'bridge') throw new Refused('pairs are for pair mode; this switch is a bridge');
+    if (this.peers.get(pa) !== pb) throw new Refused(`ports "${a}" and "${b}" are not a pair`);
+    this.unpair(pa, pb);
+    this.log.info({ a, b }, 'pair removed');
+    this.loop.wake();
+  }
+
+  /** Both directions, between rounds (this runs on the event loop, never inside DataPath.round). */
+  private setPair(a: Port, b: Port): void {
+    this.peers.set(a, b);
+    this.peers.set(b, a);
+    this.dataPath.setPeer(a.queues, b.queues);
+    this.dataPath.setPeer(b.queues, a.queues);
+  }
+
+  private unpair(a: Port, b: Port): void {
+    this.peers.set(a, null);
+    this.peers.set(b, null);
+    this.dataPath.setPeer(a.queues, null);
+    this.dataPath.setPeer(b.queues, null);
+  }
+
+  /**
+   * Re-read the config file, validate it completely, then apply only what
+   * changed (src/config/diff.ts). A file that is invalid, or that conflicts
+   * with what the switch runs now (a port it adds exists, a pair it adds
+   * takes a port paired elsewhere), changes nothing and the reply says why.
+   */
+  reload(): unknown {
+    if (this.configPath === null) throw new Refused('this switch was not started from a config file; nothing to reload');
+    let next: SwitchConfig;
+    try {
+      next = loadConfig(this.configPath);
+    } catch (e) {
+      this.log.error({ file: this.configPath }, `reload refused, nothing changed: ${(e as Error).message}`);
+      throw e instanceof ConfigError ? e : new Refused((e as Error).message);
+    }
+    const diff = diffConfig(this.fileCfg, next);
+    const problems: string[] = [];
+    const restart = diff.restart.map((c) => ({ ...c, from: show(c.from), to: show(c.to) }));
+    // Simulate: the names that exist and who is paired with whom after the change.
+    const removing = new Set(diff.removePorts.filter((n) => this.byName(n) !== undefined));
+    const adding = diff.addPorts.filter((p) => {
+      if (p.type === 'tap') {
+        // A TAP uplink is opened at start only.
+        restart.push({ path: `ports[${p.name}]`, from: null, to: 'tap' });
+        return false;
+      }
+      return true;
+    });
+    const peerOf = new Map<string, string | null>();
+    for (const p of this.ports) if (!removing.has(p.name)) peerOf.set(p.name, this.peers.get(p)?.name ?? null);
+    for (const p of adding) {
+      if (peerOf.has(p.name)) problems.push(`ports: "${p.name}" is new in the file but a port of that name exists (added at run time?); port del it first`);
+      else {
+        try {
+          this.checkNewPortForReload(p, adding.length + this.live().length - removing.size);
+        } catch (e) {
+          problems.push((e as Error).message);
+        }
+        peerOf.set(p.name, null);
+      }
+    }
+    const removePairs = diff.removePairs.filter(([a, b]) => peerOf.get(a) === b);
+    for (const [a, b] of removePairs) {
+      peerOf.set(a, null);
+      peerOf.set(b, null);
+    }
+    const addPairs: [string, string][] = [];
+    for (const [a, b] of diff.addPairs) {
+      if (peerOf.get(a) === b) continue;
+      for (const n of [a, b]) {
+        if (!peerOf.has(n)) problems.push(`pairs: [${a}, ${b}]: no port "${n}" runs or is added`);
+        else if (peerOf.get(n) !== null) problems.push(`pairs: [${a}, ${b}]: port "${n}" is paired with "${peerOf.get(n)}"`);
+      }
+      peerOf.set(a, b);
+      peerOf.set(b, a);
+      addPairs.push([a, b]);
+    }
+    if (problems.length > 0) {
+      const msg = `reload refused, nothing changed (${this.configPath}):\n${problems.map((p) => `  ${p}`).join('\n')}`;
+      this.log.error({ file: this.configPath, problems }, msg);
+      throw new Refused(msg);
+    }
+    // Apply: pairs and ports going away first, then new ports and pairs, then live settings.
+    for (const [a, b] of removePairs) this.removePair(a, b);
+    for (const n of removing) this.removePort(n);
+    for (const p of adding) this.addPort(p.name, { domain: p.domain ?? undefined, quota: p.partition.count, socket: p.socket });
+    for (const [a, b] of addPairs) this.addPair(a, b);
+    const live = diff.live.map((c) => ({ ...c, from: show(c.from), to: show(c.to) }));
+    this.applyLive(next);
+    this.fileCfg = next;
+    const reply = {
+      ok: true, file: this.configPath,
+      portsAdded: adding.map((p) => p.name), portsRemoved: [...removing],
+      pairsAdded: addPairs, pairsRemoved: removePairs, live, restart,
+    };
+    this.log.info(reply, restart.length > 0 ? 'config reloaded; some changes need a restart' : 'config reloaded');
+    return reply;
+  }
+
+  private checkNewPortForReload(p: PortConfig, total: number): void {
+    if (total > LIMITS.maxPorts) throw new Refused(`ports: ${total} ports would be more than ${LIMITS.maxPorts}`);
+    try {
+      const bad = portNameProblem(p.name);
+      if (bad !== undefined) throw new Refused(bad);
+      const sock = path.join(this.cfg.socketDir, `${p.name}.sock`);
+      const problem = socketPathProblem(sock);
+      if (problem !== null) throw new Refused(problem);
+      this.permsFor(p.name, p.socket);
+    } catch (e) {
+      throw new Refused(`ports[${p.name}]: ${(e as Error).message}`);
+    }
+  }
+
+  /** The settings a running switch can change (src/config/diff.ts, LIVE_SETTINGS). */
+  private applyLive(next: SwitchConfig): void {
+    const cfg = this.cfg;
+    cfg.forwarding.burst = next.forwarding.burst;
+    cfg.forwarding.pollMode = next.forwarding.pollMode;
+    cfg.forwarding.spinUs = next.forwarding.spinUs;
+    if (this.pair) this.pair.burst = next.forwarding.burst;
+    if (this.bridge) this.bridge.burst = next.forwarding.burst;
+    this.loop.mode = next.forwarding.pollMode;
+    this.loop.spinUs = next.forwarding.spinUs;
+    cfg.gift.highWater = next.gift.highWater;
+    cfg.gift.lowWater = next.gift.lowWater;
+    cfg.limits.handshakeSec = next.limits.handshakeSec;
+    cfg.sockets.mode = next.sockets.mode;
+    cfg.sockets.group = next.sockets.group;
+    if (cfg.log.level !== next.log.level) {
+      cfg.log.level = next.log.level;
+      this.log.level = next.log.level as LogLevel;
+    }
+    if (cfg.stats.intervalMs !== next.stats.intervalMs) {
+      cfg.stats.intervalMs = next.stats.intervalMs;
+      this.startStatsTimer();
+    }
+    this.loop.wake();
   }
 
   /** Attach (or with null, detach) a mirror to a port; false if there is no such port. */
@@ -323,18 +734,45 @@ export class Switch {
     if (this.statsTimer) clearInterval(this.statsTimer);
     for (const p of this.ports) p.disconnect('switch shutting down');
     for (const tap of this.taps) tap.close();
-    for (const cancel of this.acceptRetries) cancel();
-    for (const l of this.listeners) {
+    for (const l of this.listeners.values()) {
+      l.cancelRetry();
       l.watcher.close();
       closeFd(l.fd);
       fs.rmSync(l.path, { force: true });
     }
-    this.listeners.length = 0;
+    this.listeners.clear();
     this.control?.close();
     this.metrics?.close();
     for (const d of this.domains) d.close();
     if (this.running) this.log.info('switch stopped');
   }
+}
+
+/** A port's context: the switch's shared one (its getters stay live) with the port's domain. */
+function portContext(ctx: Omit<PortContext, 'domain'>, domain: SharingDomain): PortContext {
+  return Object.assign(Object.create(ctx) as PortContext, { domain });
+}
+
+/** A value as a reload reply shows it (bigints as hex). */
+function show(v: unknown): unknown {
+  return typeof v === 'bigint' ? `0x${v.toString(16)}` : v;
+}
+
+/** Why a new port cannot have this socket path (removeStaleSocket would refuse it), or null. Changes nothing. */
+function socketPathProblem(p: string): string | null {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(p);
+  } catch {
+    return null;
+  }
+  if (!st.isSocket()) return `${p} exists and is not a socket; refusing to replace it`;
+  try {
+    closeFd(unixConnect(p));
+  } catch {
+    return null;
+  }
+  return `${p} is in use by another running switch`;
 }
 
 /** A socket file left by a dead switch is removed; one with a live listener is an error. */
