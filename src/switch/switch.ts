@@ -25,6 +25,7 @@ import {
 } from '../vhost/protocol';
 import { VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, bit } from '../virtio/defs';
 import { captureCommand } from './capture';
+import { PortConnector } from './connector';
 import { ControlServer } from './control';
 import { type MetricsServer, startMetrics } from './metrics';
 import { Port, type PortContext } from './port';
@@ -52,6 +53,8 @@ export class Switch {
   private readonly listeners: { fd: number; watcher: FdWatcher; path: string }[] = [];
   /** Cancel each listener's pending accept retry (see listen). */
   private readonly acceptRetries: (() => void)[] = [];
+  /** Client-mode ports (`ports[].connect`): the switch connects to a listening front-end. */
+  private readonly connectors = new Map<Port, PortConnector>();
   private readonly bridge: BridgeForwarder | null;
   private readonly dataPath: DataPath;
   private readonly loop: PollLoop;
@@ -117,6 +120,7 @@ export class Switch {
         detached: (port) => {
           this.bridge?.macs.forgetPort(port.id);
           this.loop.wake();
+          this.connectors.get(port)?.lost();
         },
       };
       cfg.ports.forEach((pc, id) => {
@@ -141,7 +145,8 @@ export class Switch {
         this.ports.push(port);
         this.byId.push(port);
         this.dataPorts.push(port.queues);
-        this.listen(port, portPerms[id]!);
+        if (pc.connect !== undefined) this.connect(port, pc.connect);
+        else this.listen(port, portPerms[id]!);
       });
       const byName = new Map(this.ports.map((p) => [p.name, p]));
       for (const p of this.ports) this.peers.set(p, null);
@@ -174,6 +179,13 @@ export class Switch {
       'switch started',
     );
     this.running = true;
+  }
+
+  /** Client mode: no socket of our own; connect to the front-end's, and again whenever it goes away (connector.ts). */
+  private connect(port: Port, target: string): void {
+    const c = new PortConnector(port, target, this.log);
+    this.connectors.set(port, c);
+    c.start();
   }
 
   private listen(port: Port, perms: ResolvedPerms): void {
@@ -270,7 +282,7 @@ export class Switch {
         const d = p.isTap ? p : p.queues;
         return {
           name: p.name,
-          socket: p.isTap ? `tap:${p.ifname}` : p.socketPath,
+          socket: p.isTap ? `tap:${p.ifname}` : this.connectors.has(p) ? `connect:${this.connectors.get(p)!.path}` : p.socketPath,
           domain: p.isTap ? null : p.queues.domain.name,
           attached: p.attached,
           ready: d.ready,
@@ -321,6 +333,7 @@ export class Switch {
     this.loop.stop();
     if (this.safetyTimer) clearInterval(this.safetyTimer);
     if (this.statsTimer) clearInterval(this.statsTimer);
+    for (const c of this.connectors.values()) c.stop();
     for (const p of this.ports) p.disconnect('switch shutting down');
     for (const tap of this.taps) tap.close();
     for (const cancel of this.acceptRetries) cancel();
