@@ -71,7 +71,9 @@ interface NativeBinding {
   FdWatcher: FdWatcherConstructor;
   unixListen(path: string, backlog?: number): number;
   unixAccept(listenFd: number): number;
-  unixConnect(path: string): number;
+  unixConnect(path: string, nonBlocking?: boolean): number;
+  unixDgramSend(path: string, data: Uint8Array): number;
+  unixDgramBind(path: string): number;
   unixSendMsg(fd: number, data: Uint8Array, fds?: number[]): number;
   unixRecvMsg(fd: number, buf: Uint8Array, fdsOut: number[], maxBytes?: number): number;
   setNonBlocking(fd: number, on: boolean): void;
@@ -245,8 +247,24 @@ export const unixListen: (path: string, backlog?: number) => number = native.uni
 /** accept4(NONBLOCK|CLOEXEC). Returns -1 if nothing to accept (EAGAIN/ECONNABORTED). */
 export const unixAccept: (listenFd: number) => number = native.unixAccept;
 
-/** Blocking connect, then O_NONBLOCK. CLOEXEC. */
-export const unixConnect: (path: string) => number = native.unixConnect;
+/**
+ * Connect an AF_UNIX stream socket; the fd returned is O_NONBLOCK and CLOEXEC.
+ * Default: a blocking connect (it waits while the listener's backlog is
+ * full). `nonBlocking`: never waits (what the event loop may call): returns
+ * -1 when the backlog is full (EAGAIN: try again later); ENOENT,
+ * ECONNREFUSED, ... throw as usual.
+ */
+export const unixConnect: (path: string, nonBlocking?: boolean) => number = native.unixConnect;
+
+/**
+ * Send one datagram to the AF_UNIX datagram socket at `path` ("@name": the
+ * abstract namespace, as systemd's NOTIFY_SOCKET may be) from a fresh
+ * unbound socket; never blocks. Returns bytes sent, or -1 on EAGAIN.
+ */
+export const unixDgramSend: (path: string, data: Uint8Array) => number = native.unixDgramSend;
+
+/** Bind an AF_UNIX datagram socket at `path` ("@name": abstract); NONBLOCK, CLOEXEC. Read it with unixRecvMsg. */
+export const unixDgramBind: (path: string) => number = native.unixDgramBind;
 
 /**
  * sendmsg(MSG_NOSIGNAL), with one SCM_RIGHTS message carrying `fds` (max 16;

@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cstddef>
 #include <cstring>
 #include <vector>
 
@@ -78,7 +79,26 @@ Napi::Value UnixAccept(const Napi::CallbackInfo& info) {
 Napi::Value UnixConnect(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = StringArg(info, 0, "unixConnect", "path");
+  bool nonBlocking = !IsMissing(info, 1) && info[1].ToBoolean().Value();
   struct sockaddr_un addr = MakeAddr(env, "unixConnect", path);
+
+  if (nonBlocking) {
+    // An AF_UNIX connect completes at once or fails: with O_NONBLOCK a full
+    // backlog is EAGAIN instead of a wait (no EINPROGRESS on Linux; should a
+    // kernel return it, treat it the same: try again later).
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) ThrowErrno(env, "unixConnect", "socket");
+    for (;;) {
+      if (::connect(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof(addr)) == 0)
+        return Napi::Number::New(env, fd);
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINPROGRESS) {
+        ::close(fd);
+        return Napi::Number::New(env, -1);
+      }
+      CloseAndThrow(env, fd, "unixConnect", "connect");
+    }
+  }
 
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) ThrowErrno(env, "unixConnect", "socket");
@@ -230,6 +250,59 @@ Napi::Value SocketPair(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// A datagram address: a path, or "@name" for the abstract namespace (as
+// systemd's NOTIFY_SOCKET may be). Sets *len to the address length to pass.
+struct sockaddr_un MakeDgramAddr(Napi::Env env, const char* fn, const std::string& path, socklen_t* len) {
+  if (!path.empty() && path[0] == '@') {
+    struct sockaddr_un addr = MakeAddr(env, fn, path);
+    addr.sun_path[0] = '\0';
+    *len = static_cast<socklen_t>(offsetof(struct sockaddr_un, sun_path) + path.size());
+    return addr;
+  }
+  *len = sizeof(struct sockaddr_un);
+  return MakeAddr(env, fn, path);
+}
+
+// unixDgramSend(path, data): one datagram to a bound AF_UNIX datagram socket
+// (never blocks: MSG_DONTWAIT). Returns bytes sent, -1 on EAGAIN.
+Napi::Value UnixDgramSend(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = StringArg(info, 0, "unixDgramSend", "path");
+  Napi::Uint8Array data = Uint8ArrayArg(info, 1, "unixDgramSend", "data");
+  socklen_t len;
+  struct sockaddr_un addr = MakeDgramAddr(env, "unixDgramSend", path, &len);
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) ThrowErrno(env, "unixDgramSend", "socket");
+  for (;;) {
+    ssize_t n = ::sendto(fd, data.Data(), data.ByteLength(), MSG_DONTWAIT | MSG_NOSIGNAL,
+                         reinterpret_cast<struct sockaddr*>(&addr), len);
+    if (n >= 0) {
+      ::close(fd);
+      return Napi::Number::New(env, static_cast<double>(n));
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      ::close(fd);
+      return Napi::Number::New(env, -1);
+    }
+    CloseAndThrow(env, fd, "unixDgramSend", "sendto");
+  }
+}
+
+// unixDgramBind(path): a bound AF_UNIX datagram socket (NONBLOCK, CLOEXEC);
+// read it with unixRecvMsg.
+Napi::Value UnixDgramBind(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = StringArg(info, 0, "unixDgramBind", "path");
+  socklen_t len;
+  struct sockaddr_un addr = MakeDgramAddr(env, "unixDgramBind", path, &len);
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) ThrowErrno(env, "unixDgramBind", "socket");
+  if (::bind(fd, reinterpret_cast<struct sockaddr*>(&addr), len) < 0)
+    CloseAndThrow(env, fd, "unixDgramBind", "bind");
+  return Napi::Number::New(env, fd);
+}
+
 }  // namespace
 
 void InitUnixSocket(Napi::Env env, Napi::Object exports) {
@@ -239,6 +312,8 @@ void InitUnixSocket(Napi::Env env, Napi::Object exports) {
   exports.Set("unixSendMsg", Napi::Function::New(env, UnixSendMsg, "unixSendMsg"));
   exports.Set("unixRecvMsg", Napi::Function::New(env, UnixRecvMsg, "unixRecvMsg"));
   exports.Set("socketPair", Napi::Function::New(env, SocketPair, "socketPair"));
+  exports.Set("unixDgramSend", Napi::Function::New(env, UnixDgramSend, "unixDgramSend"));
+  exports.Set("unixDgramBind", Napi::Function::New(env, UnixDgramBind, "unixDgramBind"));
 }
 
 }  // namespace zc

@@ -86,6 +86,7 @@ export function buildCli(): Command {
     .argument('<name>', 'port name')
     .option('--pair <peer>', 'pair it with this unpaired port (pair mode); it joins the peer\'s sharing domain unless --domain says otherwise')
     .option('--domain <name>', 'sharing domain (a new one gets its own region)')
+    .option('--connect <path>', 'client mode: connect to a front-end listening at this path instead of listening (QEMU server=on, DPDK server=1)')
     .addOption(control())
     .option('--json', 'the new port as JSON')
     .action((name: string, o: { control: string; pair?: string; domain?: string; json?: boolean }) => portAddCommand(name, o));

@@ -23,8 +23,8 @@ async function request(what: string, control: string, cmd: object, timeoutMs = 1
   return r;
 }
 
-export async function portAddCommand(name: string, o: { control: string; pair?: string; domain?: string; json?: boolean }): Promise<void> {
-  const r = await request('port add', o.control, { cmd: 'port-add', name, pair: o.pair, domain: o.domain });
+export async function portAddCommand(name: string, o: { control: string; pair?: string; domain?: string; connect?: string; json?: boolean }): Promise<void> {
+  const r = await request('port add', o.control, { cmd: 'port-add', name, pair: o.pair, domain: o.domain, connect: o.connect });
   const p = r.port as PortInfo;
   if (o.json) process.stdout.write(JSON.stringify(p) + '\n');
   else process.stdout.write(`port ${p.name}: ${p.socket} (domain ${p.domain}${p.peer ? `, paired with ${p.peer}` : ''})\n`);

@@ -6,6 +6,7 @@ import { ConfigError, SocketDirError, SocketGroupError, type SwitchConfig, loadC
 import path from 'node:path';
 import { createLogger } from '../log';
 import { Switch } from '../switch/switch';
+import { sdNotify } from './notify';
 
 export interface StartOptions {
   config: string;
@@ -44,8 +45,16 @@ export async function startCommand(o: StartOptions): Promise<void> {
   );
   for (const line of portLines(cfg)) process.stdout.write(`  ${line}\n`);
   process.stdout.write(`  control: ${cfg.controlSocket}\n`);
+  // Every port listens (or, client mode, is connecting), the control socket too: ready (Type=notify units; contrib/zcswitch.service).
+  const clients = cfg.ports.filter((p) => p.connect !== undefined).length;
+  sdNotify(
+    `READY=1\nMAINPID=${process.pid}\nSTATUS=${cfg.ports.length} port(s) set up` +
+      `${clients > 0 ? ` (${clients} in client mode, connecting)` : ''}, control ${cfg.controlSocket}`,
+    log,
+  );
   const shutdown = (sig: string) => {
     log.info({ signal: sig }, 'shutting down');
+    sdNotify('STOPPING=1', log);
     sw.stop();
     process.exit(0);
   };
@@ -83,7 +92,9 @@ export function portLines(cfg: SwitchConfig): string[] {
   const domainOf = new Map(cfg.ports.map((p) => [p.name, p.domain]));
   return cfg.ports.map((p) => {
     if (p.type === 'tap') return `port ${p.name}: TAP interface ${p.ifname} (bridge uplink to the host stack)`;
-    const sock = path.join(cfg.socketDir, `${p.name}.sock`);
+    const sock = p.connect !== undefined
+      ? `connects to ${p.connect} (client mode: the front-end listens; no socket of its own)`
+      : path.join(cfg.socketDir, `${p.name}.sock`);
     const dom = `domain ${p.domain}`;
     if (cfg.mode === 'bridge') return `port ${p.name}: ${sock} (bridge port, ${dom})`;
     const peer = peerOf.get(p.name);

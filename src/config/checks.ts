@@ -16,6 +16,7 @@ import {
   baseSchema,
   bufCountSchema,
   bufSizeSchema,
+  connectPathSchema,
   controlSocketSchema,
   domainNameSchema,
   giftSchema,
@@ -172,10 +173,23 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
     if (valueAt(raw, ['mode']) !== 'bridge') add(['ports', i, 'type'], 'tap ports need "mode": "bridge" (the uplink is a port of the learning bridge)');
     if ((ports[i] as Record<string, unknown>).partition !== undefined) add(['ports', i, 'partition'], 'a tap port uses no shared buffers; remove the partition');
     if ((ports[i] as Record<string, unknown>).socket !== undefined) add(['ports', i, 'socket'], 'a tap port has no socket; remove it');
+    if ((ports[i] as Record<string, unknown>).connect !== undefined) add(['ports', i, 'connect'], 'a tap port has no vhost-user front-end to connect to; remove connect');
     const n = names[i];
     if ((ports[i] as Record<string, unknown>).ifname === undefined && n !== undefined && n.length > 15) {
       add(['ports', i, 'ifname'], `the port name "${n}" is too long for an interface name (15 characters); give "ifname"`);
     }
+  });
+
+  // Client-mode ports (connect): no socket of their own, one front-end per path.
+  const connects = new Map<string, number>();
+  ports.forEach((p, i) => {
+    if (!isObj(p) || isTap[i] || p.connect === undefined) return;
+    if (p.socket !== undefined) add(['ports', i, 'socket'], 'a client-mode port (connect) has no socket of its own; remove socket');
+    const c = pick(['ports', i, 'connect'], connectPathSchema);
+    if (c === undefined) return;
+    const prev = connects.get(c);
+    if (prev !== undefined) add(['ports', i, 'connect'], `"${c}" is also the connect path of ${label(prev)}`);
+    else connects.set(c, i);
   });
 
   // Sharing domains: none on a TAP port; every domain has its own region of bufCount buffers.
@@ -312,6 +326,10 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
     names.forEach((name, i) => {
       if (name === undefined) return;
       const p = socketPathIn(dir, `${name}.sock`);
+      const client = connects.get(p);
+      if (client !== undefined && !isTap[i] && (ports[i] as Record<string, unknown>).connect === undefined) {
+        add(['ports', client, 'connect'], `is the socket of ${label(i)} on this switch, not a front-end`);
+      }
       portSockets.set(p, i);
       const bytes = Buffer.byteLength(p);
       if (bytes > LIMITS.maxSocketPathBytes) {
@@ -338,6 +356,7 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
           `its directory "${ctlDir}" is too long: sockets are bound as "<dir>/.zcsXXXXXX/s" first, which must fit in ${LIMITS.maxSocketPathBytes} bytes`,
         );
       }
+      if (connects.has(ctl)) add(['ports', connects.get(ctl)!, 'connect'], 'is the control socket of this switch, not a front-end');
       const clash = portSockets.get(ctl);
       if (explicit !== undefined && clash !== undefined) {
         add(['controlSocket'], `is the same path as the socket of ${label(clash)}`);
@@ -376,6 +395,7 @@ export function resolveConfig(file: ConfigFile): SwitchConfig {
     return {
       name: p.name, type: p.type, ifname: p.ifname ?? p.name, partition, domain,
       socket: { mode: p.socket?.mode ?? file.sockets.mode, group: p.socket?.group ?? file.sockets.group ?? null },
+      ...(p.connect !== undefined && p.type !== 'tap' ? { connect: p.connect } : {}),
     };
   });
   return {

@@ -248,7 +248,9 @@ export function configToJSON(cfg: SwitchConfig): Record<string, unknown> {
     ports: cfg.ports.map((p) =>
       p.type === 'tap'
         ? { name: p.name, type: p.type, ifname: p.ifname }
-        : { name: p.name, partition: { ...p.partition }, domain: p.domain, socket: { mode: octal(p.socket.mode), ...group(p.socket.group) } },
+        : p.connect !== undefined // client mode: no socket of its own
+          ? { name: p.name, partition: { ...p.partition }, domain: p.domain, connect: p.connect }
+          : { name: p.name, partition: { ...p.partition }, domain: p.domain, socket: { mode: octal(p.socket.mode), ...group(p.socket.group) } },
     ),
     pairs: cfg.pairs.map(([a, b]) => [a, b]),
     ...(cfg.metrics ? { metrics: { listen: cfg.metrics.listen } } : {}),

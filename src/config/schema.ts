@@ -41,6 +41,13 @@ export interface PortConfig {
    * unpaired port "port:<name>", bridge mode "bridge"); tap: null (no region).
    */
   domain: string | null;
+  /**
+   * vhost, client mode (`ports[].connect`): the switch connects to a
+   * front-end that listens at this path (QEMU `server=on`, DPDK virtio-user
+   * `server=1`, libvirt `mode='server'`) instead of listening itself; absent
+   * for a listening port.
+   */
+  connect?: string;
 }
 
 /** Permissions given to a socket file between bind and the moment it becomes reachable (src/switch/socket-file.ts). */
@@ -371,6 +378,16 @@ export const portSocketSchema = z
   })
   .strict();
 
+/** `ports[].connect`: the socket path of a listening front-end; absolute, and it must fit in sun_path. */
+export const connectPathSchema = z.string().superRefine((s, ctx) => {
+  const bytes = Buffer.byteLength(s);
+  if (!s.startsWith('/')) ctx.addIssue({ code: 'custom', message: `must be an absolute path (the front-end's listening socket), got ${describeValue(s)}` });
+  else if (s.includes('\0')) ctx.addIssue({ code: 'custom', message: 'must not contain a NUL character' });
+  else if (bytes > LIMITS.maxSocketPathBytes) {
+    ctx.addIssue({ code: 'custom', message: `is ${bytes} bytes; unix socket paths are limited to ${LIMITS.maxSocketPathBytes}` });
+  }
+});
+
 export const portSchema = z
   .object({
     name: portNameSchema,
@@ -382,6 +399,7 @@ export const portSchema = z
     partition: partitionSchema.optional(),
     socket: portSocketSchema.optional(),
     domain: domainNameSchema.optional(),
+    connect: connectPathSchema.optional(),
   })
   .strict();
 

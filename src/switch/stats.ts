@@ -8,6 +8,7 @@ import type { LedgerCheck } from '../shm/ledger';
 
 export interface PortStats {
   name: string;
+  /** The port's socket path; `tap:<ifname>` for a TAP uplink; `connect:<path>` for a client-mode port (the front-end's socket). */
   socket: string;
   /** The port's sharing domain (null: a TAP uplink, which maps no shared buffers). */
   domain: string | null;

@@ -31,6 +31,7 @@ import {
 } from '../vhost/protocol';
 import { VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, bit } from '../virtio/defs';
 import { captureCommand } from './capture';
+import { PortConnector } from './connector';
 import { ControlServer } from './control';
 import { type MetricsServer, startMetrics } from './metrics';
 import { Port, type PortContext } from './port';
@@ -87,6 +88,8 @@ export class Switch {
   configPath: string | null = null;
   private nextDomainId = 0;
   private portCtx: Omit<PortContext, 'domain'> | null = null;
+  /** Client-mode ports (`ports[].connect`): the switch connects to a listening front-end. */
+  private readonly connectors = new Map<Port, PortConnector>();
   private readonly bridge: BridgeForwarder | null;
   private readonly pair: PairForwarder | null;
   private readonly dataPath: DataPath;
@@ -155,6 +158,7 @@ export class Switch {
         detached: (port) => {
           this.bridge?.macs.forgetPort(port.id);
           this.loop.wake();
+          this.connectors.get(port)?.lost();
         },
       };
       this.portCtx = ctx;
@@ -180,7 +184,8 @@ export class Switch {
         this.ports.push(port);
         this.byId.push(port);
         this.bridgeById.push(port.queues);
-        this.listen(port, portPerms[id]!);
+        if (pc.connect !== undefined) this.connect(port, pc.connect);
+        else this.listen(port, portPerms[id]!);
       });
       const byName = new Map(this.ports.map((p) => [p.name, p]));
       for (const p of this.ports) this.peers.set(p, null);
@@ -211,6 +216,13 @@ export class Switch {
       'switch started',
     );
     this.running = true;
+  }
+
+  /** Client mode: no socket of our own; connect to the front-end's, and again whenever it goes away (connector.ts). */
+  private connect(port: Port, target: string): void {
+    const c = new PortConnector(port, target, this.log);
+    this.connectors.set(port, c);
+    c.start();
   }
 
   private listen(port: Port, perms: ResolvedPerms): void {
@@ -322,7 +334,7 @@ export class Switch {
         const d = p.isTap ? p : p.queues;
         return {
           name: p.name,
-          socket: p.isTap ? `tap:${p.ifname}` : p.socketPath,
+          socket: p.isTap ? `tap:${p.ifname}` : this.connectors.has(p) ? `connect:${this.connectors.get(p)!.path}` : p.socketPath,
           domain: p.isTap ? null : p.queues.domain.name,
           attached: p.attached,
           ready: d.ready,
@@ -378,7 +390,7 @@ export class Switch {
     try {
       switch (cmd.cmd) {
         case 'port-add':
-          return { ok: true, port: this.addPort(str('name'), { pair: opt('pair'), domain: opt('domain') }) };
+          return { ok: true, port: this.addPort(str('name'), { pair: opt('pair'), domain: opt('domain'), connect: opt('connect') }) };
         case 'port-del':
           this.removePort(str('name'));
           return { ok: true };
@@ -402,7 +414,7 @@ export class Switch {
   listPorts(): PortInfo[] {
     return this.live().map((p) => ({
       name: p.name, id: p.id, type: p.isTap ? 'tap' : 'vhost',
-      socket: p.isTap ? `tap:${p.ifname}` : p.socketPath,
+      socket: p.isTap ? `tap:${p.ifname}` : this.connectors.has(p) ? `connect:${this.connectors.get(p)!.path}` : p.socketPath,
       domain: p.isTap ? null : p.queues.domain.name,
       peer: p.isTap ? null : (this.peers.get(p)?.name ?? null),
       attached: p.attached,
@@ -430,8 +442,11 @@ export class Switch {
    * up to its quota (the domain's bufCount shared equally among its ports,
    * this one included, or `quota` when given: a reload passes the file's).
    */
-  addPort(name: string, o: { pair?: string; domain?: string; quota?: number; socket?: PortConfig['socket'] } = {}): PortInfo {
+  addPort(name: string, o: { pair?: string; domain?: string; connect?: string; quota?: number; socket?: PortConfig['socket'] } = {}): PortInfo {
     this.checkNewPort(name, o.domain, o.socket);
+    if (o.connect !== undefined && (!path.isAbsolute(o.connect) || Buffer.byteLength(o.connect) > LIMITS.maxSocketPathBytes)) {
+      throw new Refused(`--connect must be an absolute socket path of at most ${LIMITS.maxSocketPathBytes} bytes, got ${JSON.stringify(o.connect)}`);
+    }
     const peer = o.pair === undefined ? null : this.vhostPort(o.pair, '--pair');
     if (peer !== null) this.checkPairable(peer, null);
     const ctx = this.portCtx!;
@@ -450,7 +465,8 @@ export class Switch {
     const quota = o.quota ?? Math.floor(domain.shared.bufCount / members);
     const port = new Port(id, name, path.join(cfg.socketDir, `${name}.sock`), { start: 0, count: quota }, portContext(ctx, domain), false);
     try {
-      this.listen(port, perms);
+      if (o.connect !== undefined) this.connect(port, o.connect);
+      else this.listen(port, perms);
     } catch (e) {
       if (newDomain) domain.close();
       throw new Refused(`cannot add port ${name}: ${(e as Error).message}`);
@@ -540,6 +556,8 @@ export class Switch {
       fs.rmSync(l.path, { force: true });
       this.listeners.delete(p);
     }
+    this.connectors.get(p)?.stop();
+    this.connectors.delete(p);
     this.dataPath.removePort(p.queues);
     this.peers.delete(p);
     this.ports.splice(this.ports.indexOf(p), 1);
@@ -663,7 +681,7 @@ export class Switch {
     // Apply: pairs and ports going away first, then new ports and pairs, then live settings.
     for (const [a, b] of removePairs) this.removePair(a, b);
     for (const n of removing) this.removePort(n);
-    for (const p of adding) this.addPort(p.name, { domain: p.domain ?? undefined, quota: p.partition.count, socket: p.socket });
+    for (const p of adding) this.addPort(p.name, { domain: p.domain ?? undefined, connect: p.connect, quota: p.partition.count, socket: p.socket });
     for (const [a, b] of addPairs) this.addPair(a, b);
     const live = diff.live.map((c) => ({ ...c, from: show(c.from), to: show(c.to) }));
     this.applyLive(next);
@@ -732,6 +750,7 @@ export class Switch {
     this.loop.stop();
     if (this.safetyTimer) clearInterval(this.safetyTimer);
     if (this.statsTimer) clearInterval(this.statsTimer);
+    for (const c of this.connectors.values()) c.stop();
     for (const p of this.ports) p.disconnect('switch shutting down');
     for (const tap of this.taps) tap.close();
     for (const l of this.listeners.values()) {

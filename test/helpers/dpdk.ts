@@ -21,6 +21,8 @@ export interface Testpmd {
   /** Press Enter: testpmd stops forwarding, prints statistics and exits. */
   quit(): Promise<ForwardStats>;
   kill(): void;
+  /** testpmd has exited (and its runtime folder is gone). */
+  exited: Promise<void>;
 }
 
 export interface ForwardStats {
@@ -67,6 +69,7 @@ export async function startTestpmd(vdev: string, fwdArgs: string[]): Promise<Tes
     kill: () => {
       if (child.exitCode === null) child.kill('SIGKILL');
     },
+    exited,
   };
 }
 

@@ -80,6 +80,8 @@ export interface GuestOptions {
   name?: string;
   /** Add a human monitor on a Unix socket (for QemuGuest.monitor: stop, cont, ...). */
   monitor?: boolean;
+  /** QEMU listens on `socket` (`server=on,wait=off`) and the switch connects: a client-mode port (`ports[].connect`). */
+  server?: boolean;
 }
 
 export interface RoleResult {
@@ -146,7 +148,7 @@ export class QemuGuest {
       '-accel', 'tcg', '-m', '256', '-nographic', '-no-reboot',
       '-kernel', img.kernel, '-initrd', img.initrd, '-append', QemuGuest.append(o),
       '-object', 'memory-backend-memfd,id=mem,size=256M,share=on', '-numa', 'node,memdev=mem',
-      '-chardev', `socket,id=c0,path=${o.socket}`,
+      '-chardev', `socket,id=c0,path=${o.socket}${o.server ? ',server=on,wait=off' : ''}`,
       '-netdev', 'vhost-user,id=n0,chardev=c0',
       // vectors=0 (INTx only) is required: QEMU 7.2 under TCG crashes in vhost start with MSI-X.
       '-device', `virtio-net-pci,netdev=n0,mac=${mac},vectors=0`,

@@ -668,3 +668,27 @@ t.test('sharing domains (ports[].domain)', async (t) => {
     t.strictSame(parseConfig(JSON.parse(JSON.stringify(configToJSON(cfg)))), cfg);
   });
 });
+
+t.test('ports[].connect: client-mode ports', async (t) => {
+  const cfg = parseConfig({ socketDir: '/s', ports: [{ name: 'vm1', connect: '/run/qemu/vm1.sock' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] });
+  t.equal(cfg.ports[0].connect, '/run/qemu/vm1.sock', 'resolved as written');
+  t.notOk('connect' in cfg.ports[1], 'absent on a listening port');
+  t.strictSame(parseConfig(JSON.parse(JSON.stringify(configToJSON(cfg)))), cfg, 'configToJSON keeps it (and writes no socket for it)');
+  const long = `/${'x'.repeat(107)}`;
+  expectIssues(t, { ports: [{ name: 'a', connect: 'vm.sock' }, { name: 'b', connect: long }, { name: 'c', connect: 7 }] }, [
+    { path: 'ports[0].connect', message: 'must be an absolute path (the front-end\'s listening socket), got "vm.sock"' },
+    { path: 'ports[1].connect', message: 'is 108 bytes; unix socket paths are limited to 107' },
+    { path: 'ports[2].connect', message: 'must be a string, got 7' },
+  ]);
+  expectIssues(t, { mode: 'bridge', ports: [{ name: 'vm1' }, { name: 'up', type: 'tap', connect: '/x.sock' }] }, [
+    { path: 'ports[1].connect', message: 'a tap port has no vhost-user front-end to connect to; remove connect' },
+  ]);
+  expectIssues(t, { ports: [{ name: 'a', connect: '/x.sock', socket: { mode: '0600' } }, { name: 'b', connect: '/x.sock' }] }, [
+    { path: 'ports[0].socket', message: 'a client-mode port (connect) has no socket of its own; remove socket' },
+    { path: 'ports[1].connect', message: '"/x.sock" is also the connect path of ports[0] ("a")' },
+  ]);
+  expectIssues(t, { socketDir: '/s', ports: [{ name: 'a', connect: '/s/b.sock' }, { name: 'b' }, { name: 'c', connect: '/s/zcswitch.ctl' }] }, [
+    { path: 'ports[0].connect', message: 'is the socket of ports[1] ("b") on this switch, not a front-end' },
+    { path: 'ports[2].connect', message: 'is the control socket of this switch, not a front-end' },
+  ]);
+});
