@@ -159,11 +159,12 @@ t.test('stats table: learned MACs (bridge) and one indented row per queue', asyn
   t.notMatch(pair, /macs/, 'pair mode: no macs column');
 });
 
-t.test('a VM whose switch goes away prints its summary and exits 1', async (t) => {
+t.test('a VM whose switch goes away prints its summary and exits 1 (--no-reconnect)', async (t) => {
   const sw = await startSwitch(t, { ports: [{ name: 'a' }, { name: 'b' }], pairs: [['a', 'b']] });
-  const sink = vm(sw, 'b', ['--mode', 'sink']);
+  // Both would reconnect by default (test/e2e/restart.test.ts); --no-reconnect keeps the old contract.
+  const sink = vm(sw, 'b', ['--mode', 'sink', '--no-reconnect']);
   await waitAttached(sw, 'b');
-  const gen = vm(sw, 'a', ['--mode', 'gen', '--rate', '20000']);
+  const gen = vm(sw, 'a', ['--mode', 'gen', '--rate', '20000', '--no-reconnect']);
   await waitAttached(sw, 'a');
   await sleep(300);
   t.equal(await sw.stop(), 0, 'switch stopped');
