@@ -24,6 +24,8 @@ export interface VmOptions {
   zeroCopy: boolean;
   allowUnsealed?: boolean;
   copy: boolean;
+  /** Reattach when the switch goes away; undefined: reconnectDefault(). */
+  reconnect?: boolean;
   linger: number;
   expect: number;
   stream: number;
@@ -42,9 +44,19 @@ export async function vmCommand(o: VmOptions): Promise<void> {
   let vm: TrafficVm | null = null;
   let lostSwitch = false;
   let drv: GuestDriver;
+  const reconnect = o.reconnect ?? reconnectDefault(o);
   try {
     drv = await GuestDriver.attach({
       socketPath, log, zeroCopy: o.zeroCopy, queuePairs: o.queues, allowUnsealed: !!o.allowUnsealed,
+      reconnect,
+      onDisconnect: (reason) => {
+        process.stderr.write(`zcswitch vm: switch connection lost: ${reason}; reconnecting\n`);
+        vm?.disconnected();
+      },
+      onReconnect: () => {
+        process.stderr.write(`zcswitch vm: reattached to ${socketPath} (reconnect ${drv.reconnects})\n`);
+        vm?.reconnected();
+      },
       onClose: (reason) => {
         process.stderr.write(`zcswitch vm: switch connection closed: ${reason}\n`);
         lostSwitch = true;
@@ -64,6 +76,7 @@ export async function vmCommand(o: VmOptions): Promise<void> {
     process.stderr.write('zcswitch vm: the switch did not grant shared buffers; sending through private memory (copy path)\n');
   }
   // A fresh run id per run: a sink tells this run from an earlier one of the same stream (no duplicate storm).
+  // It stays across reconnections: the sink sees one stream with a gap where the switch went away.
   const run = freshRunId();
   vm = new TrafficVm(drv, {
     mode: o.mode, size: o.size, count: o.count, rate: o.rate, durationSec: o.duration, burst: o.burst,
@@ -82,7 +95,7 @@ export async function vmCommand(o: VmOptions): Promise<void> {
         process.stdout.write(rateLine(o, last, s) + '\n');
         last = s;
       }, 1000);
-  const summary = await vm.run();
+  const summary = { ...(await vm.run()), reconnects: drv.reconnects };
   if (ticker) clearInterval(ticker);
   // Let the switch take what is still queued before we hang up.
   const left = await drv.drainTx();
@@ -91,6 +104,15 @@ export async function vmCommand(o: VmOptions): Promise<void> {
   printSummary(o, summary);
   // The summary is printed either way; losing the switch is still a failure for a script.
   process.exit(lostSwitch ? 1 : 0);
+}
+
+/**
+ * Reconnect unless told: a VM that runs until stopped (sink, echo, a gen
+ * without --count) should outlive a switch restart; a gen with --count is a
+ * finite job, and losing the switch fails it (exit status 1) as before.
+ */
+export function reconnectDefault(o: Pick<VmOptions, 'mode' | 'count'>): boolean {
+  return o.mode !== 'gen' || o.count === 0;
 }
 
 function frameMacs(o: VmOptions): Uint8Array {
@@ -112,10 +134,11 @@ export function startLine(o: VmOptions, socketPath: string, zeroCopy: boolean, r
   const ends: string[] = [];
   if (o.count > 0) ends.push(`${o.count} frames ${o.mode === 'gen' ? 'sent' : 'received'}`);
   if (o.duration > 0) ends.push(`${o.duration} s`);
+  const again = (o.reconnect ?? reconnectDefault(o)) ? '; reattaches if the switch restarts' : '';
   const until = ends.length > 0
     ? `stops after ${ends.join(' or ')}, or on Ctrl-C`
     : 'runs until Ctrl-C (or give --count / --duration)';
-  return `${o.port} ${o.mode}: attached to ${socketPath}, ${how}; ${what}; ${until}`;
+  return `${o.port} ${o.mode}: attached to ${socketPath}, ${how}; ${what}; ${until}${again}`;
 }
 
 /** The per-second line: rates over the last interval, then totals (verified and lost included). */
@@ -132,7 +155,7 @@ function fmtRate(pps: number): string {
   return pps >= 1e6 ? `${(pps / 1e6).toFixed(2)} Mpps` : `${(pps / 1e3).toFixed(1)} kpps`;
 }
 
-function printSummary(o: VmOptions, s: TrafficSummary): void {
+function printSummary(o: VmOptions, s: TrafficSummary & { reconnects: number }): void {
   if (o.json) {
     process.stdout.write(JSON.stringify(s) + '\n');
     return;
@@ -140,6 +163,6 @@ function printSummary(o: VmOptions, s: TrafficSummary): void {
   process.stdout.write(
     `${o.port} ${o.mode} done in ${s.elapsedSec.toFixed(2)} s: sent ${s.sent} (${fmtRate(s.txPps)}), received ${s.received} ` +
       `(${fmtRate(s.rxPps)}), verified ${s.verified}${s.streams > 1 ? ` in ${s.streams} streams` : ''}, lost ${s.lost}, dup ${s.dup}, bad ${s.badLength + s.badChecksum}, ` +
-      `gifts out ${s.giftsSent} in ${s.giftsReceived}, returned ${s.returned}\n`,
+      `gifts out ${s.giftsSent} in ${s.giftsReceived}, returned ${s.returned}${s.reconnects > 0 ? `, reconnected ${s.reconnects}x` : ''}\n`,
   );
 }

@@ -17,6 +17,16 @@
  * pool grows above the high-water mark gifts the surplus (GIFT_BUFFER).
  * Classic traffic uses private copy-target and tx slots in GuestMemory.
  *
+ * Reconnecting (options.reconnect): when the switch goes away (crash,
+ * restart) the driver drops the connection at once: its rings, its private
+ * memory and the old Shared Buffers mapping are released, whatever was in
+ * flight is lost (never delivered later, never read from the old region),
+ * and the driver answers "nothing to do" (alloc -1, send false, receive 0)
+ * until it has attached again. It retries with back-off, negotiates
+ * SHARED_BUFFERS again, maps the new region and carries on; the counters
+ * and the receive arrays stay. The first attach does not retry: a wrong
+ * socket path fails at once.
+ *
  * This class is the facade; the work is done by its units:
  *   attach.ts         the vhost-user handshake, memory layout, vring start-up
  *   shared-region.ts  the region (RegionGeometry + mapping) and GET_SHARED_BUFFERS
@@ -33,9 +43,22 @@ import type { SharedRegion } from './shared-region';
 export type { SharedRegion };
 export { DriverCounters };
 
+/** Back-off between reconnection attempts: minMs, doubling up to maxMs. */
+export interface ReconnectOptions {
+  minMs?: number;
+  maxMs?: number;
+}
+
 export interface GuestDriverOptions extends AttachOptions {
   log?: Logger;
+  /** The driver is closed for good (without reconnect: the switch went away). */
   onClose?: (reason: string) => void;
+  /** Keep reattaching when the switch goes away (true: back-off 50 ms doubling to 1 s). */
+  reconnect?: boolean | ReconnectOptions;
+  /** With reconnect: the connection was lost; the driver is retrying. */
+  onDisconnect?: (reason: string) => void;
+  /** With reconnect: attached again (new region, fresh rings). */
+  onReconnect?: () => void;
 }
 
 export class GuestDriver {
@@ -53,6 +76,12 @@ export class GuestDriver {
   private pool = new BufferPool(0);
   private dp!: GuestDataPath;
   private closed = false;
+  /** A connection is up and its memory mapped (false while reconnecting). */
+  private live = false;
+  /** A waitForWork callback parked while reconnecting: called once attached again. */
+  private parkedWake: (() => void) | null = null;
+  /** Successful reattachments after a lost connection. */
+  reconnects = 0;
 
   private constructor(private readonly opts: GuestDriverOptions, maxBatch: number) {
     this.rxToken = new Int32Array(maxBatch);
@@ -65,6 +94,7 @@ export class GuestDriver {
     const d = new GuestDriver(opts, 1024);
     try {
       await d.setup();
+      d.live = true;
     } catch (e) {
       d.close();
       throw e;
@@ -74,7 +104,7 @@ export class GuestDriver {
 
   private async setup(): Promise<void> {
     const o = this.opts;
-    const a = (this.att = new GuestAttachment(o, (reason) => this.onDisconnect(reason)));
+    const a: GuestAttachment = (this.att = new GuestAttachment(o, (reason) => this.onDisconnect(a, reason)));
     await a.negotiate();
     this.features = a.features;
     this.shared = a.shared;
@@ -142,12 +172,12 @@ export class GuestDriver {
 
   /** Free tx descriptors on queue q (an echo should not take more packets than it can send back). */
   txFree(q = 0): number {
-    return this.dp.txFree(q);
+    return this.live ? this.dp.txFree(q) : 0;
   }
 
   /** Room on tx queue q for another send (and on its rx for the return posting). */
   canSend(q = 0): boolean {
-    return this.dp.canSend(q);
+    return this.live && this.dp.canSend(q);
   }
 
   /**
@@ -155,17 +185,17 @@ export class GuestDriver {
    * frameOffset(b). Returns false (and b stays ours) when the rings are full.
    */
   send(b: number, frameLen: number, hdrFlags = 0, q = 0): boolean {
-    return this.dp.send(b, frameLen, hdrFlags, q);
+    return this.live && this.dp.send(b, frameLen, hdrFlags, q);
   }
 
   /** Transmit a frame from private memory (the classic, copied path). */
   sendCopy(src: Uint8Array, off: number, len: number, q = 0): boolean {
-    return this.dp.sendCopy(src, off, len, q);
+    return this.live && this.dp.sendCopy(src, off, len, q);
   }
 
   /** Publish what was queued, gift any surplus, and kick where the switch asked. */
   flush(): void {
-    this.dp.flush();
+    if (this.live) this.dp.flush();
   }
 
   /**
@@ -176,7 +206,7 @@ export class GuestDriver {
    * free pool.
    */
   receive(max: number): number {
-    return this.dp.receive(max);
+    return this.live ? this.dp.receive(max) : 0;
   }
 
   /** Memory holding a received packet's frame. */
@@ -191,7 +221,8 @@ export class GuestDriver {
 
   /** Done with a received packet: its buffer returns to the free pool (or is reposted). */
   release(token: number): void {
-    this.dp.release(token);
+    // A token from before a lost connection belongs to memory that is gone.
+    if (this.live) this.dp.release(token);
   }
 
   // ---- sleeping ------------------------------------------------------------
@@ -202,12 +233,16 @@ export class GuestDriver {
    */
   waitForWork(cb: () => void): void {
     if (this.closed) return;
+    if (!this.live) {
+      this.parkedWake = cb;
+      return;
+    }
     this.dp.waitForWork(cb);
   }
 
   /** Transmit descriptors the switch has not completed yet, over all queue pairs. */
   txInFlight(): number {
-    return this.dp.txInFlight();
+    return this.live ? this.dp.txInFlight() : 0;
   }
 
   /**
@@ -231,7 +266,7 @@ export class GuestDriver {
 
   /** Calls off while the application is polling. */
   pollMode(): void {
-    this.dp.pollMode();
+    if (this.live) this.dp.pollMode();
   }
 
   // ---- test hooks ----------------------------------------------------------
@@ -269,16 +304,75 @@ export class GuestDriver {
 
   // ---- teardown --------------------------------------------------------------
 
-  private onDisconnect(reason: string): void {
-    if (this.closed) return;
-    this.opts.log?.warn({ reason }, 'switch connection closed');
-    this.close();
-    this.opts.onClose?.(reason);
+  /** Whether the driver is attached now (false while reconnecting or once closed). */
+  get isAttached(): boolean {
+    return this.live && !this.closed;
+  }
+
+  private onDisconnect(a: GuestAttachment, reason: string): void {
+    // A handshake that fails while reconnecting is the retry loop's business.
+    if (this.closed || a !== this.att || !this.live) return;
+    if (!this.opts.reconnect) {
+      this.opts.log?.warn({ reason }, 'switch connection closed');
+      this.close();
+      this.opts.onClose?.(reason);
+      return;
+    }
+    this.opts.log?.warn({ reason }, 'switch connection lost; reconnecting');
+    this.dropConnection();
+    this.opts.onDisconnect?.(reason);
+    void this.reconnectLoop();
+  }
+
+  /**
+   * Forget the connection: stop the watchers, close the fds, unmap our rings
+   * and the old region. What was queued or completed but not received is lost.
+   */
+  private dropConnection(): void {
+    this.live = false;
+    this.dp?.closeWatchers();
+    this.att?.close();
+    this.att = null;
+    this.shared = null;
+    this.pool = new BufferPool(0);
+  }
+
+  private async reconnectLoop(): Promise<void> {
+    const r = typeof this.opts.reconnect === 'object' ? this.opts.reconnect : {};
+    const min = r.minMs ?? 50;
+    const max = r.maxMs ?? 1000;
+    let delay = min;
+    for (let attempt = 1; !this.closed; attempt++) {
+      await new Promise((res) => setTimeout(res, delay));
+      if (this.closed) return;
+      try {
+        await this.setup();
+        if (this.closed) return void this.dropConnection();
+        if (this.att!.fe.isClosed) throw new Error('connection closed during the handshake');
+        this.live = true;
+        this.reconnects++;
+        this.opts.log?.info({ attempt }, 'reattached to the switch');
+        this.opts.onReconnect?.();
+        const cb = this.parkedWake;
+        this.parkedWake = null;
+        cb?.();
+        return;
+      } catch (e) {
+        this.opts.log?.debug({ attempt, err: (e as Error).message }, 'reconnect attempt failed');
+        this.dp?.closeWatchers();
+        this.att?.close();
+        this.att = null;
+        this.shared = null;
+        delay = Math.min(max, delay * 2);
+      }
+    }
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.live = false;
+    this.parkedWake = null;
     this.dp?.closeWatchers();
     this.att?.close();
   }

@@ -83,6 +83,9 @@ export class TrafficVm {
   private lastSendAt = 0;
   private lastRxAt = 0;
   private idleSince = -1;
+  /** The rate clock: sends are paced from here (reset when the switch comes back, so a gen does not burst to catch up). */
+  private rateStart = 0;
+  private rateSent = 0;
   private done = false;
   private finish!: (s: TrafficSummary) => void;
 
@@ -91,7 +94,7 @@ export class TrafficVm {
   }
 
   run(): Promise<TrafficSummary> {
-    this.start = this.lastRxAt = performance.now();
+    this.start = this.rateStart = this.lastRxAt = performance.now();
     return new Promise((resolve) => {
       this.finish = resolve;
       this.drv.pollMode();
@@ -110,6 +113,18 @@ export class TrafficVm {
       for (let i = 0; i < 10_000 && this.receiveBatch(performance.now()) > 0; i++);
     }
     this.finish(this.summary());
+  }
+
+  /** The switch went away (the driver is reattaching): nothing to do but wait. */
+  disconnected(): void {
+    this.idleSince = -1;
+  }
+
+  /** The driver is attached again: pace sends from now, and announce our MAC again (a new bridge has not learnt it). */
+  reconnected(): void {
+    this.rateStart = performance.now();
+    this.rateSent = this.sent;
+    if (this.o.announce && !this.done) this.announce();
   }
 
   summary(): TrafficSummary {
@@ -146,8 +161,16 @@ export class TrafficVm {
         setTimeout(this.loop, 1);
       } else {
         // Sleep on the call eventfds; a timer bounds the wait for duration/linger checks.
-        const t = setTimeout(this.loop, 50);
+        // Whichever comes first wakes the loop, once (a wake parked while the
+        // driver reconnects may come long after the timer).
+        let woken = false;
+        const t = setTimeout(() => {
+          woken = true;
+          this.loop();
+        }, 50);
         this.drv.waitForWork(() => {
+          if (woken) return;
+          woken = true;
           clearTimeout(t);
           this.drv.pollMode();
           this.loop();
@@ -219,7 +242,7 @@ export class TrafficVm {
   }
 
   private rateLimited(now: number): boolean {
-    return this.o.rate > 0 && this.sent >= ((now - this.start) / 1000) * this.o.rate;
+    return this.o.rate > 0 && this.sent - this.rateSent >= ((now - this.rateStart) / 1000) * this.o.rate;
   }
 
   private sendBatch(now: number): number {
@@ -227,7 +250,7 @@ export class TrafficVm {
     const drv = this.drv;
     let budget = o.burst;
     if (o.count > 0) budget = Math.min(budget, o.count - this.sent);
-    if (o.rate > 0) budget = Math.min(budget, Math.floor(((now - this.start) / 1000) * o.rate) - this.sent);
+    if (o.rate > 0) budget = Math.min(budget, Math.floor(((now - this.rateStart) / 1000) * o.rate) - (this.sent - this.rateSent));
     let n = 0;
     for (; n < budget; n++) {
       if (o.copyMode) {

@@ -159,11 +159,12 @@ t.test('stats table: learned MACs (bridge) and one indented row per queue', asyn
   t.notMatch(pair, /macs/, 'pair mode: no macs column');
 });
 
-t.test('a VM whose switch goes away prints its summary and exits 1', async (t) => {
+t.test('a VM whose switch goes away prints its summary and exits 1 (--no-reconnect)', async (t) => {
   const sw = await startSwitch(t, { ports: [{ name: 'a' }, { name: 'b' }], pairs: [['a', 'b']] });
-  const sink = vm(sw, 'b', ['--mode', 'sink']);
+  // Both would reconnect by default (test/e2e/restart.test.ts); --no-reconnect keeps the old contract.
+  const sink = vm(sw, 'b', ['--mode', 'sink', '--no-reconnect']);
   await waitAttached(sw, 'b');
-  const gen = vm(sw, 'a', ['--mode', 'gen', '--rate', '20000']);
+  const gen = vm(sw, 'a', ['--mode', 'gen', '--rate', '20000', '--no-reconnect']);
   await waitAttached(sw, 'a');
   await sleep(300);
   t.equal(await sw.stop(), 0, 'switch stopped');
@@ -245,9 +246,11 @@ t.test('a second generator run is a new stream to the sink, not a million duplic
 t.test('the VM says what it does and how it stops, and its rate line shows verified and lost', async (t) => {
   const { startLine } = await import('../../src/cli/vm');
   const base = { port: 'p', socketDir: '/s', size: 64, count: 0, duration: 0, rate: 0, stream: 1 } as Parameters<typeof startLine>[0];
-  t.match(startLine({ ...base, mode: 'sink' }, '/s/p.sock', true, 7), /^p sink: attached to \/s\/p\.sock, zero-copy.*; runs until Ctrl-C \(or give --count \/ --duration\)$/);
+  t.match(startLine({ ...base, mode: 'sink' }, '/s/p.sock', true, 7), /^p sink: attached to \/s\/p\.sock, zero-copy.*; runs until Ctrl-C \(or give --count \/ --duration\); reattaches if the switch restarts$/);
   t.match(startLine({ ...base, mode: 'gen', count: 1000 }, '/s/p.sock', true, 7), /sending 1000 test frames of 64 B \(stream 1, run 7\).*stops after 1000 frames sent, or on Ctrl-C$/);
-  t.match(startLine({ ...base, mode: 'echo', duration: 5 }, '/s/p.sock', false, 7), /copy path.*sending every frame it receives back; stops after 5 s, or on Ctrl-C$/);
+  t.match(startLine({ ...base, mode: 'gen', count: 1000, reconnect: true }, '/s/p.sock', true, 7), /or on Ctrl-C; reattaches if the switch restarts$/);
+  t.match(startLine({ ...base, mode: 'sink', reconnect: false }, '/s/p.sock', true, 7), /--duration\)$/);
+  t.match(startLine({ ...base, mode: 'echo', duration: 5 }, '/s/p.sock', false, 7), /copy path.*sending every frame it receives back; stops after 5 s, or on Ctrl-C; reattaches if the switch restarts$/);
 
   const sw = await startSwitch(t, { ports: [{ name: 'left' }, { name: 'right' }], pairs: [['left', 'right']] });
   const sink = run(['vm', '--socket-dir', sw.dir, '--port', 'right', '--mode', 'sink', '--duration', '4']);
@@ -255,7 +258,7 @@ t.test('the VM says what it does and how it stops, and its rate line shows verif
   await vm(sw, 'left', ['--mode', 'gen', '--rate', '5000', '--count', '10000']).result;
   t.equal((await sink.exited).code, 0);
   const lines = sink.stdout().trim().split('\n');
-  t.match(lines[0], /^right sink: attached to .*right\.sock.*stops after 4 s, or on Ctrl-C$/, `start line: ${lines[0]}`);
+  t.match(lines[0], /^right sink: attached to .*right\.sock.*stops after 4 s, or on Ctrl-C; reattaches if the switch restarts$/, `start line: ${lines[0]}`);
   const RATE = /^right sink: tx \S+ [kM]pps rx \S+ [kM]pps \(total tx (\d+) rx (\d+), verified (\d+), lost (\d+), dup (\d+), bad (\d+), gifts out \d+ in \d+\)$/;
   const rates = lines.slice(1, -1).map((l) => RATE.exec(l));
   t.ok(rates.length >= 2 && rates.every((m) => m !== null), `every per-second line parses:\n${lines.slice(1, -1).join('\n')}`);

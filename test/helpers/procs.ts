@@ -44,7 +44,7 @@ export function run(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: strin
   return spawnProc(argv[0], argv.slice(1), opts);
 }
 
-const running = (p: Proc) => p.child.exitCode === null && p.child.signalCode === null;
+export const running = (p: Proc) => p.child.exitCode === null && p.child.signalCode === null;
 
 /**
  * Wait until `p` has printed what `ready` looks for on stdout. If it exits
@@ -86,7 +86,21 @@ export async function startSwitch(t: Test, config: Record<string, unknown>, opts
   const dir = tempDir(t);
   const configPath = path.join(dir, 'switch.json');
   fs.writeFileSync(configPath, JSON.stringify({ socketDir: dir, ...config }, null, 2));
-  const p = run(['start', '-c', configPath], { prefix: opts.prefix });
+  return launchSwitch(t, dir, configPath, opts.prefix);
+}
+
+/**
+ * Start the switch again on the same config and directory as `sw` (after
+ * the test killed or stopped it): the restart a VM must survive. The new
+ * process is stopped in teardown like the first, before the dir goes.
+ */
+export function restartSwitch(t: Test, sw: SwitchProc, opts: { prefix?: string[] } = {}): Promise<SwitchProc> {
+  if (running(sw)) throw new Error('restartSwitch: the switch is still running (kill or stop it first)');
+  return launchSwitch(t, sw.dir, sw.configPath, opts.prefix);
+}
+
+async function launchSwitch(t: Test, dir: string, configPath: string, prefix?: string[]): Promise<SwitchProc> {
+  const p = run(['start', '-c', configPath], { prefix });
   // Registered after tempDir's: teardowns run last-in first-out, so the switch stops before its dir goes.
   t.teardown(() => stopProc(p));
   await waitForOutput(p, 'the switch to print its control socket', (out) => out.includes('control:'));

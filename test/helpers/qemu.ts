@@ -78,6 +78,8 @@ export interface GuestOptions {
   mac?: string;
   /** Name used in messages (default: the MAC). */
   name?: string;
+  /** Reconnect to the switch's socket this many seconds after losing it (chardev reconnect=N; default: never). */
+  reconnect?: number;
   /** Add a human monitor on a Unix socket (for QemuGuest.monitor: stop, cont, ...). */
   monitor?: boolean;
   /** QEMU listens on `socket` (`server=on,wait=off`) and the switch connects: a client-mode port (`ports[].connect`). */
@@ -148,7 +150,7 @@ export class QemuGuest {
       '-accel', 'tcg', '-m', '256', '-nographic', '-no-reboot',
       '-kernel', img.kernel, '-initrd', img.initrd, '-append', QemuGuest.append(o),
       '-object', 'memory-backend-memfd,id=mem,size=256M,share=on', '-numa', 'node,memdev=mem',
-      '-chardev', `socket,id=c0,path=${o.socket}${o.server ? ',server=on,wait=off' : ''}`,
+      '-chardev', `socket,id=c0,path=${o.socket}${o.server ? ',server=on,wait=off' : ''}${o.reconnect ? `,reconnect=${o.reconnect}` : ''}`,
       '-netdev', 'vhost-user,id=n0,chardev=c0',
       // vectors=0 (INTx only) is required: QEMU 7.2 under TCG crashes in vhost start with MSI-X.
       '-device', `virtio-net-pci,netdev=n0,mac=${mac},vectors=0`,
