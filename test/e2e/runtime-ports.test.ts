@@ -63,7 +63,7 @@ t.test('ports, pairs and reloads while a bystander pair forwards', async (t) => 
     }
     if (i % 20 === 7) {
       // A VM attached for a moment: removing the port disconnects it and takes its buffers back.
-      const v = vm(sw, name, ['--mode', 'sink', '--duration', '30']);
+      const v = vm(sw, name, ['--mode', 'sink', '--duration', '30', '--no-reconnect']);
       await waitAttached(sw, name);
       const owned = (await sw.port(name)).buffersOwned;
       t.ok(owned > 0, `the VM on run-time port ${name} was gifted ${owned} buffers from the pool`);
