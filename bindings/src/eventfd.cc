@@ -6,13 +6,13 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <atomic>
 #include <mutex>
 #include <vector>
 
@@ -51,28 +51,60 @@ Napi::Value EventfdSignal(const Napi::CallbackInfo& info) {
 // somebody reads, i.e. forever. Re-opening the eventfd (/proc/self/fd: ENXIO)
 // or RWF_NOWAIT (EOPNOTSUPP for eventfds) cannot get the switch its own
 // flags, and checking the flag first (F_GETFL or poll(POLLOUT)) races with
-// the front-end changing it in between. So the write runs under a watchdog:
-// a per-thread POSIX timer (SIGEV_THREAD_ID: its signal goes to the writing
-// thread only) armed just before the write and disarmed just after. Its
-// signal has a handler that does nothing, installed WITHOUT SA_RESTART, so a
-// write asleep in eventfd_write() returns EINTR instead of being restarted.
+// the front-end changing it in between. So the write runs under a watchdog.
 //
-// The timer is periodic (first expiry and interval kCallWatchdogNs): if the
-// thread is preempted after arming and the first tick is delivered (a no-op)
-// before the write even starts, the next tick still interrupts it. A write
-// that does not block completes whatever signal is pending (the kernel
-// checks signal_pending() only in the wait loop), so the watchdog can only
-// ever cut a write that would have blocked. A tick that comes after the
-// write (before or during the disarm) runs the no-op handler on the return
-// from that syscall, in this thread, and cannot be delivered later: the
-// signal is never blocked in a thread that arms the timer (unblocked when
-// the thread's timer is created), and a disarmed timer generates nothing.
+// Each thread that calls eventfdCall owns a slot in a small fixed table
+// (kCallSlots; claimed on its first call, released at thread exit). Around
+// the write it publishes a sequence number in its slot: inWrite = ++seq
+// before, inWrite = 0 after; that is two plain stores and no syscall besides
+// the write itself. One watchdog thread (started on the first call) wakes
+// every kWatchdogTickNs and scans the slots: a slot whose inWrite is non-zero
+// and the same as on the previous tick has had one write in progress for at
+// least a tick, i.e. a write that sleeps (a write that does not block takes
+// well under a microsecond). The watchdog then pthread_kill()s that thread
+// with a real-time signal whose handler does nothing, installed WITHOUT
+// SA_RESTART, so the write asleep in eventfd_write() returns EINTR instead of
+// being restarted; eventfdCall returns -1.
+//
+// Once per stuck write seq, plus a resend every kResendTicks while the same
+// write is still in progress: if the writer was preempted between publishing
+// inWrite and entering write(2) for a whole tick, the first signal ran the
+// no-op handler before the write started, and the resend still cuts it.
+//
+// Why a stray signal is harmless: the kernel looks at pending signals only in
+// eventfd_write()'s wait loop, so a write that does not block completes
+// whatever is pending; the watchdog can only end a write that would have
+// blocked. A signal sent just as the write finished (the watchdog read
+// inWrite, then the write returned, before the store of 0) lands in the
+// writing thread right after: the handler runs and returns, in JS or in a
+// later syscall, which then fails with EINTR; libuv retries its syscalls on
+// EINTR (epoll_wait, read, write, ...), and Node's fs calls too. That window
+// is the few instructions between the write returning and the store of 0,
+// and only opens for a write that has already been seen in progress for a
+// whole tick. The signal is unblocked in each thread that claims a slot, so
+// it never sits pending for later.
+//
+// Exited threads: a slot's inWrite is 0 whenever its thread is not inside a
+// write, the watchdog never signals a slot with inWrite == 0, and it signals
+// under slotLock after re-checking inWrite; a thread releases its slot (at
+// exit, thread_local destructor) under the same lock, so pthread_kill never
+// sees a thread that has exited. Claims and releases are rare (once per
+// thread); the data path takes no lock.
+//
+// Cost: nothing on the data path beyond two stores (the watchdog's work runs
+// on its own thread); the watchdog itself is ~100 wake-ups/s of an otherwise
+// sleeping thread. It blocks every signal, so process signals never go to it.
 
 // glibc keeps the first real-time signals (SIGCANCEL, SIGSETXID) and
 // SIGRTMIN already counts them out; Node and libuv use none of the RT
 // signals (SIGUSR1 inspector, SIGPROF profiler, SIGCHLD, SIGINT/TERM/...).
 constexpr int kCallSignalOffset = 6;
-constexpr long kCallWatchdogNs = 2 * 1000 * 1000;  // 2 ms
+// 10 ms: a stuck write is cut within 10-20 ms (once per hostile connection,
+// which is then dropped); a 1 ms tick cost a few percent of the copy path on
+// two cores through the wake-ups alone.
+constexpr long kWatchdogTickNs = 10 * 1000 * 1000;
+constexpr uint64_t kResendTicks = 2;
+constexpr int kCallSlots = 8;
 
 // The handler must be async-signal-safe: it does nothing at all (errno is
 // untouched), and its only effect is the EINTR of the interrupted write.
@@ -105,25 +137,92 @@ void InstallCallSignal() {
   callSignalErrno = EBUSY;
 }
 
-// One timer per thread that calls eventfdCall (the switch's main thread; a
-// worker gets its own), deleted when the thread exits.
-struct CallWatchdog {
-  timer_t timer{};
-  bool ready = false;
-  ~CallWatchdog() {
-    if (ready) timer_delete(timer);
+struct CallSlot {
+  std::atomic<uint64_t> inWrite{0};  // the write in progress (its seq), 0: none
+  uint64_t seq = 0;                  // owner only; kept across owners, never reused
+  bool owned = false;                // under slotLock
+  pthread_t thread{};                // under slotLock
+};
+CallSlot callSlots[kCallSlots];
+pthread_mutex_t slotLock = PTHREAD_MUTEX_INITIALIZER;
+
+// This thread's slot, released when the thread exits.
+struct SlotHandle {
+  CallSlot* slot = nullptr;
+  ~SlotHandle() {
+    if (slot == nullptr) return;
+    pthread_mutex_lock(&slotLock);
+    slot->inWrite.store(0, std::memory_order_relaxed);
+    slot->owned = false;
+    pthread_mutex_unlock(&slotLock);
+    slot = nullptr;
   }
 };
-thread_local CallWatchdog watchdog;
+thread_local SlotHandle slotHandle;
+
+void* WatchdogMain(void*) {
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  uint64_t seen[kCallSlots] = {};      // inWrite on the previous tick
+  uint64_t signalled[kCallSlots] = {}; // the seq last signalled
+  uint64_t sentAt[kCallSlots] = {};    // and the tick it was sent
+  for (uint64_t tick = 1;; tick++) {
+    struct timespec ts = {0, kWatchdogTickNs};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+    for (int i = 0; i < kCallSlots; i++) {
+      uint64_t now = callSlots[i].inWrite.load(std::memory_order_acquire);
+      uint64_t before = seen[i];
+      seen[i] = now;
+      if (now == 0 || now != before) continue;
+      if (signalled[i] == now && tick - sentAt[i] < kResendTicks) continue;
+      pthread_mutex_lock(&slotLock);
+      // Re-check under the lock: the owner cannot release the slot (exit)
+      // meanwhile, so the thread is alive if it is still in this write.
+      if (callSlots[i].owned && callSlots[i].inWrite.load(std::memory_order_acquire) == now) {
+        pthread_kill(callSlots[i].thread, callSignal);
+        signalled[i] = now;
+        sentAt[i] = tick;
+      }
+      pthread_mutex_unlock(&slotLock);
+    }
+  }
+  return nullptr;
+}
+
+pthread_once_t watchdogOnce = PTHREAD_ONCE_INIT;
+int watchdogErr = 0;
+
+void StartWatchdog() {
+  // Created with every signal blocked (inherited), so none reaches it even
+  // before it blocks them itself.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  pthread_t t;
+  watchdogErr = pthread_create(&t, &attr, WatchdogMain, nullptr);
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
 
 // Returns 0, or the errno of what failed (with *what naming the call).
-int EnsureWatchdog(const char** what) {
+int SetupSlow(const char** what) {
   std::call_once(callSignalOnce, InstallCallSignal);
   if (callSignal == 0) {
     *what = "sigaction";
     return callSignalErrno;
   }
-  if (watchdog.ready) return 0;
+  pthread_once(&watchdogOnce, StartWatchdog);
+  if (watchdogErr != 0) {
+    *what = "pthread_create";
+    return watchdogErr;
+  }
+  if (slotHandle.slot != nullptr) return 0;
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, callSignal);
@@ -132,21 +231,26 @@ int EnsureWatchdog(const char** what) {
     *what = "pthread_sigmask";
     return err;
   }
-  struct sigevent sev;
-  std::memset(&sev, 0, sizeof(sev));
-  sev.sigev_notify = SIGEV_THREAD_ID;
-  sev.sigev_signo = callSignal;
-#ifdef sigev_notify_thread_id
-  sev.sigev_notify_thread_id = static_cast<pid_t>(::syscall(SYS_gettid));
-#else
-  sev._sigev_un._tid = static_cast<pid_t>(::syscall(SYS_gettid));
-#endif
-  if (timer_create(CLOCK_MONOTONIC, &sev, &watchdog.timer) != 0) {
-    *what = "timer_create";
-    return errno;
+  pthread_mutex_lock(&slotLock);
+  for (int i = 0; i < kCallSlots; i++) {
+    if (callSlots[i].owned) continue;
+    callSlots[i].owned = true;
+    callSlots[i].thread = pthread_self();
+    callSlots[i].inWrite.store(0, std::memory_order_relaxed);
+    slotHandle.slot = &callSlots[i];
+    break;
   }
-  watchdog.ready = true;
+  pthread_mutex_unlock(&slotLock);
+  if (slotHandle.slot == nullptr) {
+    *what = "watchdog slot (too many threads)";
+    return EBUSY;
+  }
   return 0;
+}
+
+inline int EnsureWatchdog(const char** what) {
+  if (slotHandle.slot != nullptr) return 0;
+  return SetupSlow(what);
 }
 
 // eventfdCall(fd): 0 when 1 was added to the counter, -1 when the write
@@ -158,15 +262,12 @@ Napi::Value EventfdCall(const Napi::CallbackInfo& info) {
   const char* what = nullptr;
   int err = EnsureWatchdog(&what);
   if (err != 0) ThrowErrno(env, "eventfdCall", what, err);
-  static const struct itimerspec arm = {{0, kCallWatchdogNs}, {0, kCallWatchdogNs}};
-  static const struct itimerspec disarm = {{0, 0}, {0, 0}};
-  if (timer_settime(watchdog.timer, 0, &arm, nullptr) != 0) ThrowErrno(env, "eventfdCall", "timer_settime");
+  CallSlot* slot = slotHandle.slot;
+  slot->inWrite.store(++slot->seq, std::memory_order_relaxed);
   uint64_t one = 1;
   ssize_t n = ::write(fd, &one, sizeof(one));
   int writeErr = errno;
-  // Disarming cannot fail for a timer we own; if it did, the ticks would
-  // still only run the no-op handler, but say so.
-  if (timer_settime(watchdog.timer, 0, &disarm, nullptr) != 0) ThrowErrno(env, "eventfdCall", "timer_settime");
+  slot->inWrite.store(0, std::memory_order_release);
   if (n == static_cast<ssize_t>(sizeof(one))) return Napi::Number::New(env, 0);
   // EINTR: only a write that slept can be interrupted, and an eventfd write
   // sleeps only on a saturated counter. A stray signal of another kind with
