@@ -50,7 +50,7 @@ t.test('copy path, bad descriptors, and traffic that keeps flowing', async (t) =
   const notMine = drv.shared!.partitionStart === 0 ? drv.shared!.bufCount - 1 : 0;
   drv.injectRawTx([{ addr: drv.shared!.base + notMine * drv.shared!.bufSize, len: 100 }]);
   await waitFor('not-owner drop', async () => (await vm1()).drops['not-owner'] === 1);
-  t.pass('sending a buffer owned by the peer: not-owner');
+  t.equal((await vm1()).drops['not-owner'], 1, 'sending a buffer owned by the peer: not-owner');
 
   // 3b. A gift chain (several 12-byte whole-buffer links): good links move
   // to the peer one by one, bad ones are counted and skipped.

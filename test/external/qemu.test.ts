@@ -149,7 +149,7 @@ t.test('a QEMU guest and a guest-driver VM exchange traffic both ways', { skip }
     t.ok(host.ping(g.mac, '10.0.0.1', 0x7a, seq, 1472), `echo request ${seq} after cont`);
     await host.waitFor(`echo reply ${seq} after cont`, (f) => f.icmpType === 0 && f.id === 0x7a && f.seq === seq);
   }
-  t.pass('the guest still receives and answers after stop/cont');
+  t.ok((await sw.port('vm1')).ready, 'the guest still receives and answers after stop/cont, and its port runs both ways');
   t.notMatch(sw.stderr(), /vring base differs from used\.idx/, 'the rings resumed exactly where GET_VRING_BASE said');
 
   g.type('stop');
