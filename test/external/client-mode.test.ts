@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { GuestDriver } from '../../src/guest/driver';
-import { type Testpmd, startTestpmd, testpmdPath } from '../helpers/dpdk';
+import { type Testpmd, startTestpmd, testpmdPath, endTxonlyRun } from '../helpers/dpdk';
 import { requireProgram } from '../helpers/external';
 import { NetResponder } from '../helpers/net';
 import { counters, startSwitch, tempDir, vm, waitAttached, waitFor } from '../helpers/procs';
@@ -62,13 +62,7 @@ t.test('testpmd virtio-user server=1 on a client-mode port -> guest-driver sink;
   t.teardown(() => pmd2.kill());
   await waitAttached(sw, 'vm1');
   await waitFor('packets at the sink (round 2)', async () => counters(await sw.port('vm2')).txPackets > b2.txPackets + 20000, 30000);
-  const st = await pmd2.quit();
-  await waitFor('vm1 to detach', async () => !(await sw.port('vm1')).attached);
-  sink.child.kill('SIGTERM');
-  const k = await sink.result;
-  const s = await sw.stats();
-  const c1 = counters(s.ports.find((p) => p.name === 'vm1')!);
-  const c2 = counters(s.ports.find((p) => p.name === 'vm2')!);
+  const { st, k, s, c1, c2 } = await endTxonlyRun(sw, pmd2, sink);
   t.equal([...sw.stderr().matchAll(/client-mode port: connected to the front-end/g)].length, 2, 'the switch connected twice: once per testpmd');
   // Outages: before testpmd 1 (the switch starts first), and between the two
   // testpmds unless the second was listening before the switch's first retry.

@@ -7,7 +7,7 @@
  */
 import path from 'node:path';
 import t from 'tap';
-import { startTestpmd, testpmdPath } from '../helpers/dpdk';
+import { startTestpmd, testpmdPath, endTxonlyRun } from '../helpers/dpdk';
 import type { SwitchStats } from '../../src/switch/stats';
 import { requireProgram } from '../helpers/external';
 import { counters, startSwitch, tempDir, vm, waitAttached, waitFor, within } from '../helpers/procs';
@@ -26,13 +26,7 @@ t.test('testpmd virtio-user txonly -> switch -> guest-driver sink', { skip }, as
   ]);
   t.teardown(() => pmd.kill());
   await waitFor('packets at the sink', async () => counters(await sw.port('vm2')).txPackets > 20000, 30000);
-  const st = await pmd.quit();
-  await waitFor('vm1 to detach', async () => !(await sw.port('vm1')).attached);
-  sink.child.kill('SIGTERM');
-  const k = await sink.result;
-  const s = await sw.stats();
-  const c1 = counters(s.ports.find((p) => p.name === 'vm1')!);
-  const c2 = counters(s.ports.find((p) => p.name === 'vm2')!);
+  const { st, k, s, c1, c2 } = await endTxonlyRun(sw, pmd, sink);
   const drops = Object.values(c1.drops).reduce((a, b) => a + b, 0);
   t.ok(st.txPackets > 20000, `testpmd sent ${st.txPackets} packets`);
   // testpmd counts a packet as sent once it is on its tx ring; when it quits it stops the

@@ -7,6 +7,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { which } from './external';
+import { type SwitchProc, type VmResult, counters } from './procs';
 import { waitFor, within } from './wait';
 
 export function testpmdPath(): string | null {
@@ -83,4 +84,20 @@ export function parseForwardStats(out: string): ForwardStats {
     txPackets: num(/TX-packets:\s+(\d+)/),
     txDropped: num(/TX-dropped:\s+(\d+)/),
   };
+}
+
+/**
+ * End a testpmd txonly run into a guest-driver sink on vm2 (testpmd on vm1):
+ * quit testpmd, wait for vm1 to detach, stop the sink; returns testpmd's
+ * forward stats, the sink's result and both ports' counters.
+ */
+export async function endTxonlyRun(sw: SwitchProc, pmd: Testpmd, sink: { child: ChildProcess; result: Promise<VmResult> }) {
+  const st = await pmd.quit();
+  await waitFor('vm1 to detach', async () => !(await sw.port('vm1')).attached);
+  sink.child.kill('SIGTERM');
+  const k = await sink.result;
+  const s = await sw.stats();
+  const c1 = counters(s.ports.find((p) => p.name === 'vm1')!);
+  const c2 = counters(s.ports.find((p) => p.name === 'vm2')!);
+  return { st, k, s, c1, c2 };
 }
