@@ -13,13 +13,13 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { closeFd, eventfdCreate, eventfdDrain, eventfdSignal, memfdCreate, mmapShared, setNonBlocking } from '../../bindings';
-import { memTable, u64, vringAddr, vringState } from '../../src/vhost/codec';
+import { memTable, u64 } from '../../src/vhost/codec';
 import { FLAG_NEED_REPLY, FLAG_VERSION, PROTOCOL_F_REPLY_ACK, Req, VHOST_USER_F_PROTOCOL_FEATURES, VRING_NOFD_MASK } from '../../src/vhost/protocol';
 import { VIRTIO_F_VERSION_1, bit } from '../../src/virtio/defs';
 import { SplitRing } from '../../src/virtio/ring';
 import { bystanderConfig, startBystander } from '../helpers/bystander';
 import { type SwitchProc, counters, sleep, startSwitch, stopProc, tempDir, vm, waitAttached, waitFor, within } from '../helpers/procs';
-import { RawClient } from '../helpers/unit-vhost-client';
+import { RawClient, sendVringStart } from '../helpers/unit-vhost-client';
 
 const EVIL = 'evil';
 
@@ -294,15 +294,7 @@ attack('a call eventfd made blocking and saturated: the switch stays responsive,
   ]), [memFd]);
   await acked('SET_MEM_TABLE');
   for (let q = 0; q < 2; q++) {
-    const at = RING_AT[q];
-    c.send(Req.SET_VRING_NUM, FLAG_VERSION, vringState(q, NUM));
-    c.send(Req.SET_VRING_BASE, FLAG_VERSION, vringState(q, 0));
-    c.send(Req.SET_VRING_ADDR, FLAG_VERSION, vringAddr({
-      index: q, flags: 0, desc: UA + BigInt(at.desc), avail: UA + BigInt(at.avail), used: UA + BigInt(at.used), log: 0n,
-    }));
-    c.send(Req.SET_VRING_KICK, FLAG_VERSION, u64(BigInt(q)), [kick[q]]);
-    c.send(Req.SET_VRING_CALL, FLAG_VERSION, u64(BigInt(q)), [call[q]]);
-    c.send(Req.SET_VRING_ENABLE, FLAG_VERSION | FLAG_NEED_REPLY, vringState(q, 1));
+    sendVringStart(c, q, NUM, UA, RING_AT[q], kick[q], call[q]);
     await acked(`vring ${q} enabled`);
   }
   await waitFor('port evil ready', async () => (await sw.port(EVIL)).ready, 5000);

@@ -10,14 +10,14 @@ import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { closeFd, eventfdCreate, eventfdSignal, fdSeals, fdSize, memfdCreate, memfdCreateSealed, mmapShared } from '../../bindings';
-import { memTable, u64, vringAddr, vringState } from '../../src/vhost/codec';
+import { memTable, u64 } from '../../src/vhost/codec';
 import { FLAG_NEED_REPLY, FLAG_VERSION, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, Req, VHOST_USER_F_PROTOCOL_FEATURES } from '../../src/vhost/protocol';
 import { VIRTIO_F_VERSION_1, VIRTQ_DESC_F_WRITE, bit } from '../../src/virtio/defs';
 import { SplitRing } from '../../src/virtio/ring';
 import { regionSealProblem } from '../../src/guest/shared-region';
 import { bystanderConfig, startBystander } from '../helpers/bystander';
 import { type SwitchProc, startSwitch, stopProc, vm, waitFor } from '../helpers/procs';
-import { RawClient } from '../helpers/unit-vhost-client';
+import { RawClient, sendVringStart } from '../helpers/unit-vhost-client';
 
 const MEM = 0x10000;
 const RING_GPA = 0n;
@@ -105,15 +105,7 @@ async function hostileFrontEnd(t: Test, sw: SwitchProc, port: string, name: stri
   ]), [ringFd, bufFd]);
   await ack(t, c, Req.SET_MEM_TABLE, 'a valid memory table');
   for (let q = 0; q < 2; q++) {
-    const at = RING_AT[q];
-    c.send(Req.SET_VRING_NUM, FLAG_VERSION, vringState(q, NUM));
-    c.send(Req.SET_VRING_BASE, FLAG_VERSION, vringState(q, 0));
-    c.send(Req.SET_VRING_ADDR, FLAG_VERSION, vringAddr({
-      index: q, flags: 0, desc: RING_UA + BigInt(at.desc), avail: RING_UA + BigInt(at.avail), used: RING_UA + BigInt(at.used), log: 0n,
-    }));
-    c.send(Req.SET_VRING_KICK, FLAG_VERSION, u64(BigInt(q)), [kick[q]]);
-    c.send(Req.SET_VRING_CALL, FLAG_VERSION, u64(BigInt(q)), [call[q]]);
-    c.send(Req.SET_VRING_ENABLE, FLAG_VERSION | FLAG_NEED_REPLY, vringState(q, 1));
+    sendVringStart(c, q, NUM, RING_UA, RING_AT[q], kick[q], call[q]);
     await ack(t, c, Req.SET_VRING_ENABLE, `vring ${q} enabled`);
   }
   await waitFor(`port ${port} ready`, async () => (await sw.port(port)).ready, 5000);

@@ -4,8 +4,8 @@
  * (a test never hangs on a socket).
  */
 import { closeFd, unixConnect, unixRecvMsg, unixSendMsg, type NativeError } from '../../bindings';
-import { encodeMessage } from '../../src/vhost/codec';
-import { HEADER } from '../../src/vhost/protocol';
+import { encodeMessage, u64, vringAddr, vringState } from '../../src/vhost/codec';
+import { FLAG_NEED_REPLY, FLAG_VERSION, HEADER, Req } from '../../src/vhost/protocol';
 
 import { sleep } from './wait';
 
@@ -114,4 +114,23 @@ export class RawClient {
     this.open = false;
     closeFd(this.fd);
   }
+}
+
+/**
+ * Start vring q the way QEMU does once the guest driver is up: size, base 0,
+ * addresses (front-end user addresses: ua + the ring parts' offsets), kick
+ * and call eventfds, then SET_VRING_ENABLE with need-reply (the caller reads
+ * its ack).
+ */
+export function sendVringStart(
+  c: RawClient, q: number, num: number, ua: bigint, at: { desc: number; avail: number; used: number }, kickFd: number, callFd: number,
+): void {
+  c.send(Req.SET_VRING_NUM, FLAG_VERSION, vringState(q, num));
+  c.send(Req.SET_VRING_BASE, FLAG_VERSION, vringState(q, 0));
+  c.send(Req.SET_VRING_ADDR, FLAG_VERSION, vringAddr({
+    index: q, flags: 0, desc: ua + BigInt(at.desc), avail: ua + BigInt(at.avail), used: ua + BigInt(at.used), log: 0n,
+  }));
+  c.send(Req.SET_VRING_KICK, FLAG_VERSION, u64(BigInt(q)), [kickFd]);
+  c.send(Req.SET_VRING_CALL, FLAG_VERSION, u64(BigInt(q)), [callFd]);
+  c.send(Req.SET_VRING_ENABLE, FLAG_VERSION | FLAG_NEED_REPLY, vringState(q, 1));
 }
