@@ -127,6 +127,9 @@ function summarize(runs: RunMetrics[]): ScenarioSummary {
   const pick = (k: keyof RunMetrics) => spread(runs.map((r) => r[k] as number | null));
   return {
     mpps: pick('mpps'), gbps: pick('gbps'), switchCpuNsPerPkt: pick('switchCpuNsPerPkt'), switchCpuLoad: pick('switchCpuLoad'),
+    switchBusyNsPerPkt: pick('switchBusyNsPerPkt'), switchBusyLoad: pick('switchBusyLoad'),
+    vm1CpuNsPerPkt: pick('vm1CpuNsPerPkt'), vm1BusyNsPerPkt: pick('vm1BusyNsPerPkt'), vm1BusyLoad: pick('vm1BusyLoad'),
+    vm2CpuNsPerPkt: pick('vm2CpuNsPerPkt'), vm2BusyNsPerPkt: pick('vm2BusyNsPerPkt'), vm2BusyLoad: pick('vm2BusyLoad'),
     totalCpuNsPerPkt: pick('totalCpuNsPerPkt'), copiedBytesPerPkt: pick('copiedBytesPerPkt'), giftsPer1000: pick('giftsPer1000'),
     drops: pick('drops'), avgLen: pick('avgLen'),
   };

@@ -65,6 +65,24 @@ export interface RunMetrics {
   switchCpuNsPerPkt: number | null;
   /** Switch CPU seconds per wall second in the window (1.0 = one core busy). */
   switchCpuLoad: number | null;
+  /**
+   * The switch's busy time per delivered packet, ns: wall time of its poll
+   * rounds that moved at least one descriptor (zcswitch's stats dataPath;
+   * OVS-DPDK: its PMD's processing cycles), i.e. its work without idle
+   * spinning. null where the switch does not report it.
+   */
+  switchBusyNsPerPkt: number | null;
+  /** Switch busy seconds per wall second in the window (1.0: never idle, it sets the rate). */
+  switchBusyLoad: number | null;
+  /** The sending VM (vm1: gen, testpmd txonly, memif client): CPU per delivered packet, ns. */
+  vm1CpuNsPerPkt: number | null;
+  /** The sending VM's busy time (passes that moved packets) per delivered packet, ns; null where it does not report it. */
+  vm1BusyNsPerPkt: number | null;
+  vm1BusyLoad: number | null;
+  /** The receiving VM (vm2: sink or echo, testpmd rxonly, memif server): CPU per delivered packet, ns. */
+  vm2CpuNsPerPkt: number | null;
+  vm2BusyNsPerPkt: number | null;
+  vm2BusyLoad: number | null;
   /** CPU of every process of the scenario (switch and both VMs / both peers) per packet, ns. */
   totalCpuNsPerPkt: number | null;
   /** zcswitch only: payload bytes the switch copied per delivered packet. */
@@ -84,6 +102,14 @@ export interface ScenarioSummary {
   gbps: Spread | null;
   switchCpuNsPerPkt: Spread | null;
   switchCpuLoad: Spread | null;
+  switchBusyNsPerPkt: Spread | null;
+  switchBusyLoad: Spread | null;
+  vm1CpuNsPerPkt: Spread | null;
+  vm1BusyNsPerPkt: Spread | null;
+  vm1BusyLoad: Spread | null;
+  vm2CpuNsPerPkt: Spread | null;
+  vm2BusyNsPerPkt: Spread | null;
+  vm2BusyLoad: Spread | null;
   totalCpuNsPerPkt: Spread | null;
   copiedBytesPerPkt: Spread | null;
   giftsPer1000: Spread | null;

@@ -53,3 +53,29 @@ export function checkLength(avgLen: number | null, size: number, warnings: strin
 export function windowRates(run: number, windowSec: number, packets: number, bytes: number) {
   return { run, windowSec, packets, bytes, mpps: packets / windowSec / 1e6, gbps: (bytes * 8) / windowSec / 1e9 };
 }
+
+/** One process's share of a measured window: CPU seconds (utime+stime) and busy seconds (work without idle polling), null when unknown. */
+export interface ProcessCost {
+  cpuSec: number | null;
+  busySec: number | null;
+}
+
+const NONE: ProcessCost = { cpuSec: null, busySec: null };
+
+/** The per-process cost fields of RunMetrics: seconds in the window ÷ packets (ns) and ÷ the window (load). */
+export function processCosts(packets: number, windowSec: number, p: { switch?: ProcessCost; vm1: ProcessCost; vm2: ProcessCost }) {
+  const sw = p.switch ?? NONE;
+  const load = (sec: number | null) => (sec === null || !(windowSec > 0) ? null : sec / windowSec);
+  return {
+    switchCpuNsPerPkt: perPacket(sw.cpuSec, packets, 1e9),
+    switchCpuLoad: load(sw.cpuSec),
+    switchBusyNsPerPkt: perPacket(sw.busySec, packets, 1e9),
+    switchBusyLoad: load(sw.busySec),
+    vm1CpuNsPerPkt: perPacket(p.vm1.cpuSec, packets, 1e9),
+    vm1BusyNsPerPkt: perPacket(p.vm1.busySec, packets, 1e9),
+    vm1BusyLoad: load(p.vm1.busySec),
+    vm2CpuNsPerPkt: perPacket(p.vm2.cpuSec, packets, 1e9),
+    vm2BusyNsPerPkt: perPacket(p.vm2.busySec, packets, 1e9),
+    vm2BusyLoad: load(p.vm2.busySec),
+  };
+}

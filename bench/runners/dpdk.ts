@@ -24,7 +24,7 @@ import { type Child, startChild } from '../lib/child';
 import { cpuPlan } from '../lib/pin';
 import { sleep, treeCpuSec, waitFor, which } from '../lib/util';
 import type { RunMetrics, Scenario } from '../types';
-import { type RunContext, checkLength } from './common';
+import { type RunContext, checkLength, processCosts } from './common';
 
 export interface DpdkTools {
   testpmd: string;
@@ -303,8 +303,11 @@ export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools): P
       mpps: pps / 1e6,
       gbps: (pps * len * 8) / 1e9,
       avgLen,
-      switchCpuNsPerPkt: swCpu !== null && packets > 0 ? (swCpu / packets) * 1e9 : null,
-      switchCpuLoad: swCpu !== null ? swCpu / windowSec : null,
+      ...processCosts(packets, windowSec, {
+        switch: sw ? { cpuSec: swCpu, busySec: null } : undefined,
+        vm1: { cpuSec: cpuDelta[procs.indexOf(tx)], busySec: null },
+        vm2: { cpuSec: cpuDelta[procs.indexOf(rx)], busySec: null },
+      }),
       totalCpuNsPerPkt: totalCpu !== null && packets > 0 ? (totalCpu / packets) * 1e9 : null,
       copiedBytesPerPkt: null,
       giftsPer1000: null,

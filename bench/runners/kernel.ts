@@ -15,7 +15,7 @@ import { type Child, startChild } from '../lib/child';
 import { cpuPlan, onCpu } from '../lib/pin';
 import { sleep, treeCpuSec, waitFor, which } from '../lib/util';
 import type { RunMetrics, Scenario } from '../types';
-import { type RunContext, checkLength, perPacket, windowRates } from './common';
+import { type RunContext, processCosts, checkLength, perPacket, windowRates } from './common';
 
 /** Ethernet (14) + IPv4 (20) + UDP (8): a frame of `size` bytes carries size - 42 bytes of UDP payload. */
 export const UDP_OVERHEAD = 42;
@@ -105,11 +105,7 @@ export async function runKernel(s: Scenario, ctx: RunContext, bin: string): Prom
       return (await sample()).pkts > 0;
     }, 10000, 50);
     await sleep(ctx.warmupSec * 1000);
-    const cpu = () => {
-      const r = treeCpuSec(recv.pid);
-      const x = treeCpuSec(send.pid);
-      return r === null || x === null ? null : r + x;
-    };
+    const cpu = () => ({ recv: treeCpuSec(recv.pid), send: treeCpuSec(send.pid) });
     const c0 = cpu();
     const t0 = performance.now();
     const a = await sample();
@@ -124,15 +120,17 @@ export async function runKernel(s: Scenario, ctx: RunContext, bin: string): Prom
     checkLength(avgLen, frameLen, warnings);
     if (frameLen !== s.size) warnings.push(`UDP caps the frame at ${frameLen} B`);
     const bytes = packets * frameLen;
-    const totalCpu = c0 !== null && c1 !== null ? c1 - c0 : null;
+    const delta = (k: 'recv' | 'send') => (c0[k] !== null && c1[k] !== null ? c1[k]! - c0[k]! : null);
+    const recvCpu = delta('recv');
+    const sendCpu = delta('send');
+    const totalCpu = recvCpu !== null && sendCpu !== null ? recvCpu + sendCpu : null;
     await send.stop();
     await recv.stop();
     const sent = /sent (\d+)/.exec(send.stdout());
     return {
       ...windowRates(ctx.run, windowSec, packets, bytes),
       avgLen,
-      switchCpuNsPerPkt: null,
-      switchCpuLoad: null,
+      ...processCosts(packets, windowSec, { vm1: { cpuSec: sendCpu, busySec: null }, vm2: { cpuSec: recvCpu, busySec: null } }),
       totalCpuNsPerPkt: perPacket(totalCpu, packets, 1e9),
       copiedBytesPerPkt: null,
       giftsPer1000: null,

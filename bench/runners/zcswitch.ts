@@ -16,9 +16,17 @@ import { type Child, startChild } from '../lib/child';
 import { allowedCpus, cpuPlan, onCpu } from '../lib/pin';
 import { processCpuSec, sleep, waitFor } from '../lib/util';
 import type { RunMetrics, Scenario } from '../types';
-import { type RunContext, bufCountFor, bufSizeFor, checkLength, perPacket, windowRates } from './common';
+import { type RunContext, bufCountFor, bufSizeFor, checkLength, perPacket, processCosts, windowRates } from './common';
 
 type PortCounters = Record<string, number> & { drops: Record<string, number> };
+
+/** What `zcswitch vm` prints on SIGUSR2 (src/cli/vm.ts snapshotLine): the fields the bench reads. */
+interface VmSnapshot {
+  snapshot: true;
+  elapsedSec: number;
+  busySec: number;
+  cpuSec: number;
+}
 
 interface Snap {
   at: number;
@@ -26,6 +34,43 @@ interface Snap {
   vm1: number | null;
   vm2: number | null;
   stats: SwitchStats;
+  vm1Snap: VmSnapshot | null;
+  vm2Snap: VmSnapshot | null;
+}
+
+/**
+ * A VM's snapshots: returns a function that sends SIGUSR2 and resolves
+ * with the line it prints (null if none comes within 2 s: an older build,
+ * or the VM is gone).
+ */
+function vmSnapshots(c: Child): () => Promise<VmSnapshot | null> {
+  const seen: VmSnapshot[] = [];
+  c.onLine((line) => {
+    if (!line.startsWith('{"snapshot":true')) return;
+    try {
+      seen.push(JSON.parse(line) as VmSnapshot);
+    } catch {
+      /* a torn line: that snapshot is lost */
+    }
+  });
+  return async () => {
+    const n = seen.length;
+    if (!c.running()) return null;
+    c.child.kill('SIGUSR2');
+    try {
+      await waitFor('a VM snapshot', () => seen.length > n || !c.running(), 2000, 2);
+    } catch {
+      return null;
+    }
+    return seen[n] ?? null;
+  };
+}
+
+/** A VM's busy seconds over the bench's window: its busy share of its own window between two snapshots, times the bench's window. */
+function vmBusySec(a: VmSnapshot | null, b: VmSnapshot | null, windowSec: number): number | null {
+  if (!a || !b || typeof a.busySec !== 'number' || typeof b.busySec !== 'number') return null;
+  const el = b.elapsedSec - a.elapsedSec;
+  return el > 0 ? ((b.busySec - a.busySec) / el) * windowSec : null;
 }
 
 export function zcswitchConfig(s: Scenario, socketDir: string, bufCount: number): Record<string, unknown> {
@@ -76,12 +121,14 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
 
     const rx = startChild(`vm2 ${rxMode}`, ...onCpu(cores[1], node, vmArgs('vm2', rxMode)));
     children.push(rx);
+    const rxSnap = vmSnapshots(rx);
     await waitFor(`vm2 (${rxMode}) to attach`, async () => !rx.running() || port(await stats(), 'vm2').ready, 15000);
     if (!rx.running()) throw new Error(`vm2 exited at start:\n${rx.tail()}`);
     // Counters from zero before any traffic: the receiver's own final count must equal the switch's.
     await controlRequest(control, { cmd: 'reset-counters' });
     const gen = startChild('vm1 gen', ...onCpu(cores[2], node, vmArgs('vm1', 'gen', genExtra)));
     children.push(gen);
+    const genSnap = vmSnapshots(gen);
     await waitFor('traffic to flow', async () => !gen.running() || counters(await stats(), 'vm2').txPackets > 0, 15000);
     if (!gen.running()) throw new Error(`vm1 (gen) exited at start:\n${gen.tail()}`);
 
@@ -89,8 +136,8 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     const snap = async (): Promise<Snap> => {
       const t0 = performance.now();
       const cpu = { sw: processCpuSec(sw.pid), vm1: processCpuSec(gen.pid), vm2: processCpuSec(rx.pid) };
-      const st = await stats();
-      return { at: (t0 + performance.now()) / 2, ...cpu, stats: st };
+      const [st, vm1Snap, vm2Snap] = await Promise.all([stats(), genSnap(), rxSnap()]);
+      return { at: (t0 + performance.now()) / 2, ...cpu, stats: st, vm1Snap, vm2Snap };
     };
     const a = await snap();
     await sleep(ctx.durationSec * 1000);
@@ -118,6 +165,9 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     const windowSec = (b.at - a.at) / 1000;
     const cpuDelta = (k: 'sw' | 'vm1' | 'vm2') => (a[k] !== null && b[k] !== null ? b[k]! - a[k]! : null);
     const swCpu = cpuDelta('sw');
+    // The switch's busy time (stats.dataPath; absent from a switch without it).
+    const swBusy = a.stats.dataPath && b.stats.dataPath ? b.stats.dataPath.busySec - a.stats.dataPath.busySec : null;
+    const busyRounds = a.stats.dataPath && b.stats.dataPath ? b.stats.dataPath.busyRounds - a.stats.dataPath.busyRounds : null;
     const allCpu = [cpuDelta('sw'), cpuDelta('vm1'), cpuDelta('vm2')];
     const totalCpu = allCpu.every((x) => x !== null) ? allCpu.reduce((x, y) => x! + y!, 0) : null;
 
@@ -144,8 +194,11 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     return {
       ...windowRates(ctx.run, windowSec, packets, bytes),
       avgLen,
-      switchCpuNsPerPkt: perPacket(swCpu, packets, 1e9),
-      switchCpuLoad: swCpu === null ? null : swCpu / windowSec,
+      ...processCosts(packets, windowSec, {
+        switch: { cpuSec: swCpu, busySec: swBusy },
+        vm1: { cpuSec: cpuDelta('vm1'), busySec: vmBusySec(a.vm1Snap, b.vm1Snap, windowSec) },
+        vm2: { cpuSec: cpuDelta('vm2'), busySec: vmBusySec(a.vm2Snap, b.vm2Snap, windowSec) },
+      }),
       totalCpuNsPerPkt: perPacket(totalCpu, packets, 1e9),
       copiedBytesPerPkt: copied / packets,
       giftsPer1000: (gifts / packets) * 1000,
@@ -156,6 +209,7 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
         zeroCopyPackets: names.reduce((n, p) => n + d(p, 'zeroCopy'), 0),
         copiedPackets: names.reduce((n, p) => n + d(p, 'copied'), 0),
         hugePages: fin.sharedBuffers.hugePages,
+        packetsPerBusyRound: busyRounds ? packets / busyRounds : null,
         kicks: names.reduce((n, p) => n + d(p, 'kicks'), 0),
         cpusAllowed,
         calls: names.reduce((n, p) => n + d(p, 'calls'), 0),

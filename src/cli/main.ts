@@ -54,7 +54,7 @@ export function buildCli(): Command {
     .option('--copy', 'send from private memory (the copy path) even with shared buffers')
     .option('--reconnect', 'when the switch goes away, keep reattaching (default for sink, echo, and gen without --count)')
     .option('--no-reconnect', 'exit (status 1) when the switch goes away')
-    .option('--json', 'print the final summary as one JSON line')
+    .option('--json', 'print the final summary as one JSON line (SIGUSR2 prints the counters so far as one JSON line, any time)')
     .option('-q, --quiet', 'no per-second rate lines')
     .addOption(logLevel().default('warn'))
     .action((o) => vmCommand({ ...o, announce: !!o.announce }));

@@ -86,6 +86,9 @@ export async function vmCommand(o: VmOptions): Promise<void> {
   const stopVm = () => vm?.stop();
   process.on('SIGINT', stopVm);
   process.on('SIGTERM', stopVm);
+  // SIGUSR2: one JSON line of the counters so far (the bench takes two, around its measured window).
+  const snapshot = () => process.stdout.write(JSON.stringify(snapshotLine(vm!.summary(), process.cpuUsage())) + '\n');
+  process.on('SIGUSR2', snapshot);
   if (!o.quiet) process.stdout.write(startLine(o, socketPath, !!drv.shared && !o.copy, run) + '\n');
   let last = vm.summary();
   const ticker = o.quiet
@@ -149,6 +152,11 @@ export function rateLine(o: Pick<VmOptions, 'port' | 'mode'>, last: TrafficSumma
     `(total tx ${s.sent} rx ${s.received}, verified ${s.verified}, lost ${s.lost}, dup ${s.dup}, ` +
     `bad ${s.badLength + s.badChecksum}, gifts out ${s.giftsSent} in ${s.giftsReceived})`
   );
+}
+
+/** The SIGUSR2 line: the summary so far, marked as a snapshot, with the process's CPU time (user + system, s). */
+export function snapshotLine(s: TrafficSummary, cpu: NodeJS.CpuUsage): TrafficSummary & { snapshot: true; cpuSec: number } {
+  return { snapshot: true, ...s, cpuSec: (cpu.user + cpu.system) / 1e6 };
 }
 
 function fmtRate(pps: number): string {

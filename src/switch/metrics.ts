@@ -111,6 +111,12 @@ export function formatMetrics(s: SwitchStats): string {
   gauge('zcswitch_shared_buffers', 'Buffers in each sharing domain\'s Shared Buffers region.', s.sharedBuffers.bufCount);
   gauge('zcswitch_shared_buffer_size_bytes', 'Bytes per shared buffer.', s.sharedBuffers.bufSize);
   gauge('zcswitch_pool_buffers', 'Shared buffers owned by no port (in the pools of all domains).', s.sharedBuffers.pool);
+  if (s.dataPath) {
+    family('zcswitch_datapath_busy_seconds_total', 'counter', 'Wall time of the poll rounds that moved at least one descriptor.')
+      .samples.push({ labels: {}, value: s.dataPath.busySec });
+    family('zcswitch_datapath_busy_rounds_total', 'counter', 'Poll rounds that moved at least one descriptor.')
+      .samples.push({ labels: {}, value: s.dataPath.busyRounds });
+  }
   gauge('zcswitch_ledger_balanced', '1 if the ownership ledger balances (every buffer has exactly one owner), else 0.', s.ledger.ok ? 1 : 0);
 
   const perPort = (name: string, type: Family['type'], help: string, value: (p: SwitchStats['ports'][number]) => number) => {

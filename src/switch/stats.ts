@@ -40,4 +40,12 @@ export interface SwitchStats {
   /** Each sharing domain: its ports, buffers, pool and whether its ledger balances. */
   domains: { name: string; ports: string[]; bufCount: number; pool: number; ledgerOk: boolean }[];
   ports: PortStats[];
+  /**
+   * The data path's own work since the switch started (not cleared by
+   * reset-counters; take differences): busySec is the wall time of the
+   * poll rounds that moved at least one descriptor, busyRounds how many
+   * there were. Busy time ÷ packets is the switch's cost per packet without
+   * its idle spinning (the bench's "switch busy ns/pkt").
+   */
+  dataPath: { busySec: number; busyRounds: number };
 }

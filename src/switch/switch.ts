@@ -350,6 +350,7 @@ export class Switch {
           counters: d.counters.snapshot(),
         };
       }),
+      dataPath: { busySec: this.loop.busyMs / 1000, busyRounds: this.loop.busyRounds },
     };
   }
 
