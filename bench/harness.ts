@@ -19,6 +19,7 @@ import { renderMarkdown, renderSummaryTable } from './report/markdown';
 import { renderSvg } from './report/svg';
 import type { RunContext } from './runners/common';
 import { findDpdk, runDpdk } from './runners/dpdk';
+import { OVS_MAX_MTU, findOvs, ovsMtu } from './runners/ovs';
 import { buildKernelHelper, runKernel } from './runners/kernel';
 import { runZcswitch } from './runners/zcswitch';
 import {
@@ -110,13 +111,14 @@ export function planScenarios(st: BenchSettings): Scenario[] {
     if (has('dpdk-vhost')) out.push({ ...base, id: `dpdk-vhost/${size}`, group: 'dpdk-vhost', system: 'dpdk-vhost', size });
     if (has('memif')) out.push({ ...base, id: `memif/${size}`, group: 'memif', system: 'dpdk-memif', size });
     if (has('memif-zc')) out.push({ ...base, id: `memif-zc/${size}`, group: 'memif-zc', system: 'dpdk-memif', size });
+    if (has('ovs-dpdk')) out.push({ ...base, id: `ovs-dpdk/${size}`, group: 'ovs-dpdk', system: 'ovs-dpdk', size });
   }
   return out;
 }
 
 /** Rough seconds a run costs beyond warm-up + measurement (process start-up, attach, teardown). */
 function overheadSec(s: Scenario): number {
-  return s.system === 'zcswitch' ? 0.5 : s.system === 'kernel' ? 0.4 : s.system === 'dpdk-vhost' ? 4.5 : 2.5;
+  return s.system === 'zcswitch' ? 0.5 : s.system === 'kernel' ? 0.4 : s.system === 'dpdk-vhost' ? 4.5 : s.system === 'ovs-dpdk' ? 9 : 2.5;
 }
 
 function timestamp(d: Date): string {
@@ -162,24 +164,31 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
       peers.push({ group: 'kernel', status: 'ok', program: `${b.bin} (built with ${b.cc})` });
     } else peers.push({ group: 'kernel', status: 'skipped', reason: b.reason });
   }
-  const dpdkGroups = (['dpdk-vhost', 'memif', 'memif-zc'] as Group[]).filter((g) => wanted.has(g));
+  const dpdkGroups = (['dpdk-vhost', 'memif', 'memif-zc', 'ovs-dpdk'] as Group[]).filter((g) => wanted.has(g));
   const dpdk = dpdkGroups.length ? findDpdk(o.testpmd) : null;
+  const ovs = wanted.has('ovs-dpdk') ? findOvs() : null;
   for (const g of dpdkGroups) {
-    if (dpdk!.ok) peers.push({ group: g, status: 'ok', program: dpdk!.tools.testpmd });
-    else peers.push({ group: g, status: 'skipped', reason: dpdk!.reason });
+    if (!dpdk!.ok) peers.push({ group: g, status: 'skipped', reason: dpdk!.reason });
+    else if (g !== 'ovs-dpdk') peers.push({ group: g, status: 'ok', program: dpdk!.tools.testpmd });
+    else if (!ovs!.ok) peers.push({ group: g, status: 'skipped', reason: ovs!.reason });
+    else peers.push({ group: g, status: 'ok', program: `${ovs!.tools.vswitchd}, VMs ${dpdk!.tools.testpmd}` });
   }
   if (settings.quick) {
-    for (const g of ['dpdk-vhost', 'memif', 'memif-zc'] as Group[]) {
+    for (const g of ['dpdk-vhost', 'memif', 'memif-zc', 'ovs-dpdk'] as Group[]) {
       if (!wanted.has(g) && !o.only?.length) peers.push({ group: g, status: 'skipped', reason: '--quick runs the kernel peer only' });
     }
   }
   const skippedGroups = new Set(peers.filter((p) => p.status === 'skipped').map((p) => p.group));
 
-  const results: ScenarioResult[] = scenarios.map((s) => ({
-    ...s, label: GROUP_LABELS[s.group], status: skippedGroups.has(s.group) ? 'skipped' : 'ok',
-    reason: skippedGroups.has(s.group) ? peers.find((p) => p.group === s.group)!.reason : undefined,
-    runs: [], errors: [], summary: summarize([]), ratios: {},
-  }));
+  const skipReason = (s: Scenario): string | undefined => {
+    if (skippedGroups.has(s.group)) return peers.find((p) => p.group === s.group)!.reason;
+    if (s.group === 'ovs-dpdk' && ovsMtu(s.size) === null) return `OVS-DPDK carries frames up to ${OVS_MAX_MTU + 14} B (MTU ${OVS_MAX_MTU})`;
+    return undefined;
+  };
+  const results: ScenarioResult[] = scenarios.map((s) => {
+    const reason = skipReason(s);
+    return { ...s, label: GROUP_LABELS[s.group], status: reason ? 'skipped' : 'ok', reason, runs: [], errors: [], summary: summarize([]), ratios: {} };
+  });
   const active = results.filter((r) => r.status !== 'skipped');
   const totalRuns = active.length * settings.runs;
   const plannedSec = active.reduce((t, s) => t + settings.runs * (settings.warmupSec + settings.durationSec + overheadSec(s)), 0);
@@ -226,7 +235,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
           let m: RunMetrics;
           if (r.system === 'zcswitch') m = await runZcswitch(r, ctx);
           else if (r.system === 'kernel') m = await runKernel(r, ctx, kernelBin!);
-          else if (dpdk?.ok) m = await runDpdk(r, ctx, dpdk.tools);
+          else if (dpdk?.ok) m = await runDpdk(r, ctx, dpdk.tools, ovs?.ok ? ovs.tools : null);
           else throw new Error('DPDK is not available');
           r.runs.push(m);
           const extras = [

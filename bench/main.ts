@@ -57,7 +57,7 @@ async function benchCommand(o: BenchCliOptions): Promise<void> {
 
 export function buildBenchCli(): Command {
   return new Command('zcswitch bench')
-    .description('packet-rate benchmark: zero-copy vs copy vs peers (kernel UDP, DPDK vhost-user, memif); see docs/PERFORMANCE.md')
+    .description('packet-rate benchmark: zero-copy vs copy vs peers (kernel UDP, DPDK vhost-user, memif, OVS-DPDK); see docs/PERFORMANCE.md')
     .showHelpAfterError()
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
     .option('--quick', 'smoke run under a minute: 64 and 1500 B, zero-copy + copy one-way, kernel peer, 1 short run each')
@@ -68,7 +68,7 @@ export function buildBenchCli(): Command {
     .option('--burst <n>', 'burst of every scenario outside the sweep, zcswitch and peers alike (default 64)', intArg('--burst', 1, TESTPMD_MAX_BURST))
     .option('--bursts <list>', 'burst sweep at 64 B (default 1,8,32,256; a size equal to --burst is left out)', listArg('--bursts', 1, TESTPMD_MAX_BURST))
     .option('--poll-modes <list>', 'poll-mode sweep at 64 B (default busy-poll,eventfd)', (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
-    .option('--only <groups>', 'only these scenario groups: zc-oneway,zc-bidir,copy-oneway,zc-burst,zc-poll,kernel,dpdk-vhost,memif,memif-zc',
+    .option('--only <groups>', 'only these scenario groups: zc-oneway,zc-bidir,copy-oneway,zc-burst,zc-poll,kernel,dpdk-vhost,memif,memif-zc,ovs-dpdk',
       (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
     .option('--skip <groups>', 'leave these scenario groups out', (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
     .option('--buf-count <n>', 'zcswitch sharedBuffers.bufCount (default: the switch default, fewer for 64 KiB frames so the region stays <= 512 MiB)',

@@ -5,20 +5,20 @@
 import type { PollMode } from '../src/config';
 import type { Spread } from './lib/util';
 
-export type System = 'zcswitch' | 'kernel' | 'dpdk-vhost' | 'dpdk-memif';
+export type System = 'zcswitch' | 'kernel' | 'dpdk-vhost' | 'dpdk-memif' | 'ovs-dpdk';
 
 /**
  * Scenario groups. zcswitch: zc-oneway (gen -> sink, shared buffers, gifts),
  * zc-bidir (gen <-> echo), copy-oneway (gen --copy -> sink), zc-burst and
  * zc-poll (one-way sweeps at one size). Peers: kernel, dpdk-vhost, memif,
- * memif-zc.
+ * memif-zc, ovs-dpdk.
  */
-export type Group = 'zc-oneway' | 'zc-bidir' | 'copy-oneway' | 'zc-burst' | 'zc-poll' | 'kernel' | 'dpdk-vhost' | 'memif' | 'memif-zc';
+export type Group = 'zc-oneway' | 'zc-bidir' | 'copy-oneway' | 'zc-burst' | 'zc-poll' | 'kernel' | 'dpdk-vhost' | 'memif' | 'memif-zc' | 'ovs-dpdk';
 
 export const ZC_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'copy-oneway', 'zc-burst', 'zc-poll'];
-export const PEER_GROUPS: Group[] = ['kernel', 'dpdk-vhost', 'memif', 'memif-zc'];
+export const PEER_GROUPS: Group[] = ['kernel', 'dpdk-vhost', 'memif', 'memif-zc', 'ovs-dpdk'];
 /** Groups drawn as lines over packet size in the SVG and summary table. */
-export const SWEEP_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'copy-oneway', 'kernel', 'dpdk-vhost', 'memif', 'memif-zc'];
+export const SWEEP_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'copy-oneway', 'kernel', 'dpdk-vhost', 'memif', 'memif-zc', 'ovs-dpdk'];
 
 export const GROUP_LABELS: Record<Group, string> = {
   'zc-oneway': 'zcswitch zero-copy one-way',
@@ -30,6 +30,7 @@ export const GROUP_LABELS: Record<Group, string> = {
   'dpdk-vhost': 'DPDK testpmd vhost-user switch + 2 virtio-user VMs',
   memif: 'DPDK memif pair, copy',
   'memif-zc': 'DPDK memif pair, zero-copy',
+  'ovs-dpdk': 'OVS-DPDK netdev bridge (two dpdkvhostuserclient ports) + 2 virtio-user VMs',
 };
 
 export interface Scenario {

@@ -9,7 +9,7 @@ import { type BenchResults, GROUP_LABELS, type Group, PEER_GROUPS, type Scenario
 
 const SHORT: Record<Group, string> = {
   'zc-oneway': 'zc one-way', 'zc-bidir': 'zc bidir', 'copy-oneway': 'copy one-way', 'zc-burst': 'zc burst', 'zc-poll': 'zc poll',
-  kernel: 'kernel', 'dpdk-vhost': 'dpdk-vhost', memif: 'memif', 'memif-zc': 'memif-zc',
+  kernel: 'kernel', 'dpdk-vhost': 'dpdk-vhost', memif: 'memif', 'memif-zc': 'memif-zc', 'ovs-dpdk': 'ovs-dpdk',
 };
 
 function table(head: string[], rows: string[][], align?: ('l' | 'r')[]): string {
@@ -67,6 +67,26 @@ function detail(res: BenchResults, list: ScenarioResult[], peers: Group[]): stri
   return table(head, rows, ['l', 'r', 'r', 'l']);
 }
 
+/**
+ * Who does the work: per scenario, each process's busy time (its work
+ * without idle polling) and CPU time per delivered packet, and its busy
+ * share of the window. The process whose busy load is near 1 (or, pinned,
+ * the processes sharing a CPU whose loads add up to near 1) sets the rate.
+ */
+function costs(res: BenchResults): string {
+  const list = res.scenarios.filter((s) => s.status !== 'skipped' && s.summary.mpps);
+  if (list.length === 0) return '';
+  const head = ['scenario', 'Mpps', 'switch busy ns/pkt', 'switch CPU ns/pkt', 'switch busy load', 'switch CPU load',
+    'vm1 busy ns/pkt', 'vm1 CPU ns/pkt', 'vm1 busy load', 'vm2 busy ns/pkt', 'vm2 CPU ns/pkt', 'vm2 busy load', 'all CPU ns/pkt'];
+  const rows = list.map((s) => {
+    const m = s.summary;
+    return [s.id, med(m.mpps), med(m.switchBusyNsPerPkt), med(m.switchCpuNsPerPkt), med(m.switchBusyLoad, 2), med(m.switchCpuLoad, 2),
+      med(m.vm1BusyNsPerPkt), med(m.vm1CpuNsPerPkt), med(m.vm1BusyLoad, 2), med(m.vm2BusyNsPerPkt), med(m.vm2CpuNsPerPkt),
+      med(m.vm2BusyLoad, 2), med(m.totalCpuNsPerPkt)];
+  });
+  return table(head, rows, ['l']);
+}
+
 function sweep(res: BenchResults, kind: 'burst' | 'poll', peers: Group[]): string {
   const st = res.settings;
   const size = kind === 'burst' ? st.burstSize : st.pollSize;
@@ -75,11 +95,11 @@ function sweep(res: BenchResults, kind: 'burst' | 'poll', peers: Group[]): strin
   if (list.length === 0) return '';
   const all = [...list, ...(base ? [base] : [])].sort((a, b) =>
     kind === 'burst' ? a.burst - b.burst : (a.pollMode ?? '').localeCompare(b.pollMode ?? ''));
-  const head = [kind === 'burst' ? 'burst' : 'poll mode', 'Mpps median [min–max]', 'Gbit/s', 'switch CPU ns/pkt', 'switch CPU load',
+  const head = [kind === 'burst' ? 'burst' : 'poll mode', 'Mpps median [min–max]', 'Gbit/s', 'switch busy ns/pkt', 'switch CPU ns/pkt', 'switch CPU load',
     'gifts /1000 pkts', 'drops', ...peers.map((p) => `÷ ${p}`)];
   const rows = all.map((s) => [
     kind === 'burst' ? String(s.burst) + (s === base ? ' (default)' : '') : (s.pollMode ?? '') + (s === base ? ' (default)' : ''),
-    s.summary.mpps ? range(s.summary.mpps) : s.status, med(s.summary.gbps), med(s.summary.switchCpuNsPerPkt),
+    s.summary.mpps ? range(s.summary.mpps) : s.status, med(s.summary.gbps), med(s.summary.switchBusyNsPerPkt), med(s.summary.switchCpuNsPerPkt),
     med(s.summary.switchCpuLoad, 2), med(s.summary.giftsPer1000), med(s.summary.drops), ...ratiosOf(s, peers),
   ]);
   const title = kind === 'burst'
@@ -134,6 +154,14 @@ export function renderMarkdown(res: BenchResults): string {
   md += `## Payload throughput by size (Gbit/s of Ethernet frame bytes, median)\n\n${bySize(res, 'gbps')}\n`;
   md += `## Sweeps\n\n${sweep(res, 'burst', peers)}${sweep(res, 'poll', peers)}`;
   md += `## Every scenario\n\n${detail(res, res.scenarios, peers)}\n`;
+  md += `## Cost per packet by process\n\n${costs(res)}\n`;
+  md += `Busy = the process's work without its idle polling: zcswitch, the wall time of its poll rounds that moved at least one ` +
+    `descriptor (stats dataPath.busySec); the zcswitch VMs, the wall time of their loop passes that moved at least one packet ` +
+    `(SIGUSR2 snapshots); OVS-DPDK, its PMD's processing share of the cycles (dpif-netdev/pmd-stats-show); testpmd and the kernel ` +
+    `peer do not report it (—). Busy and CPU time ÷ the packets delivered in the window (ns/pkt), or ÷ the window (load: 1.0 = ` +
+    `a whole CPU). vm1 sends (gen, testpmd txonly, memif client, UDP sender), vm2 receives (sink or echo, testpmd rxonly, memif ` +
+    `server, UDP receiver). Busy time is wall time: on a loaded machine it includes time the process lost its CPU in the middle of ` +
+    `work, so it can exceed CPU time there.\n\n`;
   md += `Columns: Mpps and Gbit/s are measured at the receiver over the measured window (zcswitch: packets the switch ` +
     `delivered to the sink's rx queue; kernel: the receiver's recvmmsg count; DPDK: the rxonly testpmd's Rx-pps). ` +
     `Switch CPU = utime+stime of the switch process from /proc/<pid>/stat over the window ÷ packets (load: CPU s per s). ` +

@@ -7,9 +7,9 @@ import { type BenchResults, GROUP_LABELS, type Group, SWEEP_GROUPS } from '../ty
 
 const COLORS: Record<string, string> = {
   'zc-oneway': '#1f77b4', 'zc-bidir': '#2ca02c', 'copy-oneway': '#ff7f0e', kernel: '#555555',
-  'dpdk-vhost': '#d62728', memif: '#9467bd', 'memif-zc': '#8c564b',
+  'dpdk-vhost': '#d62728', memif: '#9467bd', 'memif-zc': '#8c564b', 'ovs-dpdk': '#17becf',
 };
-const PEERS = new Set(['kernel', 'dpdk-vhost', 'memif', 'memif-zc']);
+const PEERS = new Set(['kernel', 'dpdk-vhost', 'memif', 'memif-zc', 'ovs-dpdk']);
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 const f = (x: number) => x.toFixed(1);

@@ -10,6 +10,9 @@
  *   memif       two processes: a memif server (rxonly) and a memif client
  *               (txonly); zero-copy off, or on (client side, which needs
  *               --single-file-segments).
+ *   ovs-dpdk    OVS-DPDK (bench/runners/ovs.ts) as the switch between the
+ *               same two testpmd VMs as dpdk-vhost, here vhost-user
+ *               servers (virtio-user server=1) that OVS connects to.
  *
  * The rate is the receiver's own Rx-pps from `--stats-period 1` (testpmd
  * times its periods with the TSC), averaged over the periods that end in the
@@ -25,6 +28,7 @@ import { cpuPlan } from '../lib/pin';
 import { sleep, treeCpuSec, waitFor, which } from '../lib/util';
 import type { RunMetrics, Scenario } from '../types';
 import { type RunContext, checkLength, processCosts } from './common';
+import { OVS_MAX_MTU, OvsSwitch, type OvsTools, ovsMtu } from './ovs';
 
 export interface DpdkTools {
   testpmd: string;
@@ -189,13 +193,15 @@ function ensureRunning(procs: Proc[]): void {
   }
 }
 
-export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools): Promise<RunMetrics> {
+export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools, ovsTools: OvsTools | null = null): Promise<RunMetrics> {
   const g = geometry(s.size);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zcb-dpdk-'));
   const prefix = `zcb${process.pid}x${++seq}`;
   const procs: Proc[] = [];
   const warnings: string[] = [];
   const memif = s.system === 'dpdk-memif';
+  let ovs: OvsSwitch | null = null;
+  let ovsPorts: [number, number] = [0, 0];
   // --pin: vhost switch, rx VM, tx VM; memif: rx, tx.
   const cores = ctx.pin ? cpuPlan(memif ? 2 : 3) : [null, null, null];
   const t0 = performance.now();
@@ -206,7 +212,26 @@ export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools): P
     let rx: Proc;
     let tx: Proc;
     let sw: Proc | null = null;
-    if (!memif) {
+    if (s.system === 'ovs-dpdk') {
+      if (!ovsTools) throw new Error('OVS-DPDK is not available');
+      const mtu = ovsMtu(s.size);
+      if (mtu === null) throw new Error(`OVS-DPDK carries frames up to ${OVS_MAX_MTU + 14} B`);
+      const sock: [string, string] = [path.join(dir, 'vh0.sock'), path.join(dir, 'vh1.sock')];
+      // The VMs are the vhost-user servers; OVS's dpdkvhostuserclient ports connect to them.
+      const vuser = (p: string) => `net_virtio_user0,path=${p},server=1,queues=1,queue_size=${g.queue}`;
+      rx = startPmd(tools, 'rx VM', [...eal(`${prefix}rx`, g.memMb, [], cores[1]), '--vdev', vuser(sock[1]), '--', ...app(s, g, 'rxonly')]);
+      tx = startPmd(tools, 'tx VM', [...eal(`${prefix}tx`, g.memMb, [], cores[2]), '--vdev', vuser(sock[0]), '--', ...app(s, g, 'txonly')]);
+      procs.push(rx, tx);
+      await waitFor('the testpmd VMs to listen', () => {
+        ensureRunning(procs);
+        return sock.every((p) => fs.existsSync(p));
+      }, 30000, 50);
+      ovs = new OvsSwitch(ovsTools, dir);
+      await ovs.start(cores[0]);
+      await ovs.connect(sock, mtu);
+      ovsPorts = await ovs.portNumbers();
+      dbg('ovs-vswitchd connected');
+    } else if (!memif) {
       const sock = [path.join(dir, 'vhost0.sock'), path.join(dir, 'vhost1.sock')];
       sw = startPmd(tools, 'switch', [
         ...eal(`${prefix}sw`, g.memMb, [], cores[0]),
@@ -243,19 +268,33 @@ export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools): P
     ctx.setup({
       geometry: g,
       processes: Object.fromEntries(procs.map((p) => [p.role, `dpdk-testpmd ${p.args.join(' ').split(dir).join('<dir>')}`])),
+      ...(ovs ? {
+        ovs: 'ovs-vswitchd-dpdk in its own network namespace; dpdk-extra "--no-huge -m 1024 --legacy-mem --no-pci", per-port-memory=true' +
+          `${cores[0] !== null ? `, pmd-cpu-mask=0x${(1 << cores[0]).toString(16)}` : ''}; netdev bridge br0, dpdkvhostuserclient vh0 (tx VM) and vh1 ` +
+          `(rx VM), mtu_request=${ovsMtu(s.size)}; flows in_port=vh0,actions=output:vh1 and back`,
+      } : {}),
+      ...(ctx.pin ? { cpus: memif ? { rx: cores[0], tx: cores[1] } : { switch: cores[0], rx: cores[1], tx: cores[2] } } : {}),
     });
     await waitFor('DPDK traffic to reach the receiver', () => {
       ensureRunning(procs);
+      if (ovs && !ovs.vswitchd!.running()) throw new Error(`ovs-vswitchd exited:\n${ovs.logTail()}`);
       return rx.stats.port(0).some((b) => b.rxPackets > 0);
     }, 60000, 50);
     dbg('traffic flowing');
     await sleep(ctx.warmupSec * 1000);
     const cpu = () => procs.map((p) => treeCpuSec(p.child.pid));
+    const ovsCpu = () => (ovs ? treeCpuSec(ovs.vswitchd!.pid) : null);
+    const ovsPortsA = ovs ? await ovs.dumpPorts() : null;
+    if (ovs) await ovs.clearPmdStats();
+    const o0 = ovsCpu();
     const c0 = cpu();
     const tStart = performance.now();
     await sleep(ctx.durationSec * 1000);
     let tEnd = performance.now();
     const c1 = cpu();
+    const o1 = ovsCpu();
+    const pmd = ovs ? await ovs.pmdStats() : null;
+    const ovsPortsB = ovs ? await ovs.dumpPorts() : null;
     ensureRunning(procs);
     let inWin = rx.stats.port(0).filter((b) => b.at > tStart && b.at <= tEnd);
     if (inWin.length === 0) {
@@ -281,8 +320,13 @@ export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools): P
     const packets = pps * windowSec;
     const len = avgLen ?? s.size;
     const cpuDelta = c0.map((x, i) => (x !== null && c1[i] !== null ? c1[i]! - x : null));
-    const totalCpu = cpuDelta.every((x) => x !== null) ? cpuDelta.reduce((x, y) => x! + y!, 0)! : null;
-    const swCpu = sw ? cpuDelta[0] : null;
+    const ovsCpuSec = ovs && o0 !== null && o1 !== null ? o1 - o0 : null;
+    const pmdCpu = cpuDelta.every((x) => x !== null) ? cpuDelta.reduce((x, y) => x! + y!, 0)! : null;
+    const totalCpu = pmdCpu === null ? null : ovs ? (ovsCpuSec === null ? null : pmdCpu + ovsCpuSec) : pmdCpu;
+    const swCpu = sw ? cpuDelta[0] : ovsCpuSec;
+    // OVS: its PMDs' processing share of the cycles since pmd-stats-clear, over the window.
+    const pmdCycles = pmd ? pmd.idleCycles + pmd.processingCycles : 0;
+    const swBusy = pmd && pmdCycles > 0 ? (pmd.processingCycles / pmdCycles) * pmd.pmds * windowSec : null;
     // Drops: what the vhost switch failed to deliver (TX-errors towards the rx VM) and what a receiver missed.
     let drops = 0;
     const rxA = rx.stats.at(0, tStart);
@@ -294,6 +338,11 @@ export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools): P
       if (p1a && p1b) drops += p1b.txErrors - p1a.txErrors;
       if (p0a && p0b) drops += p0b.rxMissed - p0a.rxMissed;
     }
+    if (ovsPortsA && ovsPortsB) {
+      // What OVS could not hand to the rx VM (its ring full) and what it dropped on input.
+      const d = (port: number, k: 'txDrops' | 'rxDrops') => (ovsPortsB.get(port)?.[k] ?? 0) - (ovsPortsA.get(port)?.[k] ?? 0);
+      drops += d(ovsPorts[1], 'txDrops') + d(ovsPorts[0], 'rxDrops');
+    }
     const txA = tx.stats.at(0, tStart), txB = tx.stats.at(0, tEnd);
     return {
       run: ctx.run,
@@ -304,7 +353,7 @@ export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools): P
       gbps: (pps * len * 8) / 1e9,
       avgLen,
       ...processCosts(packets, windowSec, {
-        switch: sw ? { cpuSec: swCpu, busySec: null } : undefined,
+        switch: sw || ovs ? { cpuSec: swCpu, busySec: swBusy } : undefined,
         vm1: { cpuSec: cpuDelta[procs.indexOf(tx)], busySec: null },
         vm2: { cpuSec: cpuDelta[procs.indexOf(rx)], busySec: null },
       }),
@@ -323,6 +372,7 @@ export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools): P
   } finally {
     // testpmd takes about a second to leave its stats loop: stop all at once.
     dbg('stopping');
+    await ovs?.stop();
     await Promise.all(procs.map((p) => p.child.stop(3000)));
     dbg('stopped');
     fs.rmSync(dir, { recursive: true, force: true });
