@@ -19,7 +19,7 @@
  * The PMD's busy share comes from `dpif-netdev/pmd-stats-show` (processing
  * cycles ÷ all cycles since `pmd-stats-clear`).
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -64,6 +64,11 @@ export function findOvs(): OvsLookup {
   const schema = SCHEMAS.find((p) => fs.existsSync(p));
   if (!schema) return { ok: false, reason: `the OVS database schema (vswitch.ovsschema) is missing; ${install}` };
   tools.schema = schema;
+  try {
+    execFileSync(tools.unshare!, ['-n', 'true'], { stdio: 'ignore', timeout: 5000 });
+  } catch {
+    return { ok: false, reason: 'ovs-vswitchd runs in a network namespace of its own (unshare -n), which needs root (CAP_SYS_ADMIN)' };
+  }
   return { ok: true, tools: tools as OvsTools };
 }
 

@@ -12,6 +12,7 @@ import { REGION_CAP_BYTES, bufCountFor, bufSizeFor } from '../../bench/runners/c
 import { cpuPlan } from '../../bench/lib/pin';
 import { which } from '../../bench/lib/util';
 import { StatsParser, findDpdk, geometry } from '../../bench/runners/dpdk';
+import { ovsMtu, parseDumpPorts, parsePmdStats } from '../../bench/runners/ovs';
 import { seriesOf } from '../../bench/report/svg';
 import type { BenchResults, ScenarioResult } from '../../bench/types';
 import { requireExternal } from '../helpers/external';
@@ -277,6 +278,67 @@ t.test('--pin: one CPU per process, as the kernel sees it', async (t) => {
   t.strictSame(s.runs[0].extra?.cpusAllowed, { switch: String(plan[0]), vm2: String(plan[1]), vm1: String(plan[2]) },
     'each process was allowed exactly the CPU the plan gave it');
   t.match(md, /Processes pinned \(--pin\)/, 'the report says the processes were pinned');
+
+  // Busy time beside CPU time, for the switch and both VMs.
+  const run = s.runs[0];
+  const procs = [
+    ['switch', run.switchBusyNsPerPkt, run.switchCpuNsPerPkt, run.switchBusyLoad],
+    ['vm1', run.vm1BusyNsPerPkt, run.vm1CpuNsPerPkt, run.vm1BusyLoad],
+    ['vm2', run.vm2BusyNsPerPkt, run.vm2CpuNsPerPkt, run.vm2BusyLoad],
+  ] as const;
+  for (const [who, busy, cpu, load] of procs) {
+    t.ok(busy !== null && busy > 0, `${who}: busy time per packet measured (${busy?.toFixed(1)} ns)`);
+    t.ok(cpu !== null && cpu > 0, `${who}: CPU time per packet measured (${cpu?.toFixed(1)} ns)`);
+    // Busy time is wall time of working rounds: never more than the window, and no more
+    // than the CPU time except for time the process lost its CPU mid-round (this
+    // machine is shared), which the tolerance allows.
+    t.ok(load !== null && load > 0 && load <= 1.05, `${who}: busy load within the window (${load?.toFixed(3)})`);
+    t.ok(busy! <= cpu! * 1.25 + 20, `${who}: busy ${busy?.toFixed(1)} ns/pkt <= CPU ${cpu?.toFixed(1)} ns/pkt (up to preemption)`);
+  }
+  t.ok(typeof run.extra?.packetsPerBusyRound === 'number' && (run.extra.packetsPerBusyRound as number) >= 1,
+    `packets per busy round (${String(run.extra?.packetsPerBusyRound)})`);
+  t.match(md, /## Cost per packet by process/, 'the report has the cost table');
+  t.match(md, /\| zc-oneway\/64 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|/, 'with numbers for the switch busy and CPU time');
+});
+
+t.test('OVS-DPDK output parsers: dump-ports and pmd-stats-show', async (t) => {
+  const ports = parseDumpPorts(`OFPST_PORT reply (xid=0x2): 3 ports
+  port LOCAL: rx pkts=0, bytes=0, drop=0, errs=0, frame=0, over=0, crc=0
+           tx pkts=0, bytes=0, drop=0, errs=0, coll=0
+  port  1: rx pkts=4641120, bytes=297031680, drop=7, errs=?, frame=?, over=?, crc=?
+           tx pkts=0, bytes=0, drop=0, errs=?, coll=?
+  port  2: rx pkts=0, bytes=0, drop=0, errs=?, frame=?, over=?, crc=?
+           tx pkts=80320, bytes=5140480, drop=4560800, errs=?, coll=?
+`);
+  t.strictSame([...ports.keys()], [1, 2], 'numbered ports only (LOCAL left out)');
+  t.strictSame(ports.get(1), { rxPackets: 4641120, rxDrops: 7, txPackets: 0, txDrops: 0 });
+  t.strictSame(ports.get(2), { rxPackets: 0, rxDrops: 0, txPackets: 80320, txDrops: 4560800 });
+  const pmd = parsePmdStats(`pmd thread numa_id 0 core_id 0:
+  packets received: 3442592
+  idle cycles: 2670926584 (50.65%)
+  processing cycles: 2602132834 (49.35%)
+  avg processing cycles per packet: 755.86 (2602132834/3442592)
+main thread:
+  packets received: 0
+  idle cycles: 5 (100.00%)
+  processing cycles: 9 (0.00%)
+`);
+  t.strictSame(pmd, { idleCycles: 2670926584, processingCycles: 2602132834, pmds: 1 }, 'the PMD thread only, not the main thread');
+  t.equal(ovsMtu(64), 1500, 'small frames: the default MTU');
+  t.equal(ovsMtu(9000), 8986, 'jumbo frames: MTU = frame - Ethernet header');
+  t.equal(ovsMtu(65535), null, 'beyond OVS-DPDK\'s largest MTU');
+});
+
+t.test('the ovs-dpdk peer is skipped with a clear line when OVS-DPDK is missing, and above its largest frame', async (t) => {
+  t.strictSame(planScenarios(resolveSettings({ only: ['ovs-dpdk'], sizes: [64, 65535] })).map((s) => s.id), ['ovs-dpdk/64', 'ovs-dpdk/65535']);
+  const out = tempDir(t, 'zcs-bench-');
+  // Without testpmd the group cannot run whatever OVS there is: the quickest skip to provoke.
+  const r = await runCli(['bench', '--only', 'ovs-dpdk', '--sizes', '64', '--runs', '1', '--out', out, '--progress', 'lines'],
+    { ZC_DPDK_TESTPMD: '/nonexistent/dpdk-testpmd' }, 60000);
+  t.equal(r.code, 0, 'exit 0');
+  t.match(r.err, /peer ovs-dpdk skipped: ZC_DPDK_TESTPMD=\/nonexistent\/dpdk-testpmd is not an executable file/);
+  const { json } = outputs(out);
+  t.same(json.scenarios.map((s) => [s.id, s.status]), [['ovs-dpdk/64', 'skipped']]);
 });
 
 const dpdk = findDpdk();
