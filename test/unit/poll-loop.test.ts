@@ -123,3 +123,32 @@ t.test('wake() while running does not schedule twice', async (t) => {
   t.equal(target.rounds, 1, 'one run');
   t.same(target.kicksOn, [false, true]);
 });
+
+t.test('busy time: counts the rounds with work and their time, not the idle spin or the sleep', async (t) => {
+  // Work that takes a known while: each working round spins 50 µs.
+  class SlowTarget extends CountingTarget {
+    override round(): number {
+      const work = super.round();
+      if (work > 0) for (const end = performance.now() + 0.05; performance.now() < end;);
+      return work;
+    }
+  }
+  const target = new SlowTarget();
+  const loop = new PollLoop(target, 'spin-then-sleep', 200_000);
+  t.teardown(() => loop.stop());
+  target.workLeft = 400;
+  const t0 = performance.now();
+  loop.wake();
+  t.ok(await settle(loop, target, 5000), 'went to sleep after the work and a 200 ms spin');
+  const wall = performance.now() - t0;
+  t.equal(loop.busyRounds, 400, 'every round with work counted, no idle one');
+  t.ok(target.rounds > 400, `idle rounds ran too (${target.rounds - 400})`);
+  // At least the 400 × 50 µs of work; at most the time up to the last working round plus one idle
+  // round (50 ms of slack for a preemption on a shared machine; the spin after it is 200 ms).
+  t.ok(loop.busyMs >= 400 * 0.05, `busy ${loop.busyMs.toFixed(2)} ms >= the 20 ms of work`);
+  t.ok(loop.busyMs <= target.lastWorkAt - target.firstRoundAt + 50, `busy ${loop.busyMs.toFixed(2)} ms ends with the last working round, not the spin`);
+  t.ok(loop.busyMs < wall, `busy < wall time (${wall.toFixed(1)} ms)`);
+  const before = loop.busyMs;
+  await sleep(50);
+  t.equal(loop.busyMs, before, 'asleep: no busy time accrues');
+});
