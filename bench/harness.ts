@@ -240,6 +240,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
           r.runs.push(m);
           const extras = [
             m.switchCpuNsPerPkt !== null ? `switch ${sig(m.switchCpuNsPerPkt)} ns/pkt` : null,
+            m.switchBusyNsPerPkt !== null ? `busy ${sig(m.switchBusyNsPerPkt)} ns/pkt` : null,
             m.copiedBytesPerPkt !== null ? `copied ${sig(m.copiedBytesPerPkt)} B/pkt` : null,
             m.drops ? `drops ${m.drops}` : null,
           ].filter(Boolean).join(', ');

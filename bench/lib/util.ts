@@ -70,10 +70,10 @@ interface ProcStat {
   ticks: number;
 }
 
-function readStat(pid: number): ProcStat | null {
+function readStat(pid: number, file = `/proc/${pid}/stat`): ProcStat | null {
   let s: string;
   try {
-    s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    s = fs.readFileSync(file, 'utf8');
   } catch {
     return null;
   }
@@ -124,6 +124,31 @@ export function processCpuSec(pid: number | undefined): number | null {
   if (pid === undefined) return null;
   const st = readStat(pid);
   return st === null ? null : st.ticks / clkTck;
+}
+
+/** CPU seconds of the threads of a process whose name (comm) starts with `prefix` (OVS's PMD threads: "pmd-c00/id:8"). */
+export function threadsCpuSec(pid: number | undefined, prefix: string): number | null {
+  if (pid === undefined) return null;
+  let tids: string[];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return null;
+  }
+  let ticks = 0;
+  let found = false;
+  for (const tid of tids) {
+    try {
+      if (!fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').startsWith(prefix)) continue;
+      const st = readStat(Number(tid), `/proc/${pid}/task/${tid}/stat`);
+      if (st === null) continue;
+      ticks += st.ticks;
+      found = true;
+    } catch {
+      /* the thread ended */
+    }
+  }
+  return found ? ticks / clkTck : null;
 }
 
 export function fmtDuration(sec: number): string {

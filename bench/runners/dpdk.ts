@@ -25,7 +25,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { type Child, startChild } from '../lib/child';
 import { cpuPlan } from '../lib/pin';
-import { sleep, treeCpuSec, waitFor, which } from '../lib/util';
+import { sleep, threadsCpuSec, treeCpuSec, waitFor, which } from '../lib/util';
 import type { RunMetrics, Scenario } from '../types';
 import { type RunContext, checkLength, processCosts } from './common';
 import { OVS_MAX_MTU, OvsSwitch, type OvsTools, ovsMtu } from './ovs';
@@ -284,15 +284,18 @@ export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools, ov
     await sleep(ctx.warmupSec * 1000);
     const cpu = () => procs.map((p) => treeCpuSec(p.child.pid));
     const ovsCpu = () => (ovs ? treeCpuSec(ovs.vswitchd!.pid) : null);
+    const pmdCpu = () => (ovs ? threadsCpuSec(ovs.vswitchd!.pid, 'pmd') : null);
     const ovsPortsA = ovs ? await ovs.dumpPorts() : null;
     if (ovs) await ovs.clearPmdStats();
     const o0 = ovsCpu();
+    const p0 = pmdCpu();
     const c0 = cpu();
     const tStart = performance.now();
     await sleep(ctx.durationSec * 1000);
     let tEnd = performance.now();
     const c1 = cpu();
     const o1 = ovsCpu();
+    const p1 = pmdCpu();
     const pmd = ovs ? await ovs.pmdStats() : null;
     const ovsPortsB = ovs ? await ovs.dumpPorts() : null;
     ensureRunning(procs);
@@ -321,12 +324,15 @@ export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools, ov
     const len = avgLen ?? s.size;
     const cpuDelta = c0.map((x, i) => (x !== null && c1[i] !== null ? c1[i]! - x : null));
     const ovsCpuSec = ovs && o0 !== null && o1 !== null ? o1 - o0 : null;
-    const pmdCpu = cpuDelta.every((x) => x !== null) ? cpuDelta.reduce((x, y) => x! + y!, 0)! : null;
-    const totalCpu = pmdCpu === null ? null : ovs ? (ovsCpuSec === null ? null : pmdCpu + ovsCpuSec) : pmdCpu;
+    const testpmdCpu = cpuDelta.every((x) => x !== null) ? cpuDelta.reduce((x, y) => x! + y!, 0)! : null;
+    const totalCpu = testpmdCpu === null ? null : ovs ? (ovsCpuSec === null ? null : testpmdCpu + ovsCpuSec) : testpmdCpu;
     const swCpu = sw ? cpuDelta[0] : ovsCpuSec;
-    // OVS: its PMDs' processing share of the cycles since pmd-stats-clear, over the window.
+    // OVS: its PMDs' processing share of the cycles since pmd-stats-clear, times the CPU time
+    // the PMD threads had (the cycles also run on while a PMD has lost its core; on a core of
+    // its own that CPU time is the window).
     const pmdCycles = pmd ? pmd.idleCycles + pmd.processingCycles : 0;
-    const swBusy = pmd && pmdCycles > 0 ? (pmd.processingCycles / pmdCycles) * pmd.pmds * windowSec : null;
+    const pmdSec = p0 !== null && p1 !== null ? Math.min(p1 - p0, pmd!.pmds * windowSec) : null;
+    const swBusy = pmd && pmdCycles > 0 && pmdSec !== null ? (pmd.processingCycles / pmdCycles) * pmdSec : null;
     // Drops: what the vhost switch failed to deliver (TX-errors towards the rx VM) and what a receiver missed.
     let drops = 0;
     const rxA = rx.stats.at(0, tStart);
@@ -366,6 +372,7 @@ export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools, ov
         rxPacketsPerSec: cumPps,
         senderTxPps: txA && txB && txB.at > txA.at ? (txB.txPackets - txA.txPackets) / ((txB.at - txA.at) / 1000) : null,
         cpuSec: Object.fromEntries(procs.map((p, i) => [p.role, cpuDelta[i]])),
+        ...(ovs ? { ovsCpuSec, pmdCpuSec: pmdSec, pmdProcessingShare: pmdCycles > 0 ? pmd!.processingCycles / pmdCycles : null } : {}),
       },
       warnings,
     };

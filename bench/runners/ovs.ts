@@ -17,7 +17,8 @@
  *   come from `ovs-ofctl dump-ports`.
  *
  * The PMD's busy share comes from `dpif-netdev/pmd-stats-show` (processing
- * cycles ÷ all cycles since `pmd-stats-clear`).
+ * cycles ÷ all cycles since `pmd-stats-clear`); runDpdk applies it to the
+ * PMD thread's CPU time.
  */
 import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
