@@ -40,9 +40,11 @@ export class PollLoop {
   /**
    * Busy time: wall time of the rounds that moved at least one descriptor,
    * since the loop was made (ms). Measured between the clock reads the loop
-   * already does (one per idle round, one per 8 working rounds): an
-   * interval that held a working round counts whole, so the error is at
-   * most one idle round per busy stretch; a sched_yield is never inside one.
+   * already does (one per idle round, one per 8 working rounds; one more
+   * after each sched_yield, so that a yield is never inside an interval):
+   * an interval that held a working round counts whole, so the error is at
+   * most one idle round per busy stretch. Wall time, not CPU time: a
+   * preemption in the middle of a busy stretch counts.
    */
   busyMs = 0;
   /** Rounds that moved at least one descriptor, since the loop was made. */
