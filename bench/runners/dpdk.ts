@@ -227,7 +227,7 @@ export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools, ov
         return sock.every((p) => fs.existsSync(p));
       }, 30000, 50);
       ovs = new OvsSwitch(ovsTools, dir);
-      await ovs.start(cores[0]);
+      await ovs.start(cores[0], `${prefix}sw`);
       await ovs.connect(sock, mtu);
       ovsPorts = await ovs.portNumbers();
       dbg('ovs-vswitchd connected');
@@ -269,7 +269,7 @@ export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools, ov
       geometry: g,
       processes: Object.fromEntries(procs.map((p) => [p.role, `dpdk-testpmd ${p.args.join(' ').split(dir).join('<dir>')}`])),
       ...(ovs ? {
-        ovs: 'ovs-vswitchd-dpdk in its own network namespace; dpdk-extra "--no-huge -m 1024 --legacy-mem --no-pci", per-port-memory=true' +
+        ovs: 'ovs-vswitchd-dpdk in its own network namespace; dpdk-extra "--no-huge -m 1024 --legacy-mem --no-pci --file-prefix <prefix>", per-port-memory=true' +
           `${cores[0] !== null ? `, pmd-cpu-mask=0x${(1 << cores[0]).toString(16)}` : ''}; netdev bridge br0, dpdkvhostuserclient vh0 (tx VM) and vh1 ` +
           `(rx VM), mtu_request=${ovsMtu(s.size)}; flows in_port=vh0,actions=output:vh1 and back`,
       } : {}),

@@ -173,8 +173,10 @@ export class OvsSwitch {
   /**
    * Database, daemon (pmdCpu: its PMD's core, and the whole daemon held
    * there; null: OVS's own choice, one PMD) and an empty netdev bridge.
+   * filePrefix: DPDK's --file-prefix for the daemon (the caller removes its
+   * runtime folder afterwards).
    */
-  async start(pmdCpu: number | null): Promise<void> {
+  async start(pmdCpu: number | null, filePrefix: string): Promise<void> {
     const d = this.dir;
     await this.ctl(this.tools.ovsdbTool, ['create', path.join(d, 'conf.db'), this.tools.schema]);
     const db = startChild('ovsdb-server', this.tools.ovsdbServer, [
@@ -188,7 +190,8 @@ export class OvsSwitch {
     }, 10000);
     await this.vsctl('--no-wait', 'init');
     await this.vsctl('--no-wait', 'set', 'Open_vSwitch', '.', 'other_config:dpdk-init=true',
-      'other_config:dpdk-extra=--no-huge -m 1024 --legacy-mem --no-pci', 'other_config:per-port-memory=true',
+      // Its own --file-prefix: two runs (or a system OVS-DPDK) do not fight over DPDK's runtime files.
+      `other_config:dpdk-extra=--no-huge -m 1024 --legacy-mem --no-pci --file-prefix ${filePrefix}`, 'other_config:per-port-memory=true',
       ...(pmdCpu !== null ? [`other_config:pmd-cpu-mask=0x${(1 << pmdCpu).toString(16)}`] : []));
     // Its own network namespace: the bridge's kernel tap goes away with the daemon.
     const sw = startChild('ovs-vswitchd', ...onCpu(pmdCpu, this.tools.unshare, [
