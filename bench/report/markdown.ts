@@ -167,7 +167,7 @@ export function renderMarkdown(res: BenchResults): string {
     `delivered to the sink's rx queue; kernel: the receiver's recvmmsg count; DPDK: the rxonly testpmd's Rx-pps). ` +
     `Switch CPU = utime+stime of the switch process from /proc/<pid>/stat over the window ÷ packets (load: CPU s per s). ` +
     `All CPU adds the VM / peer processes. Copied B/pkt and gifts are the switch's counters ÷ packets. ` +
-    `Drops: switch drop counters (zcswitch), socket overflows (kernel), vhost TX errors + RX missed (DPDK). ` +
+    `Drops: switch drop counters (zcswitch), socket overflows (kernel), vhost TX errors + RX missed (DPDK), tx + rx drops of the bridge ports (OVS-DPDK). ` +
     `See docs/PERFORMANCE.md.\n\n`;
   const problems = res.scenarios.filter((s) => s.status !== 'ok' || s.errors.length);
   if (problems.length) {
