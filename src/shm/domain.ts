@@ -8,6 +8,7 @@
  * buffers" for each of them.
  */
 import { type LedgerCheck, OwnershipLedger } from './ledger';
+import { type RegionPort, REGION_MAX_PORTS, writeRegionHeader } from './region-header';
 import { SharedBuffers } from './shared-buffers';
 
 export class SharingDomain {
@@ -24,11 +25,35 @@ export class SharingDomain {
   ) {
     this.shared = new SharedBuffers(bufCount, bufSize, base);
     this.ledger = new OwnershipLedger(bufCount);
+    this.publishPorts([]);
+  }
+
+  /** Bumped each time the header's port table is rewritten. */
+  generation = 0;
+
+  /**
+   * Write the region header with this port table (the domain's ports, in
+   * order) and a new generation. Names longer than 32 bytes are cut there;
+   * ports beyond REGION_MAX_PORTS are left out (the switch has fewer).
+   */
+  publishPorts(ports: readonly RegionPort[]): void {
+    const s = this.shared;
+    this.generation = (this.generation + 1) >>> 0;
+    writeRegionHeader(s.mem, {
+      regionSize: s.regionSize, bufSize: s.bufSize, bufCount: s.bufCount, buffersOffset: 0,
+      generation: this.generation, domain: cut32(this.name),
+      ports: ports.slice(0, REGION_MAX_PORTS).map((p) => ({ ...p, name: cut32(p.name) })),
+    });
   }
 
   close(): void {
     this.shared.close();
   }
+}
+
+/** A name as it fits a 32-byte header field (names are ASCII: config and control plane allow no more). */
+function cut32(name: string): string {
+  return Buffer.from(name, 'utf8').subarray(0, 32).toString('utf8');
 }
 
 /**

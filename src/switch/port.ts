@@ -14,6 +14,7 @@ import { closeFdQuiet } from '../vhost/memory-table';
 import { VhostUserBackend } from '../vhost/session';
 import type { SharedBuffersInfo } from '../vhost/codec';
 import { SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
+import { REGION_PORT_F_SWAP, type RegionPort } from '../shm/region-header';
 
 /** What every port shares: the data path's context, the offer to front-ends, and the switch's wake-up. */
 export interface PortContext extends DataPathContext {
@@ -190,6 +191,17 @@ export class Port {
         giftHigh: Math.ceil(this.ctx.giftHigh * p.count), giftLow: Math.ceil(this.ctx.giftLow * p.count),
         flags: this.ctx.swap ? SHARED_BUFFERS_F_SWAP : 0,
       },
+    };
+  }
+
+  /** This port's entry in its domain's region header (src/shm/region-header.ts). */
+  regionEntry(): RegionPort {
+    const p = this.partition;
+    return {
+      name: this.name, mac: new Uint8Array(6),
+      partitionStart: this.staticRange ? p.start : 0, partitionCount: this.staticRange ? p.count : 0,
+      giftHigh: Math.ceil(this.ctx.giftHigh * p.count), giftLow: Math.ceil(this.ctx.giftLow * p.count),
+      flags: this.ctx.swap ? REGION_PORT_F_SWAP : 0,
     };
   }
 

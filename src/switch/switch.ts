@@ -197,6 +197,7 @@ export class Switch {
         this.dataPath.ports.push(p.queues);
         this.dataPath.peers.push(this.peers.get(p)?.queues ?? null);
       }
+      for (const d of this.domains) this.publishDomain(d);
       this.control = new ControlServer(cfg.controlSocket, this.log, (cmd) => this.command(cmd), cfg.sockets.controlMode);
       await this.control.listen();
       this.metrics = await startMetrics(cfg.metrics, () => this.stats(), this.log);
@@ -473,6 +474,7 @@ export class Switch {
     }
     if (newDomain) this.domains.push(domain);
     this.ports.push(port);
+    this.publishDomain(domain);
     this.byId[id] = port;
     this.bridgeById[id] = port.queues;
     this.peers.set(port, null);
@@ -481,6 +483,11 @@ export class Switch {
     this.log.info({ port: name, id, domain: domainName, newDomain, quota, peer: peer?.name ?? null, socket: port.socketPath }, 'port added');
     this.loop.wake();
     return this.listPorts().find((p) => p.name === name)!;
+  }
+
+  /** Rewrite a domain's region header with its ports as they are now (a VM that maps the region reads its partition there). */
+  private publishDomain(domain: SharingDomain): void {
+    domain.publishPorts(this.ports.filter((p) => p.queues.domain === domain).map((p) => p.regionEntry()));
   }
 
   /** Everything that could refuse a new port, before anything is made. */
@@ -569,6 +576,8 @@ export class Switch {
     if (last) {
       domain.close();
       this.domains.splice(this.domains.indexOf(domain), 1);
+    } else {
+      this.publishDomain(domain);
     }
     this.log.info({ port: name, id: p.id, domain: domain.name, reclaimed, domainFreed: last }, 'port removed');
     this.loop.wake();
