@@ -5,8 +5,11 @@
  * address of its own, read their partition from the region header, and move
  * frames through the switch: zero-copy, 0 payload bytes copied, each side at
  * its own addresses, gifts back under one-way traffic, the ledger balanced
- * after disconnect. A region mapped at the wrong offset or size is ordinary
- * memory; the region cannot be truncated through the published path.
+ * after disconnect; the same towards a `zcswitch vm` sink (SHARED_BUFFERS,
+ * the region at the configured base) of the same domain. A region mapped at
+ * the wrong offset or size, or another domain's, is ordinary memory; the
+ * region cannot be truncated through the published path; the header follows
+ * the port table.
  */
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
@@ -19,7 +22,8 @@ import { VIRTIO_F_VERSION_1, VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_WRITE, bit } from
 import { DriverQueue } from '../../src/virtio/driver-queue';
 import { writeNetHdr } from '../../src/virtio/net-hdr';
 import { SplitRing } from '../../src/virtio/ring';
-import { type SwitchProc, run, startSwitch, waitFor } from '../helpers/procs';
+import { type SwitchProc, run, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
+import { defaultMacs, writeTestFrame } from '../../src/guest/test-packet';
 import { RawClient, sendVringStart } from '../helpers/unit-vhost-client';
 
 const BUF_COUNT = 64;
@@ -272,6 +276,56 @@ t.test('two BAR front-ends at different addresses: zero-copy both ways of owners
   t.equal(s.ledger.ok, true, 'ledger balances after disconnect');
   t.equal(s.sharedBuffers.pool, BUF_COUNT, 'every buffer back in the pool');
   t.equal((await sw.port('a')).sharedBar, null, 'no BAR once detached');
+});
+
+t.test('a BAR front-end sends to a SHARED_BUFFERS guest driver (zcswitch vm) of its domain: zero-copy, verified, gifts back', async (t) => {
+  const sw = await startSwitch(t, CONFIG);
+  const file = await regionOf(t, sw);
+  const TOTAL = 20 * BUF_COUNT;
+  const sink = vm(sw, 'b', ['--mode', 'sink', '--count', String(TOTAL), '--duration', '90']);
+  await waitAttached(sw, 'b');
+  const a = new BarFrontEnd(sw, 'a', file, 0x1_0000_0000);
+  t.teardown(() => a.close());
+  const me = readRegionHeader(a.region).ports.find((p) => p.name === 'a')!;
+  await a.start(t);
+  await waitFor('a ready', async () => (await sw.port('a')).ready, 5000);
+  t.equal((await sw.port('a')).sharedBar, '0x100000000');
+  for (let i = me.partitionStart; i < me.partitionStart + me.partitionCount; i++) a.owned.add(i);
+  let seq = 0;
+  let gifts = 0;
+  const deadline = Date.now() + 60_000;
+  while (seq < TOTAL && Date.now() < deadline) {
+    for (const bi of [...a.owned]) {
+      if (seq === TOTAL) break;
+      writeNetHdr(a.region, bi * BUF_SIZE, 0, 0);
+      writeTestFrame(a.region, bi * BUF_SIZE + VIRTIO_NET_HDR_SIZE, 128, 1, seq++, true, defaultMacs(1), 7);
+      a.sendTx(bi, VIRTIO_NET_HDR_SIZE + 128);
+      a.owned.delete(bi);
+      a.postRx(bi);
+    }
+    a.publish();
+    await new Promise((r) => setTimeout(r, 1));
+    for (const { b: bi, len } of a.reapRx()) {
+      if (len !== VIRTIO_NET_HDR_SIZE) throw new Error(`a: expected gifts only, got ${len} bytes in buffer ${bi}`);
+      a.owned.add(bi);
+      gifts++;
+    }
+  }
+  t.equal(seq, TOTAL, `a sent ${TOTAL} frames (${TOTAL / BUF_COUNT} times the region: it needed the gifts)`);
+  const k = await sink.result;
+  t.equal(k.code, 0, `sink exited cleanly: ${k.stderr}`);
+  t.equal(k.summary.received, TOTAL, 'the sink received every frame');
+  t.equal(k.summary.verified, TOTAL, 'every frame verified');
+  t.equal(k.summary.lost, 0, 'none lost');
+  t.ok(gifts > 0, `a was gifted buffers back (${gifts})`);
+  const c = (await sw.port('a')).counters;
+  t.equal(c.zeroCopy, TOTAL, 'every frame zero-copy');
+  t.equal(c.copiedBytes, 0, '0 payload bytes copied');
+  a.c.close();
+  await waitFor('a detached', async () => !(await sw.port('a')).attached, 5000);
+  const s = await sw.stats();
+  t.ok(s.ledger.ok, `ledger balanced: ${s.ledger.problems.join('; ')}`);
+  t.equal(s.sharedBuffers.pool, BUF_COUNT, 'every buffer back in the pool');
 });
 
 t.test('a region mapped at the wrong offset or size is ordinary memory; the region cannot be truncated', async (t) => {
