@@ -4,8 +4,11 @@
  * move zero-copy and the VMs can read and write each other's in-flight
  * packets; across domains nothing is shared, and a frame is copied into the
  * receiver's own buffers. Every domain's region starts at the same guest
- * address: a VM maps only its own domain's, so the window means "my domain's
- * buffers" for each of them.
+ * address for SHARED_BUFFERS front-ends: a VM maps only its own domain's, so
+ * the window means "my domain's buffers" for each of them (a VM that maps it
+ * as an ivshmem BAR sees it at the BAR's address: per-port windows,
+ * src/shm/geometry.ts). The region's last 64 KiB are its header
+ * (region-header.ts), rewritten by publishPorts.
  */
 import { type LedgerCheck, OwnershipLedger } from './ledger';
 import { type RegionPort, REGION_MAX_PORTS, writeRegionHeader } from './region-header';

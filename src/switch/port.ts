@@ -213,10 +213,9 @@ export class Port {
     }
     if (base === this.sharedBar) return;
     if (base === null) {
-      log.warn({ port: this.name, domain: domain.name, was: hex(this.sharedBar!) }, 'the new memory table no longer maps the shared region; copy path from now on');
-      this.sharedBar = null;
-      this.queues.zeroCopy = false;
-      this.queues.setWindow(null);
+      // The guest turned the BAR off (PCI memory decoding) or QEMU dropped it: the buffers, postings and
+      // ownership it holds stay as they are (by index, in our own mapping), ready for when it comes back.
+      log.warn({ port: this.name, domain: domain.name, gpa: hex(this.sharedBar!) }, 'the new memory table does not map the shared region; keeping the port\'s window');
       return;
     }
     const first = this.sharedBar === null;

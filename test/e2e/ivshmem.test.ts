@@ -123,6 +123,14 @@ class BarFrontEnd {
     }
   }
 
+  /** A new memory table: the rings, and the region at `bar` (null: without it, as when the guest turns the BAR off). */
+  async remap(t: Test, bar: number | null): Promise<void> {
+    const regions = [{ guestPhysAddr: 0n, memorySize: BigInt(RING_MEM), userspaceAddr: RING_UA, mmapOffset: 0n }];
+    if (bar !== null) regions.push({ guestPhysAddr: BigInt(bar), memorySize: BigInt(this.region.byteLength), userspaceAddr: 0x7e00_0000_0000n, mmapOffset: 0n });
+    this.c.send(Req.SET_MEM_TABLE, FLAG_VERSION | FLAG_NEED_REPLY, memTable(regions), bar === null ? [this.ringFd] : [this.ringFd, this.regionFd]);
+    await this.ack(t, `SET_MEM_TABLE (${bar === null ? 'no BAR' : `BAR at 0x${bar.toString(16)}`})`);
+  }
+
   addr(b: number): number {
     return this.bar + b * BUF_SIZE;
   }
@@ -353,6 +361,26 @@ t.test('a region mapped at the wrong offset or size is ordinary memory; the regi
   t.throws(() => fs.ftruncateSync(fd, 4096), { code: 'EPERM' }, 'truncate refused (sealed)');
   t.throws(() => fs.ftruncateSync(fd, 64 * 1024 * 1024), { code: 'EPERM' }, 'grow refused (sealed)');
   t.equal((await sw.stats()).ledger.ok, true, 'the switch still answers, ledger balanced');
+});
+
+t.test('a memory table without the BAR keeps the port\'s window; the BAR back at another address moves it', async (t) => {
+  const sw = await startSwitch(t, CONFIG);
+  const file = await regionOf(t, sw);
+  const a = new BarFrontEnd(sw, 'a', file, 0x8000_0000);
+  t.teardown(() => a.close());
+  await a.start(t);
+  await waitFor('a ready', async () => (await sw.port('a')).ready, 5000);
+  t.equal((await sw.port('a')).sharedBar, '0x80000000');
+  await a.remap(t, null);
+  let st = await sw.port('a');
+  t.equal(st.sharedBar, '0x80000000', 'BAR off: the window stays');
+  t.equal(st.zeroCopy, true);
+  t.equal(st.buffersOwned, 32, 'the partition stays');
+  await a.remap(t, 0x9000_0000);
+  st = await sw.port('a');
+  t.equal(st.sharedBar, '0x90000000', 'the BAR at a new address: the window follows');
+  t.equal(st.buffersOwned, 32, 'no second partition');
+  t.ok((await sw.stats()).ledger.ok);
 });
 
 t.test('another domain\'s region in a memory table is ordinary memory: no window, no partition', async (t) => {
