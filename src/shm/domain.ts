@@ -4,11 +4,16 @@
  * move zero-copy and the VMs can read and write each other's in-flight
  * packets; across domains nothing is shared, and a frame is copied into the
  * receiver's own buffers. Every domain's region starts at the same guest
- * address: a VM maps only its own domain's, so the window means "my domain's
- * buffers" for each of them.
+ * address for SHARED_BUFFERS front-ends: a VM maps only its own domain's, so
+ * the window means "my domain's buffers" for each of them (a VM that maps it
+ * as an ivshmem BAR sees it at the BAR's address: per-port windows,
+ * src/shm/geometry.ts). The region's last 64 KiB are its header
+ * (region-header.ts), rewritten by publishPorts.
  */
 import { type LedgerCheck, OwnershipLedger } from './ledger';
+import { type RegionPort, REGION_MAX_PORTS, writeRegionHeader } from './region-header';
 import { SharedBuffers } from './shared-buffers';
+import { fileIdentity } from './memfd-region';
 
 export class SharingDomain {
   readonly shared: SharedBuffers;
@@ -24,11 +29,42 @@ export class SharingDomain {
   ) {
     this.shared = new SharedBuffers(bufCount, bufSize, base);
     this.ledger = new OwnershipLedger(bufCount);
+    this.fileId = fileIdentity(this.shared.fd);
+    this.publishPorts([]);
+  }
+
+  /** "dev:ino" of the region's memfd: a front-end's memory region with this identity is this region (an ivshmem BAR). */
+  readonly fileId: string;
+
+  /** The link QEMU opens as mem-path (src/switch/region-file.ts), once published. */
+  regionFile: string | null = null;
+
+  /** Bumped each time the header's port table is rewritten. */
+  generation = 0;
+
+  /**
+   * Write the region header with this port table (the domain's ports, in
+   * order) and a new generation. Names longer than 32 bytes are cut there;
+   * ports beyond REGION_MAX_PORTS are left out (the switch has fewer).
+   */
+  publishPorts(ports: readonly RegionPort[]): void {
+    const s = this.shared;
+    this.generation = (this.generation + 1) >>> 0;
+    writeRegionHeader(s.mem, {
+      regionSize: s.regionSize, bufSize: s.bufSize, bufCount: s.bufCount, buffersOffset: 0,
+      generation: this.generation, domain: cut32(this.name),
+      ports: ports.slice(0, REGION_MAX_PORTS).map((p) => ({ ...p, name: cut32(p.name) })),
+    });
   }
 
   close(): void {
     this.shared.close();
   }
+}
+
+/** A name as it fits a 32-byte header field (names are ASCII: config and control plane allow no more). */
+function cut32(name: string): string {
+  return Buffer.from(name, 'utf8').subarray(0, 32).toString('utf8');
 }
 
 /**

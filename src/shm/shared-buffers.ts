@@ -1,7 +1,9 @@
 /**
- * The Shared Buffers region (docs/protocol.md): one memfd of bufCount × bufSize
- * bytes, mapped by the switch and by every VM that negotiates
- * SHARED_BUFFERS. VMs see it at guest address `base`; buffer i starts at
+ * The Shared Buffers region (docs/protocol.md): one memfd holding bufCount ×
+ * bufSize bytes of buffers and, in its last 64 KiB, the region header
+ * (region-header.ts); its size is the next power of two that holds both, so
+ * QEMU can map it as an ivshmem BAR. Mapped by the switch and by every VM
+ * that negotiates SHARED_BUFFERS or maps it as a BAR. VMs see it at guest address `base`; buffer i starts at
  * base + i × bufSize. bufSize is a multiple of 64, so every buffer is
  * cache-line aligned (the region itself is page aligned). The memfd is
  * sealed against shrinking and growing before it is handed out: no VM can
@@ -10,17 +12,21 @@
 import { HUGE_PAGE_SIZE, adviseHugePages } from '../../bindings';
 import { RegionGeometry } from './geometry';
 import { MemfdRegion } from './memfd-region';
+import { regionSizeFor } from './region-header';
 
 export class SharedBuffers extends RegionGeometry {
   private readonly region: MemfdRegion;
   /** The mapping; per-packet code reads it, so a plain field rather than a getter. */
   readonly mem: Uint8Array;
   readonly buffer: ArrayBuffer;
+  /** Bytes of the whole memfd: the buffers, free space, the header (`size` is the buffers' window only). */
+  readonly regionSize: number;
 
   constructor(bufCount: number, bufSize: number, base: number) {
     if (bufSize % 64 !== 0) throw new RangeError(`bufSize ${bufSize} is not a multiple of 64`);
     super(base, bufSize, bufCount);
-    this.region = new MemfdRegion('zcswitch-shared-buffers', bufCount * bufSize, true);
+    this.regionSize = regionSizeFor(bufCount, bufSize);
+    this.region = new MemfdRegion('zcswitch-shared-buffers', this.regionSize, true);
     this.mem = this.region.mem;
     this.buffer = this.region.buffer;
   }
@@ -41,7 +47,8 @@ export class SharedBuffers extends RegionGeometry {
    */
   useHugePages(): string | null {
     if (this.size < HUGE_PAGE_SIZE) return `region (${this.size} B) is smaller than one huge page`;
-    const err = adviseHugePages(this.buffer);
+    // Only the buffers: the rest of the power-of-two region (up to half of it) is never populated by the switch.
+    const err = adviseHugePages(this.buffer, this.size);
     if (err === null) return null;
     return `madvise(MADV_COLLAPSE) failed: ${err}${err === 'EINVAL' ? ' (a kernel before 6.1?)' : ''}`;
   }

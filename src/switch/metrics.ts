@@ -128,6 +128,7 @@ export function formatMetrics(s: SwitchStats): string {
   perPort('zcswitch_port_attached', 'gauge', '1 if a front-end is connected to the port.', (p) => (p.attached ? 1 : 0));
   perPort('zcswitch_port_ready', 'gauge', '1 if the port\'s queues are running (it can carry traffic).', (p) => (p.ready ? 1 : 0));
   perPort('zcswitch_port_zero_copy', 'gauge', '1 if the front-end mapped the Shared Buffers region.', (p) => (p.zeroCopy ? 1 : 0));
+  perPort('zcswitch_port_shared_bar', 'gauge', '1 if the VM maps its domain\'s region as an ivshmem BAR (found in its memory table).', (p) => (p.sharedBar ? 1 : 0));
   perPort('zcswitch_port_buffers_owned', 'gauge', 'Shared buffers the port owns now (ownership ledger).', (p) => p.buffersOwned);
   perPort('zcswitch_port_learned_macs', 'gauge', 'Bridge mode: MAC addresses learned on the port.', (p) => (p.macs ?? []).length);
   for (const [suffix, key, help] of PORT_COUNTERS) {

@@ -169,6 +169,7 @@ t.test('GET /metrics on a running switch matches zcswitch stats --json', async (
     t.equal(value(fams, 'zcswitch_port_attached', L), p.attached ? 1 : 0, `${p.name}: attached`);
     t.equal(value(fams, 'zcswitch_port_buffers_owned', L), p.buffersOwned, `${p.name}: buffers_owned = ${p.buffersOwned}`);
     t.equal(value(fams, 'zcswitch_port_learned_macs', L), p.macs.length, `${p.name}: learned_macs`);
+    t.equal(value(fams, 'zcswitch_port_shared_bar', L), p.sharedBar ? 1 : 0, `${p.name}: shared_bar`);
     for (const [metric, key] of pairs) t.equal(value(fams, `zcswitch_port_${metric}_total`, L), c[key], `${p.name}: ${metric} = ${c[key]}`);
     const drops = fams.get('zcswitch_port_drops_total')!.samples.filter((x) => x.labels.port === p.name);
     t.ok(drops.length >= 19, `${p.name}: every drop reason exported (${drops.length})`);

@@ -8,6 +8,7 @@
  * nothing duplicated.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import t from 'tap';
 import {
   type Proc, type SwitchProc, counters, restartSwitch, running, sleep, startSwitch, stopProc, vm, waitAttached, waitFor,
@@ -17,7 +18,8 @@ const PAIR = { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']
 const RATE = 2000;
 
 /** What the switch leaves in its directory while running: the config, one socket per port, the control socket. */
-const EXPECTED_DIR = ['switch.json', 'vm1.sock', 'vm2.sock', 'zcswitch.ctl'];
+/** The pair's region link (docs/qemu.md, ivshmem) is the new switch's: a dead switch's is replaced. */
+const EXPECTED_DIR = ['pair:vm1+vm2.region', 'switch.json', 'vm1.sock', 'vm2.sock', 'zcswitch.ctl'];
 
 const forwarded = async (sw: SwitchProc) => counters(await sw.port('vm1')).zeroCopy ?? 0;
 
@@ -51,6 +53,7 @@ for (const signal of ['SIGKILL', 'SIGTERM'] as const) {
     }, 5000);
     t.ok(Date.now() - up < 5000, `both VMs reattached ${Date.now() - up} ms after the restart`);
     t.same(fs.readdirSync(sw.dir).sort(), EXPECTED_DIR, 'the directory holds the config and the new sockets only (no staging dirs)');
+    t.equal(fs.readlinkSync(path.join(sw.dir, 'pair:vm1+vm2.region')).split('/')[2], String(sw2.child.pid), 'the region link is the new switch\'s');
     await waitFor('traffic through the restarted switch', async () => (await forwarded(sw2)) >= RATE, 10_000);
 
     // Stop the gen first (it drains its tx ring), give the last frames time to land, then the sink.

@@ -84,6 +84,8 @@ export interface GuestOptions {
   monitor?: boolean;
   /** QEMU listens on `socket` (`server=on,wait=off`) and the switch connects: a client-mode port (`ports[].connect`). */
   server?: boolean;
+  /** More QEMU options, appended (e.g. the ivshmem options `zcswitch start` prints). */
+  extraArgs?: string[];
 }
 
 export interface RoleResult {
@@ -154,6 +156,7 @@ export class QemuGuest {
       '-netdev', 'vhost-user,id=n0,chardev=c0',
       // vectors=0 (INTx only) is required: QEMU 7.2 under TCG crashes in vhost start with MSI-X.
       '-device', `virtio-net-pci,netdev=n0,mac=${mac},vectors=0`,
+      ...(o.extraArgs ?? []),
     ];
   }
 

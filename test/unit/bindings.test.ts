@@ -287,7 +287,9 @@ t.test('aligned mappings and huge pages (the Shared Buffers region)', async (t) 
   t.equal(m.size, size, 'exactly the size asked for (the alignment slack was released)');
   t.throws(() => mmapShared(mfd, 4096, 0, 3000), RangeError, 'align must be a power of two');
   t.throws(() => adviseHugePages(new ArrayBuffer(8)), RangeError, 'only live mappings');
-  const err = adviseHugePages(a);
+  t.throws(() => adviseHugePages(a, 0), RangeError, 'a length of 0 is refused');
+  t.throws(() => adviseHugePages(a, -1), RangeError, 'a negative length is refused');
+  const err = adviseHugePages(a, size + 1);
   t.ok(err === null || /^E[A-Z]+$/.test(err), `null or an errno name (${err})`);
   if (err === null) {
     const pmd = (x: { fields: Record<string, number> }) => (x.fields.ShmemPmdMapped ?? 0) + (x.fields.FilePmdMapped ?? 0);

@@ -173,10 +173,11 @@ t.test('SharedBuffers: geometry and address helpers on a real memfd', async (t) 
   const sb = new SharedBuffers(bufCount, bufSize, base);
   t.teardown(() => sb.close());
   t.equal(sb.size, bufCount * bufSize);
-  t.equal(sb.mem.byteLength, sb.size);
+  t.equal(sb.regionSize, 128 * 1024, 'buffers + 64 KiB header, rounded up to a power of two');
+  t.equal(sb.mem.byteLength, sb.regionSize);
   t.ok(sb.fd >= 0);
   t.match(fs.readlinkSync(`/proc/self/fd/${sb.fd}`), /^\/memfd:zcswitch-shared-buffers/, 'the fd is a memfd');
-  t.equal(fs.fstatSync(sb.fd).size, sb.size, 'memfd sized to the region');
+  t.equal(fs.fstatSync(sb.fd).size, sb.regionSize, 'memfd sized to the region');
 
   t.equal(sb.indexOf(base), 0, 'base');
   t.equal(sb.indexOf(base + bufSize - 1), 0);
