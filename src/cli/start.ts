@@ -7,6 +7,8 @@ import path from 'node:path';
 import { createLogger } from '../log';
 import { Switch } from '../switch/switch';
 import { sdNotify } from './notify';
+import { qemuIvshmemArgs, regionFilePath } from '../switch/region-file';
+import { regionSizeFor } from '../shm/region-header';
 
 export interface StartOptions {
   config: string;
@@ -44,6 +46,7 @@ export async function startCommand(o: StartOptions): Promise<void> {
       `poll ${cfg.forwarding.pollMode}, burst ${cfg.forwarding.burst}\n`,
   );
   for (const line of portLines(cfg)) process.stdout.write(`  ${line}\n`);
+  for (const line of ivshmemLines(cfg)) process.stdout.write(`  ${line}\n`);
   process.stdout.write(`  control: ${cfg.controlSocket}\n`);
   // Every port listens (or, client mode, is connecting), the control socket too: ready (Type=notify units; contrib/zcswitch.service).
   const clients = cfg.ports.filter((p) => p.connect !== undefined).length;
@@ -102,4 +105,15 @@ export function portLines(cfg: SwitchConfig): string[] {
     const cross = domainOf.get(peer) !== p.domain ? `; ${peer} is in domain ${domainOf.get(peer)}: every frame is copied` : '';
     return `port ${p.name}: ${sock} (paired with ${peer}, ${dom}${cross})`;
   });
+}
+
+/**
+ * Per vhost port, the QEMU options that map its domain's region as an
+ * ivshmem BAR (docs/qemu.md): zero-copy for a guest that drives its buffers
+ * there, the copy path for anything else.
+ */
+export function ivshmemLines(cfg: SwitchConfig): string[] {
+  const size = regionSizeFor(cfg.sharedBuffers.bufCount, cfg.sharedBuffers.bufSize);
+  return cfg.ports.filter((p) => p.type === 'vhost' && p.domain !== null)
+    .map((p) => `port ${p.name} ivshmem: ${qemuIvshmemArgs(p.name, regionFilePath(cfg.socketDir, p.domain!), size)}`);
 }

@@ -71,7 +71,7 @@ export class BridgeForwarder {
     this.now = now;
     this.qi = qi;
     const { seg } = this;
-    const { shared, tx } = src;
+    const { tx } = src;
     const c = src.counters;
     const num = txq.ring.num;
     const walker = src.txWalkers[qi]!;
@@ -100,7 +100,7 @@ export class BridgeForwarder {
         txq.pushUsed(head, 0);
         continue;
       }
-      if (!resolveChain(seg, 0, cnt, src.mem, src.zeroCopy ? shared : null, this.src)) {
+      if (!resolveChain(seg, 0, cnt, src.mem, src.zeroCopy ? src.win : null, this.src)) {
         c.drop(Drop.BadAddress);
         txq.pushUsed(head, 0);
         continue;
@@ -180,11 +180,12 @@ export class BridgeForwarder {
       last.postings.ownCount(dq) > 0) {
       const y = last.postings.nextOwnBuf(dq);
       const rxHead = last.postings.takeOwn(dq);
-      const { shared, ledger } = last;
+      const ledger = last.ledger;
       const rxq = last.rxqs[dq]!;
-      rxq.ring.setDescAddr(rxHead, shared.addrOf(b));
+      // Each VM gets the address at which it sees the buffer (per-port windows).
+      rxq.ring.setDescAddr(rxHead, last.win.addrOf(b));
       rxq.pushUsed(rxHead, total);
-      txq.ring.setDescAddr(head, shared.addrOf(y));
+      txq.ring.setDescAddr(head, (src as PortQueues).win.addrOf(y));
       txq.pushUsed(head, 0);
       ledger.transfer(b, last.id);
       ledger.transfer(y, src.id);

@@ -8,7 +8,7 @@ import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhos
 import { VIRTQ_MAX_CHAIN } from '../virtio/defs';
 import { netHdrFlags, setNetHdrFlags, setNumBuffers } from '../virtio/net-hdr';
 import type { MemoryTable } from '../vhost/memory-table';
-import type { SharedBuffers } from '../shm/shared-buffers';
+import type { PortWindow } from '../shm/geometry';
 
 const EMPTY = new Uint8Array(0);
 
@@ -22,12 +22,12 @@ export class ResolvedChain {
 }
 
 /**
- * Translate segments [from, to) of seg. Shared-window addresses resolve to
- * the region only when the port negotiated it (shared != null); others go
+ * Translate segments [from, to) of seg. Addresses in the port's window
+ * resolve to the region only when the port maps it (shared != null); others go
  * through the port's memory table. False if any byte is outside both.
  */
 export function resolveChain(
-  seg: ChainSegments, from: number, to: number, mem: MemoryTable | null, shared: SharedBuffers | null, out: ResolvedChain,
+  seg: ChainSegments, from: number, to: number, mem: MemoryTable | null, shared: PortWindow | null, out: ResolvedChain,
 ): boolean {
   let k = 0;
   let total = 0;

@@ -135,7 +135,7 @@ export class PairForwarder {
     const total = this.seg.totalLen;
     if (total < MIN_PACKET) return c.drop(Drop.TooShort);
     if (total > MAX_PACKET) return c.drop(Drop.TooLong);
-    if (!resolveChain(this.seg, 0, cnt, src.mem, src.zeroCopy ? src.shared : null, this.srcRes)) return c.drop(Drop.BadAddress);
+    if (!resolveChain(this.seg, 0, cnt, src.mem, src.zeroCopy ? src.win : null, this.srcRes)) return c.drop(Drop.BadAddress);
     const dq = dst === null ? -1 : dst.rxQueueFor(qi);
     if (dst === null || dq < 0) return c.drop(Drop.PeerDown);
     const err = this.classic.fill(dst, dq, this.srcRes, total);

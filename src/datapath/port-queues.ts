@@ -11,6 +11,7 @@ import { eventfdCall } from '../../bindings';
 import type { Logger } from '../log';
 import type { SharingDomain } from '../shm/domain';
 import { POOL, type OwnershipLedger } from '../shm/ledger';
+import { PortWindow } from '../shm/geometry';
 import type { SharedBuffers } from '../shm/shared-buffers';
 import type { MemoryTable } from '../vhost/memory-table';
 import { ChainSegments, ChainWalker } from '../virtio/chain';
@@ -76,7 +77,13 @@ export class PortQueues {
   /** Its domain's region and ledger: every buffer index this port sends, posts or is given is one of these. */
   readonly shared: SharedBuffers;
   readonly ledger: OwnershipLedger;
-  /** Classifies this port's tx chains against its own domain. */
+  /**
+   * Where this port's VM sees the buffers: buffer i at guest address
+   * win.addrOf(i). Every guest address this port sends or posts is read, and
+   * every one written into its rings is made, through it (setWindow).
+   */
+  win: PortWindow;
+  /** Classifies this port's tx chains against its own domain and window. */
   readonly tx: TxClassifier;
   private source: QueueSource | null = null;
   private readonly seg = new ChainSegments();
@@ -94,7 +101,8 @@ export class PortQueues {
     this.domain = ctx.domain;
     this.shared = ctx.domain.shared;
     this.ledger = ctx.domain.ledger;
-    this.tx = new TxClassifier(this.shared, this.ledger);
+    this.win = new PortWindow(this.shared.base, this.shared.mem, this.shared.bufSize, this.shared.bufCount);
+    this.tx = new TxClassifier(this.win, this.ledger);
     this.rxqs = new Array<DeviceQueue | null>(n).fill(null);
     this.txqs = new Array<DeviceQueue | null>(n).fill(null);
     this.rxWalkers = new Array<ChainWalker | null>(n).fill(null);
@@ -103,6 +111,19 @@ export class PortQueues {
     this.queueCounters = new Float64Array(4 * n);
     this.counters.onFirstDrop = (reason) =>
       ctx.log.warn({ port: name, reason }, 'first drop for this reason (later ones are only counted: zcswitch stats)');
+  }
+
+  /**
+   * Put this port's window at guest address `base` (an ivshmem BAR) or back
+   * at the domain's base (null). The postings the switch holds name buffers
+   * by index, so they stay valid.
+   */
+  setWindow(base: number | null): void {
+    const s = this.shared;
+    const b = base ?? s.base;
+    if (b === this.win.base) return;
+    this.win = new PortWindow(b, s.mem, s.bufSize, s.bufCount);
+    this.tx.win = this.win;
   }
 
   /** Queue pair 0 runs both ways: the port can carry traffic. */
@@ -158,7 +179,7 @@ export class PortQueues {
     }
     const taken = n;
     const swap = this.ctx.swap;
-    const { shared, ledger, seg, postings } = this;
+    const { shared, win, ledger, seg, postings } = this;
     const walker = this.rxWalkers[qi]!;
     const num = q.ring.num;
     while (n-- > 0) {
@@ -170,8 +191,8 @@ export class PortQueues {
         continue;
       }
       const addr = seg.addr[0];
-      const b = shared.indexOf(addr);
-      if (seg.readable !== 0 || (b >= 0 && (!this.zeroCopy || c !== 1 || addr !== shared.addrOf(b) || seg.len[0] !== shared.bufSize))) {
+      const b = win.indexOf(addr);
+      if (seg.readable !== 0 || (b >= 0 && (!this.zeroCopy || c !== 1 || addr !== win.addrOf(b) || seg.len[0] !== win.bufSize))) {
         this.counters.drop(Drop.BadRxDesc);
         q.pushUsed(head, 0);
       } else if (b < 0) {

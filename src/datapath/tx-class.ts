@@ -16,7 +16,7 @@
  * length, so a jumbo region costs no TLB miss per descriptor.
  */
 import type { OwnershipLedger } from '../shm/ledger';
-import type { SharedBuffers } from '../shm/shared-buffers';
+import type { PortWindow } from '../shm/geometry';
 import { CHAIN_BAD_HEAD, CHAIN_BAD_NEXT, CHAIN_INDIRECT, CHAIN_LOOP, CHAIN_TOO_LONG, type ChainSegments } from '../virtio/chain';
 import { ETH_MAX_JUMBO, ETH_MIN_FRAME, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
 import { Drop } from './counters';
@@ -55,7 +55,8 @@ export class TxClassifier {
   buf = -1;
 
   constructor(
-    private readonly shared: SharedBuffers,
+    /** The sender's window: where its VM sees the buffers (PortQueues.setWindow replaces it). */
+    public win: PortWindow,
     private readonly ledger: OwnershipLedger,
   ) {}
 
@@ -67,7 +68,7 @@ export class TxClassifier {
   classify(seg: ChainSegments, cnt: number, zeroCopy: boolean, srcId: number): TxClass {
     if (cnt < 0) return this.refuse(chainDrop(cnt));
     if (seg.readable !== cnt) return this.refuse(Drop.BadOrder);
-    const shared = this.shared;
+    const shared = this.win;
     const addr = seg.addr[0];
     const b = zeroCopy ? shared.indexOf(addr) : -1;
     if (b < 0) return TxClass.Copy;
@@ -82,7 +83,7 @@ export class TxClassifier {
   /** Link i of a gift: the buffer, a whole one of 12 bytes owned by the sender; -1 (reason in drop) otherwise. */
   giftLink(seg: ChainSegments, i: number, srcId: number): number {
     const addr = seg.addr[i];
-    const b = this.shared.indexAt(addr);
+    const b = this.win.indexAt(addr);
     if (b < 0 || seg.len[i] !== VIRTIO_NET_HDR_SIZE) {
       this.drop = Drop.BadZcDesc;
       return -1;

@@ -10,6 +10,7 @@
 import { type LedgerCheck, OwnershipLedger } from './ledger';
 import { type RegionPort, REGION_MAX_PORTS, writeRegionHeader } from './region-header';
 import { SharedBuffers } from './shared-buffers';
+import { fileIdentity } from './memfd-region';
 
 export class SharingDomain {
   readonly shared: SharedBuffers;
@@ -25,8 +26,15 @@ export class SharingDomain {
   ) {
     this.shared = new SharedBuffers(bufCount, bufSize, base);
     this.ledger = new OwnershipLedger(bufCount);
+    this.fileId = fileIdentity(this.shared.fd);
     this.publishPorts([]);
   }
+
+  /** "dev:ino" of the region's memfd: a front-end's memory region with this identity is this region (an ivshmem BAR). */
+  readonly fileId: string;
+
+  /** The link QEMU opens as mem-path (src/switch/region-file.ts), once published. */
+  regionFile: string | null = null;
 
   /** Bumped each time the header's port table is rewritten. */
   generation = 0;

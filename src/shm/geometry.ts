@@ -38,3 +38,17 @@ export class RegionGeometry {
     return i * this.bufSize;
   }
 }
+
+/**
+ * One port's view of its domain's buffers (docs/design.md, "Per-port
+ * windows"): the geometry at the guest address where that port's VM sees
+ * buffer 0, over the switch's one mapping of the region. A SHARED_BUFFERS
+ * front-end sees it at the configured base; a VM that maps the region as an
+ * ivshmem BAR sees it wherever its firmware put the BAR. Every port has one
+ * (one class, so the per-packet calls stay monomorphic).
+ */
+export class PortWindow extends RegionGeometry {
+  constructor(base: number, readonly mem: Uint8Array, bufSize: number, bufCount: number) {
+    super(base, bufSize, bufCount);
+  }
+}

@@ -10,7 +10,7 @@ import { FdWatcher, dupFd, eventfdDrain } from '../../bindings';
 import { type DataPathContext, PortQueues } from '../datapath/port-queues';
 import type { Logger } from '../log';
 import { pollGuestFaults } from '../vhost/guest-faults';
-import { closeFdQuiet } from '../vhost/memory-table';
+import { type MemoryTable, closeFdQuiet } from '../vhost/memory-table';
 import { VhostUserBackend } from '../vhost/session';
 import type { SharedBuffersInfo } from '../vhost/codec';
 import { SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
@@ -37,6 +37,15 @@ export class Port {
   backend: VhostUserBackend | null = null;
   readonly queues: PortQueues;
   private readonly kick: ({ watcher: FdWatcher; fd: number; gen: number } | undefined)[] = [];
+  /**
+   * Guest-physical address where this port's VM maps its domain's region as
+   * an ivshmem BAR (recognised in its memory table), or null.
+   */
+  sharedBar: number | null = null;
+  /** The memory table last looked at for the region (recognition runs once per table). */
+  private barSeenIn: MemoryTable | null = null;
+  /** A table carried the region at an unusable size or offset: logged once per connection. */
+  private barRefusalLogged = false;
   /** Armed from accept until queue pair 0 is ready: a silent or stalled front-end cannot hold the port. */
   private handshakeTimer: NodeJS.Timeout | null = null;
 
@@ -103,6 +112,7 @@ export class Port {
   private syncQueues(): void {
     const b = this.backend;
     this.queues.sync(b);
+    if (b !== null && b.mem !== this.barSeenIn) this.recognizeBar(b.mem, b.sharedBuffersNegotiated);
     for (let i = 0; i < 2 * this.ctx.queuePairs; i++) {
       const slot = b ? b.vrings[i] : null;
       const cur = this.kick[i];
@@ -170,15 +180,75 @@ export class Port {
     this.kick[i] = undefined;
   }
 
+  /**
+   * Look for the domain's region in a new memory table (docs/design.md,
+   * "Per-port windows"): a region whose file is the region's memfd, mapped
+   * from offset 0 over at least the buffers, is this VM's ivshmem BAR. The
+   * port's window moves to its guest-physical address and the port becomes
+   * zero-copy, with its partition as on GET_SHARED_BUFFERS. Any other region
+   * of that file is ordinary guest memory (copy path), logged once.
+   */
+  private recognizeBar(mem: MemoryTable | null, sharedBuffers: boolean): void {
+    this.barSeenIn = mem;
+    // A SHARED_BUFFERS front-end sees the region at the configured base: a BAR in its table is ordinary memory.
+    if (mem === null || sharedBuffers) return;
+    const { log } = this.ctx;
+    const domain = this.ctx.domain;
+    const window = domain.shared.size;
+    let base: number | null = null;
+    for (let i = 0; i < mem.count; i++) {
+      if (mem.fileIds[i] !== domain.fileId) continue;
+      const size = mem.gpaEnd[i] - mem.gpaStart[i];
+      if (mem.mmapOffsets[i] === 0 && size >= window) {
+        base = mem.gpaStart[i];
+        break;
+      }
+      if (!this.barRefusalLogged) {
+        this.barRefusalLogged = true;
+        log.warn(
+          { port: this.name, domain: domain.name, region: i, gpa: hex(mem.gpaStart[i]), size, mmapOffset: mem.mmapOffsets[i], window },
+          'memory region maps the shared region but not from offset 0 over the whole buffers window; treated as ordinary guest memory (copy path)',
+        );
+      }
+    }
+    if (base === this.sharedBar) return;
+    if (base === null) {
+      log.warn({ port: this.name, domain: domain.name, was: hex(this.sharedBar!) }, 'the new memory table no longer maps the shared region; copy path from now on');
+      this.sharedBar = null;
+      this.queues.zeroCopy = false;
+      this.queues.setWindow(null);
+      return;
+    }
+    const first = this.sharedBar === null;
+    this.sharedBar = base;
+    this.queues.setWindow(base);
+    this.queues.zeroCopy = true;
+    const given = first && this.claimPartition();
+    log.info(
+      { port: this.name, domain: domain.name, gpa: hex(base), partition: given ? this.partition : null, owned: domain.ledger.owned[this.id] },
+      'shared region recognised in the memory table (ivshmem BAR): zero-copy at the VM\'s own address',
+    );
+  }
+
+  /**
+   * Hand the static partition out whole when all of it is in the pool;
+   * otherwise (a re-attach after traffic) the port starts empty and the
+   * pool gifts it buffers as it posts them (PortQueues.ingestRx). A port
+   * added at run time has no range: it is always gifted from the pool.
+   */
+  private claimPartition(): boolean {
+    const { ledger } = this.ctx.domain;
+    const p = this.partition;
+    return this.staticRange && ledger.owned[this.id] === 0 && ledger.assignRange(p.start, p.count, this.id);
+  }
+
   private sharedBuffersReply(): { info: SharedBuffersInfo; fd: number } | string {
     // Only this port's own domain: its region's fd and geometry, its ledger (docs/protocol.md, GET_SHARED_BUFFERS).
     const { shared, ledger } = this.ctx.domain;
     const p = this.partition;
-    // The static partition is handed out whole when all of it is in the pool;
-    // otherwise (a re-attach after traffic) the port starts empty and the
-    // pool gifts it buffers as it posts them (PortQueues.ingestRx).
-    // A port added at run time has no range: it is always gifted from the pool as it posts.
-    const given = this.staticRange && ledger.owned[this.id] === 0 && ledger.assignRange(p.start, p.count, this.id);
+    const given = this.claimPartition();
+    this.sharedBar = null;
+    this.queues.setWindow(null);
     this.queues.zeroCopy = true;
     this.ctx.log.info(
       { port: this.name, domain: this.ctx.domain.name, partition: given ? p : null, owned: ledger.owned[this.id] }, 'shared buffers mapped by front-end',
@@ -212,6 +282,10 @@ export class Port {
     this.handshakeTimer = null;
     for (let i = 0; i < this.kick.length; i++) this.stopKick(i);
     this.queues.sync(null);
+    this.queues.setWindow(null);
+    this.sharedBar = null;
+    this.barSeenIn = null;
+    this.barRefusalLogged = false;
     const reclaimed = ledger.reclaim(this.id);
     this.backend = null;
     log.info({ port: this.name, reason, reclaimed }, 'front-end disconnected');
@@ -237,3 +311,5 @@ export class Port {
     this.backend?.disconnect(reason);
   }
 }
+
+const hex = (n: number): string => `0x${n.toString(16)}`;

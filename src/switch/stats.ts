@@ -16,6 +16,8 @@ export interface PortStats {
   /** Both queues running: the port can carry traffic. */
   ready: boolean;
   zeroCopy: boolean;
+  /** Guest-physical address of the port's ivshmem BAR holding its domain's region ("0x..."), or null (none recognised). */
+  sharedBar: string | null;
   peer: string | null;
   buffersOwned: number;
   /** Bridge mode: MAC addresses learned on this port. */
@@ -37,7 +39,11 @@ export interface SwitchStats {
   };
   /** Every domain's ledger in one: ok only when all balance; problems name the domain. */
   ledger: LedgerCheck;
-  /** Each sharing domain: its ports, buffers, pool and whether its ledger balances. */
-  domains: { name: string; ports: string[]; bufCount: number; pool: number; ledgerOk: boolean }[];
+  /**
+   * Each sharing domain: its ports, buffers, pool and whether its ledger
+   * balances; regionFile is the path QEMU opens as mem-path (null: not
+   * published), regionSize the region's bytes (buffers + header, a power of two).
+   */
+  domains: { name: string; ports: string[]; bufCount: number; pool: number; ledgerOk: boolean; regionFile: string | null; regionSize: number }[];
   ports: PortStats[];
 }

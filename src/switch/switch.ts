@@ -36,6 +36,7 @@ import { ControlServer } from './control';
 import { type MetricsServer, startMetrics } from './metrics';
 import { Port, type PortContext } from './port';
 import { type ResolvedPerms, bindSecurely } from './socket-file';
+import { publishRegionFile, removeRegionFile } from './region-file';
 import type { SwitchStats } from './stats';
 
 export const OFFERED_FEATURES =
@@ -88,6 +89,8 @@ export class Switch {
   configPath: string | null = null;
   private nextDomainId = 0;
   private portCtx: Omit<PortContext, 'domain'> | null = null;
+  /** Mode and group of the regions' links (the sockets' defaults), set at start. */
+  private regionPerms: ResolvedPerms | null = null;
   /** Client-mode ports (`ports[].connect`): the switch connects to a listening front-end. */
   private readonly connectors = new Map<Port, PortConnector>();
   private readonly bridge: BridgeForwarder | null;
@@ -117,7 +120,10 @@ export class Switch {
         refused ??= sb.hugePages ? d.shared.useHugePages() : 'disabled by sharedBuffers.hugePages';
       }
     } catch (e) {
-      for (const d of this.domains) d.close();
+      for (const d of this.domains) {
+      removeRegionFile(d);
+      d.close();
+    }
       throw e;
     }
     this.hugePagesRefused = refused;
@@ -198,6 +204,8 @@ export class Switch {
         this.dataPath.peers.push(this.peers.get(p)?.queues ?? null);
       }
       for (const d of this.domains) this.publishDomain(d);
+      this.regionPerms = { mode: cfg.sockets.mode, gid: defaultGid, groupField: 'sockets.group' };
+      for (const d of this.domains) publishRegionFile(d, cfg.socketDir, this.regionPerms);
       this.control = new ControlServer(cfg.controlSocket, this.log, (cmd) => this.command(cmd), cfg.sockets.controlMode);
       await this.control.listen();
       this.metrics = await startMetrics(cfg.metrics, () => this.stats(), this.log);
@@ -328,7 +336,7 @@ export class Switch {
         const c = d.ledger.check();
         return {
           name: d.name, ports: this.ports.filter((p) => p.queues.domain === d).map((p) => p.name),
-          bufCount: d.shared.bufCount, pool: c.pool, ledgerOk: c.ok,
+          bufCount: d.shared.bufCount, pool: c.pool, ledgerOk: c.ok, regionFile: d.regionFile, regionSize: d.shared.regionSize,
         };
       }),
       ports: this.live().map((p) => {
@@ -340,6 +348,7 @@ export class Switch {
           attached: p.attached,
           ready: d.ready,
           zeroCopy: d.zeroCopy,
+          sharedBar: p.isTap || p.sharedBar === null ? null : `0x${p.sharedBar.toString(16)}`,
           peer: p.isTap ? null : (this.peers.get(p)?.name ?? null),
           buffersOwned: p.isTap ? 0 : p.queues.ledger.owned[p.id],
           macs: macs.filter((m) => m.port === p.id).map((m) => m.mac),
@@ -466,10 +475,14 @@ export class Switch {
     const quota = o.quota ?? Math.floor(domain.shared.bufCount / members);
     const port = new Port(id, name, path.join(cfg.socketDir, `${name}.sock`), { start: 0, count: quota }, portContext(ctx, domain), false);
     try {
+      if (newDomain) publishRegionFile(domain, cfg.socketDir, this.regionPerms!);
       if (o.connect !== undefined) this.connect(port, o.connect);
       else this.listen(port, perms);
     } catch (e) {
-      if (newDomain) domain.close();
+      if (newDomain) {
+        removeRegionFile(domain);
+        domain.close();
+      }
       throw new Refused(`cannot add port ${name}: ${(e as Error).message}`);
     }
     if (newDomain) this.domains.push(domain);
@@ -574,6 +587,7 @@ export class Switch {
     const reclaimed = domain.ledger.reclaim(p.id);
     const last = !this.ports.some((x) => x.queues.domain === domain);
     if (last) {
+      removeRegionFile(domain);
       domain.close();
       this.domains.splice(this.domains.indexOf(domain), 1);
     } else {
@@ -771,7 +785,10 @@ export class Switch {
     this.listeners.clear();
     this.control?.close();
     this.metrics?.close();
-    for (const d of this.domains) d.close();
+    for (const d of this.domains) {
+      removeRegionFile(d);
+      d.close();
+    }
     if (this.running) this.log.info('switch stopped');
   }
 }

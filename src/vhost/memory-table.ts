@@ -9,6 +9,7 @@ import { forgetGuestMapping, guardGuestMapping } from './guest-faults';
 import type { MemRegionDesc } from './codec';
 import { ProtocolError } from './codec';
 import type { RingPart } from '../virtio/ring';
+import { fileIdentity } from '../shm/memfd-region';
 
 /** Addresses beyond this are refused: we keep addresses as doubles. */
 const MAX_ADDR = 2 ** 52;
@@ -20,6 +21,10 @@ export class MemoryTable {
   readonly uaStart: Float64Array;
   readonly uaEnd: Float64Array;
   readonly mem: Uint8Array[];
+  /** Identity of the file behind each region ("dev:ino", fileIdentity): how the switch spots its own region (an ivshmem BAR). */
+  readonly fileIds: string[] = [];
+  /** Each region's mmap_offset in its file. */
+  readonly mmapOffsets: number[] = [];
   private readonly buffers: ArrayBuffer[];
   /** Guard ids of the mappings (guest-faults.ts). */
   private readonly guards: number[] = [];
@@ -54,6 +59,8 @@ export class MemoryTable {
           }
         }
         checkAgainstFile(i, r, fds[i]);
+        this.fileIds.push(fileIdentity(fds[i]));
+        this.mmapOffsets.push(off);
         let buf: ArrayBuffer;
         try {
           buf = mmapShared(fds[i], size, off);

@@ -1,0 +1,310 @@
+/**
+ * The region as an ivshmem BAR, without QEMU: raw front-ends that act like
+ * QEMU with `-device ivshmem-plain` (no SHARED_BUFFERS) put the region file
+ * the switch publishes into their SET_MEM_TABLE, each at a guest-physical
+ * address of its own, read their partition from the region header, and move
+ * frames through the switch: zero-copy, 0 payload bytes copied, each side at
+ * its own addresses, gifts back under one-way traffic, the ledger balanced
+ * after disconnect. A region mapped at the wrong offset or size is ordinary
+ * memory; the region cannot be truncated through the published path.
+ */
+import t, { type Test } from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
+import { closeFd, eventfdCreate, eventfdSignal, memfdCreate, mmapShared, munmap } from '../../bindings';
+import { readRegionHeader } from '../../src/shm/region-header';
+import { memTable, u64 } from '../../src/vhost/codec';
+import { FLAG_NEED_REPLY, FLAG_VERSION, PROTOCOL_F_REPLY_ACK, Req, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_NET_HDR_F_GIFT_BUFFER } from '../../src/vhost/protocol';
+import { VIRTIO_F_VERSION_1, VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_WRITE, bit } from '../../src/virtio/defs';
+import { DriverQueue } from '../../src/virtio/driver-queue';
+import { writeNetHdr } from '../../src/virtio/net-hdr';
+import { SplitRing } from '../../src/virtio/ring';
+import { type SwitchProc, startSwitch, waitFor } from '../helpers/procs';
+import { RawClient, sendVringStart } from '../helpers/unit-vhost-client';
+
+const BUF_COUNT = 64;
+const BUF_SIZE = 2048;
+const RING_MEM = 0x4000;
+const RING_UA = 0x7f00_0000_0000n;
+const NUM = 128;
+const RING_AT = [{ desc: 0x0, avail: 0x800, used: 0x1000 }, { desc: 0x2000, avail: 0x2800, used: 0x3000 }];
+const FRAME_LEN = 64;
+const CONFIG = { ports: [{ name: 'a' }, { name: 'b' }], pairs: [['a', 'b']], sharedBuffers: { bufCount: BUF_COUNT, bufSize: BUF_SIZE } };
+
+function logLines(sw: SwitchProc): Record<string, unknown>[] {
+  return sw.stderr().split('\n').filter((l) => l.startsWith('{')).map((l) => {
+    try {
+      return JSON.parse(l) as Record<string, unknown>;
+    } catch {
+      return {};
+    }
+  });
+}
+
+/** A frame whose bytes say who sent it and its sequence number (checked byte by byte at the receiver). */
+function frameBytes(seq: number): Uint8Array {
+  const f = new Uint8Array(FRAME_LEN);
+  f.set([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x88, 0xb5]);
+  new DataView(f.buffer).setUint32(14, seq, true);
+  for (let i = 18; i < FRAME_LEN; i++) f[i] = (seq * 13 + i) & 0xff;
+  return f;
+}
+
+/**
+ * A classic front-end (no SHARED_BUFFERS) with the region as a BAR: its rings
+ * in a memfd at guest-physical 0, the region file at guest-physical `bar`
+ * (mmap offset `offset`, `size` bytes). Knows buffer i as bar + i × bufSize.
+ */
+class BarFrontEnd {
+  readonly c: RawClient;
+  readonly rx: DriverQueue;
+  readonly tx: DriverQueue;
+  readonly region: Uint8Array;
+  readonly owned = new Set<number>();
+  private readonly ringFd: number;
+  private readonly regionFd: number;
+  private readonly ringBuf: ArrayBuffer;
+  private readonly regionBuf: ArrayBuffer;
+  private readonly kick = [eventfdCreate(), eventfdCreate()];
+  private readonly call = [eventfdCreate(), eventfdCreate()];
+
+  constructor(sw: SwitchProc, readonly port: string, regionFile: string, readonly bar: number) {
+    this.c = RawClient.connect(path.join(sw.dir, `${port}.sock`));
+    this.ringFd = memfdCreate(`${port}-rings`, RING_MEM);
+    this.ringBuf = mmapShared(this.ringFd, RING_MEM);
+    // What QEMU does with mem-path=<regionFile>,share=on: open it read-write and map it shared.
+    this.regionFd = fs.openSync(regionFile, 'r+');
+    const size = fs.fstatSync(this.regionFd).size;
+    this.regionBuf = mmapShared(this.regionFd, size);
+    this.region = new Uint8Array(this.regionBuf);
+    const parts = (q: number) => ({
+      desc: { buffer: this.ringBuf, byteOffset: RING_AT[q].desc },
+      avail: { buffer: this.ringBuf, byteOffset: RING_AT[q].avail },
+      used: { buffer: this.ringBuf, byteOffset: RING_AT[q].used },
+    });
+    this.rx = new DriverQueue(new SplitRing(NUM, parts(0)), false);
+    this.tx = new DriverQueue(new SplitRing(NUM, parts(1)), false);
+  }
+
+  close(): void {
+    this.c.close();
+    munmap(this.ringBuf);
+    munmap(this.regionBuf);
+    for (const fd of [this.ringFd, this.regionFd, ...this.kick, ...this.call]) closeFd(fd);
+  }
+
+  async ack(t: Test, what: string): Promise<void> {
+    const r = await this.c.recv();
+    t.equal(r?.payload.readBigUInt64LE(0), 0n, `${this.port}: ${what} acked`);
+  }
+
+  /** Negotiate like QEMU without SHARED_BUFFERS, map rings + region, start both vrings. */
+  async start(t: Test, region: { offset: number; size: number } = { offset: 0, size: this.region.byteLength }): Promise<void> {
+    const c = this.c;
+    c.send(Req.GET_FEATURES, FLAG_VERSION);
+    await c.recv();
+    c.send(Req.GET_PROTOCOL_FEATURES, FLAG_VERSION);
+    await c.recv();
+    c.send(Req.SET_PROTOCOL_FEATURES, FLAG_VERSION, u64(bit(PROTOCOL_F_REPLY_ACK)));
+    c.send(Req.SET_OWNER, FLAG_VERSION);
+    c.send(Req.SET_FEATURES, FLAG_VERSION, u64(bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES)));
+    c.send(Req.SET_MEM_TABLE, FLAG_VERSION | FLAG_NEED_REPLY, memTable([
+      { guestPhysAddr: 0n, memorySize: BigInt(RING_MEM), userspaceAddr: RING_UA, mmapOffset: 0n },
+      { guestPhysAddr: BigInt(this.bar), memorySize: BigInt(region.size), userspaceAddr: 0x7e00_0000_0000n, mmapOffset: BigInt(region.offset) },
+    ]), [this.ringFd, this.regionFd]);
+    await this.ack(t, 'SET_MEM_TABLE');
+    for (let q = 0; q < 2; q++) {
+      sendVringStart(c, q, NUM, RING_UA, RING_AT[q], this.kick[q], this.call[q]);
+      await this.ack(t, `vring ${q} enable`);
+    }
+  }
+
+  addr(b: number): number {
+    return this.bar + b * BUF_SIZE;
+  }
+
+  /** Post buffer b on rx (a whole buffer, device-writable, at our address for it). */
+  postRx(b: number): void {
+    const d = this.rx.allocDesc();
+    this.rx.ring.setDesc(d, this.addr(b), BUF_SIZE, VIRTQ_DESC_F_WRITE, 0);
+    this.rx.addAvail(d);
+  }
+
+  sendTx(b: number, len: number): void {
+    const d = this.tx.allocDesc();
+    this.tx.ring.setDesc(d, this.addr(b), len, 0, 0);
+    this.tx.addAvail(d);
+  }
+
+  publish(): void {
+    this.rx.publishAvail();
+    this.tx.publishAvail();
+    eventfdSignal(this.kick[0]);
+    eventfdSignal(this.kick[1]);
+  }
+
+  /** Reap rx: each entry as (buffer index from OUR descriptor's address, length); throws on an address outside our window. */
+  reapRx(): { b: number; len: number }[] {
+    const out: { b: number; len: number }[] = [];
+    while (this.rx.usedPending() > 0) {
+      const id = this.rx.popUsed();
+      const addr = this.rx.ring.descAddr(id);
+      this.rx.freeDesc(id);
+      const off = addr - this.bar;
+      if (off < 0 || off % BUF_SIZE !== 0 || off / BUF_SIZE >= BUF_COUNT) throw new Error(`${this.port}: rx completion at 0x${addr.toString(16)}, not one of our buffers`);
+      out.push({ b: off / BUF_SIZE, len: this.rx.lastUsedLen });
+    }
+    while (this.tx.usedPending() > 0) this.tx.freeDesc(this.tx.popUsed());
+    return out;
+  }
+}
+
+async function regionOf(t: Test, sw: SwitchProc): Promise<string> {
+  const s = await sw.stats();
+  const d = s.domains.find((x) => x.ports.includes('a'))!;
+  t.ok(d.regionFile, `domain ${d.name} publishes its region (${d.regionFile})`);
+  return d.regionFile!;
+}
+
+t.test('two BAR front-ends at different addresses: zero-copy both ways of ownership, gifts back, ledger balanced', async (t) => {
+  const sw = await startSwitch(t, CONFIG);
+  const file = await regionOf(t, sw);
+  t.equal(file, path.join(sw.dir, 'pair:a+b.region'));
+  t.match(fs.readlinkSync(file), new RegExp(`^/proc/${sw.child.pid}/fd/\\d+$`), 'a link to the switch\'s own memfd');
+  const a = new BarFrontEnd(sw, 'a', file, 0x8000_0000);
+  const b = new BarFrontEnd(sw, 'b', file, 0x2_4000_0000);
+  t.teardown(() => {
+    a.close();
+    b.close();
+  });
+  t.equal(fs.statSync(file).mode & 0o777, 0o660, 'the region has the sockets\' mode');
+
+  // The header tells each VM its partition.
+  const h = readRegionHeader(a.region);
+  t.match(h, { bufCount: BUF_COUNT, bufSize: BUF_SIZE, buffersOffset: 0, domain: 'pair:a+b' });
+  const pa = h.ports.find((p) => p.name === 'a')!;
+  const pb = h.ports.find((p) => p.name === 'b')!;
+  t.same([pa.partitionStart, pa.partitionCount, pb.partitionStart, pb.partitionCount], [0, 32, 32, 32]);
+
+  await a.start(t);
+  await b.start(t);
+  await waitFor('both ports ready', async () => (await sw.port('a')).ready && (await sw.port('b')).ready, 5000);
+  const [sa, sb] = [await sw.port('a'), await sw.port('b')];
+  t.equal(sa.sharedBar, '0x80000000', 'a: recognised at its own address');
+  t.equal(sb.sharedBar, '0x240000000', 'b: recognised at its own address');
+  t.ok(sa.zeroCopy && sb.zeroCopy, 'both zero-copy');
+  t.equal(sa.buffersOwned, 32, 'a owns its partition');
+  t.equal(sb.buffersOwned, 32, 'b owns its partition');
+  t.ok(logLines(sw).some((l) => l.port === 'a' && /recognised in the memory table/.test(String(l.msg))), 'logged');
+
+  for (let i = pa.partitionStart; i < pa.partitionStart + pa.partitionCount; i++) a.owned.add(i);
+  for (let i = pb.partitionStart; i < pb.partitionStart + pb.partitionCount; i++) b.owned.add(i);
+  // Each posts every buffer it does not own: whatever the other sends lands there, by index.
+  for (let i = 0; i < BUF_COUNT; i++) {
+    if (!a.owned.has(i)) a.postRx(i);
+    if (!b.owned.has(i)) b.postRx(i);
+  }
+  a.publish();
+  b.publish();
+
+  // One-way traffic a -> b; b gifts every buffer straight back (its count stays at its partition).
+  const TOTAL = 3000;
+  let sent = 0;
+  let received = 0;
+  let giftsBack = 0;
+  const deadline = Date.now() + 60_000;
+  while (received < TOTAL) {
+    if (Date.now() > deadline) throw new Error(`stalled: sent ${sent}, received ${received}, gifts back ${giftsBack}`);
+    for (const bi of [...a.owned]) {
+      if (sent === TOTAL) break;
+      const off = bi * BUF_SIZE;
+      writeNetHdr(a.region, off, 0, 0);
+      a.region.set(frameBytes(sent), off + VIRTIO_NET_HDR_SIZE);
+      a.sendTx(bi, VIRTIO_NET_HDR_SIZE + FRAME_LEN);
+      a.owned.delete(bi);
+      a.postRx(bi);
+      sent++;
+    }
+    a.publish();
+    await new Promise((r) => setTimeout(r, 1));
+    for (const { b: bi, len } of b.reapRx()) {
+      if (len !== VIRTIO_NET_HDR_SIZE + FRAME_LEN) throw new Error(`b: buffer ${bi} came with length ${len}`);
+      const got = b.region.subarray(bi * BUF_SIZE + VIRTIO_NET_HDR_SIZE, bi * BUF_SIZE + VIRTIO_NET_HDR_SIZE + FRAME_LEN);
+      const seq = new DataView(got.buffer, got.byteOffset).getUint32(14, true);
+      if (Buffer.compare(Buffer.from(got), Buffer.from(frameBytes(seq))) !== 0) throw new Error(`b: frame in buffer ${bi} corrupt`);
+      received++;
+      writeNetHdr(b.region, bi * BUF_SIZE, VIRTIO_NET_HDR_F_GIFT_BUFFER, 0);
+      b.sendTx(bi, VIRTIO_NET_HDR_SIZE);
+      b.postRx(bi);
+    }
+    b.publish();
+    for (const { b: bi, len } of a.reapRx()) {
+      if (len !== VIRTIO_NET_HDR_SIZE) throw new Error(`a: expected a gift (12 bytes) for buffer ${bi}, got ${len}`);
+      if (!(a.region[bi * BUF_SIZE] & VIRTIO_NET_HDR_F_GIFT_BUFFER)) throw new Error(`a: buffer ${bi} came back without the gift flag`);
+      a.owned.add(bi);
+      giftsBack++;
+    }
+  }
+  t.equal(received, TOTAL, `${TOTAL} frames received by b, every one verified`);
+  await waitFor('the last gifts back at a', async () => {
+    for (const { b: bi } of a.reapRx()) {
+      a.owned.add(bi);
+      giftsBack++;
+    }
+    return a.owned.size === 32;
+  }, 5000);
+  const [ca, cb] = [(await sw.port('a')).counters, (await sw.port('b')).counters];
+  t.equal(ca.zeroCopy, TOTAL, 'every frame zero-copy');
+  t.equal(ca.copiedBytes, 0, 'a: 0 payload bytes copied');
+  t.equal(cb.copiedBytes, 0, 'b: 0 payload bytes copied');
+  t.equal(cb.giftsIn, TOTAL, 'every buffer gifted back by b');
+  t.equal(ca.giftsOut, TOTAL, '...and handed to a');
+  t.same(ca.drops ?? {}, {}, 'a: no drops');
+  t.same(cb.drops ?? {}, {}, 'b: no drops');
+  let s = await sw.stats();
+  t.equal(s.ledger.ok, true, 'ledger balances under traffic');
+  t.same(s.ledger.owned, { 0: 32, 1: 32 }, 'each port holds its partition count again');
+
+  a.c.close();
+  b.c.close();
+  await waitFor('both detached', async () => !(await sw.port('a')).attached && !(await sw.port('b')).attached, 5000);
+  s = await sw.stats();
+  t.equal(s.ledger.ok, true, 'ledger balances after disconnect');
+  t.equal(s.sharedBuffers.pool, BUF_COUNT, 'every buffer back in the pool');
+  t.equal((await sw.port('a')).sharedBar, null, 'no BAR once detached');
+});
+
+t.test('a region mapped at the wrong offset or size is ordinary memory; the region cannot be truncated', async (t) => {
+  const sw = await startSwitch(t, CONFIG);
+  const file = await regionOf(t, sw);
+  const a = new BarFrontEnd(sw, 'a', file, 0x8000_0000);
+  const b = new BarFrontEnd(sw, 'b', file, 0x8000_0000);
+  t.teardown(() => {
+    a.close();
+    b.close();
+  });
+  await a.start(t, { offset: 4096, size: BUF_COUNT * BUF_SIZE });
+  await b.start(t, { offset: 0, size: BUF_COUNT * BUF_SIZE - 4096 });
+  await waitFor('both ports ready', async () => (await sw.port('a')).ready && (await sw.port('b')).ready, 5000);
+  for (const p of ['a', 'b']) {
+    const st = await sw.port(p);
+    t.equal(st.sharedBar, null, `${p}: not taken as the BAR`);
+    t.equal(st.zeroCopy, false, `${p}: copy path`);
+    t.equal(st.buffersOwned, 0, `${p}: no partition handed out`);
+    t.equal(logLines(sw).filter((l) => l.port === p && /treated as ordinary guest memory/.test(String(l.msg))).length, 1, `${p}: logged once`);
+  }
+  // QEMU's user could try to shrink the region through the published path: the seals refuse it.
+  const fd = fs.openSync(file, 'r+');
+  t.teardown(() => fs.closeSync(fd));
+  t.throws(() => fs.ftruncateSync(fd, 4096), { code: 'EPERM' }, 'truncate refused (sealed)');
+  t.throws(() => fs.ftruncateSync(fd, 64 * 1024 * 1024), { code: 'EPERM' }, 'grow refused (sealed)');
+  t.equal((await sw.stats()).ledger.ok, true, 'the switch still answers, ledger balanced');
+});
+
+t.test('the region link goes with the switch', async (t) => {
+  const sw = await startSwitch(t, CONFIG);
+  const file = await regionOf(t, sw);
+  t.ok(fs.lstatSync(file).isSymbolicLink());
+  await sw.stop();
+  t.notOk(fs.existsSync(file) || fs.lstatSync(file, { throwIfNoEntry: false }), 'removed on stop');
+});
