@@ -27,9 +27,17 @@
  * and the receive arrays stay. The first attach does not retry: a wrong
  * socket path fails at once.
  *
+ * Two transports (docs/qemu.md, "The guest driver inside a guest"):
+ * vhost-user (attach(): a process on the switch's host, the region from
+ * GET_SHARED_BUFFERS or, --shared-bar-file, from a region file in its
+ * memory table), and a virtio-net PCI device inside a QEMU guest
+ * (attachPci(): the region as an ivshmem BAR, no reconnection).
+ *
  * This class is the facade; the work is done by its units:
  *   attach.ts         the vhost-user handshake, memory layout, vring start-up
+ *   pci/              the PCI transport: sysfs, virtio-pci, device discovery
  *   shared-region.ts  the region (RegionGeometry + mapping) and GET_SHARED_BUFFERS
+ *   shared-bar.ts     the region reached as a BAR: header, port entry, base
  *   buffer-pool.ts    the free buffers we own and the gift policy
  *   data-path.ts      send / flush / receive / release, copies, sleep and wake
  */
