@@ -51,6 +51,10 @@ export async function vmCommand(o: VmOptions): Promise<void> {
     process.stderr.write("error: required option '-p, --port <name>' not specified (or --pci inside a VM)\n");
     process.exit(2);
   }
+  if (pciMode && o.queues > 1) {
+    process.stderr.write('error: --queues: the PCI transport drives one queue pair\n');
+    process.exit(2);
+  }
   if (pciMode && o.sharedBarFile !== undefined) {
     process.stderr.write('error: --shared-bar-file is the host-side stand-in for --pci; give one of them\n');
     process.exit(2);
