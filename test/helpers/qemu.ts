@@ -139,6 +139,8 @@ export interface GuestOptions {
   monitor?: boolean;
   /** QEMU listens on `socket` (`server=on,wait=off`) and the switch connects: a client-mode port (`ports[].connect`). */
   server?: boolean;
+  /** More QEMU options (e.g. the region as an ivshmem device, which the guest's kernel leaves alone). */
+  extraArgs?: string[];
 }
 
 export interface RoleResult {
@@ -209,6 +211,7 @@ export class QemuGuest {
       '-netdev', 'vhost-user,id=n0,chardev=c0',
       // vectors=0 (INTx only) is required: QEMU 7.2 under TCG crashes in vhost start with MSI-X.
       '-device', `virtio-net-pci,netdev=n0,mac=${mac},vectors=0`,
+      ...(o.extraArgs ?? []),
     ];
   }
 
