@@ -52,7 +52,7 @@ interface NativeBinding {
   memfdCreate(name: string, size: number): number;
   mmapShared(fd: number, size: number, offset?: number, align?: number): ArrayBuffer;
   munmap(buf: ArrayBuffer): void;
-  adviseHugePages(buf: ArrayBuffer): string | null;
+  adviseHugePages(buf: ArrayBuffer, len?: number): string | null;
   fdSize(fd: number): number;
   memfdCreateSealed(name: string, size: number): number;
   fdSeals(fd: number): number;
@@ -177,11 +177,11 @@ export function mmapRegion(fd: number, size: number): ArrayBuffer {
 
 /**
  * madvise(MADV_HUGEPAGE) + madvise(MADV_COLLAPSE) on a live mmapShared
- * mapping. Returns null when the pages were collapsed into huge pages, else
+ * mapping, or on its first `len` bytes (rounded up to 2 MiB). Returns null when the pages were collapsed into huge pages, else
  * the errno name ('EINVAL': kernel without MADV_COLLAPSE; 'EAGAIN' /
  * 'ENOMEM': no contiguous memory). Never throws for a refusal.
  */
-export const adviseHugePages: (buf: ArrayBuffer) => string | null = native.adviseHugePages;
+export const adviseHugePages: (buf: ArrayBuffer, len?: number) => string | null = native.adviseHugePages;
 
 /**
  * Unmap now and detach `buf` (byteLength becomes 0, views become empty).

@@ -101,13 +101,18 @@ Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
     ThrowType(env, "adviseHugePages: buf must be an ArrayBuffer");
   Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
   void* addr = ab.Data();
-  size_t len = ab.ByteLength();
+  size_t whole = ab.ByteLength();
   {
     std::lock_guard<std::mutex> g(g_lock);
     auto it = addr ? g_mappings.find(addr) : g_mappings.end();
-    if (it == g_mappings.end() || it->second->len != len)
+    if (it == g_mappings.end() || it->second->len != whole)
       ThrowRange(env, "adviseHugePages: buffer is not a live mapping created by mmapShared");
   }
+  // Optional: only the first len bytes (rounded up to 2 MiB, at most the mapping).
+  const size_t huge = 2u << 20;
+  size_t len = static_cast<size_t>(OptIntArg(info, 1, "adviseHugePages", "len", 1, kMaxSafeInteger, static_cast<int64_t>(whole)));
+  len = (len + huge - 1) / huge * huge;
+  if (len > whole) len = whole;
   ::madvise(addr, len, MADV_HUGEPAGE);
   if (::madvise(addr, len, MADV_POPULATE_WRITE) != 0) {
     // Before Linux 5.14: fault every page in by hand.

@@ -47,7 +47,8 @@ export class SharedBuffers extends RegionGeometry {
    */
   useHugePages(): string | null {
     if (this.size < HUGE_PAGE_SIZE) return `region (${this.size} B) is smaller than one huge page`;
-    const err = adviseHugePages(this.buffer);
+    // Only the buffers: the rest of the power-of-two region (up to half of it) is never populated by the switch.
+    const err = adviseHugePages(this.buffer, this.size);
     if (err === null) return null;
     return `madvise(MADV_COLLAPSE) failed: ${err}${err === 'EINVAL' ? ' (a kernel before 6.1?)' : ''}`;
   }

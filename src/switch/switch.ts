@@ -709,6 +709,8 @@ export class Switch {
     const live = diff.live.map((c) => ({ ...c, from: show(c.from), to: show(c.to) }));
     this.applyLive(next);
     this.fileCfg = next;
+    // The headers carry the gift watermarks, which a reload may have changed.
+    for (const d of this.domains) this.publishDomain(d);
     const reply = {
       ok: true, file: this.configPath,
       portsAdded: adding.map((p) => p.name), portsRemoved: [...removing],

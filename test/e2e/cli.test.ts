@@ -203,6 +203,23 @@ t.test('start-up banner says what each port is: paired, unpaired, bridge port, T
   t.notMatch(sw.stdout(), /unpaired/);
 });
 
+t.test('start-up banner: per port, the QEMU options that map its domain\'s region as an ivshmem BAR', async (t) => {
+  const { ivshmemLines } = await import('../../src/cli/start');
+  const { parseConfig } = await import('../../src/config');
+  const cfg = parseConfig({
+    socketDir: '/s', ports: [{ name: 'a' }, { name: 'b' }, { name: 'c', domain: 'x' }], pairs: [['a', 'b']], sharedBuffers: { bufCount: 4096, bufSize: 2048 },
+  });
+  t.same(ivshmemLines(cfg), [
+    'port a ivshmem: -object memory-backend-file,id=zcs-a,mem-path=/s/pair:a+b.region,size=16M,share=on -device ivshmem-plain,memdev=zcs-a',
+    'port b ivshmem: -object memory-backend-file,id=zcs-b,mem-path=/s/pair:a+b.region,size=16M,share=on -device ivshmem-plain,memdev=zcs-b',
+    'port c ivshmem: -object memory-backend-file,id=zcs-c,mem-path=/s/x.region,size=16M,share=on -device ivshmem-plain,memdev=zcs-c',
+  ], '8 MiB of buffers + the 64 KiB header: a 16 MiB region');
+  const sw = await startSwitch(t, { ports: [{ name: 'x' }, { name: 'y' }], pairs: [['x', 'y']], sharedBuffers: { bufCount: 64, bufSize: 2048 } });
+  const file = path.join(sw.dir, 'pair:x+y.region');
+  t.match(sw.stdout(), `  port x ivshmem: -object memory-backend-file,id=zcs-x,mem-path=${file},size=256K,share=on -device ivshmem-plain,memdev=zcs-x\n`);
+  t.equal(fs.statSync(file).size, 256 * 1024, 'the printed path opens the region, of the printed size');
+});
+
 t.test('an unusable socketDir: exit 2, the message names the path and socketDir, no "switch stopped"', async (t) => {
   const dir = tempDir(t);
   const file = path.join(dir, 'a-file');

@@ -19,7 +19,7 @@ import { VIRTIO_F_VERSION_1, VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_WRITE, bit } from
 import { DriverQueue } from '../../src/virtio/driver-queue';
 import { writeNetHdr } from '../../src/virtio/net-hdr';
 import { SplitRing } from '../../src/virtio/ring';
-import { type SwitchProc, startSwitch, waitFor } from '../helpers/procs';
+import { type SwitchProc, run, startSwitch, waitFor } from '../helpers/procs';
 import { RawClient, sendVringStart } from '../helpers/unit-vhost-client';
 
 const BUF_COUNT = 64;
@@ -299,6 +299,48 @@ t.test('a region mapped at the wrong offset or size is ordinary memory; the regi
   t.throws(() => fs.ftruncateSync(fd, 4096), { code: 'EPERM' }, 'truncate refused (sealed)');
   t.throws(() => fs.ftruncateSync(fd, 64 * 1024 * 1024), { code: 'EPERM' }, 'grow refused (sealed)');
   t.equal((await sw.stats()).ledger.ok, true, 'the switch still answers, ledger balanced');
+});
+
+t.test('another domain\'s region in a memory table is ordinary memory: no window, no partition', async (t) => {
+  const sw = await startSwitch(t, { ...CONFIG, ports: [...CONFIG.ports, { name: 'c' }] });
+  const s = await sw.stats();
+  const other = s.domains.find((d) => d.ports.includes('a'))!.regionFile!;
+  const own = s.domains.find((d) => d.ports.includes('c'))!.regionFile!;
+  t.not(own, other, 'each domain has its own region file');
+  const c = new BarFrontEnd(sw, 'c', other, 0x8000_0000);
+  t.teardown(() => c.close());
+  await c.start(t);
+  await waitFor('c ready', async () => (await sw.port('c')).ready, 5000);
+  const st = await sw.port('c');
+  t.equal(st.sharedBar, null, 'the other domain\'s region is not c\'s BAR');
+  t.equal(st.zeroCopy, false, 'c: copy path');
+  t.equal(st.buffersOwned, 0, 'c: nothing from any ledger');
+  t.same((await sw.stats()).ledger.owned, {}, 'no port owns a buffer');
+});
+
+t.test('the header follows the domain\'s port table: a port added or removed at run time, a new generation each time', async (t) => {
+  const sw = await startSwitch(t, CONFIG);
+  const file = await regionOf(t, sw);
+  const fd = fs.openSync(file, 'r+');
+  const buf = mmapShared(fd, fs.fstatSync(fd).size);
+  t.teardown(() => {
+    munmap(buf);
+    fs.closeSync(fd);
+  });
+  const mem = new Uint8Array(buf);
+  const h0 = readRegionHeader(mem);
+  t.same(h0.ports.map((p) => p.name), ['a', 'b']);
+  const cli = async (args: string[]) => (await run([...args, '--control', sw.control]).exited).code;
+  t.equal(await cli(['port', 'add', 'z', '--domain', 'pair:a+b']), 0, 'port add');
+  const h1 = readRegionHeader(mem);
+  t.same(h1.ports.map((p) => [p.name, p.partitionStart, p.partitionCount]), [['a', 0, 32], ['b', 32, 32], ['z', 0, 0]],
+    'z listed; a port added at run time has no static partition');
+  t.not(h1.generation, h0.generation, 'new generation');
+  t.ok(h1.ports[2].giftHigh > 0, 'its watermarks come from its quota');
+  t.equal(await cli(['port', 'del', 'a']), 0, 'port del');
+  const h2 = readRegionHeader(mem);
+  t.same(h2.ports.map((p) => p.name), ['b', 'z']);
+  t.not(h2.generation, h1.generation, 'new generation');
 });
 
 t.test('the region link goes with the switch', async (t) => {

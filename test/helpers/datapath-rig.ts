@@ -17,6 +17,7 @@ import { createLogger } from '../../src/log';
 import { SharingDomain } from '../../src/shm/domain';
 import type { OwnershipLedger } from '../../src/shm/ledger';
 import type { SharedBuffers } from '../../src/shm/shared-buffers';
+import { RegionGeometry } from '../../src/shm/geometry';
 import { MemoryTable } from '../../src/vhost/memory-table';
 import { VIRTIO_NET_HDR_F_GIFT_BUFFER } from '../../src/vhost/protocol';
 import { VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../src/virtio/defs';
@@ -42,6 +43,11 @@ export interface VmOptions {
   /** Ring sizes (default: rx nextPow2(bufCount + privSlots), tx 64). */
   rxNum?: number;
   txNum?: number;
+  /**
+   * Guest address where this VM sees buffer 0 (an ivshmem BAR's; default
+   * RIG_BASE, the domain's): its port's window is moved there.
+   */
+  windowBase?: number;
   /** Its sharing domain (default: the rig's first, rig.domain). */
   domain?: SharingDomain;
   /** The VM mapped the region (PortQueues.zeroCopy). Default true. */
@@ -137,6 +143,8 @@ export class Vm {
   readonly broken: string[] = [];
   readonly slotSize: number;
   readonly domain: SharingDomain;
+  /** Where this VM sees the buffers (its descriptors use win.addrOf). */
+  readonly win: RegionGeometry;
 
   constructor(rig: Rig, readonly id: number, opts: VmOptions) {
     this.domain = opts.domain ?? rig.domain;
@@ -180,6 +188,8 @@ export class Vm {
     if (part[1] > 0 && !ledger.assignRange(part[0], part[1], id)) throw new Error(`partition ${part} not in the pool`);
     this.port = new PortQueues(id, `vm${id}`, opts.quota ?? part[1], ctx, (reason) => this.broken.push(reason));
     this.port.zeroCopy = opts.zeroCopy ?? true;
+    this.win = new RegionGeometry(opts.windowBase ?? shared.base, shared.bufSize, shared.bufCount);
+    if (opts.windowBase !== undefined) this.port.setWindow(opts.windowBase);
     this.port.sync(this.source);
   }
 
@@ -227,7 +237,7 @@ export class Vm {
 
   /** Post shared buffer b on rx (a whole buffer, device-writable). */
   postShared(b: number, len = this.shared.bufSize): number {
-    return this.postRxChain([{ addr: this.shared.addrOf(b), len, write: true }]);
+    return this.postRxChain([{ addr: this.win.addrOf(b), len, write: true }]);
   }
 
   /** Post private slot k as a classic rx buffer (copy target). */
@@ -240,13 +250,13 @@ export class Vm {
     const off = this.shared.offsetOf(b);
     writeNetHdr(this.region, off, hdrFlags, 0);
     this.region.set(frame, off + VIRTIO_NET_HDR_SIZE);
-    return this.sendChain([{ addr: this.shared.addrOf(b), len: VIRTIO_NET_HDR_SIZE + frame.length }]);
+    return this.sendChain([{ addr: this.win.addrOf(b), len: VIRTIO_NET_HDR_SIZE + frame.length }]);
   }
 
   /** Gift buffers (one descriptor each, chained); returns the tx head. */
   sendGift(bufs: number[]): number {
     bufs.forEach((b, i) => writeNetHdr(this.region, this.shared.offsetOf(b), i === 0 ? VIRTIO_NET_HDR_F_GIFT_BUFFER : 0, 0));
-    return this.sendChain(bufs.map((b) => ({ addr: this.shared.addrOf(b), len: VIRTIO_NET_HDR_SIZE })));
+    return this.sendChain(bufs.map((b) => ({ addr: this.win.addrOf(b), len: VIRTIO_NET_HDR_SIZE })));
   }
 
   /** Write header + frame into private slot k and send it (classic copy path). */

@@ -139,7 +139,7 @@ export interface GuestOptions {
   monitor?: boolean;
   /** QEMU listens on `socket` (`server=on,wait=off`) and the switch connects: a client-mode port (`ports[].connect`). */
   server?: boolean;
-  /** More QEMU options (e.g. the region as an ivshmem device, which the guest's kernel leaves alone). */
+  /** More QEMU options, appended (e.g. the ivshmem options `zcswitch start` prints). */
   extraArgs?: string[];
 }
 

@@ -166,3 +166,36 @@ t.test('not-owner on a bridge: refused, nothing moves', async (t) => {
   t.same(b.flushAndReap().rx, []);
   t.equal(rig.ledger.owner[PER + 12], b.id);
 });
+
+t.test('per-port windows (ivshmem BARs at different addresses): the swap writes each VM its own address', async (t) => {
+  const rig = new Rig({ bufCount: 64, swap: true });
+  t.teardown(() => rig.close());
+  const a = rig.addVm({ partition: [0, 32], windowBase: 0x8000_0000 });
+  const b = rig.addVm({ partition: [32, 32], windowBase: 0x2_4000_0000 });
+  const y = 40;
+  const rxHead = b.postShared(y);
+  b.port.ingestRx();
+  const fw = new BridgeForwarder(32, [a.port, b.port], 64, 300_000);
+  const f = frame(mac(2), mac(1), 100, 9);
+  const sent = 3;
+  const tx = a.sendShared(sent, f);
+  t.equal(a.tx.ring.descAddr(tx), 0x8000_0000 + sent * 2048, 'a sends at its own address');
+  t.equal(fw.forward(a.port, 0, 1), 1);
+  const brx = b.flushAndReap().rx;
+  t.same(brx, [{ id: rxHead, len: HDR + 100 }], 'b received the frame');
+  t.equal(b.rx.ring.descAddr(rxHead), 0x2_4000_0000 + sent * 2048, 'b\'s descriptor points at buffer 3 at b\'s address');
+  t.same(b.bufBytes(sent, HDR, 100), f, 'frame in place');
+  t.same(a.flushAndReap().tx, [{ id: tx, len: 0 }]);
+  t.equal(a.tx.ring.descAddr(tx), 0x8000_0000 + y * 2048, 'a\'s tx descriptor points at buffer 40 at a\'s address');
+  t.equal(a.port.counters.zeroCopy, 1);
+  t.equal(a.port.counters.copiedBytes, 0);
+  t.equal(rig.ledger.owner[sent], b.id);
+  t.equal(rig.ledger.owner[y], a.id);
+  t.equal(rig.ledgerProblems(), '');
+  // An address at the domain's base means nothing to a BAR port: it is not in its window (copy path, its own memory).
+  const bad = a.sendChain([{ addr: rig.shared.addrOf(4), len: HDR + 60 }]);
+  fw.forward(a.port, 0, 2);
+  t.same(a.flushAndReap().tx, [{ id: bad, len: 0 }]);
+  t.equal(a.port.counters.zeroCopy, 1, 'not taken as a shared buffer');
+  t.equal(rig.ledger.owner[4], a.id, 'buffer 4 did not move');
+});
