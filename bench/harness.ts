@@ -22,8 +22,9 @@ import { findDpdk, runDpdk } from './runners/dpdk';
 import { OVS_MAX_MTU, findOvs, ovsMtu } from './runners/ovs';
 import { buildKernelHelper, runKernel } from './runners/kernel';
 import { runZcswitch } from './runners/zcswitch';
+import { qemuProblem, runQemuGuests } from './runners/qemu';
 import {
-  type BenchResults, type BenchSettings, GROUP_LABELS, type Group, PEER_GROUPS, type PeerStatus, type RunMetrics,
+  type BenchResults, type BenchSettings, GROUP_LABELS, type Group, OPT_IN_GROUPS, PEER_GROUPS, type PeerStatus, type RunMetrics,
   type Scenario, type ScenarioResult, type ScenarioSummary, ZC_GROUPS,
 } from './types';
 
@@ -31,7 +32,7 @@ export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 export const CLI_PATH = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
 
 export const FULL_SIZES = [64, 128, 256, 512, 1500, 9000, 65535];
-export const ALL_GROUPS: Group[] = [...ZC_GROUPS, ...PEER_GROUPS];
+export const ALL_GROUPS: Group[] = [...ZC_GROUPS, ...PEER_GROUPS, ...OPT_IN_GROUPS];
 
 export interface BenchOptions {
   quick?: boolean;
@@ -63,7 +64,7 @@ const DEFAULT_POLL: PollMode = 'spin-then-sleep';
 
 export function resolveSettings(o: BenchOptions): BenchSettings {
   const quick = !!o.quick;
-  let groups: Group[] = quick ? ['zc-oneway', 'copy-oneway', 'kernel'] : [...ALL_GROUPS];
+  let groups: Group[] = quick ? ['zc-oneway', 'copy-oneway', 'kernel'] : ALL_GROUPS.filter((g) => !OPT_IN_GROUPS.includes(g));
   if (o.only?.length) groups = o.only.filter((g) => ALL_GROUPS.includes(g));
   if (o.skip?.length) groups = groups.filter((g) => !o.skip!.includes(g));
   if (o.peers === false) groups = groups.filter((g) => !PEER_GROUPS.includes(g));
@@ -112,13 +113,15 @@ export function planScenarios(st: BenchSettings): Scenario[] {
     if (has('memif')) out.push({ ...base, id: `memif/${size}`, group: 'memif', system: 'dpdk-memif', size });
     if (has('memif-zc')) out.push({ ...base, id: `memif-zc/${size}`, group: 'memif-zc', system: 'dpdk-memif', size });
     if (has('ovs-dpdk')) out.push({ ...base, id: `ovs-dpdk/${size}`, group: 'ovs-dpdk', system: 'ovs-dpdk', size });
+    // Guest buffers come from a 512-buffer region; jumbo frames add nothing under TCG.
+    if (has('qemu-zc') && size <= 1500) out.push({ ...base, id: `qemu-zc/${size}`, group: 'qemu-zc', system: 'qemu-guests', size, pollMode: st.defaultPollMode });
   }
   return out;
 }
 
 /** Rough seconds a run costs beyond warm-up + measurement (process start-up, attach, teardown). */
 function overheadSec(s: Scenario): number {
-  return s.system === 'zcswitch' ? 0.5 : s.system === 'kernel' ? 0.4 : s.system === 'dpdk-vhost' ? 4.5 : s.system === 'ovs-dpdk' ? 9 : 2.5;
+  return s.system === 'zcswitch' ? 0.5 : s.system === 'kernel' ? 0.4 : s.system === 'dpdk-vhost' ? 4.5 : s.system === 'ovs-dpdk' ? 9 : s.system === 'qemu-guests' ? 60 : 2.5;
 }
 
 function timestamp(d: Date): string {
@@ -172,6 +175,10 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
     else if (g !== 'ovs-dpdk') peers.push({ group: g, status: 'ok', program: dpdk!.tools.testpmd });
     else if (!ovs!.ok) peers.push({ group: g, status: 'skipped', reason: ovs!.reason });
     else peers.push({ group: g, status: 'ok', program: `${ovs!.tools.vswitchd}, VMs ${dpdk!.tools.testpmd}` });
+  }
+  if (wanted.has('qemu-zc')) {
+    const problem = qemuProblem();
+    peers.push(problem ? { group: 'qemu-zc', status: 'skipped', reason: problem } : { group: 'qemu-zc', status: 'ok', program: 'qemu-system-x86_64 + the Node guest image' });
   }
   if (settings.quick) {
     for (const g of ['dpdk-vhost', 'memif', 'memif-zc', 'ovs-dpdk'] as Group[]) {
@@ -234,6 +241,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
         try {
           let m: RunMetrics;
           if (r.system === 'zcswitch') m = await runZcswitch(r, ctx);
+          else if (r.system === 'qemu-guests') m = await runQemuGuests(r, ctx);
           else if (r.system === 'kernel') m = await runKernel(r, ctx, kernelBin!);
           else if (dpdk?.ok) m = await runDpdk(r, ctx, dpdk.tools, ovs?.ok ? ovs.tools : null);
           else throw new Error('DPDK is not available');

@@ -5,18 +5,21 @@
 import type { PollMode } from '../src/config';
 import type { Spread } from './lib/util';
 
-export type System = 'zcswitch' | 'kernel' | 'dpdk-vhost' | 'dpdk-memif' | 'ovs-dpdk';
+export type System = 'zcswitch' | 'kernel' | 'dpdk-vhost' | 'dpdk-memif' | 'ovs-dpdk' | 'qemu-guests';
 
 /**
  * Scenario groups. zcswitch: zc-oneway (gen -> sink, shared buffers, gifts),
  * zc-bidir (gen <-> echo), copy-oneway (gen --copy -> sink), zc-burst and
  * zc-poll (one-way sweeps at one size). Peers: kernel, dpdk-vhost, memif,
- * memif-zc, ovs-dpdk.
+ * memif-zc, ovs-dpdk. Opt-in (--only): qemu-zc, two QEMU guests (TCG) with
+ * the guest driver inside, one way.
  */
-export type Group = 'zc-oneway' | 'zc-bidir' | 'copy-oneway' | 'zc-burst' | 'zc-poll' | 'kernel' | 'dpdk-vhost' | 'memif' | 'memif-zc' | 'ovs-dpdk';
+export type Group = 'zc-oneway' | 'zc-bidir' | 'copy-oneway' | 'zc-burst' | 'zc-poll' | 'kernel' | 'dpdk-vhost' | 'memif' | 'memif-zc' | 'ovs-dpdk' | 'qemu-zc';
 
 export const ZC_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'copy-oneway', 'zc-burst', 'zc-poll'];
 export const PEER_GROUPS: Group[] = ['kernel', 'dpdk-vhost', 'memif', 'memif-zc', 'ovs-dpdk'];
+/** Groups only --only runs: slow (guests boot for every run), and rates under TCG are for the record. */
+export const OPT_IN_GROUPS: Group[] = ['qemu-zc'];
 /** Groups drawn as lines over packet size in the SVG and summary table. */
 export const SWEEP_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'copy-oneway', 'kernel', 'dpdk-vhost', 'memif', 'memif-zc', 'ovs-dpdk'];
 
@@ -31,6 +34,7 @@ export const GROUP_LABELS: Record<Group, string> = {
   memif: 'DPDK memif pair, copy',
   'memif-zc': 'DPDK memif pair, zero-copy',
   'ovs-dpdk': 'OVS-DPDK netdev bridge (two dpdkvhostuserclient ports) + 2 virtio-user VMs',
+  'qemu-zc': 'zcswitch zero-copy one-way, two QEMU guests (TCG) with the guest driver inside',
 };
 
 export interface Scenario {

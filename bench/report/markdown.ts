@@ -9,7 +9,7 @@ import { type BenchResults, GROUP_LABELS, type Group, PEER_GROUPS, type Scenario
 
 const SHORT: Record<Group, string> = {
   'zc-oneway': 'zc one-way', 'zc-bidir': 'zc bidir', 'copy-oneway': 'copy one-way', 'zc-burst': 'zc burst', 'zc-poll': 'zc poll',
-  kernel: 'kernel', 'dpdk-vhost': 'dpdk-vhost', memif: 'memif', 'memif-zc': 'memif-zc', 'ovs-dpdk': 'ovs-dpdk',
+  kernel: 'kernel', 'dpdk-vhost': 'dpdk-vhost', memif: 'memif', 'memif-zc': 'memif-zc', 'ovs-dpdk': 'ovs-dpdk', 'qemu-zc': 'qemu guests zc',
 };
 
 function table(head: string[], rows: string[][], align?: ('l' | 'r')[]): string {

@@ -30,3 +30,13 @@ export function macArg(name: string) {
 export function listArg(name: string, min: number, max: number) {
   return (v: string): number[] => v.split(',').map((x) => intArg(name, min, max)(x.trim()));
 }
+
+/** A guest-physical address: decimal or 0x hex, page aligned, below 2^52. */
+export function addrArg(name: string) {
+  return (v: string): number => {
+    if (!/^(0x[0-9a-f]+|\d+)$/i.test(v)) throw new InvalidArgumentError(`${name} must be an address like 0x800000000, got "${v}"`);
+    const n = Number(v);
+    if (n >= 2 ** 52 || n % 4096 !== 0) throw new InvalidArgumentError(`${name} must be page aligned and below 2^52, got ${v}`);
+    return n;
+  };
+}

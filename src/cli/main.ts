@@ -6,7 +6,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import path from 'node:path';
 import { DEFAULTS, LIMITS, LOG_LEVELS, type LogLevel } from '../config';
-import { intArg, macArg, numArg } from './args';
+import { addrArg, intArg, macArg, numArg } from './args';
 import { captureCommand } from './capture';
 import { pairCommand, portAddCommand, portDelCommand, portListCommand, reloadCommand } from './manage';
 import { startCommand } from './start';
@@ -31,7 +31,7 @@ export function buildCli(): Command {
   program
     .command('vm')
     .description('attach a test VM (guest driver) to a port: generate, sink or echo traffic')
-    .requiredOption('-p, --port <name>', 'port to attach to (its socket is <socket-dir>/<name>.sock)')
+    .option('-p, --port <name>', 'port to attach to (its socket is <socket-dir>/<name>.sock); required unless --pci')
     .option('--socket-dir <dir>', 'the switch socket directory', DEFAULTS.socketDir)
     .option('--socket <path>', 'vhost-user socket path (overrides --socket-dir/--port)')
     .addOption(new Option('-m, --mode <mode>', 'traffic role').choices(['gen', 'sink', 'echo']).default('sink'))
@@ -51,6 +51,11 @@ export function buildCli(): Command {
     .option('--no-verify', 'do not write/check payload patterns (pure packet rate)')
     .option('--no-zero-copy', 'do not negotiate SHARED_BUFFERS (classic virtio; everything is copied)')
     .option('--allow-unsealed', 'map a Shared Buffers region that is not sealed against shrinking (default: refuse it)')
+    .option('--shared-bar-file <path>', 'attach as a classic front-end with this region file in the memory table, as QEMU does for an ivshmem BAR (geometry from its header)')
+    .option('--shared-bar-gpa <addr>', 'guest-physical address of --shared-bar-file (default 0x800000000)', addrArg('--shared-bar-gpa'))
+    .option('--pci [bdf]', 'inside a VM: drive this virtio-net PCI device from user space (no value: the only unbound one)')
+    .option('--shared-bar <bdf>', 'with --pci: the ivshmem device of the region (default: the one carrying the region header)')
+    .option('--ring-bar <bdf>', 'with --pci: the ivshmem device for rings and private slots (default: the other ivshmem device)')
     .option('--copy', 'send from private memory (the copy path) even with shared buffers')
     .option('--reconnect', 'when the switch goes away, keep reattaching (default for sink, echo, and gen without --count)')
     .option('--no-reconnect', 'exit (status 1) when the switch goes away')

@@ -10,7 +10,8 @@ import { TrafficVm, type TrafficSummary, type VmMode } from '../guest/traffic';
 import { createLogger, type LogLevel } from '../log';
 
 export interface VmOptions {
-  port: string;
+  /** Required except with --pci (where the port is found by the device's MAC). */
+  port?: string;
   socketDir: string;
   socket?: string;
   mode: VmMode;
@@ -36,17 +37,48 @@ export interface VmOptions {
   json: boolean;
   quiet: boolean;
   logLevel: LogLevel;
+  sharedBarFile?: string;
+  sharedBarGpa?: number;
+  /** Inside a VM: the virtio-net PCI function (true: auto-detect). */
+  pci?: string | true;
+  sharedBar?: string;
+  ringBar?: string;
 }
 
 export async function vmCommand(o: VmOptions): Promise<void> {
-  const log = createLogger(o.logLevel, `vm:${o.port}`);
-  const socketPath = o.socket ?? path.join(o.socketDir, `${o.port}.sock`);
+  const pciMode = o.pci !== undefined || o.sharedBar !== undefined || o.ringBar !== undefined;
+  if (o.port === undefined && !pciMode && o.socket === undefined) {
+    process.stderr.write("error: required option '-p, --port <name>' not specified (or --pci inside a VM)\n");
+    process.exit(2);
+  }
+  if (pciMode && o.queues > 1) {
+    process.stderr.write('error: --queues: the PCI transport drives one queue pair\n');
+    process.exit(2);
+  }
+  if (pciMode && o.sharedBarFile !== undefined) {
+    process.stderr.write('error: --shared-bar-file is the host-side stand-in for --pci; give one of them\n');
+    process.exit(2);
+  }
+  const log = createLogger(o.logLevel, `vm:${o.port ?? 'pci'}`);
+  const socketPath = pciMode ? `pci:${o.pci === true || o.pci === undefined ? 'auto' : o.pci}` : o.socket ?? path.join(o.socketDir, `${o.port}.sock`);
   let vm: TrafficVm | null = null;
   let lostSwitch = false;
   let drv: GuestDriver;
   const reconnect = o.reconnect ?? reconnectDefault(o);
-  try {
+  if (pciMode) {
+    try {
+      drv = GuestDriver.attachPci({
+        pci: typeof o.pci === 'string' ? o.pci : undefined, sharedBar: o.sharedBar, ringBar: o.ringBar, port: o.port, log,
+      });
+      // The lines we print name the port; inside a VM that is the header entry the MAC picked.
+      o = { ...o, port: o.port ?? drv.portName ?? 'pci' };
+    } catch (e) {
+      process.stderr.write(`zcswitch vm: cannot attach to the PCI device: ${(e as Error).message}\n`);
+      process.exit(1);
+    }
+  } else try {
     drv = await GuestDriver.attach({
+      sharedBarFile: o.sharedBarFile, sharedBarGpa: o.sharedBarGpa, port: o.port, mac: o.mac,
       socketPath, log, zeroCopy: o.zeroCopy, queuePairs: o.queues, allowUnsealed: !!o.allowUnsealed,
       reconnect,
       onDisconnect: (reason) => {

@@ -8,7 +8,8 @@
  * enable). It owns what the connection holds (socket, eventfds, mappings)
  * and releases it on close. The buffer rules are in docs/protocol.md.
  */
-import { closeFd, eventfdCreate, eventfdSignal, munmap } from '../../bindings';
+import fs from 'node:fs';
+import { closeFd, eventfdCreate, eventfdSignal, fdSize, mmapShared, munmap } from '../../bindings';
 import { decodeU64, memTable, u64, vringAddr, vringState } from '../vhost/codec';
 import {
   PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, Req, VHOST_USER_F_PROTOCOL_FEATURES,
@@ -19,6 +20,7 @@ import { SplitRing } from '../virtio/ring';
 import { VhostUserFrontend } from './frontend';
 import { GuestMemory } from './guest-memory';
 import { QueuePair } from './queue-pair';
+import { regionFromBar } from './shared-bar';
 import { type SharedRegion, fetchSharedRegion } from './shared-region';
 
 /** What the handshake needs: how to reach the switch and how to size rings and memory. */
@@ -46,7 +48,24 @@ export interface AttachOptions {
    * fd could pull the memory from under us).
    */
   allowUnsealed?: boolean;
+  /**
+   * Host-side "shared BAR" mode: attach as a classic front-end (no
+   * SHARED_BUFFERS) and put this region file into SET_MEM_TABLE as one more
+   * region, as QEMU does for an ivshmem-plain device; geometry and partition
+   * come from the region header (shared-bar.ts).
+   */
+  sharedBarFile?: string;
+  /** Guest-physical address of the region in that mode (default SHARED_BAR_DEFAULT_GPA). */
+  sharedBarGpa?: number;
+  /** Our entry in the region header: the port's name and/or MAC. */
+  port?: string;
+  mac?: Uint8Array;
 }
+
+/** Where the host-side shared-BAR mode puts the region: well above the driver's own memory at GUEST_GPA. */
+export const SHARED_BAR_DEFAULT_GPA = 0x8_0000_0000;
+/** The region's "user" address in that mode (what a QEMU would map it at). */
+const SHARED_BAR_UADDR = 0x7e00_0000_0000;
 
 /** The driver's rings and private memory, sized from the options and the region. */
 export interface GuestLayout {
@@ -75,6 +94,11 @@ export class GuestAttachment {
   readonly kickFd: number[] = [];
   readonly callFd: number[] = [];
   private regionBuffer: ArrayBuffer | null = null;
+  /** Shared-BAR mode: the region file (sent with SET_MEM_TABLE). */
+  private barFd = -1;
+  private barGpa = 0;
+  /** Kick vring i: signal its kick eventfd (what the data path calls). */
+  readonly kick = (vring: number): void => eventfdSignal(this.kickFd[vring]);
 
   constructor(private readonly opts: AttachOptions, onDisconnect: (reason: string) => void) {
     this.queuePairs = opts.queuePairs ?? 1;
@@ -92,7 +116,8 @@ export class GuestAttachment {
     this.protocol = hasBit(offered, VHOST_USER_F_PROTOCOL_FEATURES);
     if (this.protocol) {
       const pf = decodeU64(await fe.call(Req.GET_PROTOCOL_FEATURES));
-      const wantP = bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_MQ) | (o.zeroCopy === false ? 0n : bit(PROTOCOL_F_SHARED_BUFFERS));
+      const askShared = o.zeroCopy !== false && o.sharedBarFile === undefined;
+      const wantP = bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_MQ) | (askShared ? bit(PROTOCOL_F_SHARED_BUFFERS) : 0n);
       const acked = pf & wantP;
       await fe.send(Req.SET_PROTOCOL_FEATURES, u64(acked));
       fe.ackedProtocol = acked;
@@ -110,8 +135,24 @@ export class GuestAttachment {
       this.shared = r.region;
       this.giftHigh = r.giftHigh;
       this.giftLow = r.giftLow;
+    } else if (o.sharedBarFile !== undefined) {
+      this.mapSharedBar(o.sharedBarFile);
     }
     await fe.send(Req.SET_FEATURES, u64(this.features));
+  }
+
+  /** Shared-BAR mode: map the region file and take geometry and partition from its header. */
+  private mapSharedBar(file: string): void {
+    const o = this.opts;
+    this.barGpa = o.sharedBarGpa ?? SHARED_BAR_DEFAULT_GPA;
+    this.barFd = fs.openSync(file, 'r+');
+    const size = fdSize(this.barFd);
+    if (size <= 0) throw new Error(`shared BAR file ${file} is empty`);
+    this.regionBuffer = mmapShared(this.barFd, size, 0);
+    const r = regionFromBar(this.regionBuffer, this.barGpa, { port: o.port, mac: o.mac }, o);
+    this.shared = r.region;
+    this.giftHigh = r.giftHigh;
+    this.giftLow = r.giftLow;
   }
 
   /**
@@ -147,11 +188,17 @@ export class GuestAttachment {
 
   /** Share the driver's memory (rings and private slots) with the back-end. */
   async sendMemTable(gm: GuestMemory): Promise<void> {
-    await this.fe.send(
-      Req.SET_MEM_TABLE,
-      memTable([{ guestPhysAddr: BigInt(gm.gpa(0)), memorySize: BigInt(gm.size), userspaceAddr: BigInt(gm.uaddr(0)), mmapOffset: 0n }]),
-      [gm.fd],
-    );
+    const regions = [{ guestPhysAddr: BigInt(gm.gpa(0)), memorySize: BigInt(gm.size), userspaceAddr: BigInt(gm.uaddr(0)), mmapOffset: 0n }];
+    const fds = [gm.fd];
+    if (this.barFd >= 0) {
+      const size = this.regionBuffer!.byteLength;
+      if (this.barGpa < gm.gpa(gm.size) && gm.gpa(0) < this.barGpa + size) {
+        throw new Error(`shared BAR at 0x${this.barGpa.toString(16)} overlaps the driver's memory at 0x${gm.gpa(0).toString(16)}`);
+      }
+      regions.push({ guestPhysAddr: BigInt(this.barGpa), memorySize: BigInt(size), userspaceAddr: BigInt(SHARED_BAR_UADDR), mmapOffset: 0n });
+      fds.push(this.barFd);
+    }
+    await this.fe.send(Req.SET_MEM_TABLE, memTable(regions), fds);
   }
 
   /**
@@ -195,6 +242,8 @@ export class GuestAttachment {
     this.gm?.close();
     if (this.regionBuffer) munmap(this.regionBuffer);
     this.regionBuffer = null;
+    if (this.barFd >= 0) fs.closeSync(this.barFd);
+    this.barFd = -1;
   }
 }
 

@@ -11,7 +11,7 @@
  * pool and the region are fields set once at construction, so the JIT sees
  * one shape and allocates nothing per packet.
  */
-import { FdWatcher, eventfdDrain, eventfdSignal } from '../../bindings';
+import { FdWatcher, eventfdDrain } from '../../bindings';
 import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
 import { VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../virtio/defs';
 import { writeNetHdr, writeNetHdrWords } from '../virtio/net-hdr';
@@ -19,6 +19,9 @@ import type { BufferPool } from './buffer-pool';
 import type { GuestMemory } from './guest-memory';
 import { KIND_RAW, type QueuePair, RX_RAW } from './queue-pair';
 import type { SharedRegion } from './shared-region';
+
+/** Without call eventfds, how long a sleeping driver waits before polling the used rings again. */
+const POLL_SLEEP_MS = 1;
 
 /** What the driver counts (exposed as GuestDriver.counters). */
 export class DriverCounters {
@@ -53,6 +56,13 @@ export class GuestDataPath {
   private privTxTop = 0;
   private readonly watchers: FdWatcher[] = [];
   private wakeCb: (() => void) | null = null;
+  private pollTimer: NodeJS.Timeout | null = null;
+  private readonly pollWake = (): void => {
+    this.pollTimer = null;
+    const cb = this.wakeCb;
+    this.wakeCb = null;
+    cb?.();
+  };
   /** Test hooks: descriptors of each raw tx chain, by head. */
   private readonly rawChains = new Map<number, number[]>();
 
@@ -64,8 +74,8 @@ export class GuestDataPath {
     private readonly pool: BufferPool,
     private readonly counters: DriverCounters,
     rx: RxBatch,
-    /** Kick eventfd per vring (2q rx, 2q+1 tx); filled in when the rings start. */
-    private readonly kickFd: number[],
+    /** Tell the device vring i (2q rx, 2q+1 tx) has new buffers: an eventfd signal or a notify write. */
+    private readonly kick: (vring: number) => void,
     /** Private slots [0, copyTargets) are rx copy targets, the next privTx are tx slots. */
     private readonly copyTargets: number,
     privTx: number,
@@ -177,12 +187,12 @@ export class GuestDataPath {
       if (qp.rxDirty) {
         qp.rxq.publishAvail();
         qp.rxDirty = false;
-        if (qp.rxq.needsKick()) eventfdSignal(this.kickFd[2 * q]);
+        if (qp.rxq.needsKick()) this.kick(2 * q);
       }
       if (qp.txDirty) {
         qp.txq.publishAvail();
         qp.txDirty = false;
-        if (qp.txq.needsKick()) eventfdSignal(this.kickFd[2 * q + 1]);
+        if (qp.txq.needsKick()) this.kick(2 * q + 1);
       }
     }
   }
@@ -402,6 +412,11 @@ export class GuestDataPath {
       this.pollMode();
       cb();
     };
+    if (this.watchers.length === 0) {
+      // No call eventfds (a PCI device polled from user space): look again after a short sleep.
+      this.pollTimer = setTimeout(this.pollWake, POLL_SLEEP_MS);
+      return;
+    }
     for (const w of this.watchers) w.start();
   }
 
@@ -414,6 +429,9 @@ export class GuestDataPath {
 
   /** Stop watching the call eventfds (before they are closed). */
   closeWatchers(): void {
+    if (this.pollTimer) clearTimeout(this.pollTimer);
+    this.pollTimer = null;
+    this.wakeCb = null;
     for (const w of this.watchers) w.close();
     this.watchers.length = 0;
   }

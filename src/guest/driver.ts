@@ -27,15 +27,24 @@
  * and the receive arrays stay. The first attach does not retry: a wrong
  * socket path fails at once.
  *
+ * Two transports (docs/qemu.md, "The guest driver inside a guest"):
+ * vhost-user (attach(): a process on the switch's host, the region from
+ * GET_SHARED_BUFFERS or, --shared-bar-file, from a region file in its
+ * memory table), and a virtio-net PCI device inside a QEMU guest
+ * (attachPci(): the region as an ivshmem BAR, no reconnection).
+ *
  * This class is the facade; the work is done by its units:
  *   attach.ts         the vhost-user handshake, memory layout, vring start-up
+ *   pci/              the PCI transport: sysfs, virtio-pci, device discovery
  *   shared-region.ts  the region (RegionGeometry + mapping) and GET_SHARED_BUFFERS
+ *   shared-bar.ts     the region reached as a BAR: header, port entry, base
  *   buffer-pool.ts    the free buffers we own and the gift policy
  *   data-path.ts      send / flush / receive / release, copies, sleep and wake
  */
 import type { Logger } from '../log';
 import { type AttachOptions, GuestAttachment } from './attach';
 import { BufferPool } from './buffer-pool';
+import { type PciAttachOptions, PciAttachment } from './pci/pci-attach';
 import { DriverCounters, GuestDataPath } from './data-path';
 import type { GuestMemory } from './guest-memory';
 import type { SharedRegion } from './shared-region';
@@ -69,8 +78,12 @@ export class GuestDriver {
   /** Queue pair each received packet arrived on. */
   readonly rxQueue: Uint8Array;
   features = 0n;
+  /** PCI transport: the name of the region header's port entry that is ours. */
+  portName: string | null = null;
 
   private att: GuestAttachment | null = null;
+  /** The PCI transport (attachPci), instead of a vhost-user attachment. */
+  private pci: PciAttachment | null = null;
   private gm!: GuestMemory;
   /** Replaced by the region-sized pool at attach; empty (and never gifting) before. */
   private pool = new BufferPool(0);
@@ -102,6 +115,31 @@ export class GuestDriver {
     return d;
   }
 
+  /**
+   * Inside a VM: drive a virtio-net PCI device from user space, with the
+   * Shared Buffers region as an ivshmem BAR (pci/pci-attach.ts). No
+   * reconnection: the device does not go away; the switch side of it is
+   * QEMU's business.
+   */
+  static attachPci(opts: PciAttachOptions & { log?: Logger }): GuestDriver {
+    const a = new PciAttachment(opts);
+    const d = new GuestDriver({ socketPath: `pci:${a.bdf}`, log: opts.log }, 1024);
+    d.pci = a;
+    d.portName = a.portName;
+    d.features = a.features;
+    d.shared = a.shared;
+    d.gm = a.gm;
+    d.pool = new BufferPool(a.shared.bufCount, a.giftHigh, a.giftLow);
+    d.dp = new GuestDataPath(a.shared, a.gm, a.qps, d.pool, d.counters, d, a.kick, a.copyTargets, a.privTx);
+    d.dp.postInitial();
+    a.start();
+    d.live = true;
+    opts.log?.info({
+      pci: a.bdf, sharedBar: a.sharedBdf, ringBar: a.ringBdf, rxNum: a.rxNum, txNum: a.txNum, owned: d.pool.count,
+    }, 'guest driver attached to the PCI device');
+    return d;
+  }
+
   private async setup(): Promise<void> {
     const o = this.opts;
     const a: GuestAttachment = (this.att = new GuestAttachment(o, (reason) => this.onDisconnect(a, reason)));
@@ -111,7 +149,7 @@ export class GuestDriver {
     const lay = a.layOut();
     this.gm = lay.gm;
     this.pool = new BufferPool(a.shared ? a.shared.bufCount : 0, a.giftHigh, a.giftLow);
-    this.dp = new GuestDataPath(a.shared, lay.gm, lay.qps, this.pool, this.counters, this, a.kickFd, lay.copyTargets, lay.privTx);
+    this.dp = new GuestDataPath(a.shared, lay.gm, lay.qps, this.pool, this.counters, this, a.kick, lay.copyTargets, lay.privTx);
     await a.sendMemTable(lay.gm);
     this.dp.postInitial();
     await a.startRings(lay.gm, (fd) => this.dp.watchCall(fd));
@@ -375,5 +413,7 @@ export class GuestDriver {
     this.parkedWake = null;
     this.dp?.closeWatchers();
     this.att?.close();
+    this.pci?.close();
+    this.pci = null;
   }
 }

@@ -1,10 +1,12 @@
 /**
- * The guest driver's own memory: one memfd holding its two vrings and a
- * small pool of private buffers (copy targets for packets from classic
- * peers, and transmit buffers for the copy path). It is shared with the
+ * The guest driver's own memory: its vrings and a small pool of private
+ * buffers (copy targets for packets from classic peers, and transmit
+ * buffers for the copy path). Over vhost-user it is a memfd shared with the
  * back-end through SET_MEM_TABLE exactly as QEMU shares guest RAM, with a
  * guest-physical address for descriptors and a distinct "user" address for
- * vring addresses, so both translations are exercised.
+ * vring addresses, so both translations are exercised. Inside a VM (the PCI
+ * transport) it is a mapped device BAR whose guest-physical address the
+ * device can reach (pci/ring-memory.ts).
  */
 import { MemfdRegion } from '../shm/memfd-region';
 import { availRingBytes, descTableBytes, usedRingBytes, type RingParts } from '../virtio/ring';
@@ -22,12 +24,35 @@ export interface RingPlacement {
   used: number;
 }
 
-export class GuestMemory extends MemfdRegion {
+/** Memory the rings and slots live in, and the guest-physical address of its first byte. */
+export interface GuestMemoryBacking {
+  readonly buffer: ArrayBuffer;
+  /** The fd to share with a vhost-user back-end (-1: none, the device reaches it by address). */
+  readonly fd: number;
+  readonly gpaBase: number;
+  close(): void;
+}
+
+/** The default backing: a memfd at GUEST_GPA, shared through SET_MEM_TABLE. */
+function memfdBacking(size: number): GuestMemoryBacking {
+  const r = new MemfdRegion('zcswitch-guest', size);
+  return { buffer: r.buffer, get fd() { return r.fd; }, gpaBase: GUEST_GPA, close: () => r.close() };
+}
+
+export class GuestMemory {
   readonly rings: RingPlacement[];
   /** Byte offset of private slot 0; slot k is at privBase + k × slotSize. */
   readonly privBase: number;
+  readonly size: number;
+  readonly buffer: ArrayBuffer;
+  readonly mem: Uint8Array;
+  private readonly backing: GuestMemoryBacking;
 
-  constructor(ringSizes: number[], readonly privSlots: number, readonly slotSize: number) {
+  /** `backing` gets the size needed and returns memory at least that large. */
+  constructor(
+    ringSizes: number[], readonly privSlots: number, readonly slotSize: number,
+    backing: (size: number) => GuestMemoryBacking = memfdBacking,
+  ) {
     let off = 0;
     const rings = ringSizes.map((num) => {
       const desc = off;
@@ -36,9 +61,20 @@ export class GuestMemory extends MemfdRegion {
       off = align(used + usedRingBytes(num), PAGE);
       return { num, desc, avail, used };
     });
-    super('zcswitch-guest', align(off + privSlots * slotSize, PAGE));
+    this.size = align(off + privSlots * slotSize, PAGE);
+    this.backing = backing(this.size);
+    if (this.backing.buffer.byteLength < this.size) {
+      this.backing.close();
+      throw new Error(`guest memory needs ${this.size} bytes, its backing has ${this.backing.buffer.byteLength}`);
+    }
+    this.buffer = this.backing.buffer;
+    this.mem = new Uint8Array(this.buffer, 0, this.size);
     this.rings = rings;
     this.privBase = off;
+  }
+
+  get fd(): number {
+    return this.backing.fd;
   }
 
   ringParts(i: number): RingParts {
@@ -57,10 +93,14 @@ export class GuestMemory extends MemfdRegion {
 
   /** Guest-physical address of a byte offset (what descriptors carry). */
   gpa(off: number): number {
-    return GUEST_GPA + off;
+    return this.backing.gpaBase + off;
   }
 
   slotOffset(k: number): number {
     return this.privBase + k * this.slotSize;
+  }
+
+  close(): void {
+    this.backing.close();
   }
 }

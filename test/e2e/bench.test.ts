@@ -171,6 +171,10 @@ t.test('plan: the full default matrix', async (t) => {
   t.equal(new Set(ids).size, ids.length, 'ids are unique');
   const q = planScenarios(resolveSettings({ quick: true })).map((s) => s.id);
   t.same(q.sort(), ['copy-oneway/1500', 'copy-oneway/64', 'kernel/1500', 'kernel/64', 'zc-oneway/1500', 'zc-oneway/64']);
+  t.notOk(ids.some((id) => id.startsWith('qemu-zc/')), 'the QEMU guests run only when asked for');
+  const qz = planScenarios(resolveSettings({ only: ['qemu-zc'], sizes: [64, 1500, 9000] }));
+  t.same(qz.map((s) => s.id), ['qemu-zc/64', 'qemu-zc/1500'], '--only qemu-zc: one scenario per size up to 1500 B');
+  t.ok(qz.every((s) => s.system === 'qemu-guests'), 'run by the QEMU runner');
 });
 
 t.test('plan: --burst sets every scenario outside the sweep, peers included', async (t) => {

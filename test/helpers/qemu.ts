@@ -49,6 +49,61 @@ export function guestImage(): GuestImage {
   return image;
 }
 
+const NODE_BUILD_SCRIPT = path.join(__dirname, '..', '..', '..', 'scripts', 'guest-image', 'build-node.sh');
+let nodeImage: GuestImage | null = null;
+
+/**
+ * The guest with Node and the built project (scripts/guest-image/build-node.sh,
+ * cached like the small one): runs `zcswitch vm --pci <zc.vm>` at boot.
+ */
+export function nodeGuestImage(): GuestImage {
+  if (nodeImage) return nodeImage;
+  let out: string;
+  try {
+    out = execFileSync(NODE_BUILD_SCRIPT, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 300_000 });
+  } catch (e) {
+    const err = e as { stdout?: string; stderr?: string; message: string };
+    throw new Error(`scripts/guest-image/build-node.sh failed: ${err.message}\n${err.stdout ?? ''}${err.stderr ?? ''}`);
+  }
+  const kernel = /^KERNEL=(.*)$/m.exec(out)?.[1];
+  const initrd = /^INITRD=(.*)$/m.exec(out)?.[1];
+  if (!kernel || !initrd) throw new Error(`build-node.sh printed no KERNEL=/INITRD= lines:\n${out}`);
+  nodeImage = { kernel, initrd };
+  return nodeImage;
+}
+
+/** A guest that runs the guest driver inside (the node image): its port, the region file and its own ring file. */
+export interface DriverGuestOptions {
+  socket: string;
+  /** The region file the switch publishes (<socketDir>/<domain>.region) and its size. */
+  regionFile: string;
+  regionSize: number;
+  /** A private file (1 MiB is plenty) for the driver's rings: the second ivshmem device. */
+  ringFile: string;
+  /** Arguments after `zcswitch vm --pci` (no commas or spaces inside one). */
+  vmArgs: string[];
+  mac?: string;
+  name?: string;
+  timeoutS?: number;
+}
+
+/** The QEMU command line of a guest-driver guest (docs/qemu.md shows the same). */
+export function driverGuestArgs(o: DriverGuestOptions, mac: string, img: GuestImage): string[] {
+  const append = ['console=ttyS0', 'quiet', 'panic=-1', `zc.timeout=${o.timeoutS ?? 300}`, `zc.vm=${o.vmArgs.join(',')}`].join(' ');
+  const ringSize = fs.statSync(o.ringFile).size;
+  return [
+    '-accel', 'tcg', '-m', '1G', '-nographic', '-no-reboot',
+    '-kernel', img.kernel, '-initrd', img.initrd, '-append', append,
+    '-object', 'memory-backend-memfd,id=mem,size=1G,share=on', '-numa', 'node,memdev=mem',
+    '-chardev', `socket,id=c0,path=${o.socket}`,
+    '-netdev', 'vhost-user,id=n0,chardev=c0',
+    // Rings of 1024: the rx ring holds every shared buffer plus copy targets.
+    '-device', `virtio-net-pci,netdev=n0,mac=${mac},vectors=0,rx_queue_size=1024,tx_queue_size=1024`,
+    '-object', `memory-backend-file,id=sb,mem-path=${o.regionFile},size=${o.regionSize},share=on`, '-device', 'ivshmem-plain,memdev=sb',
+    '-object', `memory-backend-file,id=rb,mem-path=${o.ringFile},size=${ringSize},share=on`, '-device', 'ivshmem-plain,memdev=rb',
+  ];
+}
+
 let macSeq = 0;
 
 /** A MAC no other guest of this run has: 52:54:00 (QEMU's prefix), then pid and a counter. */
@@ -167,6 +222,29 @@ export class QemuGuest {
     const mon = o.monitor ? path.join(os.tmpdir(), `zcs-qmon-${process.pid}-${mac.replace(/:/g, '')}.sock`) : null;
     const child = spawn(qemu, QemuGuest.args(o, mac, guestImage(), mon), { stdio: ['pipe', 'pipe', 'pipe'] });
     return new QemuGuest(child, o, mac, mon);
+  }
+
+  /** Boot a guest-driver guest (nodeGuestImage); its result is vmResult(). */
+  static startDriver(o: DriverGuestOptions): QemuGuest {
+    const qemu = findQemu();
+    if (!qemu) throw new Error(`${QEMU_BIN} is not installed`);
+    const mac = o.mac ?? uniqueMac();
+    const child = spawn(qemu, driverGuestArgs(o, mac, nodeGuestImage()), { stdio: ['pipe', 'pipe', 'pipe'] });
+    return new QemuGuest(child, { socket: o.socket, ip: '', roles: [], name: o.name }, mac, null);
+  }
+
+  /**
+   * A guest-driver guest's end: "ZC RESULT vm ok|fail exit=N" and the
+   * driver's --json summary (a "ZC VM {...}" line), if it printed one.
+   */
+  async vmResult(timeoutMs = 240_000): Promise<{ ok: boolean; exit: string; summary: Record<string, number> }> {
+    const m = await this.waitFor(/ZC RESULT vm (ok|fail) exit=(\S+)\n/, 'the guest driver to finish', timeoutMs);
+    let summary: Record<string, number> = {};
+    for (const line of this.output().split('\n')) {
+      const j = /ZC VM (\{"mode".*\})\s*$/.exec(line);
+      if (j) summary = JSON.parse(j[1]) as Record<string, number>;
+    }
+    return { ok: m[1] === 'ok', exit: m[2], summary };
   }
 
   /** Run one human-monitor command (needs opts.monitor) and return what it printed. */
