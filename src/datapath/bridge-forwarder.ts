@@ -193,7 +193,7 @@ export class BridgeForwarder {
     const swappable = b >= 0 && txq !== null && !last.isTap && last.domain === (src as PortQueues).domain && last.zeroCopy && dq >= 0;
     // Back-pressure (FlowControl): a frame from a tx ring with one destination and no room there waits.
     // A zero-copy receiver's room is its own empty buffers: the frame waits for the swap rather than being copied.
-    if (txq !== null && targets.length === 1 && !last.isTap && dq >= 0 && !(swappable ? last.hasOwnBuffer(dq) : this.hasRoom(last, dq))) {
+    if (txq !== null && targets.length === 1 && !last.isTap && dq >= 0 && this.flow.waitMs > 0 && !(swappable ? last.hasOwnBuffer(dq) : this.hasRoom(last, dq))) {
       if (this.flow.shouldWait(last)) return false;
       if (!this.hasRoom(last, dq)) {
         c.drop(Drop.RxWaitTimeout);

@@ -58,14 +58,15 @@ export class PairForwarder {
     // A shared packet moves by the peer's posting for it; anything else is copied into its copy targets.
     const dstMoves = dstZc && dst!.zeroCopy;
     const copyQ = dstUp ? dst!.rxQueueFor(qi) : -1;
+    const waits = copyQ >= 0 && this.flow.waitMs > 0;
     let k = 0;
     for (; k < n; k++) {
       const head = txq.popAvail();
       const cnt = walker.walk(txq.ring, head, seg);
       const cls = tx.classify(seg, cnt, src.zeroCopy, srcId);
       // Back-pressure (FlowControl): a frame to be copied waits in the ring while the peer has no copy target.
-      if (copyQ >= 0 && (cls === TxClass.Copy || (cls === TxClass.Shared && !dstMoves)) && !dst!.hasCopyTarget(copyQ) &&
-        seg.totalLen >= MIN_PACKET && seg.totalLen <= MAX_PACKET) {
+      if (waits && (cls === TxClass.Copy || (cls === TxClass.Shared && !dstMoves)) &&
+        seg.totalLen >= MIN_PACKET && seg.totalLen <= MAX_PACKET && !dst!.hasCopyTarget(copyQ)) {
         if (this.flow.shouldWait(dst!)) {
           txq.unpopAvail();
           src.txBlocked[qi] = 1;

@@ -123,3 +123,27 @@ t.test('wake() while running does not schedule twice', async (t) => {
   t.equal(target.rounds, 1, 'one run');
   t.same(target.kicksOn, [false, true]);
 });
+
+t.test('asleep with a back-pressure deadline: runs again at the deadline without a kick', async (t) => {
+  class WaitingTarget extends CountingTarget {
+    deadline = Infinity;
+    wakeAt(): number {
+      return this.deadline;
+    }
+  }
+  const target = new WaitingTarget();
+  const loop = new PollLoop(target, 'eventfd', 0);
+  t.teardown(() => loop.stop());
+  target.deadline = performance.now() + 40;
+  loop.wake();
+  t.ok(await settle(loop, target), 'went to sleep');
+  const before = target.rounds;
+  target.deadline = Infinity;
+  const end = performance.now() + 2000;
+  while (target.rounds === before && performance.now() < end) await sleep(10);
+  t.ok(target.rounds > before, 'the deadline woke it');
+  t.ok(await settle(loop, target), 'asleep again');
+  const after = target.rounds;
+  await sleep(150);
+  t.equal(target.rounds, after, 'no deadline: no more rounds');
+});
