@@ -124,7 +124,8 @@ export class GuestAttachment {
     const sh = this.shared;
     const nq = this.queuePairs;
     const bufCount = sh ? sh.bufCount : 0;
-    let copyTargets = o.copyTargets ?? 256;
+    // Copy targets take a whole 1024-entry tx ring of a classic sender (testpmd, QEMU) per wake-up: fewer round trips under back-pressure.
+    let copyTargets = o.copyTargets ?? 1024;
     const privTx = o.privateTx ?? 64;
     const rxNum = o.rxQueueSize ?? Math.min(VIRTQ_MAX_SIZE, nextPow2(bufCount + copyTargets));
     const txNum = o.txQueueSize ?? 1024;
