@@ -31,7 +31,7 @@ export interface AttachOptions {
   txQueueSize?: number;
   /** Default: room for every shared buffer plus the copy targets. */
   rxQueueSize?: number;
-  /** Private rx buffers posted for copied packets (default 256). */
+  /** Private rx buffers posted for copied packets (default 1024, at most the rx ring minus bufCount). */
   copyTargets?: number;
   /** Private tx buffers for sendCopy (default 64). */
   privateTx?: number;
