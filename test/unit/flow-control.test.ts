@@ -95,6 +95,30 @@ t.test('pair: rxWaitMs 0 drops at once (no back-pressure)', async (t) => {
   t.equal(a.port.txBlocked[0], 0);
 });
 
+t.test('pair: a shared buffer for a classic peer waits for a copy target, then is copied and handed back', async (t) => {
+  const rig = new Rig({ bufCount: 16 });
+  t.teardown(() => rig.close());
+  const a = rig.addVm({ partition: [0, 16] });
+  const b = rig.addVm({ zeroCopy: false, privSlots: 4 });
+  const flow = new FlowControl(LONG_MS);
+  const fw = new PairForwarder(32, flow);
+  const ret = a.postShared(3); // rule 2: posted on a's own rx before it is sent
+  a.port.ingestRx();
+  const f = frame(mac(2), mac(1), 64, 9);
+  a.sendShared(3, f);
+  flow.startRound();
+  t.equal(fw.forward(a.port, 0, b.port), 0, 'waits: the classic peer has no copy target');
+  t.same(a.flushAndReap().rx, [], 'the buffer is not handed back while it waits');
+  b.postCopyTarget(0);
+  flow.startRound();
+  t.equal(fw.forward(a.port, 0, b.port), 1);
+  t.same(b.slotBytes(0, HDR, 64), f, 'copied into the peer\'s own memory');
+  t.same(a.flushAndReap().rx, [{ id: ret, len: HDR }], 'and the shared buffer came back to its sender');
+  t.equal(rig.ledger.owner[3], a.id);
+  t.equal(a.port.counters.totalDrops(), 0);
+  t.equal(rig.ledgerProblems(), '');
+});
+
 const PER = 16;
 
 /** Bridge: n zero-copy VMs with 16 buffers each, none posted yet; b (index 1) and c (index 2) learned. */
