@@ -114,7 +114,7 @@ export const DEFAULTS = {
   pollMode: 'spin-then-sleep',
   spinUs: 50,
   /** Back-pressure: longest a frame waits in its sender's ring for one receiver's rx buffer. */
-  rxWaitMs: 20,
+  rxWaitMs: 50,
   highWater: 1.25,
   lowWater: 1.0,
   logLevel: 'info',
