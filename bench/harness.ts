@@ -94,6 +94,9 @@ export function planScenarios(st: BenchSettings): Scenario[] {
     if (has('zc-oneway')) out.push({ ...base, id: `zc-oneway/${size}`, group: 'zc-oneway', system: 'zcswitch', size, pollMode: st.defaultPollMode });
     if (has('zc-bidir')) out.push({ ...base, id: `zc-bidir/${size}`, group: 'zc-bidir', system: 'zcswitch', size, pollMode: st.defaultPollMode, bidirectional: true });
     if (has('copy-oneway')) out.push({ ...base, id: `copy-oneway/${size}`, group: 'copy-oneway', system: 'zcswitch', size, pollMode: st.defaultPollMode, copy: true });
+    if (has('classic-flood')) {
+      out.push({ ...base, id: `classic-flood/${size}`, group: 'classic-flood', system: 'zcswitch', size, pollMode: st.defaultPollMode, copy: true, sender: 'testpmd' });
+    }
   }
   if (has('zc-burst')) {
     for (const b of st.bursts) {
@@ -167,7 +170,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
       peers.push({ group: 'kernel', status: 'ok', program: `${b.bin} (built with ${b.cc})` });
     } else peers.push({ group: 'kernel', status: 'skipped', reason: b.reason });
   }
-  const dpdkGroups = (['dpdk-vhost', 'memif', 'memif-zc', 'ovs-dpdk'] as Group[]).filter((g) => wanted.has(g));
+  const dpdkGroups = (['classic-flood', 'dpdk-vhost', 'memif', 'memif-zc', 'ovs-dpdk'] as Group[]).filter((g) => wanted.has(g));
   const dpdk = dpdkGroups.length ? findDpdk(o.testpmd) : null;
   const ovs = wanted.has('ovs-dpdk') ? findOvs() : null;
   for (const g of dpdkGroups) {
@@ -234,6 +237,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
         progress.start(what);
         const ctx: RunContext = {
           run, warmupSec: settings.warmupSec, durationSec: settings.durationSec, cli: CLI_PATH, bufCount: settings.bufCount, pin: settings.pin,
+          dpdk: dpdk?.ok ? dpdk.tools : null,
           setup: (info) => {
             r.setup ??= info;
           },

@@ -9,24 +9,27 @@ export type System = 'zcswitch' | 'kernel' | 'dpdk-vhost' | 'dpdk-memif' | 'ovs-
 
 /**
  * Scenario groups. zcswitch: zc-oneway (gen -> sink, shared buffers, gifts),
- * zc-bidir (gen <-> echo), copy-oneway (gen --copy -> sink), zc-burst and
- * zc-poll (one-way sweeps at one size). Peers: kernel, dpdk-vhost, memif,
+ * zc-bidir (gen <-> echo), copy-oneway (gen --copy -> sink), classic-flood
+ * (DPDK testpmd txonly on virtio-user -> sink: a sender with no flow control
+ * of its own, the copy path under back-pressure), zc-burst and zc-poll
+ * (one-way sweeps at one size). Peers: kernel, dpdk-vhost, memif,
  * memif-zc, ovs-dpdk. Opt-in (--only): qemu-zc, two QEMU guests (TCG) with
  * the guest driver inside, one way.
  */
-export type Group = 'zc-oneway' | 'zc-bidir' | 'copy-oneway' | 'zc-burst' | 'zc-poll' | 'kernel' | 'dpdk-vhost' | 'memif' | 'memif-zc' | 'ovs-dpdk' | 'qemu-zc';
+export type Group = 'zc-oneway' | 'zc-bidir' | 'copy-oneway' | 'classic-flood' | 'zc-burst' | 'zc-poll' | 'kernel' | 'dpdk-vhost' | 'memif' | 'memif-zc' | 'ovs-dpdk' | 'qemu-zc';
 
-export const ZC_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'copy-oneway', 'zc-burst', 'zc-poll'];
+export const ZC_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'copy-oneway', 'classic-flood', 'zc-burst', 'zc-poll'];
 export const PEER_GROUPS: Group[] = ['kernel', 'dpdk-vhost', 'memif', 'memif-zc', 'ovs-dpdk'];
 /** Groups only --only runs: slow (guests boot for every run), and rates under TCG are for the record. */
 export const OPT_IN_GROUPS: Group[] = ['qemu-zc'];
 /** Groups drawn as lines over packet size in the SVG and summary table. */
-export const SWEEP_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'copy-oneway', 'kernel', 'dpdk-vhost', 'memif', 'memif-zc', 'ovs-dpdk'];
+export const SWEEP_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'copy-oneway', 'classic-flood', 'kernel', 'dpdk-vhost', 'memif', 'memif-zc', 'ovs-dpdk'];
 
 export const GROUP_LABELS: Record<Group, string> = {
   'zc-oneway': 'zcswitch zero-copy one-way',
   'zc-bidir': 'zcswitch zero-copy bidirectional',
   'copy-oneway': 'zcswitch copy one-way',
+  'classic-flood': 'zcswitch copy one-way, DPDK testpmd txonly flood as the sender',
   'zc-burst': 'zcswitch zero-copy one-way, burst sweep',
   'zc-poll': 'zcswitch zero-copy one-way, poll-mode sweep',
   kernel: 'kernel UDP loopback (sendmmsg/recvmmsg)',
@@ -51,6 +54,8 @@ export interface Scenario {
   bidirectional: boolean;
   /** The sender uses the copy path (zcswitch vm --copy). */
   copy: boolean;
+  /** zcswitch only: who sends on vm1 (default a `zcswitch vm` gen; testpmd: DPDK txonly on virtio-user). */
+  sender?: 'testpmd';
 }
 
 /** One measured window of one run. Rates are over the window only (after the warm-up). */

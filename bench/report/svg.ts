@@ -6,7 +6,7 @@
 import { type BenchResults, GROUP_LABELS, type Group, SWEEP_GROUPS } from '../types';
 
 const COLORS: Record<string, string> = {
-  'zc-oneway': '#1f77b4', 'zc-bidir': '#2ca02c', 'copy-oneway': '#ff7f0e', kernel: '#555555',
+  'zc-oneway': '#1f77b4', 'zc-bidir': '#2ca02c', 'copy-oneway': '#ff7f0e', 'classic-flood': '#bcbd22', kernel: '#555555',
   'dpdk-vhost': '#d62728', memif: '#9467bd', 'memif-zc': '#8c564b', 'ovs-dpdk': '#17becf',
 };
 const PEERS = new Set(['kernel', 'dpdk-vhost', 'memif', 'memif-zc', 'ovs-dpdk']);

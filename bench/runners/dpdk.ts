@@ -157,7 +157,7 @@ export class StatsParser {
 
 let seq = 0;
 
-function eal(prefix: string, memMb: number, extra: string[] = [], cpu: number | null = null): string[] {
+export function eal(prefix: string, memMb: number, extra: string[] = [], cpu: number | null = null): string[] {
   const n = Math.max(1, os.cpus().length);
   // Two lcores (main + one forwarding) that may run on any CPU: the scheduler
   // shares the cores among all processes, as it does for zcswitch. --pin: both on one CPU.
@@ -165,7 +165,7 @@ function eal(prefix: string, memMb: number, extra: string[] = [], cpu: number | 
   return ['--no-huge', '--no-pci', '--no-shconf', '-m', String(memMb), '--file-prefix', prefix, '--lcores', `0@${cpus},1@${cpus}`, ...extra];
 }
 
-function app(s: Scenario, g: Geometry, mode: 'io' | 'rxonly' | 'txonly'): string[] {
+export function app(s: Scenario, g: Geometry, mode: 'io' | 'rxonly' | 'txonly'): string[] {
   return [
     // --mbuf-size first: testpmd checks --txpkts against the mbuf size known at that point.
     ...(g.mbufSize ? [`--mbuf-size=${g.mbufSize}`] : []),

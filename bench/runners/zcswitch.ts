@@ -17,6 +17,7 @@ import { allowedCpus, cpuPlan, onCpu } from '../lib/pin';
 import { processCpuSec, sleep, waitFor } from '../lib/util';
 import type { RunMetrics, Scenario } from '../types';
 import { type RunContext, bufCountFor, bufSizeFor, checkLength, perPacket, processCosts, windowRates } from './common';
+import { app, eal, geometry } from './dpdk';
 
 type PortCounters = Record<string, number> & { drops: Record<string, number> };
 
@@ -99,6 +100,17 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
   ];
   const rxMode = s.bidirectional ? 'echo' : 'sink';
   const genExtra = s.copy ? ['--copy'] : [];
+  // classic-flood: testpmd txonly on virtio-user sends instead of a zcswitch vm gen (a classic front-end, as fast as it can).
+  const pmdPrefix = `zcbf${process.pid}x${ctx.run}`;
+  const genCmd = (cpu: number | null): [string, string[]] => {
+    if (s.sender !== 'testpmd') return onCpu(cpu, node, vmArgs('vm1', 'gen', genExtra));
+    if (!ctx.dpdk) throw new Error('classic-flood needs dpdk-testpmd');
+    const g = geometry(s.size);
+    // A ring of 1024 as in the DPDK tests: back-pressure leaves at most this much on it.
+    const geo = { ...g, queue: Math.min(g.queue, 1024) };
+    const vdev = `net_virtio_user0,path=${path.join(dir, 'vm1.sock')},queues=1,queue_size=${geo.queue}`;
+    return [ctx.dpdk.stdbuf, ['-oL', '-eL', ctx.dpdk.testpmd, ...eal(pmdPrefix, geo.memMb, ['--vdev', vdev], cpu), '--', ...app(s, geo, 'txonly')]];
+  };
   // --pin: switch, receiver, generator.
   const cores = ctx.pin ? cpuPlan(3) : [null, null, null];
   ctx.setup({
@@ -106,7 +118,9 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     ...(ctx.pin ? { cpus: { switch: cores[0], vm2: cores[1], vm1: cores[2] } } : {}),
     switch: `zcswitch start -c <config>`,
     vm2: `zcswitch ${vmArgs('vm2', rxMode).slice(1).join(' ').replace(dir, '<dir>')}`,
-    vm1: `zcswitch ${vmArgs('vm1', 'gen', genExtra).slice(1).join(' ').replace(dir, '<dir>')}`,
+    vm1: s.sender === 'testpmd'
+      ? genCmd(null).flat().join(' ').replaceAll(dir, '<dir>')
+      : `zcswitch ${vmArgs('vm1', 'gen', genExtra).slice(1).join(' ').replace(dir, '<dir>')}`,
   });
   const children: Child[] = [];
   const warnings: string[] = [];
@@ -126,7 +140,7 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     if (!rx.running()) throw new Error(`vm2 exited at start:\n${rx.tail()}`);
     // Counters from zero before any traffic: the receiver's own final count must equal the switch's.
     await controlRequest(control, { cmd: 'reset-counters' });
-    const gen = startChild('vm1 gen', ...onCpu(cores[2], node, vmArgs('vm1', 'gen', genExtra)));
+    const gen = startChild(s.sender === 'testpmd' ? 'vm1 testpmd txonly' : 'vm1 gen', ...genCmd(cores[2]));
     children.push(gen);
     const genSnap = vmSnapshots(gen);
     await waitFor('traffic to flow', async () => !gen.running() || counters(await stats(), 'vm2').txPackets > 0, 15000);
@@ -223,6 +237,11 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
   } finally {
     for (const c of children.reverse()) await c.stop();
     fs.rmSync(dir, { recursive: true, force: true });
+    if (s.sender === 'testpmd') {
+      for (const base of ['/var/run/dpdk', path.join(process.env.XDG_RUNTIME_DIR ?? '/nonexistent', 'dpdk')]) {
+        fs.rmSync(path.join(base, pmdPrefix), { recursive: true, force: true });
+      }
+    }
   }
 }
 

@@ -36,7 +36,7 @@ export interface ConfigDiff {
  * connections); the gift watermarks to the next GET_SHARED_BUFFERS.
  */
 export const LIVE_SETTINGS = [
-  'forwarding.burst', 'forwarding.pollMode', 'forwarding.spinUs', 'gift.highWater', 'gift.lowWater', 'log.level',
+  'forwarding.burst', 'forwarding.pollMode', 'forwarding.spinUs', 'forwarding.rxWaitMs', 'gift.highWater', 'gift.lowWater', 'log.level',
   'stats.intervalMs', 'limits.handshakeSec', 'sockets.mode', 'sockets.group',
 ] as const;
 

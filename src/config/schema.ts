@@ -81,7 +81,7 @@ export interface SwitchConfig {
   ports: PortConfig[];
   pairs: [string, string][];
   /** queuePairs: the most queue pairs a port offers (VHOST_USER_PROTOCOL_F_MQ). */
-  forwarding: { burst: number; pollMode: PollMode; spinUs: number; queuePairs: number };
+  forwarding: { burst: number; pollMode: PollMode; spinUs: number; queuePairs: number; rxWaitMs: number };
   gift: { highWater: number; lowWater: number };
   log: { level: LogLevel };
   stats: { intervalMs: number };
@@ -113,6 +113,8 @@ export const DEFAULTS = {
   burst: 64,
   pollMode: 'spin-then-sleep',
   spinUs: 50,
+  /** Back-pressure: longest a frame waits in its sender's ring for one receiver's rx buffer. */
+  rxWaitMs: 50,
   highWater: 1.25,
   lowWater: 1.0,
   logLevel: 'info',
@@ -148,6 +150,8 @@ export const LIMITS = {
   maxPortNameLength: 63,
   maxBurst: 1024,
   maxSpinUs: 1_000_000,
+  /** Longest back-pressure wait per destination (forwarding.rxWaitMs). */
+  maxRxWaitMs: 10_000,
   maxWater: 64,
   maxStatsIntervalMs: 3_600_000,
   maxHandshakeSec: 3600,
@@ -420,6 +424,7 @@ export const forwardingSchema = z
     pollMode: z.enum(POLL_MODES).default(DEFAULTS.pollMode),
     spinUs: integer(0, LIMITS.maxSpinUs).default(DEFAULTS.spinUs),
     queuePairs: integer(1, 16).default(DEFAULTS.queuePairs),
+    rxWaitMs: integer(0, LIMITS.maxRxWaitMs).default(DEFAULTS.rxWaitMs),
   })
   .strict();
 

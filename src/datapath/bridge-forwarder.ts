@@ -21,6 +21,7 @@ import { VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
 import { Drop, countRx, countTx } from './counters';
 import { ClassicRxFiller } from './classic-rx';
 import { ResolvedChain, copyPacketInto, resolveChain } from './copy';
+import { FlowControl } from './flow-control';
 import { MacTable } from './mac-table';
 import { MirrorDir, mirrorChain } from './mirror';
 import type { PortQueues } from './port-queues';
@@ -54,6 +55,8 @@ export class BridgeForwarder {
     private readonly ports: BridgePort[],
     macTableSize: number,
     ageingMs: number,
+    /** Back-pressure toward a destination without rx buffers (forwarding.rxWaitMs; 0: drop at once). */
+    readonly flow = new FlowControl(0),
   ) {
     this.macs = new MacTable(macTableSize, ageingMs);
     this.ethRes.mem[0] = this.eth;
@@ -63,8 +66,14 @@ export class BridgeForwarder {
     this.ethRes.total = 12;
   }
 
-  /** Forward up to `burst` frames from src's tx queue qi; returns tx entries consumed. */
+  /**
+   * Forward up to `burst` frames from src's tx queue qi; returns tx entries
+   * consumed. Stops early, leaving the rest in the ring, when the frame at
+   * the head waits for its one destination's rx buffer (back-pressure,
+   * FlowControl; bounded by that destination's deadline).
+   */
   forward(src: PortQueues, qi: number, now: number): number {
+    src.txBlocked[qi] = 0;
     const n = src.txPending(qi, this.burst);
     if (n === 0) return 0;
     const txq = src.txqs[qi]!;
@@ -75,7 +84,8 @@ export class BridgeForwarder {
     const c = src.counters;
     const num = txq.ring.num;
     const walker = src.txWalkers[qi]!;
-    for (let k = 0; k < n; k++) {
+    let k = 0;
+    for (; k < n; k++) {
       const head = txq.popAvail();
       const cnt = walker.walk(txq.ring, head, seg);
       const cls = tx.classify(seg, cnt, src.zeroCopy, src.id);
@@ -105,9 +115,13 @@ export class BridgeForwarder {
         txq.pushUsed(head, 0);
         continue;
       }
-      this.switchFrame(src, txq, head, b, total);
+      if (!this.switchFrame(src, txq, head, b, total)) {
+        txq.unpopAvail();
+        src.txBlocked[qi] = 1;
+        break;
+      }
     }
-    return n;
+    return k;
   }
 
   /** Forward up to `burst` frames waiting on the TAP uplink. */
@@ -134,8 +148,13 @@ export class BridgeForwarder {
     return k;
   }
 
-  /** Learn, look up, deliver; completes the tx head if any (possibly with a swapped buffer). */
-  private switchFrame(src: BridgePort, txq: DeviceQueue | null, head: number, b: number, total: number): void {
+  /**
+   * Learn, look up, deliver; completes the tx head if any (possibly with a
+   * swapped buffer). False: nothing was done, the frame waits in the
+   * sender's ring for its one destination's rx buffer (only frames from a
+   * tx ring wait; flooded frames and frames from the uplink never do).
+   */
+  private switchFrame(src: BridgePort, txq: DeviceQueue | null, head: number, b: number, total: number): boolean {
     const eth = this.eth;
     // The Ethernet addresses follow the 12-byte virtio_net_hdr in the byte stream.
     readStream(this.src, VIRTIO_NET_HDR_SIZE, eth, this.ethRes);
@@ -152,7 +171,7 @@ export class BridgeForwarder {
       if (known === src.id) {
         src.counters.drop(Drop.Hairpin);
         txq?.pushUsed(head, 0);
-        return;
+        return true;
       }
       const p = this.ports[known];
       if (p.nq > 0) targets.push(p);
@@ -166,18 +185,28 @@ export class BridgeForwarder {
     if (targets.length === 0) {
       c.drop(Drop.PeerDown);
       txq?.pushUsed(head, 0);
-      return;
+      return true;
+    }
+    const last = targets[targets.length - 1];
+    const dq = last.isTap ? -1 : last.rxQueueFor(this.qi);
+    // b >= 0: src is a vhost port that sent a shared buffer; the swap needs the receiver in the same domain.
+    const swappable = b >= 0 && txq !== null && !last.isTap && last.domain === (src as PortQueues).domain && last.zeroCopy && dq >= 0;
+    // Back-pressure (FlowControl): a frame from a tx ring with one destination and no room there waits.
+    // A zero-copy receiver's room is its own empty buffers: the frame waits for the swap rather than being copied.
+    if (txq !== null && targets.length === 1 && !last.isTap && dq >= 0 && this.flow.waitMs > 0 && !(swappable ? last.hasOwnBuffer(dq) : this.hasRoom(last, dq))) {
+      if (this.flow.shouldWait(last)) return false;
+      if (!this.hasRoom(last, dq)) {
+        c.drop(Drop.RxWaitTimeout);
+        txq.pushUsed(head, 0);
+        return true;
+      }
     }
     const payload = total - VIRTIO_NET_HDR_SIZE;
     countRx(src, this.qi, payload);
     if (src.mirror !== null) mirrorChain(src.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.FromVm);
     // All but the last destination get a copy; the last gets the swap when both sides can.
     for (let i = 0; i < targets.length - 1; i++) this.copyTo(src, targets[i], total);
-    const last = targets[targets.length - 1];
-    const dq = last.isTap ? -1 : last.rxQueueFor(this.qi);
-    // b >= 0: src is a vhost port that sent a shared buffer; the swap needs the receiver in the same domain.
-    if (b >= 0 && txq !== null && !last.isTap && last.domain === (src as PortQueues).domain && last.zeroCopy && dq >= 0 &&
-      last.postings.ownCount(dq) > 0) {
+    if (swappable && last.postings.ownCount(dq) > 0) {
       const y = last.postings.nextOwnBuf(dq);
       const rxHead = last.postings.takeOwn(dq);
       const ledger = last.ledger;
@@ -192,10 +221,16 @@ export class BridgeForwarder {
       if (last.mirror !== null) mirrorChain(last.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
       c.zeroCopy++;
       countTx(last, dq, payload);
-      return;
+      return true;
     }
     this.copyTo(src, last, total);
     txq?.pushUsed(head, 0);
+    return true;
+  }
+
+  /** Whether vhost port dst can take a copy on rx queue dq now: an own empty buffer or a copy target. */
+  private hasRoom(dst: PortQueues, dq: number): boolean {
+    return (dst.zeroCopy && dst.postings.ownCount(dq) > 0) || dst.hasCopyTarget(dq);
   }
 
   /** The uplink takes a frame (with its header) in one write; gather it first if it is in pieces. */

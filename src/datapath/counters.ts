@@ -27,6 +27,8 @@ export const enum Drop {
   Hairpin,
   /** A call to the VM would have blocked (its call eventfd saturated, O_NONBLOCK cleared): the port is disconnected. */
   CallBlocked,
+  /** The one destination had no rx buffer for longer than forwarding.rxWaitMs (src/datapath/flow-control.ts). */
+  RxWaitTimeout,
   Count,
 }
 
@@ -52,6 +54,7 @@ const DROP_NAME_OF: Record<Exclude<Drop, Drop.Count>, string> = {
   [Drop.RingBroken]: 'ring-broken',
   [Drop.Hairpin]: 'hairpin',
   [Drop.CallBlocked]: 'call-blocked',
+  [Drop.RxWaitTimeout]: 'rx-wait-timeout',
 };
 
 /** Names indexed by Drop. */

@@ -10,6 +10,11 @@
  *
  * Once per slice of rounds (endSlice), guest-memory faults are polled.
  *
+ * A tx queue whose head waits for a receiver's rx buffer (back-pressure,
+ * src/datapath/flow-control.ts) adds no work, so a round that finds only
+ * such queues is idle and the poll loop goes to sleep; wakeAt() tells it
+ * when the first wait runs out.
+ *
  * Ports and pairs are plain arrays indexed by position, set up by the
  * control plane (src/switch/switch.ts) and changed by it at run time
  * (addPort, removePort, setPeer) only between rounds, never during one
@@ -88,9 +93,15 @@ export class DataPath implements PollTarget {
     this.peers[i] = peer;
   }
 
+  /** Back-pressure deadlines: the latest round's earliest one (FlowControl), for the poll loop's sleep. */
+  wakeAt(): number {
+    return (this.bridge ?? this.pair!).flow.wakeAt;
+  }
+
   private pass(): number {
     let work = 0;
     const ports = this.ports;
+    (this.bridge ?? this.pair!).flow.startRound();
     for (let i = 0; i < ports.length; i++) {
       const p = ports[i];
       try {

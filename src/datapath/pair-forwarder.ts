@@ -17,6 +17,7 @@ import { VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
 import { Drop, countRx, countTx } from './counters';
 import { ClassicRxFiller } from './classic-rx';
 import { ResolvedChain, resolveChain } from './copy';
+import { FlowControl } from './flow-control';
 import { MirrorDir, mirrorChain } from './mirror';
 import type { PortQueues } from './port-queues';
 import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
@@ -26,15 +27,22 @@ export class PairForwarder {
   private readonly srcRes = new ResolvedChain();
   private readonly classic = new ClassicRxFiller();
 
-  /** Most packets per tx queue per round (forwarding.burst; a reload may change it between rounds). */
-  constructor(public burst: number) {}
+  constructor(
+    /** Most packets per tx queue per round (forwarding.burst; a reload may change it between rounds). */
+    public burst: number,
+    /** Back-pressure toward a peer without rx buffers (forwarding.rxWaitMs; 0: drop at once). */
+    readonly flow = new FlowControl(0),
+  ) {}
 
   /**
    * Move up to `burst` packets from src's tx queue qi to dst; returns how
    * many tx entries were consumed. The per-queue burst is the fairness
    * budget: every queue of every port gets at most this much per round.
+   * Stops early, leaving the rest in the ring, when the peer has no room
+   * for a copy (back-pressure, FlowControl).
    */
   forward(src: PortQueues, qi: number, dst: PortQueues | null): number {
+    src.txBlocked[qi] = 0;
     const n = src.txPending(qi, this.burst);
     if (n === 0) return 0;
     const txq = src.txqs[qi]!;
@@ -47,10 +55,28 @@ export class PairForwarder {
     const dstUp = dst !== null && dst.nq > 0;
     // Zero-copy only within one sharing domain; across domains every frame is copied.
     const dstZc = dstUp && dst!.domain === src.domain;
-    for (let k = 0; k < n; k++) {
+    // A shared packet moves by the peer's posting for it; anything else is copied into its copy targets.
+    const dstMoves = dstZc && dst!.zeroCopy;
+    const copyQ = dstUp ? dst!.rxQueueFor(qi) : -1;
+    const waits = copyQ >= 0 && this.flow.waitMs > 0;
+    let k = 0;
+    for (; k < n; k++) {
       const head = txq.popAvail();
       const cnt = walker.walk(txq.ring, head, seg);
       const cls = tx.classify(seg, cnt, src.zeroCopy, srcId);
+      // Back-pressure (FlowControl): a frame to be copied waits in the ring while the peer has no copy target.
+      if (waits && (cls === TxClass.Copy || (cls === TxClass.Shared && !dstMoves)) &&
+        seg.totalLen >= MIN_PACKET && seg.totalLen <= MAX_PACKET && !dst!.hasCopyTarget(copyQ)) {
+        if (this.flow.shouldWait(dst!)) {
+          txq.unpopAvail();
+          src.txBlocked[qi] = 1;
+          break;
+        }
+        if (head < num) txq.pushUsed(head, 0);
+        c.drop(Drop.RxWaitTimeout);
+        if (cls === TxClass.Shared && !src.returnBuffer(tx.buf)) c.drop(Drop.NoReturnSlot);
+        continue;
+      }
       if (head < num) txq.pushUsed(head, 0);
       if (cls === TxClass.Drop) {
         c.drop(tx.drop);
@@ -87,7 +113,7 @@ export class PairForwarder {
       else c.drop(Drop.PeerDown);
       if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
     }
-    return n;
+    return k;
   }
 
   /**

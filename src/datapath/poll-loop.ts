@@ -12,7 +12,10 @@
  * While running, kicks are disabled on every queue (EVENT_IDX / NO_NOTIFY),
  * which is what stops the "fast consumer" kick storm (docs/design.md, "Notifications"). Before
  * sleeping, kicks are re-enabled and the rings re-checked to close the race
- * with a producer that published just before.
+ * with a producer that published just before. Tx entries that wait for a
+ * receiver's rx buffer (back-pressure) are not pending work: the loop
+ * sleeps on them, woken by the receiver's rx kick or, at the latest, by
+ * the wait's deadline (PollTarget.wakeAt).
  */
 import { performance } from 'node:perf_hooks';
 import { schedYield } from '../../bindings';
@@ -30,6 +33,12 @@ export interface PollTarget {
   setKicks(on: boolean): number;
   /** Once at the end of every slice (not per round): housekeeping such as polling guest-memory faults. */
   endSlice?(): void;
+  /**
+   * performance.now() time by which the loop must run again even without a
+   * kick (a back-pressure deadline: frames wait for a receiver until then);
+   * Infinity when nothing waits.
+   */
+  wakeAt?(): number;
 }
 
 export class PollLoop {
@@ -49,6 +58,8 @@ export class PollLoop {
   busyMs = 0;
   /** Rounds that moved at least one descriptor, since the loop was made. */
   busyRounds = 0;
+  /** Wakes a sleeping loop at the back-pressure deadline (PollTarget.wakeAt). */
+  private deadlineTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly target: PollTarget,
@@ -59,6 +70,10 @@ export class PollLoop {
 
   /** A kick (or a control change) arrived. */
   wake(): void {
+    if (this.deadlineTimer !== null) {
+      clearTimeout(this.deadlineTimer);
+      this.deadlineTimer = null;
+    }
     if (this.stopped || this.scheduled) return;
     if (this.sleeping) {
       this.sleeping = false;
@@ -71,6 +86,20 @@ export class PollLoop {
 
   stop(): void {
     this.stopped = true;
+    if (this.deadlineTimer !== null) clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = null;
+  }
+
+  private readonly deadlineWake = (): void => {
+    this.deadlineTimer = null;
+    this.wake();
+  };
+
+  /** Going to sleep while frames wait for a receiver: wake at their deadline at the latest. */
+  private armDeadline(now: number): void {
+    const at = this.target.wakeAt?.() ?? Infinity;
+    if (at === Infinity) return;
+    this.deadlineTimer = setTimeout(this.deadlineWake, Math.max(1, Math.ceil(at - now)));
   }
 
   private readonly run = (): void => {
@@ -107,6 +136,7 @@ export class PollLoop {
         if (now - this.idleSince >= spin) {
           if (this.target.setKicks(true) === 0) {
             this.sleeping = true;
+            this.armDeadline(now);
             this.target.endSlice?.();
             return;
           }

@@ -66,6 +66,10 @@ export class PortQueues {
   mergeable = false;
   /** Set while someone captures this port's traffic. */
   mirror: Mirror | null = null;
+  /** Back-pressure (FlowControl): since when frames for this port wait for an rx buffer; -1: none wait. */
+  rxWaitSince = -1;
+  /** txBlocked[q]: tx queue q's head waits for a destination's rx buffer (its entries are not work to spin on). */
+  readonly txBlocked: Uint8Array;
   /**
    * The fault boundary (DataPath.round): an exception while serving this
    * port's part of a round. The control plane sets it to log and disconnect
@@ -109,6 +113,7 @@ export class PortQueues {
     this.txWalkers = new Array<ChainWalker | null>(n).fill(null);
     this.postings = new RxPostings(this.shared.bufCount, n);
     this.queueCounters = new Float64Array(4 * n);
+    this.txBlocked = new Uint8Array(n);
     this.counters.onFirstDrop = (reason) =>
       ctx.log.warn({ port: name, reason }, 'first drop for this reason (later ones are only counted: zcswitch stats)');
   }
@@ -155,6 +160,8 @@ export class PortQueues {
       if (rx !== null || tx !== null) nq = q + 1;
     }
     this.nq = nq;
+    this.rxWaitSince = -1;
+    this.txBlocked.fill(0);
   }
 
   /**
@@ -178,6 +185,8 @@ export class PortQueues {
       return 0;
     }
     const taken = n;
+    // A posting, whatever its kind, shows the VM is alive: frames for it wait afresh (FlowControl).
+    if (taken > 0) this.rxWaitSince = -1;
     const swap = this.ctx.swap;
     const { shared, win, ledger, seg, postings } = this;
     const walker = this.rxWalkers[qi]!;
@@ -236,6 +245,20 @@ export class PortQueues {
     if (nq === 0) return -1;
     for (let i = 0, k = q % nq; i < nq; i++, k = k + 1 === nq ? 0 : k + 1) if (this.rxqs[k] !== null) return k;
     return -1;
+  }
+
+  /** Rx queue q holds a copy target, looking for new postings first if it has none (back-pressure checks). */
+  hasCopyTarget(q: number): boolean {
+    if (this.postings.copyTargetCount(q) > 0) return true;
+    this.ingestRx();
+    return this.postings.copyTargetCount(q) > 0;
+  }
+
+  /** Rx queue q holds one of this port's own empty shared buffers (bridge), looking for new postings first. */
+  hasOwnBuffer(q: number): boolean {
+    if (this.postings.ownCount(q) > 0) return true;
+    this.ingestRx();
+    return this.postings.ownCount(q) > 0;
   }
 
   /**
@@ -321,7 +344,11 @@ export class PortQueues {
       const rx = this.rxqs[q];
       const tx = this.txqs[q];
       if (rx !== null) pending += Math.max(0, rx.setKicks(on));
-      if (tx !== null) pending += Math.max(0, tx.setKicks(on));
+      if (tx !== null) {
+        const n = tx.setKicks(on);
+        // A head that waits for a receiver is no work: its receiver's rx kick (or the deadline) wakes the loop.
+        if (this.txBlocked[q] === 0) pending += Math.max(0, n);
+      }
     }
     return pending;
   }

@@ -33,7 +33,7 @@ export interface AttachOptions {
   txQueueSize?: number;
   /** Default: room for every shared buffer plus the copy targets. */
   rxQueueSize?: number;
-  /** Private rx buffers posted for copied packets (default 256). */
+  /** Private rx buffers posted for copied packets (default 1024, at most the rx ring minus bufCount). */
   copyTargets?: number;
   /** Private tx buffers for sendCopy (default 64). */
   privateTx?: number;
@@ -165,7 +165,8 @@ export class GuestAttachment {
     const sh = this.shared;
     const nq = this.queuePairs;
     const bufCount = sh ? sh.bufCount : 0;
-    let copyTargets = o.copyTargets ?? 256;
+    // Copy targets take a whole 1024-entry tx ring of a classic sender (testpmd, QEMU) per wake-up: fewer round trips under back-pressure.
+    let copyTargets = o.copyTargets ?? 1024;
     const privTx = o.privateTx ?? 64;
     const rxNum = o.rxQueueSize ?? Math.min(VIRTQ_MAX_SIZE, nextPow2(bufCount + copyTargets));
     const txNum = o.txQueueSize ?? 1024;

@@ -61,6 +61,8 @@ export interface TrafficSummary {
   returned: number;
   rxErrors: number;
   buffersOwned: number;
+  /** Tx descriptors the switch has not taken back yet at the end (frames waiting in our rings: back-pressure). */
+  txInFlight: number;
   elapsedSec: number;
   txPps: number;
   rxPps: number;
@@ -142,7 +144,8 @@ export class TrafficVm {
       mode: this.o.mode, sent: this.sent, received: d.rxPackets, bytesSent: d.txBytes, bytesReceived: d.rxBytes,
       verified: this.verified, notTest: this.notTest, badLength: this.badLength, badChecksum: this.badChecksum,
       lost: this.seq.lost, dup: this.seq.dup, streams: this.seq.streams, giftsSent: d.giftsSent, giftsReceived: d.giftsReceived,
-      returned: d.returned, rxErrors: d.rxErrors, buffersOwned: this.drv.freeCount, elapsedSec: el,
+      returned: d.returned, rxErrors: d.rxErrors, buffersOwned: this.drv.freeCount,
+      txInFlight: this.drv.isClosed ? 0 : this.drv.txInFlight(), elapsedSec: el,
       txPps: el > 0 ? this.sent / el : 0, rxPps: el > 0 ? d.rxPackets / el : 0, busySec: this.busyMs / 1000,
     };
   }
@@ -300,6 +303,8 @@ export class TrafficVm {
     if (o.durationSec > 0 && now - this.start >= o.durationSec * 1000) return true;
     if (o.mode === 'gen') {
       if (o.count === 0 || this.sent < o.count) return false;
+      // Sent means taken by the switch: frames still in our tx ring may wait there (back-pressure).
+      if (this.drv.txInFlight() > 0) return false;
       if (o.expect > 0 && this.drv.counters.rxPackets >= o.expect) return true;
       // All sent: wait for echoes until they stop coming.
       return now - Math.max(this.lastSendAt, this.lastRxAt) >= o.lingerMs;

@@ -20,6 +20,7 @@ import { BridgeForwarder, type BridgePort } from '../datapath/bridge-forwarder';
 import { DataPath } from '../datapath/data-path';
 import type { Mirror } from '../datapath/mirror';
 import { PairForwarder } from '../datapath/pair-forwarder';
+import { FlowControl } from '../datapath/flow-control';
 import { PollLoop } from '../datapath/poll-loop';
 import { TapPort } from '../datapath/tap-port';
 import type { Logger } from '../log';
@@ -97,6 +98,8 @@ export class Switch {
   private readonly pair: PairForwarder | null;
   private readonly dataPath: DataPath;
   private readonly loop: PollLoop;
+  /** Back-pressure toward receivers without rx buffers (forwarding.rxWaitMs). */
+  private readonly flow: FlowControl;
   private control: ControlServer | null = null;
   private metrics: MetricsServer | null = null;
   private statsTimer: NodeJS.Timeout | null = null;
@@ -128,10 +131,11 @@ export class Switch {
     }
     this.hugePagesRefused = refused;
     const fw = cfg.forwarding;
+    this.flow = new FlowControl(fw.rxWaitMs);
     this.bridge = cfg.mode === 'bridge'
-      ? new BridgeForwarder(fw.burst, this.bridgeById, cfg.bridge.macTableSize, cfg.bridge.ageingSec * 1000)
+      ? new BridgeForwarder(fw.burst, this.bridgeById, cfg.bridge.macTableSize, cfg.bridge.ageingSec * 1000, this.flow)
       : null;
-    this.pair = this.bridge === null ? new PairForwarder(fw.burst) : null;
+    this.pair = this.bridge === null ? new PairForwarder(fw.burst, this.flow) : null;
     this.dataPath = new DataPath(this.pair, this.bridge);
     this.loop = new PollLoop(this.dataPath, fw.pollMode, fw.spinUs);
   }
@@ -741,6 +745,8 @@ export class Switch {
     cfg.forwarding.burst = next.forwarding.burst;
     cfg.forwarding.pollMode = next.forwarding.pollMode;
     cfg.forwarding.spinUs = next.forwarding.spinUs;
+    cfg.forwarding.rxWaitMs = next.forwarding.rxWaitMs;
+    this.flow.waitMs = next.forwarding.rxWaitMs;
     if (this.pair) this.pair.burst = next.forwarding.burst;
     if (this.bridge) this.bridge.burst = next.forwarding.burst;
     this.loop.mode = next.forwarding.pollMode;

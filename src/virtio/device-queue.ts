@@ -50,6 +50,11 @@ export class DeviceQueue {
     return head;
   }
 
+  /** Give back the entry popAvail just took: it stays in the ring for later (back-pressure). */
+  unpopAvail(): void {
+    this.lastAvail = (this.lastAvail - 1) & 0xffff;
+  }
+
   pushUsed(id: number, len: number): void {
     const r = this.ring;
     const slot = this.usedIdx & r.mask;

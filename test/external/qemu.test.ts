@@ -269,8 +269,10 @@ t.test('two QEMU guests with reconnect=1: the switch is killed mid-ping and rest
   const p = await a.result('ping', 60_000);
   t.equal(p.fields.sent, '75', `vm1 sent every echo request: ${p.line}`);
   const recv = Number(p.fields.recv);
-  // Lost: what was sent while no switch was there (the kill, the restart, QEMU's 1 s reconnect timer).
-  t.ok(recv >= 75 - 30 && recv < 75, `replies stopped at the kill and came back after the restart (${recv} of 75)`);
+  // Lost: at most what was sent while no switch was there (the kill, the restart, QEMU's 1 s reconnect timer).
+  // Requests the guest queued on its tx ring meanwhile may still be answered, late: with back-pressure the new
+  // switch leaves them on the ring until vm2 has posted rx buffers instead of dropping them, so none need be lost.
+  t.ok(recv >= 75 - 30 && recv <= 75, `replies came back after the restart (${recv} of 75)`);
   b.type('stop');
   t.ok((await b.result('wait')).ok, 'vm2 saw "stop"');
   t.equal(await a.poweredOff(), 0, 'vm1 powered off');

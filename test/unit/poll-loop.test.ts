@@ -152,3 +152,32 @@ t.test('busy time: counts the rounds with work and their time, not the idle spin
   await sleep(50);
   t.equal(loop.busyMs, before, 'asleep: no busy time accrues');
 });
+
+t.test('asleep with a back-pressure deadline: runs again at the deadline without a kick', async (t) => {
+  /** One deadline, reported until a round runs at or after it. */
+  class WaitingTarget extends CountingTarget {
+    deadline = Infinity;
+    lastRoundAt = -1;
+    override round(): number {
+      this.lastRoundAt = performance.now();
+      if (this.lastRoundAt >= this.deadline) this.deadline = Infinity;
+      return super.round();
+    }
+    wakeAt(): number {
+      return this.deadline;
+    }
+  }
+  const target = new WaitingTarget();
+  const loop = new PollLoop(target, 'eventfd', 0);
+  t.teardown(() => loop.stop());
+  const deadline = performance.now() + 100;
+  target.deadline = deadline;
+  loop.wake();
+  await sleep(400);
+  t.ok(target.lastRoundAt >= deadline, 'a round ran at the deadline');
+  t.equal(target.deadline, Infinity, 'so the deadline was seen');
+  t.same(target.kicksOn, [false, true, false, true], 'slept, woke once by the deadline alone, slept again');
+  const after = target.rounds;
+  await sleep(150);
+  t.equal(target.rounds, after, 'no deadline: no more rounds');
+});
