@@ -61,6 +61,8 @@ interface NativeBinding {
   takeMappingFaults(): number[];
   closeFd(fd: number): void;
   schedYield(): void;
+  pinThisThread(cpu: number): void;
+  thisThreadCpus(): number[];
   dupFd(fd: number): number;
   eventfdCreate(): number;
   eventfdSignal(fd: number): void;
@@ -195,6 +197,12 @@ export const fdSize: (fd: number) => number = native.fdSize;
 
 /** sched_yield(2): let another runnable process have this core (idle polling on shared cores). */
 export const schedYield: () => void = native.schedYield;
+
+/** sched_setaffinity(2) for the calling thread only: run it on this one CPU (a data-path worker, forwarding.cpus). */
+export const pinThisThread: (cpu: number) => void = native.pinThisThread;
+
+/** sched_getaffinity(2) of the calling thread: the CPUs it may run on. */
+export const thisThreadCpus: () => number[] = native.thisThreadCpus;
 
 /** close(fd). EBADF (e.g. fd -1) throws. */
 export const closeFd: (fd: number) => void = native.closeFd;

@@ -1,5 +1,5 @@
 // Generic fd operations used by every other part (close, dup, O_NONBLOCK),
-// and sched_yield for polling loops.
+// sched_yield for polling loops, and thread CPU affinity for data-path workers.
 #include <napi.h>
 
 #include <fcntl.h>
@@ -51,8 +51,36 @@ Napi::Value SchedYield(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// sched_setaffinity(2) on the calling thread only (pid 0 is "this thread"
+// on Linux): a data-path worker pins itself to its one CPU; the main
+// thread and the other workers keep their own masks.
+Napi::Value PinThisThread(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int cpu = static_cast<int>(IntArg(info, 0, "pinThisThread", "cpu", 0, CPU_SETSIZE - 1));
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (::sched_setaffinity(0, sizeof set, &set) < 0) ThrowErrno(env, "pinThisThread", "sched_setaffinity");
+  return env.Undefined();
+}
+
+// The CPUs the calling thread may run on (sched_getaffinity(2)).
+Napi::Value ThisThreadCpus(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) < 0) ThrowErrno(env, "thisThreadCpus", "sched_getaffinity");
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (int c = 0; c < CPU_SETSIZE; c++)
+    if (CPU_ISSET(c, &set)) out.Set(n++, Napi::Number::New(env, c));
+  return out;
+}
+
 void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("schedYield", Napi::Function::New(env, SchedYield, "schedYield"));
+  exports.Set("pinThisThread", Napi::Function::New(env, PinThisThread, "pinThisThread"));
+  exports.Set("thisThreadCpus", Napi::Function::New(env, ThisThreadCpus, "thisThreadCpus"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
   exports.Set("setNonBlocking", Napi::Function::New(env, SetNonBlocking, "setNonBlocking"));

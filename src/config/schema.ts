@@ -81,7 +81,14 @@ export interface SwitchConfig {
   ports: PortConfig[];
   pairs: [string, string][];
   /** queuePairs: the most queue pairs a port offers (VHOST_USER_PROTOCOL_F_MQ). */
-  forwarding: { burst: number; pollMode: PollMode; spinUs: number; queuePairs: number; rxWaitMs: number };
+  /**
+   * workers: data-path worker threads (0: the main thread forwards, as always; "auto": one per CPU but the main thread's);
+   * cpus: CPUs the workers pin themselves to, in turn (absent: no pinning).
+   */
+  forwarding: {
+    burst: number; pollMode: PollMode; spinUs: number; queuePairs: number; rxWaitMs: number;
+    workers: number | 'auto'; cpus?: number[];
+  };
   gift: { highWater: number; lowWater: number };
   log: { level: LogLevel };
   stats: { intervalMs: number };
@@ -120,6 +127,8 @@ export const DEFAULTS = {
   logLevel: 'info',
   statsIntervalMs: 0,
   queuePairs: 8,
+  /** 0: the data path runs on the main thread, as it always did. */
+  workers: 0,
   ageingSec: 300,
   macTableSize: 4096,
   /** Port sockets: owner and group may connect. */
@@ -152,6 +161,10 @@ export const LIMITS = {
   maxSpinUs: 1_000_000,
   /** Longest back-pressure wait per destination (forwarding.rxWaitMs). */
   maxRxWaitMs: 10_000,
+  /** Data-path worker threads (forwarding.workers). */
+  maxWorkers: 64,
+  /** Highest CPU number forwarding.cpus may name (CPU_SETSIZE - 1). */
+  maxCpu: 1023,
   maxWater: 64,
   maxStatsIntervalMs: 3_600_000,
   maxHandshakeSec: 3600,
@@ -425,6 +438,14 @@ export const forwardingSchema = z
     spinUs: integer(0, LIMITS.maxSpinUs).default(DEFAULTS.spinUs),
     queuePairs: integer(1, 16).default(DEFAULTS.queuePairs),
     rxWaitMs: integer(0, LIMITS.maxRxWaitMs).default(DEFAULTS.rxWaitMs),
+    workers: z
+      .custom<number | 'auto'>()
+      .superRefine((v, ctx) => {
+        const problem = v === 'auto' ? undefined : intProblem(v, 0, LIMITS.maxWorkers);
+        if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `${problem} (or "auto")` });
+      })
+      .default(DEFAULTS.workers),
+    cpus: z.array(integer(0, LIMITS.maxCpu)).min(1).max(LIMITS.maxWorkers).optional(),
   })
   .strict();
 

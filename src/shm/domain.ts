@@ -26,11 +26,19 @@ export class SharingDomain {
     bufCount: number,
     bufSize: number,
     base: number,
+    /**
+     * Worker threads (src/workers/): on the control plane, 'shared' puts the
+     * ledger in shared memory; in a worker, the control plane's domain as
+     * the worker maps it again (its region's fd, its ledger's memory).
+     */
+    from?: 'shared' | { fd: number; ledger: SharedArrayBuffer },
   ) {
-    this.shared = new SharedBuffers(bufCount, bufSize, base);
-    this.ledger = new OwnershipLedger(bufCount);
+    const view = typeof from === 'object' ? from : null;
+    this.shared = new SharedBuffers(bufCount, bufSize, base, view?.fd ?? -1);
+    this.ledger = new OwnershipLedger(bufCount, view?.ledger ?? (from === 'shared' ? 'shared' : undefined));
     this.fileId = fileIdentity(this.shared.fd);
-    this.publishPorts([]);
+    // The header is the control plane's to write.
+    if (view === null) this.publishPorts([]);
   }
 
   /** "dev:ino" of the region's memfd: a front-end's memory region with this identity is this region (an ivshmem BAR). */

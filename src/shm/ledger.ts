@@ -17,16 +17,40 @@ export interface LedgerCheck {
   problems: string[];
 }
 
+/** Bytes of a ledger's memory (ledgerBytes): owned counts, the pool count, then the owner array. */
+export function ledgerBytes(bufCount: number): number {
+  return 4 * (MAX_PORTS + 1) + 2 * bufCount;
+}
+
 export class OwnershipLedger {
   /** owner[i] = port id owning buffer i, or POOL. */
   readonly owner: Uint16Array;
-  /** owned[p] = number of buffers port p owns. */
-  readonly owned = new Int32Array(MAX_PORTS);
-  pool: number;
+  /** owned[p] = number of buffers port p owns; owned[MAX_PORTS] is the pool's count. */
+  readonly owned: Int32Array;
+  /**
+   * The memory the arrays live in: a SharedArrayBuffer when a worker thread
+   * forwards for the domain (src/workers/), so that the control plane reads
+   * the same ledger; it writes only while that worker is paused.
+   */
+  readonly memory: ArrayBuffer | SharedArrayBuffer;
 
-  constructor(readonly bufCount: number) {
-    this.owner = new Uint16Array(bufCount).fill(POOL);
-    this.pool = bufCount;
+  /** `shared`: an existing ledger's memory (another thread's view of it); absent: a new ledger, every buffer in the pool. */
+  constructor(readonly bufCount: number, shared?: SharedArrayBuffer | 'shared') {
+    const fresh = shared === undefined || shared === 'shared';
+    this.memory = shared instanceof SharedArrayBuffer ? shared
+      : shared === 'shared' ? new SharedArrayBuffer(ledgerBytes(bufCount)) : new ArrayBuffer(ledgerBytes(bufCount));
+    if (this.memory.byteLength !== ledgerBytes(bufCount)) throw new RangeError(`ledger memory of ${this.memory.byteLength} B for ${bufCount} buffers`);
+    this.owned = new Int32Array(this.memory, 0, MAX_PORTS + 1);
+    this.owner = new Uint16Array(this.memory, 4 * (MAX_PORTS + 1), bufCount);
+    if (fresh) {
+      this.owner.fill(POOL);
+      this.owned[MAX_PORTS] = bufCount;
+    }
+  }
+
+  /** Buffers in the pool. */
+  get pool(): number {
+    return this.owned[MAX_PORTS];
   }
 
   ownerOf(i: number): number {
@@ -37,10 +61,9 @@ export class OwnershipLedger {
   transfer(i: number, to: number): void {
     const from = this.owner[i];
     if (from === to) return;
-    if (from === POOL) this.pool--;
-    else this.owned[from]--;
-    if (to === POOL) this.pool++;
-    else this.owned[to]++;
+    // The pool's count is owned[MAX_PORTS]: POOL maps there (one select, no branch on the count).
+    this.owned[from === POOL ? MAX_PORTS : from]--;
+    this.owned[to === POOL ? MAX_PORTS : to]++;
     this.owner[i] = to;
   }
 

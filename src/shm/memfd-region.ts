@@ -5,7 +5,7 @@
  * data path reads and writes.
  */
 import fs from 'node:fs';
-import { closeFd, memfdCreate, memfdCreateSealed, mmapRegion, munmap } from '../../bindings';
+import { closeFd, dupFd, memfdCreate, memfdCreateSealed, mmapRegion, munmap } from '../../bindings';
 
 /** "dev:ino" of the file behind an fd: two fds with the same identity reach the same memory. */
 export function fileIdentity(fd: number): string {
@@ -23,10 +23,12 @@ export class MemfdRegion {
    * `sealed`: seal the file's size (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
    * before anyone else sees the fd, so no holder can ftruncate it from under
    * another's mapping (the Shared Buffers region, docs/protocol.md).
+   * `existingFd`: no new file; map (a dup of) this one, already sized and sealed.
    */
-  constructor(name: string, size: number, sealed = false) {
+  constructor(name: string, size: number, sealed = false, existingFd = -1) {
     this.size = size;
-    this.fd = sealed ? memfdCreateSealed(name, size) : memfdCreate(name, size);
+    // existingFd: map a region another thread made (a worker's own mapping and its own dup of the fd).
+    this.fd = existingFd >= 0 ? dupFd(existingFd) : sealed ? memfdCreateSealed(name, size) : memfdCreate(name, size);
     try {
       this.buffer = mmapRegion(this.fd, size);
     } catch (e) {

@@ -22,11 +22,12 @@ export class SharedBuffers extends RegionGeometry {
   /** Bytes of the whole memfd: the buffers, free space, the header (`size` is the buffers' window only). */
   readonly regionSize: number;
 
-  constructor(bufCount: number, bufSize: number, base: number) {
+  /** `existingFd`: this thread's own mapping of a region made elsewhere (a worker thread's, src/workers/). */
+  constructor(bufCount: number, bufSize: number, base: number, existingFd = -1) {
     if (bufSize % 64 !== 0) throw new RangeError(`bufSize ${bufSize} is not a multiple of 64`);
     super(base, bufSize, bufCount);
     this.regionSize = regionSizeFor(bufCount, bufSize);
-    this.region = new MemfdRegion('zcswitch-shared-buffers', this.regionSize, true);
+    this.region = new MemfdRegion('zcswitch-shared-buffers', this.regionSize, true, existingFd);
     this.mem = this.region.mem;
     this.buffer = this.region.buffer;
   }

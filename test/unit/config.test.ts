@@ -54,7 +54,7 @@ t.test('defaults are filled from a minimal config', async (t) => {
       { name: 'vm2', type: 'vhost', ifname: 'vm2', partition: { start: 0, count: 4096 }, domain: 'port:vm2', socket: { mode: 0o660, group: null } },
     ],
     pairs: [],
-    forwarding: { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50, queuePairs: 8, rxWaitMs: 50 },
+    forwarding: { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50, queuePairs: 8, rxWaitMs: 50, workers: 0 },
     gift: { highWater: 1.25, lowWater: 1.0 },
     log: { level: 'info' },
     stats: { intervalMs: 0 },

@@ -152,14 +152,14 @@ t.test('check() catches corruption behind its back', async (t) => {
   }
   {
     const l = new OwnershipLedger(16);
-    l.pool = 17;
+    l.owned[MAX_PORTS] = 17; // the pool's count
     t.equal(l.check().ok, false, 'a pool counter drift is caught');
   }
   {
     // an owner id beyond MAX_PORTS (not POOL): counted by nobody
     const l = new OwnershipLedger(16);
     l.owner[0] = MAX_PORTS + 10;
-    l.pool = 15;
+    l.owned[MAX_PORTS] = 15;
     const c = l.check();
     t.equal(c.ok, false, 'a buffer owned by an impossible port id is caught');
     t.match(c.problems.join('\n'), /owners hold 15 buffers, region has 16/);
@@ -228,4 +228,21 @@ t.test('SharedBuffers: bad bufSize, close', async (t) => {
     after = null;
   }
   t.not(after, link, 'close() closed the memfd');
+});
+
+t.test('OwnershipLedger in shared memory: a second view (another thread) sees and makes the same moves', async (t) => {
+  const a = new OwnershipLedger(32, 'shared');
+  t.ok(a.memory instanceof SharedArrayBuffer);
+  const b = new OwnershipLedger(32, a.memory as SharedArrayBuffer);
+  t.equal(b.pool, 32, 'the view does not reset the ledger');
+  a.assignRange(0, 8, 1);
+  t.equal(b.owned[1], 8);
+  t.equal(b.pool, 24);
+  b.transfer(3, 2);
+  t.equal(a.ownerOf(3), 2);
+  t.equal(a.owned[1], 7);
+  t.equal(b.reclaim(1), 7);
+  t.same(a.check(), b.check());
+  t.equal(a.check().ok, true);
+  t.throws(() => new OwnershipLedger(33, a.memory as SharedArrayBuffer), /ledger memory/);
 });
