@@ -126,6 +126,12 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
     return r.success ? r.data : undefined;
   }
 
+  // --- data-path worker threads ---------------------------------------------
+  const workers = valueAt(raw, ['forwarding', 'workers']);
+  if (!failed(['forwarding', 'workers']) && workers !== undefined && workers !== 0 && valueAt(raw, ['mode']) === 'bridge') {
+    add(['forwarding', 'workers'], 'worker threads forward for pair mode only so far; leave it out (or 0) for a bridge');
+  }
+
   // --- shared buffer region ------------------------------------------------
   const bufCount = pick(['sharedBuffers', 'bufCount'], bufCountSchema);
   const bufSize = pick(['sharedBuffers', 'bufSize'], bufSizeSchema);

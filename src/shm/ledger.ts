@@ -48,6 +48,14 @@ export class OwnershipLedger {
     }
   }
 
+  /**
+   * Set on the control plane's view of a ledger that a worker thread writes
+   * (src/workers/): the control-plane operations below run in that worker,
+   * between its rounds, so the ledger keeps one writer. transfer() is the
+   * data path's and never goes through it.
+   */
+  remote: { assignRange(start: number, count: number, p: number): boolean; reclaim(p: number): number; check(): LedgerCheck } | null = null;
+
   /** Buffers in the pool. */
   get pool(): number {
     return this.owned[MAX_PORTS];
@@ -69,6 +77,7 @@ export class OwnershipLedger {
 
   /** Give port p the range [start, start+count) if every buffer in it is in the pool. */
   assignRange(start: number, count: number, p: number): boolean {
+    if (this.remote !== null) return this.remote.assignRange(start, count, p);
     for (let i = start; i < start + count; i++) if (this.owner[i] !== POOL) return false;
     for (let i = start; i < start + count; i++) this.transfer(i, p);
     return true;
@@ -76,6 +85,7 @@ export class OwnershipLedger {
 
   /** Return everything port p owns to the pool; returns how many buffers. */
   reclaim(p: number): number {
+    if (this.remote !== null) return this.remote.reclaim(p);
     let n = 0;
     for (let i = 0; i < this.bufCount; i++) {
       if (this.owner[i] === p) {
@@ -88,6 +98,7 @@ export class OwnershipLedger {
 
   /** Recount from the owner array and compare with the running counts. */
   check(): LedgerCheck {
+    if (this.remote !== null) return this.remote.check();
     const counts = new Map<number, number>();
     let pool = 0;
     for (let i = 0; i < this.bufCount; i++) {

@@ -30,6 +30,16 @@ export interface PortContext extends DataPathContext {
   /** A front-end attached or went away (for pair bookkeeping and logs). */
   attached(port: Port): void;
   detached(port: Port, reason: string): void;
+  /** A data-path worker thread forwards for this port (src/workers/): what changes here is sent to it. */
+  worker?: PortWorkerLink;
+}
+
+/** How a port reaches the worker thread that forwards for it (src/workers/pool.ts). */
+export interface PortWorkerLink {
+  /** Queues, memory, window or zero-copy changed (gone: the front-end went away). */
+  sync(port: Port, gone?: boolean): void;
+  /** Ring indices are about to be read: the worker stops serving the port until the next sync and reports them. */
+  readRings(port: Port): void;
 }
 
 export class Port {
@@ -86,13 +96,17 @@ export class Port {
     ctx.log.info({ port: this.name }, 'front-end connected');
     this.backend = new VhostUserBackend(
       fd,
-      { port: this.name, log: ctx.log, features: ctx.features, protocolFeatures: ctx.protocolFeatures, queuePairs: ctx.queuePairs },
+      {
+        port: this.name, log: ctx.log, features: ctx.features, protocolFeatures: ctx.protocolFeatures, queuePairs: ctx.queuePairs,
+        keepMemoryFds: ctx.worker !== undefined,
+      },
       {
         queuesChanged: () => this.syncQueues(),
         sharedBuffers: () => this.sharedBuffersReply(),
         sharedWindow: () => ({ base: ctx.domain.shared.base, size: ctx.domain.shared.size }),
         closed: (reason) => this.detach(reason),
         guestMemoryFault: () => this.guestMemoryFault(),
+        beforeRingRead: () => this.ctx.worker?.readRings(this),
       },
     );
     const secs = ctx.handshakeMs / 1000;
@@ -113,6 +127,7 @@ export class Port {
     const b = this.backend;
     this.queues.sync(b);
     if (b !== null && b.mem !== this.barSeenIn) this.recognizeBar(b.mem, b.sharedBuffersNegotiated);
+    this.ctx.worker?.sync(this);
     for (let i = 0; i < 2 * this.ctx.queuePairs; i++) {
       const slot = b ? b.vrings[i] : null;
       const cur = this.kick[i];
@@ -249,6 +264,7 @@ export class Port {
     this.sharedBar = null;
     this.queues.setWindow(null);
     this.queues.zeroCopy = true;
+    this.ctx.worker?.sync(this);
     this.ctx.log.info(
       { port: this.name, domain: this.ctx.domain.name, partition: given ? p : null, owned: ledger.owned[this.id] }, 'shared buffers mapped by front-end',
     );
@@ -282,6 +298,7 @@ export class Port {
     for (let i = 0; i < this.kick.length; i++) this.stopKick(i);
     this.queues.sync(null);
     this.queues.setWindow(null);
+    this.ctx.worker?.sync(this, true);
     this.sharedBar = null;
     this.barSeenIn = null;
     this.barRefusalLogged = false;
@@ -296,7 +313,7 @@ export class Port {
    * the SIGBUS guard zero-filled the mapping): count it, log it, drop it.
    * The other ports never noticed.
    */
-  private guestMemoryFault(): void {
+  guestMemoryFault(): void {
     this.queues.counters.guestMemoryFaults++;
     this.ctx.log.error(
       { port: this.name, reason: 'guest-memory-fault' },

@@ -54,4 +54,21 @@ export interface SwitchStats {
    * its idle spinning (the bench's "switch busy ns/pkt").
    */
   dataPath: { busySec: number; busyRounds: number };
+  /**
+   * forwarding.workers > 0: each data-path worker thread, its CPU
+   * (forwarding.cpus; null: not pinned) and the CPUs it may run on, its
+   * ports and sharing domains, and its own busy time (dataPath is the sum).
+   * Empty when the main thread forwards.
+   */
+  workers: WorkerInfo[];
+}
+
+export interface WorkerInfo {
+  index: number;
+  cpu: number | null;
+  cpus: number[];
+  ports: string[];
+  domains: string[];
+  busySec: number;
+  busyRounds: number;
 }

@@ -38,7 +38,10 @@ import { type MetricsServer, startMetrics } from './metrics';
 import { Port, type PortContext } from './port';
 import { type ResolvedPerms, bindSecurely } from './socket-file';
 import { publishRegionFile, removeRegionFile } from './region-file';
-import type { SwitchStats } from './stats';
+import type { SwitchStats, WorkerInfo } from './stats';
+import { DataPathWorkers, type DataPathWorker } from '../workers/pool';
+import { assignShards } from '../workers/shard';
+import { resolveWorkers } from '../workers/count';
 
 export const OFFERED_FEATURES =
   bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_NET_F_MQ) |
@@ -110,15 +113,26 @@ export class Switch {
   private running = false;
   /** Why the regions are not on huge pages; null when they are. */
   readonly hugePagesRefused: string | null;
+  /** forwarding.workers resolved ("auto": a number); 0: the main thread forwards. */
+  readonly workerCount: number;
+  /** The data-path worker threads (null: none, the main thread forwards). */
+  private workers: DataPathWorkers | null = null;
+  /** Which worker forwards for each port (by id). */
+  private readonly workerOf = new Map<number, DataPathWorker>();
 
   constructor(readonly cfg: SwitchConfig, readonly log: Logger) {
     this.fileCfg = structuredClone(cfg);
     const sb = cfg.sharedBuffers;
     let refused: string | null = null;
+    this.workerCount = resolveWorkers(cfg.forwarding.workers);
+    // (config checks refuse workers for a bridge)
+    if (cfg.mode !== 'pair') this.workerCount = 0;
     try {
       for (const pc of cfg.ports) {
         if (pc.domain === null || this.domains.some((d) => d.name === pc.domain)) continue;
-        const d = new SharingDomain(this.nextDomainId++, pc.domain, sb.bufCount, sb.bufSize, Number(sb.base));
+        const d = new SharingDomain(
+          this.nextDomainId++, pc.domain, sb.bufCount, sb.bufSize, Number(sb.base), this.workerCount > 0 ? 'shared' : undefined,
+        );
         this.domains.push(d);
         refused ??= sb.hugePages ? d.shared.useHugePages() : 'disabled by sharedBuffers.hugePages';
       }
@@ -172,6 +186,7 @@ export class Switch {
         },
       };
       this.portCtx = ctx;
+      if (this.workerCount > 0) this.startWorkers();
       cfg.ports.forEach((pc, id) => {
         if (pc.type === 'tap') {
           const tap = new TapPort(id, pc.name, pc.ifname, this.log, ctx.wake);
@@ -190,7 +205,7 @@ export class Switch {
         }
         const sock = path.join(cfg.socketDir, `${pc.name}.sock`);
         const domain = this.domains.find((d) => d.name === pc.domain)!;
-        const port = new Port(id, pc.name, sock, pc.partition, portContext(ctx, domain));
+        const port = new Port(id, pc.name, sock, pc.partition, this.portContextFor(ctx, domain, id));
         this.ports.push(port);
         this.byId.push(port);
         this.bridgeById.push(port.queues);
@@ -204,8 +219,17 @@ export class Switch {
         this.peers.set(byName.get(b)!, byName.get(a)!);
       }
       for (const p of this.ports) {
+        const w = this.workerOf.get(p.id);
+        if (w !== undefined) {
+          w.call({ op: 'port', id: p.id, name: p.name, partitionCount: p.partition.count, domain: p.queues.domain.id });
+          continue;
+        }
         this.dataPath.ports.push(p.queues);
         this.dataPath.peers.push(this.peers.get(p)?.queues ?? null);
+      }
+      for (const [p, peer] of this.peers) {
+        const w = this.workerOf.get(p.id);
+        if (w !== undefined && peer !== null) w.call({ op: 'peer', id: p.id, peer: peer.id });
       }
       for (const d of this.domains) this.publishDomain(d);
       this.regionPerms = { mode: cfg.sockets.mode, gid: defaultGid, groupField: 'sockets.group' };
@@ -225,10 +249,81 @@ export class Switch {
       {
         mode: cfg.mode, bufCount: sb.bufCount, bufSize: sb.bufSize, domains: this.domains.map((d) => d.name),
         sharedBytes: this.domains.length * sb.bufCount * sb.bufSize, hugePages: this.hugePagesRefused ?? true,
+        ...(this.workers === null ? {} : { workers: this.workers.workers.map((w) => ({ index: w.index, cpu: w.cpu, ports: w.ports, domains: w.domains })) }),
       },
       'switch started',
     );
     this.running = true;
+  }
+
+  /**
+   * forwarding.workers > 0: start the worker threads, place every L2 domain
+   * (pairs and sharing domains, shard.ts) on one, and hand each its domains.
+   */
+  private startWorkers(): void {
+    const cfg = this.cfg;
+    const fw = cfg.forwarding;
+    const vhost = cfg.ports.map((pc, id) => ({ id, name: pc.name, domain: pc.domain ?? `tap:${pc.name}` })).filter((_, i) => cfg.ports[i].type !== 'tap');
+    const shards = assignShards(vhost, cfg.pairs, this.workerCount);
+    const byId = (id: number): Port | undefined => this.ports.find((p) => p.id === id);
+    this.workers = new DataPathWorkers(
+      this.workerCount, fw.cpus,
+      { logLevel: cfg.log.level as LogLevel, queuePairs: fw.queuePairs, settings: { burst: fw.burst, pollMode: fw.pollMode, spinUs: fw.spinUs, rxWaitMs: fw.rxWaitMs } },
+      {
+        broken: (id, reason) => byId(id)?.disconnect(reason),
+        fault: (id, where, message) => byId(id)?.fault(where, new Error(message)),
+        guestFault: (id) => byId(id)?.guestMemoryFault(),
+        died: (index, reason) => {
+          if (this.stopped) return;
+          this.log.error({ worker: index, reason }, 'a data-path worker thread died; disconnecting its ports');
+          for (const p of this.ports) if (this.workerOf.get(p.id)?.index === index) p.disconnect(`its data-path worker died (${reason})`);
+        },
+      },
+      this.log,
+    );
+    const workers = this.workers.workers;
+    for (const [id, w] of shards.workerOf) this.workerOf.set(id, workers[w]);
+    shards.workers.forEach((s, w) => {
+      workers[w].ports.push(...s.ports);
+      for (const name of s.domains) this.workers!.addDomain(workers[w], this.domains.find((d) => d.name === name)!);
+    });
+    for (const d of this.domains) {
+      const w = workers[shards.workers.findIndex((s) => s.domains.includes(d.name))];
+      if (w === undefined) continue;
+      const pool = this.workers;
+      const ledger = d.ledger;
+      // Once the worker is gone nobody else writes the ledger: this thread does it directly again.
+      const here = (): boolean => {
+        if (w.alive) return false;
+        ledger.remote = null;
+        return true;
+      };
+      ledger.remote = {
+        assignRange: (start, count, p) => (here() ? ledger.assignRange(start, count, p) : w.call({ op: 'assign', domain: d.id, start, count, port: p })),
+        reclaim: (p) => (here() ? ledger.reclaim(p) : w.call({ op: 'reclaim', domain: d.id, port: p })),
+        check: () => (here() ? ledger.check() : pool.check(w, d.id)),
+      };
+    }
+  }
+
+  /** A port's context; a port a worker forwards for wakes that worker and tells it every change. */
+  private portContextFor(ctx: Omit<PortContext, 'domain'>, domain: SharingDomain, id: number): PortContext {
+    const w = this.workerOf.get(id);
+    const pool = this.workers;
+    if (w === undefined || pool === null) return portContext(ctx, domain);
+    return Object.assign(portContext(ctx, domain), {
+      wake: () => w.wake(),
+      worker: {
+        sync: (port: Port, gone = false) => {
+          if (!w.alive) return;
+          w.call({ op: 'sync', id: port.id, state: gone ? null : pool.portState(port.backend, port.queues, port.sharedBar) });
+          w.wake();
+        },
+        readRings: (port: Port) => {
+          if (w.alive) pool.readRings(w, port.id, port.backend);
+        },
+      },
+    });
   }
 
   /** Client mode: no socket of our own; connect to the front-end's, and again whenever it goes away (connector.ts). */
@@ -325,6 +420,12 @@ export class Switch {
   stats(): SwitchStats {
     const macs = this.bridge ? this.bridge.macs.entries(performance.now()) : [];
     const sb = this.cfg.sharedBuffers;
+    // Worker threads' counters into this thread's view of their ports first.
+    const fromWorkers = this.workers?.collect((id) => this.ports.find((p) => p.id === id)?.queues) ?? null;
+    const workers: WorkerInfo[] = (this.workers?.workers ?? []).map((w, i) => ({
+      index: w.index, cpu: w.cpu, cpus: w.cpus, ports: w.ports, domains: w.domains,
+      busySec: fromWorkers!.perWorker[i].busyMs / 1000, busyRounds: fromWorkers!.perWorker[i].busyRounds,
+    }));
     return {
       mode: this.cfg.mode,
       uptimeSec: (Date.now() - this.started) / 1000,
@@ -364,7 +465,10 @@ export class Switch {
           counters: d.counters.snapshot(),
         };
       }),
-      dataPath: { busySec: this.loop.busyMs / 1000, busyRounds: this.loop.busyRounds },
+      dataPath: {
+        busySec: (this.loop.busyMs + (fromWorkers?.busyMs ?? 0)) / 1000, busyRounds: this.loop.busyRounds + (fromWorkers?.busyRounds ?? 0),
+      },
+      workers,
     };
   }
 
@@ -377,8 +481,10 @@ export class Switch {
           p.counters.reset();
           p.queueCounters.fill(0);
         }
+        for (const w of this.workers?.workers ?? []) w.call({ op: 'reset' });
         return { ok: true };
       case 'capture': // streams pcap on this connection: src/switch/capture.ts
+        if (this.workers !== null) return { error: 'capture is not available with forwarding.workers > 0 yet (the mirror would run in a worker thread); restart with workers 0 to capture' };
         return captureCommand(this, cmd as Record<string, unknown>);
       case 'port-add':
       case 'port-del':
@@ -386,6 +492,9 @@ export class Switch {
       case 'pair-add':
       case 'pair-del':
       case 'reload':
+        if (this.workers !== null && cmd.cmd !== 'port-list' && cmd.cmd !== 'reload') {
+          return { error: `${String(cmd.cmd)} is not available with forwarding.workers > 0 yet (ports and pairs are placed on workers at start); change the config and restart` };
+        }
         return this.manage(cmd as Record<string, unknown>);
       default:
         return {
@@ -701,6 +810,9 @@ export class Switch {
       peerOf.set(b, a);
       addPairs.push([a, b]);
     }
+    if (this.workers !== null && (removing.size > 0 || adding.length > 0 || removePairs.length > 0 || addPairs.length > 0)) {
+      problems.push('ports and pairs: not changeable by a reload with forwarding.workers > 0 yet (they are placed on workers at start); restart instead');
+    }
     if (problems.length > 0) {
       const msg = `reload refused, nothing changed (${this.configPath}):\n${problems.map((p) => `  ${p}`).join('\n')}`;
       this.log.error({ file: this.configPath, problems }, msg);
@@ -751,6 +863,10 @@ export class Switch {
     if (this.bridge) this.bridge.burst = next.forwarding.burst;
     this.loop.mode = next.forwarding.pollMode;
     this.loop.spinUs = next.forwarding.spinUs;
+    const fw = next.forwarding;
+    for (const w of this.workers?.workers ?? []) {
+      w.call({ op: 'settings', settings: { burst: fw.burst, pollMode: fw.pollMode, spinUs: fw.spinUs, rxWaitMs: fw.rxWaitMs } });
+    }
     cfg.gift.highWater = next.gift.highWater;
     cfg.gift.lowWater = next.gift.lowWater;
     cfg.limits.handshakeSec = next.limits.handshakeSec;
@@ -780,6 +896,8 @@ export class Switch {
     if (this.stopped) return;
     this.stopped = true;
     this.loop.stop();
+    // Workers stop forwarding and drop their mappings and fds before anything here goes away.
+    void this.workers?.stop();
     if (this.safetyTimer) clearInterval(this.safetyTimer);
     if (this.statsTimer) clearInterval(this.statsTimer);
     for (const c of this.connectors.values()) c.stop();

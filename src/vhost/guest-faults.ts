@@ -14,13 +14,40 @@ import { guardMapping, mappingFaultCount, takeMappingFaults } from '../../bindin
 type FaultHandler = () => void;
 
 const owners = new Map<number, FaultHandler>();
+/**
+ * Ids are per thread: the guard's table is the process's, and each thread
+ * (the main one, every data-path worker: src/workers/) takes every fault
+ * from it. Thread k's ids are (k << ID_THREAD_SHIFT) + 1 .. + ID_SPAN - 1;
+ * a fault of another thread's mapping goes to foreignFaults.
+ */
+export const ID_THREAD_SHIFT = 24;
+const ID_SPAN = 1 << ID_THREAD_SHIFT;
+let idBase = 0;
 let nextId = 1;
 let seen = 0;
+/** Faults of mappings another thread registered (null: none expected; they are dropped). */
+let foreignFaults: ((ids: number[]) => void) | null = null;
+
+/** This thread's id range (thread 0: the main thread) and where faults of other threads' mappings go. */
+export function setGuardThread(thread: number, foreign: (ids: number[]) => void): void {
+  idBase = thread * ID_SPAN;
+  nextId = idBase + 1;
+  foreignFaults = foreign;
+}
+
+/** Faults another thread took for this thread's mappings: run their owners. */
+export function dispatchGuestFaults(ids: readonly number[]): void {
+  for (const id of ids) {
+    const h = owners.get(id);
+    owners.delete(id);
+    h?.();
+  }
+}
 
 /** Guard a front-end mapping; `onFault` runs (once) from pollGuestFaults after a fault in it. Returns its id. */
 export function guardGuestMapping(buf: ArrayBuffer, onFault: FaultHandler): number {
   const id = nextId;
-  nextId = nextId >= 0x7fff_ffff ? 1 : nextId + 1;
+  nextId = nextId >= idBase + ID_SPAN - 1 ? idBase + 1 : nextId + 1;
   guardMapping(buf, id);
   owners.set(id, onFault);
   return id;
@@ -42,10 +69,16 @@ export function pollGuestFaults(): number {
   if (c === seen) return 0;
   seen = c;
   const ids = takeMappingFaults();
+  let foreign: number[] | null = null;
   for (const id of ids) {
+    if (id < idBase || id >= idBase + ID_SPAN) {
+      (foreign ??= []).push(id);
+      continue;
+    }
     const h = owners.get(id);
     owners.delete(id);
     h?.();
   }
+  if (foreign !== null) foreignFaults?.(foreign);
   return ids.length;
 }

@@ -4,7 +4,7 @@
  * (vring addresses) translation. Lookups are a short linear scan over at
  * most 8 regions with plain numbers (addresses < 2^53), no allocation.
  */
-import { closeFd, fdSize, mmapShared, munmap } from '../../bindings';
+import { closeFd, dupFd, fdSize, mmapShared, munmap } from '../../bindings';
 import { forgetGuestMapping, guardGuestMapping } from './guest-faults';
 import type { MemRegionDesc } from './codec';
 import { ProtocolError } from './codec';
@@ -28,14 +28,19 @@ export class MemoryTable {
   private readonly buffers: ArrayBuffer[];
   /** Guard ids of the mappings (guest-faults.ts). */
   private readonly guards: number[] = [];
+  /** keepFds: a dup of each region's fd, open while mapped (a worker thread maps the same memory again: src/workers/). */
+  readonly fds: number[] = [];
+  /** The regions as announced (what a worker needs to map them again). */
+  readonly regions: MemRegionDesc[];
 
   /**
    * Checks and maps every region; on any failure unmaps what it mapped and
    * closes all fds. `onFault` runs (from pollGuestFaults) when a mapping
    * faults because the front-end's file shrank under it.
    */
-  constructor(regions: MemRegionDesc[], fds: number[], onFault: () => void = () => {}) {
+  constructor(regions: MemRegionDesc[], fds: number[], onFault: () => void = () => {}, keepFds = false) {
     const n = regions.length;
+    this.regions = regions;
     this.count = n;
     this.gpaStart = new Float64Array(n);
     this.gpaEnd = new Float64Array(n);
@@ -68,6 +73,7 @@ export class MemoryTable {
           throw new ProtocolError(`SET_MEM_TABLE: cannot map region ${i} (size 0x${size.toString(16)}, offset 0x${off.toString(16)}): ${(e as Error).message}`);
         }
         this.buffers.push(buf);
+        if (keepFds) this.fds.push(dupFd(fds[i]));
         this.guards.push(guardGuestMapping(buf, onFault));
         this.mem.push(new Uint8Array(buf));
         this.gpaStart[i] = gpa;
@@ -122,6 +128,8 @@ export class MemoryTable {
       }
     }
     this.buffers.length = 0;
+    for (const fd of this.fds) closeFdQuiet(fd);
+    this.fds.length = 0;
     this.mem.length = 0;
     this.count = 0;
   }

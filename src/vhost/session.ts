@@ -38,6 +38,12 @@ export interface BackendHooks {
   closed(reason: string): void;
   /** The front-end's memory vanished under a mapping (SIGBUS survived by the guard): drop it. */
   guestMemoryFault(): void;
+  /**
+   * A worker thread forwards for this port (src/workers/): bring the ring
+   * indices of the running queues up to date from it before they are read
+   * (GET_VRING_BASE, a ring stopping or being remapped).
+   */
+  beforeRingRead?(): void;
 }
 
 export interface BackendOptions {
@@ -46,6 +52,8 @@ export interface BackendOptions {
   features: bigint;
   protocolFeatures: bigint;
   queuePairs: number;
+  /** Keep a dup of each memory region's fd while it is mapped (a worker thread maps it again: src/workers/). */
+  keepMemoryFds?: boolean;
 }
 
 export class VhostUserBackend {
@@ -70,6 +78,8 @@ export class VhostUserBackend {
       queuesChanged: () => hooks.queuesChanged(),
       sharedWindow: () => hooks.sharedWindow(),
       guestMemoryFault: () => hooks.guestMemoryFault(),
+      beforeRingRead: () => hooks.beforeRingRead?.(),
+      keepMemoryFds: opts.keepMemoryFds === true,
     });
     this.vrings = this.rings.slots;
     this.handlers = handlerTable([

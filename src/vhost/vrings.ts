@@ -40,6 +40,10 @@ export interface VringsContext {
   sharedWindow(): { base: number; size: number } | null;
   /** A mapping of this front-end's memory faulted (its file shrank): the port must go. */
   guestMemoryFault(): void;
+  /** Ring indices are about to be read off the running queues: a worker that forwards for the port brings them up to date. */
+  beforeRingRead(): void;
+  /** Memory tables keep a dup of each region's fd (a worker thread maps them again). */
+  keepMemoryFds: boolean;
 }
 
 type FdField = 'kickFd' | 'callFd' | 'errFd';
@@ -73,6 +77,7 @@ export class Vrings {
 
   /** Remap every running ring (new memory table, size or features), keeping its indices. */
   rebuildQueues(): void {
+    this.ctx.beforeRingRead();
     this.slots.forEach((s, i) => {
       if (s.queue) s.queue = this.makeQueue(i, s, s.queue.lastAvail, s.queue.usedIdx);
     });
@@ -105,7 +110,7 @@ export class Vrings {
     const regions = decodeMemTable(msg);
     const fds = msg.fds;
     msg.fds = [];
-    const table = new MemoryTable(regions, fds, () => this.ctx.guestMemoryFault());
+    const table = new MemoryTable(regions, fds, () => this.ctx.guestMemoryFault(), this.ctx.keepMemoryFds);
     const win = this.ctx.sharedWindow();
     if (win && table.overlapsGpa(win.base, win.size)) {
       table.unmap();
@@ -139,6 +144,7 @@ export class Vrings {
   private getVringBase(msg: VhostMessage): Buffer {
     const st = decodeVringState(msg);
     const s = this.slot(st.index, 'GET_VRING_BASE');
+    if (s.queue) this.ctx.beforeRingRead();
     const base = s.queue ? resumeIndex(s.queue) : s.base;
     s.base = base;
     s.started = false;
@@ -180,12 +186,15 @@ export class Vrings {
   /** Build or drop each ring's DeviceQueue to match its state; tell the port if anything changed. */
   private refresh(): boolean {
     let changed = false;
+    let read = false;
     this.slots.forEach((s, i) => {
       const run = s.started && s.enabled && s.num > 0 && s.addr !== null && this.mem !== null;
       if (run && !s.queue) {
         s.queue = this.makeQueue(i, s, s.base, -1);
         changed = true;
       } else if (!run && s.queue) {
+        if (!read) this.ctx.beforeRingRead();
+        read = true;
         s.base = resumeIndex(s.queue);
         s.queue = null;
         changed = true;

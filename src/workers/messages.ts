@@ -1,0 +1,116 @@
+/**
+ * What the control plane and a data-path worker say to each other
+ * (docs/design.md, "Threads"). Requests go main -> worker on the worker's
+ * control port and are answered on its reply port (rpc.ts); events go
+ * worker -> main on the worker's parentPort. Fds travel as numbers: the
+ * threads share the process's fd table, and the worker dups what it keeps
+ * while the main thread waits for the answer, so the number is valid then.
+ */
+import type { MemRegionDesc } from '../vhost/codec';
+import type { LedgerCheck } from '../shm/ledger';
+import type { PollMode } from '../config';
+
+/** One running vring as the worker rebuilds it: user addresses of its parts, indices, call fd. */
+export interface VringState {
+  /** The control plane's queue object, by number: a new number is a new (or remapped) ring. */
+  gen: number;
+  num: number;
+  desc: number;
+  avail: number;
+  used: number;
+  lastAvail: number;
+  usedIdx: number;
+  eventIdx: boolean;
+  callFd: number;
+}
+
+/** A port's queues and memory as the worker must mirror them (null: the front-end went away). */
+export interface PortState {
+  ackedFeatures: bigint;
+  zeroCopy: boolean;
+  /** Guest address of the port's window (an ivshmem BAR), or null: the domain's base. */
+  window: number | null;
+  /** The memory table by number (a new number: map again), its regions and (main's kept) fds. */
+  mem: { gen: number; regions: MemRegionDesc[]; fds: number[] } | null;
+  vrings: (VringState | null)[];
+}
+
+export interface DomainSetup {
+  id: number;
+  name: string;
+  bufCount: number;
+  bufSize: number;
+  base: number;
+  /** The region's memfd (the worker maps its own dup). */
+  fd: number;
+  ledger: SharedArrayBuffer;
+}
+
+export interface Settings {
+  burst: number;
+  pollMode: PollMode;
+  spinUs: number;
+  rxWaitMs: number;
+}
+
+export type Request =
+  | { op: 'domain'; domain: DomainSetup }
+  | { op: 'port'; id: number; name: string; partitionCount: number; domain: number }
+  | { op: 'peer'; id: number; peer: number | null }
+  | { op: 'sync'; id: number; state: PortState | null }
+  /** Stop forwarding for the port until its next sync, and report its rings' indices (GET_VRING_BASE and friends). */
+  | { op: 'freeze'; id: number }
+  | { op: 'assign'; domain: number; start: number; count: number; port: number }
+  | { op: 'reclaim'; domain: number; port: number }
+  | { op: 'check'; domain: number }
+  | { op: 'stats' }
+  | { op: 'reset' }
+  | { op: 'settings'; settings: Settings }
+  /** Guest-memory faults the main thread took for this worker's mappings. */
+  | { op: 'faults'; ids: number[] }
+  | { op: 'stop' }
+  /** Kicks arrived for the worker's ports (no answer; coalesced by SIG_WAKE). */
+  | { op: 'wake' };
+
+/** What each request answers. */
+export interface Replies {
+  freeze: ({ lastAvail: number; usedIdx: number } | null)[];
+  assign: boolean;
+  reclaim: number;
+  check: LedgerCheck;
+  stats: WorkerStats;
+}
+
+export interface PortCounterSnapshot {
+  id: number;
+  /** PortCounters' numeric fields the data path counts (not kicks, not guestMemoryFaults: the control plane counts those). */
+  fields: Record<string, number>;
+  drops: number[];
+  queueCounters: number[];
+}
+
+export interface WorkerStats {
+  busyMs: number;
+  busyRounds: number;
+  ports: PortCounterSnapshot[];
+}
+
+export type WorkerEvent =
+  | { ev: 'ready'; cpu: number | null; cpus: number[] }
+  /** A ring broke or the call fd saturated: disconnect the port (PortQueues' broken). */
+  | { ev: 'broken'; id: number; reason: string }
+  /** A throw in the port's part of a round (the fault boundary). */
+  | { ev: 'fault'; id: number; where: string; message: string }
+  | { ev: 'guest-fault'; id: number }
+  /** Faults this worker took for other threads' mappings. */
+  | { ev: 'foreign-faults'; ids: number[] };
+
+/** The wake flag's index in the worker's signal array: set by the main thread, cleared by the worker. */
+export const SIG_REPLY = 0;
+export const SIG_WAKE = 1;
+export const SIG_LENGTH = 2;
+
+/** Port counters the data path keeps (copied from the worker on stats). */
+export const WORKER_COUNTER_FIELDS = [
+  'rxPackets', 'rxBytes', 'txPackets', 'txBytes', 'zeroCopy', 'copied', 'copiedBytes', 'giftsIn', 'giftsOut', 'returned', 'calls',
+] as const;

@@ -1,0 +1,297 @@
+/**
+ * A data-path worker thread (docs/design.md, "Threads"): runs DataPath
+ * rounds in its own PollLoop for the ports of its shard, over its own
+ * mappings of their memory (the regions' memfds, each front-end's memory
+ * table), made again from the fds the control plane sends. Everything the
+ * control plane changes arrives as a request on the control port, handled
+ * between slices of rounds (never during one), and answered when the main
+ * thread waits for it (rpc.ts). A port's fault costs that port only: the
+ * worker stops serving it and tells the main thread, which disconnects it.
+ */
+import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
+import { dupFd, pinThisThread, thisThreadCpus } from '../../bindings';
+import { DataPath } from '../datapath/data-path';
+import { FlowControl } from '../datapath/flow-control';
+import { PairForwarder } from '../datapath/pair-forwarder';
+import { PollLoop } from '../datapath/poll-loop';
+import { PortQueues } from '../datapath/port-queues';
+import { type LogLevel, createLogger } from '../log';
+import { SharingDomain } from '../shm/domain';
+import { dispatchGuestFaults, setGuardThread } from '../vhost/guest-faults';
+import { MemoryTable, closeFdQuiet } from '../vhost/memory-table';
+import { DeviceQueue } from '../virtio/device-queue';
+import { SplitRing, availRingBytes, descTableBytes, usedRingBytes } from '../virtio/ring';
+import {
+  type PortState, type Replies, type Request, SIG_REPLY, SIG_WAKE, type Settings, WORKER_COUNTER_FIELDS, type WorkerEvent, type WorkerStats,
+} from './messages';
+
+export interface WorkerInit {
+  index: number;
+  cpu: number | null;
+  logLevel: LogLevel;
+  queuePairs: number;
+  settings: Settings;
+  control: MessagePort;
+  replies: MessagePort;
+  signal: SharedArrayBuffer;
+}
+
+/** A port as this worker serves it. */
+interface WorkerPort {
+  queues: PortQueues;
+  /** This worker's own mapping of the front-end's memory, and the main thread's number for it. */
+  mem: MemoryTable | null;
+  memGen: number;
+  /** Per vring: the main thread's queue number, this worker's queue and its own dup of the call fd. */
+  rings: ({ gen: number; queue: DeviceQueue; callFd: number } | null)[];
+  peer: number | null;
+  /** Out of the data path: frozen for a ring read, or broken until the control plane syncs it. */
+  out: boolean;
+}
+
+const init = workerData as WorkerInit;
+const log = createLogger(init.logLevel).child({ worker: init.index });
+const signal = new Int32Array(init.signal);
+const post = (e: WorkerEvent): void => parentPort!.postMessage(e);
+
+// Guard ids of this thread's mappings; faults of others' go to the main thread, which routes them.
+setGuardThread(init.index + 1, (ids) => post({ ev: 'foreign-faults', ids }));
+if (init.cpu !== null) pinThisThread(init.cpu);
+
+const domains = new Map<number, SharingDomain>();
+const ports = new Map<number, WorkerPort>();
+const flow = new FlowControl(init.settings.rxWaitMs);
+const pair = new PairForwarder(init.settings.burst, flow);
+const dataPath = new DataPath(pair, null);
+const loop = new PollLoop(dataPath, init.settings.pollMode, init.settings.spinUs);
+
+function portOf(id: number): WorkerPort {
+  const p = ports.get(id);
+  if (p === undefined) throw new Error(`worker ${init.index}: no port with id ${id}`);
+  return p;
+}
+
+function domainOf(id: number): SharingDomain {
+  const d = domains.get(id);
+  if (d === undefined) throw new Error(`worker ${init.index}: no domain with id ${id}`);
+  return d;
+}
+
+/** Take the port out of the data path (its peer sees it as down) until it is put back. */
+function takeOut(p: WorkerPort): void {
+  if (p.out) return;
+  p.out = true;
+  dataPath.removePort(p.queues);
+}
+
+function putBack(p: WorkerPort): void {
+  if (!p.out) return;
+  p.out = false;
+  dataPath.addPort(p.queues);
+  if (p.peer !== null) dataPath.setPeer(p.queues, portOf(p.peer).queues);
+  // Whoever has this port as its peer forwards to it again.
+  for (const [, o] of ports) if (o.peer === p.queues.id && !o.out) dataPath.setPeer(o.queues, p.queues);
+}
+
+function addPort(id: number, name: string, partitionCount: number, domain: number): void {
+  const ctx = { domain: domainOf(domain), log, queuePairs: init.queuePairs, swap: false };
+  const queues = new PortQueues(id, name, partitionCount, ctx, (reason) => {
+    // Stop serving it now; the control plane disconnects it and syncs it empty.
+    const p = ports.get(id);
+    if (p !== undefined) takeOut(p);
+    post({ ev: 'broken', id, reason });
+  });
+  queues.onFault = (where, e) => {
+    const p = ports.get(id);
+    if (p !== undefined) takeOut(p);
+    post({ ev: 'fault', id, where, message: (e as Error)?.message ?? String(e) });
+  };
+  const p: WorkerPort = { queues, mem: null, memGen: -1, rings: new Array(2 * init.queuePairs).fill(null), peer: null, out: true };
+  ports.set(id, p);
+  putBack(p);
+}
+
+function setPeer(id: number, peer: number | null): void {
+  const p = portOf(id);
+  p.peer = peer;
+  if (!p.out) dataPath.setPeer(p.queues, peer === null || portOf(peer).out ? null : portOf(peer).queues);
+}
+
+/** Mirror the control plane's view of the port: memory, running rings, call fds. */
+function sync(id: number, state: PortState | null): void {
+  const p = portOf(id);
+  try {
+    syncPort(id, p, state);
+  } catch (e) {
+    // Never leave queues over a mapping that is gone: the port stops here; the control plane disconnects it.
+    takeOut(p);
+    dropRings(p);
+    p.queues.sync(null);
+    throw e;
+  }
+}
+
+function syncPort(id: number, p: WorkerPort, state: PortState | null): void {
+  if (state === null || state.mem === null || state.mem.gen !== p.memGen) {
+    // Rings over the old mapping go first; the port's queues still point at them until the sync below
+    // (no round runs in between: requests are handled between slices).
+    dropRings(p);
+    if (state === null) p.queues.sync(null);
+    p.mem?.unmap();
+    p.mem = null;
+    p.memGen = -1;
+  }
+  if (state === null) {
+    p.queues.setWindow(null);
+    putBack(p);
+    return;
+  }
+  if (state.mem !== null && p.mem === null) {
+    const fds = state.mem.fds.map((fd) => dupFd(fd));
+    // MemoryTable closes the fds it is given (our dups); a fault in our mapping costs the port.
+    p.mem = new MemoryTable(state.mem.regions, fds, () => post({ ev: 'guest-fault', id }));
+    p.memGen = state.mem.gen;
+  }
+  for (let i = 0; i < p.rings.length; i++) {
+    const want = state.vrings[i] ?? null;
+    const have = p.rings[i];
+    if (want !== null && have !== null && have.gen === want.gen) continue;
+    if (have !== null) closeFdQuiet(have.callFd);
+    p.rings[i] = null;
+    if (want === null || p.mem === null) continue;
+    const part = (addr: number, bytes: number) => {
+      const r = p.mem!.translateUser(addr, bytes);
+      if (r === null) throw new Error(`vring ${i}: address 0x${addr.toString(16)} is not in this worker's mapping`);
+      return r;
+    };
+    const ring = new SplitRing(want.num, {
+      desc: part(want.desc, descTableBytes(want.num)), avail: part(want.avail, availRingBytes(want.num)), used: part(want.used, usedRingBytes(want.num)),
+    });
+    p.rings[i] = {
+      gen: want.gen, queue: new DeviceQueue(ring, want.eventIdx, want.lastAvail, want.usedIdx), callFd: want.callFd >= 0 ? dupFd(want.callFd) : -1,
+    };
+  }
+  p.queues.zeroCopy = state.zeroCopy;
+  p.queues.setWindow(state.window);
+  p.queues.sync({
+    vrings: p.rings.map((r) => ({ queue: r === null ? null : r.queue, callFd: r === null ? -1 : r.callFd })),
+    mem: p.mem,
+    ackedFeatures: state.ackedFeatures,
+  });
+  putBack(p);
+}
+
+function dropRings(p: WorkerPort): void {
+  for (let i = 0; i < p.rings.length; i++) {
+    const r = p.rings[i];
+    if (r !== null) closeFdQuiet(r.callFd);
+    p.rings[i] = null;
+  }
+}
+
+function freeze(id: number): Replies['freeze'] {
+  const p = portOf(id);
+  takeOut(p);
+  return p.rings.map((r) => {
+    if (r === null) return null;
+    r.queue.publishUsed();
+    return { lastAvail: r.queue.lastAvail, usedIdx: r.queue.usedIdx };
+  });
+}
+
+function stats(): WorkerStats {
+  const out: WorkerStats = { busyMs: loop.busyMs, busyRounds: loop.busyRounds, ports: [] };
+  for (const [id, p] of ports) {
+    const c = p.queues.counters as unknown as Record<string, number>;
+    const fields: Record<string, number> = {};
+    for (const f of WORKER_COUNTER_FIELDS) fields[f] = c[f];
+    out.ports.push({ id, fields, drops: Array.from(p.queues.counters.drops), queueCounters: Array.from(p.queues.queueCounters) });
+  }
+  return out;
+}
+
+function stop(): void {
+  loop.stop();
+  for (const [, p] of ports) {
+    dropRings(p);
+    p.queues.sync(null);
+    p.mem?.unmap();
+    p.mem = null;
+  }
+  for (const [, d] of domains) d.close();
+}
+
+function handle(m: Request): unknown {
+  switch (m.op) {
+    case 'domain': {
+      const d = m.domain;
+      domains.set(d.id, new SharingDomain(d.id, d.name, d.bufCount, d.bufSize, d.base, { fd: d.fd, ledger: d.ledger }));
+      return null;
+    }
+    case 'port':
+      addPort(m.id, m.name, m.partitionCount, m.domain);
+      return null;
+    case 'peer':
+      setPeer(m.id, m.peer);
+      return null;
+    case 'sync':
+      sync(m.id, m.state);
+      return null;
+    case 'freeze':
+      return freeze(m.id);
+    case 'assign':
+      return domainOf(m.domain).ledger.assignRange(m.start, m.count, m.port);
+    case 'reclaim':
+      return domainOf(m.domain).ledger.reclaim(m.port);
+    case 'check':
+      return domainOf(m.domain).ledger.check();
+    case 'stats':
+      return stats();
+    case 'reset':
+      for (const [, p] of ports) {
+        p.queues.counters.reset();
+        p.queues.queueCounters.fill(0);
+      }
+      return null;
+    case 'settings':
+      pair.burst = m.settings.burst;
+      flow.waitMs = m.settings.rxWaitMs;
+      loop.mode = m.settings.pollMode;
+      loop.spinUs = m.settings.spinUs;
+      return null;
+    case 'faults':
+      dispatchGuestFaults(m.ids);
+      return null;
+    case 'stop':
+      stop();
+      return null;
+    case 'wake':
+      return null;
+  }
+}
+
+init.control.on('message', (m: Request & { seq?: number }) => {
+  if (m.op === 'wake') {
+    Atomics.store(signal, SIG_WAKE, 0);
+    loop.wake();
+    return;
+  }
+  let reply: { seq: number; ok: true; value: unknown } | { seq: number; ok: false; error: string };
+  try {
+    reply = { seq: m.seq!, ok: true, value: handle(m) };
+  } catch (e) {
+    log.error({ op: m.op, err: e }, `control request failed: ${(e as Error).message}`);
+    reply = { seq: m.seq!, ok: false, error: (e as Error).message };
+  }
+  init.replies.postMessage(reply);
+  Atomics.add(signal, SIG_REPLY, 1);
+  Atomics.notify(signal, SIG_REPLY);
+  if (m.op === 'stop') {
+    init.control.close();
+    init.replies.close();
+    return;
+  }
+  loop.wake();
+});
+
+post({ ev: 'ready', cpu: init.cpu, cpus: thisThreadCpus() });
