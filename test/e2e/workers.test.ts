@@ -4,6 +4,7 @@
  * threads, guest-driver VMs, shared memory, eventfds and Unix sockets.
  */
 import t from 'tap';
+import { controlRequest } from '../../src/switch/control';
 import { counters, sleep, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
 
 const TWO_PAIRS = {
@@ -56,4 +57,60 @@ t.test('two pairs on two workers: traffic on both at once, every frame verified,
   t.equal(s.dataPath.busyRounds, s.workers[0].busyRounds + s.workers[1].busyRounds, 'dataPath is the sum over workers');
   t.ok(s.ledger.ok, `ledger balanced: ${s.ledger.problems.join('; ')}`);
   t.equal(s.sharedBuffers.pool, s.sharedBuffers.bufCount * s.sharedBuffers.domains, 'every buffer back in its pool');
+});
+
+t.test('a VM killed mid-traffic on one worker: its port is reclaimed, the other worker keeps flowing', async (t) => {
+  const sw = await startSwitch(t, TWO_PAIRS);
+  const sinkA = vm(sw, 'a2', ['--mode', 'sink']);
+  const sinkB = vm(sw, 'b2', ['--mode', 'sink']);
+  await waitAttached(sw, 'a2');
+  await waitAttached(sw, 'b2');
+  const genA = vm(sw, 'a1', ['--mode', 'gen', '--stream', '1']);
+  const genB = vm(sw, 'b1', ['--mode', 'gen', '--stream', '2']);
+  await waitFor('traffic on both pairs', async () => {
+    const s = await sw.stats();
+    return ['a2', 'b2'].every((n) => counters(s.ports.find((p) => p.name === n)!).txPackets > 20000);
+  }, 30000);
+  genA.child.kill('SIGKILL');
+  await genA.exited;
+  await waitFor('the switch to notice a1 is gone', async () => !(await sw.port('a1')).attached);
+  let s = await sw.stats();
+  t.ok(s.ledger.ok, `ledger balanced after the kill: ${s.ledger.problems.join('; ')}`);
+  t.equal(s.ports.find((p) => p.name === 'a1')!.buffersOwned, 0, 'the dead VM owns nothing');
+  const before = counters(s.ports.find((p) => p.name === 'b2')!).txPackets;
+  await waitFor('pair b to keep flowing', async () => counters(await sw.port('b2')).txPackets > before + 20000, 30000);
+  // The port takes a new VM, on the same worker.
+  const aBefore = counters(s.ports.find((p) => p.name === 'a2')!).txPackets;
+  const genA2 = vm(sw, 'a1', ['--mode', 'gen', '--stream', '3', '--count', '5000']);
+  const g2 = await genA2.result;
+  t.equal(g2.code, 0, `second VM on a1 ran: ${g2.stderr}`);
+  await waitFor('a2 to receive its 5000 packets', async () => counters(await sw.port('a2')).txPackets >= aBefore + 5000);
+  genB.child.kill('SIGTERM');
+  await genB.result;
+  sinkA.child.kill('SIGTERM');
+  sinkB.child.kill('SIGTERM');
+  const [ka, kb] = await Promise.all([sinkA.result, sinkB.result]);
+  t.equal(ka.summary.badChecksum + ka.summary.badLength + kb.summary.badChecksum + kb.summary.badLength, 0, 'nothing corrupted');
+  s = await sw.stats();
+  t.ok(s.ledger.ok, `ledger balanced at the end: ${s.ledger.problems.join('; ')}`);
+  t.equal(s.sharedBuffers.pool, s.sharedBuffers.bufCount * s.sharedBuffers.domains, 'everything reclaimed once the VMs left');
+  t.ok(sw.child.exitCode === null, 'switch still running');
+});
+
+t.test('workers: stats and reset-counters reach the workers; capture and port changes are refused with a reason', async (t) => {
+  const sw = await startSwitch(t, { ...TWO_PAIRS, forwarding: { workers: 1 } });
+  const echo = vm(sw, 'a2', ['--mode', 'echo', '--count', '1000']);
+  await waitAttached(sw, 'a2');
+  const gen = vm(sw, 'a1', ['--mode', 'gen', '--count', '1000', '--expect', '1000', '--linger', '20000']);
+  const [g] = await Promise.all([gen.result, echo.result]);
+  t.equal(g.summary.verified, 1000, 'one worker forwards every frame');
+  let s = await sw.stats();
+  t.equal(s.workers.length, 1);
+  t.same(s.workers[0].ports.sort(), ['a1', 'a2', 'b1', 'b2'], 'both pairs on the one worker');
+  t.equal(counters(s.ports.find((p) => p.name === 'a1')!).rxPackets, 1000, 'a1 counted by the worker');
+  t.match(await controlRequest(sw.control, { cmd: 'reset-counters' }), { ok: true });
+  s = await sw.stats();
+  t.equal(counters(s.ports.find((p) => p.name === 'a1')!).rxPackets, 0, 'reset reached the worker');
+  t.match(await controlRequest(sw.control, { cmd: 'capture', port: 'a1' }), { error: /forwarding.workers/ });
+  t.match(await controlRequest(sw.control, { cmd: 'port-add', name: 'c1' }), { error: /forwarding.workers/ });
 });
