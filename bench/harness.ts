@@ -55,6 +55,7 @@ export interface BenchOptions {
   out?: string;
   progress?: ProgressMode;
   bufCount?: number;
+  workers?: number;
   /** One CPU per process (bench/lib/pin.ts). */
   pin?: boolean;
 }
@@ -82,6 +83,7 @@ export function resolveSettings(o: BenchOptions): BenchSettings {
     defaultBurst: o.burst ?? DEFAULT_BURST,
     defaultPollMode: DEFAULT_POLL,
     bufCount: o.bufCount ?? null,
+    workers: o.workers ?? null,
     pin: !!o.pin,
   };
 }
@@ -237,6 +239,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
         progress.start(what);
         const ctx: RunContext = {
           run, warmupSec: settings.warmupSec, durationSec: settings.durationSec, cli: CLI_PATH, bufCount: settings.bufCount, pin: settings.pin,
+          workers: settings.workers ?? null,
           dpdk: dpdk?.ok ? dpdk.tools : null,
           setup: (info) => {
             r.setup ??= info;

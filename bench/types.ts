@@ -165,6 +165,8 @@ export interface BenchSettings {
   bufCount: number | null;
   /** One CPU per process (bench/lib/pin.ts); false: the scheduler places them. */
   pin: boolean;
+  /** zcswitch forwarding.workers (--workers); null: the switch default (0, the main thread forwards). */
+  workers?: number | null;
 }
 
 export interface MachineInfo {

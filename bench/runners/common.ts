@@ -12,6 +12,8 @@ export interface RunContext {
   bufCount: number | null;
   /** One CPU per process (bench/lib/pin.ts). */
   pin: boolean;
+  /** zcswitch forwarding.workers (--workers); null: the default (the main thread forwards). */
+  workers?: number | null;
   /** dpdk-testpmd and stdbuf, where found (the classic-flood sender); null: not available. */
   dpdk?: { testpmd: string; stdbuf: string } | null;
   /** Called once with how the processes were set up (recorded in the JSON). */

@@ -96,7 +96,7 @@ t.test('config/default.json loads', async (t) => {
   t.strictSame(cfg.pairs, [['vm1', 'vm2']]);
   t.equal(cfg.mode, 'pair');
   t.strictSame(cfg.sharedBuffers, { bufCount: 4096, bufSize: 2048, base: 0x4000000000n, hugePages: true });
-  t.strictSame(cfg.forwarding, { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50, queuePairs: 8, rxWaitMs: 50 });
+  t.strictSame(cfg.forwarding, { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50, queuePairs: 8, rxWaitMs: 50, workers: 0 });
 });
 
 t.test('config/examples load', async (t) => {
@@ -691,4 +691,17 @@ t.test('ports[].connect: client-mode ports', async (t) => {
     { path: 'ports[0].connect', message: 'is the socket of ports[1] ("b") on this switch, not a front-end' },
     { path: 'ports[2].connect', message: 'is the control socket of this switch, not a front-end' },
   ]);
+});
+
+t.test('forwarding.workers and forwarding.cpus', async (t) => {
+  t.equal(parseConfig({ ports: twoPorts() }).forwarding.workers, 0, 'default: the main thread forwards');
+  t.equal(parseConfig({ ports: twoPorts(), forwarding: { workers: 4 } }).forwarding.workers, 4);
+  t.equal(parseConfig({ ports: twoPorts(), forwarding: { workers: 'auto' } }).forwarding.workers, 'auto');
+  t.same(parseConfig({ ports: twoPorts(), forwarding: { workers: 2, cpus: [2, 3] } }).forwarding.cpus, [2, 3]);
+  t.match(fails(t, { ports: twoPorts(), forwarding: { workers: 'many' } }).message, /forwarding\.workers: .*"auto"/);
+  t.match(fails(t, { ports: twoPorts(), forwarding: { workers: 65 } }).message, /forwarding\.workers: must be at most 64/);
+  t.match(fails(t, { ports: twoPorts(), forwarding: { workers: 1.5 } }).message, /forwarding\.workers: must be a whole number/);
+  t.match(fails(t, { ports: twoPorts(), forwarding: { cpus: [] } }).message, /forwarding\.cpus/);
+  t.match(fails(t, { ports: twoPorts(), forwarding: { cpus: [-1] } }).message, /forwarding\.cpus\.0|forwarding\.cpus\[0\]/);
+  t.match(fails(t, { mode: 'bridge', ports: twoPorts(), forwarding: { workers: 2 } }).message, /forwarding\.workers: .*pair mode only/);
 });
