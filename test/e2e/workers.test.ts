@@ -3,6 +3,8 @@
  * all real processes: a switch whose pairs are forwarded by two worker
  * threads, guest-driver VMs, shared memory, eventfds and Unix sockets.
  */
+import fs from 'node:fs';
+import os from 'node:os';
 import t from 'tap';
 import { controlRequest } from '../../src/switch/control';
 import { counters, sleep, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
@@ -113,4 +115,23 @@ t.test('workers: stats and reset-counters reach the workers; capture and port ch
   t.equal(counters(s.ports.find((p) => p.name === 'a1')!).rxPackets, 0, 'reset reached the worker');
   t.match(await controlRequest(sw.control, { cmd: 'capture', port: 'a1' }), { error: /forwarding.workers/ });
   t.match(await controlRequest(sw.control, { cmd: 'port-add', name: 'c1' }), { error: /forwarding.workers/ });
+});
+
+t.test('forwarding.cpus: each worker pins its own thread, the switch process keeps its mask', async (t) => {
+  const cpus = os.availableParallelism() > 1 ? [1, 0] : [0, 0];
+  const sw = await startSwitch(t, { ...TWO_PAIRS, forwarding: { workers: 2, cpus } });
+  await waitFor('both workers to report their CPUs', async () => (await sw.stats()).workers.every((w) => w.cpus.length > 0));
+  const s = await sw.stats();
+  t.same(s.workers.map((w) => w.cpu), cpus, 'each worker got its CPU in turn');
+  t.same(s.workers.map((w) => w.cpus), cpus.map((c) => [c]), 'and runs on that one CPU only');
+  // The process (its main thread) is not pinned: its allowed list is still what it started with.
+  const status = fs.readFileSync(`/proc/${sw.child.pid}/status`, 'utf8');
+  const allowed = /Cpus_allowed_list:\s*(\S+)/.exec(status)?.[1];
+  if (os.availableParallelism() > 1) t.not(allowed, String(cpus[0]), `main thread not pinned (Cpus_allowed_list ${allowed})`);
+  // Traffic flows on the pinned workers.
+  const echo = vm(sw, 'b2', ['--mode', 'echo', '--count', '2000']);
+  await waitAttached(sw, 'b2');
+  const gen = vm(sw, 'b1', ['--mode', 'gen', '--count', '2000', '--expect', '2000', '--linger', '20000']);
+  const [g] = await Promise.all([gen.result, echo.result]);
+  t.equal(g.summary.verified, 2000, 'every frame forwarded by a pinned worker');
 });
