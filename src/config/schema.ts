@@ -48,6 +48,13 @@ export interface PortConfig {
    * for a listening port.
    */
   connect?: string;
+  /**
+   * vhost (`ports[].offloads`, default true): offer the front-end checksum
+   * and TCP segmentation offloads (CSUM, GUEST_CSUM, HOST/GUEST_TSO4/6,
+   * HOST/GUEST_ECN). false: a plain virtio-net device; the switch completes
+   * checksums and cuts segments for it. tap: unused.
+   */
+  offloads: boolean;
 }
 
 /** Permissions given to a socket file between bind and the moment it becomes reachable (src/switch/socket-file.ts). */
@@ -400,6 +407,7 @@ export const portSchema = z
     socket: portSocketSchema.optional(),
     domain: domainNameSchema.optional(),
     connect: connectPathSchema.optional(),
+    offloads: z.boolean().default(true),
   })
   .strict();
 

@@ -21,6 +21,7 @@ import { netHdrFlags, setNetHdrFlags, writeNetHdr } from '../virtio/net-hdr';
 import { Drop, PortCounters } from './counters';
 import type { Mirror } from './mirror';
 import { RxPostings, postingHead, postingQueue } from './rx-postings';
+import { rxOffloadsOf } from './segment';
 import { TxClassifier, chainDrop } from './tx-class';
 
 /** virtio-net: vring 2q is queue pair q's receive queue, 2q+1 its transmit queue. */
@@ -63,6 +64,8 @@ export class PortQueues {
   zeroCopy = false;
   /** The front-end takes packets spread over several rx buffers (VIRTIO_NET_F_MRG_RXBUF). */
   mergeable = false;
+  /** What its front-end takes as it is: open checksums, TSO (RX_* of src/datapath/segment.ts, from its acked features). */
+  offloadCaps = 0;
   /** Set while someone captures this port's traffic. */
   mirror: Mirror | null = null;
   /**
@@ -115,6 +118,7 @@ export class PortQueues {
     this.source = src;
     this.mem = src === null ? null : src.mem;
     this.mergeable = src !== null && hasBit(src.ackedFeatures, VIRTIO_NET_F_MRG_RXBUF);
+    this.offloadCaps = src === null ? 0 : rxOffloadsOf(src.ackedFeatures);
     if (src === null) this.zeroCopy = false;
     let nq = 0;
     for (let q = 0; q < this.rxqs.length; q++) {

@@ -19,6 +19,8 @@ export class TapPort {
   /** No sharing domain: the uplink maps no shared buffers, every frame to or from it is copied. */
   readonly domain = null;
   mirror: Mirror | null = null;
+  /** What the kernel takes as it is (RX_* of segment.ts): nothing until TUNSETOFFLOAD, so the switch segments and checksums for it. */
+  offloadCaps = 0;
   /** 1 while the interface is open: the bridge treats it as one running queue pair. */
   nq = 0;
   private fd = -1;

@@ -12,6 +12,14 @@ export const VIRTIO_NET_F_CSUM = 0n;
 export const VIRTIO_NET_F_GUEST_CSUM = 1n;
 export const VIRTIO_NET_F_MTU = 3n;
 export const VIRTIO_NET_F_MAC = 5n;
+export const VIRTIO_NET_F_GUEST_TSO4 = 7n;
+export const VIRTIO_NET_F_GUEST_TSO6 = 8n;
+export const VIRTIO_NET_F_GUEST_ECN = 9n;
+export const VIRTIO_NET_F_GUEST_UFO = 10n;
+export const VIRTIO_NET_F_HOST_TSO4 = 11n;
+export const VIRTIO_NET_F_HOST_TSO6 = 12n;
+export const VIRTIO_NET_F_HOST_ECN = 13n;
+export const VIRTIO_NET_F_HOST_UFO = 14n;
 export const VIRTIO_NET_F_MRG_RXBUF = 15n;
 export const VIRTIO_NET_F_STATUS = 16n;
 export const VIRTIO_NET_F_CTRL_VQ = 17n;
@@ -49,7 +57,17 @@ export const VIRTIO_NET_HDR_F_RSC_INFO = 4;
 /** Byte offsets inside virtio_net_hdr. */
 export const NET_HDR_FLAGS = 0;
 export const NET_HDR_GSO_TYPE = 1;
+export const NET_HDR_HDR_LEN = 2;
+export const NET_HDR_GSO_SIZE = 4;
+export const NET_HDR_CSUM_START = 6;
+export const NET_HDR_CSUM_OFFSET = 8;
 export const NET_HDR_NUM_BUFFERS = 10;
+/** virtio_net_hdr.gso_type (the ECN bit may be or'ed into TCPV4/TCPV6). */
+export const VIRTIO_NET_HDR_GSO_NONE = 0;
+export const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
+export const VIRTIO_NET_HDR_GSO_UDP = 3;
+export const VIRTIO_NET_HDR_GSO_TCPV6 = 4;
+export const VIRTIO_NET_HDR_GSO_ECN = 0x80;
 
 /** Ethernet frame limits for the data path. */
 export const ETH_MIN_FRAME = 14;
