@@ -280,7 +280,9 @@ export class BridgeForwarder {
     const gso = off.gso;
     off.begin(this.src, total);
     for (let n = off.next(); n > 0; n = off.next()) {
+      const delivered = dst.counters.txPackets;
       this.copyTo(src, dst, n, off.out);
+      if (dst.counters.txPackets === delivered) continue;
       if (gso) dst.counters.segmented++;
       else dst.counters.checksummed++;
     }

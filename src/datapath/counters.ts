@@ -93,7 +93,7 @@ export class PortCounters {
   guestMemoryFaults = 0;
   /** Offloads: GSO frames (larger than the MTU) the switch took from this port. */
   gsoFrames = 0;
-  /** Offloads: frames the switch cut from GSO frames for this port (it did not negotiate what they needed). */
+  /** Offloads: frames the switch cut from GSO frames and delivered to this port (it did not negotiate what they needed). */
   segmented = 0;
   /** Offloads: frames whose open checksum the switch completed for this port. */
   checksummed = 0;

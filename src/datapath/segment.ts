@@ -27,13 +27,14 @@
  * One instance per forwarder; nothing here allocates per packet.
  */
 import {
-  ETH_MAX_JUMBO, NET_HDR_CSUM_OFFSET, NET_HDR_CSUM_START, NET_HDR_FLAGS, NET_HDR_GSO_SIZE, NET_HDR_GSO_TYPE, NET_HDR_HDR_LEN,
+  NET_HDR_CSUM_OFFSET, NET_HDR_CSUM_START, NET_HDR_FLAGS, NET_HDR_GSO_SIZE, NET_HDR_GSO_TYPE, NET_HDR_HDR_LEN,
   VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_SIZE, hasBit,
 } from '../virtio/defs';
 import { foldChecksum, pseudoSumV4, pseudoSumV6, sumBytes } from './checksum';
 import { ResolvedChain } from './copy';
 import { Drop } from './counters';
+import { MAX_PACKET } from './tx-class';
 
 /** What a receiver takes as it is (a port's offloadCaps; what a frame needs). */
 export const RX_CSUM = 1;
@@ -64,7 +65,6 @@ const TCP_CHECK = 16;
 const UDP_CHECK = 6;
 /** Header bytes looked at to check a TSO frame: Ethernet + VLAN tag + IPv4 with options + TCP with options. */
 const HEAD_BYTES = VIRTIO_NET_HDR_SIZE + 18 + 60 + 60;
-const MAX_PACKET = VIRTIO_NET_HDR_SIZE + ETH_MAX_JUMBO;
 
 export class Offloads {
   /** What the last inspected frame needs of a receiver (RX_* bits; 0 for a plain frame). */

@@ -72,3 +72,5 @@ export const VIRTIO_NET_HDR_GSO_ECN = 0x80;
 /** Ethernet frame limits for the data path. */
 export const ETH_MIN_FRAME = 14;
 export const ETH_MAX_JUMBO = 65535;
+/** The largest GSO frame: a 64 KiB IP packet behind an Ethernet header with one VLAN tag (what a TSO sender may hand over). */
+export const ETH_MAX_GSO = 18 + 65535;

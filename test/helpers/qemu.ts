@@ -84,6 +84,8 @@ export interface GuestOptions {
   monitor?: boolean;
   /** QEMU listens on `socket` (`server=on,wait=off`) and the switch connects: a client-mode port (`ports[].connect`). */
   server?: boolean;
+  /** More virtio-net-pci properties, e.g. `guest_tso4=off,guest_tso6=off` (what the guest negotiates). */
+  device?: string;
 }
 
 export interface RoleResult {
@@ -153,7 +155,7 @@ export class QemuGuest {
       '-chardev', `socket,id=c0,path=${o.socket}${o.server ? ',server=on,wait=off' : ''}${o.reconnect ? `,reconnect=${o.reconnect}` : ''}`,
       '-netdev', 'vhost-user,id=n0,chardev=c0',
       // vectors=0 (INTx only) is required: QEMU 7.2 under TCG crashes in vhost start with MSI-X.
-      '-device', `virtio-net-pci,netdev=n0,mac=${mac},vectors=0`,
+      '-device', `virtio-net-pci,netdev=n0,mac=${mac},vectors=0${o.device ? `,${o.device}` : ''}`,
     ];
   }
 
