@@ -45,6 +45,16 @@ Napi::Value TapOpen(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// (fd, flags): TUNSETOFFLOAD, the TUN_F_* offloads the reader takes, so
+// the kernel may hand in frames with open checksums and GSO segments.
+Napi::Value TapSetOffload(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0, "tapSetOffload");
+  int64_t flags = IntArg(info, 1, "tapSetOffload", "flags", 0, 0xffff);
+  if (::ioctl(fd, TUNSETOFFLOAD, static_cast<unsigned long>(flags)) < 0) ThrowErrno(env, "tapSetOffload", "ioctl(TUNSETOFFLOAD)");
+  return env.Undefined();
+}
+
 // (fd, buf, off, len) -> bytes, or -1 on EAGAIN: read and write differ
 // only in the syscall, so one body serves both.
 template <bool kWrite>
@@ -68,6 +78,7 @@ Napi::Value FdIo(const Napi::CallbackInfo& info) {
 
 void InitTap(Napi::Env env, Napi::Object exports) {
   exports.Set("tapOpen", Napi::Function::New(env, TapOpen, "tapOpen"));
+  exports.Set("tapSetOffload", Napi::Function::New(env, TapSetOffload, "tapSetOffload"));
   exports.Set("fdRead", Napi::Function::New(env, FdIo<false>, "fdRead"));
   exports.Set("fdWrite", Napi::Function::New(env, FdIo<true>, "fdWrite"));
 }

@@ -252,7 +252,7 @@ export function configToJSON(cfg: SwitchConfig): Record<string, unknown> {
           ? { name: p.name, partition: { ...p.partition }, domain: p.domain, connect: p.connect }
           : { name: p.name, partition: { ...p.partition }, domain: p.domain, socket: { mode: octal(p.socket.mode), ...group(p.socket.group) } }),
       // Shown only when turned off: the default stays out of the file.
-      ...(p.type !== 'tap' && !p.offloads ? { offloads: false } : {}),
+      ...(!p.offloads ? { offloads: false } : {}),
     })),
     pairs: cfg.pairs.map(([a, b]) => [a, b]),
     ...(cfg.metrics ? { metrics: { listen: cfg.metrics.listen } } : {}),

@@ -49,10 +49,11 @@ export interface PortConfig {
    */
   connect?: string;
   /**
-   * vhost (`ports[].offloads`, default true): offer the front-end checksum
+   * `ports[].offloads`, default true. vhost: offer the front-end checksum
    * and TCP segmentation offloads (CSUM, GUEST_CSUM, HOST/GUEST_TSO4/6,
-   * HOST/GUEST_ECN). false: a plain virtio-net device; the switch completes
-   * checksums and cuts segments for it. tap: unused.
+   * HOST/GUEST_ECN); false: a plain virtio-net device, the switch completes
+   * checksums and cuts segments for it. tap: TUNSETOFFLOAD (the kernel
+   * hands in and takes 64 KiB TCP segments); false: plain frames only.
    */
   offloads: boolean;
 }

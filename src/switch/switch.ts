@@ -174,7 +174,7 @@ export class Switch {
       this.portCtx = ctx;
       cfg.ports.forEach((pc, id) => {
         if (pc.type === 'tap') {
-          const tap = new TapPort(id, pc.name, pc.ifname, this.log, ctx.wake);
+          const tap = new TapPort(id, pc.name, pc.ifname, this.log, ctx.wake, pc.offloads);
           this.taps.push(tap);
           this.byId.push(tap);
           this.bridgeById.push(tap);
