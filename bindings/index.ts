@@ -80,6 +80,7 @@ interface NativeBinding {
   socketPair(): [number, number];
   tapOpen(name: string): { fd: number; name: string };
   tapSetOffload(fd: number, flags: number): void;
+  tapSetMtu(name: string, mtu: number): void;
   fdRead(fd: number, buf: Uint8Array, off: number, len: number): number;
   fdWrite(fd: number, buf: Uint8Array, off: number, len: number): number;
 }
@@ -304,6 +305,9 @@ export const TUN_F_TSO_ECN = 0x08;
 
 /** ioctl(TUNSETOFFLOAD): the offloads (TUN_F_*) this reader takes; the kernel then hands in open checksums and GSO frames. */
 export const tapSetOffload: (fd: number, flags: number) => void = native.tapSetOffload;
+
+/** ioctl(SIOCSIFMTU) on interface `name` (through a throwaway datagram socket). Needs CAP_NET_ADMIN. */
+export const tapSetMtu: (name: string, mtu: number) => void = native.tapSetMtu;
 
 /** read(2) into buf[off, off+len): bytes read, or -1 on EAGAIN. One TAP frame per call. */
 export const fdRead: (fd: number, buf: Uint8Array, off: number, len: number) => number = native.fdRead;

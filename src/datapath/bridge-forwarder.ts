@@ -193,7 +193,7 @@ export class BridgeForwarder {
     const dq = last.isTap ? -1 : last.rxQueueFor(this.qi);
     // b >= 0: src is a vhost port that sent a shared buffer; the swap needs the receiver in the same domain.
     if (b >= 0 && txq !== null && !last.isTap && last.domain === (src as PortQueues).domain && last.zeroCopy && dq >= 0 &&
-      last.postings.ownCount(dq) > 0 && this.offloads.fits(last.offloadCaps)) {
+      last.postings.ownCount(dq) > 0 && this.offloads.fits(last.offloadCaps, last.mtu)) {
       const y = last.postings.nextOwnBuf(dq);
       const rxHead = last.postings.takeOwn(dq);
       const { shared, ledger } = last;
@@ -240,7 +240,7 @@ export class BridgeForwarder {
    * dst's rx buffers (own shared buffer or classic chain).
    */
   private copyTo(src: BridgePort, dst: BridgePort, total: number, res = this.src): void {
-    if (res === this.src && !this.offloads.fits(dst.offloadCaps)) return this.copyInSoftware(src, dst, total);
+    if (res === this.src && !this.offloads.fits(dst.offloadCaps, dst.mtu)) return this.copyInSoftware(src, dst, total);
     if (dst.isTap) return this.toTap(src, dst, total, res);
     const c = src.counters;
     const dq = dst.rxQueueFor(this.qi);
@@ -274,9 +274,10 @@ export class BridgeForwarder {
     countTx(dst, dq, payload);
   }
 
-  /** dst did not negotiate what the frame in this.src needs: cut it or complete its checksum, and copy each frame. */
+  /** dst did not negotiate what the frame in this.src needs (or it is over dst's MTU): cut it or complete its checksum, and copy each frame. */
   private copyInSoftware(src: BridgePort, dst: BridgePort, total: number): void {
     const off = this.offloads;
+    if (!off.cutsToFit(dst.mtu)) return src.counters.drop(Drop.OverMtu);
     const gso = off.gso;
     off.begin(this.src, total);
     for (let n = off.next(); n > 0; n = off.next()) {

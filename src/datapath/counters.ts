@@ -37,6 +37,8 @@ export const enum Drop {
   BadHdrLen,
   /** Offloads: gso_type says TCP but the frame is not Ethernet/IP/TCP where the header says (or its checksum is not left open). */
   BadGsoFrame,
+  /** A frame longer than the receiver's MTU (plus an Ethernet header) that the switch cannot cut to fit. */
+  OverMtu,
   Count,
 }
 
@@ -67,6 +69,7 @@ const DROP_NAME_OF: Record<Exclude<Drop, Drop.Count>, string> = {
   [Drop.BadGsoSize]: 'bad-gso-size',
   [Drop.BadHdrLen]: 'bad-hdr-len',
   [Drop.BadGsoFrame]: 'bad-gso-frame',
+  [Drop.OverMtu]: 'over-mtu',
 };
 
 /** Names indexed by Drop. */

@@ -81,7 +81,7 @@ export class PairForwarder {
         continue;
       }
       // A frame the peer did not negotiate (TSO, an open checksum) takes the copy path, which does the work.
-      const dq = dstZc && this.offloads.fits(dst!.offloadCaps) ? dst!.completeShared(b, len) : -1;
+      const dq = dstZc && this.offloads.fits(dst!.offloadCaps, dst!.mtu) ? dst!.completeShared(b, len) : -1;
       if (dq >= 0) {
         ledger.transfer(b, dst!.id);
         if (src.mirror !== null || dst!.mirror !== null) this.mirrorShared(src, dst!, shared.offsetOf(b), len);
@@ -163,7 +163,7 @@ export class PairForwarder {
     const dq = dst === null ? -1 : dst.rxQueueFor(qi);
     if (dst === null || dq < 0) return c.drop(Drop.PeerDown);
     if (this.offloads.gso) c.gsoFrames++;
-    if (!this.offloads.fits(dst.offloadCaps)) return this.copyInSoftware(src, qi, dst, dq, total);
+    if (!this.offloads.fits(dst.offloadCaps, dst.mtu)) return this.copyInSoftware(src, qi, dst, dq, total);
     const err = this.classic.fill(dst, dq, this.srcRes, total);
     if (err >= 0) return c.drop(err);
     if (src.mirror !== null) mirrorChain(src.mirror, this.srcRes, VIRTIO_NET_HDR_SIZE, MirrorDir.FromVm);
@@ -175,10 +175,11 @@ export class PairForwarder {
     countTx(dst, dq, payload);
   }
 
-  /** dst did not negotiate what the frame in srcRes needs: cut it or complete its checksum, and copy each frame. */
+  /** dst did not negotiate what the frame in srcRes needs (or it is over dst's MTU): cut it or complete its checksum, and copy each frame. */
   private copyInSoftware(src: PortQueues, qi: number, dst: PortQueues, dq: number, total: number): void {
     const c = src.counters;
     const off = this.offloads;
+    if (!off.cutsToFit(dst.mtu)) return c.drop(Drop.OverMtu);
     const gso = off.gso;
     off.begin(this.srcRes, total);
     if (src.mirror !== null) mirrorChain(src.mirror, this.srcRes, VIRTIO_NET_HDR_SIZE, MirrorDir.FromVm);

@@ -27,7 +27,7 @@
  * One instance per forwarder; nothing here allocates per packet.
  */
 import {
-  NET_HDR_CSUM_OFFSET, NET_HDR_CSUM_START, NET_HDR_FLAGS, NET_HDR_GSO_SIZE, NET_HDR_GSO_TYPE, NET_HDR_HDR_LEN,
+  ETH_HDR_MAX, NET_HDR_CSUM_OFFSET, NET_HDR_CSUM_START, NET_HDR_FLAGS, NET_HDR_GSO_SIZE, NET_HDR_GSO_TYPE, NET_HDR_HDR_LEN,
   VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_SIZE, hasBit,
 } from '../virtio/defs';
@@ -114,6 +114,7 @@ export class Offloads {
       gsoType = this.head[NET_HDR_GSO_TYPE];
     }
     this.needs = 0;
+    this.frameLen = total - VIRTIO_NET_HDR_SIZE;
     if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) === 0 && gsoType === VIRTIO_NET_HDR_GSO_NONE) return -1;
     const h = this.head;
     const got = gather(res, h, Math.min(total, HEAD_BYTES));
@@ -168,9 +169,18 @@ export class Offloads {
     return -1;
   }
 
-  /** The receiver (its offloadCaps) takes the last inspected frame as it is. */
-  fits(caps: number): boolean {
-    return (this.needs & ~caps) === 0;
+  /**
+   * The receiver (its offloadCaps and MTU) takes the last inspected frame as
+   * it is: it negotiated what the frame needs, and the frame fits its MTU
+   * (a GSO frame is the receiver's to cut).
+   */
+  fits(caps: number, mtu: number): boolean {
+    return (this.needs & ~caps) === 0 && (this.frameLen <= mtu + ETH_HDR_MAX || this.gso);
+  }
+
+  /** The fallback's frames fit a receiver with this MTU (else the frame cannot be delivered to it: over-mtu). */
+  cutsToFit(mtu: number): boolean {
+    return (this.gso ? this.l4End + this.gsoSize : this.frameLen) <= mtu + ETH_HDR_MAX;
   }
 
   /** The last inspected frame is a TSO segment (the fallback cuts it; else it only completes the checksum). */
@@ -181,7 +191,6 @@ export class Offloads {
   /** Start the fallback for the last inspected frame (in res, total bytes): next() then writes its frames. */
   begin(res: ResolvedChain, total: number): void {
     gather(res, this.pkt, total);
-    this.frameLen = total - VIRTIO_NET_HDR_SIZE;
     this.index = 0;
     if (!this.gso) {
       this.pos = -1;

@@ -5,7 +5,10 @@
  * leaves the machine: across hosts it rides the kernel's own bridge or
  * VXLAN, not a tunnel of ours.
  */
-import { FdWatcher, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, closeFd, fdRead, fdWrite, tapOpen, tapSetOffload } from '../../bindings';
+import {
+  FdWatcher, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, closeFd, fdRead, fdWrite, tapOpen, tapSetMtu, tapSetOffload,
+} from '../../bindings';
+import { MTU_DEFAULT } from '../virtio/defs';
 import type { Logger } from '../log';
 import { PortCounters } from './counters';
 import type { Mirror } from './mirror';
@@ -27,6 +30,8 @@ export class TapPort {
    * and checksums for it, as for a plain guest.
    */
   offloadCaps = 0;
+  /** The interface's MTU (`ports[].mtu`, set on open): frames to it must fit. */
+  readonly mtu: number;
   /** 1 while the interface is open: the bridge treats it as one running queue pair. */
   nq = 0;
   private fd = -1;
@@ -40,7 +45,9 @@ export class TapPort {
     private readonly wake: () => void,
     /** `ports[].offloads`: take and hand in GSO frames and open checksums (TUNSETOFFLOAD). */
     private readonly offloads = true,
+    mtu = MTU_DEFAULT,
   ) {
+    this.mtu = mtu;
     this.counters.onFirstDrop = (reason) =>
       log.warn({ port: name, reason }, 'first drop for this reason (later ones are only counted: zcswitch stats)');
   }
@@ -57,6 +64,7 @@ export class TapPort {
     const r = tapOpen(this.ifname);
     this.fd = r.fd;
     this.nq = 1;
+    tapSetMtu(r.name, this.mtu);
     if (this.offloads) {
       // What the bridge carries (segment.ts): the kernel may then hand in open checksums and up to 64 KiB TCP segments.
       tapSetOffload(this.fd, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN);
@@ -65,7 +73,7 @@ export class TapPort {
     // Level-triggered: while frames wait, the loop keeps being woken.
     this.watcher = new FdWatcher(this.fd, this.wake);
     this.watcher.start();
-    this.log.info({ port: this.name, ifname: r.name, offloads: this.offloads }, 'tap uplink open');
+    this.log.info({ port: this.name, ifname: r.name, offloads: this.offloads, mtu: this.mtu }, 'tap uplink open');
   }
 
   /** One frame (with its virtio_net_hdr) into buf; bytes, or -1 when none is waiting. */

@@ -69,6 +69,13 @@ export const VIRTIO_NET_HDR_GSO_UDP = 3;
 export const VIRTIO_NET_HDR_GSO_TCPV6 = 4;
 export const VIRTIO_NET_HDR_GSO_ECN = 0x80;
 
+/** MTU limits (L3 bytes): IPv4's minimum, and the largest IP packet. */
+export const MTU_MIN = 68;
+export const MTU_MAX = 65535;
+export const MTU_DEFAULT = 1500;
+/** Ethernet header with one VLAN tag: a frame may be this much longer than the MTU. */
+export const ETH_HDR_MAX = 18;
+
 /** Ethernet frame limits for the data path. */
 export const ETH_MIN_FRAME = 14;
 export const ETH_MAX_JUMBO = 65535;

@@ -140,8 +140,8 @@ t.test('IPv4 TSO cut into MSS frames: lengths, IDs, sequence numbers, flags, che
   const off = new Offloads();
   t.equal(off.inspect(chainOf(pkt, [5, 40, 1000]), pkt.length), -1, 'a valid header');
   t.equal(off.needs, RX_CSUM | RX_TSO4);
-  t.notOk(off.fits(RX_CSUM), 'a receiver with GUEST_CSUM only cannot take it');
-  t.ok(off.fits(RX_CSUM | RX_TSO4), 'one with GUEST_TSO4 can');
+  t.notOk(off.fits(RX_CSUM, 1500), 'a receiver with GUEST_CSUM only cannot take it');
+  t.ok(off.fits(RX_CSUM | RX_TSO4, 1500), 'one with GUEST_TSO4 can');
   off.begin(chainOf(pkt, [7, 2000]), pkt.length);
   const frames = drain(off);
   t.equal(frames.length, 4, '3500 bytes at MSS 1000: 4 frames');
@@ -192,8 +192,8 @@ t.test('ECN: a TSO frame with the ECN bit needs GUEST_ECN too', async (t) => {
   const { pkt } = tcpPacket({ payload: 2000, mss: 1000, gsoType: VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_ECN });
   const off = new Offloads();
   t.equal(off.inspect(chainOf(pkt, []), pkt.length), -1);
-  t.notOk(off.fits(RX_CSUM | RX_TSO4));
-  t.ok(off.fits(RX_CSUM | RX_TSO4 | RX_ECN));
+  t.notOk(off.fits(RX_CSUM | RX_TSO4, 1500));
+  t.ok(off.fits(RX_CSUM | RX_TSO4 | RX_ECN, 1500));
 });
 
 t.test('NEEDS_CSUM alone: the switch completes a UDP checksum seeded with the pseudo-header', async (t) => {
@@ -221,7 +221,7 @@ t.test('NEEDS_CSUM alone: the switch completes a UDP checksum seeded with the ps
   const off = new Offloads();
   t.equal(off.inspect(chainOf(pkt, [3]), pkt.length), -1);
   t.equal(off.needs, RX_CSUM);
-  t.ok(off.fits(RX_CSUM));
+  t.ok(off.fits(RX_CSUM, 1500));
   off.begin(chainOf(pkt, [3]), pkt.length);
   const frames = drain(off);
   t.equal(frames.length, 1, 'one frame');
@@ -313,4 +313,40 @@ t.test('pair forwarder: TSO frame carried unchanged to GUEST_TSO4, cut for a pla
   t.equal(fw.forward(a.port, 0, tso.port), 2);
   t.equal(a.port.counters.drops[Drop.BadGsoSize], 1, 'gso_size 0 counted');
   t.equal(tso.flushAndReap().rx.length, 1, 'the next frame delivered');
+});
+
+t.test('MTU: a frame over the receiver\'s MTU is dropped as over-mtu unless it can be cut to fit', async (t) => {
+  const rig = new Rig({ bufCount: 64 });
+  t.teardown(() => rig.close());
+  const a = rig.addVm({ partition: [0, 32], zeroCopy: false, slotSize: 16384, privSlots: 8 });
+  const b = rig.addVm({ partition: [32, 32], zeroCopy: false, slotSize: 16384, privSlots: 8 });
+  const fw = new PairForwarder(32);
+  const send = (k: number, pkt: Uint8Array): void => {
+    const o = a.mem.slotOffset(k);
+    a.mem.mem.set(pkt, o);
+    a.sendChain([{ addr: a.mem.gpa(o), len: pkt.length }]);
+  };
+  const plain = (frameLen: number): Uint8Array => {
+    const p = new Uint8Array(HDR + frameLen);
+    p.set(mac(2), HDR);
+    p.set(mac(1), HDR + 6);
+    return p;
+  };
+  for (let k = 0; k < 8; k++) b.postCopyTarget(k);
+  b.port.ingestRx();
+  t.equal(b.port.mtu, 1500, 'the default MTU');
+  send(0, plain(1518));
+  send(1, plain(1519));
+  // A TSO frame whose MSS is larger than the receiver's MTU cannot be cut to fit it.
+  send(2, tcpPacket({ payload: 16000, mss: 8000 }).pkt);
+  t.equal(fw.forward(a.port, 0, b.port), 3);
+  t.equal(b.flushAndReap().rx.length, 1, 'only the frame within MTU + 18 arrived');
+  t.equal(a.port.counters.drops[Drop.OverMtu], 2, 'the others counted as over-mtu');
+  b.port.mtu = 9000;
+  send(3, plain(9018));
+  send(4, tcpPacket({ payload: 16000, mss: 8000 }).pkt);
+  t.equal(fw.forward(a.port, 0, b.port), 2);
+  t.equal(b.flushAndReap().rx.length, 3, 'with MTU 9000: the jumbo frame and both 8000-byte segments');
+  t.equal(b.port.counters.segmented, 2);
+  t.equal(a.port.counters.drops[Drop.OverMtu], 2, 'no new over-mtu drop');
 });
