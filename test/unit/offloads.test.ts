@@ -9,6 +9,7 @@
 import t from 'tap';
 import { ResolvedChain } from '../../src/datapath/copy';
 import { Drop } from '../../src/datapath/counters';
+import { BridgeForwarder } from '../../src/datapath/bridge-forwarder';
 import { PairForwarder } from '../../src/datapath/pair-forwarder';
 import { Offloads, RX_CSUM, RX_ECN, RX_TSO4, RX_TSO6, rxOffloadsOf } from '../../src/datapath/segment';
 import { foldChecksum, sumBytes } from '../../src/datapath/checksum';
@@ -16,7 +17,7 @@ import {
   VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4,
   VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_SIZE, bit,
 } from '../../src/virtio/defs';
-import { Rig, mac } from '../helpers/datapath-rig';
+import { BROADCAST, Rig, mac } from '../helpers/datapath-rig';
 
 const HDR = VIRTIO_NET_HDR_SIZE;
 
@@ -349,4 +350,52 @@ t.test('MTU: a frame over the receiver\'s MTU is dropped as over-mtu unless it c
   t.equal(b.flushAndReap().rx.length, 3, 'with MTU 9000: the jumbo frame and both 8000-byte segments');
   t.equal(b.port.counters.segmented, 2);
   t.equal(a.port.counters.drops[Drop.OverMtu], 2, 'no new over-mtu drop');
+});
+
+t.test('bridge: a TSO frame swaps whole to a GUEST_TSO4 VM, is copied whole to another, and cut for a plain one', async (t) => {
+  const rig = new Rig({ bufCount: 48, bufSize: 8192, swap: true });
+  t.teardown(() => rig.close());
+  const tsoFeatures = bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_GUEST_TSO4);
+  const a = rig.addVm({ partition: [0, 16], features: tsoFeatures });
+  const b = rig.addVm({ partition: [16, 16], features: tsoFeatures });
+  const c = rig.addVm({ zeroCopy: false, slotSize: 2048, privSlots: 8 });
+  for (const [vm, first] of [[a, 0], [b, 16]] as const) {
+    for (let k = 0; k < 4; k++) vm.postShared(first + k);
+    vm.port.ingestRx();
+  }
+  for (let k = 0; k < 8; k++) c.postCopyTarget(k);
+  c.port.ingestRx();
+  const fw = new BridgeForwarder(32, [a.port, b.port, c.port], 64, 300_000);
+  const sendTso = (b0: number, dst: number[]): Uint8Array => {
+    const { pkt } = tcpPacket({ payload: 3500, mss: 1000 });
+    pkt.set(dst, HDR);
+    const off = a.shared.offsetOf(b0);
+    a.region.set(pkt, off);
+    a.sendChain([{ addr: a.shared.addrOf(b0), len: pkt.length }]);
+    return pkt;
+  };
+
+  // Flood: b (all but the last target) gets a copy, header intact; c (last, classic) gets the segments.
+  const flooded = sendTso(8, BROADCAST);
+  t.equal(fw.forward(a.port, 0, 1), 1);
+  const rb = b.flushAndReap().rx;
+  t.equal(rb.length, 1, 'b: one frame');
+  t.same(b.bufBytes(16, 0, flooded.length).subarray(0, 10), flooded.subarray(0, 10), 'b: offload fields unchanged');
+  t.equal(c.flushAndReap().rx.length, 4, 'c: 4 segments');
+  t.equal(c.port.counters.segmented, 4);
+
+  // b announces itself; then a's TSO frame to b moves by a swap, header intact.
+  b.sendShared(20, Uint8Array.from([...BROADCAST, ...mac(2), 0x08, 0x00, ...new Array(50).fill(0)]));
+  fw.forward(b.port, 0, 2);
+  a.flushAndReap();
+  c.flushAndReap();
+  const before = a.port.counters.zeroCopy;
+  const sent = sendTso(9, mac(2));
+  t.equal(fw.forward(a.port, 0, 3), 1);
+  const rb2 = b.flushAndReap().rx;
+  t.equal(rb2.length, 1);
+  t.equal(a.port.counters.zeroCopy, before + 1, 'moved by a swap');
+  t.equal(rig.ledger.owner[9], b.id, 'b owns the buffer now');
+  t.same(b.bufBytes(9, 0, sent.length), sent, 'the whole packet, header included, as sent');
+  t.equal(rig.ledgerProblems(), '', 'ledger conserved');
 });
