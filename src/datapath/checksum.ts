@@ -23,6 +23,30 @@ export function sumBytes(mem: Uint8Array, from: number, to: number, sum: number,
   return sum;
 }
 
+/**
+ * sumBytes 32 bits at a time, for a range of mem where mem32 views the same
+ * memory from byte 0 (the fallback's scratch buffers). The words are added
+ * as little-endian 16-bit lanes by address, which is the range's
+ * big-endian pairing byte-swapped when it starts at an even address (and
+ * exactly it at an odd one): the ones' complement sum does not care about
+ * byte order (RFC 1071 §2(B)), so one swap at the end puts it right.
+ */
+export function sumBytesWide(mem: Uint8Array, mem32: Uint32Array, from: number, to: number, sum: number): number {
+  let s = 0;
+  let i = from;
+  for (; i < to && (i & 3) !== 0; i++) s += i & 1 ? mem[i] << 8 : mem[i];
+  const end4 = to & ~3;
+  for (let w = i >>> 2, we = end4 >>> 2; w < we; w++) {
+    const x = mem32[w];
+    s += (x & 0xffff) + (x >>> 16);
+  }
+  if (end4 > i) i = end4;
+  for (; i < to; i++) s += i & 1 ? mem[i] << 8 : mem[i];
+  // At most 2^15 words of 2^17 each: well within a double's exact integers.
+  while (s > 0xffff) s = (s % 0x10000) + Math.floor(s / 0x10000);
+  return sum + ((from & 1) === 0 ? ((s & 0xff) << 8) | (s >>> 8) : s);
+}
+
 /** Fold a running sum to 16 bits and complement it: the value stored in a checksum field. */
 export function foldChecksum(sum: number): number {
   while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);

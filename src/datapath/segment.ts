@@ -31,7 +31,7 @@ import {
   VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_SIZE, hasBit,
 } from '../virtio/defs';
-import { foldChecksum, pseudoSumV4, pseudoSumV6, sumBytes } from './checksum';
+import { foldChecksum, pseudoSumV4, pseudoSumV6, sumBytes, sumBytesWide } from './checksum';
 import { ResolvedChain } from './copy';
 import { Drop } from './counters';
 import { MAX_PACKET } from './tx-class';
@@ -79,6 +79,7 @@ export class Offloads {
   private csumOffset = 0;
   /** The packet (header + frame) gathered for the fallback, its frame length, and the next payload byte to send. */
   private readonly pkt = new Uint8Array(MAX_PACKET);
+  private readonly pkt32 = new Uint32Array(this.pkt.buffer, 0, this.pkt.length >>> 2);
   private frameLen = 0;
   private pos = 0;
   private seq = 0;
@@ -86,6 +87,7 @@ export class Offloads {
   private index = 0;
   private readonly head = new Uint8Array(HEAD_BYTES);
   private readonly outBuf = new Uint8Array(MAX_PACKET);
+  private readonly out32 = new Uint32Array(this.outBuf.buffer, 0, this.outBuf.length >>> 2);
   /** The frame next() wrote: one segment over a scratch buffer, ready for the copy path. */
   readonly out = new ResolvedChain();
 
@@ -241,7 +243,7 @@ export class Offloads {
     o[f + l4 + 13] = tcpFlags;
     putU16be(o, f + l4 + TCP_CHECK, 0);
     const pseudo = this.v6 ? pseudoSumV6(o, f + l3, IPPROTO_TCP, tcpLen) : pseudoSumV4(o, f + l3, IPPROTO_TCP, tcpLen);
-    putU16be(o, f + l4 + TCP_CHECK, foldChecksum(sumBytes(o, f + l4, f + l4End + n, pseudo)));
+    putU16be(o, f + l4 + TCP_CHECK, foldChecksum(sumBytesWide(o, this.out32, f + l4, f + l4End + n, pseudo)));
     this.pos += n;
     this.index++;
     return this.emit(o, f + l4End + n);
@@ -259,7 +261,7 @@ export class Offloads {
     o.fill(0, 0, VIRTIO_NET_HDR_SIZE);
     const f = VIRTIO_NET_HDR_SIZE;
     const at = f + this.csumStart + this.csumOffset;
-    let c = foldChecksum(sumBytes(o, f + this.csumStart, total, 0));
+    let c = foldChecksum(sumBytesWide(o, this.pkt32, f + this.csumStart, total, 0));
     if (c === 0 && this.csumOffset === UDP_CHECK) c = 0xffff;
     putU16be(o, at, c);
     return this.emit(o, total);

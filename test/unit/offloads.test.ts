@@ -12,7 +12,7 @@ import { Drop } from '../../src/datapath/counters';
 import { BridgeForwarder } from '../../src/datapath/bridge-forwarder';
 import { PairForwarder } from '../../src/datapath/pair-forwarder';
 import { Offloads, RX_CSUM, RX_ECN, RX_TSO4, RX_TSO6, rxOffloadsOf } from '../../src/datapath/segment';
-import { foldChecksum, sumBytes } from '../../src/datapath/checksum';
+import { foldChecksum, sumBytes, sumBytesWide } from '../../src/datapath/checksum';
 import {
   VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4,
   VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_SIZE, bit,
@@ -122,6 +122,10 @@ t.test('sumBytes + foldChecksum agree with the reference on odd lengths, odd sta
   for (let i = 0; i < data.length; i++) data[i] = (i * 131 + 17) & 0xff;
   for (const [from, to] of [[0, 1], [0, 20], [1, 21], [3, 1500], [0, 70000], [5, 65541]]) {
     t.equal(foldChecksum(sumBytes(data, from, to, 0)), refChecksum(data.subarray(from, to)), `[${from}, ${to})`);
+  }
+  const data32 = new Uint32Array(data.buffer, 0, data.length >>> 2);
+  for (const [from, to] of [[0, 1], [1, 2], [1, 3], [2, 7], [3, 1500], [0, 69999], [5, 65541], [6, 70000], [7, 8]]) {
+    t.equal(foldChecksum(sumBytesWide(data, data32, from, to, 0)), refChecksum(data.subarray(from, to)), `wide: [${from}, ${to})`);
   }
   // A sum continued across two ranges, the second starting mid-word.
   const whole = refChecksum(data.subarray(0, 301));
