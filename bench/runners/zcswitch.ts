@@ -12,6 +12,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { controlRequest } from '../../src/switch/control';
 import type { SwitchStats } from '../../src/switch/stats';
+import { MTU_DEFAULT, MTU_MAX } from '../../src/virtio/defs';
 import { type Child, startChild } from '../lib/child';
 import { allowedCpus, cpuPlan, onCpu } from '../lib/pin';
 import { processCpuSec, sleep, waitFor } from '../lib/util';
@@ -32,7 +33,8 @@ export function zcswitchConfig(s: Scenario, socketDir: string, bufCount: number)
   return {
     socketDir,
     sharedBuffers: { bufCount, bufSize: bufSizeFor(s.size) },
-    ports: [{ name: 'vm1' }, { name: 'vm2' }],
+    // Each port's MTU admits the scenario's frames (an Ethernet frame of s.size bytes; 1500 at least).
+    ports: ['vm1', 'vm2'].map((name) => ({ name, mtu: Math.min(MTU_MAX, Math.max(MTU_DEFAULT, s.size - 14)) })),
     pairs: [['vm1', 'vm2']],
     forwarding: { burst: s.burst, pollMode: s.pollMode ?? 'spin-then-sleep' },
     log: { level: 'warn' },
