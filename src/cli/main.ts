@@ -52,6 +52,7 @@ export function buildCli(): Command {
     .option('--no-zero-copy', 'do not negotiate SHARED_BUFFERS (classic virtio; everything is copied)')
     .option('--allow-unsealed', 'map a Shared Buffers region that is not sealed against shrinking (default: refuse it)')
     .option('--copy', 'send from private memory (the copy path) even with shared buffers')
+    .option('--gso', 'TSO: negotiate offloads and send / check each frame as a TCP segment with a TSO header (gen, sink; the peer needs --gso too)')
     .option('--reconnect', 'when the switch goes away, keep reattaching (default for sink, echo, and gen without --count)')
     .option('--no-reconnect', 'exit (status 1) when the switch goes away')
     .option('--json', 'print the final summary as one JSON line')
