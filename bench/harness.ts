@@ -58,6 +58,8 @@ export interface BenchOptions {
 }
 
 const DEFAULT_BURST = 64;
+/** zc-gso's frame size (an Ethernet frame of a 64 KiB IP packet, as zc-oneway's largest). */
+const GSO_BENCH_SIZE = 65535;
 const DEFAULT_POLL: PollMode = 'spin-then-sleep';
 
 export function resolveSettings(o: BenchOptions): BenchSettings {
@@ -92,6 +94,10 @@ export function planScenarios(st: BenchSettings): Scenario[] {
     if (has('zc-oneway')) out.push({ ...base, id: `zc-oneway/${size}`, group: 'zc-oneway', system: 'zcswitch', size, pollMode: st.defaultPollMode });
     if (has('zc-bidir')) out.push({ ...base, id: `zc-bidir/${size}`, group: 'zc-bidir', system: 'zcswitch', size, pollMode: st.defaultPollMode, bidirectional: true });
     if (has('copy-oneway')) out.push({ ...base, id: `copy-oneway/${size}`, group: 'copy-oneway', system: 'zcswitch', size, pollMode: st.defaultPollMode, copy: true });
+  }
+  // One TSO size: the largest frame a 64 KiB buffer holds whole, next to zc-oneway / copy-oneway at 65535.
+  if (has('zc-gso')) {
+    out.push({ ...base, id: `zc-gso/${GSO_BENCH_SIZE}`, group: 'zc-gso', system: 'zcswitch', size: GSO_BENCH_SIZE, pollMode: st.defaultPollMode, gso: true });
   }
   if (has('zc-burst')) {
     for (const b of st.bursts) {

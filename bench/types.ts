@@ -10,12 +10,13 @@ export type System = 'zcswitch' | 'kernel' | 'dpdk-vhost' | 'dpdk-memif';
 /**
  * Scenario groups. zcswitch: zc-oneway (gen -> sink, shared buffers, gifts),
  * zc-bidir (gen <-> echo), copy-oneway (gen --copy -> sink), zc-burst and
- * zc-poll (one-way sweeps at one size). Peers: kernel, dpdk-vhost, memif,
+ * zc-poll (one-way sweeps at one size), zc-gso (one-way, 64 KiB TSO frames
+ * with their virtio_net_hdr: `zcswitch vm --gso`). Peers: kernel, dpdk-vhost, memif,
  * memif-zc.
  */
-export type Group = 'zc-oneway' | 'zc-bidir' | 'copy-oneway' | 'zc-burst' | 'zc-poll' | 'kernel' | 'dpdk-vhost' | 'memif' | 'memif-zc';
+export type Group = 'zc-oneway' | 'zc-bidir' | 'copy-oneway' | 'zc-burst' | 'zc-poll' | 'zc-gso' | 'kernel' | 'dpdk-vhost' | 'memif' | 'memif-zc';
 
-export const ZC_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'copy-oneway', 'zc-burst', 'zc-poll'];
+export const ZC_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'copy-oneway', 'zc-burst', 'zc-poll', 'zc-gso'];
 export const PEER_GROUPS: Group[] = ['kernel', 'dpdk-vhost', 'memif', 'memif-zc'];
 /** Groups drawn as lines over packet size in the SVG and summary table. */
 export const SWEEP_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'copy-oneway', 'kernel', 'dpdk-vhost', 'memif', 'memif-zc'];
@@ -26,6 +27,7 @@ export const GROUP_LABELS: Record<Group, string> = {
   'copy-oneway': 'zcswitch copy one-way',
   'zc-burst': 'zcswitch zero-copy one-way, burst sweep',
   'zc-poll': 'zcswitch zero-copy one-way, poll-mode sweep',
+  'zc-gso': 'zcswitch zero-copy one-way, 64 KiB TSO frames (vm --gso)',
   kernel: 'kernel UDP loopback (sendmmsg/recvmmsg)',
   'dpdk-vhost': 'DPDK testpmd vhost-user switch + 2 virtio-user VMs',
   memif: 'DPDK memif pair, copy',
@@ -46,6 +48,8 @@ export interface Scenario {
   bidirectional: boolean;
   /** The sender uses the copy path (zcswitch vm --copy). */
   copy: boolean;
+  /** Both VMs negotiate offloads and send / take TSO frames (zcswitch vm --gso). */
+  gso?: boolean;
 }
 
 /** One measured window of one run. Rates are over the window only (after the warm-up). */

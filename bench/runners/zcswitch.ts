@@ -55,14 +55,15 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     '--duration', safety, '--no-verify', '--json', '--quiet', ...extra,
   ];
   const rxMode = s.bidirectional ? 'echo' : 'sink';
-  const genExtra = s.copy ? ['--copy'] : [];
+  const gsoExtra = s.gso ? ['--gso'] : [];
+  const genExtra = [...(s.copy ? ['--copy'] : []), ...gsoExtra];
   // --pin: switch, receiver, generator.
   const cores = ctx.pin ? cpuPlan(3) : [null, null, null];
   ctx.setup({
     config: cfg,
     ...(ctx.pin ? { cpus: { switch: cores[0], vm2: cores[1], vm1: cores[2] } } : {}),
     switch: `zcswitch start -c <config>`,
-    vm2: `zcswitch ${vmArgs('vm2', rxMode).slice(1).join(' ').replace(dir, '<dir>')}`,
+    vm2: `zcswitch ${vmArgs('vm2', rxMode, gsoExtra).slice(1).join(' ').replace(dir, '<dir>')}`,
     vm1: `zcswitch ${vmArgs('vm1', 'gen', genExtra).slice(1).join(' ').replace(dir, '<dir>')}`,
   });
   const children: Child[] = [];
@@ -76,7 +77,7 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     const port = (st: SwitchStats, name: string) => st.ports.find((p) => p.name === name)!;
     const counters = (st: SwitchStats, name: string) => port(st, name).counters as PortCounters;
 
-    const rx = startChild(`vm2 ${rxMode}`, ...onCpu(cores[1], node, vmArgs('vm2', rxMode)));
+    const rx = startChild(`vm2 ${rxMode}`, ...onCpu(cores[1], node, vmArgs('vm2', rxMode, gsoExtra)));
     children.push(rx);
     await waitFor(`vm2 (${rxMode}) to attach`, async () => !rx.running() || port(await stats(), 'vm2').ready, 15000);
     if (!rx.running()) throw new Error(`vm2 exited at start:\n${rx.tail()}`);

@@ -118,12 +118,20 @@ export class Offloads {
     this.needs = 0;
     this.frameLen = total - VIRTIO_NET_HDR_SIZE;
     if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) === 0 && gsoType === VIRTIO_NET_HDR_GSO_NONE) return -1;
-    const h = this.head;
-    const got = gather(res, h, Math.min(total, HEAD_BYTES));
+    // Parse in place when the first descriptor holds the headers (a shared buffer always does), else a gathered copy.
+    const want = Math.min(total, HEAD_BYTES);
+    let h = m0;
+    let hb = o0;
+    let got = want;
+    if (res.len[0] < want) {
+      h = this.head;
+      hb = 0;
+      got = gather(res, h, want);
+    }
     if (got < VIRTIO_NET_HDR_SIZE) return Drop.TooShort;
     const frameLen = total - VIRTIO_NET_HDR_SIZE;
-    const csumStart = u16le(h, NET_HDR_CSUM_START);
-    const csumOffset = u16le(h, NET_HDR_CSUM_OFFSET);
+    const csumStart = u16le(h, hb + NET_HDR_CSUM_START);
+    const csumOffset = u16le(h, hb + NET_HDR_CSUM_OFFSET);
     if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
       if (csumStart < 14 || csumStart + csumOffset + 2 > frameLen) return Drop.BadCsumOffset;
       this.needs = RX_CSUM;
@@ -133,13 +141,15 @@ export class Offloads {
     if (gsoType === VIRTIO_NET_HDR_GSO_NONE) return -1;
     const kind = gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
     if (kind !== VIRTIO_NET_HDR_GSO_TCPV4 && kind !== VIRTIO_NET_HDR_GSO_TCPV6) return Drop.BadGsoType;
-    const gsoSize = u16le(h, NET_HDR_GSO_SIZE);
+    const gsoSize = u16le(h, hb + NET_HDR_GSO_SIZE);
     if (gsoSize === 0) return Drop.BadGsoSize;
-    if (u16le(h, NET_HDR_HDR_LEN) > frameLen) return Drop.BadHdrLen;
+    if (u16le(h, hb + NET_HDR_HDR_LEN) > frameLen) return Drop.BadHdrLen;
     // TSO: the checksum is always left open, at the TCP header we find ourselves.
     if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) === 0) return Drop.BadGsoFrame;
-    const f = VIRTIO_NET_HDR_SIZE;
-    const avail = got - f;
+    // Every byte read below is within the first `avail` bytes of the frame.
+    const f = hb + VIRTIO_NET_HDR_SIZE;
+    const avail = got - VIRTIO_NET_HDR_SIZE;
+    if (avail < 18) return Drop.BadGsoFrame;
     let l3 = 14;
     let type = (h[f + 12] << 8) | h[f + 13];
     if (type === ETH_P_VLAN) {

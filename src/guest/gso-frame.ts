@@ -29,7 +29,7 @@ export const GSO_OFFLOAD: Readonly<NetHdrOffload> = {
 
 /** Write Ethernet (macs: destination then source), IPv4 and TCP headers for a frame of len bytes at m[off]. */
 export function writeGsoHeaders(m: Uint8Array, off: number, len: number, seq: number, macs: Uint8Array): void {
-  m.set(macs.subarray(0, 12), off);
+  for (let i = 0; i < 12; i++) m[off + i] = macs[i];
   m[off + 12] = 0x08;
   m[off + 13] = 0x00;
   const ip = off + 14;
