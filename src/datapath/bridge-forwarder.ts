@@ -279,7 +279,7 @@ export class BridgeForwarder {
     const off = this.offloads;
     if (!off.cutsToFit(dst.mtu)) return src.counters.drop(Drop.OverMtu);
     const gso = off.gso;
-    off.begin(this.src, total);
+    off.begin(this.src, total, dst.offloadCaps);
     for (let n = off.next(); n > 0; n = off.next()) {
       const delivered = dst.counters.txPackets;
       this.copyTo(src, dst, n, off.out);

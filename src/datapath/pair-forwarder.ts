@@ -181,7 +181,7 @@ export class PairForwarder {
     const off = this.offloads;
     if (!off.cutsToFit(dst.mtu)) return c.drop(Drop.OverMtu);
     const gso = off.gso;
-    off.begin(this.srcRes, total);
+    off.begin(this.srcRes, total, dst.offloadCaps);
     if (src.mirror !== null) mirrorChain(src.mirror, this.srcRes, VIRTIO_NET_HDR_SIZE, MirrorDir.FromVm);
     countRx(src, qi, total - VIRTIO_NET_HDR_SIZE);
     for (let n = off.next(); n > 0; n = off.next()) {

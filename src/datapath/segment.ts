@@ -16,9 +16,9 @@
  * - otherwise does the work itself (begin / next): cuts the segment into
  *   gso_size frames (IPv4 ID + i, lengths, TCP sequence numbers, FIN/PSH on
  *   the last frame only, CWR on the first only, IPv4 header and TCP
- *   checksums) or completes the one open checksum, each frame a plain one
- *   (header all zero) in a scratch buffer the caller copies into the
- *   receiver's buffers.
+ *   checksums; a receiver with GUEST_CSUM gets the TCP checksum left open)
+ *   or completes the one open checksum, each frame in a scratch buffer the
+ *   caller copies into the receiver's buffers.
  *
  * UFO (gso_type UDP) is not offered: Linux stopped generating it in 4.14,
  * and a guest kernel that asks for USO is newer than the image's 6.1. Such
@@ -85,6 +85,8 @@ export class Offloads {
   private seq = 0;
   private ipId = 0;
   private index = 0;
+  /** The segments leave their TCP checksum open (the receiver negotiated GUEST_CSUM). */
+  private openCsum = false;
   private readonly head = new Uint8Array(HEAD_BYTES);
   private readonly outBuf = new Uint8Array(MAX_PACKET);
   private readonly out32 = new Uint32Array(this.outBuf.buffer, 0, this.outBuf.length >>> 2);
@@ -200,10 +202,18 @@ export class Offloads {
     return (this.needs & (RX_TSO4 | RX_TSO6)) !== 0;
   }
 
-  /** Start the fallback for the last inspected frame (in res, total bytes): next() then writes its frames. */
-  begin(res: ResolvedChain, total: number): void {
+  /**
+   * Start the fallback for the last inspected frame (in res, total bytes):
+   * next() then writes its frames. caps: the receiver's offloadCaps; one
+   * that takes open checksums (GUEST_CSUM) gets its segments with the TCP
+   * checksum left open (NEEDS_CSUM, the pseudo-header's sum in the field,
+   * as a TSO sender hands it over), which spares the switch a pass over
+   * every payload byte.
+   */
+  begin(res: ResolvedChain, total: number, caps = 0): void {
     gather(res, this.pkt, total);
     this.index = 0;
+    this.openCsum = (caps & RX_CSUM) !== 0;
     if (!this.gso) {
       this.pos = -1;
       return;
@@ -253,7 +263,15 @@ export class Offloads {
     o[f + l4 + 13] = tcpFlags;
     putU16be(o, f + l4 + TCP_CHECK, 0);
     const pseudo = this.v6 ? pseudoSumV6(o, f + l3, IPPROTO_TCP, tcpLen) : pseudoSumV4(o, f + l3, IPPROTO_TCP, tcpLen);
-    putU16be(o, f + l4 + TCP_CHECK, foldChecksum(sumBytesWide(o, this.out32, f + l4, f + l4End + n, pseudo)));
+    if (this.openCsum) {
+      // The field holds the folded pseudo-header sum, not complemented; the receiver sums from csum_start over it.
+      putU16be(o, f + l4 + TCP_CHECK, ~foldChecksum(pseudo) & 0xffff);
+      o[NET_HDR_FLAGS] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+      putU16le(o, NET_HDR_CSUM_START, l4);
+      putU16le(o, NET_HDR_CSUM_OFFSET, TCP_CHECK);
+    } else {
+      putU16be(o, f + l4 + TCP_CHECK, foldChecksum(sumBytesWide(o, this.out32, f + l4, f + l4End + n, pseudo)));
+    }
     this.pos += n;
     this.index++;
     return this.emit(o, f + l4End + n);
@@ -298,6 +316,10 @@ function gather(res: ResolvedChain, dst: Uint8Array, n: number): number {
 
 const u16le = (m: Uint8Array, o: number): number => m[o] | (m[o + 1] << 8);
 const u32be = (m: Uint8Array, o: number): number => ((m[o] << 24) | (m[o + 1] << 16) | (m[o + 2] << 8) | m[o + 3]) >>> 0;
+function putU16le(m: Uint8Array, o: number, v: number): void {
+  m[o] = v & 0xff;
+  m[o + 1] = v >>> 8;
+}
 function putU16be(m: Uint8Array, o: number, v: number): void {
   m[o] = v >>> 8;
   m[o + 1] = v & 0xff;

@@ -403,3 +403,29 @@ t.test('bridge: a TSO frame swaps whole to a GUEST_TSO4 VM, is copied whole to a
   t.same(b.bufBytes(9, 0, sent.length), sent, 'the whole packet, header included, as sent');
   t.equal(rig.ledgerProblems(), '', 'ledger conserved');
 });
+
+t.test('segments for a receiver with GUEST_CSUM only leave the TCP checksum open, and completing it gives the right one', async (t) => {
+  const { pkt, payload } = tcpPacket({ payload: 2500, mss: 1000 });
+  const off = new Offloads();
+  t.equal(off.inspect(chainOf(pkt, []), pkt.length), -1);
+  off.begin(chainOf(pkt, []), pkt.length, RX_CSUM);
+  const frames = drain(off);
+  t.equal(frames.length, 3);
+  const done = new Offloads();
+  const got: number[] = [];
+  frames.forEach((fr, i) => {
+    const dv = new DataView(fr.buffer, fr.byteOffset);
+    t.equal(fr[0], VIRTIO_NET_HDR_F_NEEDS_CSUM, `frame ${i}: NEEDS_CSUM`);
+    t.equal(fr[1], 0, `frame ${i}: no gso_type`);
+    t.same([dv.getUint16(6, true), dv.getUint16(8, true)], [34, 16], `frame ${i}: csum_start / csum_offset at the TCP checksum`);
+    t.equal(done.inspect(chainOf(fr, []), fr.length), -1, `frame ${i}: a valid header`);
+    done.begin(chainOf(fr, []), fr.length);
+    const [c] = drain(done);
+    const ip = c.subarray(HDR + 14, HDR + 34);
+    t.equal(new DataView(c.buffer, c.byteOffset).getUint16(HDR + 34 + 16), refL4Checksum(ip.subarray(12, 16), ip.subarray(16, 20), 6, c.subarray(HDR + 34), 16),
+      `frame ${i}: the completed TCP checksum`);
+    t.equal(refChecksum(ip), 0, `frame ${i}: IPv4 header checksum (always complete)`);
+    got.push(...fr.subarray(HDR + 54));
+  });
+  t.same(Uint8Array.from(got), payload);
+});
