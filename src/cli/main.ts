@@ -57,6 +57,7 @@ export function buildCli(): Command {
     .option('--shared-bar <bdf>', 'with --pci: the ivshmem device of the region (default: the one carrying the region header)')
     .option('--ring-bar <bdf>', 'with --pci: the ivshmem device for rings and private slots (default: the other ivshmem device)')
     .option('--copy', 'send from private memory (the copy path) even with shared buffers')
+    .option('--gso', 'TSO: negotiate offloads and send / check each frame as a TCP segment with a TSO header (gen, sink; the peer needs --gso too)')
     .option('--reconnect', 'when the switch goes away, keep reattaching (default for sink, echo, and gen without --count)')
     .option('--no-reconnect', 'exit (status 1) when the switch goes away')
     .option('--json', 'print the final summary as one JSON line (SIGUSR2 prints the counters so far as one JSON line, any time)')

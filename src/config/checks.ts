@@ -393,7 +393,7 @@ export function resolveConfig(file: ConfigFile): SwitchConfig {
       }
     }
     return {
-      name: p.name, type: p.type, ifname: p.ifname ?? p.name, partition, domain,
+      name: p.name, type: p.type, ifname: p.ifname ?? p.name, partition, domain, offloads: p.offloads, mtu: p.mtu,
       socket: { mode: p.socket?.mode ?? file.sockets.mode, group: p.socket?.group ?? file.sockets.group ?? null },
       ...(p.connect !== undefined && p.type !== 'tap' ? { connect: p.connect } : {}),
     };

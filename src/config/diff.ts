@@ -79,7 +79,7 @@ export function diffConfig(old: SwitchConfig, next: SwitchConfig): ConfigDiff {
       out.addPorts.push(p);
       continue;
     }
-    for (const k of ['type', 'ifname', 'domain', 'partition'] as const) {
+    for (const k of ['type', 'ifname', 'domain', 'partition', 'offloads', 'mtu'] as const) {
       if (!same(was[k], p[k])) out.restart.push({ path: `ports[${p.name}].${k}`, from: was[k], to: p[k] });
     }
     // A socket's mode and group are set when it is made: the running socket keeps its own.

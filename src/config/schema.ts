@@ -11,6 +11,7 @@
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
+import { MTU_DEFAULT, MTU_MAX, MTU_MIN } from '../virtio/defs';
 
 // ---------------------------------------------------------------------------
 // Resolved configuration (what the rest of the switch codes against)
@@ -48,6 +49,21 @@ export interface PortConfig {
    * for a listening port.
    */
   connect?: string;
+  /**
+   * `ports[].offloads`, default true. vhost: offer the front-end checksum
+   * and TCP segmentation offloads (CSUM, GUEST_CSUM, HOST/GUEST_TSO4/6,
+   * HOST/GUEST_ECN); false: a plain virtio-net device, the switch completes
+   * checksums and cuts segments for it. tap: TUNSETOFFLOAD (the kernel
+   * hands in and takes 64 KiB TCP segments); false: plain frames only.
+   */
+  offloads: boolean;
+  /**
+   * `ports[].mtu`, default 1500 (68..65535): the largest IP packet this port
+   * receives; a longer frame is cut (TSO) or dropped as over-mtu. vhost: the
+   * most a front-end may announce with NET_SET_MTU (QEMU host_mtu=), which
+   * then applies; tap: the interface's MTU, set on open.
+   */
+  mtu: number;
 }
 
 /** Permissions given to a socket file between bind and the moment it becomes reachable (src/switch/socket-file.ts). */
@@ -404,6 +420,8 @@ export const portSchema = z
     socket: portSocketSchema.optional(),
     domain: domainNameSchema.optional(),
     connect: connectPathSchema.optional(),
+    offloads: z.boolean().default(true),
+    mtu: z.number().int().min(MTU_MIN).max(MTU_MAX).default(MTU_DEFAULT),
   })
   .strict();
 

@@ -26,6 +26,7 @@ import { MacTable } from './mac-table';
 import { MirrorDir, mirrorChain } from './mirror';
 import type { PortQueues } from './port-queues';
 import type { TapPort } from './tap-port';
+import { Offloads } from './segment';
 import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
 
 /** A bridge port: a vhost-user port's queues, or the TAP uplink. */
@@ -37,6 +38,8 @@ export class BridgeForwarder {
   private readonly classic = new ClassicRxFiller();
   private readonly src = new ResolvedChain();
   private readonly dst = new ResolvedChain();
+  /** Checks each frame's virtio_net_hdr; cuts or checksums for a receiver that cannot take it as it is. */
+  private readonly offloads = new Offloads();
   /** Bytes 0..11 of the frame (dst, src MAC), whichever descriptors they are in. */
   private readonly eth = new Uint8Array(12);
   private readonly ethRes = new ResolvedChain();
@@ -115,11 +118,18 @@ export class BridgeForwarder {
         txq.pushUsed(head, 0);
         continue;
       }
+      const bad = this.offloads.inspect(this.src, total);
+      if (bad >= 0) {
+        c.drop(bad);
+        txq.pushUsed(head, 0);
+        continue;
+      }
       if (!this.switchFrame(src, txq, head, b, total)) {
         txq.unpopAvail();
         src.txBlocked[qi] = 1;
         break;
       }
+      if (this.offloads.gso) c.gsoFrames++;
     }
     return k;
   }
@@ -143,6 +153,12 @@ export class BridgeForwarder {
       res.len[0] = n;
       res.count = 1;
       res.total = n;
+      const bad = this.offloads.inspect(res, n);
+      if (bad >= 0) {
+        tap.counters.drop(bad);
+        continue;
+      }
+      if (this.offloads.gso) tap.counters.gsoFrames++;
       this.switchFrame(tap, null, -1, -1, n);
     }
     return k;
@@ -190,7 +206,8 @@ export class BridgeForwarder {
     const last = targets[targets.length - 1];
     const dq = last.isTap ? -1 : last.rxQueueFor(this.qi);
     // b >= 0: src is a vhost port that sent a shared buffer; the swap needs the receiver in the same domain.
-    const swappable = b >= 0 && txq !== null && !last.isTap && last.domain === (src as PortQueues).domain && last.zeroCopy && dq >= 0;
+    const swappable = b >= 0 && txq !== null && !last.isTap && last.domain === (src as PortQueues).domain && last.zeroCopy && dq >= 0 &&
+      this.offloads.fits(last.offloadCaps, last.mtu);
     // Back-pressure (FlowControl): a frame from a tx ring with one destination and no room there waits.
     // A zero-copy receiver's room is its own empty buffers: the frame waits for the swap rather than being copied.
     if (txq !== null && targets.length === 1 && !last.isTap && dq >= 0 && this.flow.waitMs > 0 && !(swappable ? last.hasOwnBuffer(dq) : this.hasRoom(last, dq))) {
@@ -234,8 +251,7 @@ export class BridgeForwarder {
   }
 
   /** The uplink takes a frame (with its header) in one write; gather it first if it is in pieces. */
-  private toTap(src: BridgePort, tap: TapPort, total: number): void {
-    const res = this.src;
+  private toTap(src: BridgePort, tap: TapPort, total: number, res: ResolvedChain): void {
     let ok: boolean;
     if (res.count === 1) {
       ok = tap.write(res.mem[0], res.off[0], total);
@@ -256,9 +272,13 @@ export class BridgeForwarder {
     if (tap.mirror !== null) mirrorChain(tap.mirror, res, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
   }
 
-  /** Copy the frame in this.src into one of dst's rx buffers (own shared buffer or classic chain). */
-  private copyTo(src: BridgePort, dst: BridgePort, total: number): void {
-    if (dst.isTap) return this.toTap(src, dst, total);
+  /**
+   * Copy the frame in res (this.src: the frame being switched) into one of
+   * dst's rx buffers (own shared buffer or classic chain).
+   */
+  private copyTo(src: BridgePort, dst: BridgePort, total: number, res = this.src): void {
+    if (res === this.src && !this.offloads.fits(dst.offloadCaps, dst.mtu)) return this.copyInSoftware(src, dst, total);
+    if (dst.isTap) return this.toTap(src, dst, total, res);
     const c = src.counters;
     const dq = dst.rxQueueFor(this.qi);
     if (dq < 0) return c.drop(Drop.PeerDown);
@@ -278,17 +298,32 @@ export class BridgeForwarder {
         rxq.pushUsed(head, 0);
         return c.drop(Drop.RxTooSmall);
       }
-      copyPacketInto(this.src, out);
+      copyPacketInto(res, out);
       rxq.pushUsed(head, total);
     } else {
-      const err = this.classic.fill(dst, dq, this.src, total);
+      const err = this.classic.fill(dst, dq, res, total);
       if (err >= 0) return c.drop(err);
     }
-    if (dst.mirror !== null) mirrorChain(dst.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
+    if (dst.mirror !== null) mirrorChain(dst.mirror, res, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
     const payload = total - VIRTIO_NET_HDR_SIZE;
     c.copied++;
     c.copiedBytes += payload;
     countTx(dst, dq, payload);
+  }
+
+  /** dst did not negotiate what the frame in this.src needs (or it is over dst's MTU): cut it or complete its checksum, and copy each frame. */
+  private copyInSoftware(src: BridgePort, dst: BridgePort, total: number): void {
+    const off = this.offloads;
+    if (!off.cutsToFit(dst.mtu)) return src.counters.drop(Drop.OverMtu);
+    const gso = off.gso;
+    off.begin(this.src, total, dst.offloadCaps);
+    for (let n = off.next(); n > 0; n = off.next()) {
+      const delivered = dst.counters.txPackets;
+      this.copyTo(src, dst, n, off.out);
+      if (dst.counters.txPackets === delivered) continue;
+      if (gso) dst.counters.segmented++;
+      else dst.counters.checksummed++;
+    }
   }
 }
 

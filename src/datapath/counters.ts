@@ -29,6 +29,18 @@ export const enum Drop {
   CallBlocked,
   /** The one destination had no rx buffer for longer than forwarding.rxWaitMs (src/datapath/flow-control.ts). */
   RxWaitTimeout,
+  /** Offloads: NEEDS_CSUM with csum_start/csum_offset outside the frame. */
+  BadCsumOffset,
+  /** Offloads: a gso_type the switch did not offer (UDP/UFO, USO, unknown). */
+  BadGsoType,
+  /** Offloads: a GSO frame with gso_size 0. */
+  BadGsoSize,
+  /** Offloads: hdr_len past the end of the frame. */
+  BadHdrLen,
+  /** Offloads: gso_type says TCP but the frame is not Ethernet/IP/TCP where the header says (or its checksum is not left open). */
+  BadGsoFrame,
+  /** A frame longer than the receiver's MTU (plus an Ethernet header) that the switch cannot cut to fit. */
+  OverMtu,
   Count,
 }
 
@@ -55,6 +67,12 @@ const DROP_NAME_OF: Record<Exclude<Drop, Drop.Count>, string> = {
   [Drop.Hairpin]: 'hairpin',
   [Drop.CallBlocked]: 'call-blocked',
   [Drop.RxWaitTimeout]: 'rx-wait-timeout',
+  [Drop.BadCsumOffset]: 'bad-csum-offset',
+  [Drop.BadGsoType]: 'bad-gso-type',
+  [Drop.BadGsoSize]: 'bad-gso-size',
+  [Drop.BadHdrLen]: 'bad-hdr-len',
+  [Drop.BadGsoFrame]: 'bad-gso-frame',
+  [Drop.OverMtu]: 'over-mtu',
 };
 
 /** Names indexed by Drop. */
@@ -79,6 +97,12 @@ export class PortCounters {
   calls = 0;
   /** Front-end memory that vanished under a mapping (SIGBUS survived; the port was disconnected). */
   guestMemoryFaults = 0;
+  /** Offloads: GSO frames (larger than the MTU) the switch took from this port. */
+  gsoFrames = 0;
+  /** Offloads: frames the switch cut from GSO frames and delivered to this port (it did not negotiate what they needed). */
+  segmented = 0;
+  /** Offloads: frames whose open checksum the switch completed for this port. */
+  checksummed = 0;
   readonly drops = new Float64Array(Drop.Count);
   /** Called the first time each drop reason occurs (a log line per reason, not per packet). */
   onFirstDrop: ((reason: string) => void) | null = null;
@@ -102,7 +126,7 @@ export class PortCounters {
       rxPackets: this.rxPackets, rxBytes: this.rxBytes, txPackets: this.txPackets, txBytes: this.txBytes,
       zeroCopy: this.zeroCopy, copied: this.copied, copiedBytes: this.copiedBytes, giftsIn: this.giftsIn,
       giftsOut: this.giftsOut, returned: this.returned, kicks: this.kicks, calls: this.calls,
-      guestMemoryFaults: this.guestMemoryFaults, drops,
+      guestMemoryFaults: this.guestMemoryFaults, gsoFrames: this.gsoFrames, segmented: this.segmented, checksummed: this.checksummed, drops,
     };
   }
 
@@ -110,6 +134,7 @@ export class PortCounters {
     this.rxPackets = this.rxBytes = this.txPackets = this.txBytes = 0;
     this.zeroCopy = this.copied = this.copiedBytes = this.giftsIn = this.giftsOut = this.returned = 0;
     this.kicks = this.calls = this.guestMemoryFaults = 0;
+    this.gsoFrames = this.segmented = this.checksummed = 0;
     this.drops.fill(0);
   }
 }

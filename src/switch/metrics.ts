@@ -71,6 +71,9 @@ const PORT_COUNTERS: [string, string, string][] = [
   ['kicks', 'kicks', 'Notifications (kicks) received from the VM.'],
   ['calls', 'calls', 'Notifications (calls) sent to the VM.'],
   ['guest_memory_faults', 'guestMemoryFaults', 'Times the VM\'s memory vanished under the switch (SIGBUS survived; the VM was disconnected).'],
+  ['gso_frames', 'gsoFrames', 'GSO frames (larger than the MTU, with gso_size) the switch received from the VM.'],
+  ['segmented_frames', 'segmented', 'Frames the switch cut from GSO frames for the VM (it did not negotiate what they needed).'],
+  ['checksummed_frames', 'checksummed', 'Frames whose open checksum the switch completed for the VM.'],
 ];
 
 /** Queue counters: [metric suffix, queue entry key, help]. */

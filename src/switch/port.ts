@@ -15,6 +15,7 @@ import { VhostUserBackend } from '../vhost/session';
 import type { SharedBuffersInfo } from '../vhost/codec';
 import { SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
 import { REGION_PORT_F_SWAP, type RegionPort } from '../shm/region-header';
+import { MTU_DEFAULT } from '../virtio/defs';
 
 /** What every port shares: the data path's context, the offer to front-ends, and the switch's wake-up. */
 export interface PortContext extends DataPathContext {
@@ -86,7 +87,10 @@ export class Port {
     ctx.log.info({ port: this.name }, 'front-end connected');
     this.backend = new VhostUserBackend(
       fd,
-      { port: this.name, log: ctx.log, features: ctx.features, protocolFeatures: ctx.protocolFeatures, queuePairs: ctx.queuePairs },
+      {
+        port: this.name, log: ctx.log, features: ctx.features, protocolFeatures: ctx.protocolFeatures, queuePairs: ctx.queuePairs,
+        mtu: ctx.mtu ?? MTU_DEFAULT,
+      },
       {
         queuesChanged: () => this.syncQueues(),
         sharedBuffers: () => this.sharedBuffersReply(),

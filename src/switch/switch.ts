@@ -28,9 +28,12 @@ import { SharingDomain, checkDomains } from '../shm/domain';
 import { MAX_PORTS } from '../shm/ledger';
 import { closeFdQuiet } from '../vhost/memory-table';
 import {
-  PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS, VHOST_USER_F_PROTOCOL_FEATURES,
+  PROTOCOL_F_MQ, PROTOCOL_F_NET_MTU, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS, VHOST_USER_F_PROTOCOL_FEATURES,
 } from '../vhost/protocol';
-import { VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, bit } from '../virtio/defs';
+import {
+  VIRTIO_F_VERSION_1, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+  VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MTU, MTU_DEFAULT, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, bit,
+} from '../virtio/defs';
 import { captureCommand } from './capture';
 import { PortConnector } from './connector';
 import { ControlServer } from './control';
@@ -40,11 +43,18 @@ import { type ResolvedPerms, bindSecurely } from './socket-file';
 import { publishRegionFile, removeRegionFile } from './region-file';
 import type { SwitchStats } from './stats';
 
+/**
+ * Checksum and TCP segmentation offloads (src/datapath/segment.ts), offered
+ * unless a port's `offloads` is false. No UFO or USO: see segment.ts.
+ */
+export const OFFLOAD_FEATURES =
+  bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6) |
+  bit(VIRTIO_NET_F_GUEST_TSO4) | bit(VIRTIO_NET_F_GUEST_TSO6) | bit(VIRTIO_NET_F_HOST_ECN) | bit(VIRTIO_NET_F_GUEST_ECN);
 export const OFFERED_FEATURES =
   bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_NET_F_MQ) |
-  bit(VIRTIO_NET_F_MRG_RXBUF);
+  bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_NET_F_MTU) | OFFLOAD_FEATURES;
 export const OFFERED_PROTOCOL_FEATURES =
-  bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_STATUS) | bit(PROTOCOL_F_MQ) | bit(PROTOCOL_F_SHARED_BUFFERS);
+  bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_STATUS) | bit(PROTOCOL_F_MQ) | bit(PROTOCOL_F_SHARED_BUFFERS) | bit(PROTOCOL_F_NET_MTU);
 
 /** A control request the switch refuses (unknown port, name taken, ...): the message says why. */
 export class Refused extends Error {}
@@ -174,7 +184,7 @@ export class Switch {
       this.portCtx = ctx;
       cfg.ports.forEach((pc, id) => {
         if (pc.type === 'tap') {
-          const tap = new TapPort(id, pc.name, pc.ifname, this.log, ctx.wake);
+          const tap = new TapPort(id, pc.name, pc.ifname, this.log, ctx.wake, pc.offloads, pc.mtu);
           this.taps.push(tap);
           this.byId.push(tap);
           this.bridgeById.push(tap);
@@ -190,7 +200,7 @@ export class Switch {
         }
         const sock = path.join(cfg.socketDir, `${pc.name}.sock`);
         const domain = this.domains.find((d) => d.name === pc.domain)!;
-        const port = new Port(id, pc.name, sock, pc.partition, portContext(ctx, domain));
+        const port = new Port(id, pc.name, sock, pc.partition, portContext(ctx, domain, pc.offloads, pc.mtu));
         this.ports.push(port);
         this.byId.push(port);
         this.bridgeById.push(port.queues);
@@ -457,7 +467,10 @@ export class Switch {
    * up to its quota (the domain's bufCount shared equally among its ports,
    * this one included, or `quota` when given: a reload passes the file's).
    */
-  addPort(name: string, o: { pair?: string; domain?: string; connect?: string; quota?: number; socket?: PortConfig['socket'] } = {}): PortInfo {
+  addPort(
+    name: string,
+    o: { pair?: string; domain?: string; connect?: string; quota?: number; socket?: PortConfig['socket']; offloads?: boolean; mtu?: number } = {},
+  ): PortInfo {
     this.checkNewPort(name, o.domain, o.socket);
     if (o.connect !== undefined && (!path.isAbsolute(o.connect) || Buffer.byteLength(o.connect) > LIMITS.maxSocketPathBytes)) {
       throw new Refused(`--connect must be an absolute socket path of at most ${LIMITS.maxSocketPathBytes} bytes, got ${JSON.stringify(o.connect)}`);
@@ -478,7 +491,7 @@ export class Switch {
     }
     const members = this.ports.filter((p) => p.queues.domain === domain).length + 1;
     const quota = o.quota ?? Math.floor(domain.shared.bufCount / members);
-    const port = new Port(id, name, path.join(cfg.socketDir, `${name}.sock`), { start: 0, count: quota }, portContext(ctx, domain), false);
+    const port = new Port(id, name, path.join(cfg.socketDir, `${name}.sock`), { start: 0, count: quota }, portContext(ctx, domain, o.offloads ?? true, o.mtu), false);
     try {
       if (newDomain) publishRegionFile(domain, cfg.socketDir, this.regionPerms!);
       if (o.connect !== undefined) this.connect(port, o.connect);
@@ -709,7 +722,9 @@ export class Switch {
     // Apply: pairs and ports going away first, then new ports and pairs, then live settings.
     for (const [a, b] of removePairs) this.removePair(a, b);
     for (const n of removing) this.removePort(n);
-    for (const p of adding) this.addPort(p.name, { domain: p.domain ?? undefined, connect: p.connect, quota: p.partition.count, socket: p.socket });
+    for (const p of adding) {
+      this.addPort(p.name, { domain: p.domain ?? undefined, connect: p.connect, quota: p.partition.count, socket: p.socket, offloads: p.offloads, mtu: p.mtu });
+    }
     for (const [a, b] of addPairs) this.addPair(a, b);
     const live = diff.live.map((c) => ({ ...c, from: show(c.from), to: show(c.to) }));
     this.applyLive(next);
@@ -803,8 +818,8 @@ export class Switch {
 }
 
 /** A port's context: the switch's shared one (its getters stay live) with the port's domain. */
-function portContext(ctx: Omit<PortContext, 'domain'>, domain: SharingDomain): PortContext {
-  return Object.assign(Object.create(ctx) as PortContext, { domain });
+function portContext(ctx: Omit<PortContext, 'domain'>, domain: SharingDomain, offloads: boolean, mtu = MTU_DEFAULT): PortContext {
+  return Object.assign(Object.create(ctx) as PortContext, { domain, mtu, features: offloads ? ctx.features : ctx.features & ~OFFLOAD_FEATURES });
 }
 
 /** A value as a reload reply shows it (bigints as hex). */

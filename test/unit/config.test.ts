@@ -50,8 +50,8 @@ t.test('defaults are filled from a minimal config', async (t) => {
     sharedBuffers: { bufCount: 4096, bufSize: 2048, base: 0x4000000000n, hugePages: true },
     ports: [
       // Unpaired ports in pair mode: each its own sharing domain, with the whole of its region.
-      { name: 'vm1', type: 'vhost', ifname: 'vm1', partition: { start: 0, count: 4096 }, domain: 'port:vm1', socket: { mode: 0o660, group: null } },
-      { name: 'vm2', type: 'vhost', ifname: 'vm2', partition: { start: 0, count: 4096 }, domain: 'port:vm2', socket: { mode: 0o660, group: null } },
+      { name: 'vm1', type: 'vhost', ifname: 'vm1', partition: { start: 0, count: 4096 }, domain: 'port:vm1', socket: { mode: 0o660, group: null }, offloads: true, mtu: 1500 },
+      { name: 'vm2', type: 'vhost', ifname: 'vm2', partition: { start: 0, count: 4096 }, domain: 'port:vm2', socket: { mode: 0o660, group: null }, offloads: true, mtu: 1500 },
     ],
     pairs: [],
     forwarding: { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50, queuePairs: 8, rxWaitMs: 50 },
