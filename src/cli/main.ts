@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * zcswitch command line: start | vm | stats | capture | port | pair | reload, and bench (its own program, bench/main.ts). Argument errors name the bad
+ * zcswitch command line: start | vm | stats | macs | capture | port | pair | reload, and bench (its own program, bench/main.ts). Argument errors name the bad
  * option and exit with status 2.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -8,6 +8,7 @@ import path from 'node:path';
 import { DEFAULTS, LIMITS, LOG_LEVELS, type LogLevel } from '../config';
 import { intArg, macArg, numArg } from './args';
 import { captureCommand } from './capture';
+import { macsCommand } from './macs';
 import { pairCommand, portAddCommand, portDelCommand, portListCommand, reloadCommand } from './manage';
 import { startCommand } from './start';
 import { statsCommand } from './stats';
@@ -114,6 +115,13 @@ export function buildCli(): Command {
       .addOption(control())
       .action((a: string, b: string, o: { control: string }) => pairCommand(action, a, b, o));
   }
+  program
+    .command('macs')
+    .description('list the learned MAC table of a running bridge: bridge, VLAN, MAC, port, age')
+    .addOption(control())
+    .option('--bridge <name>', 'only this bridge')
+    .option('--json', 'raw JSON')
+    .action((o: { control: string; bridge?: string; json?: boolean }) => macsCommand(o));
   program
     .command('reload')
     .description('re-read the config file the switch was started with and apply what changed (same as SIGHUP)')

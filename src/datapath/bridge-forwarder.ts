@@ -14,6 +14,14 @@
  * copied into that port's own posted empty buffers (of its own domain's
  * region) or its copy targets, and the sender's buffer stays with the
  * sender (its tx descriptor is completed unchanged).
+ *
+ * Tenants (docs/design.md, "Bridges, VLANs, port security, rate limits"):
+ * every frame is admitted by its port's policy (VLAN, allowed MACs, rx
+ * limit), learned and looked up in its own bridge's table for its VLAN, and
+ * goes only to ports of that bridge carrying that VLAN (isolation and the
+ * tx limit checked per destination). A frame whose tag must change on the
+ * way out is copied from a re-tagged view (src/datapath/vlan.ts), never
+ * swapped.
  */
 import { ChainSegments } from '../virtio/chain';
 import type { DeviceQueue } from '../virtio/device-queue';
@@ -21,23 +29,33 @@ import { VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
 import { Drop, countRx, countTx } from './counters';
 import { ClassicRxFiller } from './classic-rx';
 import { ResolvedChain, copyPacketInto, resolveChain } from './copy';
-import { MacTable } from './mac-table';
 import { MirrorDir, mirrorChain } from './mirror';
+import type { PortPolicy } from './port-policy';
 import type { PortQueues } from './port-queues';
 import type { TapPort } from './tap-port';
+import { Tenancy } from './tenancy';
 import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
+import { copyResolved, retag } from './vlan';
 
 /** A bridge port: a vhost-user port's queues, or the TAP uplink. */
 export type BridgePort = PortQueues | TapPort;
 
 export class BridgeForwarder {
-  readonly macs: MacTable;
+  /** The bridges' MAC tables and every port's policy. */
+  readonly tenancy: Tenancy;
   private readonly seg = new ChainSegments();
   private readonly classic = new ClassicRxFiller();
   private readonly src = new ResolvedChain();
   private readonly dst = new ResolvedChain();
-  /** Bytes 0..11 of the frame (dst, src MAC), whichever descriptors they are in. */
-  private readonly eth = new Uint8Array(12);
+  /** Bytes 0..15 of the frame (dst, src MAC, ethertype, TCI), whichever descriptors they are in. */
+  private readonly eth = new Uint8Array(16);
+  /** The frame as received while this.src holds its re-tagged view (view = 1). */
+  private readonly orig = new ResolvedChain();
+  private readonly tagScratch = new Uint8Array(32);
+  private view = 0;
+  /** The frame being switched: its port's policy and its VLAN. */
+  private srcPolicy: PortPolicy | null = null;
+  private vlan = 0;
   private readonly ethRes = new ResolvedChain();
   private readonly targets: BridgePort[] = [];
   /** Frames read from / gathered for the TAP uplink. */
@@ -55,12 +73,12 @@ export class BridgeForwarder {
     macTableSize: number,
     ageingMs: number,
   ) {
-    this.macs = new MacTable(macTableSize, ageingMs);
+    this.tenancy = new Tenancy(macTableSize, ageingMs);
     this.ethRes.mem[0] = this.eth;
     this.ethRes.off[0] = 0;
-    this.ethRes.len[0] = 12;
+    this.ethRes.len[0] = 16;
     this.ethRes.count = 1;
-    this.ethRes.total = 12;
+    this.ethRes.total = 16;
   }
 
   /** Forward up to `burst` frames from src's tx queue qi; returns tx entries consumed. */
@@ -139,45 +157,69 @@ export class BridgeForwarder {
     const eth = this.eth;
     // The Ethernet addresses follow the 12-byte virtio_net_hdr in the byte stream.
     readStream(this.src, VIRTIO_NET_HDR_SIZE, eth, this.ethRes);
-    const srcHi = (eth[6] << 8) | eth[7];
+    const c = src.counters;
+    const payload = total - VIRTIO_NET_HDR_SIZE;
+    const sp = this.tenancy.of(src.id);
+    const vlan = sp.admit(eth, payload, this.now);
+    if (vlan < 0) {
+      c.drop(-1 - vlan);
+      txq?.pushUsed(head, 0);
+      return;
+    }
+    this.srcPolicy = sp;
+    this.vlan = vlan;
+    this.view = 0;
+    const macs = this.tenancy.tables[sp.bridge];
+    const srcHi = (vlan << 16) | (eth[6] << 8) | eth[7];
     const srcLo = ((eth[8] << 24) | (eth[9] << 16) | (eth[10] << 8) | eth[11]) >>> 0;
-    if ((eth[6] & 1) === 0) this.macs.learn(srcHi, srcLo, src.id, this.now);
+    if ((eth[6] & 1) === 0) macs.learn(srcHi, srcLo, src.id, this.now);
     const targets = this.targets;
     targets.length = 0;
     let known = -1;
     if ((eth[0] & 1) === 0) {
-      known = this.macs.lookup((eth[0] << 8) | eth[1], ((eth[2] << 24) | (eth[3] << 16) | (eth[4] << 8) | eth[5]) >>> 0, this.now);
+      known = macs.lookup((vlan << 16) | (eth[0] << 8) | eth[1], ((eth[2] << 24) | (eth[3] << 16) | (eth[4] << 8) | eth[5]) >>> 0, this.now);
     }
     if (known >= 0) {
       if (known === src.id) {
-        src.counters.drop(Drop.Hairpin);
+        c.drop(Drop.Hairpin);
         txq?.pushUsed(head, 0);
         return;
       }
       const p = this.ports[known];
+      const why = p.nq > 0 ? this.tenancy.of(known).mayReach(sp, vlan, payload, this.now) : -1;
+      if (why >= 0) {
+        // A destination's own limit counts on it; anything else on the sender.
+        if (why === Drop.TxLimit) p.counters.drop(why);
+        else c.drop(why === Drop.Count ? Drop.PeerDown : why);
+        txq?.pushUsed(head, 0);
+        return;
+      }
       if (p.nq > 0) targets.push(p);
     } else {
       for (let i = 0; i < this.ports.length; i++) {
         const p = this.ports[i];
-        if (p !== src && p.nq > 0) targets.push(p);
+        if (p === src || p.nq === 0) continue;
+        const why = this.tenancy.of(i).mayReach(sp, vlan, payload, this.now);
+        if (why < 0) targets.push(p);
+        else if (why === Drop.TxLimit) p.counters.drop(why);
       }
     }
-    const c = src.counters;
     if (targets.length === 0) {
       c.drop(Drop.PeerDown);
       txq?.pushUsed(head, 0);
       return;
     }
-    const payload = total - VIRTIO_NET_HDR_SIZE;
     countRx(src, this.qi, payload);
     if (src.mirror !== null) mirrorChain(src.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.FromVm);
     // All but the last destination get a copy; the last gets the swap when both sides can.
-    for (let i = 0; i < targets.length - 1; i++) this.copyTo(src, targets[i], total);
+    for (let i = 0; i < targets.length - 1; i++) this.copyTagged(src, targets[i], total);
     const last = targets[targets.length - 1];
     const dq = last.isTap ? -1 : last.rxQueueFor(this.qi);
-    // b >= 0: src is a vhost port that sent a shared buffer; the swap needs the receiver in the same domain.
+    // b >= 0: src is a vhost port that sent a shared buffer; the swap needs the receiver in the same domain
+    // and the frame unchanged (its tag stays as it is).
     if (b >= 0 && txq !== null && !last.isTap && last.domain === (src as PortQueues).domain && last.zeroCopy && dq >= 0 &&
-      last.postings.ownCount(dq) > 0) {
+      last.postings.ownCount(dq) > 0 && this.tenancy.of(last.id).isTrunk === sp.isTrunk) {
+      if (this.view !== 0) this.useView(0, total);
       const y = last.postings.nextOwnBuf(dq);
       const rxHead = last.postings.takeOwn(dq);
       const { shared, ledger } = last;
@@ -193,8 +235,29 @@ export class BridgeForwarder {
       countTx(last, dq, payload);
       return;
     }
-    this.copyTo(src, last, total);
+    this.copyTagged(src, last, total);
     txq?.pushUsed(head, 0);
+  }
+
+  /** Copy the frame to dst with the tag dst's side wants: as received, or re-tagged (this.src becomes that view). */
+  private copyTagged(src: BridgePort, dst: BridgePort, total: number): void {
+    const want = this.tenancy.of(dst.id).isTrunk !== this.srcPolicy!.isTrunk ? 1 : 0;
+    if (want !== this.view && !this.useView(want, total)) return src.counters.drop(Drop.ChainTooLong);
+    this.copyTo(src, dst, this.src.total);
+  }
+
+  /** Make this.src the frame as received (0) or re-tagged (1); false if the re-tagged view cannot be built. */
+  private useView(view: number, total: number): boolean {
+    if (view === 1) {
+      if (this.view === 0) copyResolved(this.src, this.orig);
+      this.orig.total = total;
+      // From an access port a tag is added; from a trunk the tag is removed.
+      if (!retag(this.orig, this.src, this.tagScratch, this.srcPolicy!.isTrunk ? 0 : this.vlan)) return false;
+    } else {
+      copyResolved(this.orig, this.src);
+    }
+    this.view = view;
+    return true;
   }
 
   /** The uplink takes a frame (with its header) in one write; gather it first if it is in pieces. */

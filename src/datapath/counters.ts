@@ -27,6 +27,18 @@ export const enum Drop {
   Hairpin,
   /** A call to the VM would have blocked (its call eventfd saturated, O_NONBLOCK cleared): the port is disconnected. */
   CallBlocked,
+  /** Bridge: an 802.1Q-tagged frame on an access port. */
+  VlanTagged,
+  /** Bridge: a frame on a trunk that is untagged or of a VLAN the trunk does not carry. */
+  VlanNotAllowed,
+  /** Bridge: a source MAC not in the port's `macs` (never learned). */
+  SpoofedMac,
+  /** Bridge: unicast from an isolated port to another isolated port. */
+  Isolated,
+  /** The port's rx rate limit (what the switch takes from it); counted on that port. */
+  RxLimit,
+  /** The port's tx rate limit (what the switch delivers to it); counted on that port. */
+  TxLimit,
   Count,
 }
 
@@ -52,6 +64,12 @@ const DROP_NAME_OF: Record<Exclude<Drop, Drop.Count>, string> = {
   [Drop.RingBroken]: 'ring-broken',
   [Drop.Hairpin]: 'hairpin',
   [Drop.CallBlocked]: 'call-blocked',
+  [Drop.VlanTagged]: 'vlan-tagged',
+  [Drop.VlanNotAllowed]: 'vlan-not-allowed',
+  [Drop.SpoofedMac]: 'spoofed-mac',
+  [Drop.Isolated]: 'isolated',
+  [Drop.RxLimit]: 'rx-limit',
+  [Drop.TxLimit]: 'tx-limit',
 };
 
 /** Names indexed by Drop. */
