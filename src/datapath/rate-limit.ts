@@ -4,11 +4,10 @@
  * performance.now() per data-path round, passed in), so a check is a few
  * float operations and allocates nothing. It never lends: a frame passes
  * only when the tokens are there, so the rate is never exceeded by more than
- * the bucket (burstMs of the rate); a loop that sleeps longer than burstMs
+ * the bucket (burstMs of the rate) and, for bits, one frame; a loop that sleeps longer than burstMs
  * loses the tokens of the excess (it under-delivers, never over-delivers).
  */
 import type { RateConfig } from '../config/schema';
-import { MAX_PACKET } from './tx-class';
 
 export class TokenBucket {
   /** False: no limit (take() is one branch). */
@@ -24,20 +23,18 @@ export class TokenBucket {
 
   /** (Re)configure; a running bucket keeps its tokens up to the new capacity. */
   set(r: RateConfig, now: number): void {
+    const wasFrames = this.on && this.framesPerMs > 0;
+    const wasBits = this.on && this.bitsPerMs > 0;
     this.framesPerMs = r.pps / 1000;
     this.bitsPerMs = r.bps / 1000;
-    // The bucket holds at least one frame (of the largest size): else nothing would ever pass.
+    // The frame bucket holds at least one frame: else nothing would ever pass.
     this.frameCap = Math.max(1, this.framesPerMs * r.burstMs);
-    this.bitCap = Math.max(MAX_PACKET * 8, this.bitsPerMs * r.burstMs);
-    const wasOn = this.on;
+    this.bitCap = this.bitsPerMs * r.burstMs;
+    if (!this.on) this.last = now;
     this.on = r.pps > 0 || r.bps > 0;
-    if (!wasOn) {
-      this.frames = this.frameCap;
-      this.bits = this.bitCap;
-      this.last = now;
-    }
-    this.frames = Math.min(this.frames, this.frameCap);
-    this.bits = Math.min(this.bits, this.bitCap);
+    // A measure limited before keeps its tokens (up to the new bucket); a new one starts full.
+    this.frames = wasFrames ? Math.min(this.frames, this.frameCap) : this.frameCap;
+    this.bits = wasBits ? Math.min(this.bits, this.bitCap) : this.bitCap;
   }
 
   /** May a frame of `bytes` (Ethernet frame) pass at time now (ms)? Takes its tokens if so. */
@@ -49,10 +46,11 @@ export class TokenBucket {
       this.frames = Math.min(this.frameCap, this.frames + dt * this.framesPerMs);
       this.bits = Math.min(this.bitCap, this.bits + dt * this.bitsPerMs);
     }
-    const b = bytes * 8;
-    if ((this.framesPerMs > 0 && this.frames < 1) || (this.bitsPerMs > 0 && this.bits < b)) return false;
-    this.frames -= 1;
-    this.bits -= b;
+    // Bits: a frame passes while the bucket is not in debt and may leave it in debt (so a frame larger
+    // than the bucket still passes, and the rate holds within one frame).
+    if ((this.framesPerMs > 0 && this.frames < 1) || (this.bitsPerMs > 0 && this.bits <= 0)) return false;
+    if (this.framesPerMs > 0) this.frames -= 1;
+    if (this.bitsPerMs > 0) this.bits -= bytes * 8;
     return true;
   }
 }
