@@ -3,8 +3,9 @@
  * port security, rate limits"): defaults, the domains bridges get, and a
  * clear error naming the field for each mistake.
  */
+import path from 'node:path';
 import t from 'tap';
-import { ConfigError, diffConfig, parseConfig } from '../../src/config';
+import { ConfigError, diffConfig, loadConfig, parseConfig } from '../../src/config';
 
 function issues(raw: unknown): string[] {
   try {
@@ -60,4 +61,13 @@ t.test('reload: tenant settings are live, the bridge is not', async (t) => {
   const d = diffConfig(before, after);
   t.same(d.live.map((c) => c.path).sort(), ['ports[a].limit', 'ports[a].vlan']);
   t.ok(d.restart.some((c) => c.path === 'ports[b].bridge'), 'a changed bridge needs a restart');
+});
+
+t.test('config/examples/tenants.json loads', async (t) => {
+  const cfg = loadConfig(path.join(__dirname, '..', '..', '..', 'config', 'examples', 'tenants.json'));
+  t.same(cfg.ports.map((p) => [p.name, p.policy.bridge, p.domain]), [
+    ['red1', 'vale0', 'bridge'], ['red2', 'vale0', 'bridge'], ['red3', 'vale0', 'bridge'], ['blue1', 'vale0', 'bridge'],
+    ['up', 'vale0', null], ['lab1', 'vale1', 'bridge:vale1'], ['lab2', 'vale1', 'bridge:vale1'],
+  ]);
+  t.same(cfg.ports.find((p) => p.name === 'up')?.policy.trunk, [10, 20]);
 });
