@@ -13,6 +13,7 @@ import path from 'node:path';
 import t, { type Test } from 'tap';
 import { GuestDriver } from '../../src/guest/driver';
 import { controlRequest } from '../../src/switch/control';
+import { formatMetrics } from '../../src/switch/metrics';
 import { type SwitchProc, counters, run, sleep, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
 
 const BCAST = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
@@ -153,6 +154,10 @@ t.test('two bridges, two VLANs and a trunk; spoofing; isolation; zcswitch macs',
   t.match(bad.stderr(), /no bridge named "nope" \(bridges are "vale0", "vale1"\)/);
   const s = await sw.stats();
   t.same(s.ports.find((p) => p.name === 'e')?.policy?.trunk, [10, 20], 'stats show each port\'s settings');
+  const metrics = formatMetrics(s);
+  t.match(metrics, /zcswitch_port_tenant\{port="e",bridge="vale0",vlans="trunk:10,20",isolated="false"\} 1/, 'metrics: the trunk');
+  t.match(metrics, /zcswitch_port_tenant\{port="g",bridge="vale1",vlans="10",isolated="true"\} 1/, 'metrics: an isolated port');
+  t.match(metrics, /zcswitch_port_drops_total\{port="a",reason="spoofed-mac"\} 1/, 'metrics: drops by the new reasons');
   t.ok(s.ledger.ok, 'ledger balanced');
 });
 
@@ -192,4 +197,5 @@ t.test('a 10,000 frames/s limit holds within 5% over 5 s; a reload changes it, t
   t.ok(sp.drops['rx-limit'] > 0, `drops counted as rx-limit: ${sp.drops['rx-limit']}`);
   t.equal(sp.rxPackets + sp.drops['rx-limit'], res.summary.sent, 'every frame sent was either taken or dropped by the limit');
   t.equal(res.summary.reconnects, 0, 'the sender never had to reattach');
+  t.match(formatMetrics(await sw.stats()), /zcswitch_port_limit\{port="s",direction="rx",unit="pps"\} 4000/, 'metrics show the limit now in force');
 });
