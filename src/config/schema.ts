@@ -11,6 +11,8 @@
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
+import { MAX_PORT_MACS } from '../datapath/port-policy';
+import { FIRST_BRIDGE } from '../datapath/tenancy';
 
 // ---------------------------------------------------------------------------
 // Resolved configuration (what the rest of the switch codes against)
@@ -156,7 +158,7 @@ export const DEFAULTS = {
   socketDirMode: 0o750,
   handshakeSec: 10,
   /** Bridge of a port that names none (VALE's first switch). */
-  bridgeName: 'vale0',
+  bridgeName: FIRST_BRIDGE,
   /** Access VLAN of a port that names none (802.1Q's default VLAN). */
   vlan: 1,
   /** A rate limit's bucket holds this many milliseconds of its rate. */
@@ -199,7 +201,7 @@ export const LIMITS = {
   minVlan: 1,
   maxVlan: 4094,
   /** Allowed source MACs per port. */
-  maxPortMacs: 64,
+  maxPortMacs: MAX_PORT_MACS,
   /** Rate limits: 100 Mpps, 1 Tbit/s, a bucket of up to 10 s. */
   maxPps: 100_000_000,
   maxBps: 1e12,

@@ -26,7 +26,7 @@
 import { ChainSegments } from '../virtio/chain';
 import type { DeviceQueue } from '../virtio/device-queue';
 import { VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
-import { Drop, countRx, countTx } from './counters';
+import { Drop, type PortCounters, countRx, countTx } from './counters';
 import { ClassicRxFiller } from './classic-rx';
 import { ResolvedChain, copyPacketInto, resolveChain } from './copy';
 import { MirrorDir, mirrorChain } from './mirror';
@@ -35,7 +35,10 @@ import type { PortQueues } from './port-queues';
 import type { TapPort } from './tap-port';
 import { Tenancy } from './tenancy';
 import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
-import { copyResolved, retag } from './vlan';
+import { TPID_8021Q, copyResolved, retag } from './vlan';
+
+const TPID_HI = TPID_8021Q >>> 8;
+const TPID_LO = TPID_8021Q & 0xff;
 
 /** A bridge port: a vhost-user port's queues, or the TAP uplink. */
 export type BridgePort = PortQueues | TapPort;
@@ -159,12 +162,12 @@ export class BridgeForwarder {
     readStream(this.src, VIRTIO_NET_HDR_SIZE, eth, this.ethRes);
     const c = src.counters;
     const payload = total - VIRTIO_NET_HDR_SIZE;
-    const sp = this.tenancy.of(src.id);
-    const vlan = sp.admit(eth, payload, this.now);
-    if (vlan < 0) {
-      c.drop(-1 - vlan);
-      txq?.pushUsed(head, 0);
-      return;
+    const sp = this.tenancy.policies[src.id];
+    let vlan = sp.vlan;
+    // Fast path: an access port with nothing more to check, and an untagged frame.
+    if (!sp.plainIn || (eth[12] === TPID_HI && eth[13] === TPID_LO)) {
+      vlan = sp.admit(eth, payload, this.now);
+      if (vlan < 0) return this.refuse(c, -1 - vlan, txq, head);
     }
     this.srcPolicy = sp;
     this.vlan = vlan;
@@ -180,29 +183,19 @@ export class BridgeForwarder {
       known = macs.lookup((vlan << 16) | (eth[0] << 8) | eth[1], ((eth[2] << 24) | (eth[3] << 16) | (eth[4] << 8) | eth[5]) >>> 0, this.now);
     }
     if (known >= 0) {
-      if (known === src.id) {
-        c.drop(Drop.Hairpin);
-        txq?.pushUsed(head, 0);
-        return;
-      }
+      if (known === src.id) return this.refuse(c, Drop.Hairpin, txq, head);
       const p = this.ports[known];
-      const why = p.nq > 0 ? this.tenancy.of(known).mayReach(sp, vlan, payload, this.now) : -1;
-      if (why >= 0) {
+      const dp = this.tenancy.policies[known];
+      // Fast path: a destination with nothing to check but bridge and VLAN.
+      if (!(dp.plainOut && dp.bridge === sp.bridge && dp.vlan === vlan) && p.nq > 0) {
+        const why = dp.mayReach(sp, vlan, payload, this.now);
         // A destination's own limit counts on it; anything else on the sender.
-        if (why === Drop.TxLimit) p.counters.drop(why);
-        else c.drop(why === Drop.Count ? Drop.PeerDown : why);
-        txq?.pushUsed(head, 0);
-        return;
+        if (why === Drop.TxLimit) return this.refuse(p.counters, why, txq, head);
+        if (why >= 0) return this.refuse(c, why === Drop.Count ? Drop.PeerDown : why, txq, head);
       }
       if (p.nq > 0) targets.push(p);
     } else {
-      for (let i = 0; i < this.ports.length; i++) {
-        const p = this.ports[i];
-        if (p === src || p.nq === 0) continue;
-        const why = this.tenancy.of(i).mayReach(sp, vlan, payload, this.now);
-        if (why < 0) targets.push(p);
-        else if (why === Drop.TxLimit) p.counters.drop(why);
-      }
+      this.floodTargets(src, sp, vlan, payload);
     }
     if (targets.length === 0) {
       c.drop(Drop.PeerDown);
@@ -218,7 +211,7 @@ export class BridgeForwarder {
     // b >= 0: src is a vhost port that sent a shared buffer; the swap needs the receiver in the same domain
     // and the frame unchanged (its tag stays as it is).
     if (b >= 0 && txq !== null && !last.isTap && last.domain === (src as PortQueues).domain && last.zeroCopy && dq >= 0 &&
-      last.postings.ownCount(dq) > 0 && this.tenancy.of(last.id).isTrunk === sp.isTrunk) {
+      last.postings.ownCount(dq) > 0 && this.tenancy.policies[last.id].isTrunk === sp.isTrunk) {
       if (this.view !== 0) this.useView(0, total);
       const y = last.postings.nextOwnBuf(dq);
       const rxHead = last.postings.takeOwn(dq);
@@ -239,9 +232,26 @@ export class BridgeForwarder {
     txq?.pushUsed(head, 0);
   }
 
+  /** Count the drop and complete the tx head (if any) unchanged. */
+  private refuse(c: PortCounters, why: Drop, txq: DeviceQueue | null, head: number): void {
+    c.drop(why);
+    txq?.pushUsed(head, 0);
+  }
+
+  /** Every port of the frame's bridge carrying its VLAN and allowed to get it (isolation, tx limit) but src. */
+  private floodTargets(src: BridgePort, sp: PortPolicy, vlan: number, payload: number): void {
+    for (let i = 0; i < this.ports.length; i++) {
+      const p = this.ports[i];
+      if (p === src || p.nq === 0) continue;
+      const why = this.tenancy.policies[i].mayReach(sp, vlan, payload, this.now);
+      if (why < 0) this.targets.push(p);
+      else if (why === Drop.TxLimit) p.counters.drop(why);
+    }
+  }
+
   /** Copy the frame to dst with the tag dst's side wants: as received, or re-tagged (this.src becomes that view). */
   private copyTagged(src: BridgePort, dst: BridgePort, total: number): void {
-    const want = this.tenancy.of(dst.id).isTrunk !== this.srcPolicy!.isTrunk ? 1 : 0;
+    const want = this.tenancy.policies[dst.id].isTrunk !== this.srcPolicy!.isTrunk ? 1 : 0;
     if (want !== this.view && !this.useView(want, total)) return src.counters.drop(Drop.ChainTooLong);
     this.copyTo(src, dst, this.src.total);
   }

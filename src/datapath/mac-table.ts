@@ -40,7 +40,7 @@ export class MacTable {
   private readonly limit: number;
 
   private slot(hi: number, lo: number): number {
-    let h = Math.imul(lo ^ Math.imul(hi, 0x85ebca6b), 0x9e3779b1) >>> 0;
+    let h = Math.imul(lo ^ (hi << 16) ^ (hi >>> 3), 0x9e3779b1) >>> 0;
     h ^= h >>> 15;
     return h & this.mask;
   }

@@ -9,10 +9,16 @@
  * the VLAN carried, isolation, then the destination's tx rate limit.
  */
 import type { PortPolicyConfig } from '../config/schema';
-import { LIMITS } from '../config/schema';
 import { Drop } from './counters';
 import { TokenBucket } from './rate-limit';
 import { TPID_8021Q } from './vlan';
+
+/** Allowed source MACs per port (config MAX_PORT_MACS). */
+export const MAX_PORT_MACS = 64;
+/** 802.1Q VLAN ids are 12 bits. */
+const VLAN_IDS = 4096;
+/** The VLAN set of every access port: none carried (shared, never written). */
+const NO_VLANS = new Uint8Array(VLAN_IDS);
 
 export class PortPolicy {
   /** Index of the port's bridge (src/datapath/tenancy.ts). */
@@ -20,22 +26,33 @@ export class PortPolicy {
   /** Access VLAN; 0 on a trunk. */
   vlan = 1;
   isTrunk = false;
-  /** Trunk: carried[v] = 1 for each VLAN v it carries. */
-  readonly carried = new Uint8Array(4096);
+  /** Trunk: carried[v] = 1 for each VLAN v it carries (its own array once it is a trunk; until then all 0). */
+  carried = NO_VLANS;
   /** Allowed source MACs as (hi16, lo32); macCount 0 = any. */
-  private readonly macHi = new Uint16Array(LIMITS.maxPortMacs);
-  private readonly macLo = new Uint32Array(LIMITS.maxPortMacs);
+  private readonly macHi = new Uint16Array(MAX_PORT_MACS);
+  private readonly macLo = new Uint32Array(MAX_PORT_MACS);
   private macCount = 0;
   isolated = false;
   readonly rx = new TokenBucket();
   readonly tx = new TokenBucket();
+  /**
+   * Nothing to check on the way in but an untagged frame's VLAN (an access
+   * port, any source MAC, no rx limit) / on the way out but bridge and VLAN
+   * (an access port, not isolated, no tx limit): the forwarder's fast path
+   * skips admit() / mayReach() for such ports.
+   */
+  plainIn = true;
+  plainOut = true;
 
   configure(cfg: PortPolicyConfig, bridge: number, now: number): void {
     this.bridge = bridge;
     this.vlan = cfg.vlan;
     this.isTrunk = cfg.trunk.length > 0;
-    this.carried.fill(0);
-    for (const v of cfg.trunk) this.carried[v] = 1;
+    if (this.isTrunk) {
+      if (this.carried === NO_VLANS) this.carried = new Uint8Array(VLAN_IDS);
+      this.carried.fill(0);
+      for (const v of cfg.trunk) this.carried[v] = 1;
+    }
     this.macCount = 0;
     for (const m of cfg.macs) {
       const b = m.split(':').map((x) => parseInt(x, 16));
@@ -46,6 +63,8 @@ export class PortPolicy {
     this.isolated = cfg.isolated;
     this.rx.set(cfg.limit.rx, now);
     this.tx.set(cfg.limit.tx, now);
+    this.plainIn = !this.isTrunk && this.macCount === 0 && !this.rx.on;
+    this.plainOut = !this.isTrunk && !this.isolated && !this.tx.on;
   }
 
   carries(vlan: number): boolean {

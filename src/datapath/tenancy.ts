@@ -3,13 +3,16 @@
  * its own MAC table (learning per VLAN inside it), so one tenant filling its
  * table cannot evict another's entries; and every port's policy by id.
  * Bridges are added as ports name them and never removed (a name costs one
- * table). Typed arrays on the data path; the lists here allocate only on the
+ * table). A port not configured is on the first bridge, VLAN 1, unlimited. Typed arrays on the data path; the lists here allocate only on the
  * control plane.
  */
 import type { PortPolicyConfig } from '../config/schema';
-import { DEFAULTS } from '../config/schema';
+import { MAX_PORTS } from '../shm/ledger';
 import { type MacEntry, MacTable } from './mac-table';
 import { PortPolicy } from './port-policy';
+
+/** The bridge of a port that names none (VALE's first switch; config DEFAULTS.bridgeName). */
+export const FIRST_BRIDGE = 'vale0';
 
 export interface BridgeMacEntry extends MacEntry {
   bridge: string;
@@ -18,13 +21,13 @@ export interface BridgeMacEntry extends MacEntry {
 export class Tenancy {
   readonly names: string[] = [];
   readonly tables: MacTable[] = [];
-  /** Every port's policy by id (the same ids as the forwarder's ports). */
-  readonly policies: PortPolicy[] = [];
+  /** Every port's policy by id (the same ids as the forwarder's ports), one for every possible id. */
+  readonly policies: PortPolicy[] = Array.from({ length: MAX_PORTS }, () => new PortPolicy());
   /** Each port's bridge and VLANs as last configured: a change forgets its learned MACs. */
   private readonly placed: (string | undefined)[] = [];
 
   constructor(private readonly macTableSize: number, private readonly ageingMs: number) {
-    this.bridgeIndex(DEFAULTS.bridgeName);
+    this.bridgeIndex(FIRST_BRIDGE);
   }
 
   /** The index of the bridge of that name (made on first use). */
@@ -40,17 +43,10 @@ export class Tenancy {
 
   /** Set port id's policy (between rounds); a changed bridge or VLAN set forgets what it had learned. */
   configure(id: number, cfg: PortPolicyConfig, now: number): void {
-    while (this.policies.length <= id) this.policies.push(new PortPolicy());
     const where = `${cfg.bridge} ${cfg.vlan} ${cfg.trunk.join(',')}`;
     if (this.placed[id] !== undefined && this.placed[id] !== where) this.forgetPort(id);
     this.placed[id] = where;
     this.policies[id].configure(cfg, this.bridgeIndex(cfg.bridge), now);
-  }
-
-  /** The policy of port id (a default one, on bridge vale0 VLAN 1, until configure()). */
-  of(id: number): PortPolicy {
-    while (this.policies.length <= id) this.policies.push(new PortPolicy());
-    return this.policies[id];
   }
 
   forgetPort(id: number): void {
