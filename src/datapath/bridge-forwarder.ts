@@ -15,7 +15,7 @@
  * region) or its copy targets, and the sender's buffer stays with the
  * sender (its tx descriptor is completed unchanged).
  *
- * Tenants (docs/design.md, "Bridges, VLANs, port security, rate limits"):
+ * Tenants (docs/design.md, "Tenants: bridges, VLANs, port security, rate limits"):
  * every frame is admitted by its port's policy (VLAN, allowed MACs, rx
  * limit), learned and looked up in its own bridge's table for its VLAN, and
  * goes only to ports of that bridge carrying that VLAN (isolation and the

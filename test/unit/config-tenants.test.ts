@@ -1,6 +1,6 @@
 /**
- * The tenant keys of a bridge port (src/config/README.md, "Bridges, VLANs,
- * port security, rate limits"): defaults, the domains bridges get, and a
+ * The tenant keys of a bridge port (src/config/README.md, `ports[].bridge`
+ * to `ports[].limit`): defaults, the domains bridges get, and a
  * clear error naming the field for each mistake.
  */
 import path from 'node:path';
