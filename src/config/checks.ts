@@ -108,7 +108,7 @@ export function portDomains(
   });
 }
 
-/** A bridge port's default sharing domain: "bridge" on the first bridge (as before bridges had names), "bridge:<name>" on others. */
+/** A bridge port's default sharing domain: "bridge" on the first bridge (vale0), "bridge:<name>" on the others. */
 export function bridgeDomain(bridge: string | undefined): string {
   return bridge === undefined || bridge === DEFAULTS.bridgeName ? 'bridge' : `bridge:${bridge}`;
 }

@@ -56,9 +56,6 @@ export class BridgeForwarder {
   private readonly orig = new ResolvedChain();
   private readonly tagScratch = new Uint8Array(32);
   private view = 0;
-  /** The frame being switched: its port's policy and its VLAN. */
-  private srcPolicy: PortPolicy | null = null;
-  private vlan = 0;
   private readonly ethRes = new ResolvedChain();
   private readonly targets: BridgePort[] = [];
   /** Frames read from / gathered for the TAP uplink. */
@@ -169,8 +166,6 @@ export class BridgeForwarder {
       vlan = sp.admit(eth, payload, this.now);
       if (vlan < 0) return this.refuse(c, -1 - vlan, txq, head);
     }
-    this.srcPolicy = sp;
-    this.vlan = vlan;
     this.view = 0;
     const macs = this.tenancy.tables[sp.bridge];
     const srcHi = (vlan << 16) | (eth[6] << 8) | eth[7];
@@ -205,14 +200,14 @@ export class BridgeForwarder {
     countRx(src, this.qi, payload);
     if (src.mirror !== null) mirrorChain(src.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.FromVm);
     // All but the last destination get a copy; the last gets the swap when both sides can.
-    for (let i = 0; i < targets.length - 1; i++) this.copyTagged(src, targets[i], total);
+    for (let i = 0; i < targets.length - 1; i++) this.copyTagged(src, targets[i], total, sp, vlan);
     const last = targets[targets.length - 1];
     const dq = last.isTap ? -1 : last.rxQueueFor(this.qi);
     // b >= 0: src is a vhost port that sent a shared buffer; the swap needs the receiver in the same domain
     // and the frame unchanged (its tag stays as it is).
     if (b >= 0 && txq !== null && !last.isTap && last.domain === (src as PortQueues).domain && last.zeroCopy && dq >= 0 &&
       last.postings.ownCount(dq) > 0 && this.tenancy.policies[last.id].isTrunk === sp.isTrunk) {
-      if (this.view !== 0) this.useView(0, total);
+      if (this.view !== 0) this.useView(0, total, sp, vlan);
       const y = last.postings.nextOwnBuf(dq);
       const rxHead = last.postings.takeOwn(dq);
       const { shared, ledger } = last;
@@ -228,7 +223,7 @@ export class BridgeForwarder {
       countTx(last, dq, payload);
       return;
     }
-    this.copyTagged(src, last, total);
+    this.copyTagged(src, last, total, sp, vlan);
     txq?.pushUsed(head, 0);
   }
 
@@ -250,19 +245,19 @@ export class BridgeForwarder {
   }
 
   /** Copy the frame to dst with the tag dst's side wants: as received, or re-tagged (this.src becomes that view). */
-  private copyTagged(src: BridgePort, dst: BridgePort, total: number): void {
-    const want = this.tenancy.policies[dst.id].isTrunk !== this.srcPolicy!.isTrunk ? 1 : 0;
-    if (want !== this.view && !this.useView(want, total)) return src.counters.drop(Drop.ChainTooLong);
+  private copyTagged(src: BridgePort, dst: BridgePort, total: number, sp: PortPolicy, vlan: number): void {
+    const want = this.tenancy.policies[dst.id].isTrunk !== sp.isTrunk ? 1 : 0;
+    if (want !== this.view && !this.useView(want, total, sp, vlan)) return src.counters.drop(Drop.ChainTooLong);
     this.copyTo(src, dst, this.src.total);
   }
 
   /** Make this.src the frame as received (0) or re-tagged (1); false if the re-tagged view cannot be built. */
-  private useView(view: number, total: number): boolean {
+  private useView(view: number, total: number, sp: PortPolicy, vlan: number): boolean {
     if (view === 1) {
       if (this.view === 0) copyResolved(this.src, this.orig);
       this.orig.total = total;
       // From an access port a tag is added; from a trunk the tag is removed.
-      if (!retag(this.orig, this.src, this.tagScratch, this.srcPolicy!.isTrunk ? 0 : this.vlan)) return false;
+      if (!retag(this.orig, this.src, this.tagScratch, sp.isTrunk ? 0 : vlan)) return false;
     } else {
       copyResolved(this.orig, this.src);
     }
