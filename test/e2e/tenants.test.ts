@@ -23,6 +23,9 @@ const macText = (i: number): string => macOf(i).map((b) => b.toString(16).padSta
 /** A guest-driver VM that records every frame it receives. */
 class Vm {
   readonly frames: Uint8Array[] = [];
+  /** Frames received; with keep = false only counted (a rate measurement). */
+  received = 0;
+  keep = true;
   constructor(readonly name: string, readonly drv: GuestDriver) {}
 
   /** Send one frame (dst, src MAC, optional 802.1Q tag, ethertype 0x88b5, pattern). */
@@ -50,7 +53,8 @@ class Vm {
     for (let k = 0; k < n; k++) {
       const tok = d.rxToken[k];
       const off = d.packetOffset(tok);
-      this.frames.push(d.packetMem(tok).slice(off, off + d.rxLen[k]));
+      if (this.keep) this.frames.push(d.packetMem(tok).slice(off, off + d.rxLen[k]));
+      this.received++;
       d.release(tok);
     }
     d.flush();
@@ -162,32 +166,35 @@ t.test('two bridges, two VLANs and a trunk; spoofing; isolation; zcswitch macs',
 });
 
 t.test('a 10,000 frames/s limit holds within 5% over 5 s; a reload changes it, the port stays', async (t) => {
-  const config = (pps: number) => ({ mode: 'bridge', ports: [{ name: 's', limit: { rx: { pps } } }, { name: 'r' }] });
+  // A 500 ms bucket: a switch (or sender) that stalls on this shared machine for less than that loses no
+  // tokens; measuring starts after the full bucket has drained, so it does not inflate the rate either.
+  const config = (pps: number) => ({ mode: 'bridge', ports: [{ name: 's', limit: { rx: { pps, burstMs: 500 } } }, { name: 'r' }] });
   const sw = await startSwitch(t, config(10_000));
   const vms = await attachAll(t, sw, ['r']);
   const r = vms.get('r')!;
-  // A generous sender: three times the limit, for longer than the window.
-  const gen = vm(sw, 's', ['--mode', 'gen', '--rate', '30000', '--duration', '9', '--no-verify', '--no-reconnect']);
+  r.keep = false;
+  // A generous sender: three times the limit, for longer than the windows.
+  const gen = vm(sw, 's', ['--mode', 'gen', '--rate', '30000', '--duration', '13', '--no-verify', '--no-reconnect']);
   t.teardown(() => gen.child.kill());
-  await waitFor('traffic through the limit', () => r.frames.length > 1000, 15000);
+  await waitFor('traffic through the limit', () => r.received > 1000, 15000);
+  await sleep(1000);
   const measure = async (sec: number): Promise<number> => {
-    const n0 = r.frames.length;
+    const n0 = r.received;
     const t0 = performance.now();
     await sleep(sec * 1000);
-    const n1 = r.frames.length;
+    const n1 = r.received;
     return (n1 - n0) / ((performance.now() - t0) / 1000);
   };
   const rate = await measure(5);
-  t.ok(rate >= 9500 && rate <= 10_500, `receiver measured ${rate.toFixed(0)} frames/s over 5 s (10,000 ± 5%)`);
-  t.comment(JSON.stringify((await sw.stats()).ports.map((p) => [p.name, counters(p).drops])));
-  r.frames.length = 0; // the count matters from here, not the frames
+  const drops = JSON.stringify((await sw.stats()).ports.map((p) => [p.name, counters(p).drops]));
+  t.ok(rate >= 9500 && rate <= 10_500, `receiver measured ${rate.toFixed(0)} frames/s over 5 s (10,000 ± 5%); drops ${drops}`);
 
   const cfg = JSON.parse(fs.readFileSync(sw.configPath, 'utf8')) as Record<string, unknown>;
   fs.writeFileSync(sw.configPath, JSON.stringify({ ...cfg, ...config(4000) }));
   const reply = (await controlRequest(sw.control, { cmd: 'reload' })) as { ok?: boolean; live?: { path: string }[] };
   t.ok(reply.ok, 'reload accepted');
   t.same(reply.live?.map((c) => c.path), ['ports[s].limit'], 'the limit applied live');
-  await sleep(300);
+  await sleep(1000);
   const slower = await measure(2);
   t.ok(slower >= 3600 && slower <= 4400, `after the reload: ${slower.toFixed(0)} frames/s (4,000 ± 10%)`);
   const res = await gen.result;
