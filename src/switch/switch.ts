@@ -14,7 +14,7 @@ import path from 'node:path';
 import { FdWatcher, type NativeError, closeFd, unixAccept, unixConnect, unixListen } from '../../bindings';
 import {
   ConfigError, DOMAIN_NAME_RE, LIMITS, type LogLevel, type PortConfig, type PortPolicyConfig, type SwitchConfig, bridgeDomain, diffConfig,
-  loadConfig, portNameProblem, resolvePolicy,
+  POLICY_KEYS, loadConfig, portNameProblem, portSchema, resolvePolicy,
   prepareSocketDir, readGroups, resolveGroup, socketDirListenError,
 } from '../config';
 import { BridgeForwarder, type BridgePort } from '../datapath/bridge-forwarder';
@@ -424,7 +424,10 @@ export class Switch {
     try {
       switch (cmd.cmd) {
         case 'port-add':
-          return { ok: true, port: this.addPort(str('name'), { pair: opt('pair'), domain: opt('domain'), connect: opt('connect') }) };
+          return {
+            ok: true,
+            port: this.addPort(str('name'), { pair: opt('pair'), domain: opt('domain'), connect: opt('connect'), policy: this.policyFrom(cmd) }),
+          };
         case 'port-del':
           this.removePort(str('name'));
           return { ok: true };
@@ -443,6 +446,17 @@ export class Switch {
       if (e instanceof Refused || e instanceof ConfigError) return { error: e.message };
       throw e;
     }
+  }
+
+  /** `port add`'s tenant settings (bridge mode): checked as the config file's `ports[]` keys are; undefined when none is given. */
+  private policyFrom(cmd: Record<string, unknown>): PortPolicyConfig | undefined {
+    const given = Object.fromEntries(POLICY_KEYS.filter((k) => cmd[k] !== undefined && cmd[k] !== null).map((k) => [k, cmd[k]]));
+    if (Object.keys(given).length === 0) return undefined;
+    if (this.bridge === null) throw new Refused(`${Object.keys(given).join(', ')}: bridge settings; this switch is in pair mode`);
+    const r = portSchema.pick({ bridge: true, vlan: true, trunk: true, macs: true, isolated: true, limit: true }).safeParse(given);
+    if (!r.success) throw new Refused(r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+    if (r.data.vlan !== undefined && r.data.trunk !== undefined) throw new Refused('vlan, trunk: a port is either an access port of one VLAN or a trunk, not both');
+    return resolvePolicy(r.data);
   }
 
   listPorts(): PortInfo[] {
