@@ -41,6 +41,18 @@ export const enum Drop {
   BadGsoFrame,
   /** A frame longer than the receiver's MTU (plus an Ethernet header) that the switch cannot cut to fit. */
   OverMtu,
+  /** Bridge: an 802.1Q-tagged frame on an access port. */
+  VlanTagged,
+  /** Bridge: a frame on a trunk that is untagged or of a VLAN the trunk does not carry. */
+  VlanNotAllowed,
+  /** Bridge: a source MAC not in the port's `macs` (never learned). */
+  SpoofedMac,
+  /** Bridge: unicast from an isolated port to another isolated port. */
+  Isolated,
+  /** The port's rx rate limit (what the switch takes from it); counted on that port. */
+  RxLimit,
+  /** The port's tx rate limit (what the switch delivers to it); counted on that port. */
+  TxLimit,
   Count,
 }
 
@@ -73,6 +85,12 @@ const DROP_NAME_OF: Record<Exclude<Drop, Drop.Count>, string> = {
   [Drop.BadHdrLen]: 'bad-hdr-len',
   [Drop.BadGsoFrame]: 'bad-gso-frame',
   [Drop.OverMtu]: 'over-mtu',
+  [Drop.VlanTagged]: 'vlan-tagged',
+  [Drop.VlanNotAllowed]: 'vlan-not-allowed',
+  [Drop.SpoofedMac]: 'spoofed-mac',
+  [Drop.Isolated]: 'isolated',
+  [Drop.RxLimit]: 'rx-limit',
+  [Drop.TxLimit]: 'tx-limit',
 };
 
 /** Names indexed by Drop. */

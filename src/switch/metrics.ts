@@ -128,6 +128,20 @@ export function formatMetrics(s: SwitchStats): string {
   };
   const domain = family('zcswitch_port_domain', 'gauge', 'The port\'s sharing domain (label domain; a TAP uplink has none); always 1.');
   for (const p of s.ports) if (p.domain) domain.samples.push({ labels: { port: p.name, domain: p.domain }, value: 1 });
+  // Bridge mode: each port's tenant settings (src/config/README.md).
+  const tenant = family('zcswitch_port_tenant', 'gauge', 'Bridge mode: the port\'s bridge, VLANs (an access VLAN, or "trunk:" and the list) and isolation; always 1.');
+  const limit = family('zcswitch_port_limit', 'gauge', 'Bridge mode: a rate limit of the port (direction rx/tx, unit pps or bps); absent when none.');
+  for (const p of s.ports) {
+    const t = p.policy;
+    if (t === undefined) continue;
+    const vlans = t.trunk.length > 0 ? `trunk:${t.trunk.join(',')}` : String(t.vlan);
+    tenant.samples.push({ labels: { port: p.name, bridge: t.bridge, vlans, isolated: String(t.isolated) }, value: 1 });
+    for (const dir of ['rx', 'tx'] as const) {
+      for (const unit of ['pps', 'bps'] as const) {
+        if (t.limit[dir][unit] > 0) limit.samples.push({ labels: { port: p.name, direction: dir, unit }, value: t.limit[dir][unit] });
+      }
+    }
+  }
   perPort('zcswitch_port_attached', 'gauge', '1 if a front-end is connected to the port.', (p) => (p.attached ? 1 : 0));
   perPort('zcswitch_port_ready', 'gauge', '1 if the port\'s queues are running (it can carry traffic).', (p) => (p.ready ? 1 : 0));
   perPort('zcswitch_port_zero_copy', 'gauge', '1 if the front-end mapped the Shared Buffers region.', (p) => (p.zeroCopy ? 1 : 0));

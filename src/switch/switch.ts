@@ -13,7 +13,8 @@ import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import { FdWatcher, type NativeError, closeFd, unixAccept, unixConnect, unixListen } from '../../bindings';
 import {
-  ConfigError, DOMAIN_NAME_RE, LIMITS, type LogLevel, type PortConfig, type SwitchConfig, diffConfig, loadConfig, portNameProblem,
+  ConfigError, DOMAIN_NAME_RE, LIMITS, type LogLevel, type PortConfig, type PortPolicyConfig, type SwitchConfig, bridgeDomain, diffConfig,
+  POLICY_KEYS, loadConfig, portNameProblem, portSchema, resolvePolicy,
   prepareSocketDir, readGroups, resolveGroup, socketDirListenError,
 } from '../config';
 import { BridgeForwarder, type BridgePort } from '../datapath/bridge-forwarder';
@@ -92,6 +93,8 @@ export class Switch {
    * table has forgotten it.
    */
   private readonly bridgeById: BridgePort[] = [];
+  /** Bridge mode: every port's tenant settings by id, as the data path was last given them. */
+  private readonly policyById: (PortPolicyConfig | undefined)[] = [];
   private readonly peers = new Map<Port, Port | null>();
   private readonly listeners = new Map<Port, { fd: number; watcher: FdWatcher; path: string; cancelRetry: () => void }>();
   /** The config file as last loaded (start or reload): what a reload diffs against. */
@@ -176,13 +179,14 @@ export class Switch {
         wake: () => this.loop.wake(),
         attached: () => this.loop.wake(),
         detached: (port) => {
-          this.bridge?.macs.forgetPort(port.id);
+          this.bridge?.tenancy.forgetPort(port.id);
           this.loop.wake();
           this.connectors.get(port)?.lost();
         },
       };
       this.portCtx = ctx;
       cfg.ports.forEach((pc, id) => {
+        this.setPolicy(id, pc.policy);
         if (pc.type === 'tap') {
           const tap = new TapPort(id, pc.name, pc.ifname, this.log, ctx.wake, pc.offloads, pc.mtu);
           this.taps.push(tap);
@@ -239,6 +243,25 @@ export class Switch {
       'switch started',
     );
     this.running = true;
+  }
+
+  /** Bridge mode: give port id its tenant settings (between rounds; this runs on the event loop). */
+  private setPolicy(id: number, policy: PortPolicyConfig): void {
+    if (this.bridge === null) return;
+    this.policyById[id] = structuredClone(policy);
+    this.bridge.tenancy.configure(id, policy, performance.now());
+  }
+
+  /** The learned MAC table of every bridge, or of one (`zcswitch macs`). */
+  macTable(bridge?: string): { bridge: string; vlan: number; mac: string; port: string; ageSec: number }[] {
+    if (this.bridge === null) throw new Refused('MAC tables are for bridge mode; this switch is in pair mode');
+    const names = this.bridge.tenancy.names;
+    if (bridge !== undefined && !names.includes(bridge)) {
+      throw new Refused(`no bridge named "${bridge}" (bridges are ${names.map((n) => `"${n}"`).join(', ')})`);
+    }
+    return this.bridge.tenancy.entries(performance.now(), bridge).map((e) => ({
+      bridge: e.bridge, vlan: e.vlan, mac: e.mac, port: this.byId[e.port]?.name ?? `#${e.port}`, ageSec: e.ageSec,
+    }));
   }
 
   /** Client mode: no socket of our own; connect to the front-end's, and again whenever it goes away (connector.ts). */
@@ -333,7 +356,7 @@ export class Switch {
   }
 
   stats(): SwitchStats {
-    const macs = this.bridge ? this.bridge.macs.entries(performance.now()) : [];
+    const macs = this.bridge ? this.bridge.tenancy.entries(performance.now()) : [];
     const sb = this.cfg.sharedBuffers;
     return {
       mode: this.cfg.mode,
@@ -366,6 +389,7 @@ export class Switch {
           peer: p.isTap ? null : (this.peers.get(p)?.name ?? null),
           buffersOwned: p.isTap ? 0 : p.queues.ledger.owned[p.id],
           macs: macs.filter((m) => m.port === p.id).map((m) => m.mac),
+          ...(this.policyById[p.id] !== undefined ? { policy: this.policyById[p.id] } : {}),
           queues: Array.from({ length: d.nq }, (_, q) => ({
             index: q,
             rxPackets: d.queueCounters[4 * q], rxBytes: d.queueCounters[4 * q + 1],
@@ -388,6 +412,16 @@ export class Switch {
           p.queueCounters.fill(0);
         }
         return { ok: true };
+      case 'macs': {
+        const b = (cmd as Record<string, unknown>).bridge;
+        try {
+          if (b !== undefined && b !== null && typeof b !== 'string') throw new Refused('"bridge" must be a string');
+          return { ok: true, macs: this.macTable(b ?? undefined) };
+        } catch (e) {
+          if (e instanceof Refused) return { error: e.message };
+          throw e;
+        }
+      }
       case 'capture': // streams pcap on this connection: src/switch/capture.ts
         return captureCommand(this, cmd as Record<string, unknown>);
       case 'port-add':
@@ -399,7 +433,7 @@ export class Switch {
         return this.manage(cmd as Record<string, unknown>);
       default:
         return {
-          error: `unknown command ${JSON.stringify(cmd.cmd)}; known: stats, reset-counters, capture, port-add, port-del, port-list, pair-add, pair-del, reload`,
+          error: `unknown command ${JSON.stringify(cmd.cmd)}; known: stats, reset-counters, macs, capture, port-add, port-del, port-list, pair-add, pair-del, reload`,
         };
     }
   }
@@ -415,7 +449,10 @@ export class Switch {
     try {
       switch (cmd.cmd) {
         case 'port-add':
-          return { ok: true, port: this.addPort(str('name'), { pair: opt('pair'), domain: opt('domain'), connect: opt('connect') }) };
+          return {
+            ok: true,
+            port: this.addPort(str('name'), { pair: opt('pair'), domain: opt('domain'), connect: opt('connect'), policy: this.policyFrom(cmd) }),
+          };
         case 'port-del':
           this.removePort(str('name'));
           return { ok: true };
@@ -434,6 +471,17 @@ export class Switch {
       if (e instanceof Refused || e instanceof ConfigError) return { error: e.message };
       throw e;
     }
+  }
+
+  /** `port add`'s tenant settings (bridge mode): checked as the config file's `ports[]` keys are; undefined when none is given. */
+  private policyFrom(cmd: Record<string, unknown>): PortPolicyConfig | undefined {
+    const given = Object.fromEntries(POLICY_KEYS.filter((k) => cmd[k] !== undefined && cmd[k] !== null).map((k) => [k, cmd[k]]));
+    if (Object.keys(given).length === 0) return undefined;
+    if (this.bridge === null) throw new Refused(`${Object.keys(given).join(', ')}: bridge settings; this switch is in pair mode`);
+    const r = portSchema.pick({ bridge: true, vlan: true, trunk: true, macs: true, isolated: true, limit: true }).safeParse(given);
+    if (!r.success) throw new Refused(r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+    if (r.data.vlan !== undefined && r.data.trunk !== undefined) throw new Refused('vlan, trunk: a port is either an access port of one VLAN or a trunk, not both');
+    return resolvePolicy(r.data);
   }
 
   listPorts(): PortInfo[] {
@@ -469,7 +517,7 @@ export class Switch {
    */
   addPort(
     name: string,
-    o: { pair?: string; domain?: string; connect?: string; quota?: number; socket?: PortConfig['socket']; offloads?: boolean; mtu?: number } = {},
+    o: { pair?: string; domain?: string; connect?: string; quota?: number; socket?: PortConfig['socket']; offloads?: boolean; mtu?: number; policy?: PortPolicyConfig } = {},
   ): PortInfo {
     this.checkNewPort(name, o.domain, o.socket);
     if (o.connect !== undefined && (!path.isAbsolute(o.connect) || Buffer.byteLength(o.connect) > LIMITS.maxSocketPathBytes)) {
@@ -479,7 +527,7 @@ export class Switch {
     if (peer !== null) this.checkPairable(peer, null);
     const ctx = this.portCtx!;
     const cfg = this.cfg;
-    const domainName = o.domain ?? peer?.queues.domain.name ?? (cfg.mode === 'bridge' ? 'bridge' : `port:${name}`);
+    const domainName = o.domain ?? peer?.queues.domain.name ?? (cfg.mode === 'bridge' ? bridgeDomain(o.policy?.bridge) : `port:${name}`);
     const id = this.freeId();
     const perms = this.permsFor(name, o.socket);
     let domain = this.domains.find((d) => d.name === domainName);
@@ -509,6 +557,7 @@ export class Switch {
     this.byId[id] = port;
     this.bridgeById[id] = port.queues;
     this.peers.set(port, null);
+    this.setPolicy(id, o.policy ?? resolvePolicy());
     this.dataPath.addPort(port.queues);
     if (peer !== null) this.setPair(port, peer);
     this.log.info({ port: name, id, domain: domainName, newDomain, quota, peer: peer?.name ?? null, socket: port.socketPath }, 'port added');
@@ -576,7 +625,7 @@ export class Switch {
       p.close();
       this.dataPath.taps.splice(this.dataPath.taps.indexOf(p), 1);
       this.taps.splice(this.taps.indexOf(p), 1);
-      this.bridge?.macs.forgetPort(p.id);
+      this.bridge?.tenancy.forgetPort(p.id);
       this.byId[p.id] = undefined;
       this.log.info({ port: name }, 'port removed');
       return;
@@ -600,7 +649,7 @@ export class Switch {
     this.peers.delete(p);
     this.ports.splice(this.ports.indexOf(p), 1);
     this.byId[p.id] = undefined;
-    this.bridge?.macs.forgetPort(p.id);
+    this.bridge?.tenancy.forgetPort(p.id);
     const domain = p.queues.domain;
     const reclaimed = domain.ledger.reclaim(p.id);
     const last = !this.ports.some((x) => x.queues.domain === domain);
@@ -723,7 +772,7 @@ export class Switch {
     for (const [a, b] of removePairs) this.removePair(a, b);
     for (const n of removing) this.removePort(n);
     for (const p of adding) {
-      this.addPort(p.name, { domain: p.domain ?? undefined, connect: p.connect, quota: p.partition.count, socket: p.socket, offloads: p.offloads, mtu: p.mtu });
+      this.addPort(p.name, { domain: p.domain ?? undefined, connect: p.connect, quota: p.partition.count, socket: p.socket, offloads: p.offloads, mtu: p.mtu, policy: p.policy });
     }
     for (const [a, b] of addPairs) this.addPair(a, b);
     const live = diff.live.map((c) => ({ ...c, from: show(c.from), to: show(c.to) }));
@@ -769,6 +818,12 @@ export class Switch {
     cfg.gift.highWater = next.gift.highWater;
     cfg.gift.lowWater = next.gift.lowWater;
     cfg.limits.handshakeSec = next.limits.handshakeSec;
+    // Tenant settings of ports that stay: all but the bridge apply at once (a bridge change needs a restart: diff.ts).
+    for (const pc of next.ports) {
+      const p = this.byName(pc.name);
+      const was = p === undefined ? undefined : this.policyById[p.id];
+      if (p !== undefined && was !== undefined) this.setPolicy(p.id, { ...pc.policy, bridge: was.bridge });
+    }
     cfg.sockets.mode = next.sockets.mode;
     cfg.sockets.group = next.sockets.group;
     if (cfg.log.level !== next.log.level) {

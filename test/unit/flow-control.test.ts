@@ -130,7 +130,7 @@ function bridge(t: Test, n: number, waitMs: number): { rig: Rig; vms: Vm[]; fw: 
   const flow = new FlowControl(waitMs);
   const fw = new BridgeForwarder(32, vms.map((v) => v.port), 64, 300_000, flow);
   const now = performance.now();
-  for (let i = 1; i < n; i++) fw.macs.learn(0x0200, i + 1, vms[i].id, now);
+  for (let i = 1; i < n; i++) fw.tenancy.tables[0].learn((1 << 16) | 0x0200, i + 1, vms[i].id, now); // VLAN 1 (the default access VLAN) in the key
   return { rig, vms, fw, flow };
 }
 
