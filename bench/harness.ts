@@ -61,6 +61,8 @@ export interface BenchOptions {
 }
 
 const DEFAULT_BURST = 64;
+/** zc-gso's frame size (an Ethernet frame of a 64 KiB IP packet, as zc-oneway's largest). */
+const GSO_BENCH_SIZE = 65535;
 const DEFAULT_POLL: PollMode = 'spin-then-sleep';
 
 export function resolveSettings(o: BenchOptions): BenchSettings {
@@ -99,6 +101,10 @@ export function planScenarios(st: BenchSettings): Scenario[] {
     if (has('classic-flood')) {
       out.push({ ...base, id: `classic-flood/${size}`, group: 'classic-flood', system: 'zcswitch', size, pollMode: st.defaultPollMode, copy: true, sender: 'testpmd' });
     }
+  }
+  // One TSO size: the largest frame a 64 KiB buffer holds whole, next to zc-oneway / copy-oneway at 65535.
+  if (has('zc-gso')) {
+    out.push({ ...base, id: `zc-gso/${GSO_BENCH_SIZE}`, group: 'zc-gso', system: 'zcswitch', size: GSO_BENCH_SIZE, pollMode: st.defaultPollMode, gso: true });
   }
   if (has('zc-burst')) {
     for (const b of st.bursts) {

@@ -12,13 +12,14 @@ export type System = 'zcswitch' | 'kernel' | 'dpdk-vhost' | 'dpdk-memif' | 'ovs-
  * zc-bidir (gen <-> echo), copy-oneway (gen --copy -> sink), classic-flood
  * (DPDK testpmd txonly on virtio-user -> sink: a sender with no flow control
  * of its own, the copy path under back-pressure), zc-burst and zc-poll
- * (one-way sweeps at one size). Peers: kernel, dpdk-vhost, memif,
- * memif-zc, ovs-dpdk. Opt-in (--only): qemu-zc, two QEMU guests (TCG) with
- * the guest driver inside, one way.
+ * (one-way sweeps at one size), zc-gso (one-way, 64 KiB TSO frames with
+ * their virtio_net_hdr: `zcswitch vm --gso`). Peers: kernel, dpdk-vhost,
+ * memif, memif-zc, ovs-dpdk. Opt-in (--only): qemu-zc, two QEMU guests (TCG)
+ * with the guest driver inside, one way.
  */
-export type Group = 'zc-oneway' | 'zc-bidir' | 'copy-oneway' | 'classic-flood' | 'zc-burst' | 'zc-poll' | 'kernel' | 'dpdk-vhost' | 'memif' | 'memif-zc' | 'ovs-dpdk' | 'qemu-zc';
+export type Group = 'zc-oneway' | 'zc-bidir' | 'copy-oneway' | 'classic-flood' | 'zc-burst' | 'zc-poll' | 'zc-gso' | 'kernel' | 'dpdk-vhost' | 'memif' | 'memif-zc' | 'ovs-dpdk' | 'qemu-zc';
 
-export const ZC_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'copy-oneway', 'classic-flood', 'zc-burst', 'zc-poll'];
+export const ZC_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'copy-oneway', 'classic-flood', 'zc-burst', 'zc-poll', 'zc-gso'];
 export const PEER_GROUPS: Group[] = ['kernel', 'dpdk-vhost', 'memif', 'memif-zc', 'ovs-dpdk'];
 /** Groups only --only runs: slow (guests boot for every run), and rates under TCG are for the record. */
 export const OPT_IN_GROUPS: Group[] = ['qemu-zc'];
@@ -32,6 +33,7 @@ export const GROUP_LABELS: Record<Group, string> = {
   'classic-flood': 'zcswitch copy one-way, DPDK testpmd txonly flood as the sender',
   'zc-burst': 'zcswitch zero-copy one-way, burst sweep',
   'zc-poll': 'zcswitch zero-copy one-way, poll-mode sweep',
+  'zc-gso': 'zcswitch zero-copy one-way, 64 KiB TSO frames (vm --gso)',
   kernel: 'kernel UDP loopback (sendmmsg/recvmmsg)',
   'dpdk-vhost': 'DPDK testpmd vhost-user switch + 2 virtio-user VMs',
   memif: 'DPDK memif pair, copy',
@@ -56,6 +58,8 @@ export interface Scenario {
   copy: boolean;
   /** zcswitch only: who sends on vm1 (default a `zcswitch vm` gen; testpmd: DPDK txonly on virtio-user). */
   sender?: 'testpmd';
+  /** Both VMs negotiate offloads and send / take TSO frames (zcswitch vm --gso). */
+  gso?: boolean;
 }
 
 /** One measured window of one run. Rates are over the window only (after the warm-up). */

@@ -81,6 +81,8 @@ interface NativeBinding {
   setNonBlocking(fd: number, on: boolean): void;
   socketPair(): [number, number];
   tapOpen(name: string): { fd: number; name: string };
+  tapSetOffload(fd: number, flags: number): void;
+  tapSetMtu(name: string, mtu: number): void;
   fdRead(fd: number, buf: Uint8Array, off: number, len: number): number;
   fdWrite(fd: number, buf: Uint8Array, off: number, len: number): number;
 }
@@ -302,6 +304,18 @@ export const socketPair: () => [number, number] = native.socketPair;
  * every frame; non-blocking, CLOEXEC. Needs CAP_NET_ADMIN.
  */
 export const tapOpen: (name: string) => { fd: number; name: string } = native.tapOpen;
+
+/** TUN_F_* flags of TUNSETOFFLOAD (linux/if_tun.h). */
+export const TUN_F_CSUM = 0x01;
+export const TUN_F_TSO4 = 0x02;
+export const TUN_F_TSO6 = 0x04;
+export const TUN_F_TSO_ECN = 0x08;
+
+/** ioctl(TUNSETOFFLOAD): the offloads (TUN_F_*) this reader takes; the kernel then hands in open checksums and GSO frames. */
+export const tapSetOffload: (fd: number, flags: number) => void = native.tapSetOffload;
+
+/** ioctl(SIOCSIFMTU) on interface `name` (through a throwaway datagram socket). Needs CAP_NET_ADMIN. */
+export const tapSetMtu: (name: string, mtu: number) => void = native.tapSetMtu;
 
 /** read(2) into buf[off, off+len): bytes read, or -1 on EAGAIN. One TAP frame per call. */
 export const fdRead: (fd: number, buf: Uint8Array, off: number, len: number) => number = native.fdRead;

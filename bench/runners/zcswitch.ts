@@ -12,6 +12,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { controlRequest } from '../../src/switch/control';
 import type { SwitchStats } from '../../src/switch/stats';
+import { MTU_DEFAULT, MTU_MAX } from '../../src/virtio/defs';
 import { type Child, startChild } from '../lib/child';
 import { allowedCpus, cpuPlan, onCpu } from '../lib/pin';
 import { processCpuSec, sleep, waitFor } from '../lib/util';
@@ -78,7 +79,8 @@ export function zcswitchConfig(s: Scenario, socketDir: string, bufCount: number,
   return {
     socketDir,
     sharedBuffers: { bufCount, bufSize: bufSizeFor(s.size) },
-    ports: [{ name: 'vm1' }, { name: 'vm2' }],
+    // Each port's MTU admits the scenario's frames (an Ethernet frame of s.size bytes; 1500 at least).
+    ports: ['vm1', 'vm2'].map((name) => ({ name, mtu: Math.min(MTU_MAX, Math.max(MTU_DEFAULT, s.size - 14)) })),
     pairs: [['vm1', 'vm2']],
     forwarding: { burst: s.burst, pollMode: s.pollMode ?? 'spin-then-sleep', ...(workers === null ? {} : { workers }) },
     log: { level: 'warn' },
@@ -99,7 +101,8 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     '--duration', safety, '--no-verify', '--json', '--quiet', ...extra,
   ];
   const rxMode = s.bidirectional ? 'echo' : 'sink';
-  const genExtra = s.copy ? ['--copy'] : [];
+  const gsoExtra = s.gso ? ['--gso'] : [];
+  const genExtra = [...(s.copy ? ['--copy'] : []), ...gsoExtra];
   // classic-flood: testpmd txonly on virtio-user sends instead of a zcswitch vm gen (a classic front-end, as fast as it can).
   const pmdPrefix = `zcbf${process.pid}x${ctx.run}`;
   const genCmd = (cpu: number | null): [string, string[]] => {
@@ -117,7 +120,7 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     config: cfg,
     ...(ctx.pin ? { cpus: { switch: cores[0], vm2: cores[1], vm1: cores[2] } } : {}),
     switch: `zcswitch start -c <config>`,
-    vm2: `zcswitch ${vmArgs('vm2', rxMode).slice(1).join(' ').replace(dir, '<dir>')}`,
+    vm2: `zcswitch ${vmArgs('vm2', rxMode, gsoExtra).slice(1).join(' ').replace(dir, '<dir>')}`,
     vm1: s.sender === 'testpmd'
       ? genCmd(null).flat().join(' ').replaceAll(dir, '<dir>')
       : `zcswitch ${vmArgs('vm1', 'gen', genExtra).slice(1).join(' ').replace(dir, '<dir>')}`,
@@ -133,7 +136,7 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     const port = (st: SwitchStats, name: string) => st.ports.find((p) => p.name === name)!;
     const counters = (st: SwitchStats, name: string) => port(st, name).counters as PortCounters;
 
-    const rx = startChild(`vm2 ${rxMode}`, ...onCpu(cores[1], node, vmArgs('vm2', rxMode)));
+    const rx = startChild(`vm2 ${rxMode}`, ...onCpu(cores[1], node, vmArgs('vm2', rxMode, gsoExtra)));
     children.push(rx);
     const rxSnap = vmSnapshots(rx);
     await waitFor(`vm2 (${rxMode}) to attach`, async () => !rx.running() || port(await stats(), 'vm2').ready, 15000);

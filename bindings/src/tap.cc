@@ -8,6 +8,7 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -45,6 +46,35 @@ Napi::Value TapOpen(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// (fd, flags): TUNSETOFFLOAD, the TUN_F_* offloads the reader takes, so
+// the kernel may hand in frames with open checksums and GSO segments.
+Napi::Value TapSetOffload(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0, "tapSetOffload");
+  int64_t flags = IntArg(info, 1, "tapSetOffload", "flags", 0, 0xffff);
+  if (::ioctl(fd, TUNSETOFFLOAD, static_cast<unsigned long>(flags)) < 0) ThrowErrno(env, "tapSetOffload", "ioctl(TUNSETOFFLOAD)");
+  return env.Undefined();
+}
+
+// (name, mtu): SIOCSIFMTU, so the uplink's MTU follows the port's.
+Napi::Value TapSetMtu(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = StringArg(info, 0, "tapSetMtu", "name");
+  if (name.size() >= IFNAMSIZ) ThrowRange(env, "tapSetMtu: name must be shorter than " + std::to_string(IFNAMSIZ) + " bytes");
+  int64_t mtu = IntArg(info, 1, "tapSetMtu", "mtu", 68, 65535);
+  int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) ThrowErrno(env, "tapSetMtu", "socket");
+  struct ifreq ifr;
+  std::memset(&ifr, 0, sizeof(ifr));
+  std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+  ifr.ifr_mtu = static_cast<int>(mtu);
+  int rc = ::ioctl(s, SIOCSIFMTU, &ifr);
+  int err = errno;
+  ::close(s);
+  if (rc < 0) ThrowErrno(env, "tapSetMtu", "ioctl(SIOCSIFMTU)", err);
+  return env.Undefined();
+}
+
 // (fd, buf, off, len) -> bytes, or -1 on EAGAIN: read and write differ
 // only in the syscall, so one body serves both.
 template <bool kWrite>
@@ -68,6 +98,8 @@ Napi::Value FdIo(const Napi::CallbackInfo& info) {
 
 void InitTap(Napi::Env env, Napi::Object exports) {
   exports.Set("tapOpen", Napi::Function::New(env, TapOpen, "tapOpen"));
+  exports.Set("tapSetOffload", Napi::Function::New(env, TapSetOffload, "tapSetOffload"));
+  exports.Set("tapSetMtu", Napi::Function::New(env, TapSetMtu, "tapSetMtu"));
   exports.Set("fdRead", Napi::Function::New(env, FdIo<false>, "fdRead"));
   exports.Set("fdWrite", Napi::Function::New(env, FdIo<true>, "fdWrite"));
 }

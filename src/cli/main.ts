@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * zcswitch command line: start | vm | stats | capture | port | pair | reload, and bench (its own program, bench/main.ts). Argument errors name the bad
+ * zcswitch command line: start | vm | stats | macs | capture | port | pair | reload, and bench (its own program, bench/main.ts). Argument errors name the bad
  * option and exit with status 2.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -8,7 +8,8 @@ import path from 'node:path';
 import { DEFAULTS, LIMITS, LOG_LEVELS, type LogLevel } from '../config';
 import { addrArg, intArg, macArg, numArg } from './args';
 import { captureCommand } from './capture';
-import { pairCommand, portAddCommand, portDelCommand, portListCommand, reloadCommand } from './manage';
+import { macsCommand } from './macs';
+import { type PortAddOptions, pairCommand, portAddCommand, portDelCommand, portListCommand, reloadCommand } from './manage';
 import { startCommand } from './start';
 import { statsCommand } from './stats';
 import { vmCommand } from './vm';
@@ -57,6 +58,7 @@ export function buildCli(): Command {
     .option('--shared-bar <bdf>', 'with --pci: the ivshmem device of the region (default: the one carrying the region header)')
     .option('--ring-bar <bdf>', 'with --pci: the ivshmem device for rings and private slots (default: the other ivshmem device)')
     .option('--copy', 'send from private memory (the copy path) even with shared buffers')
+    .option('--gso', 'TSO: negotiate offloads and send / check each frame as a TCP segment with a TSO header (gen, sink; the peer needs --gso too)')
     .option('--reconnect', 'when the switch goes away, keep reattaching (default for sink, echo, and gen without --count)')
     .option('--no-reconnect', 'exit (status 1) when the switch goes away')
     .option('--json', 'print the final summary as one JSON line (SIGUSR2 prints the counters so far as one JSON line, any time)')
@@ -94,9 +96,14 @@ export function buildCli(): Command {
     .option('--pair <peer>', 'pair it with this unpaired port (pair mode); it joins the peer\'s sharing domain unless --domain says otherwise')
     .option('--domain <name>', 'sharing domain (a new one gets its own region)')
     .option('--connect <path>', 'client mode: connect to a front-end listening at this path instead of listening (QEMU server=on, DPDK server=1)')
+    .option('--bridge <name>', 'bridge mode: the bridge to put it on (default vale0)')
+    .option('--vlan <id>', 'bridge mode: access port of this VLAN (default 1)', intArg('--vlan', 1, 4094))
+    .option('--trunk <ids>', 'bridge mode: a trunk carrying these VLANs, comma-separated', (v: string) => v.split(',').map((x) => Number(x)))
+    .option('--macs <list>', 'bridge mode: the source MACs it may send from, comma-separated', (v: string) => v.split(','))
+    .option('--isolated', 'bridge mode: it may talk only to non-isolated ports')
     .addOption(control())
     .option('--json', 'the new port as JSON')
-    .action((name: string, o: { control: string; pair?: string; domain?: string; json?: boolean }) => portAddCommand(name, o));
+    .action((name: string, o: PortAddOptions) => portAddCommand(name, o));
   port
     .command('del')
     .description('remove a port: its VM is disconnected, its buffers return to the pool, its socket is removed')
@@ -119,6 +126,13 @@ export function buildCli(): Command {
       .addOption(control())
       .action((a: string, b: string, o: { control: string }) => pairCommand(action, a, b, o));
   }
+  program
+    .command('macs')
+    .description('list the learned MAC table of a running bridge: bridge, VLAN, MAC, port, age')
+    .addOption(control())
+    .option('--bridge <name>', 'only this bridge')
+    .option('--json', 'raw JSON')
+    .action((o: { control: string; bridge?: string; json?: boolean }) => macsCommand(o));
   program
     .command('reload')
     .description('re-read the config file the switch was started with and apply what changed (same as SIGHUP)')

@@ -23,8 +23,25 @@ async function request(what: string, control: string, cmd: object, timeoutMs = 1
   return r;
 }
 
-export async function portAddCommand(name: string, o: { control: string; pair?: string; domain?: string; connect?: string; json?: boolean }): Promise<void> {
-  const r = await request('port add', o.control, { cmd: 'port-add', name, pair: o.pair, domain: o.domain, connect: o.connect });
+export interface PortAddOptions {
+  control: string;
+  pair?: string;
+  domain?: string;
+  connect?: string;
+  /** Bridge mode: the tenant settings of the config file's `ports[]` (limits only by reload). */
+  bridge?: string;
+  vlan?: number;
+  trunk?: number[];
+  macs?: string[];
+  isolated?: boolean;
+  json?: boolean;
+}
+
+export async function portAddCommand(name: string, o: PortAddOptions): Promise<void> {
+  const r = await request('port add', o.control, {
+    cmd: 'port-add', name, pair: o.pair, domain: o.domain, connect: o.connect,
+    bridge: o.bridge, vlan: o.vlan, trunk: o.trunk, macs: o.macs, isolated: o.isolated,
+  });
   const p = r.port as PortInfo;
   if (o.json) process.stdout.write(JSON.stringify(p) + '\n');
   else process.stdout.write(`port ${p.name}: ${p.socket} (domain ${p.domain}${p.peer ? `, paired with ${p.peer}` : ''})\n`);

@@ -2,7 +2,7 @@
  * `zcswitch start`: load the config, start the switch, print where each
  * port's socket is, and shut down cleanly on SIGINT/SIGTERM.
  */
-import { ConfigError, SocketDirError, SocketGroupError, type SwitchConfig, loadConfig, type LogLevel } from '../config';
+import { ConfigError, DEFAULTS, SocketDirError, SocketGroupError, type SwitchConfig, loadConfig, type LogLevel } from '../config';
 import path from 'node:path';
 import { createLogger } from '../log';
 import { Switch } from '../switch/switch';
@@ -85,6 +85,20 @@ export async function startCommand(o: StartOptions): Promise<void> {
   });
 }
 
+/** A bridge port's tenant settings that differ from the defaults, for its banner line ("; VLAN 10, isolated"). */
+function tenantNote(p: SwitchConfig['ports'][number]): string {
+  const t = p.policy;
+  const parts: string[] = [];
+  if (t.bridge !== DEFAULTS.bridgeName) parts.push(`bridge ${t.bridge}`);
+  if (t.trunk.length > 0) parts.push(`trunk ${t.trunk.join(',')}`);
+  else if (t.vlan !== DEFAULTS.vlan) parts.push(`VLAN ${t.vlan}`);
+  if (t.macs.length > 0) parts.push(`${t.macs.length} allowed MAC${t.macs.length > 1 ? 's' : ''}`);
+  if (t.isolated) parts.push('isolated');
+  const l = t.limit;
+  if (l.rx.pps || l.rx.bps || l.tx.pps || l.tx.bps) parts.push('rate-limited');
+  return parts.length > 0 ? `; ${parts.join(', ')}` : '';
+}
+
 /** The banner's line for each port, in config order: where it is and what it is. */
 export function portLines(cfg: SwitchConfig): string[] {
   const peerOf = new Map<string, string>();
@@ -94,12 +108,12 @@ export function portLines(cfg: SwitchConfig): string[] {
   }
   const domainOf = new Map(cfg.ports.map((p) => [p.name, p.domain]));
   return cfg.ports.map((p) => {
-    if (p.type === 'tap') return `port ${p.name}: TAP interface ${p.ifname} (bridge uplink to the host stack)`;
+    if (p.type === 'tap') return `port ${p.name}: TAP interface ${p.ifname} (bridge uplink to the host stack${tenantNote(p)})`;
     const sock = p.connect !== undefined
       ? `connects to ${p.connect} (client mode: the front-end listens; no socket of its own)`
       : path.join(cfg.socketDir, `${p.name}.sock`);
     const dom = `domain ${p.domain}`;
-    if (cfg.mode === 'bridge') return `port ${p.name}: ${sock} (bridge port, ${dom})`;
+    if (cfg.mode === 'bridge') return `port ${p.name}: ${sock} (bridge port, ${dom}${tenantNote(p)})`;
     const peer = peerOf.get(p.name);
     if (peer === undefined) return `port ${p.name}: ${sock} (unpaired: it has no peer, frames it sends are dropped; ${dom})`;
     const cross = domainOf.get(peer) !== p.domain ? `; ${peer} is in domain ${domainOf.get(peer)}: every frame is copied` : '';

@@ -3,7 +3,7 @@
  * a table (or the raw JSON with --json).
  */
 import { controlRequest } from '../switch/control';
-import type { SwitchStats } from '../switch/stats';
+import type { PortStats, SwitchStats } from '../switch/stats';
 
 export async function statsCommand(o: { control: string; json: boolean }): Promise<void> {
   let s: SwitchStats;
@@ -29,6 +29,15 @@ interface QueueRow {
 }
 
 /** Learned MACs as one cell: all of them when few, else the count and the first two. */
+/** An access port's VLAN, a trunk's "t:" list; "i" marks an isolated port, "lim" a rate limit. */
+function vlanCell(p: PortStats['policy']): string {
+  if (p === undefined) return '-';
+  let s = p.trunk.length > 0 ? `t:${p.trunk.join(',')}` : String(p.vlan);
+  if (p.isolated) s += ' i';
+  if (p.limit.rx.pps || p.limit.rx.bps || p.limit.tx.pps || p.limit.tx.bps) s += ' lim';
+  return s;
+}
+
 function macCell(macs: readonly string[]): string {
   if (macs.length === 0) return '-';
   if (macs.length <= 2) return macs.join(',');
@@ -43,7 +52,7 @@ function macCell(macs: readonly string[]): string {
 export function renderStats(s: SwitchStats): string {
   const bridge = s.mode === 'bridge';
   const head = ['port', 'domain', 'attached', 'zc', 'owned', 'rx pkts', 'tx pkts', 'rx bytes', 'tx bytes', 'zero-copy', 'copied B', 'gifts in/out', 'returned'];
-  if (bridge) head.push('macs');
+  if (bridge) head.push('bridge', 'vlan', 'macs');
   head.push('drops');
   const RX = head.indexOf('rx pkts');
   const TX = head.indexOf('tx pkts');
@@ -59,7 +68,7 @@ export function renderStats(s: SwitchStats): string {
     const row = [p.name, p.domain ?? '-', p.attached ? 'yes' : 'no', p.zeroCopy ? 'yes' : 'no', String(p.buffersOwned), String(c.rxPackets),
       String(c.txPackets), String(c.rxBytes), String(c.txBytes), `${c.zeroCopy}${share}`, String(c.copiedBytes),
       `${c.giftsIn}/${c.giftsOut}`, String(c.returned)];
-    if (bridge) row.push(macCell(p.macs ?? []));
+    if (bridge) row.push(p.policy?.bridge ?? '-', vlanCell(p.policy), macCell(p.macs ?? []));
     row.push(drops);
     rows.push(row);
     const queues = (p as { queues?: QueueRow[] }).queues;

@@ -5,6 +5,7 @@
  */
 import path from 'node:path';
 import { GuestDriver } from '../guest/driver';
+import { GSO_SHIFT } from '../guest/gso-frame';
 import { MIN_TEST_FRAME, defaultMacs, freshRunId } from '../guest/test-packet';
 import { TrafficVm, type TrafficSummary, type VmMode } from '../guest/traffic';
 import { createLogger, type LogLevel } from '../log';
@@ -33,6 +34,8 @@ export interface VmOptions {
   mac?: Uint8Array;
   dstMac?: Uint8Array;
   announce: boolean;
+  /** TSO test frames (src/guest/gso-frame.ts): negotiate offloads, send / check frames as TCP segments. */
+  gso?: boolean;
   queues: number;
   json: boolean;
   quiet: boolean;
@@ -79,7 +82,7 @@ export async function vmCommand(o: VmOptions): Promise<void> {
   } else try {
     drv = await GuestDriver.attach({
       sharedBarFile: o.sharedBarFile, sharedBarGpa: o.sharedBarGpa, port: o.port, mac: o.mac,
-      socketPath, log, zeroCopy: o.zeroCopy, queuePairs: o.queues, allowUnsealed: !!o.allowUnsealed,
+      socketPath, log, zeroCopy: o.zeroCopy, queuePairs: o.queues, allowUnsealed: !!o.allowUnsealed, gso: !!o.gso,
       reconnect,
       onDisconnect: (reason) => {
         process.stderr.write(`zcswitch vm: switch connection lost: ${reason}; reconnecting\n`);
@@ -99,8 +102,15 @@ export async function vmCommand(o: VmOptions): Promise<void> {
     process.stderr.write(`zcswitch vm: cannot attach to port ${o.port} at ${socketPath}: ${(e as Error).message}\n`);
     process.exit(1);
   }
-  if (o.size < MIN_TEST_FRAME || o.size > drv.maxFrame) {
-    process.stderr.write(`zcswitch vm: --size ${o.size} must be within ${MIN_TEST_FRAME}..${drv.maxFrame} (the buffer size)\n`);
+  const minSize = o.gso && o.mode === 'gen' ? GSO_SHIFT + MIN_TEST_FRAME : MIN_TEST_FRAME;
+  if (o.size < minSize || o.size > drv.maxFrame) {
+    process.stderr.write(`zcswitch vm: --size ${o.size} must be within ${minSize}..${drv.maxFrame} (the buffer size)\n`);
+    drv.close();
+    process.exit(2);
+  }
+  // TSO frames go out of shared buffers only, and an echo would send them back without their header.
+  if (o.gso && (o.mode === 'echo' || o.copy || !drv.shared)) {
+    process.stderr.write('zcswitch vm: --gso needs shared buffers (not --copy or --no-zero-copy) and mode gen or sink\n');
     drv.close();
     process.exit(2);
   }
@@ -113,7 +123,7 @@ export async function vmCommand(o: VmOptions): Promise<void> {
   vm = new TrafficVm(drv, {
     mode: o.mode, size: o.size, count: o.count, rate: o.rate, durationSec: o.duration, burst: o.burst,
     spinUs: o.spinUs, verifyPayload: o.verify, copyMode: o.copy || !drv.shared, lingerMs: o.linger, expect: o.expect, stream: o.stream, run,
-    macs: frameMacs(o), announce: o.announce,
+    macs: frameMacs(o), announce: o.announce, gso: !!o.gso,
   });
   const stopVm = () => vm?.stop();
   process.on('SIGINT', stopVm);

@@ -10,9 +10,12 @@ import type { ZodType, ZodTypeDef } from 'zod';
 import {
   type ConfigFile,
   type PortConfig,
+  type PortPolicyConfig,
+  type RateConfig,
   type SwitchConfig,
   DEFAULTS,
   LIMITS,
+  bridgeNameSchema,
   baseSchema,
   bufCountSchema,
   bufSizeSchema,
@@ -79,7 +82,7 @@ export function normalizeDir(dir: string): string {
  */
 export function portDomains(
   mode: string,
-  ports: readonly { name: string | undefined; tap: boolean; domain: string | undefined }[],
+  ports: readonly { name: string | undefined; tap: boolean; domain: string | undefined; bridge?: string }[],
   pairs: readonly (readonly [string, string])[],
 ): (string | null)[] {
   const index = new Map<string, number>();
@@ -100,10 +103,18 @@ export function portDomains(
   return ports.map((p, i) => {
     if (p.tap) return null;
     if (p.domain !== undefined) return p.domain;
-    if (mode === 'bridge') return 'bridge';
+    if (mode === 'bridge') return bridgeDomain(p.bridge);
     return pairDefault.get(i) ?? `port:${p.name ?? i}`;
   });
 }
+
+/** A bridge port's default sharing domain: "bridge" on the first bridge (vale0), "bridge:<name>" on the others. */
+export function bridgeDomain(bridge: string | undefined): string {
+  return bridge === undefined || bridge === DEFAULTS.bridgeName ? 'bridge' : `bridge:${bridge}`;
+}
+
+/** The port keys that only mean something on a bridge (src/datapath/port-policy.ts). */
+export const POLICY_KEYS = ['bridge', 'vlan', 'trunk', 'macs', 'isolated', 'limit'] as const;
 
 /**
  * Run the cross-field checks. `known` are the issues found so far (per-field);
@@ -186,6 +197,25 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
     }
   });
 
+  // Tenant settings: bridge mode only; a port is an access port (vlan) or a trunk, not both.
+  ports.forEach((p, i) => {
+    if (!isObj(p)) return;
+    if (valueAt(raw, ['mode']) !== 'bridge') {
+      for (const k of POLICY_KEYS) {
+        if (p[k] !== undefined) add(['ports', i, k], `"${k}" is a bridge setting; remove it or use "mode": "bridge"`);
+      }
+    }
+    if (p.vlan !== undefined && p.trunk !== undefined) {
+      add(['ports', i, 'trunk'], 'a port is either an access port of one VLAN ("vlan") or a trunk ("trunk"), not both; remove one');
+    }
+    for (const dir of ['rx', 'tx'] as const) {
+      const r = valueAt(raw, ['ports', i, 'limit', dir]);
+      if (isObj(r) && r.pps === undefined && r.bps === undefined) {
+        add(['ports', i, 'limit', dir], 'limits nothing: give "pps" (frames/s), "bps" (bits/s) or both');
+      }
+    }
+  });
+
   // Client-mode ports (connect): no socket of their own, one front-end per path.
   const connects = new Map<string, number>();
   ports.forEach((p, i) => {
@@ -212,7 +242,10 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
   const modeValue = valueAt(raw, ['mode']);
   const domains = portDomains(
     typeof modeValue === 'string' ? modeValue : DEFAULTS.mode,
-    ports.map((_, i) => ({ name: names[i], tap: isTap[i], domain: explicitDomains[i] })),
+    ports.map((p, i) => ({
+      name: names[i], tap: isTap[i], domain: explicitDomains[i],
+      bridge: isObj(p) ? pick(['ports', i, 'bridge'], bridgeNameSchema.optional()) : undefined,
+    })),
     validPairs,
   );
   const domainCount = new Set(domains.filter((d) => d !== null)).size;
@@ -379,7 +412,7 @@ export function resolveConfig(file: ConfigFile): SwitchConfig {
   const { bufCount } = file.sharedBuffers;
   const domains = portDomains(
     file.mode,
-    file.ports.map((p) => ({ name: p.name, tap: p.type === 'tap', domain: p.domain })),
+    file.ports.map((p) => ({ name: p.name, tap: p.type === 'tap', domain: p.domain, bridge: p.bridge })),
     file.pairs,
   );
   // Default partitions: equal shares of each domain's region, in config order within the domain.
@@ -399,9 +432,10 @@ export function resolveConfig(file: ConfigFile): SwitchConfig {
       }
     }
     return {
-      name: p.name, type: p.type, ifname: p.ifname ?? p.name, partition, domain,
+      name: p.name, type: p.type, ifname: p.ifname ?? p.name, partition, domain, offloads: p.offloads, mtu: p.mtu,
       socket: { mode: p.socket?.mode ?? file.sockets.mode, group: p.socket?.group ?? file.sockets.group ?? null },
       ...(p.connect !== undefined && p.type !== 'tap' ? { connect: p.connect } : {}),
+      policy: resolvePolicy(p),
     };
   });
   return {
@@ -419,5 +453,19 @@ export function resolveConfig(file: ConfigFile): SwitchConfig {
     stats: { ...file.stats },
     limits: { ...file.limits },
     ...(file.metrics ? { metrics: { ...file.metrics.listen } } : {}),
+  };
+}
+
+/** A port's tenant settings after defaults. */
+export function resolvePolicy(p: Partial<Pick<ConfigFile['ports'][number], (typeof POLICY_KEYS)[number]>> = {}): PortPolicyConfig {
+  const rate = (r: { pps?: number; bps?: number; burstMs: number } | undefined): RateConfig =>
+    ({ pps: r?.pps ?? 0, bps: r?.bps ?? 0, burstMs: r?.burstMs ?? DEFAULTS.burstMs });
+  return {
+    bridge: p.bridge ?? DEFAULTS.bridgeName,
+    vlan: p.trunk !== undefined ? 0 : (p.vlan ?? DEFAULTS.vlan),
+    trunk: p.trunk !== undefined ? [...p.trunk].sort((a, b) => a - b) : [],
+    macs: p.macs ?? [],
+    isolated: p.isolated ?? false,
+    limit: { rx: rate(p.limit?.rx), tx: rate(p.limit?.tx) },
   };
 }

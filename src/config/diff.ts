@@ -6,7 +6,8 @@
  * Ports and pairs are diffed by name: a port only in the new file is
  * added, one only in the old file removed; a port in both whose domain,
  * type, interface or partition changed keeps running as it is and is
- * reported as needing a restart (or `port del` + `port add`). Settings are
+ * reported as needing a restart (or `port del` + `port add`); its tenant
+ * settings (vlan, trunk, macs, isolated, limit) are live, its bridge not. Settings are
  * live (applied at once; some only to what is made from then on) or need a
  * restart. Pure: no I/O, nothing of the switch.
  */
@@ -79,8 +80,13 @@ export function diffConfig(old: SwitchConfig, next: SwitchConfig): ConfigDiff {
       out.addPorts.push(p);
       continue;
     }
-    for (const k of ['type', 'ifname', 'domain', 'partition'] as const) {
+    for (const k of ['type', 'ifname', 'domain', 'partition', 'offloads', 'mtu'] as const) {
       if (!same(was[k], p[k])) out.restart.push({ path: `ports[${p.name}].${k}`, from: was[k], to: p[k] });
+    }
+    // Tenant settings apply at once, but for the bridge (its sharing domain and MAC table go with it).
+    if (!same(was.policy.bridge, p.policy.bridge)) out.restart.push({ path: `ports[${p.name}].bridge`, from: was.policy.bridge, to: p.policy.bridge });
+    for (const k of ['vlan', 'trunk', 'macs', 'isolated', 'limit'] as const) {
+      if (!same(was.policy[k], p.policy[k])) out.live.push({ path: `ports[${p.name}].${k}`, from: was.policy[k], to: p.policy[k] });
     }
     // A socket's mode and group are set when it is made: the running socket keeps its own.
     if (!same(was.socket, p.socket)) out.restart.push({ path: `ports[${p.name}].socket`, from: was.socket, to: p.socket });

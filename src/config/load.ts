@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { type PathSegment, type RawIssue, crossCheck, resolveConfig } from './checks';
 import { describeJsonSyntaxError } from './json';
 import { type SwitchConfig, configFileSchema, describeValue, hex } from './schema';
+import { MTU_DEFAULT } from '../virtio/defs';
 
 export interface ConfigIssue {
   /** Dotted/bracketed field path, e.g. `ports[1].name`; the root is `(root)`. */
@@ -245,13 +246,16 @@ export function configToJSON(cfg: SwitchConfig): Record<string, unknown> {
     ...cfg,
     sharedBuffers: { ...cfg.sharedBuffers, base: hex(cfg.sharedBuffers.base) },
     sockets: { mode: octal(cfg.sockets.mode), ...group(cfg.sockets.group), controlMode: octal(cfg.sockets.controlMode) },
-    ports: cfg.ports.map((p) =>
-      p.type === 'tap'
+    ports: cfg.ports.map((p) => ({
+      ...(p.type === 'tap'
         ? { name: p.name, type: p.type, ifname: p.ifname }
         : p.connect !== undefined // client mode: no socket of its own
           ? { name: p.name, partition: { ...p.partition }, domain: p.domain, connect: p.connect }
-          : { name: p.name, partition: { ...p.partition }, domain: p.domain, socket: { mode: octal(p.socket.mode), ...group(p.socket.group) } },
-    ),
+          : { name: p.name, partition: { ...p.partition }, domain: p.domain, socket: { mode: octal(p.socket.mode), ...group(p.socket.group) } }),
+      // Shown only when turned off: the default stays out of the file.
+      ...(!p.offloads ? { offloads: false } : {}),
+      ...(p.mtu !== MTU_DEFAULT ? { mtu: p.mtu } : {}),
+    })),
     pairs: cfg.pairs.map(([a, b]) => [a, b]),
     ...(cfg.metrics ? { metrics: { listen: cfg.metrics.listen } } : {}),
   };

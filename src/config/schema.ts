@@ -11,6 +11,9 @@
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
+import { MTU_DEFAULT, MTU_MAX, MTU_MIN } from '../virtio/defs';
+import { MAX_PORT_MACS } from '../datapath/port-policy';
+import { FIRST_BRIDGE } from '../datapath/tenancy';
 
 // ---------------------------------------------------------------------------
 // Resolved configuration (what the rest of the switch codes against)
@@ -48,6 +51,49 @@ export interface PortConfig {
    * for a listening port.
    */
   connect?: string;
+  /**
+   * `ports[].offloads`, default true. vhost: offer the front-end checksum
+   * and TCP segmentation offloads (CSUM, GUEST_CSUM, HOST/GUEST_TSO4/6,
+   * HOST/GUEST_ECN); false: a plain virtio-net device, the switch completes
+   * checksums and cuts segments for it. tap: TUNSETOFFLOAD (the kernel
+   * hands in and takes 64 KiB TCP segments); false: plain frames only.
+   */
+  offloads: boolean;
+  /**
+   * `ports[].mtu`, default 1500 (68..65535): the largest IP packet this port
+   * receives; a longer frame is cut (TSO) or dropped as over-mtu. vhost: the
+   * most a front-end may announce with NET_SET_MTU (QEMU host_mtu=), which
+   * then applies; tap: the interface's MTU, set on open.
+   */
+  mtu: number;
+  /** Bridge mode: the tenant settings (src/datapath/port-policy.ts); pair mode: the defaults, unused. */
+  policy: PortPolicyConfig;
+}
+
+/** A token bucket's rates; 0 = no limit on that measure. */
+export interface RateConfig {
+  /** Frames per second. */
+  pps: number;
+  /** Bits per second of Ethernet frame (the virtio_net_hdr not counted). */
+  bps: number;
+  /** How much the bucket holds, in milliseconds of its rate (what a burst may exceed the rate by). */
+  burstMs: number;
+}
+
+/** `ports[].bridge`, `vlan`, `trunk`, `macs`, `isolated`, `limit` after defaults. */
+export interface PortPolicyConfig {
+  /** The bridge (L2 domain, its own MAC table) the port is on. */
+  bridge: string;
+  /** Access VLAN (frames untagged on the port); 0 when the port is a trunk. */
+  vlan: number;
+  /** Trunk: the VLANs the port carries, tagged (802.1Q); empty for an access port. */
+  trunk: number[];
+  /** Allowed source MACs ("02:00:00:00:00:01"); empty = any. */
+  macs: string[];
+  /** May talk only to non-isolated ports (the uplink included). */
+  isolated: boolean;
+  /** rx: what the switch takes from the port (the VM's transmit); tx: what it delivers to the port. */
+  limit: { rx: RateConfig; tx: RateConfig };
 }
 
 /** Permissions given to a socket file between bind and the moment it becomes reachable (src/switch/socket-file.ts). */
@@ -138,6 +184,12 @@ export const DEFAULTS = {
   /** A socketDir the switch creates. */
   socketDirMode: 0o750,
   handshakeSec: 10,
+  /** Bridge of a port that names none (VALE's first switch). */
+  bridgeName: FIRST_BRIDGE,
+  /** Access VLAN of a port that names none (802.1Q's default VLAN). */
+  vlan: 1,
+  /** A rate limit's bucket holds this many milliseconds of its rate. */
+  burstMs: 50,
 } as const;
 
 export const LIMITS = {
@@ -178,6 +230,15 @@ export const LIMITS = {
   stagingSuffixBytes: '/.zcsXXXXXX/s'.length,
   /** Largest gid (2^32 - 2; -1 means "unchanged" to chown). */
   maxGid: 0xffff_fffe,
+  /** 802.1Q VLAN ids usable on a port (0 and 4095 are reserved). */
+  minVlan: 1,
+  maxVlan: 4094,
+  /** Allowed source MACs per port. */
+  maxPortMacs: MAX_PORT_MACS,
+  /** Rate limits: 100 Mpps, 1 Tbit/s, a bucket of up to 10 s. */
+  maxPps: 100_000_000,
+  maxBps: 1e12,
+  maxBurstMs: 10_000,
 } as const;
 
 /** A port name becomes a socket file name. */
@@ -405,6 +466,48 @@ export const connectPathSchema = z.string().superRefine((s, ctx) => {
   }
 });
 
+/** A bridge name: like a port name (it shows in stats and `zcswitch macs --bridge`). */
+export const bridgeNameSchema = portNameSchema;
+
+export const vlanSchema = integer(LIMITS.minVlan, LIMITS.maxVlan);
+
+export const trunkSchema = z.array(vlanSchema).min(1).max(LIMITS.maxVlan).superRefine((a, ctx) => {
+  const seen = new Set<number>();
+  a.forEach((v, i) => {
+    if (seen.has(v)) ctx.addIssue({ code: 'custom', path: [i], message: `VLAN ${v} is listed twice` });
+    seen.add(v);
+  });
+});
+
+/** A unicast MAC "02:00:00:00:00:01" (any case, ":" or "-"); stored lower case with ":". */
+export const macSchema = z.any().transform((v: unknown, ctx): string => {
+  if (typeof v !== 'string' || !/^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$/.test(v)) {
+    ctx.addIssue({ code: 'custom', message: `must be a MAC address like "02:00:00:00:00:01", got ${describeValue(v)}` });
+    return z.NEVER;
+  }
+  const mac = v.toLowerCase().replace(/-/g, ':');
+  if ((parseInt(mac.slice(0, 2), 16) & 1) !== 0) {
+    ctx.addIssue({ code: 'custom', message: `must be a unicast MAC (a multicast or broadcast address never sends), got ${describeValue(v)}` });
+    return z.NEVER;
+  }
+  return mac;
+});
+
+export const rateSchema = z
+  .object({
+    pps: integer(1, LIMITS.maxPps).optional(),
+    bps: positiveNumber(LIMITS.maxBps).optional(),
+    burstMs: integer(1, LIMITS.maxBurstMs).default(DEFAULTS.burstMs),
+  })
+  .strict();
+
+export const limitSchema = z
+  .object({
+    rx: rateSchema.optional(),
+    tx: rateSchema.optional(),
+  })
+  .strict();
+
 export const portSchema = z
   .object({
     name: portNameSchema,
@@ -417,6 +520,14 @@ export const portSchema = z
     socket: portSocketSchema.optional(),
     domain: domainNameSchema.optional(),
     connect: connectPathSchema.optional(),
+    offloads: z.boolean().default(true),
+    mtu: z.number().int().min(MTU_MIN).max(MTU_MAX).default(MTU_DEFAULT),
+    bridge: bridgeNameSchema.optional(),
+    vlan: vlanSchema.optional(),
+    trunk: trunkSchema.optional(),
+    macs: z.array(macSchema).max(LIMITS.maxPortMacs).optional(),
+    isolated: z.boolean().optional(),
+    limit: limitSchema.optional(),
   })
   .strict();
 

@@ -14,31 +14,52 @@
  * copied into that port's own posted empty buffers (of its own domain's
  * region) or its copy targets, and the sender's buffer stays with the
  * sender (its tx descriptor is completed unchanged).
+ *
+ * Tenants (docs/design.md, "Tenants: bridges, VLANs, port security, rate limits"):
+ * every frame is admitted by its port's policy (VLAN, allowed MACs, rx
+ * limit), learned and looked up in its own bridge's table for its VLAN, and
+ * goes only to ports of that bridge carrying that VLAN (isolation and the
+ * tx limit checked per destination). A frame whose tag must change on the
+ * way out is copied from a re-tagged view (src/datapath/vlan.ts), never
+ * swapped.
  */
 import { ChainSegments } from '../virtio/chain';
 import type { DeviceQueue } from '../virtio/device-queue';
 import { VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
-import { Drop, countRx, countTx } from './counters';
+import { Drop, type PortCounters, countRx, countTx } from './counters';
 import { ClassicRxFiller } from './classic-rx';
 import { ResolvedChain, copyPacketInto, resolveChain } from './copy';
 import { FlowControl } from './flow-control';
-import { MacTable } from './mac-table';
 import { MirrorDir, mirrorChain } from './mirror';
+import type { PortPolicy } from './port-policy';
 import type { PortQueues } from './port-queues';
 import type { TapPort } from './tap-port';
+import { Offloads } from './segment';
+import { Tenancy } from './tenancy';
 import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
+import { TPID_8021Q, copyResolved, retag } from './vlan';
+
+const TPID_HI = TPID_8021Q >>> 8;
+const TPID_LO = TPID_8021Q & 0xff;
 
 /** A bridge port: a vhost-user port's queues, or the TAP uplink. */
 export type BridgePort = PortQueues | TapPort;
 
 export class BridgeForwarder {
-  readonly macs: MacTable;
+  /** The bridges' MAC tables and every port's policy. */
+  readonly tenancy: Tenancy;
   private readonly seg = new ChainSegments();
   private readonly classic = new ClassicRxFiller();
   private readonly src = new ResolvedChain();
   private readonly dst = new ResolvedChain();
-  /** Bytes 0..11 of the frame (dst, src MAC), whichever descriptors they are in. */
-  private readonly eth = new Uint8Array(12);
+  /** Checks each frame's virtio_net_hdr; cuts or checksums for a receiver that cannot take it as it is. */
+  private readonly offloads = new Offloads();
+  /** Bytes 0..15 of the frame (dst, src MAC, ethertype, TCI), whichever descriptors they are in. */
+  private readonly eth = new Uint8Array(16);
+  /** The frame as received while this.src holds its re-tagged view (view = 1). */
+  private readonly orig = new ResolvedChain();
+  private readonly tagScratch = new Uint8Array(32);
+  private view = 0;
   private readonly ethRes = new ResolvedChain();
   private readonly targets: BridgePort[] = [];
   /** Frames read from / gathered for the TAP uplink. */
@@ -58,12 +79,12 @@ export class BridgeForwarder {
     /** Back-pressure toward a destination without rx buffers (forwarding.rxWaitMs; 0: drop at once). */
     readonly flow = new FlowControl(0),
   ) {
-    this.macs = new MacTable(macTableSize, ageingMs);
+    this.tenancy = new Tenancy(macTableSize, ageingMs);
     this.ethRes.mem[0] = this.eth;
     this.ethRes.off[0] = 0;
-    this.ethRes.len[0] = 12;
+    this.ethRes.len[0] = 16;
     this.ethRes.count = 1;
-    this.ethRes.total = 12;
+    this.ethRes.total = 16;
   }
 
   /**
@@ -115,11 +136,18 @@ export class BridgeForwarder {
         txq.pushUsed(head, 0);
         continue;
       }
+      const bad = this.offloads.inspect(this.src, total);
+      if (bad >= 0) {
+        c.drop(bad);
+        txq.pushUsed(head, 0);
+        continue;
+      }
       if (!this.switchFrame(src, txq, head, b, total)) {
         txq.unpopAvail();
         src.txBlocked[qi] = 1;
         break;
       }
+      if (this.offloads.gso) c.gsoFrames++;
     }
     return k;
   }
@@ -143,6 +171,12 @@ export class BridgeForwarder {
       res.len[0] = n;
       res.count = 1;
       res.total = n;
+      const bad = this.offloads.inspect(res, n);
+      if (bad >= 0) {
+        tap.counters.drop(bad);
+        continue;
+      }
+      if (this.offloads.gso) tap.counters.gsoFrames++;
       this.switchFrame(tap, null, -1, -1, n);
     }
     return k;
@@ -158,30 +192,41 @@ export class BridgeForwarder {
     const eth = this.eth;
     // The Ethernet addresses follow the 12-byte virtio_net_hdr in the byte stream.
     readStream(this.src, VIRTIO_NET_HDR_SIZE, eth, this.ethRes);
-    const srcHi = (eth[6] << 8) | eth[7];
+    const c = src.counters;
+    const payload = total - VIRTIO_NET_HDR_SIZE;
+    const sp = this.tenancy.policies[src.id];
+    let vlan = sp.vlan;
+    // Fast path: an access port with nothing more to check, and an untagged frame.
+    if (!sp.plainIn || (eth[12] === TPID_HI && eth[13] === TPID_LO)) {
+      vlan = sp.admit(eth, payload, this.now);
+      if (vlan < 0) return this.refuse(c, -1 - vlan, txq, head);
+    }
+    this.view = 0;
+    const macs = this.tenancy.tables[sp.bridge];
+    const srcHi = (vlan << 16) | (eth[6] << 8) | eth[7];
     const srcLo = ((eth[8] << 24) | (eth[9] << 16) | (eth[10] << 8) | eth[11]) >>> 0;
-    if ((eth[6] & 1) === 0) this.macs.learn(srcHi, srcLo, src.id, this.now);
+    if ((eth[6] & 1) === 0) macs.learn(srcHi, srcLo, src.id, this.now);
     const targets = this.targets;
     targets.length = 0;
     let known = -1;
     if ((eth[0] & 1) === 0) {
-      known = this.macs.lookup((eth[0] << 8) | eth[1], ((eth[2] << 24) | (eth[3] << 16) | (eth[4] << 8) | eth[5]) >>> 0, this.now);
+      known = macs.lookup((vlan << 16) | (eth[0] << 8) | eth[1], ((eth[2] << 24) | (eth[3] << 16) | (eth[4] << 8) | eth[5]) >>> 0, this.now);
     }
     if (known >= 0) {
-      if (known === src.id) {
-        src.counters.drop(Drop.Hairpin);
-        txq?.pushUsed(head, 0);
-        return true;
-      }
+      if (known === src.id) return this.refuse(c, Drop.Hairpin, txq, head);
       const p = this.ports[known];
+      const dp = this.tenancy.policies[known];
+      // Fast path: a destination with nothing to check but bridge and VLAN.
+      if (!(dp.plainOut && dp.bridge === sp.bridge && dp.vlan === vlan) && p.nq > 0) {
+        const why = dp.mayReach(sp, vlan, payload, this.now);
+        // A destination's own limit counts on it; anything else on the sender.
+        if (why === Drop.TxLimit) return this.refuse(p.counters, why, txq, head);
+        if (why >= 0) return this.refuse(c, why === Drop.Count ? Drop.PeerDown : why, txq, head);
+      }
       if (p.nq > 0) targets.push(p);
     } else {
-      for (let i = 0; i < this.ports.length; i++) {
-        const p = this.ports[i];
-        if (p !== src && p.nq > 0) targets.push(p);
-      }
+      this.floodTargets(src, sp, vlan, payload);
     }
-    const c = src.counters;
     if (targets.length === 0) {
       c.drop(Drop.PeerDown);
       txq?.pushUsed(head, 0);
@@ -190,23 +235,30 @@ export class BridgeForwarder {
     const last = targets[targets.length - 1];
     const dq = last.isTap ? -1 : last.rxQueueFor(this.qi);
     // b >= 0: src is a vhost port that sent a shared buffer; the swap needs the receiver in the same domain.
-    const swappable = b >= 0 && txq !== null && !last.isTap && last.domain === (src as PortQueues).domain && last.zeroCopy && dq >= 0;
+    const swappable = b >= 0 && txq !== null && !last.isTap && last.domain === (src as PortQueues).domain && last.zeroCopy && dq >= 0 &&
+      this.offloads.fits(last.offloadCaps, last.mtu);
     // Back-pressure (FlowControl): a frame from a tx ring with one destination and no room there waits.
     // A zero-copy receiver's room is its own empty buffers: the frame waits for the swap rather than being copied.
     if (txq !== null && targets.length === 1 && !last.isTap && dq >= 0 && this.flow.waitMs > 0 && !(swappable ? last.hasOwnBuffer(dq) : this.hasRoom(last, dq))) {
-      if (this.flow.shouldWait(last)) return false;
+      if (this.flow.shouldWait(last)) {
+        // The frame will be examined again: give back the rate-limit tokens it took (no-ops without a limit).
+        sp.rx.give(payload);
+        this.tenancy.policies[last.id].tx.give(payload);
+        return false;
+      }
       if (!this.hasRoom(last, dq)) {
         c.drop(Drop.RxWaitTimeout);
         txq.pushUsed(head, 0);
         return true;
       }
     }
-    const payload = total - VIRTIO_NET_HDR_SIZE;
     countRx(src, this.qi, payload);
     if (src.mirror !== null) mirrorChain(src.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.FromVm);
     // All but the last destination get a copy; the last gets the swap when both sides can.
-    for (let i = 0; i < targets.length - 1; i++) this.copyTo(src, targets[i], total);
-    if (swappable && last.postings.ownCount(dq) > 0) {
+    for (let i = 0; i < targets.length - 1; i++) this.copyTagged(src, targets[i], total, sp, vlan);
+    // The swap also needs the frame unchanged (its tag stays as it is).
+    if (swappable && last.postings.ownCount(dq) > 0 && this.tenancy.policies[last.id].isTrunk === sp.isTrunk) {
+      if (this.view !== 0) this.useView(0, total, sp, vlan);
       const y = last.postings.nextOwnBuf(dq);
       const rxHead = last.postings.takeOwn(dq);
       const ledger = last.ledger;
@@ -223,7 +275,7 @@ export class BridgeForwarder {
       countTx(last, dq, payload);
       return true;
     }
-    this.copyTo(src, last, total);
+    this.copyTagged(src, last, total, sp, vlan);
     txq?.pushUsed(head, 0);
     return true;
   }
@@ -233,9 +285,47 @@ export class BridgeForwarder {
     return (dst.zeroCopy && dst.postings.ownCount(dq) > 0) || dst.hasCopyTarget(dq);
   }
 
+  /** Count the drop and complete the tx head (if any) unchanged. */
+  private refuse(c: PortCounters, why: Drop, txq: DeviceQueue | null, head: number): true {
+    c.drop(why);
+    txq?.pushUsed(head, 0);
+    return true;
+  }
+
+  /** Every port of the frame's bridge carrying its VLAN and allowed to get it (isolation, tx limit) but src. */
+  private floodTargets(src: BridgePort, sp: PortPolicy, vlan: number, payload: number): void {
+    for (let i = 0; i < this.ports.length; i++) {
+      const p = this.ports[i];
+      if (p === src || p.nq === 0) continue;
+      const why = this.tenancy.policies[i].mayReach(sp, vlan, payload, this.now);
+      if (why < 0) this.targets.push(p);
+      else if (why === Drop.TxLimit) p.counters.drop(why);
+    }
+  }
+
+  /** Copy the frame to dst with the tag dst's side wants: as received, or re-tagged (this.src becomes that view). */
+  private copyTagged(src: BridgePort, dst: BridgePort, total: number, sp: PortPolicy, vlan: number): void {
+    const want = this.tenancy.policies[dst.id].isTrunk !== sp.isTrunk ? 1 : 0;
+    if (want !== this.view && !this.useView(want, total, sp, vlan)) return src.counters.drop(Drop.ChainTooLong);
+    this.copyTo(src, dst, this.src.total);
+  }
+
+  /** Make this.src the frame as received (0) or re-tagged (1); false if the re-tagged view cannot be built. */
+  private useView(view: number, total: number, sp: PortPolicy, vlan: number): boolean {
+    if (view === 1) {
+      if (this.view === 0) copyResolved(this.src, this.orig);
+      this.orig.total = total;
+      // From an access port a tag is added; from a trunk the tag is removed.
+      if (!retag(this.orig, this.src, this.tagScratch, sp.isTrunk ? 0 : vlan)) return false;
+    } else {
+      copyResolved(this.orig, this.src);
+    }
+    this.view = view;
+    return true;
+  }
+
   /** The uplink takes a frame (with its header) in one write; gather it first if it is in pieces. */
-  private toTap(src: BridgePort, tap: TapPort, total: number): void {
-    const res = this.src;
+  private toTap(src: BridgePort, tap: TapPort, total: number, res: ResolvedChain): void {
     let ok: boolean;
     if (res.count === 1) {
       ok = tap.write(res.mem[0], res.off[0], total);
@@ -256,9 +346,13 @@ export class BridgeForwarder {
     if (tap.mirror !== null) mirrorChain(tap.mirror, res, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
   }
 
-  /** Copy the frame in this.src into one of dst's rx buffers (own shared buffer or classic chain). */
-  private copyTo(src: BridgePort, dst: BridgePort, total: number): void {
-    if (dst.isTap) return this.toTap(src, dst, total);
+  /**
+   * Copy the frame in res (this.src: the frame being switched) into one of
+   * dst's rx buffers (own shared buffer or classic chain).
+   */
+  private copyTo(src: BridgePort, dst: BridgePort, total: number, res = this.src): void {
+    if (res === this.src && !this.offloads.fits(dst.offloadCaps, dst.mtu)) return this.copyInSoftware(src, dst, total);
+    if (dst.isTap) return this.toTap(src, dst, total, res);
     const c = src.counters;
     const dq = dst.rxQueueFor(this.qi);
     if (dq < 0) return c.drop(Drop.PeerDown);
@@ -278,17 +372,32 @@ export class BridgeForwarder {
         rxq.pushUsed(head, 0);
         return c.drop(Drop.RxTooSmall);
       }
-      copyPacketInto(this.src, out);
+      copyPacketInto(res, out);
       rxq.pushUsed(head, total);
     } else {
-      const err = this.classic.fill(dst, dq, this.src, total);
+      const err = this.classic.fill(dst, dq, res, total);
       if (err >= 0) return c.drop(err);
     }
-    if (dst.mirror !== null) mirrorChain(dst.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
+    if (dst.mirror !== null) mirrorChain(dst.mirror, res, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
     const payload = total - VIRTIO_NET_HDR_SIZE;
     c.copied++;
     c.copiedBytes += payload;
     countTx(dst, dq, payload);
+  }
+
+  /** dst did not negotiate what the frame in this.src needs (or it is over dst's MTU): cut it or complete its checksum, and copy each frame. */
+  private copyInSoftware(src: BridgePort, dst: BridgePort, total: number): void {
+    const off = this.offloads;
+    if (!off.cutsToFit(dst.mtu)) return src.counters.drop(Drop.OverMtu);
+    const gso = off.gso;
+    off.begin(this.src, total, dst.offloadCaps);
+    for (let n = off.next(); n > 0; n = off.next()) {
+      const delivered = dst.counters.txPackets;
+      this.copyTo(src, dst, n, off.out);
+      if (dst.counters.txPackets === delivered) continue;
+      if (gso) dst.counters.segmented++;
+      else dst.counters.checksummed++;
+    }
   }
 }
 

@@ -29,6 +29,30 @@ export const enum Drop {
   CallBlocked,
   /** The one destination had no rx buffer for longer than forwarding.rxWaitMs (src/datapath/flow-control.ts). */
   RxWaitTimeout,
+  /** Offloads: NEEDS_CSUM with csum_start/csum_offset outside the frame. */
+  BadCsumOffset,
+  /** Offloads: a gso_type the switch did not offer (UDP/UFO, USO, unknown). */
+  BadGsoType,
+  /** Offloads: a GSO frame with gso_size 0. */
+  BadGsoSize,
+  /** Offloads: hdr_len past the end of the frame. */
+  BadHdrLen,
+  /** Offloads: gso_type says TCP but the frame is not Ethernet/IP/TCP where the header says (or its checksum is not left open). */
+  BadGsoFrame,
+  /** A frame longer than the receiver's MTU (plus an Ethernet header) that the switch cannot cut to fit. */
+  OverMtu,
+  /** Bridge: an 802.1Q-tagged frame on an access port. */
+  VlanTagged,
+  /** Bridge: a frame on a trunk that is untagged or of a VLAN the trunk does not carry. */
+  VlanNotAllowed,
+  /** Bridge: a source MAC not in the port's `macs` (never learned). */
+  SpoofedMac,
+  /** Bridge: unicast from an isolated port to another isolated port. */
+  Isolated,
+  /** The port's rx rate limit (what the switch takes from it); counted on that port. */
+  RxLimit,
+  /** The port's tx rate limit (what the switch delivers to it); counted on that port. */
+  TxLimit,
   Count,
 }
 
@@ -55,6 +79,18 @@ const DROP_NAME_OF: Record<Exclude<Drop, Drop.Count>, string> = {
   [Drop.Hairpin]: 'hairpin',
   [Drop.CallBlocked]: 'call-blocked',
   [Drop.RxWaitTimeout]: 'rx-wait-timeout',
+  [Drop.BadCsumOffset]: 'bad-csum-offset',
+  [Drop.BadGsoType]: 'bad-gso-type',
+  [Drop.BadGsoSize]: 'bad-gso-size',
+  [Drop.BadHdrLen]: 'bad-hdr-len',
+  [Drop.BadGsoFrame]: 'bad-gso-frame',
+  [Drop.OverMtu]: 'over-mtu',
+  [Drop.VlanTagged]: 'vlan-tagged',
+  [Drop.VlanNotAllowed]: 'vlan-not-allowed',
+  [Drop.SpoofedMac]: 'spoofed-mac',
+  [Drop.Isolated]: 'isolated',
+  [Drop.RxLimit]: 'rx-limit',
+  [Drop.TxLimit]: 'tx-limit',
 };
 
 /** Names indexed by Drop. */
@@ -79,6 +115,12 @@ export class PortCounters {
   calls = 0;
   /** Front-end memory that vanished under a mapping (SIGBUS survived; the port was disconnected). */
   guestMemoryFaults = 0;
+  /** Offloads: GSO frames (larger than the MTU) the switch took from this port. */
+  gsoFrames = 0;
+  /** Offloads: frames the switch cut from GSO frames and delivered to this port (it did not negotiate what they needed). */
+  segmented = 0;
+  /** Offloads: frames whose open checksum the switch completed for this port. */
+  checksummed = 0;
   readonly drops = new Float64Array(Drop.Count);
   /** Called the first time each drop reason occurs (a log line per reason, not per packet). */
   onFirstDrop: ((reason: string) => void) | null = null;
@@ -102,7 +144,7 @@ export class PortCounters {
       rxPackets: this.rxPackets, rxBytes: this.rxBytes, txPackets: this.txPackets, txBytes: this.txBytes,
       zeroCopy: this.zeroCopy, copied: this.copied, copiedBytes: this.copiedBytes, giftsIn: this.giftsIn,
       giftsOut: this.giftsOut, returned: this.returned, kicks: this.kicks, calls: this.calls,
-      guestMemoryFaults: this.guestMemoryFaults, drops,
+      guestMemoryFaults: this.guestMemoryFaults, gsoFrames: this.gsoFrames, segmented: this.segmented, checksummed: this.checksummed, drops,
     };
   }
 
@@ -110,6 +152,7 @@ export class PortCounters {
     this.rxPackets = this.rxBytes = this.txPackets = this.txBytes = 0;
     this.zeroCopy = this.copied = this.copiedBytes = this.giftsIn = this.giftsOut = this.returned = 0;
     this.kicks = this.calls = this.guestMemoryFaults = 0;
+    this.gsoFrames = this.segmented = this.checksummed = 0;
     this.drops.fill(0);
   }
 }

@@ -1,15 +1,24 @@
 /**
  * MAC learning table for bridge mode: open addressing with linear probing
  * over typed arrays, so learning and lookup allocate nothing. A MAC is kept
- * as (hi16, lo32); entries older than the ageing time are treated as absent
+ * as (hi, lo32) where hi is the MAC's first 16 bits with the VLAN above them
+ * (vlan << 16 | hi16): learning is per VLAN; entries older than the ageing time are treated as absent
  * on lookup and reused on insert; sweep() drops them for good (stats).
  */
 const EMPTY = -1;
 /** A full table sweeps out aged entries at most this often (a sweep rehashes the table). */
 const SWEEP_EVERY_MS = 1000;
 
+/** A learned MAC, for stats and `zcswitch macs`. */
+export interface MacEntry {
+  mac: string;
+  vlan: number;
+  port: number;
+  ageSec: number;
+}
+
 export class MacTable {
-  private readonly hi: Uint16Array;
+  private readonly hi: Uint32Array;
   private readonly lo: Uint32Array;
   private readonly port: Int16Array;
   private readonly seen: Float64Array;
@@ -21,7 +30,7 @@ export class MacTable {
     let cap = 16;
     while (cap < size * 2) cap <<= 1; // keep the load factor under one half
     this.mask = cap - 1;
-    this.hi = new Uint16Array(cap);
+    this.hi = new Uint32Array(cap);
     this.lo = new Uint32Array(cap);
     this.port = new Int16Array(cap).fill(EMPTY);
     this.seen = new Float64Array(cap);
@@ -86,12 +95,15 @@ export class MacTable {
   }
 
   /** Live entries, for stats (allocates: not for the data path). */
-  entries(now: number): { mac: string; port: number; ageSec: number }[] {
-    const out: { mac: string; port: number; ageSec: number }[] = [];
+  entries(now: number): MacEntry[] {
+    const out: MacEntry[] = [];
     for (let i = 0; i <= this.mask; i++) {
       if (this.port[i] !== EMPTY && now - this.seen[i] <= this.ageingMs) {
-        const b = [this.hi[i] >>> 8, this.hi[i] & 0xff, this.lo[i] >>> 24, (this.lo[i] >>> 16) & 0xff, (this.lo[i] >>> 8) & 0xff, this.lo[i] & 0xff];
-        out.push({ mac: b.map((x) => x.toString(16).padStart(2, '0')).join(':'), port: this.port[i], ageSec: (now - this.seen[i]) / 1000 });
+        const b = [(this.hi[i] >>> 8) & 0xff, this.hi[i] & 0xff, this.lo[i] >>> 24, (this.lo[i] >>> 16) & 0xff, (this.lo[i] >>> 8) & 0xff, this.lo[i] & 0xff];
+        out.push({
+          mac: b.map((x) => x.toString(16).padStart(2, '0')).join(':'), vlan: this.hi[i] >>> 16, port: this.port[i],
+          ageSec: (now - this.seen[i]) / 1000,
+        });
       }
     }
     return out;

@@ -20,12 +20,15 @@ import { ResolvedChain, resolveChain } from './copy';
 import { FlowControl } from './flow-control';
 import { MirrorDir, mirrorChain } from './mirror';
 import type { PortQueues } from './port-queues';
+import { Offloads } from './segment';
 import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
 
 export class PairForwarder {
   private readonly seg = new ChainSegments();
   private readonly srcRes = new ResolvedChain();
   private readonly classic = new ClassicRxFiller();
+  /** Checks each frame's virtio_net_hdr; cuts or checksums for a receiver that cannot take it as it is. */
+  private readonly offloads = new Offloads();
 
   constructor(
     /** Most packets per tx queue per round (forwarding.burst; a reload may change it between rounds). */
@@ -97,11 +100,19 @@ export class PairForwarder {
         if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
         continue;
       }
-      const dq = dstZc ? dst!.completeShared(b, len) : -1;
+      const bad = this.inspectShared(src, b, len);
+      if (bad >= 0) {
+        c.drop(bad);
+        if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
+        continue;
+      }
+      // A frame the peer did not negotiate (TSO, an open checksum) takes the copy path, which does the work.
+      const dq = dstZc && this.offloads.fits(dst!.offloadCaps, dst!.mtu) ? dst!.completeShared(b, len) : -1;
       if (dq >= 0) {
         ledger.transfer(b, dst!.id);
         if (src.mirror !== null || dst!.mirror !== null) this.mirrorShared(src, dst!, shared.offsetOf(b), len);
         const bytes = len - VIRTIO_NET_HDR_SIZE;
+        if (this.offloads.gso) c.gsoFrames++;
         c.zeroCopy++;
         countRx(src, qi, bytes);
         countTx(dst!, dq, bytes);
@@ -143,6 +154,17 @@ export class PairForwarder {
     }
   }
 
+  /** Check the header of shared buffer b (len bytes); -1 or the Drop reason (offloads.needs says what it asks of the peer). */
+  private inspectShared(src: PortQueues, b: number, len: number): number {
+    const r = this.srcRes;
+    r.mem[0] = src.shared.mem;
+    r.off[0] = src.shared.offsetOf(b);
+    r.len[0] = len;
+    r.count = 1;
+    r.total = len;
+    return this.offloads.inspect(r, len);
+  }
+
   private mirrorShared(src: PortQueues, dst: PortQueues, off: number, len: number): void {
     const mem = src.shared.mem;
     const f = off + VIRTIO_NET_HDR_SIZE;
@@ -162,8 +184,12 @@ export class PairForwarder {
     if (total < MIN_PACKET) return c.drop(Drop.TooShort);
     if (total > MAX_PACKET) return c.drop(Drop.TooLong);
     if (!resolveChain(this.seg, 0, cnt, src.mem, src.zeroCopy ? src.win : null, this.srcRes)) return c.drop(Drop.BadAddress);
+    const bad = this.offloads.inspect(this.srcRes, total);
+    if (bad >= 0) return c.drop(bad);
     const dq = dst === null ? -1 : dst.rxQueueFor(qi);
     if (dst === null || dq < 0) return c.drop(Drop.PeerDown);
+    if (this.offloads.gso) c.gsoFrames++;
+    if (!this.offloads.fits(dst.offloadCaps, dst.mtu)) return this.copyInSoftware(src, qi, dst, dq, total);
     const err = this.classic.fill(dst, dq, this.srcRes, total);
     if (err >= 0) return c.drop(err);
     if (src.mirror !== null) mirrorChain(src.mirror, this.srcRes, VIRTIO_NET_HDR_SIZE, MirrorDir.FromVm);
@@ -173,5 +199,30 @@ export class PairForwarder {
     c.copiedBytes += payload;
     countRx(src, qi, payload);
     countTx(dst, dq, payload);
+  }
+
+  /** dst did not negotiate what the frame in srcRes needs (or it is over dst's MTU): cut it or complete its checksum, and copy each frame. */
+  private copyInSoftware(src: PortQueues, qi: number, dst: PortQueues, dq: number, total: number): void {
+    const c = src.counters;
+    const off = this.offloads;
+    if (!off.cutsToFit(dst.mtu)) return c.drop(Drop.OverMtu);
+    const gso = off.gso;
+    off.begin(this.srcRes, total, dst.offloadCaps);
+    if (src.mirror !== null) mirrorChain(src.mirror, this.srcRes, VIRTIO_NET_HDR_SIZE, MirrorDir.FromVm);
+    countRx(src, qi, total - VIRTIO_NET_HDR_SIZE);
+    for (let n = off.next(); n > 0; n = off.next()) {
+      const err = this.classic.fill(dst, dq, off.out, n);
+      if (err >= 0) {
+        c.drop(err);
+        continue;
+      }
+      if (dst.mirror !== null) mirrorChain(dst.mirror, off.out, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
+      const payload = n - VIRTIO_NET_HDR_SIZE;
+      if (gso) dst.counters.segmented++;
+      else dst.counters.checksummed++;
+      c.copied++;
+      c.copiedBytes += payload;
+      countTx(dst, dq, payload);
+    }
   }
 }

@@ -16,12 +16,13 @@ import type { SharedBuffers } from '../shm/shared-buffers';
 import type { MemoryTable } from '../vhost/memory-table';
 import { ChainSegments, ChainWalker } from '../virtio/chain';
 import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
-import { VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_SIZE, hasBit } from '../virtio/defs';
+import { MTU_DEFAULT, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_SIZE, hasBit } from '../virtio/defs';
 import type { DeviceQueue } from '../virtio/device-queue';
 import { netHdrFlags, setNetHdrFlags, writeNetHdr } from '../virtio/net-hdr';
 import { Drop, PortCounters } from './counters';
 import type { Mirror } from './mirror';
 import { RxPostings, postingHead, postingQueue } from './rx-postings';
+import { rxOffloadsOf } from './segment';
 import { TxClassifier, chainDrop } from './tx-class';
 
 /** virtio-net: vring 2q is queue pair q's receive queue, 2q+1 its transmit queue. */
@@ -33,6 +34,8 @@ export interface QueueSource {
   readonly vrings: readonly { readonly queue: DeviceQueue | null; readonly callFd: number }[];
   readonly mem: MemoryTable | null;
   readonly ackedFeatures: bigint;
+  /** NET_SET_MTU from the front-end (0 or absent: none). */
+  readonly mtu?: number;
 }
 
 /** What a port's data path is given: its sharing domain, and what every port shares. */
@@ -43,6 +46,8 @@ export interface DataPathContext {
   queuePairs: number;
   /** Bridge mode: VMs post their own buffers and the switch swaps (docs/protocol.md, "Bridge mode"). */
   swap: boolean;
+  /** The port's `mtu` (default MTU_DEFAULT): frames longer than it plus an Ethernet header are not delivered to it. */
+  mtu?: number;
 }
 
 export class PortQueues {
@@ -64,6 +69,10 @@ export class PortQueues {
   zeroCopy = false;
   /** The front-end takes packets spread over several rx buffers (VIRTIO_NET_F_MRG_RXBUF). */
   mergeable = false;
+  /** What its front-end takes as it is: open checksums, TSO (RX_* of src/datapath/segment.ts, from its acked features). */
+  offloadCaps = 0;
+  /** The MTU frames to this port must fit (L3 bytes): the front-end's NET_SET_MTU, else the port's `mtu`. */
+  mtu: number;
   /** Set while someone captures this port's traffic. */
   mirror: Mirror | null = null;
   /** Back-pressure (FlowControl): since when frames for this port wait for an rx buffer; -1: none wait. */
@@ -104,6 +113,7 @@ export class PortQueues {
     const n = ctx.queuePairs;
     this.domain = ctx.domain;
     this.shared = ctx.domain.shared;
+    this.mtu = ctx.mtu ?? MTU_DEFAULT;
     this.ledger = ctx.domain.ledger;
     this.win = new PortWindow(this.shared.base, this.shared.mem, this.shared.bufSize, this.shared.bufCount);
     this.tx = new TxClassifier(this.win, this.ledger);
@@ -141,6 +151,8 @@ export class PortQueues {
     this.source = src;
     this.mem = src === null ? null : src.mem;
     this.mergeable = src !== null && hasBit(src.ackedFeatures, VIRTIO_NET_F_MRG_RXBUF);
+    this.offloadCaps = src === null ? 0 : rxOffloadsOf(src.ackedFeatures);
+    this.mtu = src !== null && src.mtu ? src.mtu : (this.ctx.mtu ?? MTU_DEFAULT);
     if (src === null) this.zeroCopy = false;
     let nq = 0;
     for (let q = 0; q < this.rxqs.length; q++) {

@@ -5,10 +5,14 @@
  * leaves the machine: across hosts it rides the kernel's own bridge or
  * VXLAN, not a tunnel of ours.
  */
-import { FdWatcher, closeFd, fdRead, fdWrite, tapOpen } from '../../bindings';
+import {
+  FdWatcher, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, closeFd, fdRead, fdWrite, tapOpen, tapSetMtu, tapSetOffload,
+} from '../../bindings';
+import { MTU_DEFAULT } from '../virtio/defs';
 import type { Logger } from '../log';
 import { PortCounters } from './counters';
 import type { Mirror } from './mirror';
+import { RX_CSUM, RX_ECN, RX_TSO4, RX_TSO6 } from './segment';
 
 export class TapPort {
   readonly isTap = true;
@@ -19,6 +23,15 @@ export class TapPort {
   /** No sharing domain: the uplink maps no shared buffers, every frame to or from it is copied. */
   readonly domain = null;
   mirror: Mirror | null = null;
+  /**
+   * What the kernel takes as it is (RX_* of segment.ts). A TAP writer may
+   * always hand in open checksums and TSO frames (the kernel checks the
+   * header and segments itself), but with offloads off the switch cuts
+   * and checksums for it, as for a plain guest.
+   */
+  offloadCaps = 0;
+  /** The interface's MTU (`ports[].mtu`, set on open): frames to it must fit. */
+  readonly mtu: number;
   /** 1 while the interface is open: the bridge treats it as one running queue pair. */
   nq = 0;
   private fd = -1;
@@ -30,7 +43,11 @@ export class TapPort {
     readonly ifname: string,
     private readonly log: Logger,
     private readonly wake: () => void,
+    /** `ports[].offloads`: take and hand in GSO frames and open checksums (TUNSETOFFLOAD). */
+    private readonly offloads = true,
+    mtu = MTU_DEFAULT,
   ) {
+    this.mtu = mtu;
     this.counters.onFirstDrop = (reason) =>
       log.warn({ port: name, reason }, 'first drop for this reason (later ones are only counted: zcswitch stats)');
   }
@@ -47,10 +64,16 @@ export class TapPort {
     const r = tapOpen(this.ifname);
     this.fd = r.fd;
     this.nq = 1;
+    tapSetMtu(r.name, this.mtu);
+    if (this.offloads) {
+      // What the bridge carries (segment.ts): the kernel may then hand in open checksums and up to 64 KiB TCP segments.
+      tapSetOffload(this.fd, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN);
+      this.offloadCaps = RX_CSUM | RX_TSO4 | RX_TSO6 | RX_ECN;
+    }
     // Level-triggered: while frames wait, the loop keeps being woken.
     this.watcher = new FdWatcher(this.fd, this.wake);
     this.watcher.start();
-    this.log.info({ port: this.name, ifname: r.name }, 'tap uplink open');
+    this.log.info({ port: this.name, ifname: r.name, offloads: this.offloads, mtu: this.mtu }, 'tap uplink open');
   }
 
   /** One frame (with its virtio_net_hdr) into buf; bytes, or -1 when none is waiting. */

@@ -18,12 +18,12 @@
 import type { OwnershipLedger } from '../shm/ledger';
 import type { PortWindow } from '../shm/geometry';
 import { CHAIN_BAD_HEAD, CHAIN_BAD_NEXT, CHAIN_INDIRECT, CHAIN_LOOP, CHAIN_TOO_LONG, type ChainSegments } from '../virtio/chain';
-import { ETH_MAX_JUMBO, ETH_MIN_FRAME, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
+import { ETH_MAX_GSO, ETH_MIN_FRAME, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
 import { Drop } from './counters';
 
 /** Smallest and largest packet (virtio_net_hdr + Ethernet frame) the switch forwards. */
 export const MIN_PACKET = VIRTIO_NET_HDR_SIZE + ETH_MIN_FRAME;
-export const MAX_PACKET = VIRTIO_NET_HDR_SIZE + ETH_MAX_JUMBO;
+export const MAX_PACKET = VIRTIO_NET_HDR_SIZE + ETH_MAX_GSO;
 
 export const enum TxClass {
   /** Refused: the reason is in TxClassifier.drop. */

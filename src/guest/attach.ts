@@ -14,7 +14,10 @@ import { decodeU64, memTable, u64, vringAddr, vringState } from '../vhost/codec'
 import {
   PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, Req, VHOST_USER_F_PROTOCOL_FEATURES,
 } from '../vhost/protocol';
-import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTQ_MAX_SIZE, bit, hasBit } from '../virtio/defs';
+import {
+  VIRTIO_F_VERSION_1, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4,
+  VIRTIO_NET_F_HOST_TSO6, VIRTIO_RING_F_EVENT_IDX, VIRTQ_MAX_SIZE, bit, hasBit,
+} from '../virtio/defs';
 import { DriverQueue } from '../virtio/driver-queue';
 import { SplitRing } from '../virtio/ring';
 import { VhostUserFrontend } from './frontend';
@@ -28,6 +31,12 @@ export interface AttachOptions {
   socketPath: string;
   /** Negotiate SHARED_BUFFERS when the back-end offers it (default true). */
   zeroCopy?: boolean;
+  /**
+   * Negotiate checksum and TCP segmentation offloads (CSUM, GUEST_CSUM,
+   * HOST/GUEST_TSO4/6) when offered: the VM may then send and receive
+   * 64 KiB TCP segments with their virtio_net_hdr (send's offload argument).
+   */
+  gso?: boolean;
   /** Queue pairs to open (default 1; more needs VHOST_USER_PROTOCOL_F_MQ). */
   queuePairs?: number;
   txQueueSize?: number;
@@ -111,7 +120,11 @@ export class GuestAttachment {
     const fe = this.fe;
     const offered = decodeU64(await fe.call(Req.GET_FEATURES));
     if (!hasBit(offered, VIRTIO_F_VERSION_1)) throw new Error('back-end does not offer VIRTIO_F_VERSION_1');
-    const want = bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_RING_F_EVENT_IDX);
+    const gso = o.gso
+      ? bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6) |
+        bit(VIRTIO_NET_F_GUEST_TSO4) | bit(VIRTIO_NET_F_GUEST_TSO6)
+      : 0n;
+    const want = bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_RING_F_EVENT_IDX) | gso;
     this.features = offered & want;
     this.protocol = hasBit(offered, VHOST_USER_F_PROTOCOL_FEATURES);
     if (this.protocol) {

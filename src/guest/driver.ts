@@ -41,6 +41,7 @@
  *   buffer-pool.ts    the free buffers we own and the gift policy
  *   data-path.ts      send / flush / receive / release, copies, sleep and wake
  */
+import type { NetHdrOffload } from '../virtio/net-hdr';
 import type { Logger } from '../log';
 import { type AttachOptions, GuestAttachment } from './attach';
 import { BufferPool } from './buffer-pool';
@@ -221,9 +222,11 @@ export class GuestDriver {
   /**
    * Transmit shared buffer b holding a frame of frameLen bytes at
    * frameOffset(b). Returns false (and b stays ours) when the rings are full.
+   * offload: the header's offload fields (a TSO segment, an open checksum;
+   * attach with gso so the switch accepts them).
    */
-  send(b: number, frameLen: number, hdrFlags = 0, q = 0): boolean {
-    return this.live && this.dp.send(b, frameLen, hdrFlags, q);
+  send(b: number, frameLen: number, hdrFlags = 0, q = 0, offload: NetHdrOffload | null = null): boolean {
+    return this.live && this.dp.send(b, frameLen, hdrFlags, q, offload);
   }
 
   /** Transmit a frame from private memory (the classic, copied path). */

@@ -8,7 +8,9 @@
  */
 import { performance } from 'node:perf_hooks';
 import { schedYield } from '../../bindings';
+import { VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
 import { GuestDriver } from './driver';
+import { GSO_OFFLOAD, GSO_SHIFT, gsoHeaderIntact, writeGsoHeaders } from './gso-frame';
 import { FrameChecker, SequenceTracker, TestHeaderWriter, Verdict, writeAnnounceFrame, writeTestFrame } from './test-packet';
 
 export type VmMode = 'gen' | 'sink' | 'echo';
@@ -40,6 +42,12 @@ export interface TrafficOptions {
   macs: Uint8Array;
   /** Send one broadcast frame from our MAC first, so a bridge learns where we are. */
   announce: boolean;
+  /**
+   * TSO frames (gso-frame.ts): gen sends each frame as a TCP segment with a
+   * TSO virtio_net_hdr; gen and sink check received frames as such (the
+   * header unchanged, the test frame GSO_SHIFT bytes in). Shared buffers only.
+   */
+  gso: boolean;
 }
 
 export interface TrafficSummary {
@@ -72,6 +80,9 @@ export interface TrafficSummary {
    * VM's cost per packet (what the bench reports beside the switch's).
    */
   busySec: number;
+  /** --gso: frames that arrived with their TSO header unchanged, and with it changed. */
+  gsoIntact: number;
+  gsoChanged: number;
 }
 
 /** Most passes (bursts each way) between two turns of the event loop. */
@@ -79,6 +90,8 @@ const PASSES_PER_TURN = 16;
 
 export class TrafficVm {
   private sent = 0;
+  private gsoIntact = 0;
+  private gsoChanged = 0;
   private verified = 0;
   private notTest = 0;
   private badLength = 0;
@@ -100,7 +113,7 @@ export class TrafficVm {
   private finish!: (s: TrafficSummary) => void;
 
   constructor(private readonly drv: GuestDriver, private readonly o: TrafficOptions) {
-    this.header = new TestHeaderWriter(o.size, o.stream, o.macs, o.run);
+    this.header = new TestHeaderWriter(o.gso ? o.size - GSO_SHIFT : o.size, o.stream, o.macs, o.run);
   }
 
   run(): Promise<TrafficSummary> {
@@ -147,6 +160,7 @@ export class TrafficVm {
       returned: d.returned, rxErrors: d.rxErrors, buffersOwned: this.drv.freeCount,
       txInFlight: this.drv.isClosed ? 0 : this.drv.txInFlight(), elapsedSec: el,
       txPps: el > 0 ? this.sent / el : 0, rxPps: el > 0 ? d.rxPackets / el : 0, busySec: this.busyMs / 1000,
+      gsoIntact: this.gsoIntact, gsoChanged: this.gsoChanged,
     };
   }
 
@@ -209,9 +223,18 @@ export class TrafficVm {
       const len = drv.rxLen[i];
       const mem = drv.packetMem(tok);
       const off = drv.packetOffset(tok);
+      // --gso: the header first, then the test frame GSO_SHIFT bytes in.
+      let at = off;
+      let tlen = len;
+      if (this.o.gso) {
+        if (gsoHeaderIntact(mem, off - VIRTIO_NET_HDR_SIZE)) this.gsoIntact++;
+        else this.gsoChanged++;
+        at += GSO_SHIFT;
+        tlen -= GSO_SHIFT;
+      }
       const verdict = tok >= 0 && !this.o.verifyPayload
-        ? this.checker.verifyHeader(drv.shared!.mem32, off >>> 2, len)
-        : this.checker.verify(mem, off, len, this.o.verifyPayload);
+        ? this.checker.verifyHeader(drv.shared!.mem32, at >>> 2, tlen)
+        : this.checker.verify(mem, at, tlen, this.o.verifyPayload);
       switch (verdict) {
         case Verdict.Ok:
           this.verified++;
@@ -276,10 +299,14 @@ export class TrafficVm {
       const b = drv.alloc();
       if (b < 0) break;
       const sh = drv.shared!;
-      if (o.verifyPayload) writeTestFrame(sh.mem, drv.frameOffset(b), o.size, o.stream, this.sent, true, o.macs, o.run);
-      else this.header.write(sh.mem32, sh.mem, drv.frameOffset(b) >>> 2, this.sent);
+      const f = drv.frameOffset(b);
+      const at = o.gso ? f + GSO_SHIFT : f;
+      const tlen = o.gso ? o.size - GSO_SHIFT : o.size;
+      if (o.verifyPayload) writeTestFrame(sh.mem, at, tlen, o.stream, this.sent, true, o.macs, o.run);
+      else this.header.write(sh.mem32, sh.mem, at >>> 2, this.sent);
+      if (o.gso) writeGsoHeaders(sh.mem, f, o.size, this.sent, o.macs);
       // Spread over the queue pairs in turn (one flow each would need a hash; round robin is the stress case).
-      if (!drv.send(b, o.size, 0, this.sent % drv.queuePairs)) {
+      if (!drv.send(b, o.size, 0, this.sent % drv.queuePairs, o.gso ? GSO_OFFLOAD : null)) {
         drv.release(b);
         break;
       }

@@ -71,6 +71,9 @@ const PORT_COUNTERS: [string, string, string][] = [
   ['kicks', 'kicks', 'Notifications (kicks) received from the VM.'],
   ['calls', 'calls', 'Notifications (calls) sent to the VM.'],
   ['guest_memory_faults', 'guestMemoryFaults', 'Times the VM\'s memory vanished under the switch (SIGBUS survived; the VM was disconnected).'],
+  ['gso_frames', 'gsoFrames', 'GSO frames (larger than the MTU, with gso_size) the switch received from the VM.'],
+  ['segmented_frames', 'segmented', 'Frames the switch cut from GSO frames for the VM (it did not negotiate what they needed).'],
+  ['checksummed_frames', 'checksummed', 'Frames whose open checksum the switch completed for the VM.'],
 ];
 
 /** Queue counters: [metric suffix, queue entry key, help]. */
@@ -125,6 +128,20 @@ export function formatMetrics(s: SwitchStats): string {
   };
   const domain = family('zcswitch_port_domain', 'gauge', 'The port\'s sharing domain (label domain; a TAP uplink has none); always 1.');
   for (const p of s.ports) if (p.domain) domain.samples.push({ labels: { port: p.name, domain: p.domain }, value: 1 });
+  // Bridge mode: each port's tenant settings (src/config/README.md).
+  const tenant = family('zcswitch_port_tenant', 'gauge', 'Bridge mode: the port\'s bridge, VLANs (an access VLAN, or "trunk:" and the list) and isolation; always 1.');
+  const limit = family('zcswitch_port_limit', 'gauge', 'Bridge mode: a rate limit of the port (direction rx/tx, unit pps or bps); absent when none.');
+  for (const p of s.ports) {
+    const t = p.policy;
+    if (t === undefined) continue;
+    const vlans = t.trunk.length > 0 ? `trunk:${t.trunk.join(',')}` : String(t.vlan);
+    tenant.samples.push({ labels: { port: p.name, bridge: t.bridge, vlans, isolated: String(t.isolated) }, value: 1 });
+    for (const dir of ['rx', 'tx'] as const) {
+      for (const unit of ['pps', 'bps'] as const) {
+        if (t.limit[dir][unit] > 0) limit.samples.push({ labels: { port: p.name, direction: dir, unit }, value: t.limit[dir][unit] });
+      }
+    }
+  }
   perPort('zcswitch_port_attached', 'gauge', '1 if a front-end is connected to the port.', (p) => (p.attached ? 1 : 0));
   perPort('zcswitch_port_ready', 'gauge', '1 if the port\'s queues are running (it can carry traffic).', (p) => (p.ready ? 1 : 0));
   perPort('zcswitch_port_zero_copy', 'gauge', '1 if the front-end mapped the Shared Buffers region.', (p) => (p.zeroCopy ? 1 : 0));

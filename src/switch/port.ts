@@ -15,6 +15,7 @@ import { VhostUserBackend } from '../vhost/session';
 import type { SharedBuffersInfo } from '../vhost/codec';
 import { SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
 import { REGION_PORT_F_SWAP, type RegionPort } from '../shm/region-header';
+import { MTU_DEFAULT } from '../virtio/defs';
 
 /** What every port shares: the data path's context, the offer to front-ends, and the switch's wake-up. */
 export interface PortContext extends DataPathContext {
@@ -99,6 +100,7 @@ export class Port {
       {
         port: this.name, log: ctx.log, features: ctx.features, protocolFeatures: ctx.protocolFeatures, queuePairs: ctx.queuePairs,
         keepMemoryFds: ctx.worker !== undefined,
+        mtu: ctx.mtu ?? MTU_DEFAULT,
       },
       {
         queuesChanged: () => this.syncQueues(),

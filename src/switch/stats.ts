@@ -4,6 +4,7 @@
  * endpoint, the bench and the tests. A contract between processes, so it
  * lives apart from the Switch that fills it in.
  */
+import type { PortPolicyConfig } from '../config/schema';
 import type { LedgerCheck } from '../shm/ledger';
 
 export interface PortStats {
@@ -22,6 +23,8 @@ export interface PortStats {
   buffersOwned: number;
   /** Bridge mode: MAC addresses learned on this port. */
   macs: string[];
+  /** Bridge mode: the port's bridge, VLAN or trunk, allowed MACs, isolation and rate limits (`ports[]`, after defaults). */
+  policy?: PortPolicyConfig;
   /** Per running queue pair: what the switch took from (rx) and gave to (tx) the VM. */
   queues: { index: number; rxPackets: number; rxBytes: number; txPackets: number; txBytes: number }[];
   counters: Record<string, unknown>;

@@ -13,7 +13,8 @@ import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import { FdWatcher, type NativeError, closeFd, unixAccept, unixConnect, unixListen } from '../../bindings';
 import {
-  ConfigError, DOMAIN_NAME_RE, LIMITS, type LogLevel, type PortConfig, type SwitchConfig, diffConfig, loadConfig, portNameProblem,
+  ConfigError, DOMAIN_NAME_RE, LIMITS, type LogLevel, type PortConfig, type PortPolicyConfig, type SwitchConfig, bridgeDomain, diffConfig,
+  POLICY_KEYS, loadConfig, portNameProblem, portSchema, resolvePolicy,
   prepareSocketDir, readGroups, resolveGroup, socketDirListenError,
 } from '../config';
 import { BridgeForwarder, type BridgePort } from '../datapath/bridge-forwarder';
@@ -28,9 +29,12 @@ import { SharingDomain, checkDomains } from '../shm/domain';
 import { MAX_PORTS } from '../shm/ledger';
 import { closeFdQuiet } from '../vhost/memory-table';
 import {
-  PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS, VHOST_USER_F_PROTOCOL_FEATURES,
+  PROTOCOL_F_MQ, PROTOCOL_F_NET_MTU, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS, VHOST_USER_F_PROTOCOL_FEATURES,
 } from '../vhost/protocol';
-import { VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, bit } from '../virtio/defs';
+import {
+  VIRTIO_F_VERSION_1, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+  VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MTU, MTU_DEFAULT, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, bit,
+} from '../virtio/defs';
 import { captureCommand } from './capture';
 import { PortConnector } from './connector';
 import { ControlServer } from './control';
@@ -43,11 +47,18 @@ import { DataPathWorkers, type DataPathWorker } from '../workers/pool';
 import { assignShards } from '../workers/shard';
 import { resolveWorkers } from '../workers/count';
 
+/**
+ * Checksum and TCP segmentation offloads (src/datapath/segment.ts), offered
+ * unless a port's `offloads` is false. No UFO or USO: see segment.ts.
+ */
+export const OFFLOAD_FEATURES =
+  bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6) |
+  bit(VIRTIO_NET_F_GUEST_TSO4) | bit(VIRTIO_NET_F_GUEST_TSO6) | bit(VIRTIO_NET_F_HOST_ECN) | bit(VIRTIO_NET_F_GUEST_ECN);
 export const OFFERED_FEATURES =
   bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_NET_F_MQ) |
-  bit(VIRTIO_NET_F_MRG_RXBUF);
+  bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_NET_F_MTU) | OFFLOAD_FEATURES;
 export const OFFERED_PROTOCOL_FEATURES =
-  bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_STATUS) | bit(PROTOCOL_F_MQ) | bit(PROTOCOL_F_SHARED_BUFFERS);
+  bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_STATUS) | bit(PROTOCOL_F_MQ) | bit(PROTOCOL_F_SHARED_BUFFERS) | bit(PROTOCOL_F_NET_MTU);
 
 /** A control request the switch refuses (unknown port, name taken, ...): the message says why. */
 export class Refused extends Error {}
@@ -85,6 +96,8 @@ export class Switch {
    * table has forgotten it.
    */
   private readonly bridgeById: BridgePort[] = [];
+  /** Bridge mode: every port's tenant settings by id, as the data path was last given them. */
+  private readonly policyById: (PortPolicyConfig | undefined)[] = [];
   private readonly peers = new Map<Port, Port | null>();
   private readonly listeners = new Map<Port, { fd: number; watcher: FdWatcher; path: string; cancelRetry: () => void }>();
   /** The config file as last loaded (start or reload): what a reload diffs against. */
@@ -180,7 +193,7 @@ export class Switch {
         wake: () => this.loop.wake(),
         attached: () => this.loop.wake(),
         detached: (port) => {
-          this.bridge?.macs.forgetPort(port.id);
+          this.bridge?.tenancy.forgetPort(port.id);
           this.loop.wake();
           this.connectors.get(port)?.lost();
         },
@@ -188,8 +201,9 @@ export class Switch {
       this.portCtx = ctx;
       if (this.workerCount > 0) this.startWorkers();
       cfg.ports.forEach((pc, id) => {
+        this.setPolicy(id, pc.policy);
         if (pc.type === 'tap') {
-          const tap = new TapPort(id, pc.name, pc.ifname, this.log, ctx.wake);
+          const tap = new TapPort(id, pc.name, pc.ifname, this.log, ctx.wake, pc.offloads, pc.mtu);
           this.taps.push(tap);
           this.byId.push(tap);
           this.bridgeById.push(tap);
@@ -205,7 +219,7 @@ export class Switch {
         }
         const sock = path.join(cfg.socketDir, `${pc.name}.sock`);
         const domain = this.domains.find((d) => d.name === pc.domain)!;
-        const port = new Port(id, pc.name, sock, pc.partition, this.portContextFor(ctx, domain, id));
+        const port = new Port(id, pc.name, sock, pc.partition, this.portContextFor(portContext(ctx, domain, pc.offloads, pc.mtu), id));
         this.ports.push(port);
         this.byId.push(port);
         this.bridgeById.push(port.queues);
@@ -221,7 +235,7 @@ export class Switch {
       for (const p of this.ports) {
         const w = this.workerOf.get(p.id);
         if (w !== undefined) {
-          w.call({ op: 'port', id: p.id, name: p.name, partitionCount: p.partition.count, domain: p.queues.domain.id });
+          w.call({ op: 'port', id: p.id, name: p.name, partitionCount: p.partition.count, domain: p.queues.domain.id, mtu: cfg.ports[p.id].mtu ?? MTU_DEFAULT });
           continue;
         }
         this.dataPath.ports.push(p.queues);
@@ -307,11 +321,11 @@ export class Switch {
   }
 
   /** A port's context; a port a worker forwards for wakes that worker and tells it every change. */
-  private portContextFor(ctx: Omit<PortContext, 'domain'>, domain: SharingDomain, id: number): PortContext {
+  private portContextFor(ctx: PortContext, id: number): PortContext {
     const w = this.workerOf.get(id);
     const pool = this.workers;
-    if (w === undefined || pool === null) return portContext(ctx, domain);
-    return Object.assign(portContext(ctx, domain), {
+    if (w === undefined || pool === null) return ctx;
+    return Object.assign(ctx, {
       wake: () => w.wake(),
       worker: {
         sync: (port: Port, gone = false) => {
@@ -324,6 +338,25 @@ export class Switch {
         },
       },
     });
+  }
+
+  /** Bridge mode: give port id its tenant settings (between rounds; this runs on the event loop). */
+  private setPolicy(id: number, policy: PortPolicyConfig): void {
+    if (this.bridge === null) return;
+    this.policyById[id] = structuredClone(policy);
+    this.bridge.tenancy.configure(id, policy, performance.now());
+  }
+
+  /** The learned MAC table of every bridge, or of one (`zcswitch macs`). */
+  macTable(bridge?: string): { bridge: string; vlan: number; mac: string; port: string; ageSec: number }[] {
+    if (this.bridge === null) throw new Refused('MAC tables are for bridge mode; this switch is in pair mode');
+    const names = this.bridge.tenancy.names;
+    if (bridge !== undefined && !names.includes(bridge)) {
+      throw new Refused(`no bridge named "${bridge}" (bridges are ${names.map((n) => `"${n}"`).join(', ')})`);
+    }
+    return this.bridge.tenancy.entries(performance.now(), bridge).map((e) => ({
+      bridge: e.bridge, vlan: e.vlan, mac: e.mac, port: this.byId[e.port]?.name ?? `#${e.port}`, ageSec: e.ageSec,
+    }));
   }
 
   /** Client mode: no socket of our own; connect to the front-end's, and again whenever it goes away (connector.ts). */
@@ -418,7 +451,7 @@ export class Switch {
   }
 
   stats(): SwitchStats {
-    const macs = this.bridge ? this.bridge.macs.entries(performance.now()) : [];
+    const macs = this.bridge ? this.bridge.tenancy.entries(performance.now()) : [];
     const sb = this.cfg.sharedBuffers;
     // Worker threads' counters into this thread's view of their ports first.
     const fromWorkers = this.workers?.collect((id) => this.ports.find((p) => p.id === id)?.queues) ?? null;
@@ -457,6 +490,7 @@ export class Switch {
           peer: p.isTap ? null : (this.peers.get(p)?.name ?? null),
           buffersOwned: p.isTap ? 0 : p.queues.ledger.owned[p.id],
           macs: macs.filter((m) => m.port === p.id).map((m) => m.mac),
+          ...(this.policyById[p.id] !== undefined ? { policy: this.policyById[p.id] } : {}),
           queues: Array.from({ length: d.nq }, (_, q) => ({
             index: q,
             rxPackets: d.queueCounters[4 * q], rxBytes: d.queueCounters[4 * q + 1],
@@ -483,6 +517,16 @@ export class Switch {
         }
         for (const w of this.workers?.workers ?? []) w.call({ op: 'reset' });
         return { ok: true };
+      case 'macs': {
+        const b = (cmd as Record<string, unknown>).bridge;
+        try {
+          if (b !== undefined && b !== null && typeof b !== 'string') throw new Refused('"bridge" must be a string');
+          return { ok: true, macs: this.macTable(b ?? undefined) };
+        } catch (e) {
+          if (e instanceof Refused) return { error: e.message };
+          throw e;
+        }
+      }
       case 'capture': // streams pcap on this connection: src/switch/capture.ts
         if (this.workers !== null) return { error: 'capture is not available with forwarding.workers > 0 yet (the mirror would run in a worker thread); restart with workers 0 to capture' };
         return captureCommand(this, cmd as Record<string, unknown>);
@@ -498,7 +542,7 @@ export class Switch {
         return this.manage(cmd as Record<string, unknown>);
       default:
         return {
-          error: `unknown command ${JSON.stringify(cmd.cmd)}; known: stats, reset-counters, capture, port-add, port-del, port-list, pair-add, pair-del, reload`,
+          error: `unknown command ${JSON.stringify(cmd.cmd)}; known: stats, reset-counters, macs, capture, port-add, port-del, port-list, pair-add, pair-del, reload`,
         };
     }
   }
@@ -514,7 +558,10 @@ export class Switch {
     try {
       switch (cmd.cmd) {
         case 'port-add':
-          return { ok: true, port: this.addPort(str('name'), { pair: opt('pair'), domain: opt('domain'), connect: opt('connect') }) };
+          return {
+            ok: true,
+            port: this.addPort(str('name'), { pair: opt('pair'), domain: opt('domain'), connect: opt('connect'), policy: this.policyFrom(cmd) }),
+          };
         case 'port-del':
           this.removePort(str('name'));
           return { ok: true };
@@ -533,6 +580,17 @@ export class Switch {
       if (e instanceof Refused || e instanceof ConfigError) return { error: e.message };
       throw e;
     }
+  }
+
+  /** `port add`'s tenant settings (bridge mode): checked as the config file's `ports[]` keys are; undefined when none is given. */
+  private policyFrom(cmd: Record<string, unknown>): PortPolicyConfig | undefined {
+    const given = Object.fromEntries(POLICY_KEYS.filter((k) => cmd[k] !== undefined && cmd[k] !== null).map((k) => [k, cmd[k]]));
+    if (Object.keys(given).length === 0) return undefined;
+    if (this.bridge === null) throw new Refused(`${Object.keys(given).join(', ')}: bridge settings; this switch is in pair mode`);
+    const r = portSchema.pick({ bridge: true, vlan: true, trunk: true, macs: true, isolated: true, limit: true }).safeParse(given);
+    if (!r.success) throw new Refused(r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+    if (r.data.vlan !== undefined && r.data.trunk !== undefined) throw new Refused('vlan, trunk: a port is either an access port of one VLAN or a trunk, not both');
+    return resolvePolicy(r.data);
   }
 
   listPorts(): PortInfo[] {
@@ -566,7 +624,10 @@ export class Switch {
    * up to its quota (the domain's bufCount shared equally among its ports,
    * this one included, or `quota` when given: a reload passes the file's).
    */
-  addPort(name: string, o: { pair?: string; domain?: string; connect?: string; quota?: number; socket?: PortConfig['socket'] } = {}): PortInfo {
+  addPort(
+    name: string,
+    o: { pair?: string; domain?: string; connect?: string; quota?: number; socket?: PortConfig['socket']; offloads?: boolean; mtu?: number; policy?: PortPolicyConfig } = {},
+  ): PortInfo {
     this.checkNewPort(name, o.domain, o.socket);
     if (o.connect !== undefined && (!path.isAbsolute(o.connect) || Buffer.byteLength(o.connect) > LIMITS.maxSocketPathBytes)) {
       throw new Refused(`--connect must be an absolute socket path of at most ${LIMITS.maxSocketPathBytes} bytes, got ${JSON.stringify(o.connect)}`);
@@ -575,7 +636,7 @@ export class Switch {
     if (peer !== null) this.checkPairable(peer, null);
     const ctx = this.portCtx!;
     const cfg = this.cfg;
-    const domainName = o.domain ?? peer?.queues.domain.name ?? (cfg.mode === 'bridge' ? 'bridge' : `port:${name}`);
+    const domainName = o.domain ?? peer?.queues.domain.name ?? (cfg.mode === 'bridge' ? bridgeDomain(o.policy?.bridge) : `port:${name}`);
     const id = this.freeId();
     const perms = this.permsFor(name, o.socket);
     let domain = this.domains.find((d) => d.name === domainName);
@@ -587,7 +648,7 @@ export class Switch {
     }
     const members = this.ports.filter((p) => p.queues.domain === domain).length + 1;
     const quota = o.quota ?? Math.floor(domain.shared.bufCount / members);
-    const port = new Port(id, name, path.join(cfg.socketDir, `${name}.sock`), { start: 0, count: quota }, portContext(ctx, domain), false);
+    const port = new Port(id, name, path.join(cfg.socketDir, `${name}.sock`), { start: 0, count: quota }, portContext(ctx, domain, o.offloads ?? true, o.mtu), false);
     try {
       if (newDomain) publishRegionFile(domain, cfg.socketDir, this.regionPerms!);
       if (o.connect !== undefined) this.connect(port, o.connect);
@@ -605,6 +666,7 @@ export class Switch {
     this.byId[id] = port;
     this.bridgeById[id] = port.queues;
     this.peers.set(port, null);
+    this.setPolicy(id, o.policy ?? resolvePolicy());
     this.dataPath.addPort(port.queues);
     if (peer !== null) this.setPair(port, peer);
     this.log.info({ port: name, id, domain: domainName, newDomain, quota, peer: peer?.name ?? null, socket: port.socketPath }, 'port added');
@@ -672,7 +734,7 @@ export class Switch {
       p.close();
       this.dataPath.taps.splice(this.dataPath.taps.indexOf(p), 1);
       this.taps.splice(this.taps.indexOf(p), 1);
-      this.bridge?.macs.forgetPort(p.id);
+      this.bridge?.tenancy.forgetPort(p.id);
       this.byId[p.id] = undefined;
       this.log.info({ port: name }, 'port removed');
       return;
@@ -696,7 +758,7 @@ export class Switch {
     this.peers.delete(p);
     this.ports.splice(this.ports.indexOf(p), 1);
     this.byId[p.id] = undefined;
-    this.bridge?.macs.forgetPort(p.id);
+    this.bridge?.tenancy.forgetPort(p.id);
     const domain = p.queues.domain;
     const reclaimed = domain.ledger.reclaim(p.id);
     const last = !this.ports.some((x) => x.queues.domain === domain);
@@ -821,7 +883,9 @@ export class Switch {
     // Apply: pairs and ports going away first, then new ports and pairs, then live settings.
     for (const [a, b] of removePairs) this.removePair(a, b);
     for (const n of removing) this.removePort(n);
-    for (const p of adding) this.addPort(p.name, { domain: p.domain ?? undefined, connect: p.connect, quota: p.partition.count, socket: p.socket });
+    for (const p of adding) {
+      this.addPort(p.name, { domain: p.domain ?? undefined, connect: p.connect, quota: p.partition.count, socket: p.socket, offloads: p.offloads, mtu: p.mtu, policy: p.policy });
+    }
     for (const [a, b] of addPairs) this.addPair(a, b);
     const live = diff.live.map((c) => ({ ...c, from: show(c.from), to: show(c.to) }));
     this.applyLive(next);
@@ -870,6 +934,12 @@ export class Switch {
     cfg.gift.highWater = next.gift.highWater;
     cfg.gift.lowWater = next.gift.lowWater;
     cfg.limits.handshakeSec = next.limits.handshakeSec;
+    // Tenant settings of ports that stay: all but the bridge apply at once (a bridge change needs a restart: diff.ts).
+    for (const pc of next.ports) {
+      const p = this.byName(pc.name);
+      const was = p === undefined ? undefined : this.policyById[p.id];
+      if (p !== undefined && was !== undefined) this.setPolicy(p.id, { ...pc.policy, bridge: was.bridge });
+    }
     cfg.sockets.mode = next.sockets.mode;
     cfg.sockets.group = next.sockets.group;
     if (cfg.log.level !== next.log.level) {
@@ -921,8 +991,8 @@ export class Switch {
 }
 
 /** A port's context: the switch's shared one (its getters stay live) with the port's domain. */
-function portContext(ctx: Omit<PortContext, 'domain'>, domain: SharingDomain): PortContext {
-  return Object.assign(Object.create(ctx) as PortContext, { domain });
+function portContext(ctx: Omit<PortContext, 'domain'>, domain: SharingDomain, offloads: boolean, mtu = MTU_DEFAULT): PortContext {
+  return Object.assign(Object.create(ctx) as PortContext, { domain, mtu, features: offloads ? ctx.features : ctx.features & ~OFFLOAD_FEATURES });
 }
 
 /** A value as a reload reply shows it (bigints as hex). */

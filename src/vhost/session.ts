@@ -14,7 +14,7 @@
  * failure and the session goes on.
  */
 import type { Logger } from '../log';
-import { hasBit } from '../virtio/defs';
+import { MTU_MIN, hasBit } from '../virtio/defs';
 import { VhostChannel } from './channel';
 import { ProtocolError, type SharedBuffersInfo, type VhostMessage, decodeU64, u64 } from './codec';
 import { type Handler, type HandlerRows, Refused } from './handler';
@@ -54,6 +54,8 @@ export interface BackendOptions {
   queuePairs: number;
   /** Keep a dup of each memory region's fd while it is mapped (a worker thread maps it again: src/workers/). */
   keepMemoryFds?: boolean;
+  /** The port's `mtu`: the most a front-end may ask for with NET_SET_MTU. */
+  mtu: number;
 }
 
 export class VhostUserBackend {
@@ -62,6 +64,8 @@ export class VhostUserBackend {
   ackedFeatures = 0n;
   ackedProtocol = 0n;
   status = 0n;
+  /** NET_SET_MTU: the MTU the front-end's device announces (QEMU host_mtu=); 0 when it sent none. */
+  mtu = 0;
   /**
    * SET_OWNER arrived: the front-end finished the set-up it does on its own.
    * QEMU sends it at connect, long before its guest's driver starts the rings.
@@ -93,6 +97,7 @@ export class VhostUserBackend {
       [Req.GET_QUEUE_NUM, () => u64(BigInt(this.opts.queuePairs))],
       [Req.SET_STATUS, (m) => void (this.status = decodeU64(m))],
       [Req.GET_STATUS, () => u64(this.status)],
+      [Req.NET_SET_MTU, (m) => this.setMtu(decodeU64(m))],
       ...this.rings.handlers(),
       ...sharedBuffersHandlers({ negotiated: () => this.sharedBuffersNegotiated, sharedBuffers: () => hooks.sharedBuffers() }),
     ]);
@@ -169,6 +174,14 @@ export class VhostUserBackend {
     if (extra) throw new ProtocolError(`SET_PROTOCOL_FEATURES: acks protocol features that were not offered: 0x${extra.toString(16)}`);
     this.ackedProtocol = f;
     this.opts.log.info({ port: this.opts.port, protocolFeatures: `0x${f.toString(16)}`, sharedBuffers: this.sharedBuffersNegotiated }, 'protocol features negotiated');
+  }
+
+  private setMtu(v: bigint): void {
+    const most = this.opts.mtu;
+    if (v < BigInt(MTU_MIN) || v > BigInt(most)) throw new Refused(`NET_SET_MTU: mtu ${v} is outside ${MTU_MIN}..${most} (the port's mtu)`);
+    this.mtu = Number(v);
+    this.opts.log.info({ port: this.opts.port, mtu: this.mtu }, 'MTU set by the front-end');
+    this.hooks.queuesChanged();
   }
 
   private teardown(reason: string): void {

@@ -12,6 +12,14 @@ export const VIRTIO_NET_F_CSUM = 0n;
 export const VIRTIO_NET_F_GUEST_CSUM = 1n;
 export const VIRTIO_NET_F_MTU = 3n;
 export const VIRTIO_NET_F_MAC = 5n;
+export const VIRTIO_NET_F_GUEST_TSO4 = 7n;
+export const VIRTIO_NET_F_GUEST_TSO6 = 8n;
+export const VIRTIO_NET_F_GUEST_ECN = 9n;
+export const VIRTIO_NET_F_GUEST_UFO = 10n;
+export const VIRTIO_NET_F_HOST_TSO4 = 11n;
+export const VIRTIO_NET_F_HOST_TSO6 = 12n;
+export const VIRTIO_NET_F_HOST_ECN = 13n;
+export const VIRTIO_NET_F_HOST_UFO = 14n;
 export const VIRTIO_NET_F_MRG_RXBUF = 15n;
 export const VIRTIO_NET_F_STATUS = 16n;
 export const VIRTIO_NET_F_CTRL_VQ = 17n;
@@ -49,8 +57,27 @@ export const VIRTIO_NET_HDR_F_RSC_INFO = 4;
 /** Byte offsets inside virtio_net_hdr. */
 export const NET_HDR_FLAGS = 0;
 export const NET_HDR_GSO_TYPE = 1;
+export const NET_HDR_HDR_LEN = 2;
+export const NET_HDR_GSO_SIZE = 4;
+export const NET_HDR_CSUM_START = 6;
+export const NET_HDR_CSUM_OFFSET = 8;
 export const NET_HDR_NUM_BUFFERS = 10;
+/** virtio_net_hdr.gso_type (the ECN bit may be or'ed into TCPV4/TCPV6). */
+export const VIRTIO_NET_HDR_GSO_NONE = 0;
+export const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
+export const VIRTIO_NET_HDR_GSO_UDP = 3;
+export const VIRTIO_NET_HDR_GSO_TCPV6 = 4;
+export const VIRTIO_NET_HDR_GSO_ECN = 0x80;
+
+/** MTU limits (L3 bytes): IPv4's minimum, and the largest IP packet. */
+export const MTU_MIN = 68;
+export const MTU_MAX = 65535;
+export const MTU_DEFAULT = 1500;
+/** Ethernet header with one VLAN tag: a frame may be this much longer than the MTU. */
+export const ETH_HDR_MAX = 18;
 
 /** Ethernet frame limits for the data path. */
 export const ETH_MIN_FRAME = 14;
 export const ETH_MAX_JUMBO = 65535;
+/** The largest GSO frame: a 64 KiB IP packet behind an Ethernet header with one VLAN tag (what a TSO sender may hand over). */
+export const ETH_MAX_GSO = 18 + 65535;

@@ -5,7 +5,36 @@
  * Operate on a byte view at an offset so callers can use the mapped memory
  * they already have.
  */
-import { NET_HDR_FLAGS, NET_HDR_NUM_BUFFERS, VIRTIO_NET_HDR_SIZE } from './defs';
+import {
+  NET_HDR_CSUM_OFFSET, NET_HDR_CSUM_START, NET_HDR_FLAGS, NET_HDR_GSO_SIZE, NET_HDR_GSO_TYPE, NET_HDR_HDR_LEN, NET_HDR_NUM_BUFFERS,
+  VIRTIO_NET_HDR_SIZE,
+} from './defs';
+
+/** The offload fields of a virtio_net_hdr (a TSO segment or a frame with its checksum left open). */
+export interface NetHdrOffload {
+  /** Or'ed into the header's flags (VIRTIO_NET_HDR_F_NEEDS_CSUM). */
+  flags: number;
+  gsoType: number;
+  hdrLen: number;
+  gsoSize: number;
+  csumStart: number;
+  csumOffset: number;
+}
+
+/** Write the offload fields over a header written by writeNetHdr / writeNetHdrWords (num_buffers untouched). */
+export function writeNetHdrOffload(mem: Uint8Array, off: number, o: NetHdrOffload): void {
+  mem[off + NET_HDR_FLAGS] |= o.flags;
+  mem[off + NET_HDR_GSO_TYPE] = o.gsoType;
+  putU16le(mem, off + NET_HDR_HDR_LEN, o.hdrLen);
+  putU16le(mem, off + NET_HDR_GSO_SIZE, o.gsoSize);
+  putU16le(mem, off + NET_HDR_CSUM_START, o.csumStart);
+  putU16le(mem, off + NET_HDR_CSUM_OFFSET, o.csumOffset);
+}
+
+function putU16le(mem: Uint8Array, off: number, v: number): void {
+  mem[off] = v & 0xff;
+  mem[off + 1] = v >>> 8;
+}
 
 /** Write a plain header (no offloads) with the given flags and num_buffers. */
 export function writeNetHdr(mem: Uint8Array, off: number, flags: number, numBuffers: number): void {

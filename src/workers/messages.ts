@@ -27,6 +27,8 @@ export interface VringState {
 /** A port's queues and memory as the worker must mirror them (null: the front-end went away). */
 export interface PortState {
   ackedFeatures: bigint;
+  /** NET_SET_MTU from the front-end (0: none). */
+  mtu: number;
   zeroCopy: boolean;
   /** Guest address of the port's window (an ivshmem BAR), or null: the domain's base. */
   window: number | null;
@@ -55,7 +57,8 @@ export interface Settings {
 
 export type Request =
   | { op: 'domain'; domain: DomainSetup }
-  | { op: 'port'; id: number; name: string; partitionCount: number; domain: number }
+  /** mtu: the port's configured `mtu`. */
+  | { op: 'port'; id: number; name: string; partitionCount: number; domain: number; mtu: number }
   | { op: 'peer'; id: number; peer: number | null }
   | { op: 'sync'; id: number; state: PortState | null }
   /** Stop forwarding for the port until its next sync, and report its rings' indices (GET_VRING_BASE and friends). */

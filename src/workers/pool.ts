@@ -193,6 +193,7 @@ export class DataPathWorkers {
     const mem = b.mem;
     return {
       ackedFeatures: b.ackedFeatures,
+      mtu: b.mtu,
       zeroCopy: q.zeroCopy,
       window,
       mem: mem === null ? null : { gen: this.gen(mem), regions: mem.regions, fds: mem.fds },

@@ -93,8 +93,8 @@ function putBack(p: WorkerPort): void {
   for (const [, o] of ports) if (o.peer === p.queues.id && !o.out) dataPath.setPeer(o.queues, p.queues);
 }
 
-function addPort(id: number, name: string, partitionCount: number, domain: number): void {
-  const ctx = { domain: domainOf(domain), log, queuePairs: init.queuePairs, swap: false };
+function addPort(id: number, name: string, partitionCount: number, domain: number, mtu: number): void {
+  const ctx = { domain: domainOf(domain), log, queuePairs: init.queuePairs, swap: false, mtu };
   const queues = new PortQueues(id, name, partitionCount, ctx, (reason) => {
     // Stop serving it now; the control plane disconnects it and syncs it empty.
     const p = ports.get(id);
@@ -177,6 +177,7 @@ function syncPort(id: number, p: WorkerPort, state: PortState | null): void {
     vrings: p.rings.map((r) => ({ queue: r === null ? null : r.queue, callFd: r === null ? -1 : r.callFd })),
     mem: p.mem,
     ackedFeatures: state.ackedFeatures,
+    mtu: state.mtu,
   });
   putBack(p);
 }
@@ -229,7 +230,7 @@ function handle(m: Request): unknown {
       return null;
     }
     case 'port':
-      addPort(m.id, m.name, m.partitionCount, m.domain);
+      addPort(m.id, m.name, m.partitionCount, m.domain, m.mtu);
       return null;
     case 'peer':
       setPeer(m.id, m.peer);

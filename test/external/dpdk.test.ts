@@ -111,7 +111,8 @@ t.test('guest-driver generator -> switch -> testpmd virtio-user rxonly', { skip 
 });
 
 t.test('frames larger than one rx buffer reach DPDK in mergeable buffers (MRG_RXBUF)', { skip }, async (t) => {
-  const sw = await startSwitch(t, { ...PAIR, sharedBuffers: { bufSize: 4160, bufCount: 1024 } });
+  // 4000-byte frames: vm2 takes jumbo frames (ports[].mtu; the default 1500 would drop them as over-mtu).
+  const sw = await startSwitch(t, { ...PAIR, ports: [{ name: 'vm1' }, { name: 'vm2', mtu: 9000 }], sharedBuffers: { bufSize: 4160, bufCount: 1024 } });
   // testpmd's rx buffers hold about 2 KiB: a 4000-byte frame needs two or three of them.
   const pmd = await startTestpmd(`net_virtio_user0,path=${path.join(sw.dir, 'vm2.sock')},queues=1,queue_size=1024`, [
     '--forward-mode=rxonly', '--txd=1024', '--rxd=1024', '--max-pkt-len=9018', '--enable-scatter',

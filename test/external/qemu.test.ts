@@ -82,9 +82,9 @@ t.test('two QEMU guests on vm1/vm2: ping both ways, 1 MiB over TCP with matching
   const s = await sw.stats();
   for (const p of s.ports) {
     const c = counters(p);
-    // vm1 sends 1 MiB in full-size segments (>= 719 of them); vm2 mostly ACKs.
-    const min = p.name === 'vm1' ? 719 : 10;
-    t.ok(c.copied >= min, `${p.name}: its packets went through the copy path (${c.copied})`);
+    // vm1 sends 1 MiB (in TSO segments of up to 64 KiB: offloads are on); vm2 mostly ACKs.
+    t.ok(c.copied >= 10, `${p.name}: its packets went through the copy path (${c.copied})`);
+    if (p.name === 'vm1') t.ok(c.copiedBytes >= 1024 * 1024, `vm1: at least the 1 MiB stream was copied (${c.copiedBytes} bytes)`);
     t.equal(c.zeroCopy, 0, `${p.name}: nothing zero-copy (classic front-end)`);
     t.notOk(c.drops['bad-address'] || c.drops['rx-too-small'] || c.drops['bad-rx-desc'] || c.drops['bad-order'],
       `${p.name}: no descriptor problems (${JSON.stringify(c.drops)})`);

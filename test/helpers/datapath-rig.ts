@@ -56,6 +56,8 @@ export interface VmOptions {
   privSlots?: number;
   slotSize?: number;
   mergeable?: boolean;
+  /** More virtio features the VM acked (e.g. GUEST_CSUM, GUEST_TSO4: what it takes as it is). */
+  features?: bigint;
 }
 
 export interface Used {
@@ -182,7 +184,7 @@ export class Vm {
     this.source = {
       vrings: [{ queue: this.devRx, callFd: this.rxCall }, { queue: this.devTx, callFd: this.txCall }],
       mem: this.table,
-      ackedFeatures: opts.mergeable ? 1n << VIRTIO_NET_F_MRG_RXBUF : 0n,
+      ackedFeatures: (opts.mergeable ? 1n << VIRTIO_NET_F_MRG_RXBUF : 0n) | (opts.features ?? 0n),
     };
     const part = opts.partition ?? [0, 0];
     if (part[1] > 0 && !ledger.assignRange(part[0], part[1], id)) throw new Error(`partition ${part} not in the pool`);

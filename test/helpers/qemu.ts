@@ -141,6 +141,8 @@ export interface GuestOptions {
   server?: boolean;
   /** More QEMU options, appended (e.g. the ivshmem options `zcswitch start` prints). */
   extraArgs?: string[];
+  /** More virtio-net-pci properties, e.g. `guest_tso4=off,guest_tso6=off` (what the guest negotiates). */
+  device?: string;
 }
 
 export interface RoleResult {
@@ -210,7 +212,7 @@ export class QemuGuest {
       '-chardev', `socket,id=c0,path=${o.socket}${o.server ? ',server=on,wait=off' : ''}${o.reconnect ? `,reconnect=${o.reconnect}` : ''}`,
       '-netdev', 'vhost-user,id=n0,chardev=c0',
       // vectors=0 (INTx only) is required: QEMU 7.2 under TCG crashes in vhost start with MSI-X.
-      '-device', `virtio-net-pci,netdev=n0,mac=${mac},vectors=0`,
+      '-device', `virtio-net-pci,netdev=n0,mac=${mac},vectors=0${o.device ? `,${o.device}` : ''}`,
       ...(o.extraArgs ?? []),
     ];
   }

@@ -35,6 +35,8 @@ import {
   pollReadable,
   setNonBlocking,
   socketPair,
+  tapSetMtu,
+  tapSetOffload,
   unixAccept,
   unixConnect,
   unixListen,
@@ -569,4 +571,19 @@ t.test('EOF after the child closes its end; child exits cleanly', async (t) => {
   t.same(fds, []);
   t.same(await request({ cmd: 'exitWithOpenWatchers' }), {});
   t.equal(await childExit, 0, 'child with open (unref\'d / stopped) watchers exits with code 0');
+});
+
+t.test('tapSetOffload / tapSetMtu: arguments checked, kernel errors named', async (t) => {
+  t.throws(() => tapSetMtu('zcs0', 10), RangeError, 'an MTU below 68');
+  t.throws(() => tapSetMtu('zcs0', 70000), RangeError, 'an MTU above 65535');
+  t.throws(() => tapSetMtu('a-name-longer-than-ifnamsiz', 1500), RangeError, 'a name too long for an interface');
+  // No such interface (as root: ENODEV; without CAP_NET_ADMIN the kernel says EPERM first). Nothing is changed either way.
+  const e = t.throws(() => tapSetMtu('zcsnoif0', 1500)) as NativeError;
+  t.ok(e.code === 'ENODEV' || e.code === 'EPERM', `ioctl(SIOCSIFMTU) error: ${e.code}`);
+  const efd = eventfdCreate();
+  t.teardown(() => closeFd(efd));
+  const e2 = t.throws(() => tapSetOffload(efd, 1)) as NativeError;
+  t.equal(e2.code, 'ENOTTY', 'not a TAP fd: ENOTTY');
+  t.match(e2.message, /tapSetOffload/, 'the call named');
+  t.throws(() => tapSetOffload(efd, 0x10000), RangeError, 'flags wider than 16 bits');
 });

@@ -15,6 +15,11 @@ import {
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const CONFIG_DIR = path.join(ROOT, 'config');
 
+/** A port's tenant settings when the file gives none. */
+const DEFAULT_POLICY = {
+  bridge: 'vale0', vlan: 1, trunk: [], macs: [], isolated: false,
+  limit: { rx: { pps: 0, bps: 0, burstMs: 50 }, tx: { pps: 0, bps: 0, burstMs: 50 } },
+};
 const twoPorts = () => [{ name: 'vm1' }, { name: 'vm2' }];
 
 /** Parse `raw`, expect a ConfigError, return it. */
@@ -50,8 +55,8 @@ t.test('defaults are filled from a minimal config', async (t) => {
     sharedBuffers: { bufCount: 4096, bufSize: 2048, base: 0x4000000000n, hugePages: true },
     ports: [
       // Unpaired ports in pair mode: each its own sharing domain, with the whole of its region.
-      { name: 'vm1', type: 'vhost', ifname: 'vm1', partition: { start: 0, count: 4096 }, domain: 'port:vm1', socket: { mode: 0o660, group: null } },
-      { name: 'vm2', type: 'vhost', ifname: 'vm2', partition: { start: 0, count: 4096 }, domain: 'port:vm2', socket: { mode: 0o660, group: null } },
+      { name: 'vm1', type: 'vhost', ifname: 'vm1', partition: { start: 0, count: 4096 }, domain: 'port:vm1', socket: { mode: 0o660, group: null }, offloads: true, mtu: 1500, policy: DEFAULT_POLICY },
+      { name: 'vm2', type: 'vhost', ifname: 'vm2', partition: { start: 0, count: 4096 }, domain: 'port:vm2', socket: { mode: 0o660, group: null }, offloads: true, mtu: 1500, policy: DEFAULT_POLICY },
     ],
     pairs: [],
     forwarding: { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50, queuePairs: 8, rxWaitMs: 50, workers: 0 },

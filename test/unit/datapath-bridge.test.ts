@@ -11,6 +11,8 @@ import { BROADCAST, Rig, frame, mac, type Vm } from '../helpers/datapath-rig';
 
 const HDR = VIRTIO_NET_HDR_SIZE;
 const PER = 16;
+/** MAC table keys carry the VLAN above the MAC's first 16 bits; ports without a vlan are on VLAN 1. */
+const VLAN1 = 1 << 16;
 
 /** n VMs with 16 buffers each, each with its first 8 posted on rx as own empty buffers; optional classic VM last. */
 function bridge(t: Test, n: number, classic = false): { rig: Rig; vms: Vm[]; fw: BridgeForwarder; own: Map<number, number>[]; step: (msg: string) => void } {
@@ -76,7 +78,7 @@ t.test('flood to three ports: copies to all but the last, which gets the swap', 
   t.equal(a.port.counters.zeroCopy, 1);
   t.equal(a.port.counters.rxPackets, 1);
   for (const vm of [b, c, d]) t.equal(vm.port.counters.txPackets, 1);
-  t.equal(fw.macs.lookup(0x0200, 1, 2), a.id, 'source MAC learned');
+  t.equal(fw.tenancy.tables[0].lookup(VLAN1 | 0x0200, 1, 2), a.id, 'source MAC learned');
   t.same(a.flushAndReap().rx, [], 'never back out of the port it came in on');
 });
 
@@ -88,7 +90,7 @@ t.test('unicast to a learned MAC: swap with that port only', async (t) => {
   fw.forward(b.port, 0, 1);
   for (const vm of vms) vm.flushAndReap();
   step('after learning');
-  t.equal(fw.macs.lookup(0x0200, 2, 1), b.id);
+  t.equal(fw.tenancy.tables[0].lookup(VLAN1 | 0x0200, 2, 1), b.id);
   const sent = 11;
   const f = frame(mac(2), mac(1), 64, 8);
   const tx = a.sendShared(sent, f);

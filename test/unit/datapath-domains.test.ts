@@ -87,8 +87,8 @@ t.test('bridge across domains: copied into the receiver\'s own buffer, no swap; 
   c.port.ingestRx();
   const fw = new BridgeForwarder(32, [a.port, b.port, c.port], 64, 300_000);
   // Teach the bridge where b and c are.
-  fw.macs.learn(0x0200, 2, b.id, 0);
-  fw.macs.learn(0x0200, 3, c.id, 0);
+  fw.tenancy.tables[0].learn((1 << 16) | 0x0200, 2, b.id, 0);
+  fw.tenancy.tables[0].learn((1 << 16) | 0x0200, 3, c.id, 0);
   const f = frame(mac(2), mac(1), 90, 5);
   const tx = a.sendShared(7, f);
   t.equal(fw.forward(a.port, 0, 1), 1);

@@ -11,6 +11,7 @@
 import t, { type Test } from 'tap';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BridgeForwarder } from '../../src/datapath/bridge-forwarder';
+import { resolvePolicy } from '../../src/config';
 import { Drop } from '../../src/datapath/counters';
 import { FlowControl } from '../../src/datapath/flow-control';
 import { PairForwarder } from '../../src/datapath/pair-forwarder';
@@ -130,7 +131,7 @@ function bridge(t: Test, n: number, waitMs: number): { rig: Rig; vms: Vm[]; fw: 
   const flow = new FlowControl(waitMs);
   const fw = new BridgeForwarder(32, vms.map((v) => v.port), 64, 300_000, flow);
   const now = performance.now();
-  for (let i = 1; i < n; i++) fw.macs.learn(0x0200, i + 1, vms[i].id, now);
+  for (let i = 1; i < n; i++) fw.tenancy.tables[0].learn((1 << 16) | 0x0200, i + 1, vms[i].id, now); // VLAN 1 (the default access VLAN) in the key
   return { rig, vms, fw, flow };
 }
 
@@ -190,4 +191,25 @@ t.test('bridge: a flood never waits', async (t) => {
   t.equal(a.port.counters.drops[Drop.NoRxBuffer], 1, 'b had no buffer: counted');
   t.equal(c.flushAndReap().rx.length, 1, 'c got it');
   t.equal(flow.wakeAt, Infinity);
+});
+
+t.test('bridge: a frame that waits does not spend its sender\'s or its receiver\'s rate-limit tokens', async (t) => {
+  const { rig, vms, fw, flow } = bridge(t, 2, LONG_MS);
+  const [a, b] = vms;
+  // 1000 frames/s with a 2 ms bucket: two tokens each; the clock stands still, so nothing refills.
+  fw.tenancy.configure(a.id, resolvePolicy({ limit: { rx: { pps: 1000, burstMs: 2 } } }), 0);
+  fw.tenancy.configure(b.id, resolvePolicy({ limit: { tx: { pps: 1000, burstMs: 2 } } }), 0);
+  a.sendShared(0, frame(mac(2), mac(1)));
+  for (let round = 0; round < 5; round++) {
+    flow.startRound();
+    t.equal(fw.forward(a.port, 0, 0), 0, `round ${round}: b has no buffer, the frame waits`);
+  }
+  b.postShared(PER);
+  b.port.ingestRx();
+  flow.startRound();
+  t.equal(fw.forward(a.port, 0, 0), 1, 'delivered once b posted: the five waits took no tokens');
+  t.equal(a.port.counters.drops[Drop.RxLimit], 0);
+  t.equal(b.port.counters.drops[Drop.TxLimit], 0);
+  t.equal(a.port.counters.zeroCopy, 1);
+  t.equal(rig.ledgerProblems(), '');
 });
