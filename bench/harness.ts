@@ -22,6 +22,7 @@ import { findDpdk, runDpdk } from './runners/dpdk';
 import { OVS_MAX_MTU, findOvs, ovsMtu } from './runners/ovs';
 import { buildKernelHelper, runKernel } from './runners/kernel';
 import { runZcswitch } from './runners/zcswitch';
+import { runZcswitchPairs } from './runners/zcswitch-pairs';
 import { qemuProblem, runQemuGuests } from './runners/qemu';
 import {
   type BenchResults, type BenchSettings, GROUP_LABELS, type Group, OPT_IN_GROUPS, PEER_GROUPS, type PeerStatus, type RunMetrics,
@@ -56,6 +57,7 @@ export interface BenchOptions {
   progress?: ProgressMode;
   bufCount?: number;
   workers?: number;
+  pairs?: number;
   /** One CPU per process (bench/lib/pin.ts). */
   pin?: boolean;
 }
@@ -86,6 +88,7 @@ export function resolveSettings(o: BenchOptions): BenchSettings {
     defaultPollMode: DEFAULT_POLL,
     bufCount: o.bufCount ?? null,
     workers: o.workers ?? null,
+    pairs: o.pairs ?? null,
     pin: !!o.pin,
   };
 }
@@ -245,7 +248,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
         progress.start(what);
         const ctx: RunContext = {
           run, warmupSec: settings.warmupSec, durationSec: settings.durationSec, cli: CLI_PATH, bufCount: settings.bufCount, pin: settings.pin,
-          workers: settings.workers ?? null,
+          workers: settings.workers ?? null, pairs: settings.pairs ?? null,
           dpdk: dpdk?.ok ? dpdk.tools : null,
           setup: (info) => {
             r.setup ??= info;
@@ -253,7 +256,8 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
         };
         try {
           let m: RunMetrics;
-          if (r.system === 'zcswitch') m = await runZcswitch(r, ctx);
+          if (r.system === 'zcswitch' && r.group === 'zc-oneway' && (ctx.pairs ?? 1) > 1) m = await runZcswitchPairs(r, ctx, ctx.pairs!);
+          else if (r.system === 'zcswitch') m = await runZcswitch(r, ctx);
           else if (r.system === 'qemu-guests') m = await runQemuGuests(r, ctx);
           else if (r.system === 'kernel') m = await runKernel(r, ctx, kernelBin!);
           else if (dpdk?.ok) m = await runDpdk(r, ctx, dpdk.tools, ovs?.ok ? ovs.tools : null);

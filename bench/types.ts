@@ -171,6 +171,8 @@ export interface BenchSettings {
   pin: boolean;
   /** zcswitch forwarding.workers (--workers); null: the switch default (0, the main thread forwards). */
   workers?: number | null;
+  /** --pairs N: zc-oneway with N pairs at once, the aggregate rate (null: one pair). */
+  pairs?: number | null;
 }
 
 export interface MachineInfo {

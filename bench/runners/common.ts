@@ -14,6 +14,8 @@ export interface RunContext {
   pin: boolean;
   /** zcswitch forwarding.workers (--workers); null: the default (the main thread forwards). */
   workers?: number | null;
+  /** --pairs N (> 1): zc-oneway runs N pairs at once and reports their sum (zcswitch-pairs.ts). */
+  pairs?: number | null;
   /** dpdk-testpmd and stdbuf, where found (the classic-flood sender); null: not available. */
   dpdk?: { testpmd: string; stdbuf: string } | null;
   /** Called once with how the processes were set up (recorded in the JSON). */
