@@ -256,7 +256,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
         };
         try {
           let m: RunMetrics;
-          if (r.system === 'zcswitch' && r.group === 'zc-oneway' && (ctx.pairs ?? 1) > 1) m = await runZcswitchPairs(r, ctx, ctx.pairs!);
+          if (r.system === 'zcswitch' && r.group === 'zc-oneway' && ctx.pairs !== null && ctx.pairs !== undefined) m = await runZcswitchPairs(r, ctx, ctx.pairs!);
           else if (r.system === 'zcswitch') m = await runZcswitch(r, ctx);
           else if (r.system === 'qemu-guests') m = await runQemuGuests(r, ctx);
           else if (r.system === 'kernel') m = await runKernel(r, ctx, kernelBin!);

@@ -76,7 +76,7 @@ export function buildBenchCli(): Command {
     .option('--no-peers', 'zcswitch scenarios only')
     .option('--pin', 'one CPU per process (the switch, or a peer\'s receiver, alone on CPU 0; the others round robin on the rest; needs taskset)')
     .option('--workers <n>', 'zcswitch forwarding.workers: data-path worker threads (default: none, the main thread forwards)', intArg('--workers', 0, 64))
-    .option('--pairs <n>', 'zc-oneway with N pairs at once (N senders, N receivers, one switch): the aggregate rate; with --pin the workers get CPUs 1..W', intArg('--pairs', 1, 32))
+    .option('--pairs <n>', 'zc-oneway with N pairs at once (N senders, N receivers, one switch; also N = 1): the aggregate rate; with --pin the workers get CPUs 1..W', intArg('--pairs', 1, 32))
     .option('--testpmd <path>', 'dpdk-testpmd binary or wrapper (default: $ZC_DPDK_TESTPMD, then PATH)')
     .option('--out <dir>', 'where to write <timestamp>.json/.md/.svg (default bench/results)')
     .option('--report <json>', 'do not run: re-render the .md and .svg of an earlier results JSON')

@@ -14,7 +14,7 @@ export interface RunContext {
   pin: boolean;
   /** zcswitch forwarding.workers (--workers); null: the default (the main thread forwards). */
   workers?: number | null;
-  /** --pairs N (> 1): zc-oneway runs N pairs at once and reports their sum (zcswitch-pairs.ts). */
+  /** --pairs N: zc-oneway runs N pairs at once and reports their sum (zcswitch-pairs.ts); null: the one-pair runner. */
   pairs?: number | null;
   /** dpdk-testpmd and stdbuf, where found (the classic-flood sender); null: not available. */
   dpdk?: { testpmd: string; stdbuf: string } | null;

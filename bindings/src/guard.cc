@@ -14,9 +14,10 @@
 // handler reads it without locks. Registration and unregistration (JS
 // thread, under g_lock against each other) publish `end` and `id` before
 // `start` (release) and clear `start` first, so the handler never sees a
-// slot with a start but a stale end. The switch touches guest memory on its
-// main thread only, which is also the thread that (un)registers, so a slot
-// cannot change while the handler on that thread reads it.
+// slot with a start but a stale end. Each thread of the switch (the main
+// one, every data-path worker) touches only mappings it registered itself
+// and unregisters them itself, so a slot cannot change while the handler,
+// which runs on the faulting thread, reads it.
 #include <napi.h>
 
 #include <signal.h>

@@ -587,3 +587,26 @@ t.test('tapSetOffload / tapSetMtu: arguments checked, kernel errors named', asyn
   t.match(e2.message, /tapSetOffload/, 'the call named');
   t.throws(() => tapSetOffload(efd, 0x10000), RangeError, 'flags wider than 16 bits');
 });
+
+t.test('pinThisThread / thisThreadCpus: a worker thread pins itself only; bad CPUs throw', async (t) => {
+  const { pinThisThread, thisThreadCpus } = require(BINDINGS) as typeof import('../../bindings');
+  const mine = thisThreadCpus();
+  t.ok(mine.length > 0 && mine.every((c) => Number.isInteger(c)), `this thread may run on ${mine.join(',')}`);
+  t.throws(() => pinThisThread(-1), RangeError);
+  t.throws(() => pinThisThread(1.5), RangeError);
+  t.throws(() => pinThisThread(1_000_000), RangeError);
+  const target = mine[mine.length - 1];
+  const code = `
+    const { parentPort, workerData } = require('worker_threads');
+    const b = require(workerData.bindings);
+    b.pinThisThread(workerData.cpu);
+    parentPort.postMessage(b.thisThreadCpus());
+  `;
+  const got = await new Promise<number[]>((resolve, reject) => {
+    const w = new Worker(code, { eval: true, workerData: { bindings: BINDINGS, cpu: target } });
+    w.once('message', (m: number[]) => resolve(m));
+    w.once('error', reject);
+  });
+  t.same(got, [target], 'the worker runs on its one CPU');
+  t.same(thisThreadCpus(), mine, 'the main thread kept its mask');
+});
