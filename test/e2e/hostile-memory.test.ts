@@ -126,11 +126,13 @@ async function expectFault(t: Test, sw: SwitchProc, port: string, mark: number, 
   t.equal(sw.child.signalCode, null, 'the switch was not killed by a signal');
 }
 
-t.test('hostile guest memory cannot kill the switch', async (t) => {
+// Also with data-path worker threads (forwarding.workers): the fault is then taken by a worker thread.
+for (const workers of [0, 2]) t.test(`hostile guest memory cannot kill the switch${workers ? ` (${workers} data-path workers)` : ''}`, async (t) => {
   const sw = await startSwitch(t, bystanderConfig(
     [{ name: 'evil' }, { name: 'victim' }, { name: 'sb' }],
-    { pairs: [['evil', 'victim']], log: { level: 'info' } },
+    { pairs: [['evil', 'victim']], log: { level: 'info' }, ...(workers ? { forwarding: { workers } } : {}) },
   ));
+  if (workers) t.equal((await sw.stats()).workers.length, workers, `${workers} workers forward`);
   const by = await startBystander(t, sw, { seconds: 12 });
 
   const refused = async (t: Test, name: string, region: { size: number; offset: bigint; file: number }, expect: RegExp) => {
