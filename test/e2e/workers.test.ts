@@ -135,3 +135,22 @@ t.test('forwarding.cpus: each worker pins its own thread, the switch process kee
   const [g] = await Promise.all([gen.result, echo.result]);
   t.equal(g.summary.verified, 2000, 'every frame forwarded by a pinned worker');
 });
+
+t.test('workers: a reload changes the live settings in every worker; port and pair changes are refused', async (t) => {
+  const sw = await startSwitch(t, TWO_PAIRS);
+  const cfg = JSON.parse(fs.readFileSync(sw.configPath, 'utf8')) as Record<string, unknown> & { forwarding: Record<string, unknown> };
+  fs.writeFileSync(sw.configPath, JSON.stringify({ ...cfg, forwarding: { ...cfg.forwarding, burst: 8, rxWaitMs: 0 } }));
+  const ok = await controlRequest(sw.control, { cmd: 'reload' }) as { ok?: boolean; live?: { path: string }[] };
+  t.equal(ok.ok, true, `reload applied: ${JSON.stringify(ok)}`);
+  t.same(ok.live?.map((c) => c.path).sort(), ['forwarding.burst', 'forwarding.rxWaitMs']);
+  // Traffic still flows on both workers with the new settings.
+  const echo = vm(sw, 'a2', ['--mode', 'echo', '--count', '3000']);
+  await waitAttached(sw, 'a2');
+  const gen = vm(sw, 'a1', ['--mode', 'gen', '--count', '3000', '--expect', '3000', '--linger', '20000']);
+  const [g] = await Promise.all([gen.result, echo.result]);
+  t.equal(g.summary.verified, 3000, 'every frame after the reload');
+  fs.writeFileSync(sw.configPath, JSON.stringify({ ...cfg, pairs: [['a1', 'a2']] }));
+  const refused = await controlRequest(sw.control, { cmd: 'reload' }) as { error?: string };
+  t.match(refused.error, /forwarding.workers > 0/, 'a reload that changes pairs is refused with the reason');
+  t.equal((await sw.port('b1')).peer, 'b2', 'and changed nothing');
+});
