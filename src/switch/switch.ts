@@ -256,7 +256,10 @@ export class Switch {
       throw e;
     }
     // Safety net: a lost kick (or a front-end without kick fds) costs at most this much latency.
-    this.safetyTimer = setInterval(() => this.loop.wake(), 100);
+    this.safetyTimer = setInterval(() => {
+      this.loop.wake();
+      for (const w of this.workers?.workers ?? []) w.wake();
+    }, 100);
     this.startStatsTimer();
     const sb = cfg.sharedBuffers;
     this.log.info(
