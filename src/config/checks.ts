@@ -139,8 +139,10 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
 
   // --- data-path worker threads ---------------------------------------------
   const workers = valueAt(raw, ['forwarding', 'workers']);
-  if (!failed(['forwarding', 'workers']) && workers !== undefined && workers !== 0 && valueAt(raw, ['mode']) === 'bridge') {
-    add(['forwarding', 'workers'], 'worker threads forward for pair mode only so far; leave it out (or 0) for a bridge');
+  const portsRaw = valueAt(raw, ['ports']);
+  const hasTap = Array.isArray(portsRaw) && portsRaw.some((p) => (p as { type?: unknown } | null)?.type === 'tap');
+  if (!failed(['forwarding', 'workers']) && workers !== undefined && workers !== 0 && hasTap) {
+    add(['forwarding', 'workers'], 'worker threads do not serve a TAP uplink yet; leave it out (or 0) on a switch with a tap port');
   }
 
   // --- shared buffer region ------------------------------------------------

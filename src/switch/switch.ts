@@ -18,6 +18,7 @@ import {
   prepareSocketDir, readGroups, resolveGroup, socketDirListenError,
 } from '../config';
 import { BridgeForwarder, type BridgePort } from '../datapath/bridge-forwarder';
+import type { BridgeMacEntry } from '../datapath/tenancy';
 import { DataPath } from '../datapath/data-path';
 import type { Mirror } from '../datapath/mirror';
 import { PairForwarder } from '../datapath/pair-forwarder';
@@ -138,8 +139,6 @@ export class Switch {
     const sb = cfg.sharedBuffers;
     let refused: string | null = null;
     this.workerCount = resolveWorkers(cfg.forwarding.workers);
-    // (config checks refuse workers for a bridge)
-    if (cfg.mode !== 'pair') this.workerCount = 0;
     try {
       for (const pc of cfg.ports) {
         if (pc.domain === null || this.domains.some((d) => d.name === pc.domain)) continue;
@@ -193,7 +192,7 @@ export class Switch {
         wake: () => this.loop.wake(),
         attached: () => this.loop.wake(),
         detached: (port) => {
-          this.bridge?.tenancy.forgetPort(port.id);
+          this.forgetMacs(port.id);
           this.loop.wake();
           this.connectors.get(port)?.lost();
         },
@@ -281,11 +280,26 @@ export class Switch {
     const cfg = this.cfg;
     const fw = cfg.forwarding;
     const vhost = cfg.ports.map((pc, id) => ({ id, name: pc.name, domain: pc.domain ?? `tap:${pc.name}` })).filter((_, i) => cfg.ports[i].type !== 'tap');
-    const shards = assignShards(vhost, cfg.pairs, this.workerCount);
+    // A bridge (a tenant's L2 domain) stays whole like a pair: its ports are joined as if paired.
+    const joins: [string, string][] = [...cfg.pairs];
+    if (cfg.mode === 'bridge') {
+      const first = new Map<string, string>();
+      for (const pc of cfg.ports) {
+        const b = pc.policy?.bridge ?? 'bridge';
+        const f = first.get(b);
+        if (f === undefined) first.set(b, pc.name);
+        else joins.push([f, pc.name]);
+      }
+    }
+    const shards = assignShards(vhost, joins, this.workerCount);
     const byId = (id: number): Port | undefined => this.ports.find((p) => p.id === id);
     this.workers = new DataPathWorkers(
       this.workerCount, fw.cpus,
-      { logLevel: cfg.log.level as LogLevel, queuePairs: fw.queuePairs, settings: { burst: fw.burst, pollMode: fw.pollMode, spinUs: fw.spinUs, rxWaitMs: fw.rxWaitMs } },
+      {
+        logLevel: cfg.log.level as LogLevel, queuePairs: fw.queuePairs,
+        settings: { burst: fw.burst, pollMode: fw.pollMode, spinUs: fw.spinUs, rxWaitMs: fw.rxWaitMs },
+        mode: cfg.mode, bridge: { macTableSize: cfg.bridge.macTableSize, ageingMs: cfg.bridge.ageingSec * 1000 },
+      },
       {
         broken: (id, reason) => byId(id)?.disconnect(reason),
         fault: (id, where, message) => byId(id)?.fault(where, new Error(message)),
@@ -347,7 +361,10 @@ export class Switch {
   private setPolicy(id: number, policy: PortPolicyConfig): void {
     if (this.bridge === null) return;
     this.policyById[id] = structuredClone(policy);
+    // This thread's tenancy knows every bridge's name; a worker's forwards for its ports.
     this.bridge.tenancy.configure(id, policy, performance.now());
+    const w = this.workerOf.get(id);
+    if (w?.alive) w.call({ op: 'policy', id, policy });
   }
 
   /** The learned MAC table of every bridge, or of one (`zcswitch macs`). */
@@ -357,9 +374,26 @@ export class Switch {
     if (bridge !== undefined && !names.includes(bridge)) {
       throw new Refused(`no bridge named "${bridge}" (bridges are ${names.map((n) => `"${n}"`).join(', ')})`);
     }
-    return this.bridge.tenancy.entries(performance.now(), bridge).map((e) => ({
+    return this.macEntries(bridge).map((e) => ({
       bridge: e.bridge, vlan: e.vlan, mac: e.mac, port: this.byId[e.port]?.name ?? `#${e.port}`, ageSec: e.ageSec,
     }));
+  }
+
+  /** Bridge mode: a port's learned MACs go, in whichever thread forwards for it. */
+  private forgetMacs(id: number): void {
+    this.bridge?.tenancy.forgetPort(id);
+    const w = this.workerOf.get(id);
+    if (this.bridge !== null && w?.alive) w.call({ op: 'forget', id });
+  }
+
+  /** Bridge mode: the learned MAC tables of this thread and of every worker. */
+  private macEntries(bridge?: string): BridgeMacEntry[] {
+    const out = this.bridge!.tenancy.entries(performance.now(), bridge);
+    for (const w of this.workers?.workers ?? []) {
+      if (!w.alive) continue;
+      for (const e of w.call({ op: 'macs' })) if (bridge === undefined || e.bridge === bridge) out.push(e);
+    }
+    return out;
   }
 
   /** Client mode: no socket of our own; connect to the front-end's, and again whenever it goes away (connector.ts). */
@@ -454,7 +488,7 @@ export class Switch {
   }
 
   stats(): SwitchStats {
-    const macs = this.bridge ? this.bridge.tenancy.entries(performance.now()) : [];
+    const macs = this.bridge ? this.macEntries() : [];
     const sb = this.cfg.sharedBuffers;
     // Worker threads' counters into this thread's view of their ports first.
     const fromWorkers = this.workers?.collect((id) => this.ports.find((p) => p.id === id)?.queues) ?? null;

@@ -8,7 +8,8 @@
  */
 import type { MemRegionDesc } from '../vhost/codec';
 import type { LedgerCheck } from '../shm/ledger';
-import type { PollMode } from '../config';
+import type { PollMode, PortPolicyConfig } from '../config';
+import type { BridgeMacEntry } from '../datapath/tenancy';
 
 /** One running vring as the worker rebuilds it: user addresses of its parts, indices, call fd. */
 export interface VringState {
@@ -60,6 +61,12 @@ export type Request =
   /** mtu: the port's configured `mtu`. */
   | { op: 'port'; id: number; name: string; partitionCount: number; domain: number; mtu: number }
   | { op: 'peer'; id: number; peer: number | null }
+  /** Bridge mode: the port's tenant settings (its bridge, VLANs, MACs, limits). */
+  | { op: 'policy'; id: number; policy: PortPolicyConfig }
+  /** Bridge mode: the port's front-end went away; its learned MACs go. */
+  | { op: 'forget'; id: number }
+  /** Bridge mode: the learned MAC tables. */
+  | { op: 'macs' }
   | { op: 'sync'; id: number; state: PortState | null }
   /** Stop forwarding for the port until its next sync, and report its rings' indices (GET_VRING_BASE and friends). */
   | { op: 'freeze'; id: number }
@@ -82,6 +89,7 @@ export interface Replies {
   reclaim: number;
   check: LedgerCheck;
   stats: WorkerStats;
+  macs: BridgeMacEntry[];
 }
 
 export interface PortCounterSnapshot {

@@ -145,7 +145,8 @@ export class DataPathWorkers {
   private readonly gens = new WeakMap<object, number>();
   private nextGen = 1;
 
-  constructor(count: number, cpus: readonly number[] | undefined, init: { logLevel: LogLevel; queuePairs: number; settings: Settings },
+  constructor(count: number, cpus: readonly number[] | undefined,
+    init: { logLevel: LogLevel; queuePairs: number; settings: Settings; mode: 'pair' | 'bridge'; bridge: { macTableSize: number; ageingMs: number } },
     events: WorkerEvents, private readonly log: Logger) {
     const route = (ids: number[]) => this.routeFaults(ids);
     setGuardThread(0, route);

@@ -8,8 +8,10 @@
  * thread waits for it (rpc.ts). A port's fault costs that port only: the
  * worker stops serving it and tells the main thread, which disconnects it.
  */
+import { performance } from 'node:perf_hooks';
 import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
 import { dupFd, pinThisThread, thisThreadCpus } from '../../bindings';
+import { BridgeForwarder, type BridgePort } from '../datapath/bridge-forwarder';
 import { DataPath } from '../datapath/data-path';
 import { FlowControl } from '../datapath/flow-control';
 import { PairForwarder } from '../datapath/pair-forwarder';
@@ -27,6 +29,9 @@ import {
 
 export interface WorkerInit {
   index: number;
+  /** The switch's mode; bridge: its MAC table size and ageing (bridge.*). */
+  mode: 'pair' | 'bridge';
+  bridge: { macTableSize: number; ageingMs: number };
   cpu: number | null;
   logLevel: LogLevel;
   queuePairs: number;
@@ -61,8 +66,13 @@ if (init.cpu !== null) pinThisThread(init.cpu);
 const domains = new Map<number, SharingDomain>();
 const ports = new Map<number, WorkerPort>();
 const flow = new FlowControl(init.settings.rxWaitMs);
-const pair = new PairForwarder(init.settings.burst, flow);
-const dataPath = new DataPath(pair, null);
+/** Bridge mode: this worker's ports by id (the forwarder's destinations). */
+const bridgeById: BridgePort[] = [];
+/** Other threads' port ids in bridgeById: never running (nq 0), so never a destination. */
+const NOT_HERE = Object.freeze({ nq: 0, isTap: false, id: -1 }) as unknown as BridgePort;
+const pair = init.mode === 'pair' ? new PairForwarder(init.settings.burst, flow) : null;
+const bridge = init.mode === 'bridge' ? new BridgeForwarder(init.settings.burst, bridgeById, init.bridge.macTableSize, init.bridge.ageingMs, flow) : null;
+const dataPath = new DataPath(pair, bridge);
 const loop = new PollLoop(dataPath, init.settings.pollMode, init.settings.spinUs);
 
 function portOf(id: number): WorkerPort {
@@ -88,13 +98,14 @@ function putBack(p: WorkerPort): void {
   if (!p.out) return;
   p.out = false;
   dataPath.addPort(p.queues);
+  if (pair === null) return;
   if (p.peer !== null) dataPath.setPeer(p.queues, portOf(p.peer).queues);
   // Whoever has this port as its peer forwards to it again.
   for (const [, o] of ports) if (o.peer === p.queues.id && !o.out) dataPath.setPeer(o.queues, p.queues);
 }
 
 function addPort(id: number, name: string, partitionCount: number, domain: number, mtu: number): void {
-  const ctx = { domain: domainOf(domain), log, queuePairs: init.queuePairs, swap: false, mtu };
+  const ctx = { domain: domainOf(domain), log, queuePairs: init.queuePairs, swap: bridge !== null, mtu };
   const queues = new PortQueues(id, name, partitionCount, ctx, (reason) => {
     // Stop serving it now; the control plane disconnects it and syncs it empty.
     const p = ports.get(id);
@@ -108,13 +119,15 @@ function addPort(id: number, name: string, partitionCount: number, domain: numbe
   };
   const p: WorkerPort = { queues, mem: null, memGen: -1, rings: new Array(2 * init.queuePairs).fill(null), peer: null, out: true };
   ports.set(id, p);
+  for (let i = bridgeById.length; i < id; i++) bridgeById[i] = NOT_HERE;
+  bridgeById[id] = queues;
   putBack(p);
 }
 
 function setPeer(id: number, peer: number | null): void {
   const p = portOf(id);
   p.peer = peer;
-  if (!p.out) dataPath.setPeer(p.queues, peer === null || portOf(peer).out ? null : portOf(peer).queues);
+  if (!p.out && pair !== null) dataPath.setPeer(p.queues, peer === null || portOf(peer).out ? null : portOf(peer).queues);
 }
 
 /** Mirror the control plane's view of the port: memory, running rings, call fds. */
@@ -240,6 +253,14 @@ function handle(m: Request): unknown {
       return null;
     case 'freeze':
       return freeze(m.id);
+    case 'policy':
+      bridge?.tenancy.configure(m.id, m.policy, performance.now());
+      return null;
+    case 'forget':
+      bridge?.tenancy.forgetPort(m.id);
+      return null;
+    case 'macs':
+      return bridge === null ? [] : bridge.tenancy.entries(performance.now());
     case 'assign':
       return domainOf(m.domain).ledger.assignRange(m.start, m.count, m.port);
     case 'reclaim':
@@ -255,7 +276,8 @@ function handle(m: Request): unknown {
       }
       return null;
     case 'settings':
-      pair.burst = m.settings.burst;
+      if (pair !== null) pair.burst = m.settings.burst;
+      if (bridge !== null) bridge.burst = m.settings.burst;
       flow.waitMs = m.settings.rxWaitMs;
       loop.mode = m.settings.pollMode;
       loop.spinUs = m.settings.spinUs;

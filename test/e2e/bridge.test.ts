@@ -51,8 +51,12 @@ class Vm {
   }
 }
 
-t.test('four VMs on one bridge', async (t) => {
-  const sw = await startSwitch(t, { mode: 'bridge', bridge: { ageingSec: 2 }, ports: NAMES.map((name) => ({ name })) });
+// Also in a data-path worker thread (forwarding.workers): the whole bridge, its ledger and MAC table, in one worker.
+for (const workers of [0, 1]) t.test(`four VMs on one bridge${workers ? ' (forwarded by a worker thread)' : ''}`, async (t) => {
+  const sw = await startSwitch(t, {
+    mode: 'bridge', bridge: { ageingSec: 2 }, ports: NAMES.map((name) => ({ name })), ...(workers ? { forwarding: { workers } } : {}),
+  });
+  if (workers) t.same((await sw.stats()).workers.map((w) => w.ports.length), [4], 'the bridge is on the one worker');
   const vms: Vm[] = [];
   for (let i = 0; i < 4; i++) {
     const drv = await GuestDriver.attach({ socketPath: path.join(sw.dir, `${NAMES[i]}.sock`) });

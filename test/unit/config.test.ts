@@ -708,5 +708,9 @@ t.test('forwarding.workers and forwarding.cpus', async (t) => {
   t.match(fails(t, { ports: twoPorts(), forwarding: { workers: 1.5 } }).message, /forwarding\.workers: must be a whole number/);
   t.match(fails(t, { ports: twoPorts(), forwarding: { cpus: [] } }).message, /forwarding\.cpus/);
   t.match(fails(t, { ports: twoPorts(), forwarding: { cpus: [-1] } }).message, /forwarding\.cpus\.0|forwarding\.cpus\[0\]/);
-  t.match(fails(t, { mode: 'bridge', ports: twoPorts(), forwarding: { workers: 2 } }).message, /forwarding\.workers: .*pair mode only/);
+  t.equal(parseConfig({ mode: 'bridge', ports: twoPorts(), forwarding: { workers: 2 } }).forwarding.workers, 2, 'a bridge takes workers');
+  t.match(
+    fails(t, { mode: 'bridge', ports: [...twoPorts(), { name: 'up', type: 'tap', ifname: 'zc0' }], forwarding: { workers: 2 } }).message,
+    /forwarding\.workers: .*TAP uplink/,
+  );
 });
