@@ -363,3 +363,23 @@ t.test('DPDK peers run when testpmd is installed', { skip: noDpdk }, async (t) =
     if (s.group === 'dpdk-vhost') t.ok(run.switchCpuNsPerPkt! > 0, `${s.id}: switch CPU measured`);
   }
 });
+
+t.test('--pairs 2 --workers 2: two pairs at once through two worker threads, the rate is their sum', async (t) => {
+  const out = tempDir(t, 'zcs-bench-');
+  const r = await runCli(['bench', '--only', 'zc-oneway', '--sizes', '64', '--runs', '1', '--warmup', '0.2', '--duration', '0.5',
+    '--pairs', '2', '--workers', '2', '--out', out, '--progress', 'lines'], {}, 60000);
+  if (r.code !== 0) t.comment(r.err.slice(-2000));
+  t.equal(r.code, 0, 'exit 0');
+  const { json, md } = outputs(out);
+  const s = json.scenarios[0];
+  t.equal(s.status, 'ok', `${s.id} ran: ${s.errors.join('; ')}`);
+  const run = s.runs[0];
+  const extra = run.extra as { pairs: number; workers: number; perPair: Record<string, number>; perWorker: { ports: string[] }[] };
+  t.equal(extra.pairs, 2);
+  t.same(Object.keys(extra.perPair).sort(), ['tx0->rx0', 'tx1->rx1'], 'a rate per pair');
+  t.ok(Object.values(extra.perPair).every((m) => m > 0), `every pair delivered (${JSON.stringify(extra.perPair)})`);
+  const sum = Object.values(extra.perPair).reduce((a, b) => a + b, 0);
+  t.ok(Math.abs(sum - run.mpps) <= 0.01 * run.mpps + 1e-6, `the row is the sum (${run.mpps.toFixed(3)} = ${sum.toFixed(3)})`);
+  t.same(extra.perWorker.map((w) => w.ports.length), [2, 2], 'each pair on its own worker');
+  t.match(md, /forwarding\.workers 2 \(--workers\); zc-oneway rows are the sum of 2 pairs at once \(--pairs\)/, 'the report says so');
+});
