@@ -145,7 +145,8 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     await controlRequest(control, { cmd: 'reset-counters' });
     const gen = startChild(s.sender === 'testpmd' ? 'vm1 testpmd txonly' : 'vm1 gen', ...genCmd(cores[2]));
     children.push(gen);
-    const genSnap = vmSnapshots(gen);
+    // Only a zcswitch vm answers SIGUSR2 with a snapshot; it would kill testpmd (classic-flood's sender).
+    const genSnap = s.sender === 'testpmd' ? async () => null : vmSnapshots(gen);
     await waitFor('traffic to flow', async () => !gen.running() || counters(await stats(), 'vm2').txPackets > 0, 15000);
     if (!gen.running()) throw new Error(`vm1 (gen) exited at start:\n${gen.tail()}`);
 
