@@ -145,6 +145,12 @@ export const memfdCreateSealed: (name: string, size: number) => number = native.
 /** fcntl(F_GET_SEALS): the F_SEAL_* bits set on a memfd. EINVAL for a file that cannot be sealed. */
 export const fdSeals: (fd: number) => number = native.fdSeals;
 
+/** "dev:ino" of the file behind an fd: two fds with the same identity reach the same memory. */
+export function fileIdentity(fd: number): string {
+  const st = fs.fstatSync(fd, { bigint: true });
+  return `${st.dev}:${st.ino}`;
+}
+
 /** Seal bits (linux/fcntl.h). */
 export const F_SEAL_SEAL = 0x1;
 export const F_SEAL_SHRINK = 0x2;

@@ -1,5 +1,6 @@
 /** What every runner gets for one measured run. */
 import { DEFAULTS } from '../../src/config';
+import type { SwitchStats } from '../../src/switch/stats';
 import type { Scenario, RunMetrics } from '../types';
 
 export interface RunContext {
@@ -84,4 +85,21 @@ export function processCosts(packets: number, windowSec: number, p: { switch?: P
     vm2BusyNsPerPkt: perPacket(p.vm2.busySec, packets, 1e9),
     vm2BusyLoad: load(p.vm2.busySec),
   };
+}
+
+/** A port's counters as `zcswitch stats` reports them: numbers, and drops by reason. */
+export type PortCounters = Record<string, number> & { drops: Record<string, number> };
+
+/** The given ports' drops between two stats snapshots, summed per reason (reasons that did not move left out). */
+export function dropsBetween(a: SwitchStats, b: SwitchStats, names: string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  const drops = (st: SwitchStats, name: string) => (st.ports.find((p) => p.name === name)!.counters as PortCounters).drops;
+  for (const p of names) {
+    const da = drops(a, p);
+    for (const [k, v] of Object.entries(drops(b, p))) {
+      const n = v - (da[k] ?? 0);
+      if (n) out[k] = (out[k] ?? 0) + n;
+    }
+  }
+  return out;
 }

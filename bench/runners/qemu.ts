@@ -19,14 +19,12 @@ import { driverGuestArgs, findQemu, nodeGuestImage } from '../../test/helpers/qe
 import { type Child, startChild } from '../lib/child';
 import { processCpuSec, sleep, waitFor } from '../lib/util';
 import type { RunMetrics, Scenario } from '../types';
-import { type RunContext, bufSizeFor, checkLength, perPacket, windowRates } from './common';
+import { type PortCounters, type RunContext, bufSizeFor, checkLength, dropsBetween, perPacket, windowRates } from './common';
 
 /** The rx ring (at most 1024) holds every shared buffer plus copy targets. */
 export const QEMU_BUF_COUNT = 512;
 /** Boot and Node start-up under TCG take tens of seconds. */
 const BOOT_TIMEOUT_MS = 180_000;
-
-type PortCounters = Record<string, number> & { drops: Record<string, number> };
 
 /** Why qemu-zc cannot run here, or null (and the image is built). */
 export function qemuProblem(): string | null {
@@ -109,14 +107,7 @@ export async function runQemuGuests(s: Scenario, ctx: RunContext): Promise<RunMe
     const bytes = d('vm2', 'txBytes');
     const copied = names.reduce((n, p) => n + d(p, 'copiedBytes'), 0);
     const gifts = names.reduce((n, p) => n + d(p, 'giftsIn'), 0);
-    const dropReasons: Record<string, number> = {};
-    for (const p of names) {
-      const da = counters(a.stats, p).drops;
-      for (const [k, v] of Object.entries(counters(b.stats, p).drops)) {
-        const n = v - (da[k] ?? 0);
-        if (n) dropReasons[k] = (dropReasons[k] ?? 0) + n;
-      }
-    }
+    const dropReasons = dropsBetween(a.stats, b.stats, names);
     const windowSec = (b.at - a.at) / 1000;
     const delta = (k: 'sw' | 'vm1' | 'vm2') => (a[k] !== null && b[k] !== null ? b[k]! - a[k]! : null);
     const swCpu = delta('sw');

@@ -17,10 +17,8 @@ import { type Child, startChild } from '../lib/child';
 import { allowedCpus, cpuPlan, onCpu } from '../lib/pin';
 import { processCpuSec, sleep, waitFor } from '../lib/util';
 import type { RunMetrics, Scenario } from '../types';
-import { type RunContext, bufCountFor, bufSizeFor, checkLength, perPacket, processCosts, windowRates } from './common';
+import { type PortCounters, type RunContext, bufCountFor, bufSizeFor, checkLength, dropsBetween, perPacket, processCosts, windowRates } from './common';
 import { app, eal, geometry } from './dpdk';
-
-type PortCounters = Record<string, number> & { drops: Record<string, number> };
 
 /** What `zcswitch vm` prints on SIGUSR2 (src/cli/vm.ts snapshotLine): the fields the bench reads. */
 interface VmSnapshot {
@@ -145,7 +143,8 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     await controlRequest(control, { cmd: 'reset-counters' });
     const gen = startChild(s.sender === 'testpmd' ? 'vm1 testpmd txonly' : 'vm1 gen', ...genCmd(cores[2]));
     children.push(gen);
-    const genSnap = vmSnapshots(gen);
+    // Only a zcswitch vm answers SIGUSR2 with a snapshot; it would kill testpmd (classic-flood's sender).
+    const genSnap = s.sender === 'testpmd' ? async () => null : vmSnapshots(gen);
     await waitFor('traffic to flow', async () => !gen.running() || counters(await stats(), 'vm2').txPackets > 0, 15000);
     if (!gen.running()) throw new Error(`vm1 (gen) exited at start:\n${gen.tail()}`);
 
@@ -170,14 +169,7 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     const bytes = recv.reduce((n, p) => n + d(p, 'txBytes'), 0);
     const copied = names.reduce((n, p) => n + d(p, 'copiedBytes'), 0);
     const gifts = names.reduce((n, p) => n + d(p, 'giftsIn'), 0);
-    const dropReasons: Record<string, number> = {};
-    for (const p of names) {
-      const da = counters(a.stats, p).drops;
-      for (const [k, v] of Object.entries(counters(b.stats, p).drops)) {
-        const n = v - (da[k] ?? 0);
-        if (n) dropReasons[k] = (dropReasons[k] ?? 0) + n;
-      }
-    }
+    const dropReasons = dropsBetween(a.stats, b.stats, names);
     const drops = Object.values(dropReasons).reduce((x, y) => x + y, 0);
     const windowSec = (b.at - a.at) / 1000;
     const cpuDelta = (k: 'sw' | 'vm1' | 'vm2') => (a[k] !== null && b[k] !== null ? b[k]! - a[k]! : null);

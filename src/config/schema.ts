@@ -12,8 +12,6 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
 import { MTU_DEFAULT, MTU_MAX, MTU_MIN } from '../virtio/defs';
-import { MAX_PORT_MACS } from '../datapath/port-policy';
-import { FIRST_BRIDGE } from '../datapath/tenancy';
 
 // ---------------------------------------------------------------------------
 // Resolved configuration (what the rest of the switch codes against)
@@ -185,7 +183,7 @@ export const DEFAULTS = {
   socketDirMode: 0o750,
   handshakeSec: 10,
   /** Bridge of a port that names none (VALE's first switch). */
-  bridgeName: FIRST_BRIDGE,
+  bridgeName: 'vale0',
   /** Access VLAN of a port that names none (802.1Q's default VLAN). */
   vlan: 1,
   /** A rate limit's bucket holds this many milliseconds of its rate. */
@@ -234,7 +232,7 @@ export const LIMITS = {
   minVlan: 1,
   maxVlan: 4094,
   /** Allowed source MACs per port. */
-  maxPortMacs: MAX_PORT_MACS,
+  maxPortMacs: 64,
   /** Rate limits: 100 Mpps, 1 Tbit/s, a bucket of up to 10 s. */
   maxPps: 100_000_000,
   maxBps: 1e12,

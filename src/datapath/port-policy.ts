@@ -8,13 +8,13 @@
  * to send never spends its tokens. On the way out (mayReach): same bridge,
  * the VLAN carried, isolation, then the destination's tx rate limit.
  */
-import type { PortPolicyConfig } from '../config/schema';
+import { LIMITS, type PortPolicyConfig } from '../config/schema';
 import { Drop } from './counters';
 import { TokenBucket } from './rate-limit';
 import { TPID_8021Q } from './vlan';
 
-/** Allowed source MACs per port (config MAX_PORT_MACS). */
-export const MAX_PORT_MACS = 64;
+/** Allowed source MACs per port (the config's limit). */
+export const MAX_PORT_MACS = LIMITS.maxPortMacs;
 /** 802.1Q VLAN ids are 12 bits. */
 const VLAN_IDS = 4096;
 /** The VLAN set of every access port: none carried (shared, never written). */

@@ -7,12 +7,13 @@
  * control plane.
  */
 import type { PortPolicyConfig } from '../config/schema';
+import { DEFAULTS } from '../config/schema';
 import { MAX_PORTS } from '../shm/ledger';
 import { type MacEntry, MacTable } from './mac-table';
 import { PortPolicy } from './port-policy';
 
-/** The bridge of a port that names none (VALE's first switch; config DEFAULTS.bridgeName). */
-export const FIRST_BRIDGE = 'vale0';
+/** The bridge of a port that names none (VALE's first switch). */
+export const FIRST_BRIDGE = DEFAULTS.bridgeName;
 
 export interface BridgeMacEntry extends MacEntry {
   bridge: string;

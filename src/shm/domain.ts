@@ -13,7 +13,7 @@
 import { type LedgerCheck, OwnershipLedger } from './ledger';
 import { type RegionPort, REGION_MAX_PORTS, writeRegionHeader } from './region-header';
 import { SharedBuffers } from './shared-buffers';
-import { fileIdentity } from './memfd-region';
+import { fileIdentity } from '../../bindings';
 
 export class SharingDomain {
   readonly shared: SharedBuffers;

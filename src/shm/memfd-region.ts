@@ -4,14 +4,7 @@
  * memory. The fd is what travels over vhost-user; the mapping is what the
  * data path reads and writes.
  */
-import fs from 'node:fs';
 import { closeFd, dupFd, memfdCreate, memfdCreateSealed, mmapRegion, munmap } from '../../bindings';
-
-/** "dev:ino" of the file behind an fd: two fds with the same identity reach the same memory. */
-export function fileIdentity(fd: number): string {
-  const st = fs.fstatSync(fd, { bigint: true });
-  return `${st.dev}:${st.ino}`;
-}
 
 export class MemfdRegion {
   fd: number;

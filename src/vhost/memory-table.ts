@@ -9,7 +9,7 @@ import { forgetGuestMapping, guardGuestMapping } from './guest-faults';
 import type { MemRegionDesc } from './codec';
 import { ProtocolError } from './codec';
 import type { RingPart } from '../virtio/ring';
-import { fileIdentity } from '../shm/memfd-region';
+import { fileIdentity } from '../../bindings';
 
 /** Addresses beyond this are refused: we keep addresses as doubles. */
 const MAX_ADDR = 2 ** 52;

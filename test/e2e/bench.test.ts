@@ -348,9 +348,9 @@ t.test('the ovs-dpdk peer is skipped with a clear line when OVS-DPDK is missing,
 const dpdk = findDpdk();
 // .ci/run installs DPDK: in CI its absence fails the suite; elsewhere this case is skipped, saying why.
 const noDpdk = requireExternal(t, 'DPDK (dpdk-testpmd)', dpdk.ok ? null : dpdk.reason);
-t.test('DPDK peers run when testpmd is installed', { skip: noDpdk }, async (t) => {
+t.test('DPDK peers and the testpmd flood run when testpmd is installed', { skip: noDpdk }, async (t) => {
   const out = tempDir(t, 'zcs-bench-');
-  const r = await runCli(['bench', '--only', 'dpdk-vhost,memif,memif-zc', '--sizes', '64', '--runs', '1', '--warmup', '0.2', '--duration', '1',
+  const r = await runCli(['bench', '--only', 'dpdk-vhost,memif,memif-zc,classic-flood', '--sizes', '64', '--runs', '1', '--warmup', '0.2', '--duration', '1',
     '--out', out, '--progress', 'lines'], {}, 180000);
   if (r.code !== 0) t.comment(r.err.slice(-2000));
   t.equal(r.code, 0, 'exit 0');
