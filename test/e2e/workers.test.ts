@@ -5,9 +5,16 @@
  */
 import fs from 'node:fs';
 import os from 'node:os';
-import t from 'tap';
+import path from 'node:path';
+import t, { type Test } from 'tap';
+import { closeFd, eventfdCreate, memfdCreate, mmapShared } from '../../bindings';
+import { memTable, u64, vringState } from '../../src/vhost/codec';
+import { FLAG_NEED_REPLY, FLAG_VERSION, PROTOCOL_F_REPLY_ACK, Req, VHOST_USER_F_PROTOCOL_FEATURES } from '../../src/vhost/protocol';
+import { VIRTIO_F_VERSION_1, VIRTQ_DESC_F_WRITE, bit } from '../../src/virtio/defs';
+import { SplitRing } from '../../src/virtio/ring';
+import { RawClient, sendVringStart } from '../helpers/unit-vhost-client';
 import { controlRequest } from '../../src/switch/control';
-import { counters, sleep, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
+import { type SwitchProc, counters, sleep, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
 
 const TWO_PAIRS = {
   ports: [{ name: 'a1' }, { name: 'a2' }, { name: 'b1' }, { name: 'b2' }],
@@ -153,4 +160,60 @@ t.test('workers: a reload changes the live settings in every worker; port and pa
   const refused = await controlRequest(sw.control, { cmd: 'reload' }) as { error?: string };
   t.match(refused.error, /forwarding.workers > 0/, 'a reload that changes pairs is refused with the reason');
   t.equal((await sw.port('b1')).peer, 'b2', 'and changed nothing');
+});
+
+/** A classic front-end on `port` (raw vhost-user, its own memory): NUM rx buffers posted, both rings started. */
+async function classicFrontEnd(t: Test, sw: SwitchProc, port: string) {
+  const MEM = 0x10000;
+  const NUM = 16;
+  const RING_UA = 0x7f00_0000_0000n;
+  const BUF_GPA = 0x10_0000;
+  const at = [{ desc: 0x0, avail: 0x100, used: 0x200 }, { desc: 0x1000, avail: 0x1100, used: 0x1200 }];
+  const c = RawClient.connect(path.join(sw.dir, `${port}.sock`));
+  const ringFd = memfdCreate('wk-rings', MEM);
+  const bufFd = memfdCreate('wk-bufs', MEM);
+  const kick = [eventfdCreate(), eventfdCreate()];
+  const call = [eventfdCreate(), eventfdCreate()];
+  t.teardown(() => {
+    c.close();
+    for (const fd of [ringFd, bufFd, ...kick, ...call]) closeFd(fd);
+  });
+  c.send(Req.SET_PROTOCOL_FEATURES, FLAG_VERSION, u64(bit(PROTOCOL_F_REPLY_ACK)));
+  c.send(Req.SET_OWNER, FLAG_VERSION);
+  c.send(Req.SET_FEATURES, FLAG_VERSION, u64(bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES)));
+  const mem = mmapShared(ringFd, MEM);
+  const rx = new SplitRing(NUM, {
+    desc: { buffer: mem, byteOffset: at[0].desc }, avail: { buffer: mem, byteOffset: at[0].avail }, used: { buffer: mem, byteOffset: at[0].used },
+  });
+  for (let i = 0; i < NUM; i++) {
+    rx.setDesc(i, BUF_GPA + i * 2048, 2048, VIRTQ_DESC_F_WRITE, 0);
+    rx.avail[2 + i] = i;
+  }
+  rx.avail[1] = NUM;
+  c.send(Req.SET_MEM_TABLE, FLAG_VERSION | FLAG_NEED_REPLY, memTable([
+    { guestPhysAddr: 0n, memorySize: BigInt(MEM), userspaceAddr: RING_UA, mmapOffset: 0n },
+    { guestPhysAddr: BigInt(BUF_GPA), memorySize: BigInt(MEM), userspaceAddr: RING_UA + 0x10_0000n, mmapOffset: 0n },
+  ]), [ringFd, bufFd]);
+  t.equal((await c.recv())?.request, Req.SET_MEM_TABLE, 'memory table acked');
+  for (let q = 0; q < 2; q++) {
+    sendVringStart(c, q, NUM, RING_UA, at[q], kick[q], call[q]);
+    t.equal((await c.recv())?.request, Req.SET_VRING_ENABLE, `vring ${q} enabled`);
+  }
+  return { c, rx };
+}
+
+t.test('GET_VRING_BASE on a worker\'s port: the worker\'s index is reported, used.idx never goes back', async (t) => {
+  const sw = await startSwitch(t, TWO_PAIRS);
+  const { c, rx } = await classicFrontEnd(t, sw, 'a2');
+  await waitFor('a2 ready', async () => (await sw.port('a2')).ready);
+  const gen = vm(sw, 'a1', ['--mode', 'gen', '--count', '10', '--size', '128']);
+  t.equal((await gen.result).code, 0, 'gen sent its 10 frames');
+  await waitFor('the worker to deliver 10 frames into our rx ring', () => Atomics.load(rx.used16, 1) === 10);
+  c.send(Req.GET_VRING_BASE, FLAG_VERSION, vringState(0, 0));
+  const r = await c.recv();
+  t.equal(r?.request, Req.GET_VRING_BASE, 'answered');
+  t.equal(r?.payload.readUInt32LE(4), 10, 'the base is the worker\'s used index (10 delivered), not the control plane\'s stale copy');
+  t.equal(Atomics.load(rx.used16, 1), 10, 'used.idx did not go back');
+  t.equal((await sw.port('a2')).ready, false, 'the rx ring is stopped');
+  t.equal(sw.child.exitCode, null, 'the switch is alive');
 });
