@@ -93,9 +93,19 @@ export class DataPathWorker {
 
   /** A request answered before this returns (the main thread blocks until then). */
   call<K extends Request['op']>(req: Extract<Request, { op: K }>): K extends keyof Replies ? Replies[K] : null {
+    return this.answer(this.ask(req), req.op) as never;
+  }
+
+  /** Post a request; answer() waits for it (several workers then work on theirs at once). */
+  ask(req: Request): number {
     if (this.dead !== null) throw new Error(`data-path worker ${this.index} is gone (${this.dead})`);
     const seq = ++this.seq;
     this.control.postMessage({ ...req, seq });
+    return seq;
+  }
+
+  /** The answer to request seq (posted by ask), waiting for it. */
+  answer(seq: number, op: string): unknown {
     const deadline = Date.now() + REPLY_TIMEOUT_MS;
     for (;;) {
       const seen = Atomics.load(this.signal, SIG_REPLY);
@@ -104,11 +114,11 @@ export class DataPathWorker {
         const r = m.message;
         // Answers to requests nobody waits for (fault routing) are skipped.
         if (r.seq !== seq) continue;
-        if (!r.ok) throw new Error(`data-path worker ${this.index}: ${req.op}: ${r.error}`);
-        return r.value as never;
+        if (!r.ok) throw new Error(`data-path worker ${this.index}: ${op}: ${r.error}`);
+        return r.value;
       }
       const left = deadline - Date.now();
-      if (left <= 0 || this.dead !== null) throw new Error(`data-path worker ${this.index} did not answer ${req.op} within ${REPLY_TIMEOUT_MS} ms`);
+      if (left <= 0 || this.dead !== null) throw new Error(`data-path worker ${this.index} did not answer ${op} within ${REPLY_TIMEOUT_MS} ms`);
       Atomics.wait(this.signal, SIG_REPLY, seen, left);
     }
   }
@@ -226,11 +236,19 @@ export class DataPathWorkers {
     let busyMs = 0;
     let busyRounds = 0;
     const perWorker: WorkerStats[] = [];
-    for (const w of this.workers) {
+    // Asked of every worker first, so the main thread waits for the slowest, not for the sum.
+    const asked = this.workers.map((w) => {
+      try {
+        return w.alive ? w.ask({ op: 'stats' }) : -1;
+      } catch {
+        return -1;
+      }
+    });
+    for (const [i, w] of this.workers.entries()) {
       let s: WorkerStats;
-      if (!w.alive) s = { busyMs: 0, busyRounds: 0, ports: [] };
+      if (asked[i] < 0) s = { busyMs: 0, busyRounds: 0, ports: [] };
       else try {
-        s = w.call({ op: 'stats' });
+        s = w.answer(asked[i], 'stats') as WorkerStats;
       } catch (e) {
         this.log.error({ worker: w.index, err: e }, `no stats from a data-path worker: ${(e as Error).message}`);
         s = { busyMs: 0, busyRounds: 0, ports: [] };
