@@ -15,6 +15,14 @@ import { bystanderConfig, startBystander } from '../helpers/bystander';
 import { type SwitchProc, run, startSwitch, stopProc, vm, waitAttached, waitFor } from '../helpers/procs';
 
 const fdCount = (sw: SwitchProc): number => fs.readdirSync(`/proc/${sw.child.pid}/fd`).length;
+/** What each of the switch's fds is (to name a leak, not just count it). */
+const fdTargets = (sw: SwitchProc): string[] => fs.readdirSync(`/proc/${sw.child.pid}/fd`).map((n) => {
+  try {
+    return `${n} -> ${fs.readlinkSync(`/proc/${sw.child.pid}/fd/${n}`)}`;
+  } catch {
+    return `${n} (closed while listing)`;
+  }
+});
 
 async function ctl(sw: SwitchProc, cmd: object): Promise<Record<string, unknown>> {
   return (await controlRequest(sw.control, cmd)) as Record<string, unknown>;
@@ -43,6 +51,7 @@ t.test('ports, pairs and reloads while a bystander pair forwards', async (t) => 
   const by = await startBystander(t, sw, { rate: 5000, seconds: 40 });
   await waitAttached(sw, 'by-a');
   const baseline = fdCount(sw);
+  const fdsBefore = fdTargets(sw);
   const domainsBefore = (await sw.stats()).domains.length;
 
   let balanced = 0;
@@ -85,7 +94,12 @@ t.test('ports, pairs and reloads while a bystander pair forwards', async (t) => 
   t.ok(balanced >= 200, `the ledger balanced after each of ${balanced} steps`);
   t.same(await names(sw), ['by-a', 'by-b', 'old1'], 'port list: only the config ports are left');
   t.equal((await sw.stats()).domains.length, domainsBefore, 'every region made for a run-time domain was freed');
-  await waitFor('the switch fd count back at its baseline', () => fdCount(sw) === baseline, 10000);
+  try {
+    await waitFor('the switch fd count back at its baseline', () => fdCount(sw) === baseline, 20000);
+  } catch {
+    const before = new Set(fdsBefore);
+    t.comment(`fds not open at the start: ${fdTargets(sw).filter((f) => !before.has(f)).join(', ')}`);
+  }
   t.equal(fdCount(sw), baseline, `switch fds back at the baseline ${baseline}`);
 
   // Refusals say why and exit 1; argument errors exit 2.
