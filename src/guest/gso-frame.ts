@@ -30,8 +30,8 @@ export const GSO_OFFLOAD: Readonly<NetHdrOffload> = {
 /**
  * Writes the Ethernet (macs: destination then source), IPv4 and TCP headers
  * of a --gso frame: a template per stream copied as 13 words plus a halfword
- * (the 54 bytes end 2 bytes into the test header's magic, which stays), with
- * the IPv4 length and id and the TCP sequence patched in. The frame must start
+ * (a 14th word would run over the test header's magic at byte 54), with the
+ * IPv4 length and id and the TCP sequence patched in. The frame must start
  * on a 4-byte boundary (a shared buffer's frame does); any other goes byte by
  * byte.
  */
