@@ -156,13 +156,7 @@ export class PairForwarder {
 
   /** Check the header of shared buffer b (len bytes); -1 or the Drop reason (offloads.needs says what it asks of the peer). */
   private inspectShared(src: PortQueues, b: number, len: number): number {
-    const r = this.srcRes;
-    r.mem[0] = src.shared.mem;
-    r.off[0] = src.shared.offsetOf(b);
-    r.len[0] = len;
-    r.count = 1;
-    r.total = len;
-    return this.offloads.inspect(r, len);
+    return this.offloads.inspectAt(src.shared.mem, src.shared.offsetOf(b), len);
   }
 
   private mirrorShared(src: PortQueues, dst: PortQueues, off: number, len: number): void {

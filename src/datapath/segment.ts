@@ -107,6 +107,8 @@ export class Offloads {
   inspect(res: ResolvedChain, total: number): number {
     const m0 = res.mem[0];
     const o0 = res.off[0];
+    // Parse in place when the first descriptor holds the headers (a shared buffer always does), else a gathered copy.
+    if (res.len[0] >= Math.min(total, HEAD_BYTES)) return this.inspectAt(m0, o0, total);
     let flags: number;
     let gsoType: number;
     if (res.len[0] >= 2) {
@@ -120,16 +122,22 @@ export class Offloads {
     this.needs = 0;
     this.frameLen = total - VIRTIO_NET_HDR_SIZE;
     if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) === 0 && gsoType === VIRTIO_NET_HDR_GSO_NONE) return -1;
-    // Parse in place when the first descriptor holds the headers (a shared buffer always does), else a gathered copy.
-    const want = Math.min(total, HEAD_BYTES);
-    let h = m0;
-    let hb = o0;
-    let got = want;
-    if (res.len[0] < want) {
-      h = this.head;
-      hb = 0;
-      got = gather(res, h, want);
-    }
+    const got = gather(res, this.head, Math.min(total, HEAD_BYTES));
+    return this.check(this.head, 0, got, total, flags, gsoType);
+  }
+
+  /** inspect for a packet of total bytes held whole at m[off] (a shared buffer: no chain to set up). */
+  inspectAt(m: Uint8Array, off: number, total: number): number {
+    const flags = m[off + NET_HDR_FLAGS];
+    const gsoType = m[off + NET_HDR_GSO_TYPE];
+    this.needs = 0;
+    this.frameLen = total - VIRTIO_NET_HDR_SIZE;
+    if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) === 0 && gsoType === VIRTIO_NET_HDR_GSO_NONE) return -1;
+    return this.check(m, off, Math.min(total, HEAD_BYTES), total, flags, gsoType);
+  }
+
+  /** The checks of inspect, over the packet's first got bytes at h[hb] (got < total only when total > HEAD_BYTES). */
+  private check(h: Uint8Array, hb: number, got: number, total: number, flags: number, gsoType: number): number {
     if (got < VIRTIO_NET_HDR_SIZE) return Drop.TooShort;
     const frameLen = total - VIRTIO_NET_HDR_SIZE;
     const csumStart = u16le(h, hb + NET_HDR_CSUM_START);

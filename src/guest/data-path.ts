@@ -14,7 +14,7 @@
 import { FdWatcher, eventfdDrain } from '../../bindings';
 import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
 import { VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../virtio/defs';
-import { type NetHdrOffload, writeNetHdr, writeNetHdrOffload, writeNetHdrWords } from '../virtio/net-hdr';
+import { type NetHdrOffload, writeNetHdr, writeNetHdrOffloadWords, writeNetHdrWords } from '../virtio/net-hdr';
 import type { BufferPool } from './buffer-pool';
 import type { GuestMemory } from './guest-memory';
 import { KIND_RAW, type QueuePair, RX_RAW } from './queue-pair';
@@ -143,8 +143,8 @@ export class GuestDataPath {
     if (qp.txq.freeDescs === 0) this.reapTx(qp);
     if (!this.canSend(q)) return false;
     const sh = this.shared!;
-    writeNetHdrWords(sh.mem32, sh.offsetOf(b) >>> 2, hdrFlags, 1);
-    if (offload !== null) writeNetHdrOffload(sh.mem, sh.offsetOf(b), offload);
+    if (offload === null) writeNetHdrWords(sh.mem32, sh.offsetOf(b) >>> 2, hdrFlags, 1);
+    else writeNetHdrOffloadWords(sh.mem32, sh.offsetOf(b) >>> 2, hdrFlags, 1, offload);
     // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
     if (!sh.swap) this.postShared(b, q);
     const id = qp.txq.allocDesc();

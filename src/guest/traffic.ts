@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { schedYield } from '../../bindings';
 import { VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
 import { GuestDriver } from './driver';
-import { GSO_OFFLOAD, GSO_SHIFT, gsoHeaderIntact, writeGsoHeaders } from './gso-frame';
+import { GSO_OFFLOAD, GSO_SHIFT, GsoHeaderWriter, gsoHeaderIntact, gsoHeaderIntactWords } from './gso-frame';
 import { FrameChecker, SequenceTracker, TestHeaderWriter, Verdict, writeAnnounceFrame, writeTestFrame } from './test-packet';
 
 export type VmMode = 'gen' | 'sink' | 'echo';
@@ -100,6 +100,8 @@ export class TrafficVm {
   private readonly seq = new SequenceTracker();
   /** Benchmarks (no payload): the header from a template. */
   private readonly header: TestHeaderWriter;
+  /** --gso: the TSO frame's Ethernet/IPv4/TCP headers, written over the test frame's first bytes. */
+  private readonly gsoHeader: GsoHeaderWriter | null;
   private start = 0;
   private lastSendAt = 0;
   private lastRxAt = 0;
@@ -114,6 +116,7 @@ export class TrafficVm {
 
   constructor(private readonly drv: GuestDriver, private readonly o: TrafficOptions) {
     this.header = new TestHeaderWriter(o.gso ? o.size - GSO_SHIFT : o.size, o.stream, o.macs, o.run);
+    this.gsoHeader = o.gso ? new GsoHeaderWriter(o.macs) : null;
   }
 
   run(): Promise<TrafficSummary> {
@@ -227,7 +230,9 @@ export class TrafficVm {
       let at = off;
       let tlen = len;
       if (this.o.gso) {
-        if (gsoHeaderIntact(mem, off - VIRTIO_NET_HDR_SIZE)) this.gsoIntact++;
+        const hdr = off - VIRTIO_NET_HDR_SIZE;
+        const intact = tok >= 0 && (hdr & 3) === 0 ? gsoHeaderIntactWords(drv.shared!.mem32, hdr >>> 2) : gsoHeaderIntact(mem, hdr);
+        if (intact) this.gsoIntact++;
         else this.gsoChanged++;
         at += GSO_SHIFT;
         tlen -= GSO_SHIFT;
@@ -304,7 +309,7 @@ export class TrafficVm {
       const tlen = o.gso ? o.size - GSO_SHIFT : o.size;
       if (o.verifyPayload) writeTestFrame(sh.mem, at, tlen, o.stream, this.sent, true, o.macs, o.run);
       else this.header.write(sh.mem32, sh.mem, at >>> 2, this.sent);
-      if (o.gso) writeGsoHeaders(sh.mem, f, o.size, this.sent, o.macs);
+      if (this.gsoHeader !== null) this.gsoHeader.write(sh.mem32, sh.mem, f, o.size, this.sent);
       // Spread over the queue pairs in turn (one flow each would need a hash; round robin is the stress case).
       if (!drv.send(b, o.size, 0, this.sent % drv.queuePairs, o.gso ? GSO_OFFLOAD : null)) {
         drv.release(b);

@@ -5,10 +5,7 @@
  * Operate on a byte view at an offset so callers can use the mapped memory
  * they already have.
  */
-import {
-  NET_HDR_CSUM_OFFSET, NET_HDR_CSUM_START, NET_HDR_FLAGS, NET_HDR_GSO_SIZE, NET_HDR_GSO_TYPE, NET_HDR_HDR_LEN, NET_HDR_NUM_BUFFERS,
-  VIRTIO_NET_HDR_SIZE,
-} from './defs';
+import { NET_HDR_FLAGS, NET_HDR_NUM_BUFFERS, VIRTIO_NET_HDR_SIZE } from './defs';
 
 /** The offload fields of a virtio_net_hdr (a TSO segment or a frame with its checksum left open). */
 export interface NetHdrOffload {
@@ -21,19 +18,11 @@ export interface NetHdrOffload {
   csumOffset: number;
 }
 
-/** Write the offload fields over a header written by writeNetHdr / writeNetHdrWords (num_buffers untouched). */
-export function writeNetHdrOffload(mem: Uint8Array, off: number, o: NetHdrOffload): void {
-  mem[off + NET_HDR_FLAGS] |= o.flags;
-  mem[off + NET_HDR_GSO_TYPE] = o.gsoType;
-  putU16le(mem, off + NET_HDR_HDR_LEN, o.hdrLen);
-  putU16le(mem, off + NET_HDR_GSO_SIZE, o.gsoSize);
-  putU16le(mem, off + NET_HDR_CSUM_START, o.csumStart);
-  putU16le(mem, off + NET_HDR_CSUM_OFFSET, o.csumOffset);
-}
-
-function putU16le(mem: Uint8Array, off: number, v: number): void {
-  mem[off] = v & 0xff;
-  mem[off + 1] = v >>> 8;
+/** writeNetHdrWords with the offload fields: the three words at once (a header on a word boundary). */
+export function writeNetHdrOffloadWords(mem32: Uint32Array, word: number, flags: number, numBuffers: number, o: NetHdrOffload): void {
+  mem32[word] = (flags | o.flags) | (o.gsoType << 8) | (o.hdrLen << 16);
+  mem32[word + 1] = o.gsoSize | (o.csumStart << 16);
+  mem32[word + 2] = o.csumOffset | ((numBuffers & 0xffff) << 16);
 }
 
 /** Write a plain header (no offloads) with the given flags and num_buffers. */

@@ -243,6 +243,9 @@ t.test('lying headers are refused with their own reason', async (t) => {
     const { pkt } = tcpPacket({ payload: 3000, mss: 1000 });
     edit(pkt, new DataView(pkt.buffer));
     t.equal(off.inspect(chainOf(pkt, []), pkt.length), want, name);
+    // The same verdict from the headers gathered out of a chain, and read in place from a whole buffer (a shared one's path).
+    t.equal(off.inspect(chainOf(pkt, [5, 40]), pkt.length), want, `${name} (chained)`);
+    t.equal(off.inspectAt(pkt, 0, pkt.length), want, `${name} (in place)`);
   };
   check('csum_start past the frame', (_p, dv) => dv.setUint16(6, 60000, true), Drop.BadCsumOffset);
   check('csum_offset past the frame', (_p, dv) => dv.setUint16(8, 3100, true), Drop.BadCsumOffset);
