@@ -13,13 +13,12 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { closeFd, eventfdCreate, eventfdDrain, eventfdSignal, memfdCreate, mmapShared, setNonBlocking } from '../../bindings';
-import { memTable, u64 } from '../../src/vhost/codec';
-import { FLAG_NEED_REPLY, FLAG_VERSION, PROTOCOL_F_REPLY_ACK, Req, VHOST_USER_F_PROTOCOL_FEATURES, VRING_NOFD_MASK } from '../../src/vhost/protocol';
-import { VIRTIO_F_VERSION_1, bit } from '../../src/virtio/defs';
+import { u64 } from '../../src/vhost/codec';
+import { FLAG_VERSION, Req, VRING_NOFD_MASK } from '../../src/vhost/protocol';
 import { SplitRing } from '../../src/virtio/ring';
 import { bystanderConfig, startBystander } from '../helpers/bystander';
 import { type SwitchProc, counters, sleep, startSwitch, stopProc, tempDir, vm, waitAttached, waitFor, within } from '../helpers/procs';
-import { RawClient, sendVringStart } from '../helpers/unit-vhost-client';
+import { RawClient, negotiateClassic, sendVringStart } from '../helpers/unit-vhost-client';
 
 const EVIL = 'evil';
 
@@ -285,17 +284,8 @@ attack('a call eventfd made blocking and saturated: the switch stays responsive,
     const r = await c.recv();
     t.equal(r?.payload.readBigUInt64LE(0), 0n, `${what}: acked`);
   };
-  c.send(Req.GET_FEATURES, FLAG_VERSION);
-  await c.recv();
-  c.send(Req.GET_PROTOCOL_FEATURES, FLAG_VERSION);
-  await c.recv();
-  c.send(Req.SET_PROTOCOL_FEATURES, FLAG_VERSION, u64(bit(PROTOCOL_F_REPLY_ACK)));
-  c.send(Req.SET_OWNER, FLAG_VERSION);
-  c.send(Req.SET_FEATURES, FLAG_VERSION, u64(bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES)));
-  c.send(Req.SET_MEM_TABLE, FLAG_VERSION | FLAG_NEED_REPLY, memTable([
-    { guestPhysAddr: 0n, memorySize: BigInt(MEM), userspaceAddr: UA, mmapOffset: 0n },
-  ]), [memFd]);
-  await acked('SET_MEM_TABLE');
+  const table = await negotiateClassic(c, [{ guestPhysAddr: 0n, memorySize: BigInt(MEM), userspaceAddr: UA, mmapOffset: 0n }], [memFd]);
+  t.equal(table?.payload.readBigUInt64LE(0), 0n, 'SET_MEM_TABLE: acked');
   for (let q = 0; q < 2; q++) {
     sendVringStart(c, q, NUM, UA, RING_AT[q], kick[q], call[q]);
     await acked(`vring ${q} enabled`);

@@ -11,13 +11,13 @@ import path from 'node:path';
 import type { Test } from 'tap';
 import { closeFd, eventfdCreate, eventfdSignal, memfdCreate, mmapShared, munmap } from '../../bindings';
 import { type RegionHeader, readRegionHeader } from '../../src/shm/region-header';
-import { memTable, u64 } from '../../src/vhost/codec';
-import { FLAG_NEED_REPLY, FLAG_VERSION, PROTOCOL_F_REPLY_ACK, Req, VHOST_USER_F_PROTOCOL_FEATURES } from '../../src/vhost/protocol';
-import { VIRTIO_F_VERSION_1, VIRTQ_DESC_F_WRITE, bit } from '../../src/virtio/defs';
+import { memTable } from '../../src/vhost/codec';
+import { FLAG_NEED_REPLY, FLAG_VERSION, Req } from '../../src/vhost/protocol';
+import { VIRTQ_DESC_F_WRITE } from '../../src/virtio/defs';
 import { DriverQueue } from '../../src/virtio/driver-queue';
 import { SplitRing } from '../../src/virtio/ring';
 import type { SwitchProc } from './procs';
-import { RawClient, sendVringStart } from './unit-vhost-client';
+import { RawClient, negotiateClassic, sendVringStart } from './unit-vhost-client';
 
 const RING_MEM = 0x4000;
 const RING_UA = 0x7f00_0000_0000n;
@@ -83,18 +83,11 @@ export class BarFrontEnd {
   /** Negotiate like QEMU without SHARED_BUFFERS, map rings + region, start both vrings. */
   async start(t: Test, region: { offset: number; size: number } = { offset: 0, size: this.region.byteLength }): Promise<void> {
     const c = this.c;
-    c.send(Req.GET_FEATURES, FLAG_VERSION);
-    await c.recv();
-    c.send(Req.GET_PROTOCOL_FEATURES, FLAG_VERSION);
-    await c.recv();
-    c.send(Req.SET_PROTOCOL_FEATURES, FLAG_VERSION, u64(bit(PROTOCOL_F_REPLY_ACK)));
-    c.send(Req.SET_OWNER, FLAG_VERSION);
-    c.send(Req.SET_FEATURES, FLAG_VERSION, u64(bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES)));
-    c.send(Req.SET_MEM_TABLE, FLAG_VERSION | FLAG_NEED_REPLY, memTable([
+    const table = await negotiateClassic(c, [
       { guestPhysAddr: 0n, memorySize: BigInt(RING_MEM), userspaceAddr: RING_UA, mmapOffset: 0n },
       { guestPhysAddr: BigInt(this.bar), memorySize: BigInt(region.size), userspaceAddr: REGION_UA, mmapOffset: BigInt(region.offset) },
-    ]), [this.ringFd, this.regionFd]);
-    await this.ack(t, 'SET_MEM_TABLE');
+    ], [this.ringFd, this.regionFd]);
+    t.equal(table?.payload.readBigUInt64LE(0), 0n, `${this.port}: SET_MEM_TABLE acked`);
     for (let q = 0; q < 2; q++) {
       sendVringStart(c, q, NUM, RING_UA, RING_AT[q], this.kick[q], this.call[q]);
       await this.ack(t, `vring ${q} enable`);

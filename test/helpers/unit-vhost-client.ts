@@ -4,8 +4,9 @@
  * (a test never hangs on a socket).
  */
 import { closeFd, unixConnect, unixRecvMsg, unixSendMsg, type NativeError } from '../../bindings';
-import { encodeMessage, u64, vringAddr, vringState } from '../../src/vhost/codec';
-import { FLAG_NEED_REPLY, FLAG_VERSION, HEADER, Req } from '../../src/vhost/protocol';
+import { type MemRegionDesc, encodeMessage, memTable, u64, vringAddr, vringState } from '../../src/vhost/codec';
+import { FLAG_NEED_REPLY, FLAG_VERSION, HEADER, PROTOCOL_F_REPLY_ACK, Req, VHOST_USER_F_PROTOCOL_FEATURES } from '../../src/vhost/protocol';
+import { VIRTIO_F_VERSION_1, bit } from '../../src/virtio/defs';
 
 import { sleep } from './wait';
 
@@ -133,4 +134,21 @@ export function sendVringStart(
   c.send(Req.SET_VRING_KICK, FLAG_VERSION, u64(BigInt(q)), [kickFd]);
   c.send(Req.SET_VRING_CALL, FLAG_VERSION, u64(BigInt(q)), [callFd]);
   c.send(Req.SET_VRING_ENABLE, FLAG_VERSION | FLAG_NEED_REPLY, vringState(q, 1));
+}
+
+/**
+ * Negotiate the way QEMU does for a classic port (no SHARED_BUFFERS):
+ * features, REPLY_ACK, owner, VERSION_1, then SET_MEM_TABLE with need-reply.
+ * Returns SET_MEM_TABLE's ack (the caller checks it).
+ */
+export async function negotiateClassic(c: RawClient, regions: MemRegionDesc[], fds: number[]): Promise<RawReply | null> {
+  c.send(Req.GET_FEATURES, FLAG_VERSION);
+  await c.recv();
+  c.send(Req.GET_PROTOCOL_FEATURES, FLAG_VERSION);
+  await c.recv();
+  c.send(Req.SET_PROTOCOL_FEATURES, FLAG_VERSION, u64(bit(PROTOCOL_F_REPLY_ACK)));
+  c.send(Req.SET_OWNER, FLAG_VERSION);
+  c.send(Req.SET_FEATURES, FLAG_VERSION, u64(bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES)));
+  c.send(Req.SET_MEM_TABLE, FLAG_VERSION | FLAG_NEED_REPLY, memTable(regions), fds);
+  return c.recv();
 }
