@@ -180,6 +180,8 @@ export class Port {
    * and costs this front-end its connection, never the switch.
    */
   fault(where: string, e: unknown): void {
+    // As for a broken ring: an exception on zero-filled memory is the guest-memory fault's doing; that goes first.
+    pollGuestFaults();
     const err = e as Error;
     this.ctx.log.error({ port: this.name, where, err }, `fault while serving this port; disconnecting: ${err?.message ?? String(e)}`);
     try {

@@ -19,7 +19,7 @@ import { PollLoop } from '../datapath/poll-loop';
 import { PortQueues } from '../datapath/port-queues';
 import { type LogLevel, createLogger } from '../log';
 import { SharingDomain } from '../shm/domain';
-import { dispatchGuestFaults, setGuardThread } from '../vhost/guest-faults';
+import { dispatchGuestFaults, pollGuestFaults, setGuardThread } from '../vhost/guest-faults';
 import { MemoryTable, closeFdQuiet } from '../vhost/memory-table';
 import { DeviceQueue } from '../virtio/device-queue';
 import { SplitRing, availRingBytes, descTableBytes, usedRingBytes } from '../virtio/ring';
@@ -107,12 +107,16 @@ function putBack(p: WorkerPort): void {
 function addPort(id: number, name: string, partitionCount: number, domain: number, mtu: number): void {
   const ctx = { domain: domainOf(domain), log, queuePairs: init.queuePairs, swap: bridge !== null, mtu };
   const queues = new PortQueues(id, name, partitionCount, ctx, (reason) => {
+    // A ring that reads as garbage may be memory the guard zero-filled: report the fault first, so the
+    // control plane names the real cause (before its disconnect makes this thread forget the mapping).
+    pollGuestFaults();
     // Stop serving it now; the control plane disconnects it and syncs it empty.
     const p = ports.get(id);
     if (p !== undefined) takeOut(p);
     post({ ev: 'broken', id, reason });
   });
   queues.onFault = (where, e) => {
+    pollGuestFaults();
     const p = ports.get(id);
     if (p !== undefined) takeOut(p);
     post({ ev: 'fault', id, where, message: (e as Error)?.message ?? String(e) });

@@ -120,6 +120,9 @@ async function expectFault(t: Test, sw: SwitchProc, port: string, mark: number, 
   const closed = await c.waitClosed(5000);
   t.ok(closed.how === 'eof' || closed.how === 'reset', `the hostile connection was closed (${closed.how})`);
   await waitFor(`port ${port} detached`, async () => !(await sw.port(port)).attached, 5000);
+  // The zero-filled ring also reads as garbage (its avail index jumps back): the fault must still be the reason given.
+  const gone = logLines(sw, mark).find((l) => l.port === port && l.msg === 'front-end disconnected');
+  t.equal(gone?.reason, 'guest-memory-fault', 'disconnected for the fault, not for the garbage it left in the ring');
   const st = await sw.port(port);
   t.equal((st.counters as { guestMemoryFaults: number }).guestMemoryFaults, 1, 'counted once in stats');
   t.equal(sw.child.exitCode, null, 'the switch is alive');
