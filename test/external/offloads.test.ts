@@ -6,6 +6,8 @@
  * (the switch cuts each GSO frame; the receiver's count adds up). The
  * stream's md5 is checked on both sides every time, and the wall time of
  * each stream is printed for docs/PERFORMANCE.md (TCG: compare ratios).
+ * QEMU's host_mtu reaches the switch as NET_SET_MTU (accepted up to the
+ * port's mtu, refused above it).
  * Skipped when qemu-system-x86_64 is missing; a failure under CI=true.
  */
 import path from 'node:path';
@@ -81,4 +83,44 @@ t.test('a guest without GUEST_TSO: the switch cuts every GSO frame, the count ad
   t.ok(c2.segmented >= 2 * c1.gsoFrames, `vm2 got them cut (${c2.segmented} frames from ${c1.gsoFrames})`);
   // Every frame vm1 handed over reached vm2 as itself or as its segments.
   t.equal(c2.txPackets - c2.segmented, c1.rxPackets - c1.gsoFrames, 'vm2\'s frames = vm1\'s plain frames + the segments');
+});
+
+/**
+ * host_mtu: QEMU offers VIRTIO_NET_F_MTU to the guest and tells the switch with
+ * NET_SET_MTU; the guest's eth0 comes up at that MTU, so 8000-byte pings cross
+ * the switch as single 8042-byte frames instead of IP fragments. A host_mtu
+ * above the port's `mtu` is refused by the switch (and QEMU keeps vhost stopped).
+ */
+t.test('host_mtu=9000 on ports with mtu 9000: the guests use it, 8000-byte pings cross unfragmented', { skip }, async (t) => {
+  const sw = await startSwitch(t, { ports: [{ name: 'vm1', mtu: 9000 }, { name: 'vm2', mtu: 9000 }], pairs: [['vm1', 'vm2']], log: { level: 'debug' } });
+  const boot = (o: GuestOptions): QemuGuest => {
+    const g = QemuGuest.start(o);
+    t.teardown(() => g.kill());
+    return g;
+  };
+  const device = 'host_mtu=9000';
+  const a = boot({ name: 'vm1', socket: path.join(sw.dir, 'vm1.sock'), ip: '10.0.0.1/24', peer: '10.0.0.2', roles: ['ping'], count: 3, size: 8000, device });
+  const b = boot({ name: 'vm2', socket: path.join(sw.dir, 'vm2.sock'), ip: '10.0.0.2/24', roles: ['wait'], device });
+  await Promise.all([a.ready(), b.ready()]);
+  const p = await a.result('ping', 90_000);
+  t.ok(p.ok, `8000-byte pings answered: ${p.line}`);
+  t.equal(p.fields.recv, '3', 'all three came back');
+  const set = sw.stderr().split('\n').filter((l) => l.includes('"req":"NET_SET_MTU"'));
+  t.ok(set.length >= 2, `both guests' QEMU sent NET_SET_MTU (${set.length} logged)`);
+  const c1 = counters(await sw.port('vm1'));
+  // Fragments would be at most 1514 bytes on the wire; the echo requests are 8042.
+  t.ok(c1.rxBytes / c1.rxPackets > 1514, `vm1's frames average ${Math.round(c1.rxBytes / c1.rxPackets)} bytes: no fragments`);
+  t.notOk(Object.keys(c1.drops).includes('over-mtu'), `nothing dropped as over-mtu (${JSON.stringify(c1.drops)})`);
+});
+
+t.test('host_mtu=9000 on a port with mtu 1500: the switch refuses NET_SET_MTU, naming the port\'s mtu', { skip }, async (t) => {
+  const sw = await startSwitch(t, { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] });
+  const g = QemuGuest.start({ name: 'vm1', socket: path.join(sw.dir, 'vm1.sock'), ip: '10.0.0.1/24', roles: ['wait'], timeoutS: 30, device: 'host_mtu=9000' });
+  t.teardown(() => g.kill());
+  const line = await waitFor('the refusal in the switch log', () => sw.stderr().split('\n').find((l) => l.includes('"req":"NET_SET_MTU"') && /9000/.test(l)), 60_000);
+  t.match(line, /mtu 9000 is outside 68\.\.1500 \(the port's mtu\)/, 'the refusal names the asked MTU and the port\'s limit');
+  // QEMU 7.2 then leaves vhost stopped and says why.
+  const said = await g.waitFor(/(\d+)Bytes MTU not supported by the backend/, 'QEMU to report the refusal', 30_000);
+  t.equal(said[1], '9000', 'QEMU reported the refused MTU');
+  t.equal(sw.child.exitCode, null, 'the switch is alive');
 });
