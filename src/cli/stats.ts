@@ -51,7 +51,7 @@ function macCell(macs: readonly string[]): string {
  */
 export function renderStats(s: SwitchStats): string {
   const bridge = s.mode === 'bridge';
-  const head = ['port', 'domain', 'attached', 'zc', 'owned', 'rx pkts', 'tx pkts', 'rx bytes', 'tx bytes', 'zero-copy', 'copied B', 'gifts in/out', 'returned'];
+  const head = ['port', 'domain', 'attached', 'zc', 'owned', 'rx pkts', 'tx pkts', 'rx bytes', 'tx bytes', 'zero-copy', 'copied B', 'gifts in/out', 'returned', 'gso/cut/csum'];
   if (bridge) head.push('bridge', 'vlan', 'macs');
   head.push('drops');
   const RX = head.indexOf('rx pkts');
@@ -67,7 +67,7 @@ export function renderStats(s: SwitchStats): string {
     const share = c.rxPackets > 0 ? ` (${Math.round((100 * c.zeroCopy) / c.rxPackets)}%)` : '';
     const row = [p.name, p.domain ?? '-', p.attached ? 'yes' : 'no', p.zeroCopy ? 'yes' : 'no', String(p.buffersOwned), String(c.rxPackets),
       String(c.txPackets), String(c.rxBytes), String(c.txBytes), `${c.zeroCopy}${share}`, String(c.copiedBytes),
-      `${c.giftsIn}/${c.giftsOut}`, String(c.returned)];
+      `${c.giftsIn}/${c.giftsOut}`, String(c.returned), `${c.gsoFrames ?? 0}/${c.segmented ?? 0}/${c.checksummed ?? 0}`];
     if (bridge) row.push(p.policy?.bridge ?? '-', vlanCell(p.policy), macCell(p.macs ?? []));
     row.push(drops);
     rows.push(row);

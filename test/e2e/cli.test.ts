@@ -124,7 +124,7 @@ t.test('stats table: learned MACs (bridge) and one indented row per queue', asyn
   const { renderStats } = await import('../../src/cli/stats');
   const counters = (rx: number, tx: number) => ({
     rxPackets: rx, rxBytes: rx * 100, txPackets: tx, txBytes: tx * 100, zeroCopy: rx, copied: 0, copiedBytes: 0,
-    giftsIn: 0, giftsOut: 0, returned: 0, kicks: 0, calls: 0, drops: {},
+    giftsIn: 0, giftsOut: 0, returned: 0, kicks: 0, calls: 0, gsoFrames: rx, segmented: 2 * rx, checksummed: 1, drops: {},
   });
   const port = (name: string, macs: string[], queues?: unknown[]) => ({
     name, socket: `/s/${name}.sock`, domain: 'bridge', attached: true, ready: true, zeroCopy: true, peer: null, buffersOwned: 10, macs, queues,
@@ -147,6 +147,8 @@ t.test('stats table: learned MACs (bridge) and one indented row per queue', asyn
   const lines = out.split('\n');
   t.match(lines[1], /^port\s+domain\s+attached\s+zc\s+owned\s+rx pkts\s+tx pkts\s+.*\bmacs\s+drops$/, 'a macs column in bridge mode');
   t.match(lines[2], /^a\s+bridge\s+yes\s+yes\s+10\s+12\s+30\s.*02:00:00:00:00:01\s+0$/);
+  t.match(lines[1], /\breturned\s+gso\/cut\/csum\s/, 'an offloads column: GSO frames in, frames cut, checksums completed');
+  t.match(lines[2], /\s12\/24\/1\s/, 'its cell: gsoFrames/segmented/checksummed');
   const rxCol = lines[1].indexOf('rx pkts');
   const txCol = lines[1].indexOf('tx pkts');
   t.match(lines[3], /^ {2}q0\s+5\s+20\s+500\s+2000$/, 'queue 0 under port a: packets and bytes');
