@@ -12,6 +12,11 @@
  * running, and the mirror is detached as soon as the count is reached, the
  * client asks to stop, or the client goes away.
  *
+ * A port a data-path worker forwards for (forwarding.workers) mirrors into
+ * a ring the main thread drains into the session (src/workers/mirror-ring.ts):
+ * the frames then carry the worker's timestamp, and the frames the ring had
+ * no room for count as dropped too.
+ *
  * One capture per port at a time; a second gets an error naming the port.
  */
 import type net from 'node:net';
@@ -27,6 +32,7 @@ import { CAPTURE_DIRECTIONS, CHUNK_PREFIX, type CaptureAccepted, type CaptureDir
 import type { Logger } from '../log';
 import { StreamReply, type StreamSession } from './control';
 import { type Mirror, MirrorDir } from '../datapath/mirror';
+import type { MirrorSink } from '../workers/mirror-ring';
 
 export const CAPTURE_DEFAULT_BUFFER = 4 * 1024 * 1024;
 export const CAPTURE_MIN_BUFFER = 64 * 1024;
@@ -39,7 +45,8 @@ const CHUNK_BYTES = 128 * 1024;
 export interface CaptureTarget {
   readonly dataPorts: readonly { readonly name: string; readonly mirror: Mirror | null }[];
   readonly log: Logger;
-  setMirror(portName: string, mirror: Mirror | null): boolean;
+  /** A port a data-path worker forwards for drains the worker's mirror ring into the session (MirrorSink). */
+  setMirror(portName: string, mirror: (Mirror & MirrorSink) | null): boolean;
 }
 
 /** Handle `{"cmd":"capture",...}`: an error object, or a StreamReply that starts the capture. */
@@ -74,7 +81,7 @@ export function captureCommand(target: CaptureTarget, cmd: Record<string, unknow
   return new StreamReply((sock) => new CaptureSession(target, sock, opts));
 }
 
-export class CaptureSession implements Mirror, StreamSession {
+export class CaptureSession implements Mirror, MirrorSink, StreamSession {
   captured = 0;
   dropped = 0;
   private chunk: Buffer;
@@ -114,8 +121,38 @@ export class CaptureSession implements Mirror, StreamSession {
 
   /** Data path: keep a copy of one frame, or count it as dropped. */
   frame(mem: Uint8Array, off: number, len: number, dir: MirrorDir): void {
+    this.keep(mem, off, len, len, dir, performance.timeOrigin + performance.now());
+  }
+
+  /** A frame a worker copied into its mirror ring (src/workers/mirror-ring.ts), with the worker's timestamp. */
+  frameAt(bytes: Uint8Array, off: number, kept: number, len: number, dir: MirrorDir, tsMs: number): void {
+    // Records drained after the count was reached (the worker wrote them before it detached) are not part of the capture.
+    if (this.opts.count > 0 && this.captured >= this.opts.count) return;
+    this.keep(bytes, off, kept, len, dir, tsMs);
+  }
+
+  /** Frames a worker's mirror ring had no room for. */
+  ringDropped(n: number): void {
+    this.dropped += n;
+  }
+
+  get snaplen(): number {
+    return this.opts.snaplen;
+  }
+
+  get direction(): CaptureDirection {
+    return this.opts.direction;
+  }
+
+  get bufferBytes(): number {
+    return this.opts.bufferBytes;
+  }
+
+  /** `avail` of the frame's `len` bytes are at mem[off]; ts in ms since the epoch. */
+  private keep(mem: Uint8Array, off: number, avail: number, len: number, dir: MirrorDir, ts: number): void {
     if (!(dir === MirrorDir.FromVm ? this.wantFrom : this.wantTo) || this.ended) return;
-    const incl = len < this.opts.snaplen ? len : this.opts.snaplen;
+    const snap = avail < this.opts.snaplen ? avail : this.opts.snaplen;
+    const incl = len < snap ? len : snap;
     const rec = RECORD_HEADER_SIZE + incl;
     if (this.sock.writableLength + this.used + rec > this.opts.bufferBytes) {
       this.dropped++;
@@ -127,7 +164,7 @@ export class CaptureSession implements Mirror, StreamSession {
     }
     const c = this.chunk;
     let at = this.used;
-    at += writeRecordHeader(c, at, performance.timeOrigin + performance.now(), incl, len);
+    at += writeRecordHeader(c, at, ts, incl, len);
     c.set(mem.subarray(off, off + incl), at);
     this.used = at + incl;
     this.captured++;

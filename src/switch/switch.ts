@@ -47,6 +47,7 @@ import type { SwitchStats, WorkerInfo } from './stats';
 import { DataPathWorkers, type DataPathWorker } from '../workers/pool';
 import { assignShards } from '../workers/shard';
 import { resolveWorkers } from '../workers/count';
+import { type MirrorSink, MirrorRingReader, createMirrorRing } from '../workers/mirror-ring';
 
 /**
  * Checksum and TCP segmentation offloads (src/datapath/segment.ts), offered
@@ -133,6 +134,8 @@ export class Switch {
   private workers: DataPathWorkers | null = null;
   /** Which worker forwards for each port (by id). */
   private readonly workerOf = new Map<number, DataPathWorker>();
+  /** Captures of workers' ports: the mirror ring each drains (by port id). */
+  private readonly mirrorRings = new Map<number, MirrorRingReader>();
 
   constructor(readonly cfg: SwitchConfig, readonly log: Logger) {
     this.fileCfg = structuredClone(cfg);
@@ -304,6 +307,7 @@ export class Switch {
         broken: (id, reason) => byId(id)?.disconnect(reason),
         fault: (id, where, message) => byId(id)?.fault(where, new Error(message)),
         guestFault: (id) => byId(id)?.guestMemoryFault(),
+        mirror: (id) => this.mirrorRings.get(id)?.drain(),
         died: (index, reason) => {
           if (this.stopped) return;
           this.log.error({ worker: index, reason }, 'a data-path worker thread died; disconnecting its ports');
@@ -565,7 +569,6 @@ export class Switch {
         }
       }
       case 'capture': // streams pcap on this connection: src/switch/capture.ts
-        if (this.workers !== null) return { error: 'capture is not available with forwarding.workers > 0 yet (the mirror would run in a worker thread); restart with workers 0 to capture' };
         return captureCommand(this, cmd as Record<string, unknown>);
       case 'port-add':
       case 'port-del':
@@ -991,11 +994,39 @@ export class Switch {
   }
 
   /** Attach (or with null, detach) a mirror to a port; false if there is no such port. */
-  setMirror(portName: string, mirror: Mirror | null): boolean {
+  setMirror(portName: string, mirror: (Mirror & MirrorSink) | null): boolean {
     const p = this.dataPorts.find((x) => x.name === portName);
     if (!p) return false;
+    const w = p.isTap ? undefined : this.workerOf.get(p.id);
+    if (w !== undefined) this.setWorkerMirror(w, p.id, mirror);
     p.mirror = mirror;
     return true;
+  }
+
+  /**
+   * A worker forwards for the port: it mirrors into a ring this thread
+   * drains into the sink (src/workers/mirror-ring.ts). Detaching stops the
+   * worker's writes first, then drains what it wrote before, so every frame
+   * is captured or counted as dropped.
+   */
+  private setWorkerMirror(w: DataPathWorker, id: number, sink: MirrorSink | null): void {
+    const old = this.mirrorRings.get(id);
+    if (old !== undefined) {
+      this.mirrorRings.delete(id);
+      if (w.alive) {
+        try {
+          w.call({ op: 'mirror', id, ring: null });
+        } catch (e) {
+          this.log.error({ worker: w.index, err: e }, `detaching a capture: ${(e as Error).message}`);
+        }
+      }
+      old.drain();
+      old.closed = true;
+    }
+    if (sink === null || !w.alive) return;
+    const ring = createMirrorRing(sink);
+    this.mirrorRings.set(id, new MirrorRingReader(ring, sink));
+    w.call({ op: 'mirror', id, ring });
   }
 
   /** Close every connection and socket, unmap memory. Idempotent. */

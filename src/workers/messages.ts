@@ -76,6 +76,8 @@ export type Request =
   | { op: 'stats' }
   | { op: 'reset' }
   | { op: 'settings'; settings: Settings }
+  /** Capture: mirror the port's frames into this ring (src/workers/mirror-ring.ts), or stop (null). */
+  | { op: 'mirror'; id: number; ring: SharedArrayBuffer | null }
   /** Guest-memory faults the main thread took for this worker's mappings. */
   | { op: 'faults'; ids: number[] }
   | { op: 'stop' }
@@ -113,6 +115,8 @@ export type WorkerEvent =
   /** A throw in the port's part of a round (the fault boundary). */
   | { ev: 'fault'; id: number; where: string; message: string }
   | { ev: 'guest-fault'; id: number }
+  /** The port's mirror ring is no longer empty and the main thread asked to be told. */
+  | { ev: 'mirror'; id: number }
   /** Faults this worker took for other threads' mappings. */
   | { ev: 'foreign-faults'; ids: number[] };
 

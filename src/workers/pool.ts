@@ -30,6 +30,8 @@ export interface WorkerEvents {
   broken(id: number, reason: string): void;
   fault(id: number, where: string, message: string): void;
   guestFault(id: number): void;
+  /** The port's mirror ring has records and the main thread asked to be told (capture). */
+  mirror(id: number): void;
   /** A worker thread died: its ports cannot be served any more. */
   died(index: number, reason: string): void;
 }
@@ -73,6 +75,8 @@ export class DataPathWorker {
         return this.events.fault(e.id, e.where, e.message);
       case 'guest-fault':
         return this.events.guestFault(e.id);
+      case 'mirror':
+        return this.events.mirror(e.id);
       case 'foreign-faults':
         return this.route(e.ids);
     }

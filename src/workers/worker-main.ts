@@ -22,6 +22,7 @@ import { SharingDomain } from '../shm/domain';
 import { dispatchGuestFaults, pollGuestFaults, setGuardThread } from '../vhost/guest-faults';
 import { MemoryTable, closeFdQuiet } from '../vhost/memory-table';
 import { DeviceQueue } from '../virtio/device-queue';
+import { MirrorRingWriter } from './mirror-ring';
 import { SplitRing, availRingBytes, descTableBytes, usedRingBytes } from '../virtio/ring';
 import {
   type PortState, type Replies, type Request, SIG_REPLY, SIG_WAKE, type Settings, WORKER_COUNTER_FIELDS, type WorkerEvent, type WorkerStats,
@@ -286,6 +287,11 @@ function handle(m: Request): unknown {
       loop.mode = m.settings.pollMode;
       loop.spinUs = m.settings.spinUs;
       return null;
+    case 'mirror': {
+      const id = m.id;
+      portOf(id).queues.mirror = m.ring === null ? null : new MirrorRingWriter(m.ring, () => post({ ev: 'mirror', id }));
+      return null;
+    }
     case 'faults':
       dispatchGuestFaults(m.ids);
       return null;

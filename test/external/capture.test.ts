@@ -80,8 +80,12 @@ t.test('pcap structs and the stream decoder', async (t) => {
   t.ok(dec.finished);
 });
 
-t.test('capture a pair-mode port to a pcap that tshark reads', { skip: noTshark }, async (t) => {
-  const sw = await startSwitch(t, PAIR);
+/** forwarding.workers for a case: 0, the main thread forwards (and mirrors); 2, worker threads do and the main thread drains their mirror rings. */
+const withWorkers = (workers: number) => (workers ? { forwarding: { workers } } : {});
+const workersName = (workers: number) => (workers ? ` (${workers} data-path workers)` : '');
+
+for (const workers of [0, 2]) t.test(`capture a pair-mode port to a pcap that tshark reads${workersName(workers)}`, { skip: noTshark }, async (t) => {
+  const sw = await startSwitch(t, { ...PAIR, ...withWorkers(workers) });
   const dir = sw.dir;
   const file = path.join(dir, 'out.pcap');
   const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', '500', '--duration', '60']);
@@ -122,8 +126,8 @@ t.test('capture a pair-mode port to a pcap that tshark reads', { skip: noTshark 
   t.ok(s.ledger.ok, 'ledger balanced');
 });
 
-t.test('capture on a bridge-mode port', { skip: noTshark }, async (t) => {
-  const sw = await startSwitch(t, { mode: 'bridge', ports: [{ name: 'a' }, { name: 'b' }, { name: 'c' }] });
+for (const workers of [0, 2]) t.test(`capture on a bridge-mode port${workersName(workers)}`, { skip: noTshark }, async (t) => {
+  const sw = await startSwitch(t, { mode: 'bridge', ports: [{ name: 'a' }, { name: 'b' }, { name: 'c' }], ...withWorkers(workers) });
   const file = path.join(sw.dir, 'b.pcap');
   const sink = vm(sw, 'b', ['--mode', 'sink', '--mac', '02:00:00:00:00:02', '--announce', '--duration', '30']);
   t.teardown(() => sink.child.kill());
@@ -144,21 +148,35 @@ t.test('capture on a bridge-mode port', { skip: noTshark }, async (t) => {
   t.match(stats.stdout(), /^b\s.*02:00:00:00:00:02/m, 'b: its learned MAC (a left, so it was forgotten)');
 });
 
-t.test('a slow reader: frames are dropped and counted, never queued without bound', async (t) => {
-  const sw = await startSwitch(t, PAIR);
+for (const workers of [0, 2]) t.test(`a slow reader: frames are dropped and counted, never queued without bound${workersName(workers)}`, async (t) => {
+  // With workers, a second pair on the other worker forwards at the same time: the capture costs it nothing and sees none of it.
+  const sw = await startSwitch(t, workers
+    ? { ports: [...PAIR.ports, { name: 'x1' }, { name: 'x2' }], pairs: [...PAIR.pairs, ['x1', 'x2']], ...withWorkers(workers) }
+    : PAIR);
+  if (workers) {
+    const placed = (await sw.stats()).workers.map((w) => w.ports.sort());
+    t.same(placed, [['vm1', 'vm2'], ['x1', 'x2']], 'each pair on its own worker');
+  }
   const N = 5000;
   const SIZE = 1000;
   const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', String(N), '--duration', '60']);
+  const other = workers ? vm(sw, 'x2', ['--mode', 'sink', '--count', String(N), '--duration', '60']) : null;
   await waitAttached(sw, 'vm2');
+  if (other) await waitAttached(sw, 'x2');
   // Our own client that asks for the smallest queue and then does not read at all.
   const sock = net.createConnection(sw.control);
   await new Promise((r) => sock.once('connect', r));
   sock.write(JSON.stringify({ cmd: 'capture', port: 'vm2', bufferBytes: 65536 }) + '\n');
   sock.pause();
   await sleep(300); // the switch handles the request at once
+  const otherGen = other ? vm(sw, 'x1', ['--mode', 'gen', '--count', String(N), '--size', '200']) : null;
   const gen = await vm(sw, 'vm1', ['--mode', 'gen', '--count', String(N), '--size', String(SIZE)]).result;
   t.equal(gen.code, 0);
   t.equal((await sink.result).summary.received, N, 'the sink got every frame: a stuck capture never slows the data path');
+  if (other) {
+    t.equal((await otherGen!.result).code, 0);
+    t.equal((await other.result).summary.received, N, 'the other worker\'s pair got every frame too');
+  }
   // Now stop and read everything.
   const dec = new CaptureStreamDecoder();
   const data: Buffer[] = [];
@@ -188,8 +206,8 @@ t.test('a slow reader: frames are dropped and counted, never queued without boun
   t.ok((await sw.stats()).ledger.ok);
 });
 
-t.test('capture errors', async (t) => {
-  const sw = await startSwitch(t, PAIR);
+for (const workers of [0, 2]) t.test(`capture errors${workersName(workers)}`, async (t) => {
+  const sw = await startSwitch(t, { ...PAIR, ...withWorkers(workers) });
   const file = path.join(sw.dir, 'nope.pcap');
   const p = run(['capture', '--control', sw.control, '--port', 'nope', '-c', '10', '-w', file]);
   t.equal((await p.exited).code, 1, 'unknown port: exit 1');
