@@ -59,7 +59,12 @@ export interface Settings {
 export type Request =
   | { op: 'domain'; domain: DomainSetup }
   /** mtu: the port's configured `mtu`. */
-  | { op: 'port'; id: number; name: string; partitionCount: number; domain: number; mtu: number }
+  /** counters: a port moved from another worker keeps counting from there. */
+  | { op: 'port'; id: number; name: string; partitionCount: number; domain: number; mtu: number; counters?: PortCounterSnapshot }
+  /** The port leaves this worker (removed, or moved to another): answers its counters. */
+  | { op: 'port-del'; id: number }
+  /** The domain leaves this worker (its last port went): its mapping goes. */
+  | { op: 'domain-del'; id: number }
   | { op: 'peer'; id: number; peer: number | null }
   /** Bridge mode: the port's tenant settings (its bridge, VLANs, MACs, limits). */
   | { op: 'policy'; id: number; policy: PortPolicyConfig }
@@ -92,6 +97,7 @@ export interface Replies {
   check: LedgerCheck;
   stats: WorkerStats;
   macs: BridgeMacEntry[];
+  'port-del': PortCounterSnapshot;
 }
 
 export interface PortCounterSnapshot {

@@ -25,7 +25,7 @@ import { DeviceQueue } from '../virtio/device-queue';
 import { MirrorRingWriter } from './mirror-ring';
 import { SplitRing, availRingBytes, descTableBytes, usedRingBytes } from '../virtio/ring';
 import {
-  type PortState, type Replies, type Request, SIG_REPLY, SIG_WAKE, type Settings, WORKER_COUNTER_FIELDS, type WorkerEvent, type WorkerStats,
+  type PortCounterSnapshot, type PortState, type Replies, type Request, SIG_REPLY, SIG_WAKE, type Settings, WORKER_COUNTER_FIELDS, type WorkerEvent, type WorkerStats,
 } from './messages';
 
 export interface WorkerInit {
@@ -129,6 +129,34 @@ function addPort(id: number, name: string, partitionCount: number, domain: numbe
   putBack(p);
 }
 
+/** The port leaves this worker: out of the data path, its rings, fds and mapping gone, nobody's peer; answers its counters. */
+function removePort(id: number): PortCounterSnapshot {
+  const p = portOf(id);
+  takeOut(p);
+  const counters = snapshot(id, p);
+  dropRings(p);
+  p.queues.sync(null);
+  p.queues.mirror = null;
+  p.mem?.unmap();
+  p.mem = null;
+  for (const [, o] of ports) {
+    if (o.peer !== id) continue;
+    o.peer = null;
+    if (!o.out && pair !== null) dataPath.setPeer(o.queues, null);
+  }
+  bridge?.tenancy.forgetPort(id);
+  bridgeById[id] = NOT_HERE;
+  ports.delete(id);
+  return counters;
+}
+
+function snapshot(id: number, p: WorkerPort): PortCounterSnapshot {
+  const c = p.queues.counters as unknown as Record<string, number>;
+  const fields: Record<string, number> = {};
+  for (const f of WORKER_COUNTER_FIELDS) fields[f] = c[f];
+  return { id, fields, drops: Array.from(p.queues.counters.drops), queueCounters: Array.from(p.queues.queueCounters) };
+}
+
 function setPeer(id: number, peer: number | null): void {
   const p = portOf(id);
   p.peer = peer;
@@ -220,12 +248,7 @@ function freeze(id: number): Replies['freeze'] {
 
 function stats(): WorkerStats {
   const out: WorkerStats = { busyMs: loop.busyMs, busyRounds: loop.busyRounds, ports: [] };
-  for (const [id, p] of ports) {
-    const c = p.queues.counters as unknown as Record<string, number>;
-    const fields: Record<string, number> = {};
-    for (const f of WORKER_COUNTER_FIELDS) fields[f] = c[f];
-    out.ports.push({ id, fields, drops: Array.from(p.queues.counters.drops), queueCounters: Array.from(p.queues.queueCounters) });
-  }
+  for (const [id, p] of ports) out.ports.push(snapshot(id, p));
   return out;
 }
 
@@ -249,7 +272,23 @@ function handle(m: Request): unknown {
     }
     case 'port':
       addPort(m.id, m.name, m.partitionCount, m.domain, m.mtu);
+      if (m.counters !== undefined) {
+        const q = portOf(m.id).queues;
+        const c = q.counters as unknown as Record<string, number>;
+        for (const f of WORKER_COUNTER_FIELDS) c[f] = m.counters.fields[f];
+        q.counters.drops.set(m.counters.drops);
+        q.queueCounters.set(m.counters.queueCounters);
+      }
       return null;
+    case 'port-del':
+      return removePort(m.id);
+    case 'domain-del': {
+      const d = domainOf(m.id);
+      for (const [, p] of ports) if (p.queues.domain === d) throw new Error(`worker ${init.index}: domain ${d.name} still has port ${p.queues.name}`);
+      d.close();
+      domains.delete(m.id);
+      return null;
+    }
     case 'peer':
       setPeer(m.id, m.peer);
       return null;

@@ -45,8 +45,10 @@ async function names(sw: SwitchProc): Promise<string[]> {
   return (r.ports as { name: string }[]).map((p) => p.name).sort();
 }
 
-t.test('ports, pairs and reloads while a bystander pair forwards', async (t) => {
-  const cfg = bystanderConfig([{ name: 'old1' }], { sharedBuffers: { bufCount: 512 } });
+// Also with data-path worker threads (forwarding.workers): run-time ports are placed on the workers, pairs move lone ports.
+for (const workers of [0, 2]) t.test(`ports, pairs and reloads while a bystander pair forwards${workers ? ` (${workers} data-path workers)` : ''}`, async (t) => {
+  const withWorkers = workers ? { workers } : {};
+  const cfg = bystanderConfig([{ name: 'old1' }], { sharedBuffers: { bufCount: 512 }, forwarding: withWorkers });
   const sw = await startSwitch(t, cfg);
   const by = await startBystander(t, sw, { rate: 5000, seconds: 40 });
   await waitAttached(sw, 'by-a');
@@ -117,7 +119,7 @@ t.test('ports, pairs and reloads while a bystander pair forwards', async (t) => 
   t.match(noarg.err, /missing required argument 'name'/, 'and names the argument');
 
   // Reload with a good file: adds new1+new2 (a pair), removes old1, changes burst live, bufSize needs a restart.
-  const good = bystanderConfig([{ name: 'new1' }, { name: 'new2' }], { socketDir: sw.dir, sharedBuffers: { bufCount: 512, bufSize: 4096 }, forwarding: { burst: 32 }, pairs: [['new1', 'new2']] });
+  const good = bystanderConfig([{ name: 'new1' }, { name: 'new2' }], { socketDir: sw.dir, sharedBuffers: { bufCount: 512, bufSize: 4096 }, forwarding: { burst: 32, ...withWorkers }, pairs: [['new1', 'new2']] });
   fs.writeFileSync(sw.configPath, JSON.stringify(good));
   const rl = await cli(['reload', '--json', '--control', sw.control]);
   t.equal(rl.code, 0, `reload exits 0 ${rl.err}`);
@@ -142,6 +144,10 @@ t.test('ports, pairs and reloads while a bystander pair forwards', async (t) => 
 
   await by.check(t);
   await ledgerOk(t, sw, 'the bystander run');
+  if (workers) {
+    const placed = (await sw.stats()).workers.flatMap((w) => w.ports).sort();
+    t.same(placed, ['by-a', 'by-b', 'new1', 'new2'], 'the workers forward for exactly the ports that run');
+  }
 });
 
 t.test('a VM on a port added at run time talks to a peer paired by pair add', async (t) => {
@@ -174,4 +180,55 @@ t.test('a VM on a port added at run time talks to a peer paired by pair add', as
   const del = await cli(['pair', 'del', 'g1', 's1', '--control', sw.control]);
   t.equal(del.code, 0, 'pair del');
   t.equal((await sw.port('g1')).peer, null, 'g1 unpaired');
+});
+
+t.test('workers: run-time ports go to the least-loaded worker; pair add moves a lone port next to its peer, or says why it cannot', async (t) => {
+  const sw = await startSwitch(t, { ports: [{ name: 'cfg' }], forwarding: { workers: 2 }, sharedBuffers: { bufCount: 1024 } });
+  const placement = async () => (await sw.stats()).workers.map((w) => w.ports.slice().sort());
+  const baseline = fdCount(sw);
+  t.same(await placement(), [['cfg'], []], 'the config port on worker 0');
+  t.match(await ctl(sw, { cmd: 'port-add', name: 'g1' }), { ok: true });
+  t.same(await placement(), [['cfg'], ['g1']], 'g1 (a domain of its own) on the least-loaded worker, 1');
+  t.match(await ctl(sw, { cmd: 'port-add', name: 's1' }), { ok: true });
+  t.same(await placement(), [['cfg', 's1'], ['g1']], 's1: a tie, the lowest index');
+  t.match(await ctl(sw, { cmd: 'pair-add', a: 'g1', b: 's1' }), { ok: true });
+  t.same(await placement(), [['cfg', 'g1', 's1'], []], 'pair add moved g1 (alone in its domain, no VM) to s1\'s worker');
+  t.match(await ctl(sw, { cmd: 'port-add', name: 'p1', domain: 'da' }), { ok: true });
+  t.match(await ctl(sw, { cmd: 'port-add', name: 'p2', domain: 'da' }), { ok: true });
+  t.same(await placement(), [['cfg', 'g1', 's1'], ['p1', 'p2']], 'a domain stays on one worker');
+
+  // Traffic over the moved port: every frame verified (two domains: the copy path).
+  const count = 20000;
+  const sink = vm(sw, 's1', ['--mode', 'sink', '--count', String(count), '--duration', '30']);
+  t.teardown(() => stopProc(sink));
+  await waitAttached(sw, 's1');
+  const gen = vm(sw, 'g1', ['--mode', 'gen', '--count', String(count), '--rate', '20000']);
+  t.teardown(() => stopProc(gen));
+  const [g, s] = await Promise.all([gen.result, sink.result]);
+  t.equal(g.code, 0, `gen exited 0 ${g.stderr}`);
+  t.same([s.summary.verified, s.summary.lost], [count, 0], 'every frame arrived verified');
+  t.equal((await sw.port('s1')).counters.txPackets, count, 's1\'s counters come from its worker');
+
+  // cfg with a VM attached and p1 with a domain mate: neither can move.
+  const held = vm(sw, 'cfg', ['--mode', 'sink', '--duration', '30', '--no-reconnect']);
+  t.teardown(() => stopProc(held));
+  await waitAttached(sw, 'cfg');
+  const refused = await ctl(sw, { cmd: 'pair-add', a: 'cfg', b: 'p1' });
+  t.match(refused.error, /different data-path workers \(0 and 1\) and neither can move.*"cfg" has a front-end attached.*"p1" shares domain "da" with "p2"/,
+    `refused with the reason: ${String(refused.error)}`);
+  t.equal((await sw.port('cfg')).peer, null, 'and nothing changed');
+  const refusedAdd = await ctl(sw, { cmd: 'port-add', name: 'p3', domain: 'da', pair: 'cfg' });
+  t.match(refusedAdd.error, /cannot add port p3 paired with "cfg".*"cfg" has a front-end attached/, `port add --pair too: ${String(refusedAdd.error)}`);
+  t.same(await names(sw), ['cfg', 'g1', 'p1', 'p2', 's1'], 'p3 was not made');
+  await stopProc(held);
+
+  for (const cmd of [{ cmd: 'pair-del', a: 'g1', b: 's1' }, ...['g1', 's1', 'p1', 'p2'].map((name) => ({ cmd: 'port-del', name }))]) {
+    t.match(await ctl(sw, cmd), { ok: true }, JSON.stringify(cmd));
+  }
+  t.same(await placement(), [['cfg'], []], 'the workers let go of the removed ports');
+  const st = await sw.stats();
+  t.ok(st.ledger.ok, `ledger balanced: ${st.ledger.problems.join('; ')}`);
+  t.equal(st.domains.length, 1, 'the run-time domains were freed');
+  await waitFor('the switch fd count back at its baseline', () => fdCount(sw) === baseline, 20000).catch(() => {});
+  t.equal(fdCount(sw), baseline, `switch fds back at the baseline ${baseline}: ${fdTargets(sw).join(', ')}`);
 });
