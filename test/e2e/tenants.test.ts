@@ -163,23 +163,19 @@ for (const workers of [0, 2]) t.test(`two bridges, two VLANs and a trunk; spoofi
   t.match(bad.stderr(), /no bridge named "nope" \(bridges are "vale0", "vale1"\)/);
   const s = await sw.stats();
   t.same(s.ports.find((p) => p.name === 'e')?.policy?.trunk, [10, 20], 'stats show each port\'s settings');
-  // A port added at run time with its tenant settings (with workers: refused, ports are placed at start).
+  // A port added at run time with its tenant settings (with workers: on the worker of its bridge).
   const add = run(['port', 'add', 'h', '--control', sw.control, '--bridge', 'vale1', '--vlan', '10', '--isolated', '--json']);
-  if (workers) {
-    t.equal((await add.exited).code, 1);
-    t.match(add.stderr(), /forwarding\.workers > 0/, 'port add refused with workers, saying why');
-  } else {
-    t.equal((await add.exited).code, 0, `port add h: ${add.stderr()}`);
-    t.equal((JSON.parse(add.stdout()) as { domain: string }).domain, 'bridge:vale1', 'it joins vale1\'s sharing domain');
-    const h = (await sw.stats()).ports.find((p) => p.name === 'h')?.policy;
-    t.same([h?.bridge, h?.vlan, h?.isolated], ['vale1', 10, true], 'with the settings given');
-    const both = run(['port', 'add', 'h2', '--control', sw.control, '--vlan', '10', '--trunk', '10,20']);
-    t.equal((await both.exited).code, 1);
-    t.match(both.stderr(), /vlan, trunk: a port is either an access port of one VLAN or a trunk, not both/, 'a contradiction is refused');
-    const badMac = run(['port', 'add', 'h3', '--control', sw.control, '--macs', '01:00:5e:00:00:01']);
-    t.equal((await badMac.exited).code, 1);
-    t.match(badMac.stderr(), /macs\.0: must be a unicast MAC/, 'a bad MAC is refused, naming the field');
-  }
+  t.equal((await add.exited).code, 0, `port add h: ${add.stderr()}`);
+  t.equal((JSON.parse(add.stdout()) as { domain: string }).domain, 'bridge:vale1', 'it joins vale1\'s sharing domain');
+  const h = (await sw.stats()).ports.find((p) => p.name === 'h')?.policy;
+  t.same([h?.bridge, h?.vlan, h?.isolated], ['vale1', 10, true], 'with the settings given');
+  if (workers) t.same((await sw.stats()).workers.map((w) => w.ports), [['a', 'b', 'c', 'e'], ['d', 'f', 'g', 'h']], 'on the worker of its bridge');
+  const both = run(['port', 'add', 'h2', '--control', sw.control, '--vlan', '10', '--trunk', '10,20']);
+  t.equal((await both.exited).code, 1);
+  t.match(both.stderr(), /vlan, trunk: a port is either an access port of one VLAN or a trunk, not both/, 'a contradiction is refused');
+  const badMac = run(['port', 'add', 'h3', '--control', sw.control, '--macs', '01:00:5e:00:00:01']);
+  t.equal((await badMac.exited).code, 1);
+  t.match(badMac.stderr(), /macs\.0: must be a unicast MAC/, 'a bad MAC is refused, naming the field');
   const metrics = formatMetrics(s);
   t.match(metrics, /zcswitch_port_tenant\{port="e",bridge="vale0",vlans="trunk:10,20",isolated="false"\} 1/, 'metrics: the trunk');
   t.match(metrics, /zcswitch_port_tenant\{port="g",bridge="vale1",vlans="10",isolated="true"\} 1/, 'metrics: an isolated port');
