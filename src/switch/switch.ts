@@ -47,7 +47,8 @@ import type { SwitchStats, WorkerInfo } from './stats';
 import { DataPathWorkers, type DataPathWorker } from '../workers/pool';
 import { assignShards } from '../workers/shard';
 import { resolveWorkers } from '../workers/count';
-import { type MirrorSink, MirrorRingReader, createMirrorRing } from '../workers/mirror-ring';
+import type { MirrorSink } from '../workers/mirror-ring';
+import { PlacementRefused, WorkerPorts } from './worker-ports';
 
 /**
  * Checksum and TCP segmentation offloads (src/datapath/segment.ts), offered
@@ -132,12 +133,8 @@ export class Switch {
   readonly workerCount: number;
   /** The data-path worker threads (null: none, the main thread forwards). */
   private workers: DataPathWorkers | null = null;
-  /** Which worker forwards for each port (by id). */
-  private readonly workerOf = new Map<number, DataPathWorker>();
-  /** Captures of workers' ports: the mirror ring each drains (by port id). */
-  private readonly mirrorRings = new Map<number, MirrorRingReader>();
-  /** Which worker holds each sharing domain (its region and its ledger's one writer). */
-  private readonly domainWorker = new Map<SharingDomain, DataPathWorker>();
+  /** Which worker forwards for each port and domain, and the changes to that (null: no workers). */
+  private onWorkers: WorkerPorts | null = null;
 
   constructor(readonly cfg: SwitchConfig, readonly log: Logger) {
     this.fileCfg = structuredClone(cfg);
@@ -237,7 +234,7 @@ export class Switch {
         this.peers.set(byName.get(b)!, byName.get(a)!);
       }
       for (const p of this.ports) {
-        const w = this.workerOf.get(p.id);
+        const w = this.onWorkers?.workerOf.get(p.id);
         if (w !== undefined) {
           w.call({ op: 'port', id: p.id, name: p.name, partitionCount: p.partition.count, domain: p.queues.domain.id, mtu: cfg.ports[p.id].mtu ?? MTU_DEFAULT });
           continue;
@@ -246,7 +243,7 @@ export class Switch {
         this.dataPath.peers.push(this.peers.get(p)?.queues ?? null);
       }
       for (const [p, peer] of this.peers) {
-        const w = this.workerOf.get(p.id);
+        const w = this.onWorkers?.workerOf.get(p.id);
         if (w !== undefined && peer !== null) w.call({ op: 'peer', id: p.id, peer: peer.id });
       }
       for (const d of this.domains) this.publishDomain(d);
@@ -309,153 +306,33 @@ export class Switch {
         broken: (id, reason) => byId(id)?.disconnect(reason),
         fault: (id, where, message) => byId(id)?.fault(where, new Error(message)),
         guestFault: (id) => byId(id)?.guestMemoryFault(),
-        mirror: (id) => this.mirrorRings.get(id)?.drain(),
+        mirror: (id) => this.onWorkers?.drainMirror(id),
         died: (index, reason) => {
           if (this.stopped) return;
           this.log.error({ worker: index, reason }, 'a data-path worker thread died; disconnecting its ports');
-          for (const p of this.ports) if (this.workerOf.get(p.id)?.index === index) p.disconnect(`its data-path worker died (${reason})`);
+          for (const p of this.ports) if (this.onWorkers?.workerOf.get(p.id)?.index === index) p.disconnect(`its data-path worker died (${reason})`);
         },
       },
       this.log,
     );
     const workers = this.workers.workers;
-    for (const [id, w] of shards.workerOf) this.workerOf.set(id, workers[w]);
+    const peers = this.peers;
+    const policyById = this.policyById;
+    const on = (this.onWorkers = new WorkerPorts(this.workers, {
+      ports: this.ports, domains: this.domains, log: this.log,
+      peerOf: (p) => peers.get(p) ?? null,
+      bridgeOf: (id) => policyById[id]?.bridge,
+    }));
+    for (const [id, w] of shards.workerOf) on.workerOf.set(id, workers[w]);
     shards.workers.forEach((s, w) => {
       workers[w].ports.push(...s.ports);
-      for (const name of s.domains) this.addDomainTo(workers[w], this.domains.find((d) => d.name === name)!);
+      for (const name of s.domains) on.addDomain(workers[w], this.domains.find((d) => d.name === name)!);
     });
-  }
-
-  /**
-   * The domain's region and ledger go to worker w, which from then on is
-   * the ledger's one writer: this thread's ledger requests go to whichever
-   * worker holds the domain now (a pair add may move it: movePort).
-   */
-  private addDomainTo(w: DataPathWorker, d: SharingDomain): void {
-    const pool = this.workers!;
-    pool.addDomain(w, d);
-    this.domainWorker.set(d, w);
-    const ledger = d.ledger;
-    // Once the worker is gone nobody else writes the ledger: this thread does it directly again.
-    const owner = (): DataPathWorker | null => {
-      const o = this.domainWorker.get(d);
-      if (o !== undefined && o.alive) return o;
-      ledger.remote = null;
-      return null;
-    };
-    ledger.remote = {
-      assignRange: (start, count, p) => {
-        const o = owner();
-        return o === null ? ledger.assignRange(start, count, p) : o.call({ op: 'assign', domain: d.id, start, count, port: p });
-      },
-      reclaim: (p) => {
-        const o = owner();
-        return o === null ? ledger.reclaim(p) : o.call({ op: 'reclaim', domain: d.id, port: p });
-      },
-      check: () => {
-        const o = owner();
-        return o === null ? ledger.check() : pool.check(o, d.id);
-      },
-    };
-  }
-
-  /** The domain's last port went: its worker lets go of the region (this thread closes it next). */
-  private removeDomainFrom(d: SharingDomain): void {
-    const w = this.domainWorker.get(d);
-    if (w === undefined) return;
-    this.domainWorker.delete(d);
-    w.domains.splice(w.domains.indexOf(d.name), 1);
-    if (w.alive) w.call({ op: 'domain-del', id: d.id });
-  }
-
-  /**
-   * The worker a port added at run time goes to: its domain's (a domain is
-   * never split), else its bridge's (bridge mode), else its pair peer's,
-   * else the one with the fewest ports (shard.ts's rule).
-   */
-  private placeNewPort(name: string, domain: SharingDomain | undefined, bridge: string | undefined, near: Port | null): DataPathWorker {
-    const pool = this.workers!;
-    const byDomain = domain === undefined ? undefined : this.domainWorker.get(domain);
-    const bridgeMate = bridge === undefined ? undefined : this.ports.find((p) => this.policyById[p.id]?.bridge === bridge);
-    const byBridge = bridgeMate === undefined ? undefined : this.workerOf.get(bridgeMate.id);
-    if (byDomain !== undefined && byBridge !== undefined && byDomain !== byBridge) {
-      throw new Refused(`port ${name}: its domain "${domain!.name}" is forwarded by data-path worker ${byDomain.index} and its bridge "${bridge}" by worker ${byBridge.index}; a port needs both on one worker`);
-    }
-    const w = byDomain ?? byBridge ?? (near === null ? undefined : this.workerOf.get(near.id)) ?? pool.workers.reduce((a, b) => (b.alive && (!a.alive || b.ports.length < a.ports.length) ? b : a));
-    if (!w.alive) throw new Refused(`port ${name}: data-path worker ${w.index}, which forwards for its domain, is gone; restart the switch`);
-    return w;
-  }
-
-  /** Why port p cannot move to another worker (to be next to a new peer), or null; anyPeer: as if unpaired (a reload checks pairs apart). */
-  private unmovable(p: Port, anyPeer = false): string | null {
-    const d = p.queues.domain;
-    const mates = this.ports.filter((x) => x !== p && x.queues.domain === d);
-    if (mates.length > 0) return `"${p.name}" shares domain "${d.name}" with ${mates.map((x) => `"${x.name}"`).join(', ')}`;
-    const peer = this.peers.get(p) ?? null;
-    if (peer !== null && !anyPeer) return `"${p.name}" is paired with "${peer.name}"`;
-    if (p.attached) return `"${p.name}" has a front-end attached (the state of its rings lives in its worker)`;
-    if (!this.workerOf.get(p.id)!.alive) return `"${p.name}"'s data-path worker is gone`;
-    return null;
-  }
-
-  /** Pair a and b needs them on one worker: which of them to move there, or why it cannot be done; null: nothing to move. */
-  private pairMove(a: Port, b: Port): { port: Port; to: DataPathWorker } | string | null {
-    const wa = this.workerOf.get(a.id);
-    const wb = this.workerOf.get(b.id);
-    if (wa === undefined || wb === undefined || wa === wb) return null;
-    if (!wa.alive || !wb.alive) return `ports "${a.name}" and "${b.name}" are on different data-path workers and one of them is gone; restart the switch`;
-    const whyA = this.unmovable(a);
-    if (whyA === null) return { port: a, to: wb };
-    const whyB = this.unmovable(b);
-    if (whyB === null) return { port: b, to: wa };
-    return `ports "${a.name}" and "${b.name}" are forwarded by different data-path workers (${wa.index} and ${wb.index}) and neither can move to the other's: ${whyA}; ${whyB}`;
-  }
-
-  /**
-   * Move a lone, unpaired port with no front-end to worker `to`, with its
-   * domain: out of its worker between rounds (its counters come along), in
-   * on the other as at start; a capture of it goes on from there.
-   */
-  private movePort(p: Port, to: DataPathWorker): void {
-    const from = this.workerOf.get(p.id)!;
-    const d = p.queues.domain;
-    const capture = this.mirrorRings.get(p.id);
-    if (capture !== undefined) from.call({ op: 'mirror', id: p.id, ring: null });
-    const counters = from.call({ op: 'port-del', id: p.id });
-    from.ports.splice(from.ports.indexOf(p.name), 1);
-    this.removeDomainFrom(d);
-    this.addDomainTo(to, d);
-    this.workerOf.set(p.id, to);
-    to.ports.push(p.name);
-    to.call({ op: 'port', id: p.id, name: p.name, partitionCount: p.partition.count, domain: d.id, mtu: p.queues.mtu, counters });
-    if (capture !== undefined) to.call({ op: 'mirror', id: p.id, ring: capture.ring });
-    this.log.info({ port: p.name, domain: d.name, from: from.index, to: to.index }, 'port moved to another data-path worker, next to its new peer');
   }
 
   /** A port's context; a port a worker forwards for wakes that worker and tells it every change. */
   private portContextFor(ctx: PortContext, id: number): PortContext {
-    const pool = this.workers;
-    if (pool === null) return ctx;
-    // Looked up at each call: a port may move to another worker (movePort) or leave (removePort).
-    const of = (): DataPathWorker | undefined => {
-      const w = this.workerOf.get(id);
-      return w?.alive ? w : undefined;
-    };
-    return Object.assign(ctx, {
-      wake: () => of()?.wake(),
-      worker: {
-        sync: (port: Port, gone = false) => {
-          const w = of();
-          if (w === undefined) return;
-          w.call({ op: 'sync', id: port.id, state: gone ? null : pool.portState(port.backend, port.queues, port.sharedBar) });
-          w.wake();
-        },
-        readRings: (port: Port) => {
-          const w = of();
-          if (w !== undefined) pool.readRings(w, port.id, port.backend);
-        },
-      },
-    });
+    return this.onWorkers === null ? ctx : Object.assign(ctx, this.onWorkers.link(id));
   }
 
   /** Bridge mode: give port id its tenant settings (between rounds; this runs on the event loop). */
@@ -464,7 +341,7 @@ export class Switch {
     this.policyById[id] = structuredClone(policy);
     // This thread's tenancy knows every bridge's name; a worker's forwards for its ports.
     this.bridge.tenancy.configure(id, policy, performance.now());
-    const w = this.workerOf.get(id);
+    const w = this.onWorkers?.workerOf.get(id);
     if (w?.alive) w.call({ op: 'policy', id, policy });
   }
 
@@ -483,7 +360,7 @@ export class Switch {
   /** Bridge mode: a port's learned MACs go, in whichever thread forwards for it. */
   private forgetMacs(id: number): void {
     this.bridge?.tenancy.forgetPort(id);
-    const w = this.workerOf.get(id);
+    const w = this.onWorkers?.workerOf.get(id);
     if (this.bridge !== null && w?.alive) w.call({ op: 'forget', id });
   }
 
@@ -777,8 +654,15 @@ export class Switch {
     const newDomain = domain === undefined;
     // With workers: the worker it goes to, and a move its pair needs, are settled before anything is made.
     const bridge = cfg.mode === 'bridge' ? (o.policy ?? resolvePolicy()).bridge : undefined;
-    const worker = this.workers === null ? null : this.placeNewPort(name, domain, bridge, peer);
-    const peerMove = worker !== null && peer !== null && this.workerOf.get(peer.id) !== worker ? this.unmovable(peer) : null;
+    const on = this.onWorkers;
+    let worker: DataPathWorker | null = null;
+    try {
+      worker = on === null ? null : on.place(name, domain, bridge, peer);
+    } catch (e) {
+      if (e instanceof PlacementRefused) throw new Refused(e.message);
+      throw e;
+    }
+    const peerMove = on !== null && peer !== null && on.workerOf.get(peer.id) !== worker ? on.unmovable(peer) : null;
     if (peerMove !== null) {
       throw new Refused(`cannot add port ${name} paired with "${peer!.name}": its domain "${domainName}" is forwarded by data-path worker ${worker!.index}, "${peer!.name}" by another, and ${peerMove}`);
     }
@@ -789,7 +673,7 @@ export class Switch {
     }
     const members = this.ports.filter((p) => p.queues.domain === domain).length + 1;
     const quota = o.quota ?? Math.floor(domain.shared.bufCount / members);
-    if (worker !== null) this.workerOf.set(id, worker);
+    if (worker !== null) on!.workerOf.set(id, worker);
     const portCtx = this.portContextFor(portContext(ctx, domain, o.offloads ?? true, o.mtu), id);
     const port = new Port(id, name, path.join(cfg.socketDir, `${name}.sock`), { start: 0, count: quota }, portCtx, false);
     try {
@@ -797,7 +681,7 @@ export class Switch {
       if (o.connect !== undefined) this.connect(port, o.connect);
       else this.listen(port, perms);
     } catch (e) {
-      this.workerOf.delete(id);
+      on?.workerOf.delete(id);
       if (newDomain) {
         removeRegionFile(domain);
         domain.close();
@@ -805,11 +689,7 @@ export class Switch {
       throw new Refused(`cannot add port ${name}: ${(e as Error).message}`);
     }
     if (newDomain) this.domains.push(domain);
-    if (worker !== null) {
-      if (newDomain) this.addDomainTo(worker, domain);
-      worker.ports.push(name);
-      worker.call({ op: 'port', id, name, partitionCount: quota, domain: domain.id, mtu: port.queues.mtu });
-    }
+    if (worker !== null) on!.add(worker, port, newDomain);
     this.ports.push(port);
     this.publishDomain(domain);
     this.byId[id] = port;
@@ -820,7 +700,7 @@ export class Switch {
     if (peer !== null) this.setPair(port, peer);
     this.log.info({
       port: name, id, domain: domainName, newDomain, quota, peer: peer?.name ?? null, socket: port.socketPath,
-      ...(worker === null ? {} : { worker: this.workerOf.get(id)!.index }),
+      ...(on === null ? {} : { worker: on.workerOf.get(id)!.index }),
     }, 'port added');
     this.loop.wake();
     return this.listPorts().find((p) => p.name === name)!;
@@ -914,7 +794,7 @@ export class Switch {
     const domain = p.queues.domain;
     const reclaimed = domain.ledger.reclaim(p.id);
     const last = !this.ports.some((x) => x.queues.domain === domain);
-    this.removeFromWorker(p, last);
+    this.onWorkers?.remove(p, last);
     if (last) {
       removeRegionFile(domain);
       domain.close();
@@ -924,16 +804,6 @@ export class Switch {
     }
     this.log.info({ port: name, id: p.id, domain: domain.name, reclaimed, domainFreed: last }, 'port removed');
     this.loop.wake();
-  }
-
-  /** The port leaves its worker (after its buffers went back to the pool); the domain too when it was the last port. */
-  private removeFromWorker(p: Port, lastOfDomain: boolean): void {
-    const w = this.workerOf.get(p.id);
-    if (w === undefined) return;
-    this.workerOf.delete(p.id);
-    w.ports.splice(w.ports.indexOf(p.name), 1);
-    if (w.alive) w.call({ op: 'port-del', id: p.id });
-    if (lastOfDomain) this.removeDomainFrom(p.queues.domain);
   }
 
   private checkPairable(p: Port, other: Port | null): void {
@@ -948,7 +818,7 @@ export class Switch {
     if (pa === pb) throw new Refused(`pairs port "${a}" with itself; a pair needs two different ports`);
     this.checkPairable(pa, null);
     this.checkPairable(pb, null);
-    const move = this.pairMove(pa, pb);
+    const move = this.onWorkers?.pairMove(pa, pb) ?? null;
     if (typeof move === 'string') throw new Refused(move);
     this.setPair(pa, pb);
     this.log.info({ a, b, domains: [pa.queues.domain.name, pb.queues.domain.name] }, 'pair added');
@@ -967,12 +837,9 @@ export class Switch {
 
   /** Both directions, between rounds (this runs on the event loop, never inside DataPath.round). */
   private setPair(a: Port, b: Port): void {
-    if (this.workers !== null) {
-      // Both on one worker first (the callers checked that a move is possible).
-      const move = this.pairMove(a, b);
-      if (typeof move === 'string') throw new Refused(move);
-      if (move !== null) this.movePort(move.port, move.to);
-    }
+    // Both on one worker first (the callers checked that a move is possible).
+    const cannot = this.onWorkers?.join(a, b) ?? null;
+    if (cannot !== null) throw new Refused(cannot);
     this.peers.set(a, b);
     this.peers.set(b, a);
     this.setPeer(a, b);
@@ -988,9 +855,7 @@ export class Switch {
 
   /** In whichever thread forwards for p. */
   private setPeer(p: Port, peer: Port | null): void {
-    const w = this.workerOf.get(p.id);
-    if (w === undefined) this.dataPath.setPeer(p.queues, peer?.queues ?? null);
-    else if (w.alive) w.call({ op: 'peer', id: p.id, peer: peer?.id ?? null });
+    if (this.onWorkers === null || !this.onWorkers.setPeer(p, peer)) this.dataPath.setPeer(p.queues, peer?.queues ?? null);
   }
 
   /**
@@ -1050,7 +915,7 @@ export class Switch {
       peerOf.set(b, a);
       addPairs.push([a, b]);
     }
-    if (this.workers !== null) problems.push(...this.workerProblems(removing, adding, addPairs));
+    if (this.onWorkers !== null) problems.push(...this.onWorkers.reloadProblems(removing, adding, addPairs, this.cfg.mode === 'bridge'));
     if (problems.length > 0) {
       const msg = `reload refused, nothing changed (${this.configPath}):\n${problems.map((p) => `  ${p}`).join('\n')}`;
       this.log.error({ file: this.configPath, problems }, msg);
@@ -1075,40 +940,6 @@ export class Switch {
     };
     this.log.info(reply, restart.length > 0 ? 'config reloaded; some changes need a restart' : 'config reloaded');
     return reply;
-  }
-
-  /**
-   * With workers: what a reload's new ports and pairs would meet when placed
-   * (placeNewPort, pairMove), found before anything changes. It judges by
-   * the ports running now, so a port that the same reload removes may still
-   * be counted as a domain mate: the refusal then says whom.
-   */
-  private workerProblems(removing: ReadonlySet<string>, adding: readonly PortConfig[], addPairs: readonly (readonly [string, string])[]): string[] {
-    const problems: string[] = [];
-    const staying = this.ports.filter((p) => !removing.has(p.name));
-    const domainOf = (name: string | null) => this.domains.find((d) => d.name === name && staying.some((p) => p.queues.domain === d));
-    for (const p of adding) {
-      try {
-        this.placeNewPort(p.name, domainOf(p.domain), this.cfg.mode === 'bridge' ? p.policy.bridge : undefined, null);
-      } catch (e) {
-        problems.push(`ports[${p.name}]: ${(e as Error).message}`);
-      }
-    }
-    // Each side of a new pair: the worker it is fixed to (null: it goes where it is put), and why it cannot move.
-    const side = (name: string): { w: DataPathWorker | null; why: string | null } => {
-      const running = staying.find((p) => p.name === name);
-      if (running !== undefined) return { w: this.workerOf.get(running.id) ?? null, why: this.unmovable(running, true) };
-      const d = domainOf(adding.find((p) => p.name === name)?.domain ?? null);
-      if (d === undefined) return { w: null, why: null };
-      return { w: this.domainWorker.get(d) ?? null, why: `"${name}" joins domain "${d.name}", which has ports already` };
-    };
-    for (const [a, b] of addPairs) {
-      const sa = side(a);
-      const sb = side(b);
-      if (sa.w === null || sb.w === null || sa.w === sb.w || sa.why === null || sb.why === null) continue;
-      problems.push(`pairs: [${a}, ${b}]: forwarded by different data-path workers (${sa.w.index} and ${sb.w.index}) and neither can move to the other's: ${sa.why}; ${sb.why}`);
-    }
-    return problems;
   }
 
   private checkNewPortForReload(p: PortConfig, total: number): void {
@@ -1167,36 +998,9 @@ export class Switch {
   setMirror(portName: string, mirror: (Mirror & MirrorSink) | null): boolean {
     const p = this.dataPorts.find((x) => x.name === portName);
     if (!p) return false;
-    const w = p.isTap ? undefined : this.workerOf.get(p.id);
-    if (w !== undefined) this.setWorkerMirror(w, p.id, mirror);
+    if (!p.isTap) this.onWorkers?.setMirror(p.id, mirror);
     p.mirror = mirror;
     return true;
-  }
-
-  /**
-   * A worker forwards for the port: it mirrors into a ring this thread
-   * drains into the sink (src/workers/mirror-ring.ts). Detaching stops the
-   * worker's writes first, then drains what it wrote before, so every frame
-   * is captured or counted as dropped.
-   */
-  private setWorkerMirror(w: DataPathWorker, id: number, sink: MirrorSink | null): void {
-    const old = this.mirrorRings.get(id);
-    if (old !== undefined) {
-      this.mirrorRings.delete(id);
-      if (w.alive) {
-        try {
-          w.call({ op: 'mirror', id, ring: null });
-        } catch (e) {
-          this.log.error({ worker: w.index, err: e }, `detaching a capture: ${(e as Error).message}`);
-        }
-      }
-      old.drain();
-      old.closed = true;
-    }
-    if (sink === null || !w.alive) return;
-    const ring = createMirrorRing(sink);
-    this.mirrorRings.set(id, new MirrorRingReader(ring, sink));
-    w.call({ op: 'mirror', id, ring });
   }
 
   /** Close every connection and socket, unmap memory. Idempotent. */

@@ -1,0 +1,273 @@
+/**
+ * The control plane's view of which data-path worker forwards for which
+ * port and sharing domain (forwarding.workers; docs/design.md, "Data-path
+ * workers"), and what changes it while the switch runs: placing a port
+ * added at run time, moving a lone port next to a new pair peer, taking a
+ * removed port (and its domain) out of its worker, and captures of
+ * workers' ports (their mirror rings). The switch decides what changes;
+ * this file only knows where things run and how to tell the workers.
+ */
+import type { PortConfig } from '../config';
+import type { Logger } from '../log';
+import type { SharingDomain } from '../shm/domain';
+import type { DataPathWorker, DataPathWorkers } from '../workers/pool';
+import { type MirrorSink, MirrorRingReader, createMirrorRing } from '../workers/mirror-ring';
+import type { Port, PortWorkerLink } from './port';
+
+/** What this reads of the switch (Switch satisfies it). */
+export interface WorkerPortsHost {
+  readonly ports: readonly Port[];
+  readonly domains: readonly SharingDomain[];
+  readonly log: Logger;
+  peerOf(p: Port): Port | null;
+  /** Bridge mode: the port's bridge (undefined in pair mode). */
+  bridgeOf(id: number): string | undefined;
+}
+
+/** A request the placement cannot satisfy; the switch turns it into its own refusal. */
+export class PlacementRefused extends Error {}
+
+export class WorkerPorts {
+  /** Which worker forwards for each port (by id). */
+  readonly workerOf = new Map<number, DataPathWorker>();
+  /** Which worker holds each sharing domain (its region, and its ledger's one writer). */
+  private readonly domainWorker = new Map<SharingDomain, DataPathWorker>();
+  /** Captures of workers' ports: the mirror ring each drains (by port id). */
+  private readonly mirrorRings = new Map<number, MirrorRingReader>();
+
+  constructor(readonly pool: DataPathWorkers, private readonly host: WorkerPortsHost) {}
+
+  /** How port id's session reaches its worker; looked up at each call, as a port may move (move) or leave (remove). */
+  link(id: number): { wake(): void; worker: PortWorkerLink } {
+    const pool = this.pool;
+    const of = (): DataPathWorker | undefined => {
+      const w = this.workerOf.get(id);
+      return w?.alive ? w : undefined;
+    };
+    return {
+      wake: () => of()?.wake(),
+      worker: {
+        sync: (port, gone = false) => {
+          const w = of();
+          if (w === undefined) return;
+          w.call({ op: 'sync', id: port.id, state: gone ? null : pool.portState(port.backend, port.queues, port.sharedBar) });
+          w.wake();
+        },
+        readRings: (port) => {
+          const w = of();
+          if (w !== undefined) pool.readRings(w, port.id, port.backend);
+        },
+      },
+    };
+  }
+
+  /**
+   * The domain's region and ledger go to worker w, which from then on is
+   * the ledger's one writer: this thread's ledger requests go to whichever
+   * worker holds the domain now (a pair add may move it: move).
+   */
+  addDomain(w: DataPathWorker, d: SharingDomain): void {
+    const pool = this.pool;
+    pool.addDomain(w, d);
+    this.domainWorker.set(d, w);
+    const ledger = d.ledger;
+    // Once the worker is gone nobody else writes the ledger: this thread does it directly again.
+    const owner = (): DataPathWorker | null => {
+      const o = this.domainWorker.get(d);
+      if (o !== undefined && o.alive) return o;
+      ledger.remote = null;
+      return null;
+    };
+    ledger.remote = {
+      assignRange: (start, count, p) => {
+        const o = owner();
+        return o === null ? ledger.assignRange(start, count, p) : o.call({ op: 'assign', domain: d.id, start, count, port: p });
+      },
+      reclaim: (p) => {
+        const o = owner();
+        return o === null ? ledger.reclaim(p) : o.call({ op: 'reclaim', domain: d.id, port: p });
+      },
+      check: () => {
+        const o = owner();
+        return o === null ? ledger.check() : pool.check(o, d.id);
+      },
+    };
+  }
+
+  /** The domain's last port went: its worker lets go of the region (the switch closes it next). */
+  private removeDomain(d: SharingDomain): void {
+    const w = this.domainWorker.get(d);
+    if (w === undefined) return;
+    this.domainWorker.delete(d);
+    w.domains.splice(w.domains.indexOf(d.name), 1);
+    if (w.alive) w.call({ op: 'domain-del', id: d.id });
+  }
+
+  /**
+   * The worker a port added at run time goes to: its domain's (a domain is
+   * never split), else its bridge's (bridge mode), else its pair peer's,
+   * else the one with the fewest ports (shard.ts's rule).
+   */
+  place(name: string, domain: SharingDomain | undefined, bridge: string | undefined, near: Port | null): DataPathWorker {
+    const byDomain = domain === undefined ? undefined : this.domainWorker.get(domain);
+    const bridgeMate = bridge === undefined ? undefined : this.host.ports.find((p) => this.host.bridgeOf(p.id) === bridge);
+    const byBridge = bridgeMate === undefined ? undefined : this.workerOf.get(bridgeMate.id);
+    if (byDomain !== undefined && byBridge !== undefined && byDomain !== byBridge) {
+      throw new PlacementRefused(
+        `port ${name}: its domain "${domain!.name}" is forwarded by data-path worker ${byDomain.index} and its bridge "${bridge}" by worker ${byBridge.index}; a port needs both on one worker`,
+      );
+    }
+    const w = byDomain ?? byBridge ?? (near === null ? undefined : this.workerOf.get(near.id))
+      ?? this.pool.workers.reduce((a, b) => (b.alive && (!a.alive || b.ports.length < a.ports.length) ? b : a));
+    if (!w.alive) throw new PlacementRefused(`port ${name}: data-path worker ${w.index}, which would forward for it, is gone; restart the switch`);
+    return w;
+  }
+
+  /** A port placed by place() joins its worker (with its domain when that is new). */
+  add(w: DataPathWorker, p: Port, newDomain: boolean): void {
+    if (newDomain) this.addDomain(w, p.queues.domain);
+    w.ports.push(p.name);
+    w.call({ op: 'port', id: p.id, name: p.name, partitionCount: p.partition.count, domain: p.queues.domain.id, mtu: p.queues.mtu });
+  }
+
+  /** Why port p cannot move to another worker (to be next to a new peer), or null; anyPeer: as if unpaired (a reload checks pairs apart). */
+  unmovable(p: Port, anyPeer = false): string | null {
+    const d = p.queues.domain;
+    const mates = this.host.ports.filter((x) => x !== p && x.queues.domain === d);
+    if (mates.length > 0) return `"${p.name}" shares domain "${d.name}" with ${mates.map((x) => `"${x.name}"`).join(', ')}`;
+    const peer = this.host.peerOf(p);
+    if (peer !== null && !anyPeer) return `"${p.name}" is paired with "${peer.name}"`;
+    if (p.attached) return `"${p.name}" has a front-end attached (the state of its rings lives in its worker)`;
+    if (!this.workerOf.get(p.id)!.alive) return `"${p.name}"'s data-path worker is gone`;
+    return null;
+  }
+
+  /** Pairing a and b needs them on one worker: which of them to move there, or why it cannot be done; null: nothing to move. */
+  pairMove(a: Port, b: Port): { port: Port; to: DataPathWorker } | string | null {
+    const wa = this.workerOf.get(a.id);
+    const wb = this.workerOf.get(b.id);
+    if (wa === undefined || wb === undefined || wa === wb) return null;
+    if (!wa.alive || !wb.alive) return `ports "${a.name}" and "${b.name}" are on different data-path workers and one of them is gone; restart the switch`;
+    const whyA = this.unmovable(a);
+    if (whyA === null) return { port: a, to: wb };
+    const whyB = this.unmovable(b);
+    if (whyB === null) return { port: b, to: wa };
+    return `ports "${a.name}" and "${b.name}" are forwarded by different data-path workers (${wa.index} and ${wb.index}) and neither can move to the other's: ${whyA}; ${whyB}`;
+  }
+
+  /** Put a and b on one worker, moving one (pairMove); a string says why it cannot be done. */
+  join(a: Port, b: Port): string | null {
+    const move = this.pairMove(a, b);
+    if (typeof move === 'string') return move;
+    if (move !== null) this.move(move.port, move.to);
+    return null;
+  }
+
+  /**
+   * Move a lone, unpaired port with no front-end to worker `to`, with its
+   * domain: out of its worker between rounds (its counters come along), in
+   * on the other as at start; a capture of it goes on from there.
+   */
+  private move(p: Port, to: DataPathWorker): void {
+    const from = this.workerOf.get(p.id)!;
+    const d = p.queues.domain;
+    const capture = this.mirrorRings.get(p.id);
+    if (capture !== undefined) from.call({ op: 'mirror', id: p.id, ring: null });
+    const counters = from.call({ op: 'port-del', id: p.id });
+    from.ports.splice(from.ports.indexOf(p.name), 1);
+    this.removeDomain(d);
+    this.addDomain(to, d);
+    this.workerOf.set(p.id, to);
+    to.ports.push(p.name);
+    to.call({ op: 'port', id: p.id, name: p.name, partitionCount: p.partition.count, domain: d.id, mtu: p.queues.mtu, counters });
+    if (capture !== undefined) to.call({ op: 'mirror', id: p.id, ring: capture.ring });
+    this.host.log.info({ port: p.name, domain: d.name, from: from.index, to: to.index }, 'port moved to another data-path worker, next to its new peer');
+  }
+
+  /** Pair mode: p forwards to peer (null: unpaired), in its worker; false: no worker forwards for p. */
+  setPeer(p: Port, peer: Port | null): boolean {
+    const w = this.workerOf.get(p.id);
+    if (w === undefined) return false;
+    if (w.alive) w.call({ op: 'peer', id: p.id, peer: peer?.id ?? null });
+    return true;
+  }
+
+  /** The port leaves its worker (after its buffers went back to the pool); the domain too when it was the last port. */
+  remove(p: Port, lastOfDomain: boolean): void {
+    const w = this.workerOf.get(p.id);
+    if (w === undefined) return;
+    this.workerOf.delete(p.id);
+    w.ports.splice(w.ports.indexOf(p.name), 1);
+    if (w.alive) w.call({ op: 'port-del', id: p.id });
+    if (lastOfDomain) this.removeDomain(p.queues.domain);
+  }
+
+  /**
+   * What a reload's new ports and pairs would meet when placed (place,
+   * pairMove), found before anything changes. It judges by the ports
+   * running now, so a port that the same reload removes may still be
+   * counted as a domain mate: the refusal then says whom.
+   */
+  reloadProblems(removing: ReadonlySet<string>, adding: readonly PortConfig[], addPairs: readonly (readonly [string, string])[], bridgeMode: boolean): string[] {
+    const problems: string[] = [];
+    const staying = this.host.ports.filter((p) => !removing.has(p.name));
+    const domainOf = (name: string | null) => this.host.domains.find((d) => d.name === name && staying.some((p) => p.queues.domain === d));
+    for (const p of adding) {
+      try {
+        this.place(p.name, domainOf(p.domain), bridgeMode ? p.policy.bridge : undefined, null);
+      } catch (e) {
+        problems.push(`ports[${p.name}]: ${(e as Error).message}`);
+      }
+    }
+    // Each side of a new pair: the worker it is fixed to (null: it goes where it is put), and why it cannot move.
+    const side = (name: string): { w: DataPathWorker | null; why: string | null } => {
+      const running = staying.find((p) => p.name === name);
+      if (running !== undefined) return { w: this.workerOf.get(running.id) ?? null, why: this.unmovable(running, true) };
+      const d = domainOf(adding.find((p) => p.name === name)?.domain ?? null);
+      if (d === undefined) return { w: null, why: null };
+      return { w: this.domainWorker.get(d) ?? null, why: `"${name}" joins domain "${d.name}", which has ports already` };
+    };
+    for (const [a, b] of addPairs) {
+      const sa = side(a);
+      const sb = side(b);
+      if (sa.w === null || sb.w === null || sa.w === sb.w || sa.why === null || sb.why === null) continue;
+      problems.push(`pairs: [${a}, ${b}]: forwarded by different data-path workers (${sa.w.index} and ${sb.w.index}) and neither can move to the other's: ${sa.why}; ${sb.why}`);
+    }
+    return problems;
+  }
+
+  /**
+   * Capture of a worker's port: the worker mirrors into a ring this thread
+   * drains into the sink (src/workers/mirror-ring.ts); false: no worker
+   * forwards for the port. Detaching stops the worker's writes first, then
+   * drains what it wrote before, so every frame is captured or counted as
+   * dropped.
+   */
+  setMirror(id: number, sink: MirrorSink | null): boolean {
+    const w = this.workerOf.get(id);
+    if (w === undefined) return false;
+    const old = this.mirrorRings.get(id);
+    if (old !== undefined) {
+      this.mirrorRings.delete(id);
+      if (w.alive) {
+        try {
+          w.call({ op: 'mirror', id, ring: null });
+        } catch (e) {
+          this.host.log.error({ worker: w.index, err: e }, `detaching a capture: ${(e as Error).message}`);
+        }
+      }
+      old.drain();
+      old.closed = true;
+    }
+    if (sink === null || !w.alive) return true;
+    const ring = createMirrorRing(sink);
+    this.mirrorRings.set(id, new MirrorRingReader(ring, sink));
+    w.call({ op: 'mirror', id, ring });
+    return true;
+  }
+
+  /** The worker says the port's mirror ring has records (it posts that only when the reader asked). */
+  drainMirror(id: number): void {
+    this.mirrorRings.get(id)?.drain();
+  }
+}
