@@ -6,13 +6,18 @@
  * config reloaded with a good and a bad file; the bystander loses nothing,
  * the ledger balances after every step and the switch's fd count returns
  * to its baseline. Then a VM on a port added at run time exchanges verified
- * traffic with a peer paired by `pair add`.
+ * traffic with a peer paired by `pair add`. The first case runs again with
+ * data-path workers, and one more checks where run-time ports go with
+ * workers: placement, a pair add that moves a lone port (its capture
+ * along), and the refusals when neither port can move.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import t, { type Test } from 'tap';
+import { parsePcap } from '../../src/capture/pcap';
 import { controlRequest } from '../../src/switch/control';
 import { bystanderConfig, startBystander } from '../helpers/bystander';
-import { type SwitchProc, run, startSwitch, stopProc, vm, waitAttached, waitFor } from '../helpers/procs';
+import { type SwitchProc, run, startSwitch, stopProc, vm, waitAttached, waitFor, within } from '../helpers/procs';
 
 const fdCount = (sw: SwitchProc): number => fs.readdirSync(`/proc/${sw.child.pid}/fd`).length;
 /** What each of the switch's fds is (to name a leak, not just count it). */
@@ -192,6 +197,10 @@ t.test('workers: run-time ports go to the least-loaded worker; pair add moves a 
   t.same(await placement(), [['cfg'], ['g1']], 'g1 (a domain of its own) on the least-loaded worker, 1');
   t.match(await ctl(sw, { cmd: 'port-add', name: 's1' }), { ok: true });
   t.same(await placement(), [['cfg', 's1'], ['g1']], 's1: a tie, the lowest index');
+  // A capture of g1 started on worker 1 goes on after the move.
+  const pcapFile = path.join(sw.dir, 'g1.pcap');
+  const cap = run(['capture', '--control', sw.control, '--port', 'g1', '-c', '100', '-w', pcapFile]);
+  await waitFor('the capture to be armed', () => cap.stderr().includes('capturing on port g1') || cap.child.exitCode !== null);
   t.match(await ctl(sw, { cmd: 'pair-add', a: 'g1', b: 's1' }), { ok: true });
   t.same(await placement(), [['cfg', 'g1', 's1'], []], 'pair add moved g1 (alone in its domain, no VM) to s1\'s worker');
   t.match(await ctl(sw, { cmd: 'port-add', name: 'p1', domain: 'da' }), { ok: true });
@@ -210,6 +219,10 @@ t.test('workers: run-time ports go to the least-loaded worker; pair add moves a 
   const s1 = await sw.port('s1');
   t.same([s.summary.verified, s.summary.lost], [count, 0], `every frame arrived verified (sink ${JSON.stringify(s.summary)}, s1 drops ${JSON.stringify(s1.counters.drops)})`);
   t.equal(s1.counters.txPackets, count, 's1\'s counters come from its worker');
+  t.equal((await within(cap.exited, 30000))?.code, 0, `the capture of the moved port ended: ${cap.stderr()}`);
+  t.match(cap.stdout(), /^100 frames captured on port g1, 0 dropped/m, cap.stdout().trim());
+  const seqs = parsePcap(fs.readFileSync(pcapFile)).records.map((r) => r.data.readUInt32BE(22));
+  t.same(seqs, Array.from({ length: 100 }, (_, i) => i), 'the first 100 frames g1 sent, in order');
 
   // cfg with a VM attached and p1 with a domain mate: neither can move.
   const held = vm(sw, 'cfg', ['--mode', 'sink', '--duration', '30', '--no-reconnect']);
