@@ -1,7 +1,9 @@
 /**
  * Data-path worker threads (forwarding.workers, docs/design.md "Threads"),
  * all real processes: a switch whose pairs are forwarded by two worker
- * threads, guest-driver VMs, shared memory, eventfds and Unix sockets.
+ * threads, guest-driver VMs, shared memory, eventfds and Unix sockets;
+ * ports and pairs changed while it runs (placement and moves:
+ * runtime-ports.test.ts has more).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -229,4 +231,22 @@ t.test('GET_VRING_BASE on a worker\'s port: the worker\'s index is reported, use
   t.equal(Atomics.load(rx.used16, 1), 10, 'used.idx did not go back');
   t.equal((await sw.port('a2')).ready, false, 'the rx ring is stopped');
   t.equal(sw.child.exitCode, null, 'the switch is alive');
+});
+
+t.test('workers: a bridge port added at run time forwards on its bridge\'s worker, and leaves it when deleted', async (t) => {
+  const sw = await startSwitch(t, { mode: 'bridge', ports: [{ name: 'a' }, { name: 'b' }], forwarding: { workers: 2 } });
+  t.match(await controlRequest(sw.control, { cmd: 'port-add', name: 'c' }), { ok: true, port: { domain: 'bridge' } });
+  t.same((await sw.stats()).workers.map((w) => w.ports.slice().sort()), [['a', 'b', 'c'], []], 'c joins its bridge\'s worker');
+  const count = 3000;
+  const sink = vm(sw, 'c', ['--mode', 'sink', '--mac', '02:00:00:00:00:0c', '--announce', '--count', String(count), '--duration', '30']);
+  await waitAttached(sw, 'c');
+  await waitFor('the bridge to learn c', async () => (await sw.port('c')).macs.includes('02:00:00:00:00:0c'));
+  const gen = await vm(sw, 'a', ['--mode', 'gen', '--count', String(count), '--size', '256', '--mac', '02:00:00:00:00:0a', '--dst-mac', '02:00:00:00:00:0c']).result;
+  t.equal(gen.code, 0, `gen on a: ${gen.stderr}`);
+  const s = await sink.result;
+  t.same([s.summary.verified, s.summary.lost], [count, 0], 'every frame from a reached c, verified');
+  t.match(await controlRequest(sw.control, { cmd: 'port-del', name: 'c' }), { ok: true });
+  const st = await sw.stats();
+  t.same(st.workers.map((w) => w.ports.slice().sort()), [['a', 'b'], []], 'c left its worker');
+  t.ok(st.ledger.ok, `ledger balanced: ${st.ledger.problems.join('; ')}`);
 });
