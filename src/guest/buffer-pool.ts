@@ -45,11 +45,6 @@ export class BufferPool {
     return this.top === 0 ? -1 : this.free[--this.top];
   }
 
-  /** The buffer the i-th next alloc() would return (i < count), without taking it. */
-  peek(i: number): number {
-    return this.free[this.top - 1 - i];
-  }
-
   /** Buffer b is ours and free again (given at attach, received, handed back, or released). */
   put(b: number): void {
     this.free[this.top++] = b;

@@ -63,14 +63,6 @@ export class GuestDataPath {
     this.wakeCb = null;
     cb?.();
   };
-  /**
-   * Cache lines at the start of each buffer the application writes or reads
-   * (1: the virtio_net_hdr and a frame's first 52 bytes); touchFree and
-   * receive load that many lines per buffer ahead (RegionGeometry.touchAhead).
-   */
-  headerLines = 1;
-  /** The touched bytes' sum: kept so the compiler cannot drop the loads. */
-  private touchSum = 0;
   /** Test hooks: descriptors of each raw tx chain, by head. */
   private readonly rawChains = new Map<number, number[]>();
 
@@ -166,28 +158,6 @@ export class GuestDataPath {
       this.counters.txBytes += frameLen;
     }
     return true;
-  }
-
-  /**
-   * Load the header lines of the next n buffers alloc() will hand out, so
-   * their misses overlap before the application writes them one packet at a
-   * time (a store that misses stalls once the store buffer is full).
-   * Only where buffers are a page or more apart (RegionGeometry.touchAhead).
-   */
-  touchFree(n: number): void {
-    const sh = this.shared;
-    if (sh === null || !sh.touchAhead) return;
-    const pool = this.pool;
-    if (n > pool.count) n = pool.count;
-    const mem = sh.mem;
-    const bs = sh.bufSize;
-    const lines = this.headerLines;
-    let s = 0;
-    for (let i = 0; i < n; i++) {
-      const off = pool.peek(i) * bs;
-      for (let l = 0; l < lines; l++) s += mem[off + 64 * l];
-    }
-    this.touchSum = s;
   }
 
   sendCopy(src: Uint8Array, off: number, len: number, q: number): boolean {
@@ -327,7 +297,6 @@ export class GuestDataPath {
     const q = qp.rxq;
     const sh = this.shared;
     let pending = q.usedPending();
-    if (sh !== null && sh.touchAhead && pending > 0) this.touchReceived(qp, pending < max - n ? pending : max - n);
     while (pending-- > 0 && n < max) {
       const id = q.popUsed();
       const len = q.lastUsedLen;
@@ -372,34 +341,6 @@ export class GuestDataPath {
       this.counters.rxBytes += len - VIRTIO_NET_HDR_SIZE;
     }
     return n;
-  }
-
-  /**
-   * Load the header lines of the buffers in the next k used entries of qp's
-   * rx queue (k ≤ usedPending), before receiveQueue reads them one by one.
-   * Reads only: ids and addresses are checked as receiveQueue checks them.
-   */
-  private touchReceived(qp: QueuePair, k: number): void {
-    const sh = this.shared!;
-    const r = qp.rxq.ring;
-    const used32 = r.used32;
-    const mask = r.mask;
-    const num = r.num;
-    const mem = sh.mem;
-    const bs = sh.bufSize;
-    const lines = this.headerLines;
-    let at = qp.rxq.lastUsed;
-    let s = 0;
-    for (let i = 0; i < k; i++) {
-      const id = used32[1 + 2 * (at & mask)];
-      at = (at + 1) & 0xffff;
-      if (id >= num) continue;
-      const b = qp.rxOwn[id] ? sh.indexAt(r.descAddr(id)) : qp.rxKind[id];
-      if (b < 0) continue;
-      const off = b * bs;
-      for (let l = 0; l < lines; l++) s += mem[off + 64 * l];
-    }
-    this.touchSum = s;
   }
 
   packetMem(token: number): Uint8Array {

@@ -89,8 +89,6 @@ export class GuestDriver {
   /** Replaced by the region-sized pool at attach; empty (and never gifting) before. */
   private pool = new BufferPool(0);
   private dp!: GuestDataPath;
-  /** See headerLines. */
-  private lines = 1;
   private closed = false;
   /** A connection is up and its memory mapped (false while reconnecting). */
   private live = false;
@@ -134,7 +132,6 @@ export class GuestDriver {
     d.gm = a.gm;
     d.pool = new BufferPool(a.shared.bufCount, a.giftHigh, a.giftLow);
     d.dp = new GuestDataPath(a.shared, a.gm, a.qps, d.pool, d.counters, d, a.kick, a.copyTargets, a.privTx);
-    d.dp.headerLines = d.lines;
     d.dp.postInitial();
     a.start();
     d.live = true;
@@ -154,7 +151,6 @@ export class GuestDriver {
     this.gm = lay.gm;
     this.pool = new BufferPool(a.shared ? a.shared.bufCount : 0, a.giftHigh, a.giftLow);
     this.dp = new GuestDataPath(a.shared, lay.gm, lay.qps, this.pool, this.counters, this, a.kick, lay.copyTargets, lay.privTx);
-    this.dp.headerLines = this.lines;
     await a.sendMemTable(lay.gm);
     this.dp.postInitial();
     await a.startRings(lay.gm, (fd) => this.dp.watchCall(fd));
@@ -190,25 +186,6 @@ export class GuestDriver {
   /** A free shared buffer this VM owns, or -1. */
   alloc(): number {
     return this.pool.alloc();
-  }
-
-  /**
-   * Cache lines at the start of each buffer the application writes or
-   * reads (default 1: the virtio_net_hdr and the frame's first 52 bytes);
-   * touchFree and receive load that many per buffer ahead.
-   */
-  set headerLines(n: number) {
-    this.lines = n;
-    if (this.live) this.dp.headerLines = n;
-  }
-
-  /**
-   * Load the headers of the next n buffers alloc() will return, so a burst's
-   * misses overlap before it writes them (only where buffers are a page or
-   * more apart: RegionGeometry.touchAhead). Changes nothing.
-   */
-  touchFree(n: number): void {
-    if (this.live) this.dp.touchFree(n);
   }
 
   /** Byte offset in shared.mem where buffer b's Ethernet frame starts. */

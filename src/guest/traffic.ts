@@ -117,8 +117,6 @@ export class TrafficVm {
   constructor(private readonly drv: GuestDriver, private readonly o: TrafficOptions) {
     this.header = new TestHeaderWriter(o.gso ? o.size - GSO_SHIFT : o.size, o.stream, o.macs, o.run);
     this.gsoHeader = o.gso ? new GsoHeaderWriter(o.macs) : null;
-    // --gso: the TCP header ends at byte 66 of the buffer and the test header follows, on the second line.
-    if (o.gso) drv.headerLines = 2;
   }
 
   run(): Promise<TrafficSummary> {
@@ -297,7 +295,6 @@ export class TrafficVm {
     let budget = o.burst;
     if (o.count > 0) budget = Math.min(budget, o.count - this.sent);
     if (o.rate > 0) budget = Math.min(budget, Math.floor(((now - this.rateStart) / 1000) * o.rate) - (this.sent - this.rateSent));
-    if (!o.copyMode && budget > 0) drv.touchFree(budget);
     let n = 0;
     for (; n < budget; n++) {
       if (o.copyMode) {

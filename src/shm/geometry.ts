@@ -12,8 +12,8 @@ export class RegionGeometry {
   /**
    * Buffers are far enough apart that each header is on a page of its own,
    * where the hardware prefetchers do not follow a walk over the headers:
-   * the switch and the guest driver then load a batch's headers ahead of
-   * the per-packet work ("touch ahead", docs/PERFORMANCE.md, "64 KiB frames").
+   * the switch then loads a burst's headers ahead of the per-packet work
+   * (src/datapath/touch-ahead.ts; docs/PERFORMANCE.md, "64 KiB frames").
    */
   readonly touchAhead: boolean;
 

@@ -224,7 +224,7 @@ t.test('--buf-size: a multiple of 64 that holds the largest zcswitch frame, else
 });
 
 t.test('--buf-size: 64 B frames in page-sized buffers, zero-copy, nothing dropped', async (t) => {
-  // 4096 B buffers: the switch and both VMs load each burst's headers ahead (RegionGeometry.touchAhead).
+  // 4096 B buffers: the switch loads each burst's headers ahead (RegionGeometry.touchAhead).
   const out = tempDir(t, 'zcs-bench-');
   const r = await runCli(['bench', '--only', 'zc-oneway', '--sizes', '64', '--buf-size', '4096', '--runs', '1', '--warmup', '0.2',
     '--duration', '0.5', '--no-peers', '--out', out, '--progress', 'none'], {}, 60000);

@@ -169,14 +169,6 @@ t.test('RegionGeometry.indexAt: only exact buffer starts inside the window', asy
   t.equal(g.indexOf(g.addrOf(5) + 12), 5);
 });
 
-t.test('peek: the buffers the next allocs return, in order, without taking them', async (t) => {
-  const p = new BufferPool(8);
-  for (const b of [3, 9, 4, 7]) p.put(b);
-  t.same([0, 1, 2, 3].map((i) => p.peek(i)), [7, 4, 9, 3]);
-  t.equal(p.count, 4, 'nothing taken');
-  t.same([p.alloc(), p.alloc(), p.alloc(), p.alloc()], [7, 4, 9, 3], 'alloc returns what peek showed');
-});
-
 t.test('RegionGeometry.touchAhead: from a page per buffer', async (t) => {
   t.notOk(new RegionGeometry(0, 128, 64).touchAhead, '128 B buffers: the hardware prefetchers follow');
   t.notOk(new RegionGeometry(0, 4032, 64).touchAhead);

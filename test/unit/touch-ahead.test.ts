@@ -1,8 +1,8 @@
 /**
  * Unit tests for the switch's touch-ahead (src/datapath/touch-ahead.ts):
  * the peek over a tx ring the guest wrote (heads out of range, addresses
- * outside the window or mid-buffer) loads exactly the first byte of every
- * buffer an in-window address names and nothing else, changes no state
+ * outside the window or mid-buffer) loads exactly the byte each in-window
+ * address names and nothing else, changes no state
  * (ring indices, ring memory, ledger, counters, region), and the forwarder
  * then handles the same ring as always.
  */
@@ -17,7 +17,7 @@ import { RIG_BASE, Rig, frame, mac, type Vm } from '../helpers/datapath-rig';
 const HDR = VIRTIO_NET_HDR_SIZE;
 const BUFS = 16;
 
-/** Two VMs, a with buffers 0..7 and b with 8..15, each posting the other's; every buffer's first byte is 1 + its index. */
+/** Two VMs, a with buffers 0..7 and b with 8..15, each posting the other's; every buffer's first byte is 1 + its index, byte 100 is 50 + it. */
 function pair(t: Test, bufSize: number): { rig: Rig; a: Vm; b: Vm } {
   const rig = new Rig({ bufCount: BUFS, bufSize });
   t.teardown(() => rig.close());
@@ -29,7 +29,10 @@ function pair(t: Test, bufSize: number): { rig: Rig; a: Vm; b: Vm } {
   }
   a.port.ingestRx();
   b.port.ingestRx();
-  for (let i = 0; i < BUFS; i++) a.region[rig.shared.offsetOf(i)] = 1 + i;
+  for (let i = 0; i < BUFS; i++) {
+    a.region[rig.shared.offsetOf(i)] = 1 + i;
+    a.region[rig.shared.offsetOf(i) + 100] = 50 + i;
+  }
   return { rig, a, b };
 }
 
@@ -44,7 +47,7 @@ function snapshot(rig: Rig, a: Vm): string {
   });
 }
 
-t.test('the peek loads each in-window buffer\'s first byte, skips garbage, changes nothing', async (t) => {
+t.test('the peek loads the byte each in-window address names, skips garbage, changes nothing', async (t) => {
   const { rig, a } = pair(t, TOUCH_AHEAD_MIN_STRIDE);
   const bs = rig.shared.bufSize;
   const f = frame(mac(2), mac(1), 100, 7);
@@ -63,7 +66,7 @@ t.test('the peek loads each in-window buffer\'s first byte, skips garbage, chang
   const before = snapshot(rig, a);
   const touch = new HeaderTouch();
   touch.txHeaders(a.devTx, a.port.win, n);
-  t.equal(touch.sum, 4 + 6 + 13, 'loaded buffers 3, 5 and 12 only (no NaN: nothing out of bounds)');
+  t.equal(touch.sum, 4 + 55 + 13, 'loaded buffer 3\'s first byte, byte 100 of buffer 5, buffer 12\'s first byte; nothing else (no NaN: nothing out of bounds)');
   t.equal(snapshot(rig, a), before, 'ring indices, ring memory, ledger, counters and region unchanged');
   touch.txHeaders(a.devTx, a.port.win, 2);
   t.equal(touch.sum, 4, 'n bounds the peek: the first two entries only');
