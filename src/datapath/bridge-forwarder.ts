@@ -101,8 +101,8 @@ export class BridgeForwarder {
     const n = src.txPending(qi, this.burst);
     if (n === 0) return 0;
     const txq = src.txqs[qi]!;
-    // The burst's header misses at once, before the per-packet work (touch-ahead.ts).
-    if (src.zeroCopy) this.touch.txHeaders(txq, src.win, n);
+    // The burst's header misses at once, before the per-packet work (touch-ahead.ts); with small buffers not even a call.
+    if (src.zeroCopy && src.win.touchAhead) this.touch.txHeaders(txq, src.win, n);
     this.now = now;
     this.qi = qi;
     const { seg } = this;
