@@ -17,7 +17,7 @@ import { clockTicksPerSec, machineInfo } from './machine';
 import { Progress, type ProgressMode } from './progress';
 import { renderMarkdown, renderSummaryTable } from './report/markdown';
 import { renderSvg } from './report/svg';
-import type { RunContext } from './runners/common';
+import { type RunContext, bufSizeProblem } from './runners/common';
 import { findDpdk, runDpdk } from './runners/dpdk';
 import { OVS_MAX_MTU, findOvs, ovsMtu } from './runners/ovs';
 import { buildKernelHelper, runKernel } from './runners/kernel';
@@ -56,6 +56,8 @@ export interface BenchOptions {
   out?: string;
   progress?: ProgressMode;
   bufCount?: number;
+  /** zcswitch sharedBuffers.bufSize for every scenario (the stride experiment of docs/PERFORMANCE.md). */
+  bufSize?: number;
   workers?: number;
   pairs?: number;
   /** One CPU per process (bench/lib/pin.ts). */
@@ -73,7 +75,7 @@ export function resolveSettings(o: BenchOptions): BenchSettings {
   if (o.only?.length) groups = o.only.filter((g) => ALL_GROUPS.includes(g));
   if (o.skip?.length) groups = groups.filter((g) => !o.skip!.includes(g));
   if (o.peers === false) groups = groups.filter((g) => !PEER_GROUPS.includes(g));
-  return {
+  const st: BenchSettings = {
     quick,
     runs: o.runs ?? (quick ? 1 : 5),
     warmupSec: o.warmup ?? 0.5,
@@ -87,10 +89,18 @@ export function resolveSettings(o: BenchOptions): BenchSettings {
     defaultBurst: o.burst ?? DEFAULT_BURST,
     defaultPollMode: DEFAULT_POLL,
     bufCount: o.bufCount ?? null,
+    bufSize: o.bufSize ?? null,
     workers: o.workers ?? null,
     pairs: o.pairs ?? null,
     pin: !!o.pin,
   };
+  if (st.bufSize !== null && st.bufSize !== undefined) {
+    // --buf-size applies to every zcswitch scenario: it must hold the largest frame among them.
+    const sizes = planScenarios(st).filter((s) => s.system === 'zcswitch').map((s) => s.size);
+    const problem = bufSizeProblem(st.bufSize, Math.max(0, ...sizes));
+    if (problem) throw new Error(problem);
+  }
+  return st;
 }
 
 export function planScenarios(st: BenchSettings): Scenario[] {
@@ -247,7 +257,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
         const what = `${r.id} run ${run}/${settings.runs}`;
         progress.start(what);
         const ctx: RunContext = {
-          run, warmupSec: settings.warmupSec, durationSec: settings.durationSec, cli: CLI_PATH, bufCount: settings.bufCount, pin: settings.pin,
+          run, warmupSec: settings.warmupSec, durationSec: settings.durationSec, cli: CLI_PATH, bufCount: settings.bufCount, bufSize: settings.bufSize ?? null, pin: settings.pin,
           workers: settings.workers ?? null, pairs: settings.pairs ?? null,
           dpdk: dpdk?.ok ? dpdk.tools : null,
           setup: (info) => {

@@ -8,7 +8,7 @@
 import { Command, Option } from 'commander';
 import { intArg, listArg, numArg } from '../src/cli/args';
 import type { PollMode } from '../src/config';
-import { type BenchOptions, parseGroups, parsePollModes, rerender, runBench } from './harness';
+import { type BenchOptions, parseGroups, parsePollModes, rerender, resolveSettings, runBench } from './harness';
 
 /** testpmd's largest burst (MAX_PKT_BURST): every scenario's peers must run at the same burst. */
 const TESTPMD_MAX_BURST = 512;
@@ -39,9 +39,10 @@ async function benchCommand(o: BenchCliOptions): Promise<void> {
       quick: o.quick, runs: o.runs, warmup: o.warmup, duration: o.duration, sizes: o.sizes, burst: o.burst, bursts: o.bursts,
       pollModes: o.pollModes ? (parsePollModes(o.pollModes) as PollMode[]) : undefined,
       only: o.only ? parseGroups(o.only) : undefined, skip: o.skip ? parseGroups(o.skip) : undefined,
-      peers: o.peers, testpmd: o.testpmd, out: o.out, progress: o.progress, bufCount: o.bufCount,
+      peers: o.peers, testpmd: o.testpmd, out: o.out, progress: o.progress, bufCount: o.bufCount, bufSize: o.bufSize,
       pin: o.pin, workers: o.workers, pairs: o.pairs,
     };
+    resolveSettings(opts); // a usage error (--buf-size too small for the sizes) before anything starts
   } catch (e) {
     process.stderr.write(`zcswitch bench: ${(e as Error).message}\n`);
     process.exit(2);
@@ -73,6 +74,8 @@ export function buildBenchCli(): Command {
     .option('--skip <groups>', 'leave these scenario groups out', (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
     .option('--buf-count <n>', 'zcswitch sharedBuffers.bufCount (default: the switch default, fewer for 64 KiB frames so the region stays <= 512 MiB)',
       intArg('--buf-count', 1, 32768))
+    .option('--buf-size <n>', 'zcswitch sharedBuffers.bufSize for every scenario: a multiple of 64 >= the largest frame + 12 (default per size: the smallest such, at least 128)',
+      intArg('--buf-size', 128, 262144))
     .option('--no-peers', 'zcswitch scenarios only')
     .option('--pin', 'one CPU per process (the switch, or a peer\'s receiver, alone on CPU 0; the others round robin on the rest; needs taskset)')
     .option('--workers <n>', 'zcswitch forwarding.workers: data-path worker threads (default: none, the main thread forwards)', intArg('--workers', 0, 64))

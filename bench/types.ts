@@ -167,6 +167,8 @@ export interface BenchSettings {
   defaultPollMode: PollMode;
   /** zcswitch sharedBuffers.bufCount; null: the project default, capped per size (see bench/runners/common.ts). */
   bufCount: number | null;
+  /** zcswitch sharedBuffers.bufSize (--buf-size); null: per size, the smallest multiple of 64 >= size + 12 (at least 128). */
+  bufSize?: number | null;
   /** One CPU per process (bench/lib/pin.ts); false: the scheduler places them. */
   pin: boolean;
   /** zcswitch forwarding.workers (--workers); null: the switch default (0, the main thread forwards). */

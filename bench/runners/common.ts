@@ -11,6 +11,8 @@ export interface RunContext {
   cli: string;
   /** zcswitch sharedBuffers.bufCount; null: bufCountFor(size). */
   bufCount: number | null;
+  /** zcswitch sharedBuffers.bufSize (--buf-size); null: bufSizeFor(size). */
+  bufSize?: number | null;
   /** One CPU per process (bench/lib/pin.ts). */
   pin: boolean;
   /** zcswitch forwarding.workers (--workers); null: the default (the main thread forwards). */
@@ -26,8 +28,16 @@ export interface RunContext {
 export type Runner = (s: Scenario, ctx: RunContext) => Promise<RunMetrics>;
 
 /** The zcswitch region buffer size for a frame size: the smallest multiple of 64 >= size + 12 (virtio-net header), at least 128. */
-export function bufSizeFor(size: number): number {
+export function bufSizeFor(size: number, requested: number | null = null): number {
+  if (requested) return requested;
   return Math.max(128, Math.ceil((size + 12) / 64) * 64);
+}
+
+/** Why --buf-size cannot hold frames of this size ('' when it can): a multiple of 64, at least size + 12. */
+export function bufSizeProblem(bufSize: number, size: number): string {
+  if (bufSize % 64 !== 0) return `--buf-size ${bufSize} is not a multiple of 64`;
+  if (bufSize < size + 12) return `--buf-size ${bufSize} is below a ${size} B frame + 12 B header`;
+  return '';
 }
 
 /** Largest shared region the harness asks for by default. */
@@ -38,9 +48,9 @@ export const REGION_CAP_BYTES = 512 * 2 ** 20;
  * (DEFAULTS.bufCount), but fewer (a power of two) where that would make the
  * region larger than REGION_CAP_BYTES (64 KiB frames).
  */
-export function bufCountFor(size: number, requested: number | null = null): number {
+export function bufCountFor(size: number, requested: number | null = null, bufSize: number | null = null): number {
   if (requested) return requested;
-  const cap = 2 ** Math.floor(Math.log2(REGION_CAP_BYTES / bufSizeFor(size)));
+  const cap = 2 ** Math.floor(Math.log2(REGION_CAP_BYTES / bufSizeFor(size, bufSize)));
   return Math.min(DEFAULTS.bufCount, cap);
 }
 

@@ -23,14 +23,14 @@ type PortCounters = Record<string, number> & { drops: Record<string, number> };
 export async function runZcswitchPairs(s: Scenario, ctx: RunContext, pairs: number): Promise<RunMetrics> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zcbp-'));
   const cfgPath = path.join(dir, 'switch.json');
-  const bufCount = bufCountFor(s.size, ctx.bufCount);
+  const bufCount = bufCountFor(s.size, ctx.bufCount, ctx.bufSize ?? null);
   const workers = ctx.workers ?? 0;
   const ncpu = os.cpus().length;
   const names = Array.from({ length: pairs }, (_, i) => [`tx${i}`, `rx${i}`] as const);
   const vmCpu = (k: number): number | null => (ctx.pin ? (ncpu > workers + 1 ? workers + 1 + (k % (ncpu - workers - 1)) : k % ncpu) : null);
   const cfg = {
     socketDir: dir,
-    sharedBuffers: { bufCount, bufSize: bufSizeFor(s.size) },
+    sharedBuffers: { bufCount, bufSize: bufSizeFor(s.size, ctx.bufSize ?? null) },
     ports: names.flat().map((name) => ({ name })),
     pairs: names.map(([a, b]) => [a, b]),
     forwarding: {

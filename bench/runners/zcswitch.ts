@@ -73,10 +73,10 @@ function vmBusySec(a: VmSnapshot | null, b: VmSnapshot | null, windowSec: number
   return el > 0 ? ((b.busySec - a.busySec) / el) * windowSec : null;
 }
 
-export function zcswitchConfig(s: Scenario, socketDir: string, bufCount: number, workers: number | null = null): Record<string, unknown> {
+export function zcswitchConfig(s: Scenario, socketDir: string, bufCount: number, workers: number | null = null, bufSize: number | null = null): Record<string, unknown> {
   return {
     socketDir,
-    sharedBuffers: { bufCount, bufSize: bufSizeFor(s.size) },
+    sharedBuffers: { bufCount, bufSize: bufSizeFor(s.size, bufSize) },
     // Each port's MTU admits the scenario's frames (an Ethernet frame of s.size bytes; 1500 at least).
     ports: ['vm1', 'vm2'].map((name) => ({ name, mtu: Math.min(MTU_MAX, Math.max(MTU_DEFAULT, s.size - 14)) })),
     pairs: [['vm1', 'vm2']],
@@ -88,8 +88,8 @@ export function zcswitchConfig(s: Scenario, socketDir: string, bufCount: number,
 export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetrics> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zcb-'));
   const cfgPath = path.join(dir, 'switch.json');
-  const bufCount = bufCountFor(s.size, ctx.bufCount);
-  const cfg = zcswitchConfig(s, dir, bufCount, ctx.workers ?? null);
+  const bufCount = bufCountFor(s.size, ctx.bufCount, ctx.bufSize ?? null);
+  const cfg = zcswitchConfig(s, dir, bufCount, ctx.workers ?? null, ctx.bufSize ?? null);
   fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
   const control = path.join(dir, 'zcswitch.ctl');
   const node = process.execPath;

@@ -35,6 +35,7 @@ import type { PortPolicy } from './port-policy';
 import type { PortQueues } from './port-queues';
 import type { TapPort } from './tap-port';
 import { Offloads } from './segment';
+import { HeaderTouch } from './touch-ahead';
 import { Tenancy } from './tenancy';
 import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
 import { TPID_8021Q, copyResolved, retag } from './vlan';
@@ -54,6 +55,8 @@ export class BridgeForwarder {
   private readonly dst = new ResolvedChain();
   /** Checks each frame's virtio_net_hdr; cuts or checksums for a receiver that cannot take it as it is. */
   private readonly offloads = new Offloads();
+  /** Loads the burst's buffer headers ahead of the per-packet work. */
+  private readonly touch = new HeaderTouch();
   /** Bytes 0..15 of the frame (dst, src MAC, ethertype, TCI), whichever descriptors they are in. */
   private readonly eth = new Uint8Array(16);
   /** The frame as received while this.src holds its re-tagged view (view = 1). */
@@ -98,6 +101,8 @@ export class BridgeForwarder {
     const n = src.txPending(qi, this.burst);
     if (n === 0) return 0;
     const txq = src.txqs[qi]!;
+    // The burst's header misses at once, before the per-packet work (touch-ahead.ts); with small buffers not even a call.
+    if (src.zeroCopy && src.win.touchAhead) this.touch.txHeaders(txq, src.win, n);
     this.now = now;
     this.qi = qi;
     const { seg } = this;

@@ -21,6 +21,7 @@ import { FlowControl } from './flow-control';
 import { MirrorDir, mirrorChain } from './mirror';
 import type { PortQueues } from './port-queues';
 import { Offloads } from './segment';
+import { HeaderTouch } from './touch-ahead';
 import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
 
 export class PairForwarder {
@@ -29,6 +30,8 @@ export class PairForwarder {
   private readonly classic = new ClassicRxFiller();
   /** Checks each frame's virtio_net_hdr; cuts or checksums for a receiver that cannot take it as it is. */
   private readonly offloads = new Offloads();
+  /** Loads the burst's buffer headers ahead of the per-packet work. */
+  private readonly touch = new HeaderTouch();
 
   constructor(
     /** Most packets per tx queue per round (forwarding.burst; a reload may change it between rounds). */
@@ -49,6 +52,8 @@ export class PairForwarder {
     const n = src.txPending(qi, this.burst);
     if (n === 0) return 0;
     const txq = src.txqs[qi]!;
+    // The burst's header misses at once, before the per-packet work (touch-ahead.ts); with small buffers not even a call.
+    if (src.zeroCopy && src.win.touchAhead) this.touch.txHeaders(txq, src.win, n);
     const { seg } = this;
     const { shared, ledger, tx } = src;
     const c = src.counters;

@@ -4,11 +4,22 @@
  * mapping. The switch (SharedBuffers) and the guest driver (SharedRegion)
  * share this one definition, so the arithmetic is written once.
  */
+/** Smallest buffer size (stride) at which headers are loaded ahead: a page. */
+export const TOUCH_AHEAD_MIN_STRIDE = 4096;
+
 export class RegionGeometry {
   readonly size: number;
+  /**
+   * Buffers are far enough apart that each header is on a page of its own,
+   * where the hardware prefetchers do not follow a walk over the headers:
+   * the switch then loads a burst's headers ahead of the per-packet work
+   * (src/datapath/touch-ahead.ts; docs/PERFORMANCE.md, "64 KiB frames").
+   */
+  readonly touchAhead: boolean;
 
   constructor(readonly base: number, readonly bufSize: number, readonly bufCount: number) {
     this.size = bufCount * bufSize;
+    this.touchAhead = bufSize >= TOUCH_AHEAD_MIN_STRIDE;
   }
 
   /** Index of the buffer holding a guest address, or -1 outside the window. */

@@ -8,7 +8,7 @@ import path from 'node:path';
 import t from 'tap';
 import { DEFAULTS } from '../../src/config';
 import { planScenarios, resolveSettings } from '../../bench/harness';
-import { REGION_CAP_BYTES, bufCountFor, bufSizeFor } from '../../bench/runners/common';
+import { REGION_CAP_BYTES, bufCountFor, bufSizeFor, bufSizeProblem } from '../../bench/runners/common';
 import { cpuPlan } from '../../bench/lib/pin';
 import { which } from '../../bench/lib/util';
 import { StatsParser, findDpdk, geometry } from '../../bench/runners/dpdk';
@@ -204,6 +204,42 @@ t.test('zcswitch geometry: buffers fit the frame, the region stays bounded', asy
   }
   t.equal(bufCountFor(64), DEFAULTS.bufCount, 'small frames: the switch default');
   t.equal(bufCountFor(65535, 512), 512, '--buf-count wins');
+  t.equal(bufSizeFor(64, 65600), 65600, '--buf-size wins');
+  t.equal(bufCountFor(64, null, 262144), 2048, '--buf-size 256 KiB: the region cap follows it (2048 × 256 KiB = 512 MiB)');
+});
+
+t.test('--buf-size: a multiple of 64 that holds the largest zcswitch frame, else refused by name', async (t) => {
+  t.equal(bufSizeProblem(65600, 65535), '', '65600 holds 65535 + 12');
+  t.match(bufSizeProblem(1000, 64), /multiple of 64/);
+  t.match(bufSizeProblem(4096, 9000), /below a 9000 B frame/);
+  t.equal(resolveSettings({ bufSize: 4096, only: ['zc-oneway'], sizes: [64, 1500] }).bufSize, 4096);
+  t.throws(() => resolveSettings({ bufSize: 4096, only: ['zc-gso'], sizes: [64] }), /--buf-size 4096 is below a 65535 B frame/,
+    'zc-gso runs 65535 B frames whatever --sizes says');
+  t.equal(resolveSettings({ bufSize: 128, only: ['kernel'], sizes: [1500] }).bufSize, 128, 'peers have no shared buffers: not checked');
+  for (const [v, sizes, what] of [['1000', '64', /multiple of 64/], ['128', '1500', /below a 1500 B frame/], ['64', '64', /--buf-size/]] as const) {
+    const r = await runCli(['bench', '--buf-size', v, '--sizes', sizes, '--only', 'zc-oneway', '--no-peers'], {}, 30000);
+    t.equal(r.code, 2, `--buf-size ${v} at ${sizes} B: exit 2`);
+    t.match(r.err, what, `--buf-size ${v}: the error says why`);
+  }
+});
+
+t.test('--buf-size: 64 B frames in page-sized buffers, zero-copy, nothing dropped', async (t) => {
+  // 4096 B buffers: the switch loads each burst's headers ahead (RegionGeometry.touchAhead).
+  const out = tempDir(t, 'zcs-bench-');
+  const r = await runCli(['bench', '--only', 'zc-oneway', '--sizes', '64', '--buf-size', '4096', '--runs', '1', '--warmup', '0.2',
+    '--duration', '0.5', '--no-peers', '--out', out, '--progress', 'none'], {}, 60000);
+  if (r.code !== 0) t.comment(r.err.slice(-2000));
+  t.equal(r.code, 0, 'exit 0');
+  const { json, md } = outputs(out);
+  const s = json.scenarios[0];
+  t.equal(s.status, 'ok', `${s.id} ran: ${s.errors.join('; ')}`);
+  t.match(md, /shared buffers of 4096 B \(--buf-size\)/, 'the report says which buffers');
+  t.equal((s.setup?.config as { sharedBuffers: { bufSize: number } }).sharedBuffers.bufSize, 4096, 'the switch ran with 4096 B buffers');
+  const run = s.runs[0];
+  t.ok(run.mpps > 0, `positive rate (${run.mpps.toFixed(2)} Mpps)`);
+  t.equal(run.drops, 0, 'no drops');
+  t.equal(run.copiedBytesPerPkt, 0, 'zero-copy: no bytes copied');
+  t.equal(run.avgLen, 64, 'frames arrive at 64 B');
 });
 
 t.test('DPDK geometry: mbufs fit the frame, --txpkts segments add up', async (t) => {

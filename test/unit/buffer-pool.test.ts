@@ -168,3 +168,10 @@ t.test('RegionGeometry.indexAt: only exact buffer starts inside the window', asy
   t.equal(g.offsetOf(7), 7 * 2048);
   t.equal(g.indexOf(g.addrOf(5) + 12), 5);
 });
+
+t.test('RegionGeometry.touchAhead: from a page per buffer', async (t) => {
+  t.notOk(new RegionGeometry(0, 128, 64).touchAhead, '128 B buffers: the hardware prefetchers follow');
+  t.notOk(new RegionGeometry(0, 4032, 64).touchAhead);
+  t.ok(new RegionGeometry(0, 4096, 64).touchAhead);
+  t.ok(new RegionGeometry(0, 65600, 64).touchAhead, '64 KiB buffers');
+});
