@@ -23,6 +23,8 @@ export interface VringState {
   usedIdx: number;
   eventIdx: boolean;
   callFd: number;
+  /** The call fd by number (VringSlot.callGen): a new one is a new fd even when its number was reused. */
+  callGen: number;
 }
 
 /** A port's queues and memory as the worker must mirror them (null: the front-end went away). */

@@ -218,7 +218,7 @@ export class DataPathWorkers {
         if (dq === null || s.addr === null) return null;
         return {
           gen: this.gen(dq), num: s.num, desc: Number(s.addr.desc), avail: Number(s.addr.avail), used: Number(s.addr.used),
-          lastAvail: dq.lastAvail, usedIdx: dq.usedIdx, eventIdx: dq.eventIdx, callFd: s.callFd,
+          lastAvail: dq.lastAvail, usedIdx: dq.usedIdx, eventIdx: dq.eventIdx, callFd: s.callFd, callGen: s.callGen,
         };
       }),
     };

@@ -50,8 +50,8 @@ interface WorkerPort {
   /** This worker's own mapping of the front-end's memory, and the main thread's number for it. */
   mem: MemoryTable | null;
   memGen: number;
-  /** Per vring: the main thread's queue number, this worker's queue and its own dup of the call fd. */
-  rings: ({ gen: number; queue: DeviceQueue; callFd: number } | null)[];
+  /** Per vring: the main thread's queue number, this worker's queue and its own dup of the call fd (and the main thread's number for it). */
+  rings: ({ gen: number; queue: DeviceQueue; callFd: number; callGen: number } | null)[];
   peer: number | null;
   /** Out of the data path: frozen for a ring read, or broken until the control plane syncs it. */
   out: boolean;
@@ -246,7 +246,15 @@ function syncPort(id: number, p: WorkerPort, state: PortState | null): void {
   for (let i = 0; i < p.rings.length; i++) {
     const want = state.vrings[i] ?? null;
     const have = p.rings[i];
-    if (want !== null && have !== null && have.gen === want.gen) continue;
+    if (want !== null && have !== null && have.gen === want.gen) {
+      // Same ring, new call fd (QEMU swaps it when the guest sets up its interrupts): calls must go to the new one.
+      if (have.callGen !== want.callGen) {
+        closeFdQuiet(have.callFd);
+        have.callFd = want.callFd >= 0 ? dupFd(want.callFd) : -1;
+        have.callGen = want.callGen;
+      }
+      continue;
+    }
     if (have !== null) closeFdQuiet(have.callFd);
     p.rings[i] = null;
     if (want === null || p.mem === null) continue;
@@ -260,6 +268,7 @@ function syncPort(id: number, p: WorkerPort, state: PortState | null): void {
     });
     p.rings[i] = {
       gen: want.gen, queue: new DeviceQueue(ring, want.eventIdx, want.lastAvail, want.usedIdx), callFd: want.callFd >= 0 ? dupFd(want.callFd) : -1,
+      callGen: want.callGen,
     };
   }
   p.queues.zeroCopy = state.zeroCopy;
