@@ -5,7 +5,8 @@
  *     bridge with a VXLAN device, joined by a veth pair: a VM on one switch
  *     sends to a VM on the other.
  * Each case also runs with data-path worker threads (forwarding.workers: 2):
- * the uplink is then served by its bridge's worker.
+ * the uplink is then served by its bridge's worker; and with workers, a
+ * bridge of only an uplink has a worker that a port added at run time joins.
  */
 import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -14,6 +15,7 @@ import path from 'node:path';
 import t, { type Test } from 'tap';
 import { parsePcap } from '../../src/capture/pcap';
 import { GuestDriver } from '../../src/guest/driver';
+import { controlRequest } from '../../src/switch/control';
 import { NetResponder } from '../helpers/net';
 import { netnsProblem, requireExternal, requireProgram } from '../helpers/external';
 import { QEMU_BIN, QemuGuest, findQemu, guestImage } from '../helpers/qemu';
@@ -95,6 +97,31 @@ for (const workers of [0, 2]) t.test(`the host stack pings a QEMU guest through 
   const s = await sw.stats();
   t.ok(counters(s.ports.find((p) => p.name === 'vm1')!).copied >= 3, 'the guest is a classic port: its frames were copied');
   checkPlacement(t, s, workers, 'vm1');
+  t.ok(s.ledger.ok, 'ledger balanced');
+});
+
+t.test('workers: a bridge of only an uplink has a worker; a port added at run time joins it; port del of the uplink closes the worker\'s fd', { skip: noNetns }, async (t) => {
+  const ns = `${tag}r`;
+  sh(`ip netns add ${ns}`);
+  t.teardown(() => sh(`ip netns del ${ns} 2>/dev/null || true`));
+  const sw = await switchIn(t, ns, { ports: [{ name: 'up', type: 'tap', ifname: 'zcup0' }], forwarding: { workers: 2 } });
+  t.same((await sw.stats()).workers.map((w) => w.ports), [['up'], []], 'the uplink alone has worker 0');
+  t.match(await controlRequest(sw.control, { cmd: 'port-add', name: 'vm1' }), { ok: true });
+  t.same((await sw.stats()).workers.map((w) => w.ports.slice().sort()), [['up', 'vm1'], []], 'vm1 goes to the uplink\'s worker (the bridge\'s)');
+  sh(`ip netns exec ${ns} sh -c 'ip link set lo up; ip addr add 10.76.0.1/24 dev zcup0; ip link set zcup0 up'`);
+  const drv = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm1.sock') });
+  t.teardown(() => drv.close());
+  const host = new NetResponder(drv, '02:00:00:00:76:02', '10.76.0.2');
+  host.start();
+  t.teardown(() => host.stop());
+  const out = await shAsync(`ip netns exec ${ns} ping -c 3 -i 0.2 -W 2 10.76.0.2`);
+  t.match(out, /3 packets transmitted, 3 received/, 'kernel ping to the run-time port through the uplink on the worker: 3 of 3 answered');
+  t.match(await controlRequest(sw.control, { cmd: 'port-del', name: 'up' }), { ok: true });
+  // A TAP interface goes when its last fd closes: the main thread's and the worker's dup both.
+  await waitFor('zcup0 to go', () => { try { sh(`ip netns exec ${ns} ip link show zcup0`); return false; } catch { return true; } });
+  const s = await sw.stats();
+  t.same(s.workers.map((w) => w.ports), [['vm1'], []], 'the uplink left its worker');
+  t.notOk(s.ports.some((p) => p.name === 'up'), 'and the switch');
   t.ok(s.ledger.ok, 'ledger balanced');
 });
 
