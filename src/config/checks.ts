@@ -137,14 +137,6 @@ export function crossCheck(raw: unknown, known: readonly RawIssue[]): RawIssue[]
     return r.success ? r.data : undefined;
   }
 
-  // --- data-path worker threads ---------------------------------------------
-  const workers = valueAt(raw, ['forwarding', 'workers']);
-  const portsRaw = valueAt(raw, ['ports']);
-  const hasTap = Array.isArray(portsRaw) && portsRaw.some((p) => (p as { type?: unknown } | null)?.type === 'tap');
-  if (!failed(['forwarding', 'workers']) && workers !== undefined && workers !== 0 && hasTap) {
-    add(['forwarding', 'workers'], 'worker threads do not serve a TAP uplink yet; leave it out (or 0) on a switch with a tap port');
-  }
-
   // --- shared buffer region ------------------------------------------------
   const bufCount = pick(['sharedBuffers', 'bufCount'], bufCountSchema);
   const bufSize = pick(['sharedBuffers', 'bufSize'], bufSizeSchema);

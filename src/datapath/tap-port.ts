@@ -14,6 +14,9 @@ import { PortCounters } from './counters';
 import type { Mirror } from './mirror';
 import { RX_CSUM, RX_ECN, RX_TSO4, RX_TSO6 } from './segment';
 
+/** What the kernel hands in once TUNSETOFFLOAD took CSUM and TSO (open). */
+const OFFLOAD_CAPS = RX_CSUM | RX_TSO4 | RX_TSO6 | RX_ECN;
+
 export class TapPort {
   readonly isTap = true;
   readonly counters = new PortCounters();
@@ -60,20 +63,44 @@ export class TapPort {
     return this.fd >= 0;
   }
 
-  open(): void {
+  /**
+   * Create (or take) the interface and configure it: MTU, offloads.
+   * `watch`: this thread's loop serves it (its readable fd wakes `wake`);
+   * false when a data-path worker serves it through a dup of fdNumber
+   * (adopt), and this thread only keeps the interface open.
+   */
+  open(watch = true): void {
     const r = tapOpen(this.ifname);
     this.fd = r.fd;
     this.nq = 1;
     tapSetMtu(r.name, this.mtu);
-    if (this.offloads) {
-      // What the bridge carries (segment.ts): the kernel may then hand in open checksums and up to 64 KiB TCP segments.
-      tapSetOffload(this.fd, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN);
-      this.offloadCaps = RX_CSUM | RX_TSO4 | RX_TSO6 | RX_ECN;
-    }
+    // What the bridge carries (segment.ts): the kernel may then hand in open checksums and up to 64 KiB TCP segments.
+    if (this.offloads) tapSetOffload(this.fd, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN);
+    this.offloadCaps = this.offloads ? OFFLOAD_CAPS : 0;
+    if (watch) this.watch();
+    this.log.info({ port: this.name, ifname: r.name, offloads: this.offloads, mtu: this.mtu }, 'tap uplink open');
+  }
+
+  /** The open interface's fd (-1: closed): what a data-path worker dups. */
+  get fdNumber(): number {
+    return this.fd;
+  }
+
+  /**
+   * Serve an interface another thread opened and configured (open(false)),
+   * through fd: a dup this port owns from now on (close() closes it).
+   */
+  adopt(fd: number): void {
+    this.fd = fd;
+    this.nq = 1;
+    this.offloadCaps = this.offloads ? OFFLOAD_CAPS : 0;
+    this.watch();
+  }
+
+  private watch(): void {
     // Level-triggered: while frames wait, the loop keeps being woken.
     this.watcher = new FdWatcher(this.fd, this.wake);
     this.watcher.start();
-    this.log.info({ port: this.name, ifname: r.name, offloads: this.offloads, mtu: this.mtu }, 'tap uplink open');
   }
 
   /** One frame (with its virtio_net_hdr) into buf; bytes, or -1 when none is waiting. */

@@ -208,14 +208,17 @@ export class Switch {
           this.taps.push(tap);
           this.byId.push(tap);
           this.bridgeById.push(tap);
-          this.dataPath.taps.push(tap);
+          // With workers this thread keeps the interface open but does not watch it: its bridge's worker serves a dup.
+          const w = this.onWorkers?.workerOf.get(id);
+          if (w === undefined) this.dataPath.taps.push(tap);
           try {
-            tap.open();
+            tap.open(w === undefined);
           } catch (e) {
             const err = e as NodeJS.ErrnoException;
             const hint = err.code === 'EPERM' ? ' (creating a TAP interface needs CAP_NET_ADMIN)' : '';
             throw new Error(`port ${pc.name}: cannot open TAP interface ${pc.ifname}: ${err.message}${hint}`);
           }
+          if (w !== undefined) this.onWorkers!.addTap(w, tap, pc.offloads);
           return;
         }
         const sock = path.join(cfg.socketDir, `${pc.name}.sock`);
@@ -276,12 +279,13 @@ export class Switch {
 
   /**
    * forwarding.workers > 0: start the worker threads, place every L2 domain
-   * (pairs and sharing domains, shard.ts) on one, and hand each its domains.
+   * (pairs, sharing domains and bridges with their TAP uplinks, shard.ts) on
+   * one, and hand each its domains.
    */
   private startWorkers(): void {
     const cfg = this.cfg;
     const fw = cfg.forwarding;
-    const vhost = cfg.ports.map((pc, id) => ({ id, name: pc.name, domain: pc.domain ?? `tap:${pc.name}` })).filter((_, i) => cfg.ports[i].type !== 'tap');
+    const all = cfg.ports.map((pc, id) => ({ id, name: pc.name, domain: pc.domain }));
     // A bridge (a tenant's L2 domain) stays whole like a pair: its ports are joined as if paired.
     const joins: [string, string][] = [...cfg.pairs];
     if (cfg.mode === 'bridge') {
@@ -293,7 +297,7 @@ export class Switch {
         else joins.push([f, pc.name]);
       }
     }
-    const shards = assignShards(vhost, joins, this.workerCount);
+    const shards = assignShards(all, joins, this.workerCount);
     const byId = (id: number): Port | undefined => this.ports.find((p) => p.id === id);
     this.workers = new DataPathWorkers(
       this.workerCount, fw.cpus,
@@ -469,7 +473,7 @@ export class Switch {
     const macs = this.bridge ? this.macEntries() : [];
     const sb = this.cfg.sharedBuffers;
     // Worker threads' counters into this thread's view of their ports first.
-    const fromWorkers = this.workers?.collect((id) => this.ports.find((p) => p.id === id)?.queues) ?? null;
+    const fromWorkers = this.workers?.collect((id) => this.ports.find((p) => p.id === id)?.queues ?? this.taps.find((p) => p.id === id)) ?? null;
     const workers: WorkerInfo[] = (this.workers?.workers ?? []).map((w, i) => ({
       index: w.index, cpu: w.cpu, cpus: w.cpus, ports: w.ports, domains: w.domains,
       busySec: fromWorkers!.perWorker[i].busyMs / 1000, busyRounds: fromWorkers!.perWorker[i].busyRounds,
@@ -763,6 +767,9 @@ export class Switch {
     const p = this.byName(name);
     if (p === undefined) throw new Refused(`no port named "${name}" (ports are ${this.live().map((x) => `"${x.name}"`).join(', ') || 'none'})`);
     if (p.isTap) {
+      (p.mirror as unknown as { shutdown?: () => void } | null)?.shutdown?.();
+      // Its worker closes its dup first.
+      this.onWorkers?.removeTap(p);
       p.close();
       this.dataPath.taps.splice(this.dataPath.taps.indexOf(p), 1);
       this.taps.splice(this.taps.indexOf(p), 1);
@@ -998,7 +1005,7 @@ export class Switch {
   setMirror(portName: string, mirror: (Mirror & MirrorSink) | null): boolean {
     const p = this.dataPorts.find((x) => x.name === portName);
     if (!p) return false;
-    if (!p.isTap) this.onWorkers?.setMirror(p.id, mirror);
+    this.onWorkers?.setMirror(p.id, mirror);
     p.mirror = mirror;
     return true;
   }

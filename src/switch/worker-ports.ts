@@ -10,6 +10,7 @@
 import type { PortConfig } from '../config';
 import type { Logger } from '../log';
 import type { SharingDomain } from '../shm/domain';
+import type { TapPort } from '../datapath/tap-port';
 import type { DataPathWorker, DataPathWorkers } from '../workers/pool';
 import { type MirrorSink, MirrorRingReader, createMirrorRing } from '../workers/mirror-ring';
 import type { Port, PortWorkerLink } from './port';
@@ -28,7 +29,7 @@ export interface WorkerPortsHost {
 export class PlacementRefused extends Error {}
 
 export class WorkerPorts {
-  /** Which worker forwards for each port (by id). */
+  /** Which worker forwards for each port (by id), TAP uplinks included. */
   readonly workerOf = new Map<number, DataPathWorker>();
   /** Which worker holds each sharing domain (its region, and its ledger's one writer). */
   private readonly domainWorker = new Map<SharingDomain, DataPathWorker>();
@@ -110,8 +111,9 @@ export class WorkerPorts {
    */
   place(name: string, domain: SharingDomain | undefined, bridge: string | undefined, near: Port | null): DataPathWorker {
     const byDomain = domain === undefined ? undefined : this.domainWorker.get(domain);
-    const bridgeMate = bridge === undefined ? undefined : this.host.ports.find((p) => this.host.bridgeOf(p.id) === bridge);
-    const byBridge = bridgeMate === undefined ? undefined : this.workerOf.get(bridgeMate.id);
+    // Any port of the bridge, a TAP uplink too (a bridge of only an uplink has a worker).
+    let byBridge: DataPathWorker | undefined;
+    if (bridge !== undefined) for (const [id, w] of this.workerOf) if (this.host.bridgeOf(id) === bridge) byBridge ??= w;
     if (byDomain !== undefined && byBridge !== undefined && byDomain !== byBridge) {
       throw new PlacementRefused(
         `port ${name}: its domain "${domain!.name}" is forwarded by data-path worker ${byDomain.index} and its bridge "${bridge}" by worker ${byBridge.index}; a port needs both on one worker`,
@@ -128,6 +130,27 @@ export class WorkerPorts {
     if (newDomain) this.addDomain(w, p.queues.domain);
     w.ports.push(p.name);
     w.call({ op: 'port', id: p.id, name: p.name, partitionCount: p.partition.count, domain: p.queues.domain.id, mtu: p.queues.mtu });
+  }
+
+  /**
+   * A TAP uplink this thread opened (open(false): unwatched here) joins
+   * worker w, which serves its own dup of the fd from then on.
+   */
+  addTap(w: DataPathWorker, tap: TapPort, offloads: boolean): void {
+    this.workerOf.set(tap.id, w);
+    // At start the shard placement has listed it already.
+    if (!w.ports.includes(tap.name)) w.ports.push(tap.name);
+    w.call({ op: 'tap', id: tap.id, name: tap.name, ifname: tap.ifname, fd: tap.fdNumber, offloads, mtu: tap.mtu });
+  }
+
+  /** The uplink leaves its worker, which closes its dup (before this thread closes the interface). */
+  removeTap(tap: TapPort): void {
+    const w = this.workerOf.get(tap.id);
+    if (w === undefined) return;
+    this.setMirror(tap.id, null);
+    this.workerOf.delete(tap.id);
+    w.ports.splice(w.ports.indexOf(tap.name), 1);
+    if (w.alive) w.call({ op: 'port-del', id: tap.id });
   }
 
   /** Why port p cannot move to another worker (to be next to a new peer), or null; anyPeer: as if unpaired (a reload checks pairs apart). */

@@ -24,6 +24,8 @@ export class VringSlot {
   errFd = -1;
   /** Bumped whenever kickFd changes, so watchers notice a new fd with a reused number. */
   kickGen = 0;
+  /** Bumped whenever callFd changes (a front-end may swap it on a running ring), so a worker re-dups it. */
+  callGen = 0;
   started = false;
   enabled = false;
   queue: DeviceQueue | null = null;
@@ -167,6 +169,7 @@ export class Vrings {
     if (problem) throw new ProtocolError(`${reqName(msg.request)}: vring ${index} ${FD_NAMES[which]} fd ${problem}`);
     closeFdQuiet(s[which]);
     s[which] = noFd ? -1 : msg.fds.pop()!;
+    if (which === 'callFd') s.callGen++;
     if (which === 'kickFd') {
       // SET_VRING_KICK starts the ring; without protocol features it is enabled too.
       s.kickGen++;

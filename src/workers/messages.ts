@@ -23,6 +23,8 @@ export interface VringState {
   usedIdx: number;
   eventIdx: boolean;
   callFd: number;
+  /** The call fd by number (VringSlot.callGen): a new one is a new fd even when its number was reused. */
+  callGen: number;
 }
 
 /** A port's queues and memory as the worker must mirror them (null: the front-end went away). */
@@ -61,7 +63,13 @@ export type Request =
   /** mtu: the port's configured `mtu`. */
   /** counters: a port moved from another worker keeps counting from there. */
   | { op: 'port'; id: number; name: string; partitionCount: number; domain: number; mtu: number; counters?: PortCounterSnapshot }
-  /** The port leaves this worker (removed, or moved to another): answers its counters. */
+  /**
+   * Bridge mode: a TAP uplink the main thread opened and configured; the
+   * worker serves its own dup of fd (and closes it when the port leaves).
+   * offloads: TUNSETOFFLOAD took CSUM and TSO; mtu: the interface's.
+   */
+  | { op: 'tap'; id: number; name: string; ifname: string; fd: number; offloads: boolean; mtu: number }
+  /** The port (or TAP uplink) leaves this worker (removed, or moved to another): answers its counters. */
   | { op: 'port-del'; id: number }
   /** The domain leaves this worker (its last port went): its mapping goes. */
   | { op: 'domain-del'; id: number }
@@ -134,4 +142,5 @@ export const SIG_LENGTH = 2;
 /** Port counters the data path keeps (copied from the worker on stats). */
 export const WORKER_COUNTER_FIELDS = [
   'rxPackets', 'rxBytes', 'txPackets', 'txBytes', 'zeroCopy', 'copied', 'copiedBytes', 'giftsIn', 'giftsOut', 'returned', 'calls',
+  'gsoFrames', 'segmented', 'checksummed',
 ] as const;

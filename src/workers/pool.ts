@@ -17,6 +17,7 @@ import type { LedgerCheck } from '../shm/ledger';
 import { ID_THREAD_SHIFT, dispatchGuestFaults, setGuardThread } from '../vhost/guest-faults';
 import type { VhostUserBackend } from '../vhost/session';
 import type { PortQueues } from '../datapath/port-queues';
+import type { Counted } from '../datapath/counters';
 import {
   type PortState, type Replies, type Request, SIG_LENGTH, SIG_REPLY, SIG_WAKE, type Settings, WORKER_COUNTER_FIELDS, type WorkerEvent,
   type WorkerStats,
@@ -217,7 +218,7 @@ export class DataPathWorkers {
         if (dq === null || s.addr === null) return null;
         return {
           gen: this.gen(dq), num: s.num, desc: Number(s.addr.desc), avail: Number(s.addr.avail), used: Number(s.addr.used),
-          lastAvail: dq.lastAvail, usedIdx: dq.usedIdx, eventIdx: dq.eventIdx, callFd: s.callFd,
+          lastAvail: dq.lastAvail, usedIdx: dq.usedIdx, eventIdx: dq.eventIdx, callFd: s.callFd, callGen: s.callGen,
         };
       }),
     };
@@ -235,8 +236,8 @@ export class DataPathWorkers {
     });
   }
 
-  /** Every worker's counters into the control plane's view of its ports (kicks and guest faults are counted here). */
-  collect(queuesById: (id: number) => PortQueues | undefined): { busyMs: number; busyRounds: number; perWorker: WorkerStats[] } {
+  /** Every worker's counters into the control plane's view of its ports and TAP uplinks (kicks and guest faults are counted here). */
+  collect(queuesById: (id: number) => Counted | undefined): { busyMs: number; busyRounds: number; perWorker: WorkerStats[] } {
     let busyMs = 0;
     let busyRounds = 0;
     const perWorker: WorkerStats[] = [];

@@ -1,7 +1,8 @@
 /**
  * Which data-path worker forwards for which ports (docs/design.md,
- * "Threads"). The unit is an L2 domain: ports joined by a pair or by a
- * sharing domain (one region, one ledger) always land in the same worker,
+ * "Threads"). The unit is an L2 domain: ports joined by a pair, by a
+ * sharing domain (one region, one ledger) or by a bridge (the caller's
+ * joins, TAP uplinks included) always land in the same worker,
  * so every ledger and every pair's state has exactly one writer and no
  * frame ever crosses threads. Domains go to the least-loaded worker (by
  * ports), largest first; ties to the lowest index, so the placement is the
@@ -10,8 +11,8 @@
 export interface ShardPort {
   id: number;
   name: string;
-  /** Sharing domain name. */
-  domain: string;
+  /** Sharing domain name; null: none (a TAP uplink, which joins its bridge's worker through a join). */
+  domain: string | null;
 }
 
 export interface Shards {
@@ -35,6 +36,7 @@ export function assignShards(ports: readonly ShardPort[], pairs: readonly (reado
   const byName = new Map(ports.map((p, i) => [p.name, i]));
   const firstOfDomain = new Map<string, number>();
   ports.forEach((p, i) => {
+    if (p.domain === null) return;
     const f = firstOfDomain.get(p.domain);
     if (f === undefined) firstOfDomain.set(p.domain, i);
     else join(i, f);
@@ -63,7 +65,7 @@ export function assignShards(ports: readonly ShardPort[], pairs: readonly (reado
       const p = ports[i];
       out.workerOf.set(p.id, w);
       out.workers[w].ports.push(p.name);
-      if (!out.workers[w].domains.includes(p.domain)) out.workers[w].domains.push(p.domain);
+      if (p.domain !== null && !out.workers[w].domains.includes(p.domain)) out.workers[w].domains.push(p.domain);
     }
   }
   return out;

@@ -17,6 +17,8 @@ import { FlowControl } from '../datapath/flow-control';
 import { PairForwarder } from '../datapath/pair-forwarder';
 import { PollLoop } from '../datapath/poll-loop';
 import { PortQueues } from '../datapath/port-queues';
+import { TapPort } from '../datapath/tap-port';
+import type { Counted } from '../datapath/counters';
 import { type LogLevel, createLogger } from '../log';
 import { SharingDomain } from '../shm/domain';
 import { dispatchGuestFaults, pollGuestFaults, setGuardThread } from '../vhost/guest-faults';
@@ -48,8 +50,8 @@ interface WorkerPort {
   /** This worker's own mapping of the front-end's memory, and the main thread's number for it. */
   mem: MemoryTable | null;
   memGen: number;
-  /** Per vring: the main thread's queue number, this worker's queue and its own dup of the call fd. */
-  rings: ({ gen: number; queue: DeviceQueue; callFd: number } | null)[];
+  /** Per vring: the main thread's queue number, this worker's queue and its own dup of the call fd (and the main thread's number for it). */
+  rings: ({ gen: number; queue: DeviceQueue; callFd: number; callGen: number } | null)[];
   peer: number | null;
   /** Out of the data path: frozen for a ring read, or broken until the control plane syncs it. */
   out: boolean;
@@ -66,6 +68,8 @@ if (init.cpu !== null) pinThisThread(init.cpu);
 
 const domains = new Map<number, SharingDomain>();
 const ports = new Map<number, WorkerPort>();
+/** Bridge mode: the TAP uplinks this worker serves, each over its own dup of the main thread's fd. */
+const taps = new Map<number, TapPort>();
 const flow = new FlowControl(init.settings.rxWaitMs);
 /** Bridge mode: this worker's ports by id (the forwarder's destinations). */
 const bridgeById: BridgePort[] = [];
@@ -131,9 +135,11 @@ function addPort(id: number, name: string, partitionCount: number, domain: numbe
 
 /** The port leaves this worker: out of the data path, its rings, fds and mapping gone, nobody's peer; answers its counters. */
 function removePort(id: number): PortCounterSnapshot {
+  const tap = taps.get(id);
+  if (tap !== undefined) return removeTap(tap);
   const p = portOf(id);
   takeOut(p);
-  const counters = snapshot(id, p);
+  const counters = snapshot(id, p.queues);
   dropRings(p);
   p.queues.sync(null);
   p.queues.mirror = null;
@@ -150,11 +156,50 @@ function removePort(id: number): PortCounterSnapshot {
   return counters;
 }
 
-function snapshot(id: number, p: WorkerPort): PortCounterSnapshot {
-  const c = p.queues.counters as unknown as Record<string, number>;
+/**
+ * A TAP uplink the main thread opened: this worker reads and writes its own
+ * dup of the fd and sleeps on it like on a kick (the port's FdWatcher on
+ * this thread's loop wakes this thread's PollLoop).
+ */
+function addTap(m: Extract<Request, { op: 'tap' }>): void {
+  if (bridge === null) throw new Error(`worker ${init.index}: TAP uplink ${m.name} on a switch in pair mode`);
+  if (taps.has(m.id) || ports.has(m.id)) throw new Error(`worker ${init.index}: port id ${m.id} is taken`);
+  const tap = new TapPort(m.id, m.name, m.ifname, log, () => loop.wake(), m.offloads, m.mtu);
+  const fd = dupFd(m.fd);
+  try {
+    tap.adopt(fd);
+  } catch (e) {
+    closeFdQuiet(fd);
+    throw e;
+  }
+  taps.set(m.id, tap);
+  dataPath.taps.push(tap);
+  for (let i = bridgeById.length; i < m.id; i++) bridgeById[i] = NOT_HERE;
+  bridgeById[m.id] = tap;
+}
+
+/** The uplink leaves this worker: out of the rounds, its dup closed; answers its counters. */
+function removeTap(tap: TapPort): PortCounterSnapshot {
+  const counters = snapshot(tap.id, tap);
+  dataPath.taps.splice(dataPath.taps.indexOf(tap), 1);
+  tap.close();
+  tap.mirror = null;
+  bridge?.tenancy.forgetPort(tap.id);
+  bridgeById[tap.id] = NOT_HERE;
+  taps.delete(tap.id);
+  return counters;
+}
+
+/** Port id's data side in this worker: a vhost-user port's queues or a TAP uplink. */
+function dataPortOf(id: number): BridgePort {
+  return taps.get(id) ?? portOf(id).queues;
+}
+
+function snapshot(id: number, p: Counted): PortCounterSnapshot {
+  const c = p.counters as unknown as Record<string, number>;
   const fields: Record<string, number> = {};
   for (const f of WORKER_COUNTER_FIELDS) fields[f] = c[f];
-  return { id, fields, drops: Array.from(p.queues.counters.drops), queueCounters: Array.from(p.queues.queueCounters) };
+  return { id, fields, drops: Array.from(p.counters.drops), queueCounters: Array.from(p.queueCounters) };
 }
 
 function setPeer(id: number, peer: number | null): void {
@@ -201,7 +246,15 @@ function syncPort(id: number, p: WorkerPort, state: PortState | null): void {
   for (let i = 0; i < p.rings.length; i++) {
     const want = state.vrings[i] ?? null;
     const have = p.rings[i];
-    if (want !== null && have !== null && have.gen === want.gen) continue;
+    if (want !== null && have !== null && have.gen === want.gen) {
+      // Same ring, new call fd (QEMU swaps it when the guest sets up its interrupts): calls must go to the new one.
+      if (have.callGen !== want.callGen) {
+        closeFdQuiet(have.callFd);
+        have.callFd = want.callFd >= 0 ? dupFd(want.callFd) : -1;
+        have.callGen = want.callGen;
+      }
+      continue;
+    }
     if (have !== null) closeFdQuiet(have.callFd);
     p.rings[i] = null;
     if (want === null || p.mem === null) continue;
@@ -215,6 +268,7 @@ function syncPort(id: number, p: WorkerPort, state: PortState | null): void {
     });
     p.rings[i] = {
       gen: want.gen, queue: new DeviceQueue(ring, want.eventIdx, want.lastAvail, want.usedIdx), callFd: want.callFd >= 0 ? dupFd(want.callFd) : -1,
+      callGen: want.callGen,
     };
   }
   p.queues.zeroCopy = state.zeroCopy;
@@ -246,9 +300,15 @@ function freeze(id: number): Replies['freeze'] {
   });
 }
 
+function resetCounters(p: Counted): void {
+  p.counters.reset();
+  p.queueCounters.fill(0);
+}
+
 function stats(): WorkerStats {
   const out: WorkerStats = { busyMs: loop.busyMs, busyRounds: loop.busyRounds, ports: [] };
-  for (const [id, p] of ports) out.ports.push(snapshot(id, p));
+  for (const [id, p] of ports) out.ports.push(snapshot(id, p.queues));
+  for (const [id, tap] of taps) out.ports.push(snapshot(id, tap));
   return out;
 }
 
@@ -261,6 +321,7 @@ function stop(): void {
     p.mem = null;
   }
   for (const [, d] of domains) d.close();
+  for (const [, tap] of taps) tap.close();
 }
 
 function handle(m: Request): unknown {
@@ -270,6 +331,9 @@ function handle(m: Request): unknown {
       domains.set(d.id, new SharingDomain(d.id, d.name, d.bufCount, d.bufSize, d.base, { fd: d.fd, ledger: d.ledger }));
       return null;
     }
+    case 'tap':
+      addTap(m);
+      return null;
     case 'port':
       addPort(m.id, m.name, m.partitionCount, m.domain, m.mtu);
       if (m.counters !== undefined) {
@@ -314,10 +378,8 @@ function handle(m: Request): unknown {
     case 'stats':
       return stats();
     case 'reset':
-      for (const [, p] of ports) {
-        p.queues.counters.reset();
-        p.queues.queueCounters.fill(0);
-      }
+      for (const [, p] of ports) resetCounters(p.queues);
+      for (const [, tap] of taps) resetCounters(tap);
       return null;
     case 'settings':
       if (pair !== null) pair.burst = m.settings.burst;
@@ -328,7 +390,7 @@ function handle(m: Request): unknown {
       return null;
     case 'mirror': {
       const id = m.id;
-      portOf(id).queues.mirror = m.ring === null ? null : new MirrorRingWriter(m.ring, () => post({ ev: 'mirror', id }));
+      dataPortOf(id).mirror = m.ring === null ? null : new MirrorRingWriter(m.ring, () => post({ ev: 'mirror', id }));
       return null;
     }
     case 'faults':

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { closeFd, eventfdCreate, memfdCreate, mmapShared } from '../../bindings';
+import { closeFd, eventfdCreate, eventfdDrain, memfdCreate, mmapShared } from '../../bindings';
 import { memTable, u64, vringState } from '../../src/vhost/codec';
 import { FLAG_NEED_REPLY, FLAG_VERSION, PROTOCOL_F_REPLY_ACK, Req, VHOST_USER_F_PROTOCOL_FEATURES } from '../../src/vhost/protocol';
 import { VIRTIO_F_VERSION_1, VIRTQ_DESC_F_WRITE, bit } from '../../src/virtio/defs';
@@ -214,7 +214,7 @@ async function classicFrontEnd(t: Test, sw: SwitchProc, port: string) {
     sendVringStart(c, q, NUM, RING_UA, at[q], kick[q], call[q]);
     t.equal((await c.recv())?.request, Req.SET_VRING_ENABLE, `vring ${q} enabled`);
   }
-  return { c, rx };
+  return { c, rx, call };
 }
 
 t.test('GET_VRING_BASE on a worker\'s port: the worker\'s index is reported, used.idx never goes back', async (t) => {
@@ -231,6 +231,22 @@ t.test('GET_VRING_BASE on a worker\'s port: the worker\'s index is reported, use
   t.equal(Atomics.load(rx.used16, 1), 10, 'used.idx did not go back');
   t.equal((await sw.port('a2')).ready, false, 'the rx ring is stopped');
   t.equal(sw.child.exitCode, null, 'the switch is alive');
+});
+
+t.test('a new call fd on a worker\'s running rx ring (QEMU sends one once its guest sets up interrupts) is the one the worker signals', async (t) => {
+  const sw = await startSwitch(t, TWO_PAIRS);
+  const { c, rx, call } = await classicFrontEnd(t, sw, 'a2');
+  await waitFor('a2 ready', async () => (await sw.port('a2')).ready);
+  const newCall = eventfdCreate();
+  t.teardown(() => closeFd(newCall));
+  c.send(Req.SET_VRING_CALL, FLAG_VERSION | FLAG_NEED_REPLY, u64(0n), [newCall]);
+  t.equal((await c.recv())?.request, Req.SET_VRING_CALL, 'SET_VRING_CALL acked');
+  eventfdDrain(call[0]);
+  const gen = vm(sw, 'a1', ['--mode', 'gen', '--count', '10', '--size', '128']);
+  t.equal((await gen.result).code, 0, 'gen sent its 10 frames');
+  await waitFor('the worker to deliver 10 frames into our rx ring', () => Atomics.load(rx.used16, 1) === 10);
+  await waitFor('the new call fd to be signalled', () => eventfdDrain(newCall) > 0);
+  t.equal(eventfdDrain(call[0]), 0, 'the old call fd was not');
 });
 
 t.test('workers: a bridge port added at run time forwards on its bridge\'s worker, and leaves it when deleted', async (t) => {

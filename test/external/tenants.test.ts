@@ -4,7 +4,8 @@
  *  1. a TAP uplink on VLAN 10 in a network namespace this test makes: the
  *     kernel pings VMs on VLAN 10 and not on VLAN 20, tshark reads the tags
  *     off a capture of a trunk port, and an isolated port reaches the
- *     uplink but not another isolated port;
+ *     uplink but not another isolated port (also with data-path workers:
+ *     the uplink then runs on its bridge's worker);
  *  2. QEMU guests: on one VLAN they ping each other, across VLANs they
  *     cannot.
  */
@@ -40,10 +41,10 @@ async function responder(t: Test, sw: SwitchProc, port: string, mac: string, ip:
   return h;
 }
 
-t.test('a TAP uplink on VLAN 10, a trunk captured with tshark; isolated ports reach the uplink only', { skip: noNetns }, async (t) => {
+for (const workers of [0, 2]) t.test(`a TAP uplink on VLAN 10, a trunk captured with tshark; isolated ports reach the uplink only${workers ? ` (${workers} data-path workers)` : ''}`, { skip: noNetns }, async (t) => {
   // The uplink is an access port: this kernel may lack 802.1Q (8021q, bridge VLAN filtering), so the tags
   // are read where the switch adds them, on a vhost trunk port, by tshark from the switch's capture.
-  const ns = `${tag}a`;
+  const ns = `${tag}a${workers}`;
   sh(`ip netns add ${ns}`);
   t.teardown(() => sh(`ip netns del ${ns} 2>/dev/null || true`));
   const sw = await startSwitch(t, {
@@ -55,7 +56,12 @@ t.test('a TAP uplink on VLAN 10, a trunk captured with tshark; isolated ports re
       { name: 'tr', trunk: [10, 20] },
       { name: 'up', type: 'tap', ifname: 'zcup0', vlan: 10 },
     ],
+    ...(workers ? { forwarding: { workers } } : {}),
   }, { prefix: ['ip', 'netns', 'exec', ns] });
+  if (workers) {
+    const placed = (await sw.stats()).workers.map((w) => w.ports);
+    t.ok(placed.some((ports) => ports.includes('up') && ports.includes('vm1') && ports.includes('tr')), `one bridge, one worker: ${JSON.stringify(placed)}`);
+  }
   sh(`ip netns exec ${ns} sh -c 'ip link set lo up; ip addr add 10.78.0.1/24 dev zcup0; ip link set zcup0 up'`);
   const vm1 = await responder(t, sw, 'vm1', '02:00:00:00:78:01', '10.78.0.2');
   const vm2 = await responder(t, sw, 'vm2', '02:00:00:00:78:02', '10.78.0.4');

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { assignShards } from '../../src/workers/shard';
 
-const port = (id: number, name: string, domain: string) => ({ id, name, domain });
+const port = (id: number, name: string, domain: string | null) => ({ id, name, domain });
 
 t.test('assignShards: pairs and sharing domains stay whole; domains spread least-loaded', async (t) => {
   const ports = [port(0, 'a1', 'A'), port(1, 'a2', 'A'), port(2, 'b1', 'B'), port(3, 'b2', 'B')];
@@ -31,4 +31,15 @@ t.test('assignShards: largest domains first, then least-loaded', async (t) => {
   const s = assignShards(ports, [], 2);
   t.same(s.workers[0].domains, ['B']);
   t.same(s.workers[1].domains, ['S', 'T']);
+});
+
+t.test('assignShards: a TAP uplink (no domain) goes with the ports it is joined to, and an uplink alone still gets a worker', async (t) => {
+  // Bridge "a": the uplink is listed first (the joins name it), then two VMs in domain A; bridge "b": an uplink alone.
+  const ports = [port(0, 'upA', null), port(1, 'a1', 'A'), port(2, 'a2', 'A'), port(3, 'upB', null)];
+  const s = assignShards(ports, [['upA', 'a1'], ['upA', 'a2']], 2);
+  t.equal(s.workerOf.get(0), s.workerOf.get(1), 'the uplink is on its bridge\'s worker');
+  t.equal(s.workerOf.get(0), s.workerOf.get(2));
+  t.same(s.workers[0], { ports: ['upA', 'a1', 'a2'], domains: ['A'] }, 'no domain is named for the uplink');
+  t.same(s.workers[1], { ports: ['upB'], domains: [] }, 'a bridge of only an uplink has a worker of its own');
+  t.not(s.workerOf.get(3), undefined);
 });
