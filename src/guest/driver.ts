@@ -183,9 +183,9 @@ export class GuestDriver {
     return this.pool.count;
   }
 
-  /** A free shared buffer this VM owns, or -1. */
+  /** A free shared buffer this VM owns, or -1 (swap: after our own rx postings are topped up). */
   alloc(): number {
-    return this.pool.alloc();
+    return this.dp.alloc();
   }
 
   /** Byte offset in shared.mem where buffer b's Ethernet frame starts. */

@@ -14,7 +14,7 @@ import { VIRTQ_DESC_F_NEXT } from '../../src/virtio/defs';
 import { counters, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
 
 for (const exchange of ['gift', 'swap'] as const) t.test(`${exchange}: copy path, bad descriptors, and traffic that keeps flowing`, async (t) => {
-  const sw = await startSwitch(t, { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']], forwarding: { pairExchange: exchange } });
+  const sw = await startSwitch(t, { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']], forwarding: { pairExchange: exchange, rxWaitMs: 5000 } });
   // It stops by itself after the 1001 test frames below (the copied one and 1000 zero-copy).
   const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', '1001', '--duration', '60']);
   await waitAttached(sw, 'vm2');

@@ -8,9 +8,16 @@ import { counters, sleep, startSwitch, vm, waitAttached, waitFor } from '../help
 
 const PAIR = { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] };
 const EXCHANGES = ['swap', 'gift'] as const;
+/**
+ * A swapped frame waits for the receiver's own empty buffer, and after
+ * rxWaitMs (default 50) it is copied: a receiver descheduled that long on a
+ * loaded test machine would turn "every frame zero-copy" into a timing
+ * test. These tests check the exchange, not the deadline (flow-control tests do).
+ */
+const RX_WAIT_MS = 5000;
 /** A pair with the given exchange (plus any other top-level keys). */
 const pairWith = (pairExchange: (typeof EXCHANGES)[number], more: Record<string, unknown> = {}): Record<string, unknown> =>
-  ({ ...PAIR, ...more, forwarding: { pairExchange } });
+  ({ ...PAIR, ...more, forwarding: { pairExchange, rxWaitMs: RX_WAIT_MS } });
 
 for (const exchange of EXCHANGES) t.test(`${exchange}: 1,000,000 packets each way, every payload verified, zero bytes copied`, async (t) => {
   const sw = await startSwitch(t, pairWith(exchange));
