@@ -169,8 +169,11 @@ export const DEFAULTS = {
   spinUs: 50,
   /** Back-pressure: longest a frame waits in its sender's ring for one receiver's rx buffer. */
   rxWaitMs: 50,
-  /** Pair mode swaps buffers as a bridge does: one descriptor and one rx posting per packet (docs/PERFORMANCE.md). */
-  pairExchange: 'swap',
+  /**
+   * Pair mode moves buffers by address match and gifts (the proposal's exchange): swapping measured faster one way
+   * but slower both ways (docs/PERFORMANCE.md, "Pair mode: swap instead of gifts").
+   */
+  pairExchange: 'gift',
   highWater: 1.25,
   lowWater: 1.0,
   logLevel: 'info',

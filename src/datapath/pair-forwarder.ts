@@ -1,16 +1,17 @@
 /**
- * Pair mode (docs/protocol.md, "Pair mode"): every packet a VM transmits goes
+ * Pair mode (docs/protocol.md, "Pair mode: swapping
+ * buffers" and "Ownership (pair mode)"): every packet a VM transmits goes
  * to its one peer. How a shared buffer moves is the pair exchange
  * (forwarding.pairExchange):
  *
- * - **swap** (the default): as on a bridge, the sender's buffer goes into
+ * - **swap**: as on a bridge, the sender's buffer goes into
  *   the peer's posted own empty buffer's rx descriptor and that empty
  *   buffer comes back in the sender's tx descriptor (src/datapath/swap.ts):
  *   one descriptor and one rx posting per packet. A frame that cannot be
  *   swapped is copied into the peer's copy targets and its tx descriptor is
  *   completed unchanged, so the sender keeps its buffer; a gift is handed
  *   straight back. A frame whose peer has no empty buffer waits (FlowControl).
- * - **gift**: a shared buffer moves by completing the peer's posted rx
+ * - **gift** (the default): a shared buffer moves by completing the peer's posted rx
  *   descriptor for the same buffer (found by index in its RxPostings) and
  *   the ledger records the new owner; the peer gifts buffers back. A shared
  *   buffer that was not delivered goes back to its sender (RETURNED).

@@ -1,6 +1,6 @@
 /**
- * The zero-copy swap, for both forwarders (docs/protocol.md, "Swapping
- * buffers"): the sender's buffer goes into the receiver's oldest posted own
+ * The zero-copy swap, for both forwarders (docs/protocol.md, "Pair mode:
+ * swapping buffers" and "Bridge mode: swapping buffers"): the sender's buffer goes into the receiver's oldest posted own
  * empty buffer's rx descriptor, that empty buffer into the sender's tx
  * descriptor; both descriptors are completed and both moves recorded in the
  * ledger, so each VM keeps its buffer count and no byte is copied. Each VM

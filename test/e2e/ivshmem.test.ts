@@ -27,7 +27,7 @@ const BUF_COUNT = 64;
 const BUF_SIZE = 2048;
 const FRAME_LEN = 64;
 const CONFIG = { ports: [{ name: 'a' }, { name: 'b' }], pairs: [['a', 'b']], sharedBuffers: { bufCount: BUF_COUNT, bufSize: BUF_SIZE } };
-/** The hand-written BAR front-ends below keep the gift exchange's rules (docs/protocol.md, "Pair mode: the gift exchange"). */
+/** The hand-written BAR front-ends below keep the gift exchange's rules (docs/protocol.md, "Ownership (pair mode)"). */
 const GIFT_CONFIG = { ...CONFIG, forwarding: { pairExchange: 'gift' } };
 
 function logLines(sw: SwitchProc): Record<string, unknown>[] {

@@ -19,13 +19,13 @@ import { type SwitchProc, counters, sleep, startSwitch, vm, waitAttached, waitFo
 const TWO_PAIRS = {
   ports: [{ name: 'a1' }, { name: 'a2' }, { name: 'b1' }, { name: 'b2' }],
   pairs: [['a1', 'a2'], ['b1', 'b2']],
-  // Swaps (the default pair exchange) wait for the receiver's empty buffer and copy or drop after rxWaitMs:
-  // long here, so a receiver descheduled on a loaded machine cannot turn a verified run into drops.
-  forwarding: { workers: 2, rxWaitMs: 5000 },
+  forwarding: { workers: 2 },
 };
 
-t.test('two pairs on two workers: traffic on both at once, every frame verified, ledger balanced', async (t) => {
-  const sw = await startSwitch(t, TWO_PAIRS);
+for (const exchange of ['gift', 'swap'] as const) t.test(`${exchange}: two pairs on two workers: traffic on both at once, every frame verified, ledger balanced`, async (t) => {
+  // Swaps wait for the receiver's empty buffer and copy or drop after rxWaitMs: long here, so a receiver
+  // descheduled on a loaded machine cannot turn a verified run into drops.
+  const sw = await startSwitch(t, { ...TWO_PAIRS, forwarding: { ...TWO_PAIRS.forwarding, pairExchange: exchange, rxWaitMs: 5000 } });
   let s = await sw.stats();
   t.equal(s.workers.length, 2, 'two workers');
   t.same(s.workers.map((w) => w.ports.sort()), [['a1', 'a2'], ['b1', 'b2']], 'each pair on its own worker');
@@ -148,9 +148,7 @@ t.test('forwarding.cpus: each worker pins its own thread, the switch process kee
 t.test('workers: a reload changes the live settings in every worker; port and pair changes are refused', async (t) => {
   const sw = await startSwitch(t, TWO_PAIRS);
   const cfg = JSON.parse(fs.readFileSync(sw.configPath, 'utf8')) as Record<string, unknown> & { forwarding: Record<string, unknown> };
-  // Another wait, not 0: with swaps (the default pair exchange) a frame whose receiver has no empty buffer posted
-  // at that instant would be dropped at once, and the traffic below must arrive whole.
-  fs.writeFileSync(sw.configPath, JSON.stringify({ ...cfg, forwarding: { ...cfg.forwarding, burst: 8, rxWaitMs: 4000 } }));
+  fs.writeFileSync(sw.configPath, JSON.stringify({ ...cfg, forwarding: { ...cfg.forwarding, burst: 8, rxWaitMs: 0 } }));
   const ok = await controlRequest(sw.control, { cmd: 'reload' }) as { ok?: boolean; live?: { path: string }[] };
   t.equal(ok.ok, true, `reload applied: ${JSON.stringify(ok)}`);
   t.same(ok.live?.map((c) => c.path).sort(), ['forwarding.burst', 'forwarding.rxWaitMs']);
