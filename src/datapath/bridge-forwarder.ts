@@ -118,10 +118,7 @@ export class BridgeForwarder {
       }
       if (cls === TxClass.Gift) {
         // Gifts mean nothing on a bridge (every VM keeps its count): the buffers just come back.
-        for (let i = 0; i < cnt; i++) {
-          if (tx.giftLink(seg, i, src.id) >= 0) c.giftsIn++;
-          else c.drop(tx.drop);
-        }
+        tx.checkGiftLinks(seg, cnt, src.id, c);
         txq.pushUsed(head, 0);
         continue;
       }

@@ -114,7 +114,8 @@ export class PairForwarder {
         continue;
       }
       if (cls === TxClass.Gift) {
-        if (swap) this.handBack(src, cnt);
+        // With swaps a gift means nothing: it is handed straight back.
+        if (swap) tx.checkGiftLinks(seg, cnt, srcId, c);
         else this.gifts(src, dstZc ? dst : null, cnt);
         continue;
       }
@@ -195,17 +196,6 @@ export class PairForwarder {
     txq.pushUsed(head, 0);
     c.drop(why);
     return true;
-  }
-
-  /** Swap exchange: a gift means nothing (every VM keeps its count); its links are checked and handed straight back. */
-  private handBack(src: PortQueues, cnt: number): void {
-    const { seg } = this;
-    const { tx } = src;
-    const c = src.counters;
-    for (let i = 0; i < cnt; i++) {
-      if (tx.giftLink(seg, i, src.id) >= 0) c.giftsIn++;
-      else c.drop(tx.drop);
-    }
   }
 
   /**
