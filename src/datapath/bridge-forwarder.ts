@@ -257,11 +257,12 @@ export class BridgeForwarder {
     // The swap also needs the frame unchanged (its tag stays as it is).
     if (swappable && last.postings.ownCount(dq) > 0 && this.tenancy.policies[last.id].isTrunk === sp.isTrunk) {
       if (this.view !== 0) this.useView(0, total, sp, vlan);
-      swapBuffers(src as PortQueues, txq, head, b, last, dq, total);
-      if (last.mirror !== null) mirrorChain(last.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
-      c.zeroCopy++;
-      countTx(last, dq, payload);
-      return true;
+      if (swapBuffers(src as PortQueues, txq, head, b, last, dq, total)) {
+        if (last.mirror !== null) mirrorChain(last.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
+        c.zeroCopy++;
+        countTx(last, dq, payload);
+        return true;
+      }
     }
     this.copyTagged(src, last, total, sp, vlan);
     txq?.pushUsed(head, 0);

@@ -176,9 +176,9 @@ export class PairForwarder {
       if (this.flow.shouldWait(dst)) return false;
       if (!dst.hasCopyTarget(dq)) return this.keep(txq, head, c, Drop.RxWaitTimeout);
     }
-    if (swappable && dst.postings.ownCount(dq) > 0) {
+    if (swappable && dst.postings.ownCount(dq) > 0 && swapBuffers(src, txq, head, b, dst, dq, len)) {
+      // The frame's bytes stay where they are: the mirror reads them after the swap as before it.
       if (src.mirror !== null || dst.mirror !== null) this.mirrorShared(src, dst, src.shared.offsetOf(b), len);
-      swapBuffers(src, txq, head, b, dst, dq, len);
       const bytes = len - VIRTIO_NET_HDR_SIZE;
       if (this.offloads.gso) c.gsoFrames++;
       c.zeroCopy++;

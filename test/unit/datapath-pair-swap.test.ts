@@ -299,3 +299,34 @@ t.test('refusals: not-owner and too-short move nothing', async (t) => {
   t.equal(b.port.postings.ownCount(0), PER / 2, 'no own posting used');
   step('after the refusals');
 });
+
+t.test('a stale own posting (the receiver sent that buffer after posting it) is completed empty, never swapped', async (t) => {
+  const { rig, a, b, fw, ownB, step } = swapPair(t, { posted: 2 });
+  // b's two own postings: buffers 63 (oldest) and 62. b sends 63 to a (breaking rule 1 of the swap: it is still posted).
+  const stale = [...ownB.entries()].find(([, buf]) => buf === 63)![0];
+  b.sendShared(63, frame(mac(1), mac(2), 64, 1));
+  t.equal(fw.forward(b.port, 0, a.port), 1);
+  t.equal(rig.ledger.owner[63], a.id, 'a owns 63 now');
+  step('after b sent its posted buffer');
+  // a sends to b: the stale posting of 63 must not be used (that would give a buffer 63 a second time).
+  const tx = a.sendShared(2, frame(mac(2), mac(1), 64, 2));
+  t.equal(fw.forward(a.port, 0, b.port), 1);
+  step('after the swap past the stale posting');
+  const rx = b.flushAndReap().rx;
+  t.same(rx.find((u) => u.id === stale), { id: stale, len: 0 }, 'the stale posting completed empty');
+  t.equal(b.port.counters.drops[Drop.BadRxDesc], 1, 'counted on b');
+  t.equal(a.win.indexAt(a.tx.ring.descAddr(tx)), 62, 'a got b\'s valid empty buffer, 62');
+  t.equal(rig.ledger.owner[62], a.id);
+  t.equal(rig.ledger.owner[2], b.id);
+  // With no valid posting left at all the frame is copied or dropped, never swapped with a stale one.
+  b.postShared(61);
+  b.port.ingestRx();
+  b.sendShared(61, frame(mac(1), mac(2), 64, 3));
+  t.equal(fw.forward(b.port, 0, a.port), 1);
+  const tx2 = a.sendShared(3, frame(mac(2), mac(1), 64, 4));
+  t.equal(fw.forward(a.port, 0, b.port), 1);
+  t.equal(a.win.indexAt(a.tx.ring.descAddr(tx2)), 3, 'tx completed unchanged: a keeps buffer 3');
+  t.equal(a.port.counters.drops[Drop.NoRxBuffer], 1, 'no copy target either: no-rx-buffer');
+  t.equal(b.port.counters.drops[Drop.BadRxDesc], 2);
+  step('after the last stale posting');
+});
