@@ -60,6 +60,8 @@ export interface BenchOptions {
   bufSize?: number;
   workers?: number;
   pairs?: number;
+  /** zcswitch forwarding.pairExchange (--pair-exchange). */
+  pairExchange?: 'swap' | 'gift';
   /** One CPU per process (bench/lib/pin.ts). */
   pin?: boolean;
 }
@@ -92,6 +94,7 @@ export function resolveSettings(o: BenchOptions): BenchSettings {
     bufSize: o.bufSize ?? null,
     workers: o.workers ?? null,
     pairs: o.pairs ?? null,
+    pairExchange: o.pairExchange ?? null,
     pin: !!o.pin,
   };
   if (st.bufSize !== null && st.bufSize !== undefined) {
@@ -258,7 +261,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
         progress.start(what);
         const ctx: RunContext = {
           run, warmupSec: settings.warmupSec, durationSec: settings.durationSec, cli: CLI_PATH, bufCount: settings.bufCount, bufSize: settings.bufSize ?? null, pin: settings.pin,
-          workers: settings.workers ?? null, pairs: settings.pairs ?? null,
+          workers: settings.workers ?? null, pairs: settings.pairs ?? null, pairExchange: settings.pairExchange ?? null,
           dpdk: dpdk?.ok ? dpdk.tools : null,
           setup: (info) => {
             r.setup ??= info;

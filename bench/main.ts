@@ -40,7 +40,7 @@ async function benchCommand(o: BenchCliOptions): Promise<void> {
       pollModes: o.pollModes ? (parsePollModes(o.pollModes) as PollMode[]) : undefined,
       only: o.only ? parseGroups(o.only) : undefined, skip: o.skip ? parseGroups(o.skip) : undefined,
       peers: o.peers, testpmd: o.testpmd, out: o.out, progress: o.progress, bufCount: o.bufCount, bufSize: o.bufSize,
-      pin: o.pin, workers: o.workers, pairs: o.pairs,
+      pin: o.pin, workers: o.workers, pairs: o.pairs, pairExchange: o.pairExchange,
     };
     resolveSettings(opts); // a usage error (--buf-size too small for the sizes) before anything starts
   } catch (e) {
@@ -79,6 +79,10 @@ export function buildBenchCli(): Command {
     .option('--no-peers', 'zcswitch scenarios only')
     .option('--pin', 'one CPU per process (the switch, or a peer\'s receiver, alone on CPU 0; the others round robin on the rest; needs taskset)')
     .option('--workers <n>', 'zcswitch forwarding.workers: data-path worker threads (default: none, the main thread forwards)', intArg('--workers', 0, 64))
+    .option('--pair-exchange <swap|gift>', 'zcswitch forwarding.pairExchange (default: the switch default, gift)', (v: string) => {
+      if (v !== 'swap' && v !== 'gift') throw new Error(`--pair-exchange must be swap or gift, got ${v}`);
+      return v;
+    })
     .option('--pairs <n>', 'zc-oneway with N pairs at once (N senders, N receivers, one switch; also N = 1): the aggregate rate; with --pin the workers get CPUs 1..W', intArg('--pairs', 1, 32))
     .option('--testpmd <path>', 'dpdk-testpmd binary or wrapper (default: $ZC_DPDK_TESTPMD, then PATH)')
     .option('--out <dir>', 'where to write <timestamp>.json/.md/.svg (default bench/results)')

@@ -175,6 +175,8 @@ export interface BenchSettings {
   workers?: number | null;
   /** --pairs N: zc-oneway with N pairs at once, the aggregate rate (null: one pair). */
   pairs?: number | null;
+  /** zcswitch forwarding.pairExchange (--pair-exchange); null: the switch default (gift). */
+  pairExchange?: 'swap' | 'gift' | null;
 }
 
 export interface MachineInfo {

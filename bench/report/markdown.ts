@@ -140,7 +140,7 @@ export function renderMarkdown(res: BenchResults): string {
   md += `Settings: ${st.runs} run${st.runs > 1 ? 's' : ''} per scenario (fresh processes each run, scenarios interleaved), ` +
     `${st.warmupSec} s warm-up then ${st.durationSec} s measured; median [min–max] over runs. ` +
     `zcswitch: ${bufCountText(res)} shared buffers of ${st.bufSize ? `${st.bufSize} B (--buf-size)` : 'the smallest multiple of 64 ≥ size + 12 B'}, burst ${st.defaultBurst}, ` +
-    `poll mode ${st.defaultPollMode} unless the row says otherwise${st.workers ? `, forwarding.workers ${st.workers} (--workers)` : ''}${st.pairs && st.pairs > 1 ? `; zc-oneway rows are the sum of ${st.pairs} pairs at once (--pairs)` : ''}. ` +
+    `poll mode ${st.defaultPollMode} unless the row says otherwise${st.workers ? `, forwarding.workers ${st.workers} (--workers)` : ''}${st.pairExchange ? `, forwarding.pairExchange ${st.pairExchange} (--pair-exchange)` : ''}${st.pairs && st.pairs > 1 ? `; zc-oneway rows are the sum of ${st.pairs} pairs at once (--pairs)` : ''}. ` +
     (st.pin ? 'Processes pinned (--pin): the switch (or a peer\'s receiver) alone on CPU 0, the others round robin on the rest. ' : '') +
     `Elapsed ${Math.round(res.elapsedSec)} s` +
     (res.aborted ? ' (**interrupted: partial results**)' : '') + `.\n\n`;

@@ -19,6 +19,8 @@ export interface RunContext {
   workers?: number | null;
   /** --pairs N: zc-oneway runs N pairs at once and reports their sum (zcswitch-pairs.ts); null: the one-pair runner. */
   pairs?: number | null;
+  /** zcswitch forwarding.pairExchange (--pair-exchange); null: the switch default. */
+  pairExchange?: 'swap' | 'gift' | null;
   /** dpdk-testpmd and stdbuf, where found (the classic-flood sender); null: not available. */
   dpdk?: { testpmd: string; stdbuf: string } | null;
   /** Called once with how the processes were set up (recorded in the JSON). */

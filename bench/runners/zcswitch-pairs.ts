@@ -35,6 +35,7 @@ export async function runZcswitchPairs(s: Scenario, ctx: RunContext, pairs: numb
     pairs: names.map(([a, b]) => [a, b]),
     forwarding: {
       burst: s.burst, pollMode: s.pollMode ?? 'spin-then-sleep', workers,
+      ...(ctx.pairExchange ? { pairExchange: ctx.pairExchange } : {}),
       ...(ctx.pin && workers > 0 ? { cpus: Array.from({ length: workers }, (_, i) => (1 + i) % ncpu) } : {}),
     },
     log: { level: 'warn' },

@@ -73,14 +73,16 @@ function vmBusySec(a: VmSnapshot | null, b: VmSnapshot | null, windowSec: number
   return el > 0 ? ((b.busySec - a.busySec) / el) * windowSec : null;
 }
 
-export function zcswitchConfig(s: Scenario, socketDir: string, bufCount: number, workers: number | null = null, bufSize: number | null = null): Record<string, unknown> {
+export function zcswitchConfig(
+  s: Scenario, socketDir: string, bufCount: number, workers: number | null = null, bufSize: number | null = null, pairExchange: 'swap' | 'gift' | null = null,
+): Record<string, unknown> {
   return {
     socketDir,
     sharedBuffers: { bufCount, bufSize: bufSizeFor(s.size, bufSize) },
     // Each port's MTU admits the scenario's frames (an Ethernet frame of s.size bytes; 1500 at least).
     ports: ['vm1', 'vm2'].map((name) => ({ name, mtu: Math.min(MTU_MAX, Math.max(MTU_DEFAULT, s.size - 14)) })),
     pairs: [['vm1', 'vm2']],
-    forwarding: { burst: s.burst, pollMode: s.pollMode ?? 'spin-then-sleep', ...(workers === null ? {} : { workers }) },
+    forwarding: { burst: s.burst, pollMode: s.pollMode ?? 'spin-then-sleep', ...(workers === null ? {} : { workers }), ...(pairExchange === null ? {} : { pairExchange }) },
     log: { level: 'warn' },
   };
 }
@@ -89,7 +91,7 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zcb-'));
   const cfgPath = path.join(dir, 'switch.json');
   const bufCount = bufCountFor(s.size, ctx.bufCount, ctx.bufSize ?? null);
-  const cfg = zcswitchConfig(s, dir, bufCount, ctx.workers ?? null, ctx.bufSize ?? null);
+  const cfg = zcswitchConfig(s, dir, bufCount, ctx.workers ?? null, ctx.bufSize ?? null, ctx.pairExchange ?? null);
   fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
   const control = path.join(dir, 'zcswitch.ctl');
   const node = process.execPath;

@@ -44,7 +44,7 @@ export const LIVE_SETTINGS = [
 /** Settings only a restart changes. */
 export const RESTART_SETTINGS = [
   'mode', 'socketDir', 'controlSocket', 'sockets.controlMode', 'sharedBuffers.bufCount', 'sharedBuffers.bufSize',
-  'sharedBuffers.base', 'sharedBuffers.hugePages', 'forwarding.queuePairs', 'forwarding.workers', 'forwarding.cpus', 'bridge.ageingSec', 'bridge.macTableSize', 'metrics',
+  'sharedBuffers.base', 'sharedBuffers.hugePages', 'forwarding.queuePairs', 'forwarding.pairExchange', 'forwarding.workers', 'forwarding.cpus', 'bridge.ageingSec', 'bridge.macTableSize', 'metrics',
 ] as const;
 
 function get(cfg: SwitchConfig, path: string): unknown {

@@ -19,6 +19,9 @@ import { MTU_DEFAULT, MTU_MAX, MTU_MIN } from '../virtio/defs';
 
 export const POLL_MODES = ['busy-poll', 'spin-then-sleep', 'eventfd'] as const;
 export type PollMode = (typeof POLL_MODES)[number];
+/** Pair mode: how a shared buffer reaches the peer (docs/protocol.md, "Pair mode"). */
+export const PAIR_EXCHANGES = ['swap', 'gift'] as const;
+export type PairExchange = (typeof PAIR_EXCHANGES)[number];
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -130,7 +133,7 @@ export interface SwitchConfig {
    * cpus: CPUs the workers pin themselves to, in turn (absent: no pinning).
    */
   forwarding: {
-    burst: number; pollMode: PollMode; spinUs: number; queuePairs: number; rxWaitMs: number;
+    burst: number; pollMode: PollMode; spinUs: number; queuePairs: number; rxWaitMs: number; pairExchange: PairExchange;
     workers: number | 'auto'; cpus?: number[];
   };
   gift: { highWater: number; lowWater: number };
@@ -166,6 +169,11 @@ export const DEFAULTS = {
   spinUs: 50,
   /** Back-pressure: longest a frame waits in its sender's ring for one receiver's rx buffer. */
   rxWaitMs: 50,
+  /**
+   * Pair mode moves buffers by address match and gifts (the proposal's exchange): swapping measured faster one way
+   * but slower both ways (docs/PERFORMANCE.md, "Pair mode: swap instead of gifts").
+   */
+  pairExchange: 'gift',
   highWater: 1.25,
   lowWater: 1.0,
   logLevel: 'info',
@@ -547,6 +555,7 @@ export const forwardingSchema = z
     spinUs: integer(0, LIMITS.maxSpinUs).default(DEFAULTS.spinUs),
     queuePairs: integer(1, 16).default(DEFAULTS.queuePairs),
     rxWaitMs: integer(0, LIMITS.maxRxWaitMs).default(DEFAULTS.rxWaitMs),
+    pairExchange: z.enum(PAIR_EXCHANGES).default(DEFAULTS.pairExchange),
     workers: z
       .custom<number | 'auto'>()
       .superRefine((v, ctx) => {

@@ -35,6 +35,7 @@ import type { PortPolicy } from './port-policy';
 import type { PortQueues } from './port-queues';
 import type { TapPort } from './tap-port';
 import { Offloads } from './segment';
+import { swapBuffers } from './swap';
 import { HeaderTouch } from './touch-ahead';
 import { Tenancy } from './tenancy';
 import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
@@ -122,10 +123,7 @@ export class BridgeForwarder {
       }
       if (cls === TxClass.Gift) {
         // Gifts mean nothing on a bridge (every VM keeps its count): the buffers just come back.
-        for (let i = 0; i < cnt; i++) {
-          if (tx.giftLink(seg, i, src.id) >= 0) c.giftsIn++;
-          else c.drop(tx.drop);
-        }
+        tx.checkGiftLinks(seg, cnt, src.id, c);
         txq.pushUsed(head, 0);
         continue;
       }
@@ -264,21 +262,12 @@ export class BridgeForwarder {
     // The swap also needs the frame unchanged (its tag stays as it is).
     if (swappable && last.postings.ownCount(dq) > 0 && this.tenancy.policies[last.id].isTrunk === sp.isTrunk) {
       if (this.view !== 0) this.useView(0, total, sp, vlan);
-      const y = last.postings.nextOwnBuf(dq);
-      const rxHead = last.postings.takeOwn(dq);
-      const ledger = last.ledger;
-      const rxq = last.rxqs[dq]!;
-      // Each VM gets the address at which it sees the buffer (per-port windows).
-      rxq.ring.setDescAddr(rxHead, last.win.addrOf(b));
-      rxq.pushUsed(rxHead, total);
-      txq.ring.setDescAddr(head, (src as PortQueues).win.addrOf(y));
-      txq.pushUsed(head, 0);
-      ledger.transfer(b, last.id);
-      ledger.transfer(y, src.id);
-      if (last.mirror !== null) mirrorChain(last.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
-      c.zeroCopy++;
-      countTx(last, dq, payload);
-      return true;
+      if (swapBuffers(src as PortQueues, txq, head, b, last, dq, total)) {
+        if (last.mirror !== null) mirrorChain(last.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.ToVm);
+        c.zeroCopy++;
+        countTx(last, dq, payload);
+        return true;
+      }
     }
     this.copyTagged(src, last, total, sp, vlan);
     txq?.pushUsed(head, 0);

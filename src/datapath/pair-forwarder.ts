@@ -1,10 +1,23 @@
 /**
- * Pair mode (docs/protocol.md, "Ownership"): every packet a VM transmits goes
- * to its one peer. A shared buffer moves by completing the peer's posted rx
- * descriptor for the same buffer (found by index in its RxPostings) and
- * the ledger records the new owner; nothing else is touched. Anything else
- * is copied into a classic rx buffer, or dropped with a counted reason, and
- * a shared buffer that was not delivered goes back to its sender.
+ * Pair mode (docs/protocol.md, "Pair mode: swapping
+ * buffers" and "Ownership (pair mode)"): every packet a VM transmits goes
+ * to its one peer. How a shared buffer moves is the pair exchange
+ * (forwarding.pairExchange):
+ *
+ * - **swap**: as on a bridge, the sender's buffer goes into
+ *   the peer's posted own empty buffer's rx descriptor and that empty
+ *   buffer comes back in the sender's tx descriptor (src/datapath/swap.ts):
+ *   one descriptor and one rx posting per packet. A frame that cannot be
+ *   swapped is copied into the peer's copy targets and its tx descriptor is
+ *   completed unchanged, so the sender keeps its buffer; a gift is handed
+ *   straight back. A frame whose peer has no empty buffer waits (FlowControl).
+ * - **gift** (the default): a shared buffer moves by completing the peer's posted rx
+ *   descriptor for the same buffer (found by index in its RxPostings) and
+ *   the ledger records the new owner; the peer gifts buffers back. A shared
+ *   buffer that was not delivered goes back to its sender (RETURNED).
+ *
+ * Anything else is copied into a classic rx buffer, or dropped with a
+ * counted reason.
  *
  * Sharing domains (docs/design.md, "Trust model"): a shared buffer moves only
  * between two ports of one domain. A pair whose ports are in different
@@ -14,13 +27,15 @@
  */
 import { ChainSegments } from '../virtio/chain';
 import { VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
-import { Drop, countRx, countTx } from './counters';
+import { Drop, type PortCounters, countRx, countTx } from './counters';
 import { ClassicRxFiller } from './classic-rx';
 import { ResolvedChain, resolveChain } from './copy';
 import { FlowControl } from './flow-control';
 import { MirrorDir, mirrorChain } from './mirror';
 import type { PortQueues } from './port-queues';
+import type { DeviceQueue } from '../virtio/device-queue';
 import { Offloads } from './segment';
+import { swapBuffers } from './swap';
 import { HeaderTouch } from './touch-ahead';
 import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
 
@@ -38,6 +53,8 @@ export class PairForwarder {
     public burst: number,
     /** Back-pressure toward a peer without rx buffers (forwarding.rxWaitMs; 0: drop at once). */
     readonly flow = new FlowControl(0),
+    /** forwarding.pairExchange is "swap": buffers are swapped, not moved by address (fixed for the switch's life). */
+    readonly swap = false,
   ) {}
 
   /**
@@ -67,11 +84,18 @@ export class PairForwarder {
     const dstMoves = dstZc && dst!.zeroCopy;
     const copyQ = dstUp ? dst!.rxQueueFor(qi) : -1;
     const waits = copyQ >= 0 && this.flow.waitMs > 0;
+    const swap = this.swap;
     let k = 0;
     for (; k < n; k++) {
       const head = txq.popAvail();
       const cnt = walker.walk(txq.ring, head, seg);
       const cls = tx.classify(seg, cnt, src.zeroCopy, srcId);
+      if (swap && cls === TxClass.Shared) {
+        if (this.swapShared(src, qi, txq, head, dst, dstZc)) continue;
+        txq.unpopAvail();
+        src.txBlocked[qi] = 1;
+        break;
+      }
       // Back-pressure (FlowControl): a frame to be copied waits in the ring while the peer has no copy target.
       if (waits && (cls === TxClass.Copy || (cls === TxClass.Shared && !dstMoves)) &&
         seg.totalLen >= MIN_PACKET && seg.totalLen <= MAX_PACKET && !dst!.hasCopyTarget(copyQ)) {
@@ -95,7 +119,9 @@ export class PairForwarder {
         continue;
       }
       if (cls === TxClass.Gift) {
-        this.gifts(src, dstZc ? dst : null, cnt);
+        // With swaps a gift means nothing: it is handed straight back.
+        if (swap) tx.checkGiftLinks(seg, cnt, srcId, c);
+        else this.gifts(src, dstZc ? dst : null, cnt);
         continue;
       }
       const b = tx.buf;
@@ -130,6 +156,51 @@ export class PairForwarder {
       if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
     }
     return k;
+  }
+
+  /**
+   * Swap exchange: the shared packet in this.seg (buffer tx.buf, tx
+   * descriptor head) is swapped with dst's own empty buffer, else copied
+   * into its copy targets or dropped; in those cases the tx descriptor is
+   * completed unchanged and the sender keeps its buffer. False: nothing was
+   * done, the frame waits at the head of the ring for dst's empty buffer.
+   */
+  private swapShared(src: PortQueues, qi: number, txq: DeviceQueue, head: number, dst: PortQueues | null, dstZc: boolean): boolean {
+    const c = src.counters;
+    const b = src.tx.buf;
+    const len = this.seg.len[0];
+    if (len < MIN_PACKET) return this.keep(txq, head, c, Drop.TooShort);
+    const bad = this.inspectShared(src, b, len);
+    if (bad >= 0) return this.keep(txq, head, c, bad);
+    if (dst === null || dst.nq === 0) return this.keep(txq, head, c, Drop.PeerDown);
+    const dq = dst.rxQueueFor(qi);
+    // A frame the peer did not negotiate (TSO, an open checksum) takes the copy path, which does the work.
+    const swappable = dstZc && dst.zeroCopy && dq >= 0 && this.offloads.fits(dst.offloadCaps, dst.mtu);
+    // Back-pressure (FlowControl): the frame waits for the peer's empty buffer (or copy target) rather than being dropped.
+    if (dq >= 0 && this.flow.waitMs > 0 && !(swappable ? dst.hasOwnBuffer(dq) : dst.hasCopyTarget(dq))) {
+      if (this.flow.shouldWait(dst)) return false;
+      if (!dst.hasCopyTarget(dq)) return this.keep(txq, head, c, Drop.RxWaitTimeout);
+    }
+    if (swappable && dst.postings.ownCount(dq) > 0 && swapBuffers(src, txq, head, b, dst, dq, len)) {
+      // The frame's bytes stay where they are: the mirror reads them after the swap as before it.
+      if (src.mirror !== null || dst.mirror !== null) this.mirrorShared(src, dst, src.shared.offsetOf(b), len);
+      const bytes = len - VIRTIO_NET_HDR_SIZE;
+      if (this.offloads.gso) c.gsoFrames++;
+      c.zeroCopy++;
+      countRx(src, qi, bytes);
+      countTx(dst, dq, bytes);
+      return true;
+    }
+    txq.pushUsed(head, 0);
+    this.copyPacket(src, qi, dst, 1);
+    return true;
+  }
+
+  /** Complete tx descriptor head unchanged (the sender keeps its buffer) and count why nothing was delivered. */
+  private keep(txq: DeviceQueue, head: number, c: PortCounters, why: Drop): true {
+    txq.pushUsed(head, 0);
+    c.drop(why);
+    return true;
   }
 
   /**

@@ -44,7 +44,7 @@ export interface DataPathContext {
   domain: SharingDomain;
   log: Logger;
   queuePairs: number;
-  /** Bridge mode: VMs post their own buffers and the switch swaps (docs/protocol.md, "Bridge mode"). */
+  /** VMs post their own empty buffers and the switch swaps (bridge mode, and pair mode's swap exchange: docs/protocol.md, "Pair mode: swapping buffers"). */
   swap: boolean;
   /** The port's `mtu` (default MTU_DEFAULT): frames longer than it plus an Ethernet header are not delivered to it. */
   mtu?: number;

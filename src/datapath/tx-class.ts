@@ -19,7 +19,7 @@ import type { OwnershipLedger } from '../shm/ledger';
 import type { PortWindow } from '../shm/geometry';
 import { CHAIN_BAD_HEAD, CHAIN_BAD_NEXT, CHAIN_INDIRECT, CHAIN_LOOP, CHAIN_TOO_LONG, type ChainSegments } from '../virtio/chain';
 import { ETH_MAX_GSO, ETH_MIN_FRAME, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
-import { Drop } from './counters';
+import { Drop, type PortCounters } from './counters';
 
 /** Smallest and largest packet (virtio_net_hdr + Ethernet frame) the switch forwards. */
 export const MIN_PACKET = VIRTIO_NET_HDR_SIZE + ETH_MIN_FRAME;
@@ -93,6 +93,18 @@ export class TxClassifier {
       return -1;
     }
     return b;
+  }
+
+  /**
+   * A gift where gifts mean nothing (swaps: every VM keeps its count, so the
+   * buffers are handed straight back in the tx completion): each link is
+   * checked like any gift link and counted, a gift or a drop, on c.
+   */
+  checkGiftLinks(seg: ChainSegments, cnt: number, srcId: number, c: PortCounters): void {
+    for (let i = 0; i < cnt; i++) {
+      if (this.giftLink(seg, i, srcId) >= 0) c.giftsIn++;
+      else c.drop(this.drop);
+    }
   }
 
   private refuse(reason: Drop): TxClass {

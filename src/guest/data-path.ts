@@ -3,8 +3,9 @@
  * the shared buffers (zero-copy), the classic copied path through private
  * slots in GuestMemory, the rx postings that keep the ownership rules
  * (docs/protocol.md: every shared buffer we do not own is posted on rx, a
- * buffer is posted on our own rx before it leaves on tx; on a bridge, our
- * own empty buffers are posted instead), and sleeping until the switch
+ * buffer is posted on our own rx before it leaves on tx; with swaps, a
+ * bridge or a pair's swap exchange, our own empty buffers are posted
+ * instead), and sleeping until the switch
  * signals a call eventfd.
  *
  * Everything per packet works on typed arrays fixed at attach; the buffer
@@ -49,6 +50,8 @@ export class GuestDataPath {
   private readonly rxQueue: Uint8Array;
   /** Swap mode: own empty buffers to keep posted per rx queue. */
   private readonly rxTarget: number;
+  /** Swap mode: own empty buffers missing from the rx queues' targets, over all queues (0 otherwise). */
+  private ownShort: number;
   /** Queue the next receive() starts from (round robin). */
   private rxNext = 0;
   /** Private tx slots free for sendCopy (slot indices after the copy targets). */
@@ -84,6 +87,7 @@ export class GuestDataPath {
     this.rxLen = rx.rxLen;
     this.rxQueue = rx.rxQueue;
     this.rxTarget = shared ? Math.max(1, Math.floor((shared.partitionCount >> 1) / qps.length)) : 0;
+    this.ownShort = shared !== null && shared.swap ? this.rxTarget * qps.length : 0;
     this.privTxFree = new Int32Array(privTx);
     for (let k = privTx - 1; k >= 0; k--) this.privTxFree[this.privTxTop++] = copyTargets + k;
   }
@@ -126,6 +130,18 @@ export class GuestDataPath {
   }
 
   // ---- transmit ------------------------------------------------------------
+
+  /**
+   * A free shared buffer for the application, or -1. Swap: our own rx
+   * postings are topped up first. The peer's frames wait for our empty
+   * buffers, and what we send comes back as empty buffers only once the
+   * peer has posted its own; a sender that spent every free buffer on tx
+   * would leave both sides waiting until the switch's rxWaitMs ran out.
+   */
+  alloc(): number {
+    if (this.ownShort > 0 && this.pool.count > 0) for (let q = 0; q < this.qps.length; q++) this.refillOwnRx(q);
+    return this.pool.alloc();
+  }
 
   txFree(q: number): number {
     const qp = this.qps[q];
@@ -307,6 +323,7 @@ export class GuestDataPath {
         // Swap: the switch may have put another buffer in this descriptor.
         qp.rxOwn[id] = 0;
         qp.ownPosted--;
+        this.ownShort++;
         kind = sh!.indexAt(q.ring.descAddr(id));
         if (kind < 0) {
           this.counters.rxErrors++;
@@ -365,6 +382,7 @@ export class GuestDataPath {
       const id = this.postShared(this.pool.alloc(), q);
       qp.rxOwn[id] = 1;
       qp.ownPosted++;
+      this.ownShort--;
     }
   }
 

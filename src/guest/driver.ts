@@ -183,9 +183,9 @@ export class GuestDriver {
     return this.pool.count;
   }
 
-  /** A free shared buffer this VM owns, or -1. */
+  /** A free shared buffer this VM owns, or -1 (swap: after our own rx postings are topped up; none while reconnecting). */
   alloc(): number {
-    return this.pool.alloc();
+    return this.live ? this.dp.alloc() : this.pool.alloc();
   }
 
   /** Byte offset in shared.mem where buffer b's Ethernet frame starts. */

@@ -163,7 +163,7 @@ export class Switch {
     this.bridge = cfg.mode === 'bridge'
       ? new BridgeForwarder(fw.burst, this.bridgeById, cfg.bridge.macTableSize, cfg.bridge.ageingSec * 1000, this.flow)
       : null;
-    this.pair = this.bridge === null ? new PairForwarder(fw.burst, this.flow) : null;
+    this.pair = this.bridge === null ? new PairForwarder(fw.burst, this.flow, fw.pairExchange === 'swap') : null;
     this.dataPath = new DataPath(this.pair, this.bridge);
     this.loop = new PollLoop(this.dataPath, fw.pollMode, fw.spinUs);
   }
@@ -190,7 +190,8 @@ export class Switch {
         get giftLow() { return cfg.gift.lowWater; },
         get handshakeMs() { return cfg.limits.handshakeSec * 1000; },
         queuePairs: cfg.forwarding.queuePairs,
-        swap: cfg.mode === 'bridge',
+        // Bridge mode always swaps; pair mode as forwarding.pairExchange says.
+        swap: cfg.mode === 'bridge' || cfg.forwarding.pairExchange === 'swap',
         wake: () => this.loop.wake(),
         attached: () => this.loop.wake(),
         detached: (port) => {
@@ -268,7 +269,7 @@ export class Switch {
     const sb = cfg.sharedBuffers;
     this.log.info(
       {
-        mode: cfg.mode, bufCount: sb.bufCount, bufSize: sb.bufSize, domains: this.domains.map((d) => d.name),
+        mode: cfg.mode, ...(cfg.mode === 'pair' ? { pairExchange: cfg.forwarding.pairExchange } : {}), bufCount: sb.bufCount, bufSize: sb.bufSize, domains: this.domains.map((d) => d.name),
         sharedBytes: this.domains.length * sb.bufCount * sb.bufSize, hugePages: this.hugePagesRefused ?? true,
         ...(this.workers === null ? {} : { workers: this.workers.workers.map((w) => ({ index: w.index, cpu: w.cpu, ports: w.ports, domains: w.domains })) }),
       },
@@ -304,7 +305,7 @@ export class Switch {
       {
         logLevel: cfg.log.level as LogLevel, queuePairs: fw.queuePairs,
         settings: { burst: fw.burst, pollMode: fw.pollMode, spinUs: fw.spinUs, rxWaitMs: fw.rxWaitMs },
-        mode: cfg.mode, bridge: { macTableSize: cfg.bridge.macTableSize, ageingMs: cfg.bridge.ageingSec * 1000 },
+        mode: cfg.mode, pairExchange: fw.pairExchange, bridge: { macTableSize: cfg.bridge.macTableSize, ageingMs: cfg.bridge.ageingSec * 1000 },
       },
       {
         broken: (id, reason) => byId(id)?.disconnect(reason),

@@ -11,6 +11,7 @@
  */
 import path from 'node:path';
 import { MessageChannel, type MessagePort, Worker, receiveMessageOnPort } from 'node:worker_threads';
+import type { PairExchange } from '../config/schema';
 import type { Logger, LogLevel } from '../log';
 import type { SharingDomain } from '../shm/domain';
 import type { LedgerCheck } from '../shm/ledger';
@@ -161,7 +162,7 @@ export class DataPathWorkers {
   private nextGen = 1;
 
   constructor(count: number, cpus: readonly number[] | undefined,
-    init: { logLevel: LogLevel; queuePairs: number; settings: Settings; mode: 'pair' | 'bridge'; bridge: { macTableSize: number; ageingMs: number } },
+    init: { logLevel: LogLevel; queuePairs: number; settings: Settings; mode: 'pair' | 'bridge'; pairExchange: PairExchange; bridge: { macTableSize: number; ageingMs: number } },
     events: WorkerEvents, private readonly log: Logger) {
     const route = (ids: number[]) => this.routeFaults(ids);
     setGuardThread(0, route);

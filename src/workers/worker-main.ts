@@ -11,6 +11,7 @@
 import { performance } from 'node:perf_hooks';
 import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
 import { dupFd, pinThisThread, thisThreadCpus } from '../../bindings';
+import type { PairExchange } from '../config/schema';
 import { BridgeForwarder, type BridgePort } from '../datapath/bridge-forwarder';
 import { DataPath } from '../datapath/data-path';
 import { FlowControl } from '../datapath/flow-control';
@@ -34,6 +35,8 @@ export interface WorkerInit {
   index: number;
   /** The switch's mode; bridge: its MAC table size and ageing (bridge.*). */
   mode: 'pair' | 'bridge';
+  /** Pair mode: how shared buffers move (forwarding.pairExchange). */
+  pairExchange: PairExchange;
   bridge: { macTableSize: number; ageingMs: number };
   cpu: number | null;
   logLevel: LogLevel;
@@ -75,7 +78,7 @@ const flow = new FlowControl(init.settings.rxWaitMs);
 const bridgeById: BridgePort[] = [];
 /** Other threads' port ids in bridgeById: never running (nq 0), so never a destination. */
 const NOT_HERE = Object.freeze({ nq: 0, isTap: false, id: -1 }) as unknown as BridgePort;
-const pair = init.mode === 'pair' ? new PairForwarder(init.settings.burst, flow) : null;
+const pair = init.mode === 'pair' ? new PairForwarder(init.settings.burst, flow, init.pairExchange === 'swap') : null;
 const bridge = init.mode === 'bridge' ? new BridgeForwarder(init.settings.burst, bridgeById, init.bridge.macTableSize, init.bridge.ageingMs, flow) : null;
 const dataPath = new DataPath(pair, bridge);
 const loop = new PollLoop(dataPath, init.settings.pollMode, init.settings.spinUs);
@@ -110,7 +113,7 @@ function putBack(p: WorkerPort): void {
 }
 
 function addPort(id: number, name: string, partitionCount: number, domain: number, mtu: number): void {
-  const ctx = { domain: domainOf(domain), log, queuePairs: init.queuePairs, swap: bridge !== null, mtu };
+  const ctx = { domain: domainOf(domain), log, queuePairs: init.queuePairs, swap: bridge !== null || init.pairExchange === 'swap', mtu };
   const queues = new PortQueues(id, name, partitionCount, ctx, (reason) => {
     // A ring that reads as garbage may be memory the guard zero-filled: report the fault first, so the
     // control plane names the real cause (before its disconnect makes this thread forget the mapping).

@@ -2,7 +2,9 @@
  * The test process itself is VM1 (GuestDriver in-process, so it can write
  * any descriptor it likes); VM2 is a real `zcswitch vm` sink. Covers the
  * copy path for descriptors in the VM's own memory and the counted drop
- * reasons for hostile descriptors, with zero-copy traffic continuing.
+ * reasons for hostile descriptors, with zero-copy traffic continuing, in
+ * both pair exchanges (forwarding.pairExchange): a gift chain's good links
+ * move to the peer in gift mode and come straight back in swap mode.
  */
 import path from 'node:path';
 import t from 'tap';
@@ -11,8 +13,8 @@ import { writeTestFrame } from '../../src/guest/test-packet';
 import { VIRTQ_DESC_F_NEXT } from '../../src/virtio/defs';
 import { counters, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
 
-t.test('copy path, bad descriptors, and traffic that keeps flowing', async (t) => {
-  const sw = await startSwitch(t, { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] });
+for (const exchange of ['gift', 'swap'] as const) t.test(`${exchange}: copy path, bad descriptors, and traffic that keeps flowing`, async (t) => {
+  const sw = await startSwitch(t, { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']], forwarding: { pairExchange: exchange, rxWaitMs: 5000 } });
   // It stops by itself after the 1001 test frames below (the copied one and 1000 zero-copy).
   const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', '1001', '--duration', '60']);
   await waitAttached(sw, 'vm2');
@@ -21,6 +23,7 @@ t.test('copy path, bad descriptors, and traffic that keeps flowing', async (t) =
   t.ok(drv.shared, 'vm1 negotiated SHARED_BUFFERS');
   await waitAttached(sw, 'vm1');
   const vm1 = async () => counters(await sw.port('vm1'));
+  const vm2 = async () => counters(await sw.port('vm2'));
 
   // 1. A frame in the VM's own memory (outside the region) is copied.
   const frame = new Uint8Array(200);
@@ -53,7 +56,8 @@ t.test('copy path, bad descriptors, and traffic that keeps flowing', async (t) =
   t.equal((await vm1()).drops['not-owner'], 1, 'sending a buffer owned by the peer: not-owner');
 
   // 3b. A gift chain (several 12-byte whole-buffer links): good links move
-  // to the peer one by one, bad ones are counted and skipped.
+  // to the peer one by one (gift) or come back in the tx completion (swap),
+  // bad ones are counted and skipped.
   const sh = drv.shared!;
   const at = (b: number) => sh.base + b * sh.bufSize;
   const g1 = drv.alloc();
@@ -78,8 +82,14 @@ t.test('copy path, bad descriptors, and traffic that keeps flowing', async (t) =
   let s = await sw.stats();
   t.ok(s.ledger.ok, 'ledger balanced after the gift chain');
   const after = await owned();
-  t.equal(after('vm2'), before('vm2') + 2, 'the two good links now belong to vm2');
-  t.equal(after('vm1'), before('vm1') - 2, 'and no longer to vm1');
+  if (exchange === 'gift') {
+    t.equal(after('vm2'), before('vm2') + 2, 'the two good links now belong to vm2');
+    t.equal(after('vm1'), before('vm1') - 2, 'and no longer to vm1');
+  } else {
+    t.equal(after('vm2'), before('vm2'), 'swap: the gift gave vm2 nothing');
+    t.equal(after('vm1'), before('vm1'), 'and vm1 kept its buffers');
+    t.equal((await vm2()).giftsOut, 0, 'nothing was delivered as a gift');
+  }
 
   // 4. Zero-copy traffic still flows.
   const stats0 = counters(await sw.port('vm2')).txPackets;

@@ -27,6 +27,8 @@ const BUF_COUNT = 64;
 const BUF_SIZE = 2048;
 const FRAME_LEN = 64;
 const CONFIG = { ports: [{ name: 'a' }, { name: 'b' }], pairs: [['a', 'b']], sharedBuffers: { bufCount: BUF_COUNT, bufSize: BUF_SIZE } };
+/** The hand-written BAR front-ends below keep the gift exchange's rules (docs/protocol.md, "Ownership (pair mode)"). */
+const GIFT_CONFIG = { ...CONFIG, forwarding: { pairExchange: 'gift' } };
 
 function logLines(sw: SwitchProc): Record<string, unknown>[] {
   return sw.stderr().split('\n').filter((l) => l.startsWith('{')).map((l) => {
@@ -56,7 +58,7 @@ async function regionOf(t: Test, sw: SwitchProc): Promise<string> {
 }
 
 t.test('two BAR front-ends at different addresses: zero-copy both ways of ownership, gifts back, ledger balanced', async (t) => {
-  const sw = await startSwitch(t, CONFIG);
+  const sw = await startSwitch(t, GIFT_CONFIG);
   const file = await regionOf(t, sw);
   t.equal(file, path.join(sw.dir, 'pair:a+b.region'));
   t.match(fs.readlinkSync(file), new RegExp(`^/proc/${sw.child.pid}/fd/\\d+$`), 'a link to the switch\'s own memfd');
@@ -164,7 +166,7 @@ t.test('two BAR front-ends at different addresses: zero-copy both ways of owners
 });
 
 t.test('a BAR front-end sends to a SHARED_BUFFERS guest driver (zcswitch vm) of its domain: zero-copy, verified, gifts back', async (t) => {
-  const sw = await startSwitch(t, CONFIG);
+  const sw = await startSwitch(t, GIFT_CONFIG);
   const file = await regionOf(t, sw);
   const TOTAL = 20 * BUF_COUNT;
   const sink = vm(sw, 'b', ['--mode', 'sink', '--count', String(TOTAL), '--duration', '90']);

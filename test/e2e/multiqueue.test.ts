@@ -10,8 +10,8 @@ import { GuestDriver } from '../../src/guest/driver';
 import { FrameChecker, Verdict, writeTestFrame } from '../../src/guest/test-packet';
 import { startSwitch, waitAttached } from '../helpers/procs';
 
-t.test('4 queue pairs, all used, no starvation', async (t) => {
-  const sw = await startSwitch(t, { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']], forwarding: { burst: 32 } });
+for (const exchange of ['gift', 'swap'] as const) t.test(`${exchange}: 4 queue pairs, all used, no starvation`, async (t) => {
+  const sw = await startSwitch(t, { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']], forwarding: { burst: 32, pairExchange: exchange } });
   const tx = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm1.sock'), queuePairs: 4 });
   const rx = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm2.sock'), queuePairs: 4 });
   t.teardown(() => {
@@ -37,14 +37,17 @@ t.test('4 queue pairs, all used, no starvation', async (t) => {
     return true;
   };
   const LIGHT = 200;
+  const LIGHT_RESERVE = 8;
   let floodAfterLight = -1;
   const deadline = Date.now() + 20000;
   while (Date.now() < deadline) {
-    // Keep queue 0 as full as the ring allows.
-    while (send(0));
+    // Keep queue 0 as full as the ring allows, but leave the light queues
+    // buffers to send (swapped buffers come back on queue 0's tx ring, so the
+    // flood alone could hold every free buffer).
+    while (tx.freeCount > LIGHT_RESERVE && send(0));
     for (let q = 1; q < 4; q++) if (seq[q] < LIGHT) send(q);
     tx.flush();
-    tx.receive(256); // gifts coming back
+    tx.receive(256); // gifts coming back (gift exchange)
     tx.flush();
     const n = rx.receive(1024);
     for (let i = 0; i < n; i++) {

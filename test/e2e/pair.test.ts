@@ -1,14 +1,26 @@
 /**
  * Pair mode end to end, all real processes: a switch, guest-driver VMs
- * (`zcswitch vm`), shared memory, eventfds and Unix sockets.
+ * (`zcswitch vm`), shared memory, eventfds and Unix sockets. Both pair
+ * exchanges (forwarding.pairExchange): swap, the default, and gift.
  */
 import t from 'tap';
 import { counters, sleep, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
 
 const PAIR = { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] };
+const EXCHANGES = ['swap', 'gift'] as const;
+/**
+ * A swapped frame waits for the receiver's own empty buffer, and after
+ * rxWaitMs (default 50) it is copied: a receiver descheduled that long on a
+ * loaded test machine would turn "every frame zero-copy" into a timing
+ * test. These tests check the exchange, not the deadline (flow-control tests do).
+ */
+const RX_WAIT_MS = 5000;
+/** A pair with the given exchange (plus any other top-level keys). */
+const pairWith = (pairExchange: (typeof EXCHANGES)[number], more: Record<string, unknown> = {}): Record<string, unknown> =>
+  ({ ...PAIR, ...more, forwarding: { pairExchange, rxWaitMs: RX_WAIT_MS } });
 
-t.test('1,000,000 packets each way, every payload verified, zero bytes copied', async (t) => {
-  const sw = await startSwitch(t, PAIR);
+for (const exchange of EXCHANGES) t.test(`${exchange}: 1,000,000 packets each way, every payload verified, zero bytes copied`, async (t) => {
+  const sw = await startSwitch(t, pairWith(exchange));
   const echo = vm(sw, 'vm2', ['--mode', 'echo', '--count', '1000000']);
   await waitAttached(sw, 'vm2');
   // Wait for every echo, however loaded the machine (the linger bounds a stall at 20 s).
@@ -31,14 +43,15 @@ t.test('1,000,000 packets each way, every payload verified, zero bytes copied', 
     t.equal(c.copiedBytes, 0, `${p.name}: 0 payload bytes copied`);
     t.equal(c.zeroCopy, 1_000_000, `${p.name}: all its packets moved zero-copy`);
     t.same(c.drops, {}, `${p.name}: no drops`);
+    if (exchange === 'swap') t.equal(c.giftsIn + c.giftsOut + c.returned, 0, `${p.name}: swaps only, no gift or return`);
   }
   t.ok(s.ledger.ok, `ledger balanced: ${s.ledger.problems.join('; ')}`);
   t.equal(s.sharedBuffers.pool, s.sharedBuffers.bufCount, 'all buffers back in the pool after both VMs left');
 });
 
-t.test('one-way traffic keeps flowing through GIFT_BUFFER', async (t) => {
+t.test('gift: one-way traffic keeps flowing through GIFT_BUFFER', async (t) => {
   const bufCount = 256;
-  const sw = await startSwitch(t, { ...PAIR, sharedBuffers: { bufCount, bufSize: 2048 } });
+  const sw = await startSwitch(t, pairWith('gift', { sharedBuffers: { bufCount, bufSize: 2048 } }));
   const total = 40 * bufCount;
   const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', String(total), '--duration', '120']);
   await waitAttached(sw, 'vm2');
@@ -71,8 +84,44 @@ t.test('one-way traffic keeps flowing through GIFT_BUFFER', async (t) => {
   t.ok(s.ledger.ok, `ledger balanced at the end: ${s.ledger.problems.join('; ')}`);
 });
 
-t.test('a VM killed mid-traffic: switch survives, buffers reclaimed, port reusable', async (t) => {
-  const sw = await startSwitch(t, PAIR);
+t.test('swap: one-way traffic flows forever with no gifts, each VM keeps its buffer count', async (t) => {
+  const bufCount = 256;
+  const sw = await startSwitch(t, pairWith('swap', { sharedBuffers: { bufCount, bufSize: 2048 } }));
+  const total = 40 * bufCount;
+  const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', String(total), '--duration', '120']);
+  await waitAttached(sw, 'vm2');
+  const gen = vm(sw, 'vm1', ['--mode', 'gen', '--count', String(total), '--size', '128']);
+  // The ledger balances at every instant we look, and neither VM ever holds more than its share.
+  let checks = 0;
+  const sampler = (async () => {
+    while (gen.child.exitCode === null) {
+      const s = await sw.stats().catch(() => null);
+      if (s) {
+        checks++;
+        if (!s.ledger.ok) t.fail(`ledger unbalanced mid-traffic: ${s.ledger.problems.join('; ')}`);
+        for (const p of s.ports) if (p.buffersOwned > bufCount / 2) t.fail(`${p.name} owns ${p.buffersOwned} buffers mid-traffic`);
+      }
+      await sleep(50);
+    }
+  })();
+  const [g, k] = await Promise.all([gen.result, sink.result]);
+  await sampler;
+  t.equal(g.summary.sent, total, 'gen sent 40 x bufCount packets (the swaps gave it empty buffers back)');
+  t.equal(k.summary.received, total, 'sink received them all');
+  t.equal(k.summary.verified, total, 'all verified');
+  t.equal(k.summary.lost, 0, 'none lost');
+  t.equal(k.summary.giftsSent + g.summary.giftsReceived, 0, 'no gift sent or received');
+  const s = await sw.stats();
+  const vm1 = counters(s.ports.find((p) => p.name === 'vm1')!);
+  const vm2 = counters(s.ports.find((p) => p.name === 'vm2')!);
+  t.equal(vm1.zeroCopy, total, 'every frame swapped');
+  t.equal(vm1.giftsIn + vm2.giftsIn + vm1.returned, 0, 'the switch saw no gift and returned nothing');
+  t.ok(checks > 0, `ledger sampled ${checks} times during traffic`);
+  t.ok(s.ledger.ok, `ledger balanced at the end: ${s.ledger.problems.join('; ')}`);
+});
+
+for (const exchange of EXCHANGES) t.test(`${exchange}: a VM killed mid-traffic: switch survives, buffers reclaimed, port reusable`, async (t) => {
+  const sw = await startSwitch(t, pairWith(exchange));
   const sink = vm(sw, 'vm2', ['--mode', 'sink']);
   await waitAttached(sw, 'vm2');
   const gen1 = vm(sw, 'vm1', ['--mode', 'gen', '--stream', '1']);

@@ -23,9 +23,10 @@ const EXPECTED_DIR = ['pair:vm1+vm2.region', 'switch.json', 'vm1.sock', 'vm2.soc
 
 const forwarded = async (sw: SwitchProc) => counters(await sw.port('vm1')).zeroCopy ?? 0;
 
-for (const signal of ['SIGKILL', 'SIGTERM'] as const) {
-  t.test(`switch ${signal === 'SIGKILL' ? 'killed (SIGKILL)' : 'stopped (SIGTERM)'} and restarted: both VMs reattach and the verified exchange goes on`, async (t) => {
-    const sw = await startSwitch(t, PAIR);
+// Both pair exchanges; a swap waits for the sink's empty buffers (a long rxWaitMs: a loaded machine must not turn that into drops).
+for (const [signal, exchange] of [['SIGKILL', 'gift'], ['SIGTERM', 'gift'], ['SIGKILL', 'swap']] as const) {
+  t.test(`${exchange}: switch ${signal === 'SIGKILL' ? 'killed (SIGKILL)' : 'stopped (SIGTERM)'} and restarted: both VMs reattach and the verified exchange goes on`, async (t) => {
+    const sw = await startSwitch(t, { ...PAIR, forwarding: { pairExchange: exchange, rxWaitMs: 5000 } });
     const sink = vm(sw, 'vm2', ['--mode', 'sink']);
     t.teardown(() => stopProc(sink));
     await waitAttached(sw, 'vm2');

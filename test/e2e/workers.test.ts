@@ -24,8 +24,10 @@ const TWO_PAIRS = {
   forwarding: { workers: 2 },
 };
 
-t.test('two pairs on two workers: traffic on both at once, every frame verified, ledger balanced', async (t) => {
-  const sw = await startSwitch(t, TWO_PAIRS);
+for (const exchange of ['gift', 'swap'] as const) t.test(`${exchange}: two pairs on two workers: traffic on both at once, every frame verified, ledger balanced`, async (t) => {
+  // Swaps wait for the receiver's empty buffer and copy or drop after rxWaitMs: long here, so a receiver
+  // descheduled on a loaded machine cannot turn a verified run into drops.
+  const sw = await startSwitch(t, { ...TWO_PAIRS, forwarding: { ...TWO_PAIRS.forwarding, pairExchange: exchange, rxWaitMs: 5000 } });
   let s = await sw.stats();
   t.equal(s.workers.length, 2, 'two workers');
   t.same(s.workers.map((w) => w.ports.sort()), [['a1', 'a2'], ['b1', 'b2']], 'each pair on its own worker');

@@ -72,8 +72,10 @@ t.test(`two QEMU guests, the driver inside each: ${FRAMES} frames one way, zero-
   t.equal(end.sharedBuffers.pool, end.sharedBuffers.bufCount, 'every buffer back in the pool after both guests left');
 });
 
-t.test('a QEMU guest running the driver and a zcswitch vm on the host exchange frames zero-copy', { skip, timeout: 300_000 }, async (t) => {
-  const sw = await startSwitch(t, PAIR);
+// Both pair exchanges (forwarding.pairExchange). A swapped frame waits for the receiver's empty buffer, and a
+// TCG guest polling every millisecond may not post one within the default rxWaitMs: a long wait keeps this about the exchange.
+for (const exchange of ['gift', 'swap'] as const) t.test(`${exchange}: a QEMU guest running the driver and a zcswitch vm on the host exchange frames zero-copy`, { skip, timeout: 300_000 }, async (t) => {
+  const sw = await startSwitch(t, { ...PAIR, forwarding: { pairExchange: exchange, rxWaitMs: 5000 } });
   const n = 10_000;
   const echo = vm(sw, 'b', ['--mode', 'echo', '--count', String(n), '--duration', '240']);
   await waitAttached(sw, 'b');

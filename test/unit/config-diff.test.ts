@@ -29,6 +29,13 @@ t.test('live settings and restart settings are told apart', async (t) => {
   t.same(d.restart.map((c) => c.path).sort(), ['controlSocket', 'forwarding.queuePairs', 'sharedBuffers.bufSize', 'socketDir']);
 });
 
+t.test('the pair exchange needs a restart (VMs must re-attach to be told it)', async (t) => {
+  const next = parseConfig({ ...base, forwarding: { pairExchange: 'swap' } });
+  const d = diffConfig(parseConfig(base), next);
+  t.same(d.restart, [{ path: 'forwarding.pairExchange', from: 'gift', to: 'swap' }]);
+  t.same(d.live, []);
+});
+
 t.test('a running port whose domain changes needs a restart', async (t) => {
   const next = parseConfig({ ...base, ports: [{ name: 'a' }, { name: 'b' }, { name: 'c', domain: 'x' }] });
   const d = diffConfig(parseConfig(base), next);

@@ -59,7 +59,7 @@ t.test('defaults are filled from a minimal config', async (t) => {
       { name: 'vm2', type: 'vhost', ifname: 'vm2', partition: { start: 0, count: 4096 }, domain: 'port:vm2', socket: { mode: 0o660, group: null }, offloads: true, mtu: 1500, policy: DEFAULT_POLICY },
     ],
     pairs: [],
-    forwarding: { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50, queuePairs: 8, rxWaitMs: 50, workers: 0 },
+    forwarding: { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50, queuePairs: 8, rxWaitMs: 50, pairExchange: 'gift', workers: 0 },
     gift: { highWater: 1.25, lowWater: 1.0 },
     log: { level: 'info' },
     stats: { intervalMs: 0 },
@@ -101,7 +101,7 @@ t.test('config/default.json loads', async (t) => {
   t.strictSame(cfg.pairs, [['vm1', 'vm2']]);
   t.equal(cfg.mode, 'pair');
   t.strictSame(cfg.sharedBuffers, { bufCount: 4096, bufSize: 2048, base: 0x4000000000n, hugePages: true });
-  t.strictSame(cfg.forwarding, { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50, queuePairs: 8, rxWaitMs: 50, workers: 0 });
+  t.strictSame(cfg.forwarding, { burst: 64, pollMode: 'spin-then-sleep', spinUs: 50, queuePairs: 8, rxWaitMs: 50, pairExchange: 'gift', workers: 0 });
 });
 
 t.test('config/examples load', async (t) => {
