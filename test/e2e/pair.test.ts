@@ -3,8 +3,8 @@
  * (`zcswitch vm`), shared memory, eventfds and Unix sockets. Both pair
  * exchanges (forwarding.pairExchange): swap, the default, and gift.
  */
-import t from 'tap';
-import { counters, sleep, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
+import t, { type Test } from 'tap';
+import { type SwitchProc, counters, sleep, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
 
 const PAIR = { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] };
 const EXCHANGES = ['swap', 'gift'] as const;
@@ -49,9 +49,13 @@ for (const exchange of EXCHANGES) t.test(`${exchange}: 1,000,000 packets each wa
   t.equal(s.sharedBuffers.pool, s.sharedBuffers.bufCount, 'all buffers back in the pool after both VMs left');
 });
 
-t.test('gift: one-way traffic keeps flowing through GIFT_BUFFER', async (t) => {
+/**
+ * One way, 40 × bufCount verified frames from vm1 to vm2 over 256 buffers (so the sender must get buffers back
+ * all along); the ledger is checked every 50 ms meanwhile, and `sample` sees each stats snapshot too.
+ */
+async function oneWay(t: Test, exchange: 'gift' | 'swap', sample: (s: Awaited<ReturnType<SwitchProc['stats']>>) => void = () => {}) {
   const bufCount = 256;
-  const sw = await startSwitch(t, pairWith('gift', { sharedBuffers: { bufCount, bufSize: 2048 } }));
+  const sw = await startSwitch(t, pairWith(exchange, { sharedBuffers: { bufCount, bufSize: 2048 } }));
   const total = 40 * bufCount;
   const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', String(total), '--duration', '120']);
   await waitAttached(sw, 'vm2');
@@ -64,60 +68,40 @@ t.test('gift: one-way traffic keeps flowing through GIFT_BUFFER', async (t) => {
       if (s) {
         checks++;
         if (!s.ledger.ok) t.fail(`ledger unbalanced mid-traffic: ${s.ledger.problems.join('; ')}`);
+        sample(s);
       }
       await sleep(50);
     }
   })();
   const [g, k] = await Promise.all([gen.result, sink.result]);
   await sampler;
-  t.equal(g.summary.sent, total, 'gen sent 40 x bufCount packets (it needed the gifts to do so)');
+  t.equal(g.summary.sent, total, `gen sent 40 x bufCount packets (it needed buffers back to do so: ${exchange})`);
   t.equal(k.summary.received, total, 'sink received them all');
   t.equal(k.summary.verified, total, 'all verified');
   t.equal(k.summary.lost, 0, 'none lost');
-  t.ok(k.summary.giftsSent > 0, `sink gifted buffers back (${k.summary.giftsSent})`);
-  t.ok(g.summary.giftsReceived >= total - bufCount, `gen was gifted at least ${total - bufCount} buffers (${g.summary.giftsReceived})`);
   const s = await sw.stats();
-  const vm1 = counters(s.ports.find((p) => p.name === 'vm1')!);
-  const vm2 = counters(s.ports.find((p) => p.name === 'vm2')!);
-  t.ok(vm2.giftsIn > 0 && vm1.giftsOut === vm2.giftsIn, `switch counted the gifts (${vm2.giftsIn})`);
   t.ok(checks > 0, `ledger sampled ${checks} times during traffic`);
   t.ok(s.ledger.ok, `ledger balanced at the end: ${s.ledger.problems.join('; ')}`);
+  const vm1 = counters(s.ports.find((p) => p.name === 'vm1')!);
+  const vm2 = counters(s.ports.find((p) => p.name === 'vm2')!);
+  return { g, k, vm1, vm2, total, bufCount };
+}
+
+t.test('gift: one-way traffic keeps flowing through GIFT_BUFFER', async (t) => {
+  const { g, k, vm1, vm2, total, bufCount } = await oneWay(t, 'gift');
+  t.ok(k.summary.giftsSent > 0, `sink gifted buffers back (${k.summary.giftsSent})`);
+  t.ok(g.summary.giftsReceived >= total - bufCount, `gen was gifted at least ${total - bufCount} buffers (${g.summary.giftsReceived})`);
+  t.ok(vm2.giftsIn > 0 && vm1.giftsOut === vm2.giftsIn, `switch counted the gifts (${vm2.giftsIn})`);
 });
 
 t.test('swap: one-way traffic flows forever with no gifts, each VM keeps its buffer count', async (t) => {
-  const bufCount = 256;
-  const sw = await startSwitch(t, pairWith('swap', { sharedBuffers: { bufCount, bufSize: 2048 } }));
-  const total = 40 * bufCount;
-  const sink = vm(sw, 'vm2', ['--mode', 'sink', '--count', String(total), '--duration', '120']);
-  await waitAttached(sw, 'vm2');
-  const gen = vm(sw, 'vm1', ['--mode', 'gen', '--count', String(total), '--size', '128']);
-  // The ledger balances at every instant we look, and neither VM ever holds more than its share.
-  let checks = 0;
-  const sampler = (async () => {
-    while (gen.child.exitCode === null) {
-      const s = await sw.stats().catch(() => null);
-      if (s) {
-        checks++;
-        if (!s.ledger.ok) t.fail(`ledger unbalanced mid-traffic: ${s.ledger.problems.join('; ')}`);
-        for (const p of s.ports) if (p.buffersOwned > bufCount / 2) t.fail(`${p.name} owns ${p.buffersOwned} buffers mid-traffic`);
-      }
-      await sleep(50);
-    }
-  })();
-  const [g, k] = await Promise.all([gen.result, sink.result]);
-  await sampler;
-  t.equal(g.summary.sent, total, 'gen sent 40 x bufCount packets (the swaps gave it empty buffers back)');
-  t.equal(k.summary.received, total, 'sink received them all');
-  t.equal(k.summary.verified, total, 'all verified');
-  t.equal(k.summary.lost, 0, 'none lost');
+  // Neither VM ever holds more than its share.
+  const { g, k, vm1, vm2, total } = await oneWay(t, 'swap', (s) => {
+    for (const p of s.ports) if (p.buffersOwned > 256 / 2) t.fail(`${p.name} owns ${p.buffersOwned} buffers mid-traffic`);
+  });
   t.equal(k.summary.giftsSent + g.summary.giftsReceived, 0, 'no gift sent or received');
-  const s = await sw.stats();
-  const vm1 = counters(s.ports.find((p) => p.name === 'vm1')!);
-  const vm2 = counters(s.ports.find((p) => p.name === 'vm2')!);
   t.equal(vm1.zeroCopy, total, 'every frame swapped');
   t.equal(vm1.giftsIn + vm2.giftsIn + vm1.returned, 0, 'the switch saw no gift and returned nothing');
-  t.ok(checks > 0, `ledger sampled ${checks} times during traffic`);
-  t.ok(s.ledger.ok, `ledger balanced at the end: ${s.ledger.problems.join('; ')}`);
 });
 
 for (const exchange of EXCHANGES) t.test(`${exchange}: a VM killed mid-traffic: switch survives, buffers reclaimed, port reusable`, async (t) => {

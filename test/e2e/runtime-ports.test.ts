@@ -155,6 +155,19 @@ for (const workers of [0, 2]) t.test(`ports, pairs and reloads while a bystander
   }
 });
 
+
+/** count verified frames g1 → s1 at 20,000 frames/s; the gen must exit 0; returns the sink's result. */
+async function genToSink(t: Test, sw: SwitchProc, count: number) {
+  const sink = vm(sw, 's1', ['--mode', 'sink', '--count', String(count), '--duration', '30']);
+  t.teardown(() => stopProc(sink));
+  await waitAttached(sw, 's1');
+  const gen = vm(sw, 'g1', ['--mode', 'gen', '--count', String(count), '--rate', '20000']);
+  t.teardown(() => stopProc(gen));
+  const [g, s] = await Promise.all([gen.result, sink.result]);
+  t.equal(g.code, 0, `gen exited 0 ${g.stderr}`);
+  return { s };
+}
+
 t.test('a VM on a port added at run time talks to a peer paired by pair add', async (t) => {
   const sw = await startSwitch(t, { ports: [{ name: 'cfg' }], sharedBuffers: { bufCount: 1024 } });
   const add1 = await cli(['port', 'add', 'g1', '--control', sw.control]);
@@ -169,13 +182,7 @@ t.test('a VM on a port added at run time talks to a peer paired by pair add', as
   t.match(list.out, /s1\s+2\s+port:g1\s+g1\s+no\s+run time/, 'and s1');
   t.match(list.out, /cfg\s+0\s+port:cfg\s+-\s+no\s+config/, 'and the config port');
   const count = 20000;
-  const sink = vm(sw, 's1', ['--mode', 'sink', '--count', String(count), '--duration', '30']);
-  t.teardown(() => stopProc(sink));
-  await waitAttached(sw, 's1');
-  const gen = vm(sw, 'g1', ['--mode', 'gen', '--count', String(count), '--rate', '20000']);
-  t.teardown(() => stopProc(gen));
-  const [g, s] = await Promise.all([gen.result, sink.result]);
-  t.equal(g.code, 0, `gen exited 0 ${g.stderr}`);
+  const { s } = await genToSink(t, sw, count);
   t.equal(s.code, 0, `sink exited 0 ${s.stderr}`);
   t.same([s.summary.verified, s.summary.lost], [count, 0], 'every frame arrived verified');
   const st = await sw.stats();
@@ -209,13 +216,7 @@ t.test('workers: run-time ports go to the least-loaded worker; pair add moves a 
 
   // Traffic over the moved port: every frame verified (two domains: the copy path).
   const count = 20000;
-  const sink = vm(sw, 's1', ['--mode', 'sink', '--count', String(count), '--duration', '30']);
-  t.teardown(() => stopProc(sink));
-  await waitAttached(sw, 's1');
-  const gen = vm(sw, 'g1', ['--mode', 'gen', '--count', String(count), '--rate', '20000']);
-  t.teardown(() => stopProc(gen));
-  const [g, s] = await Promise.all([gen.result, sink.result]);
-  t.equal(g.code, 0, `gen exited 0 ${g.stderr}`);
+  const { s } = await genToSink(t, sw, count);
   const s1 = await sw.port('s1');
   t.same([s.summary.verified, s.summary.lost], [count, 0], `every frame arrived verified (sink ${JSON.stringify(s.summary)}, s1 drops ${JSON.stringify(s1.counters.drops)})`);
   t.equal(s1.counters.txPackets, count, 's1\'s counters come from its worker');
