@@ -21,6 +21,8 @@ export class SharedBuffers extends RegionGeometry {
   readonly buffer: ArrayBuffer;
   /** Bytes of the whole memfd: the buffers, free space, the header (`size` is the buffers' window only). */
   readonly regionSize: number;
+  /** The buffers are on 2 MiB pages (useHugePages succeeded): front-ends are told to map them so too. */
+  hugePages = false;
 
   /** `existingFd`: this thread's own mapping of a region made elsewhere (a worker thread's, src/workers/). */
   constructor(bufCount: number, bufSize: number, base: number, existingFd = -1) {
@@ -50,6 +52,7 @@ export class SharedBuffers extends RegionGeometry {
     if (this.size < HUGE_PAGE_SIZE) return `region (${this.size} B) is smaller than one huge page`;
     // Only the buffers: the rest of the power-of-two region (up to half of it) is never populated by the switch.
     const err = adviseHugePages(this.buffer, this.size);
+    this.hugePages = err === null;
     if (err === null) return null;
     return `madvise(MADV_COLLAPSE) failed: ${err}${err === 'EINVAL' ? ' (a kernel before 6.1?)' : ''}`;
   }

@@ -13,7 +13,7 @@ import { pollGuestFaults } from '../vhost/guest-faults';
 import { type MemoryTable, closeFdQuiet } from '../vhost/memory-table';
 import { VhostUserBackend } from '../vhost/session';
 import type { SharedBuffersInfo } from '../vhost/codec';
-import { SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
+import { SHARED_BUFFERS_F_HUGE_PAGES, SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
 import { REGION_PORT_F_SWAP, type RegionPort } from '../shm/region-header';
 import { MTU_DEFAULT } from '../virtio/defs';
 
@@ -278,7 +278,7 @@ export class Port {
         base: BigInt(shared.base), size: BigInt(shared.size), bufSize: shared.bufSize, bufCount: shared.bufCount,
         partitionStart: given ? p.start : 0, partitionCount: given ? p.count : 0,
         giftHigh: Math.ceil(this.ctx.giftHigh * p.count), giftLow: Math.ceil(this.ctx.giftLow * p.count),
-        flags: this.ctx.swap ? SHARED_BUFFERS_F_SWAP : 0,
+        flags: (this.ctx.swap ? SHARED_BUFFERS_F_SWAP : 0) | (shared.hugePages ? SHARED_BUFFERS_F_HUGE_PAGES : 0),
       },
     };
   }

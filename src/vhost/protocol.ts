@@ -188,6 +188,15 @@ export const SHARED_BUFFERS_REPLY = wireStruct('GET_SHARED_BUFFERS reply', [
 export const SHARED_BUFFERS_F_SWAP = 1;
 
 /**
+ * SHARED_BUFFERS_REPLY.flags bit 1: the switch backs the buffers with 2 MiB
+ * pages. A front-end should map the region 2 MiB-aligned and ask for PMD
+ * mappings too (MADV_COLLAPSE): otherwise the kernel may map part of it with
+ * 4 KiB entries in the front-end, and with big buffers every buffer it
+ * touches is then a TLB miss (docs/PERFORMANCE.md, "64 KiB frames").
+ */
+export const SHARED_BUFFERS_F_HUGE_PAGES = 2;
+
+/**
  * virtio_net_hdr.flags: the buffer is not a packet but an empty shared
  * buffer handed to the receiver, whose free pool grows by one
  * (docs/protocol.md, ownership rule 4). The spec's flags are 1, 2 and 4;

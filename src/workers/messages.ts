@@ -49,6 +49,8 @@ export interface DomainSetup {
   /** The region's memfd (the worker maps its own dup). */
   fd: number;
   ledger: SharedArrayBuffer;
+  /** The control plane put the buffers on 2 MiB pages: the worker's mapping asks for them too. */
+  hugePages: boolean;
 }
 
 export interface Settings {

@@ -193,7 +193,7 @@ export class DataPathWorkers {
       op: 'domain',
       domain: {
         id: d.id, name: d.name, bufCount: d.shared.bufCount, bufSize: d.shared.bufSize, base: d.shared.base, fd: d.shared.fd,
-        ledger: d.ledger.memory as SharedArrayBuffer,
+        ledger: d.ledger.memory as SharedArrayBuffer, hugePages: d.shared.hugePages,
       },
     });
   }

@@ -331,7 +331,10 @@ function handle(m: Request): unknown {
   switch (m.op) {
     case 'domain': {
       const d = m.domain;
-      domains.set(d.id, new SharingDomain(d.id, d.name, d.bufCount, d.bufSize, d.base, { fd: d.fd, ledger: d.ledger }));
+      const domain = new SharingDomain(d.id, d.name, d.bufCount, d.bufSize, d.base, { fd: d.fd, ledger: d.ledger });
+      // Our own mapping of the region: PMD entries as in the control plane's, else part of it stays on 4 KiB ones.
+      if (d.hugePages) domain.shared.useHugePages();
+      domains.set(d.id, domain);
       return null;
     }
     case 'tap':
