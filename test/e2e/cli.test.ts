@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
+import { DEFAULTS } from '../../src/config/schema';
 import { counters, run, sleep, spawnProc, startSwitch, tempDir, vm, waitAttached, waitFor, waitForOutput } from '../helpers/procs';
 
 const BAD_CONFIGS: [string, Record<string, unknown>, RegExp][] = [
@@ -76,10 +77,10 @@ t.test('npm start runs the switch on config/default.json', async (t) => {
   t.equal(start.split(DEFAULT).length, 2, `the start script runs on ${DEFAULT}: ${start}`);
   t.match(start, /^node dist\/src\/cli\/main\.js start /, 'it runs the built CLI\'s start command');
   // The same command line on config/default.json as it is, but for socketDir: a private
-  // directory, so a switch already running on the default /tmp/zcswitch (anyone's) cannot
+  // directory, so a switch already running in the default socket directory (anyone's) cannot
   // make this fail, and this cannot disturb it.
   const cfg = JSON.parse(fs.readFileSync(path.join(root, 'config', 'default.json'), 'utf8'));
-  t.equal(cfg.socketDir, '/tmp/zcswitch', 'config/default.json uses the documented socket directory');
+  t.equal(cfg.socketDir, DEFAULTS.socketDir, 'config/default.json uses the documented socket directory');
   const dir = tempDir(t);
   const config = path.join(dir, 'default.json');
   fs.writeFileSync(config, JSON.stringify({ ...cfg, socketDir: dir }));

@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap';
 import * as path from 'node:path';
+import * as fs from 'node:fs';
 import {
   ConfigError,
   type ConfigIssue,
@@ -10,6 +11,7 @@ import {
   loadConfig,
   parseConfig,
 } from '../../src/config';
+import { DEFAULTS } from '../../src/config/schema';
 
 // dist/test/config.test.js -> repo root
 const ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -47,8 +49,8 @@ function expectIssues(t: Test, raw: unknown, expected: ConfigIssue[]): ConfigErr
 t.test('defaults are filled from a minimal config', async (t) => {
   const cfg = parseConfig({ ports: twoPorts() });
   const expected: SwitchConfig = {
-    socketDir: '/tmp/zcswitch',
-    controlSocket: '/tmp/zcswitch/zcswitch.ctl',
+    socketDir: DEFAULTS.socketDir,
+    controlSocket: `${DEFAULTS.socketDir}/zcswitch.ctl`,
     sockets: { mode: 0o660, group: null, controlMode: 0o600 },
     mode: 'pair',
     bridge: { ageingSec: 300, macTableSize: 4096 },
@@ -95,8 +97,11 @@ t.test('controlSocket follows socketDir; trailing slash is dropped', async (t) =
 
 t.test('config/default.json loads', async (t) => {
   const cfg = loadConfig(path.join(CONFIG_DIR, 'default.json'));
-  t.equal(cfg.socketDir, '/tmp/zcswitch');
-  t.equal(cfg.controlSocket, '/tmp/zcswitch/zcswitch.ctl');
+  t.equal(cfg.socketDir, DEFAULTS.socketDir);
+  t.equal(cfg.controlSocket, `${DEFAULTS.socketDir}/zcswitch.ctl`);
+  // The default the code fills in is the one the config reference documents.
+  const readme = fs.readFileSync(path.join(ROOT, 'src', 'config', 'README.md'), 'utf8');
+  t.ok(readme.includes(`| \`socketDir\` | string | \`"${DEFAULTS.socketDir}"\` |`), 'src/config/README.md documents the default socketDir');
   t.strictSame(cfg.ports.map((p) => p.name), ['vm1', 'vm2']);
   t.strictSame(cfg.pairs, [['vm1', 'vm2']]);
   t.equal(cfg.mode, 'pair');
@@ -415,7 +420,7 @@ t.test('other sections', async (t) => {
   ]);
   expectIssues(t, { ports: twoPorts(), stats: 5000 }, [{ path: 'stats', message: 'must be an object, got 5000' }]);
   expectIssues(t, { ports: twoPorts(), socketDir: '' }, [{ path: 'socketDir', message: 'must not be empty' }]);
-  expectIssues(t, { ports: twoPorts(), controlSocket: '/tmp/zcswitch/vm2.sock' }, [
+  expectIssues(t, { ports: twoPorts(), socketDir: '/run/zc-test', controlSocket: '/run/zc-test/vm2.sock' }, [
     { path: 'controlSocket', message: 'is the same path as the socket of ports[1] ("vm2")' },
   ]);
   expectIssues(t, [], [{ path: '(root)', message: 'must be an object, got an empty array' }]);
