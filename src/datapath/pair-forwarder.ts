@@ -72,7 +72,7 @@ export class PairForwarder {
     // The burst's header misses at once, before the per-packet work (touch-ahead.ts); with small buffers not even a call.
     if (src.zeroCopy && src.win.touchAhead) this.touch.txHeaders(txq, src.win, n);
     const { seg } = this;
-    const { shared, ledger, tx } = src;
+    const { ledger, tx } = src;
     const c = src.counters;
     const walker = src.txWalkers[qi]!;
     const num = txq.ring.num;
@@ -141,12 +141,7 @@ export class PairForwarder {
       const dq = dstZc && this.offloads.fits(dst!.offloadCaps, dst!.mtu) ? dst!.completeShared(b, len) : -1;
       if (dq >= 0) {
         ledger.transfer(b, dst!.id);
-        if (src.mirror !== null || dst!.mirror !== null) this.mirrorShared(src, dst!, shared.offsetOf(b), len);
-        const bytes = len - VIRTIO_NET_HDR_SIZE;
-        if (this.offloads.gso) c.gsoFrames++;
-        c.zeroCopy++;
-        countRx(src, qi, bytes);
-        countTx(dst!, dq, bytes);
+        this.delivered(src, qi, dst!, dq, b, len);
         continue;
       }
       // No matching rx descriptor at the peer: copy if we can, and in any
@@ -183,12 +178,7 @@ export class PairForwarder {
     }
     if (swappable && dst.postings.ownCount(dq) > 0 && swapBuffers(src, txq, head, b, dst, dq, len)) {
       // The frame's bytes stay where they are: the mirror reads them after the swap as before it.
-      if (src.mirror !== null || dst.mirror !== null) this.mirrorShared(src, dst, src.shared.offsetOf(b), len);
-      const bytes = len - VIRTIO_NET_HDR_SIZE;
-      if (this.offloads.gso) c.gsoFrames++;
-      c.zeroCopy++;
-      countRx(src, qi, bytes);
-      countTx(dst, dq, bytes);
+      this.delivered(src, qi, dst, dq, b, len);
       return true;
     }
     txq.pushUsed(head, 0);
@@ -228,6 +218,17 @@ export class PairForwarder {
       }
       if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
     }
+  }
+
+  /** Shared buffer b (len bytes with its header) reached dst zero-copy, moved or swapped: mirrors and counters. */
+  private delivered(src: PortQueues, qi: number, dst: PortQueues, dq: number, b: number, len: number): void {
+    if (src.mirror !== null || dst.mirror !== null) this.mirrorShared(src, dst, src.shared.offsetOf(b), len);
+    const bytes = len - VIRTIO_NET_HDR_SIZE;
+    const c = src.counters;
+    if (this.offloads.gso) c.gsoFrames++;
+    c.zeroCopy++;
+    countRx(src, qi, bytes);
+    countTx(dst, dq, bytes);
   }
 
   /** Check the header of shared buffer b (len bytes); -1 or the Drop reason (offloads.needs says what it asks of the peer). */
