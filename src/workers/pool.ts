@@ -220,6 +220,7 @@ export class DataPathWorkers {
         return {
           gen: this.gen(dq), num: s.num, desc: Number(s.addr.desc), avail: Number(s.addr.avail), used: Number(s.addr.used),
           lastAvail: dq.lastAvail, usedIdx: dq.usedIdx, eventIdx: dq.eventIdx, callFd: s.callFd, callGen: s.callGen,
+          kickFd: s.kickFd, kickGen: s.kickGen,
         };
       }),
     };
@@ -237,7 +238,7 @@ export class DataPathWorkers {
     });
   }
 
-  /** Every worker's counters into the control plane's view of its ports and TAP uplinks (kicks and guest faults are counted here). */
+  /** Every worker's counters into the control plane's view of its ports and TAP uplinks (guest faults are counted here). */
   collect(queuesById: (id: number) => Counted | undefined): { busyMs: number; busyRounds: number; perWorker: WorkerStats[] } {
     let busyMs = 0;
     let busyRounds = 0;
