@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { schedYield } from '../../bindings';
 import { VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
 import { GuestDriver } from './driver';
-import { GSO_OFFLOAD, GSO_SHIFT, GsoHeaderWriter, gsoHeaderIntact, gsoHeaderIntactWords } from './gso-frame';
+import { GSO_OFFLOAD, GSO_SHIFT, GsoFrameChecker, GsoHeaderWriter, gsoHeaderIntact, gsoHeaderIntactWords } from './gso-frame';
 import { FrameChecker, SequenceTracker, TestHeaderWriter, Verdict, writeAnnounceFrame, writeTestFrame } from './test-packet';
 
 export type VmMode = 'gen' | 'sink' | 'echo';
@@ -45,7 +45,8 @@ export interface TrafficOptions {
   /**
    * TSO frames (gso-frame.ts): gen sends each frame as a TCP segment with a
    * TSO virtio_net_hdr; gen and sink check received frames as such (the
-   * header unchanged, the test frame GSO_SHIFT bytes in). Shared buffers only.
+   * header unchanged, the test frame GSO_SHIFT bytes in; with --no-verify
+   * the frame's TCP/IP headers alone name it). Shared buffers only.
    */
   gso: boolean;
 }
@@ -97,6 +98,8 @@ export class TrafficVm {
   private badLength = 0;
   private badChecksum = 0;
   private readonly checker = new FrameChecker();
+  /** --gso with --no-verify: frames checked by their TCP/IP headers. */
+  private readonly gsoChecker = new GsoFrameChecker();
   private readonly seq = new SequenceTracker();
   /** Benchmarks (no payload): the header from a template. */
   private readonly header: TestHeaderWriter;
@@ -119,7 +122,7 @@ export class TrafficVm {
 
   constructor(private readonly drv: GuestDriver, private readonly o: TrafficOptions) {
     this.header = new TestHeaderWriter(o.gso ? o.size - GSO_SHIFT : o.size, o.stream, o.macs, o.run);
-    this.gsoHeader = o.gso ? new GsoHeaderWriter(o.macs) : null;
+    this.gsoHeader = o.gso ? new GsoHeaderWriter(o.macs, o.stream, o.run) : null;
     this.echo = o.mode === 'echo';
     this.gen = o.mode === 'gen';
   }
@@ -242,13 +245,17 @@ export class TrafficVm {
         at += GSO_SHIFT;
         tlen -= GSO_SHIFT;
       }
-      const verdict = tok >= 0 && !this.o.verifyPayload
-        ? this.checker.verifyHeader(drv.shared!.mem32, at >>> 2, tlen)
-        : this.checker.verify(mem, at, tlen, this.o.verifyPayload);
+      const gsoHeaders = this.o.gso && !this.o.verifyPayload;
+      const ck = gsoHeaders ? this.gsoChecker : this.checker;
+      const verdict = gsoHeaders
+        ? this.gsoChecker.verify(mem, off, len)
+        : tok >= 0 && !this.o.verifyPayload
+          ? this.checker.verifyHeader(drv.shared!.mem32, at >>> 2, tlen)
+          : this.checker.verify(mem, at, tlen, this.o.verifyPayload);
       switch (verdict) {
         case Verdict.Ok:
           this.verified++;
-          if (!this.echo) this.seq.see(this.checker.lastStream, this.checker.lastSeq, this.checker.lastRun);
+          if (!this.echo) this.seq.see(ck.lastStream, ck.lastSeq, ck.lastRun);
           break;
         case Verdict.NotTest: this.notTest++; break;
         case Verdict.BadLength: this.badLength++; break;
@@ -313,7 +320,8 @@ export class TrafficVm {
       const at = o.gso ? f + GSO_SHIFT : f;
       const tlen = o.gso ? o.size - GSO_SHIFT : o.size;
       if (o.verifyPayload) writeTestFrame(sh.mem, at, tlen, o.stream, this.sent, true, o.macs, o.run);
-      else this.header.write(sh.mem32, sh.mem, at >>> 2, this.sent);
+      // --gso without payload checks: the TCP/IP headers name the frame (gso-frame.ts), no test header behind them.
+      else if (!o.gso) this.header.write(sh.mem32, sh.mem, at >>> 2, this.sent);
       if (this.gsoHeader !== null) this.gsoHeader.write(sh.mem32, sh.mem, f, o.size, this.sent);
       // Spread over the queue pairs in turn (one flow each would need a hash; round robin is the stress case).
       if (!drv.send(b, o.size, 0, this.sent % drv.queuePairs, o.gso ? GSO_OFFLOAD : null)) {
