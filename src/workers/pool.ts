@@ -134,7 +134,7 @@ export class DataPathWorker {
     if (this.dead === null) this.control.postMessage({ ...req, seq: -1 });
   }
 
-  /** Kicks for its ports arrived: one wake message until the worker has taken it. */
+  /** Wake it (a control change, the safety net): one wake message until the worker has taken it. Kicks wake it directly (worker-ring.ts). */
   wake(): void {
     if (this.dead !== null) return;
     if (Atomics.exchange(this.signal, SIG_WAKE, 1) === 0) this.control.postMessage({ op: 'wake' });
