@@ -6,11 +6,11 @@
  * (src/datapath/port-queues.ts), which this class keeps in step with the
  * session.
  */
-import { FdWatcher, dupFd, eventfdDrain } from '../../bindings';
 import { type DataPathContext, PortQueues } from '../datapath/port-queues';
 import type { Logger } from '../log';
 import { pollGuestFaults } from '../vhost/guest-faults';
-import { type MemoryTable, closeFdQuiet } from '../vhost/memory-table';
+import type { MemoryTable } from '../vhost/memory-table';
+import { type KickWatch, stopKick, watchKick } from '../vhost/notifier-fd';
 import { VhostUserBackend } from '../vhost/session';
 import type { SharedBuffersInfo } from '../vhost/codec';
 import { SHARED_BUFFERS_F_HUGE_PAGES, SHARED_BUFFERS_F_SWAP } from '../vhost/protocol';
@@ -47,7 +47,7 @@ export class Port {
   readonly isTap = false;
   backend: VhostUserBackend | null = null;
   readonly queues: PortQueues;
-  private readonly kick: ({ watcher: FdWatcher; fd: number; gen: number } | undefined)[] = [];
+  private readonly kick: ((KickWatch & { gen: number }) | undefined)[] = [];
   /**
    * Guest-physical address where this port's VM maps its domain's region as
    * an ivshmem BAR (recognised in its memory table), or null.
@@ -137,42 +137,20 @@ export class Port {
       const gen = slot && slot.kickFd >= 0 ? slot.kickGen : -1;
       if (cur && cur.gen === gen) continue;
       if (cur) this.stopKick(i);
-      if (slot && gen >= 0) this.kick[i] = this.watchKick(i, slot.kickFd, gen);
+      if (slot && gen >= 0) {
+        const counters = this.queues.counters;
+        const k = watchKick(slot.kickFd, i, () => {
+          counters.kicks++;
+          this.ctx.wake();
+        }, (where, e) => this.fault(where, e));
+        this.kick[i] = { ...k, gen };
+      }
     }
     if (this.handshakeTimer !== null && this.ready) {
       clearTimeout(this.handshakeTimer);
       this.handshakeTimer = null;
     }
     this.ctx.wake();
-  }
-
-  /**
-   * Watch vring i's kick fd through our own dup (the session may close its
-   * fd whenever the front-end replaces it). A dup or watcher that cannot be
-   * made throws (the session refuses the request and disconnects) and leaves
-   * no fd behind; a watcher callback that throws disconnects this port only.
-   */
-  private watchKick(i: number, kickFd: number, gen: number): { watcher: FdWatcher; fd: number; gen: number } {
-    const fd = dupFd(kickFd);
-    const counters = this.queues.counters;
-    let watcher: FdWatcher | null = null;
-    try {
-      watcher = new FdWatcher(fd, () => {
-        try {
-          eventfdDrain(fd);
-          counters.kicks++;
-          this.ctx.wake();
-        } catch (e) {
-          this.fault(`kick watcher of vring ${i}`, e);
-        }
-      });
-      watcher.start();
-    } catch (e) {
-      watcher?.close();
-      closeFdQuiet(fd);
-      throw new Error(`vring ${i}: cannot watch the kick fd: ${(e as Error).message}`);
-    }
-    return { watcher, fd, gen };
   }
 
   /**
@@ -195,10 +173,10 @@ export class Port {
   private stopKick(i: number): void {
     const k = this.kick[i];
     if (!k) return;
-    k.watcher.close();
-    closeFdQuiet(k.fd);
+    stopKick(k);
     this.kick[i] = undefined;
   }
+
 
   /**
    * Look for the domain's region in a new memory table (docs/design.md,

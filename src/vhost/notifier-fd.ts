@@ -11,7 +11,8 @@
  * the call write (eventfdCall, bindings/README.md) is bounded on its own.
  */
 import fs from 'node:fs';
-import { setNonBlocking } from '../../bindings';
+import { FdWatcher, dupFd, eventfdDrain, setNonBlocking } from '../../bindings';
+import { closeFdQuiet } from './memory-table';
 
 const EVENTFD_LINK = 'anon_inode:[eventfd]';
 
@@ -64,4 +65,45 @@ export function notifierProblem(fd: number): string | null {
     return `cannot be made non-blocking: ${(e as Error).message}`;
   }
   return null;
+}
+
+/** A watched kick fd: our own dup of it, and the libuv watcher on this thread's event loop. */
+export interface KickWatch {
+  fd: number;
+  watcher: FdWatcher;
+}
+
+/**
+ * Watch vring `index`'s kick fd through our own dup (the session may close
+ * its fd whenever the front-end replaces it): each time it is readable it
+ * is drained and onKick runs; a throw there goes to onFault (it costs the
+ * port). A dup or watcher that cannot be made throws and leaves no fd
+ * behind. The control plane does this for its ports, a data-path worker for
+ * its own (src/workers/worker-ring.ts).
+ */
+export function watchKick(kickFd: number, index: number, onKick: () => void, onFault: (where: string, e: unknown) => void): KickWatch {
+  const fd = dupFd(kickFd);
+  let watcher: FdWatcher | null = null;
+  try {
+    watcher = new FdWatcher(fd, () => {
+      try {
+        eventfdDrain(fd);
+        onKick();
+      } catch (e) {
+        onFault(`kick watcher of vring ${index}`, e);
+      }
+    });
+    watcher.start();
+  } catch (e) {
+    watcher?.close();
+    closeFdQuiet(fd);
+    throw new Error(`vring ${index}: cannot watch the kick fd: ${(e as Error).message}`);
+  }
+  return { fd, watcher };
+}
+
+/** Stop watching and close our dup. */
+export function stopKick(k: KickWatch): void {
+  k.watcher.close();
+  closeFdQuiet(k.fd);
 }

@@ -4,14 +4,15 @@
  * kick fds. The worker watches the kick fd on its own event loop, so a kick
  * wakes the thread that forwards in one hop (docs/design.md, "Threads"):
  * through the main thread it took an epoll wake-up there, a message and a
- * second wake-up here, about 10% of the one-way rate at 64 B.
+ * second wake-up here (docs/PERFORMANCE.md, "Data-path workers").
  *
  * The fds are the front-end's: a kick fd that is not an eventfd, or that
  * stays readable, costs this port (the callback's throw goes to onFault,
  * and the control plane disconnects the port), never the worker.
  */
-import { FdWatcher, dupFd, eventfdDrain } from '../../bindings';
+import { dupFd } from '../../bindings';
 import { closeFdQuiet } from '../vhost/memory-table';
+import { type KickWatch, stopKick, watchKick } from '../vhost/notifier-fd';
 import type { DeviceQueue } from '../virtio/device-queue';
 import type { VringState } from './messages';
 
@@ -19,9 +20,8 @@ export class WorkerRing {
   /** This worker's dup of the call fd (-1: none), and the main thread's number for the fd it dup'd. */
   callFd = -1;
   callGen = -1;
-  private kickFd = -1;
   private kickGen = -1;
-  private kickWatch: FdWatcher | null = null;
+  private kick: KickWatch | null = null;
 
   constructor(
     /** The main thread's number for this ring: a new number is a new (or remapped) ring. */
@@ -43,37 +43,13 @@ export class WorkerRing {
     if (want.kickGen !== this.kickGen) {
       this.stopKick();
       this.kickGen = want.kickGen;
-      if (want.kickFd >= 0) this.watchKick(want.kickFd, index);
+      if (want.kickFd >= 0) this.kick = watchKick(want.kickFd, index, this.onKick, this.onFault);
     }
-  }
-
-  private watchKick(kickFd: number, index: number): void {
-    const fd = dupFd(kickFd);
-    let w: FdWatcher | null = null;
-    try {
-      w = new FdWatcher(fd, () => {
-        try {
-          eventfdDrain(fd);
-          this.onKick();
-        } catch (e) {
-          this.onFault(`kick watcher of vring ${index}`, e);
-        }
-      });
-      w.start();
-    } catch (e) {
-      w?.close();
-      closeFdQuiet(fd);
-      throw new Error(`vring ${index}: cannot watch the kick fd: ${(e as Error).message}`);
-    }
-    this.kickFd = fd;
-    this.kickWatch = w;
   }
 
   private stopKick(): void {
-    this.kickWatch?.close();
-    this.kickWatch = null;
-    closeFdQuiet(this.kickFd);
-    this.kickFd = -1;
+    if (this.kick !== null) stopKick(this.kick);
+    this.kick = null;
   }
 
   /** The ring goes: its watcher stops and its fds close. */
