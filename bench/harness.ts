@@ -17,7 +17,7 @@ import { clockTicksPerSec, machineInfo } from './machine';
 import { Progress, type ProgressMode } from './progress';
 import { renderMarkdown, renderSummaryTable } from './report/markdown';
 import { renderSvg } from './report/svg';
-import { type RunContext, bufSizeProblem } from './runners/common';
+import { type RunContext, bufSizeFor, bufSizeProblem } from './runners/common';
 import { findDpdk, runDpdk } from './runners/dpdk';
 import { OVS_MAX_MTU, findOvs, ovsMtu } from './runners/ovs';
 import { buildKernelHelper, runKernel } from './runners/kernel';
@@ -25,7 +25,7 @@ import { runZcswitch } from './runners/zcswitch';
 import { runZcswitchPairs } from './runners/zcswitch-pairs';
 import { qemuProblem, runQemuGuests } from './runners/qemu';
 import {
-  type BenchResults, type BenchSettings, GROUP_LABELS, type Group, OPT_IN_GROUPS, PEER_GROUPS, type PeerStatus, type RunMetrics,
+  type BenchResults, type BenchSettings, GROUP_LABELS, GSO_REFERENCE_ID, type Group, OPT_IN_GROUPS, PEER_GROUPS, type PeerStatus, type RunMetrics,
   type Scenario, type ScenarioResult, type ScenarioSummary, ZC_GROUPS,
 } from './types';
 
@@ -118,9 +118,12 @@ export function planScenarios(st: BenchSettings): Scenario[] {
       out.push({ ...base, id: `classic-flood/${size}`, group: 'classic-flood', system: 'zcswitch', size, pollMode: st.defaultPollMode, copy: true, sender: 'testpmd' });
     }
   }
-  // One TSO size: the largest frame a 64 KiB buffer holds whole, next to zc-oneway / copy-oneway at 65535.
+  // One TSO size: the largest frame a 64 KiB buffer holds whole, next to zc-oneway / copy-oneway at 65535; and its
+  // reference, plain 64-byte frames in the same 64 KiB buffers (same switch config), so that the ratio says what the
+  // frame's size and its TSO header cost, apart from the buffer stride (docs/PERFORMANCE.md, "64 KiB frames").
   if (has('zc-gso')) {
     out.push({ ...base, id: `zc-gso/${GSO_BENCH_SIZE}`, group: 'zc-gso', system: 'zcswitch', size: GSO_BENCH_SIZE, pollMode: st.defaultPollMode, gso: true });
+    out.push({ ...base, id: GSO_REFERENCE_ID, group: 'zc-gso', system: 'zcswitch', size: 64, pollMode: st.defaultPollMode, bufSize: bufSizeFor(GSO_BENCH_SIZE) });
   }
   if (has('zc-burst')) {
     for (const b of st.bursts) {

@@ -42,6 +42,9 @@ export const GROUP_LABELS: Record<Group, string> = {
   'qemu-zc': 'zcswitch zero-copy one-way, two QEMU guests (TCG) with the guest driver inside',
 };
 
+/** zc-gso's reference scenario: 64-byte frames, no TSO, in zc-gso's 64 KiB buffers. */
+export const GSO_REFERENCE_ID = 'zc-gso/64-plain';
+
 export interface Scenario {
   /** Unique, stable: e.g. "zc-oneway/64", "zc-burst/64/b8", "zc-poll/64/busy-poll". */
   id: string;
@@ -60,6 +63,8 @@ export interface Scenario {
   sender?: 'testpmd';
   /** Both VMs negotiate offloads and send / take TSO frames (zcswitch vm --gso). */
   gso?: boolean;
+  /** zcswitch sharedBuffers.bufSize for this scenario (--buf-size still wins); else the smallest that holds its size. */
+  bufSize?: number;
 }
 
 /** One measured window of one run. Rates are over the window only (after the warm-up). */

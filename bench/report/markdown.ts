@@ -5,7 +5,8 @@
  */
 import type { Spread } from '../lib/util';
 import { sig } from '../lib/util';
-import { type BenchResults, GROUP_LABELS, type Group, PEER_GROUPS, type ScenarioResult, SWEEP_GROUPS } from '../types';
+import { bufSizeFor } from '../runners/common';
+import { type BenchResults, GROUP_LABELS, GSO_REFERENCE_ID, type Group, PEER_GROUPS, type ScenarioResult, SWEEP_GROUPS } from '../types';
 
 const SHORT: Record<Group, string> = {
   'zc-oneway': 'zc one-way', 'zc-bidir': 'zc bidir', 'copy-oneway': 'copy one-way', 'classic-flood': 'classic flood', 'zc-burst': 'zc burst', 'zc-poll': 'zc poll', 'zc-gso': 'zc gso',
@@ -108,6 +109,23 @@ function sweep(res: BenchResults, kind: 'burst' | 'poll', peers: Group[]): strin
   return title + table(head, rows, ['l']) + '\n';
 }
 
+/**
+ * zc-gso against 64-byte frames: in the same 64 KiB buffers (its reference
+ * scenario: what the frame's size and TSO header cost) and, when it ran,
+ * zc-oneway/64 in its own small buffers (what the buffer stride adds).
+ */
+function gso(res: BenchResults): string {
+  const tso = res.scenarios.find((s) => s.group === 'zc-gso' && s.gso && s.summary.mpps);
+  if (tso === undefined) return '';
+  const ref = res.scenarios.find((s) => s.id === GSO_REFERENCE_ID && s.summary.mpps);
+  const small = res.scenarios.find((s) => s.group === 'zc-oneway' && s.size === 64 && s.summary.mpps);
+  const rows = [[tso.id, med(tso.summary.mpps), '1×']];
+  const of = (s: ScenarioResult) => ratio(tso.summary.mpps!.median / s.summary.mpps!.median);
+  if (ref) rows.push([`${ref.id} (64 B frames in the same ${res.settings.bufSize ?? ref.bufSize} B buffers)`, med(ref.summary.mpps), of(ref)]);
+  if (small) rows.push([`${small.id} (64 B frames in ${res.settings.bufSize ?? bufSizeFor(64)} B buffers)`, med(small.summary.mpps), of(small)]);
+  return '## 64 KiB TSO frames against 64-byte frames\n\n' + table(['scenario', 'Mpps', 'zc-gso ÷ this'], rows, ['l']) + '\n';
+}
+
 /** "4096 (2048 for 65535 B)": the bufCount each scenario's switch config used. */
 function bufCountText(res: BenchResults): string {
   const bySize = new Map<number, number>();
@@ -154,6 +172,7 @@ export function renderMarkdown(res: BenchResults): string {
   md += `## Payload throughput by size (Gbit/s of Ethernet frame bytes, median)\n\n${bySize(res, 'gbps')}\n`;
   md += `## Sweeps\n\n${sweep(res, 'burst', peers)}${sweep(res, 'poll', peers)}`;
   md += `## Every scenario\n\n${detail(res, res.scenarios, peers)}\n`;
+  md += gso(res);
   md += `## Cost per packet by process\n\n${costs(res)}\n`;
   md += `Busy = the process's work without its idle polling: zcswitch, the wall time of its poll rounds that moved at least one ` +
     `descriptor (stats dataPath.busySec); the zcswitch VMs, the wall time of their loop passes that moved at least one packet ` +

@@ -90,8 +90,9 @@ export function zcswitchConfig(
 export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetrics> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zcb-'));
   const cfgPath = path.join(dir, 'switch.json');
-  const bufCount = bufCountFor(s.size, ctx.bufCount, ctx.bufSize ?? null);
-  const cfg = zcswitchConfig(s, dir, bufCount, ctx.workers ?? null, ctx.bufSize ?? null, ctx.pairExchange ?? null);
+  const bufSize = ctx.bufSize ?? s.bufSize ?? null;
+  const bufCount = bufCountFor(s.size, ctx.bufCount, bufSize);
+  const cfg = zcswitchConfig(s, dir, bufCount, ctx.workers ?? null, bufSize, ctx.pairExchange ?? null);
   fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
   const control = path.join(dir, 'zcswitch.ctl');
   const node = process.execPath;

@@ -242,6 +242,26 @@ t.test('--buf-size: 64 B frames in page-sized buffers, zero-copy, nothing droppe
   t.equal(run.avgLen, 64, 'frames arrive at 64 B');
 });
 
+t.test('zc-gso runs beside its reference, 64 B frames in the same 64 KiB buffers, and the report gives the ratios', async (t) => {
+  const plan = planScenarios(resolveSettings({ only: ['zc-gso'] }));
+  t.same(plan.map((s) => [s.id, s.size, !!s.gso, s.bufSize ?? null]), [['zc-gso/65535', 65535, true, null], ['zc-gso/64-plain', 64, false, 65600]],
+    'the TSO scenario and its reference');
+  const out = tempDir(t, 'zcs-bench-');
+  const r = await runCli(['bench', '--only', 'zc-gso,zc-oneway', '--sizes', '64', '--runs', '1', '--warmup', '0.2', '--duration', '0.5',
+    '--no-peers', '--out', out, '--progress', 'none'], {}, 90000);
+  if (r.code !== 0) t.comment(r.err.slice(-2000));
+  t.equal(r.code, 0, 'exit 0');
+  const { json, md } = outputs(out);
+  const ref = json.scenarios.find((s) => s.id === 'zc-gso/64-plain')!;
+  t.equal(ref.status, 'ok', `the reference ran: ${ref.errors.join('; ')}`);
+  t.equal((ref.setup?.config as { sharedBuffers: { bufSize: number } }).sharedBuffers.bufSize, 65600, 'in 65600 B buffers');
+  t.equal(ref.runs[0].avgLen, 64, 'with 64 B frames');
+  t.equal(ref.runs[0].copiedBytesPerPkt, 0, 'zero-copy');
+  t.match(md, /## 64 KiB TSO frames against 64-byte frames/, 'the report has the comparison');
+  t.match(md, /zc-gso\/64-plain \(64 B frames in the same 65600 B buffers\) \| [0-9.]+ \| [0-9.]+×/, 'against the reference');
+  t.match(md, /zc-oneway\/64 \(64 B frames in 128 B buffers\) \| [0-9.]+ \| [0-9.]+×/, 'and against zc-oneway/64');
+});
+
 t.test('DPDK geometry: mbufs fit the frame, --txpkts segments add up', async (t) => {
   for (const size of [64, 1500, 9000, 65535]) {
     const g = geometry(size);
