@@ -78,8 +78,7 @@ export interface KickWatch {
  * its fd whenever the front-end replaces it): each time it is readable it
  * is drained and onKick runs; a throw there goes to onFault (it costs the
  * port). A dup or watcher that cannot be made throws and leaves no fd
- * behind. The control plane does this for its ports, a data-path worker for
- * its own (src/workers/worker-ring.ts).
+ * behind.
  */
 export function watchKick(kickFd: number, index: number, onKick: () => void, onFault: (where: string, e: unknown) => void): KickWatch {
   const fd = dupFd(kickFd);

@@ -25,9 +25,6 @@ export interface VringState {
   callFd: number;
   /** The call fd by number (VringSlot.callGen): a new one is a new fd even when its number was reused. */
   callGen: number;
-  /** The kick fd (-1: none) and its number (VringSlot.kickGen): the worker watches it itself, so a kick wakes it in one hop. */
-  kickFd: number;
-  kickGen: number;
 }
 
 /** A port's queues and memory as the worker must mirror them (null: the front-end went away). */
@@ -115,7 +112,7 @@ export interface Replies {
 
 export interface PortCounterSnapshot {
   id: number;
-  /** PortCounters' numeric fields the worker counts (not guestMemoryFaults: the control plane counts those). */
+  /** PortCounters' numeric fields the data path counts (not kicks, not guestMemoryFaults: the control plane counts those). */
   fields: Record<string, number>;
   drops: number[];
   queueCounters: number[];
@@ -147,5 +144,5 @@ export const SIG_LENGTH = 2;
 /** Port counters the data path keeps (copied from the worker on stats). */
 export const WORKER_COUNTER_FIELDS = [
   'rxPackets', 'rxBytes', 'txPackets', 'txBytes', 'zeroCopy', 'copied', 'copiedBytes', 'giftsIn', 'giftsOut', 'returned', 'calls',
-  'gsoFrames', 'segmented', 'checksummed', 'kicks',
+  'gsoFrames', 'segmented', 'checksummed',
 ] as const;

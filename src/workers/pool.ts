@@ -134,7 +134,7 @@ export class DataPathWorker {
     if (this.dead === null) this.control.postMessage({ ...req, seq: -1 });
   }
 
-  /** Wake it (a control change, the safety net): one wake message until the worker has taken it. Kicks wake it directly (worker-ring.ts). */
+  /** Kicks for its ports arrived: one wake message until the worker has taken it. */
   wake(): void {
     if (this.dead !== null) return;
     if (Atomics.exchange(this.signal, SIG_WAKE, 1) === 0) this.control.postMessage({ op: 'wake' });
@@ -220,7 +220,6 @@ export class DataPathWorkers {
         return {
           gen: this.gen(dq), num: s.num, desc: Number(s.addr.desc), avail: Number(s.addr.avail), used: Number(s.addr.used),
           lastAvail: dq.lastAvail, usedIdx: dq.usedIdx, eventIdx: dq.eventIdx, callFd: s.callFd, callGen: s.callGen,
-          kickFd: s.kickFd, kickGen: s.kickGen,
         };
       }),
     };
@@ -238,7 +237,7 @@ export class DataPathWorkers {
     });
   }
 
-  /** Every worker's counters into the control plane's view of its ports and TAP uplinks (guest faults are counted here). */
+  /** Every worker's counters into the control plane's view of its ports and TAP uplinks (kicks and guest faults are counted here). */
   collect(queuesById: (id: number) => Counted | undefined): { busyMs: number; busyRounds: number; perWorker: WorkerStats[] } {
     let busyMs = 0;
     let busyRounds = 0;

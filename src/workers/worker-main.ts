@@ -26,7 +26,6 @@ import { dispatchGuestFaults, pollGuestFaults, setGuardThread } from '../vhost/g
 import { MemoryTable, closeFdQuiet } from '../vhost/memory-table';
 import { DeviceQueue } from '../virtio/device-queue';
 import { MirrorRingWriter } from './mirror-ring';
-import { WorkerRing } from './worker-ring';
 import { SplitRing, availRingBytes, descTableBytes, usedRingBytes } from '../virtio/ring';
 import {
   type PortCounterSnapshot, type PortState, type Replies, type Request, SIG_REPLY, SIG_WAKE, type Settings, WORKER_COUNTER_FIELDS, type WorkerEvent, type WorkerStats,
@@ -54,10 +53,8 @@ interface WorkerPort {
   /** This worker's own mapping of the front-end's memory, and the main thread's number for it. */
   mem: MemoryTable | null;
   memGen: number;
-  /** Per running vring: this worker's queue and its own dups of the call and kick fds. */
-  rings: (WorkerRing | null)[];
-  /** A kick for one of its rings arrived: counted, and the loop wakes. */
-  kicked: () => void;
+  /** Per vring: the main thread's queue number, this worker's queue and its own dup of the call fd (and the main thread's number for it). */
+  rings: ({ gen: number; queue: DeviceQueue; callFd: number; callGen: number } | null)[];
   peer: number | null;
   /** Out of the data path: frozen for a ring read, or broken until the control plane syncs it. */
   out: boolean;
@@ -132,11 +129,7 @@ function addPort(id: number, name: string, partitionCount: number, domain: numbe
     if (p !== undefined) takeOut(p);
     post({ ev: 'fault', id, where, message: (e as Error)?.message ?? String(e) });
   };
-  const kicked = (): void => {
-    queues.counters.kicks++;
-    loop.wake();
-  };
-  const p: WorkerPort = { queues, mem: null, memGen: -1, rings: new Array(2 * init.queuePairs).fill(null), kicked, peer: null, out: true };
+  const p: WorkerPort = { queues, mem: null, memGen: -1, rings: new Array(2 * init.queuePairs).fill(null), peer: null, out: true };
   ports.set(id, p);
   for (let i = bridgeById.length; i < id; i++) bridgeById[i] = NOT_HERE;
   bridgeById[id] = queues;
@@ -257,11 +250,15 @@ function syncPort(id: number, p: WorkerPort, state: PortState | null): void {
     const want = state.vrings[i] ?? null;
     const have = p.rings[i];
     if (want !== null && have !== null && have.gen === want.gen) {
-      // Same ring, new call or kick fd (QEMU swaps the call fd when the guest sets up its interrupts): ours follow.
-      have.adopt(want, i);
+      // Same ring, new call fd (QEMU swaps it when the guest sets up its interrupts): calls must go to the new one.
+      if (have.callGen !== want.callGen) {
+        closeFdQuiet(have.callFd);
+        have.callFd = want.callFd >= 0 ? dupFd(want.callFd) : -1;
+        have.callGen = want.callGen;
+      }
       continue;
     }
-    have?.close();
+    if (have !== null) closeFdQuiet(have.callFd);
     p.rings[i] = null;
     if (want === null || p.mem === null) continue;
     const part = (addr: number, bytes: number) => {
@@ -272,9 +269,10 @@ function syncPort(id: number, p: WorkerPort, state: PortState | null): void {
     const ring = new SplitRing(want.num, {
       desc: part(want.desc, descTableBytes(want.num)), avail: part(want.avail, availRingBytes(want.num)), used: part(want.used, usedRingBytes(want.num)),
     });
-    const r = new WorkerRing(want.gen, new DeviceQueue(ring, want.eventIdx, want.lastAvail, want.usedIdx), p.kicked, p.queues.onFault);
-    p.rings[i] = r;
-    r.adopt(want, i);
+    p.rings[i] = {
+      gen: want.gen, queue: new DeviceQueue(ring, want.eventIdx, want.lastAvail, want.usedIdx), callFd: want.callFd >= 0 ? dupFd(want.callFd) : -1,
+      callGen: want.callGen,
+    };
   }
   p.queues.zeroCopy = state.zeroCopy;
   p.queues.setWindow(state.window);
@@ -289,7 +287,8 @@ function syncPort(id: number, p: WorkerPort, state: PortState | null): void {
 
 function dropRings(p: WorkerPort): void {
   for (let i = 0; i < p.rings.length; i++) {
-    p.rings[i]?.close();
+    const r = p.rings[i];
+    if (r !== null) closeFdQuiet(r.callFd);
     p.rings[i] = null;
   }
 }
