@@ -80,8 +80,17 @@ for (const zeroCopy of [true, false]) t.test(`reloads re-pair attached ports acr
   await moreTraffic('traffic on both pairs');
 
   // Each gen now pairs with the other pair's sink: each is first in its new pair and moves to that sink's worker.
+  // The sinks pause first, so the gens' frames wait in their tx rings (back-pressure), each with the rx posting
+  // its gen made for the buffer's return (ownership rule 2) held by the switch: the moves carry them.
   t.ok(gens.every((g) => running(g)), 'the gens are still sending when the first reload comes');
+  for (const s of sinks) s.child.kill('SIGSTOP');
+  await waitFor('the gens to be held back', async () => {
+    const a = await delivered();
+    await sleep(100);
+    return (await delivered()).every((d, i) => d === a[i]);
+  });
   const r1 = await reloadPairs(sw, [['g1', 's2'], ['g2', 's1']]);
+  for (const s of sinks) s.child.kill('SIGCONT');
   t.match(r1, { ok: true, pairsAdded: [['g1', 's2'], ['g2', 's1']], pairsRemoved: [['g1', 's1'], ['g2', 's2']] }, `first reload applied: ${JSON.stringify(r1)}`);
   t.same(await placement(sw), [['g2', 's1'], ['g1', 's2']], 'both gens moved, their VMs attached');
   await moreTraffic('traffic on the new pairs');
