@@ -50,4 +50,16 @@ export class HeadFifo {
   clear(): void {
     this.first = this.count = 0;
   }
+
+  /** The entries, oldest first (a port moving to another worker: not per packet). */
+  toArrays(): { heads: Int32Array; bufs: Int32Array } {
+    const heads = new Int32Array(this.count);
+    const bufs = new Int32Array(this.count);
+    for (let i = 0; i < this.count; i++) {
+      const at = (this.first + i) & (CAP - 1);
+      heads[i] = this.heads[at];
+      bufs[i] = this.bufs[at];
+    }
+    return { heads, bufs };
+  }
 }

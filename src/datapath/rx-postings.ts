@@ -20,6 +20,16 @@ const HEAD_MASK = 0xffff;
 export const postingQueue = (posting: number): number => posting >>> QUEUE_SHIFT;
 export const postingHead = (posting: number): number => posting & HEAD_MASK;
 
+/** What a port's RxPostings hold, in order: for another thread's data path to hold on (a port moving between workers). */
+export interface PostingsSnapshot {
+  /** byBuf[b]: the posting (queue, head) of shared buffer b, or -1. */
+  byBuf: Int32Array;
+  /** Per rx queue: copy target heads, oldest first. */
+  copyTargets: Int32Array[];
+  /** Per rx queue: own empty buffers, oldest first, as head and buffer. */
+  ownBufs: { heads: Int32Array; bufs: Int32Array }[];
+}
+
 export class RxPostings {
   /** byBuf[b]: the posting (queue, head) of shared buffer b, or -1. */
   private readonly byBuf: Int32Array;
@@ -97,6 +107,39 @@ export class RxPostings {
   /** Take rx queue q's oldest own posting; returns its head (its buffer: nextOwnBuf before). */
   takeOwn(q: number): number {
     return this.ownBufs[q].shift();
+  }
+
+  /** Everything held, in order (the port moves to another worker's data path: docs/design.md, "Data-path workers"). */
+  snapshot(): PostingsSnapshot {
+    return {
+      byBuf: this.byBuf.slice(),
+      copyTargets: this.copyTargets.map((f) => f.toArrays().heads),
+      ownBufs: this.ownBufs.map((f) => f.toArrays()),
+    };
+  }
+
+  /**
+   * Hold on to what another data path held for this port (snapshot), so a
+   * posting made before a move can be filled after it. Called when the
+   * port's rings have just started here, before any round: nothing is held
+   * yet, so the order is kept. running(q): rx queue q runs here (the same
+   * rings, resumed); postings of one that does not are void, as when a
+   * ring stops.
+   */
+  restore(s: PostingsSnapshot, running: (q: number) => boolean): void {
+    if (s.byBuf.length !== this.byBuf.length || s.copyTargets.length !== this.copyTargets.length || s.ownBufs.length !== this.ownBufs.length) {
+      throw new RangeError(`rx postings of ${s.byBuf.length} buffers and ${s.copyTargets.length} queues, here ${this.byBuf.length} and ${this.copyTargets.length}`);
+    }
+    for (let b = 0; b < s.byBuf.length; b++) {
+      const p = s.byBuf[b];
+      if (p >= 0 && this.byBuf[b] < 0 && running(p >>> QUEUE_SHIFT)) this.byBuf[b] = p;
+    }
+    for (let q = 0; q < this.copyTargets.length; q++) {
+      if (!running(q)) continue;
+      for (const head of s.copyTargets[q]) this.copyTargets[q].push(head);
+      const own = s.ownBufs[q];
+      for (let i = 0; i < own.heads.length; i++) this.ownBufs[q].push(own.heads[i], own.bufs[i]);
+    }
   }
 
   /** Forget what rx queue q had posted (its ring stopped or restarted). */

@@ -38,6 +38,8 @@ export class TapPort {
   /** 1 while the interface is open: the bridge treats it as one running queue pair. */
   nq = 0;
   private fd = -1;
+  /** The fd is this port's to close (open); false: lent by the thread that opened the interface (adopt). */
+  private ownsFd = true;
   private watcher: FdWatcher | null = null;
 
   constructor(
@@ -81,17 +83,19 @@ export class TapPort {
     this.log.info({ port: this.name, ifname: r.name, offloads: this.offloads, mtu: this.mtu }, 'tap uplink open');
   }
 
-  /** The open interface's fd (-1: closed): what a data-path worker dups. */
+  /** The open interface's fd (-1: closed): what a data-path worker is lent a dup of. */
   get fdNumber(): number {
     return this.fd;
   }
 
   /**
    * Serve an interface another thread opened and configured (open(false)),
-   * through fd: a dup this port owns from now on (close() closes it).
+   * through fd: a dup that thread lent and closes itself, after close() here
+   * stopped watching it (src/workers/lent-fds.ts).
    */
   adopt(fd: number): void {
     this.fd = fd;
+    this.ownsFd = false;
     this.nq = 1;
     this.offloadCaps = this.offloads ? OFFLOAD_CAPS : 0;
     this.watch();
@@ -113,10 +117,11 @@ export class TapPort {
     return this.fd >= 0 && fdWrite(this.fd, buf, off, len) === len;
   }
 
+  /** Stop serving the interface: its watcher goes, and its fd when this port owns it. */
   close(): void {
     this.watcher?.close();
     this.watcher = null;
-    if (this.fd >= 0) closeFd(this.fd);
+    if (this.fd >= 0 && this.ownsFd) closeFd(this.fd);
     this.fd = -1;
     this.nq = 0;
   }

@@ -36,7 +36,7 @@ export class SharingDomain {
     const view = typeof from === 'object' ? from : null;
     this.shared = new SharedBuffers(bufCount, bufSize, base, view?.fd ?? -1);
     this.ledger = new OwnershipLedger(bufCount, view?.ledger ?? (from === 'shared' ? 'shared' : undefined));
-    this.fileId = fileIdentity(this.shared.fd);
+    this.fileId = fileIdentity(view?.fd ?? this.shared.fd);
     // The header is the control plane's to write.
     if (view === null) this.publishPorts([]);
   }

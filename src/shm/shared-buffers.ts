@@ -34,7 +34,7 @@ export class SharedBuffers extends RegionGeometry {
     this.buffer = this.region.buffer;
   }
 
-  /** The memfd handed to front-ends (-1 once closed). */
+  /** The memfd handed to front-ends (-1 once closed, and in a worker thread's view of the region, which keeps none). */
   get fd(): number {
     return this.region.fd;
   }

@@ -527,6 +527,8 @@ export class Switch {
   }
 
   private command(cmd: { cmd?: unknown }): unknown {
+    // Test hook (docs/operations.md, "Data-path workers"): only with ZCSWITCH_TEST_HOOKS=1 in the switch's environment.
+    if (cmd.cmd === 'test-crash-worker' && process.env.ZCSWITCH_TEST_HOOKS === '1') return this.crashWorker((cmd as { worker?: unknown }).worker);
     switch (cmd.cmd) {
       case 'stats':
         return this.stats();
@@ -561,6 +563,14 @@ export class Switch {
           error: `unknown command ${JSON.stringify(cmd.cmd)}; known: stats, reset-counters, macs, capture, port-add, port-del, port-list, pair-add, pair-del, reload`,
         };
     }
+  }
+
+  /** Test hook: data-path worker `index` dies of an uncaught error, as a bug would kill it. */
+  private crashWorker(index: unknown): unknown {
+    const w = typeof index === 'number' ? this.workers?.workers[index] : undefined;
+    if (w === undefined || !w.alive) return { error: `"worker" must be the index of a running data-path worker` };
+    w.call({ op: 'test-crash' });
+    return { ok: true };
   }
 
   /** The run-time management requests: a refusal is an error reply that says why. */
@@ -769,7 +779,7 @@ export class Switch {
     if (p === undefined) throw new Refused(`no port named "${name}" (ports are ${this.live().map((x) => `"${x.name}"`).join(', ') || 'none'})`);
     if (p.isTap) {
       (p.mirror as unknown as { shutdown?: () => void } | null)?.shutdown?.();
-      // Its worker closes its dup first.
+      // Its worker lets go of the dup lent to it first (closed then), then this thread closes the interface.
       this.onWorkers?.removeTap(p);
       p.close();
       this.dataPath.taps.splice(this.dataPath.taps.indexOf(p), 1);

@@ -2,9 +2,10 @@
  * The control plane's view of which data-path worker forwards for which
  * port and sharing domain (forwarding.workers; docs/design.md, "Data-path
  * workers"), and what changes it while the switch runs: placing a port
- * added at run time, moving a lone port next to a new pair peer, taking a
- * removed port (and its domain) out of its worker, and captures of
- * workers' ports (their mirror rings). The switch decides what changes;
+ * added at run time, moving a lone port (attached or not) next to a new
+ * pair peer, taking a removed port (and its domain) out of its worker,
+ * captures of workers' ports (their mirror rings), and the fds lent to
+ * workers (src/workers/lent-fds.ts). The switch decides what changes;
  * this file only knows where things run and how to tell the workers.
  */
 import type { PortConfig } from '../config';
@@ -12,6 +13,7 @@ import type { Logger } from '../log';
 import type { SharingDomain } from '../shm/domain';
 import type { TapPort } from '../datapath/tap-port';
 import type { DataPathWorker, DataPathWorkers } from '../workers/pool';
+import type { PostingsSnapshot } from '../datapath/rx-postings';
 import { type MirrorSink, MirrorRingReader, createMirrorRing } from '../workers/mirror-ring';
 import type { Port, PortWorkerLink } from './port';
 
@@ -35,6 +37,14 @@ export class WorkerPorts {
   private readonly domainWorker = new Map<SharingDomain, DataPathWorker>();
   /** Captures of workers' ports: the mirror ring each drains (by port id). */
   private readonly mirrorRings = new Map<number, MirrorRingReader>();
+  /**
+   * Call fds lent to the worker of each port (by id): per vring, the lent
+   * dup and the call fd's number (VringSlot.callGen) it is a dup of; stale:
+   * lent for a sync the worker did not answer, taken back at the next one.
+   */
+  private readonly callFds = new Map<number, { w: DataPathWorker; byVring: ({ gen: number; fd: number } | null)[]; stale: number[] }>();
+  /** TAP uplinks: the dup of the interface's fd lent to its worker (by port id). */
+  private readonly tapFds = new Map<number, number>();
 
   constructor(readonly pool: DataPathWorkers, private readonly host: WorkerPortsHost) {}
 
@@ -51,7 +61,7 @@ export class WorkerPorts {
         sync: (port, gone = false) => {
           const w = of();
           if (w === undefined) return;
-          w.call({ op: 'sync', id: port.id, state: gone ? null : pool.portState(port.backend, port.queues, port.sharedBar) });
+          this.sync(w, port, gone);
           w.wake();
         },
         readRings: (port) => {
@@ -60,6 +70,55 @@ export class WorkerPorts {
         },
       },
     };
+  }
+
+  /**
+   * Port p's state to its worker w (postings: what its last worker held: it
+   * moved). The call fds in it are dups lent to w; those the worker let go
+   * of by answering are closed, those of a sync it did not answer stay
+   * lent until a later one is answered (or w's thread exits).
+   */
+  private sync(w: DataPathWorker, p: Port, gone: boolean, postings?: PostingsSnapshot): void {
+    const state = gone ? null : this.pool.portState(p.backend, p.queues, p.sharedBar);
+    const had = this.callFds.get(p.id);
+    const before = had?.w === w ? had : { w, byVring: [], stale: [] };
+    const lent: ({ gen: number; fd: number } | null)[] = [];
+    const now = { w, byVring: lent, stale: before.stale };
+    this.callFds.set(p.id, now);
+    try {
+      state?.vrings.forEach((v, i) => {
+        lent[i] = null;
+        if (v === null || v.callFd < 0) return;
+        const o = before.byVring[i];
+        if (o === null || o === undefined || o.gen !== v.callGen) lent[i] = { gen: v.callGen, fd: w.fds.lend(v.callFd) };
+        else lent[i] = o;
+        v.callFd = lent[i]!.fd;
+      });
+    } catch (e) {
+      // Not sent: what was lent for it goes back now, the rest stays with the worker.
+      now.byVring = before.byVring;
+      for (const [i, x] of lent.entries()) if (x !== null && x !== before.byVring[i]) w.fds.takeBack(x.fd);
+      throw e;
+    }
+    const released = before.byVring.filter((o) => o !== null && !lent.includes(o)).map((o) => o!.fd);
+    try {
+      w.call({ op: 'sync', id: p.id, state, ...(postings === undefined ? {} : { postings }) });
+    } catch (e) {
+      // Unanswered (or failed there, having dropped the rings): it may still hold the old ones; keep them until a later answer.
+      now.stale = [...now.stale, ...released];
+      throw e;
+    }
+    for (const fd of [...released, ...now.stale]) w.fds.takeBack(fd);
+    now.stale = [];
+  }
+
+  /** The worker answered that port id left it: the call fds lent for it go back. */
+  private releaseCallFds(id: number, w: DataPathWorker): void {
+    const had = this.callFds.get(id);
+    if (had === undefined || had.w !== w) return;
+    this.callFds.delete(id);
+    for (const o of had.byVring) if (o !== null) w.fds.takeBack(o.fd);
+    for (const fd of had.stale) w.fds.takeBack(fd);
   }
 
   /**
@@ -134,23 +193,33 @@ export class WorkerPorts {
 
   /**
    * A TAP uplink this thread opened (open(false): unwatched here) joins
-   * worker w, which serves its own dup of the fd from then on.
+   * worker w, which serves a dup of the fd lent to it from then on.
    */
   addTap(w: DataPathWorker, tap: TapPort, offloads: boolean): void {
     this.workerOf.set(tap.id, w);
     // At start the shard placement has listed it already.
     if (!w.ports.includes(tap.name)) w.ports.push(tap.name);
-    w.call({ op: 'tap', id: tap.id, name: tap.name, ifname: tap.ifname, fd: tap.fdNumber, offloads, mtu: tap.mtu });
+    const fd = w.fds.lend(tap.fdNumber);
+    this.tapFds.set(tap.id, fd);
+    w.call({ op: 'tap', id: tap.id, name: tap.name, ifname: tap.ifname, fd, offloads, mtu: tap.mtu });
   }
 
-  /** The uplink leaves its worker, which closes its dup (before this thread closes the interface). */
+  /**
+   * The uplink leaves its worker; once the worker answered (it stopped
+   * watching the dup) the dup is closed, before this thread closes the
+   * interface. A dead worker's is closed when its thread has exited.
+   */
   removeTap(tap: TapPort): void {
     const w = this.workerOf.get(tap.id);
     if (w === undefined) return;
     this.setMirror(tap.id, null);
     this.workerOf.delete(tap.id);
     w.ports.splice(w.ports.indexOf(tap.name), 1);
-    if (w.alive) w.call({ op: 'port-del', id: tap.id });
+    const fd = this.tapFds.get(tap.id);
+    this.tapFds.delete(tap.id);
+    if (!w.alive) return;
+    w.call({ op: 'port-del', id: tap.id });
+    if (fd !== undefined) w.fds.takeBack(fd);
   }
 
   /** Why port p cannot move to another worker (to be next to a new peer), or null; anyPeer: as if unpaired (a reload checks pairs apart). */
@@ -160,7 +229,6 @@ export class WorkerPorts {
     if (mates.length > 0) return `"${p.name}" shares domain "${d.name}" with ${mates.map((x) => `"${x.name}"`).join(', ')}`;
     const peer = this.host.peerOf(p);
     if (peer !== null && !anyPeer) return `"${p.name}" is paired with "${peer.name}"`;
-    if (p.attached) return `"${p.name}" has a front-end attached (the state of its rings lives in its worker)`;
     if (!this.workerOf.get(p.id)!.alive) return `"${p.name}"'s data-path worker is gone`;
     return null;
   }
@@ -187,24 +255,37 @@ export class WorkerPorts {
   }
 
   /**
-   * Move a lone, unpaired port with no front-end to worker `to`, with its
-   * domain: out of its worker between rounds (its counters come along), in
-   * on the other as at start; a capture of it goes on from there.
+   * Move a lone, unpaired port to worker `to`, with its domain, its
+   * front-end staying attached (docs/design.md, "Data-path workers"): its
+   * worker hands it over between rounds (used entries and calls published,
+   * ring indices, the rx postings it holds, counters); this thread's queue
+   * objects take the indices; the other worker takes the domain, the port
+   * with its counters and a sync of the same state whose rings resume there,
+   * with the postings. Kicks wake whichever worker holds the port (link),
+   * so they reach the new one from now on; a capture goes on from there.
+   * Nothing of it reaches the front-end. This thread waits for each
+   * answer, so nothing else happens to the port meanwhile.
    */
   private move(p: Port, to: DataPathWorker): void {
     const from = this.workerOf.get(p.id)!;
     const d = p.queues.domain;
     const capture = this.mirrorRings.get(p.id);
     if (capture !== undefined) from.call({ op: 'mirror', id: p.id, ring: null });
-    const counters = from.call({ op: 'port-del', id: p.id });
+    const h = from.call({ op: 'hand-over', id: p.id });
+    this.releaseCallFds(p.id, from);
+    this.pool.takeIndices(p.backend, h.rings);
     from.ports.splice(from.ports.indexOf(p.name), 1);
     this.removeDomain(d);
     this.addDomain(to, d);
     this.workerOf.set(p.id, to);
     to.ports.push(p.name);
-    to.call({ op: 'port', id: p.id, name: p.name, partitionCount: p.partition.count, domain: d.id, mtu: p.queues.mtu, counters });
+    to.call({ op: 'port', id: p.id, name: p.name, partitionCount: p.partition.count, domain: d.id, mtu: p.queues.mtu, counters: h.counters });
+    if (p.backend !== null) this.sync(to, p, false, h.postings);
     if (capture !== undefined) to.call({ op: 'mirror', id: p.id, ring: capture.ring });
-    this.host.log.info({ port: p.name, domain: d.name, from: from.index, to: to.index }, 'port moved to another data-path worker, next to its new peer');
+    to.wake();
+    this.host.log.info(
+      { port: p.name, domain: d.name, from: from.index, to: to.index, attached: p.attached }, 'port moved to another data-path worker, next to its new peer',
+    );
   }
 
   /** Pair mode: p forwards to peer (null: unpaired), in its worker; false: no worker forwards for p. */
@@ -221,7 +302,10 @@ export class WorkerPorts {
     if (w === undefined) return;
     this.workerOf.delete(p.id);
     w.ports.splice(w.ports.indexOf(p.name), 1);
-    if (w.alive) w.call({ op: 'port-del', id: p.id });
+    if (w.alive) {
+      w.call({ op: 'port-del', id: p.id });
+      this.releaseCallFds(p.id, w);
+    }
     if (lastOfDomain) this.removeDomain(p.queues.domain);
   }
 

@@ -3,13 +3,17 @@
  * (docs/design.md, "Threads"). Requests go main -> worker on the worker's
  * control port and are answered on its reply port (rpc.ts); events go
  * worker -> main on the worker's parentPort. Fds travel as numbers: the
- * threads share the process's fd table, and the worker dups what it keeps
- * while the main thread waits for the answer, so the number is valid then.
+ * threads share the process's fd table. An fd the worker keeps (a TAP
+ * uplink's, a ring's call fd) is a dup the main thread made for it and
+ * closes itself (lent-fds.ts): the worker never closes one. Any other fd
+ * (a region's memfd, the memory table's) is used only while the main
+ * thread waits for the answer, so the number is valid then.
  */
 import type { MemRegionDesc } from '../vhost/codec';
 import type { LedgerCheck } from '../shm/ledger';
 import type { PollMode, PortPolicyConfig } from '../config';
 import type { BridgeMacEntry } from '../datapath/tenancy';
+import type { PostingsSnapshot } from '../datapath/rx-postings';
 
 /** One running vring as the worker rebuilds it: user addresses of its parts, indices, call fd. */
 export interface VringState {
@@ -22,6 +26,7 @@ export interface VringState {
   lastAvail: number;
   usedIdx: number;
   eventIdx: boolean;
+  /** Lent to the worker (lent-fds.ts): it signals it and never closes it. */
   callFd: number;
   /** The call fd by number (VringSlot.callGen): a new one is a new fd even when its number was reused. */
   callGen: number;
@@ -46,7 +51,7 @@ export interface DomainSetup {
   bufCount: number;
   bufSize: number;
   base: number;
-  /** The region's memfd (the worker maps its own dup). */
+  /** The region's memfd (the worker maps it while the main thread waits, and keeps no fd). */
   fd: number;
   ledger: SharedArrayBuffer;
   /** The control plane put the buffers on 2 MiB pages: the worker's mapping asks for them too. */
@@ -67,7 +72,7 @@ export type Request =
   | { op: 'port'; id: number; name: string; partitionCount: number; domain: number; mtu: number; counters?: PortCounterSnapshot }
   /**
    * Bridge mode: a TAP uplink the main thread opened and configured; the
-   * worker serves its own dup of fd (and closes it when the port leaves).
+   * worker serves fd, a dup lent to it (lent-fds.ts), until port-del.
    * offloads: TUNSETOFFLOAD took CSUM and TSO; mtu: the interface's.
    */
   | { op: 'tap'; id: number; name: string; ifname: string; fd: number; offloads: boolean; mtu: number }
@@ -82,7 +87,14 @@ export type Request =
   | { op: 'forget'; id: number }
   /** Bridge mode: the learned MAC tables. */
   | { op: 'macs' }
-  | { op: 'sync'; id: number; state: PortState | null }
+  /** postings: the port moved here from another worker (hand-over): what it held there, restored once its rings run here. */
+  | { op: 'sync'; id: number; state: PortState | null; postings?: PostingsSnapshot }
+  /**
+   * The port moves to another worker (docs/design.md, "Data-path workers"):
+   * it leaves this one as port-del does, after publishing its used entries
+   * and calls and turning its kicks on; answers what its next worker needs.
+   */
+  | { op: 'hand-over'; id: number }
   /** Stop forwarding for the port until its next sync, and report its rings' indices (GET_VRING_BASE and friends). */
   | { op: 'freeze'; id: number }
   | { op: 'assign'; domain: number; start: number; count: number; port: number }
@@ -96,18 +108,33 @@ export type Request =
   /** Guest-memory faults the main thread took for this worker's mappings. */
   | { op: 'faults'; ids: number[] }
   | { op: 'stop' }
+  /** Test hook (ZCSWITCH_TEST_HOOKS=1, docs/operations.md): the worker thread dies of an uncaught error. */
+  | { op: 'test-crash' }
   /** Kicks arrived for the worker's ports (no answer; coalesced by SIG_WAKE). */
   | { op: 'wake' };
 
 /** What each request answers. */
 export interface Replies {
-  freeze: ({ lastAvail: number; usedIdx: number } | null)[];
+  freeze: RingIndices;
   assign: boolean;
   reclaim: number;
   check: LedgerCheck;
   stats: WorkerStats;
   macs: BridgeMacEntry[];
   'port-del': PortCounterSnapshot;
+  'hand-over': Handover;
+}
+
+/** Ring indices as a worker left them (freeze, hand-over); null: the ring was not running there. */
+export type RingIndices = ({ lastAvail: number; usedIdx: number } | null)[];
+
+/** What a port's next worker needs from its last one (hand-over). */
+export interface Handover {
+  counters: PortCounterSnapshot;
+  /** Where each ring stopped: the control plane's queue objects take these, so the next worker's rings resume there. */
+  rings: RingIndices;
+  /** The rx postings it held (src/datapath/rx-postings.ts). */
+  postings: PostingsSnapshot;
 }
 
 export interface PortCounterSnapshot {

@@ -20,10 +20,11 @@ import type { VhostUserBackend } from '../vhost/session';
 import type { PortQueues } from '../datapath/port-queues';
 import type { Counted } from '../datapath/counters';
 import {
-  type PortState, type Replies, type Request, SIG_LENGTH, SIG_REPLY, SIG_WAKE, type Settings, WORKER_COUNTER_FIELDS, type WorkerEvent,
+  type PortState, type Replies, type Request, type RingIndices, SIG_LENGTH, SIG_REPLY, SIG_WAKE, type Settings, WORKER_COUNTER_FIELDS, type WorkerEvent,
   type WorkerStats,
 } from './messages';
 import type { WorkerInit } from './worker-main';
+import { LentFds } from './lent-fds';
 
 const REPLY_TIMEOUT_MS = 10_000;
 
@@ -50,6 +51,8 @@ export class DataPathWorker {
   readonly domains: string[] = [];
   /** The CPUs the worker thread reported it may run on (after pinning). */
   cpus: number[] = [];
+  /** The fds this worker keeps, lent by this thread, which closes them (lent-fds.ts). */
+  readonly fds = new LentFds();
 
   constructor(readonly index: number, readonly cpu: number | null, init: Omit<WorkerInit, 'index' | 'cpu' | 'control' | 'replies' | 'signal'>,
     private readonly events: WorkerEvents, private readonly route: (ids: number[]) => void, private readonly log: Logger) {
@@ -63,7 +66,11 @@ export class DataPathWorker {
     this.worker = new Worker(path.join(__dirname, 'worker-main.js'), { workerData: data, transferList: [control.port2, replies.port2] });
     this.worker.on('message', (e: WorkerEvent) => this.event(e));
     this.worker.on('error', (e) => this.died(`uncaught error: ${e.message}`));
-    this.worker.on('exit', (code) => this.died(`exited with code ${code}`));
+    this.worker.on('exit', (code) => {
+      this.died(`exited with code ${code}`);
+      // Only now: the thread is gone, and nothing there watches or uses them any more.
+      this.fds.closeAll();
+    });
   }
 
   private event(e: WorkerEvent): void {
@@ -151,6 +158,7 @@ export class DataPathWorker {
     }
     this.dead ??= 'stopped';
     await this.worker.terminate();
+    this.fds.closeAll();
   }
 }
 
@@ -227,7 +235,11 @@ export class DataPathWorkers {
 
   /** Freeze the port in its worker and bring the control plane's queue objects' indices up to date. */
   readRings(w: DataPathWorker, id: number, b: VhostUserBackend | null): void {
-    const idx = w.call({ op: 'freeze', id });
+    this.takeIndices(b, w.call({ op: 'freeze', id }));
+  }
+
+  /** The control plane's queue objects take the indices a worker's rings reached (freeze, hand-over). */
+  takeIndices(b: VhostUserBackend | null, idx: RingIndices): void {
     if (b === null) return;
     idx.forEach((x, i) => {
       const q = b.vrings[i]?.queue;

@@ -7,6 +7,8 @@
  * between slices of rounds (never during one), and answered when the main
  * thread waits for it (rpc.ts). A port's fault costs that port only: the
  * worker stops serving it and tells the main thread, which disconnects it.
+ * The fds it keeps (call fds, TAP uplinks) are lent by the main thread,
+ * which closes them (lent-fds.ts): nothing here closes one.
  */
 import { performance } from 'node:perf_hooks';
 import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
@@ -23,12 +25,14 @@ import type { Counted } from '../datapath/counters';
 import { type LogLevel, createLogger } from '../log';
 import { SharingDomain } from '../shm/domain';
 import { dispatchGuestFaults, pollGuestFaults, setGuardThread } from '../vhost/guest-faults';
-import { MemoryTable, closeFdQuiet } from '../vhost/memory-table';
+import { MemoryTable } from '../vhost/memory-table';
 import { DeviceQueue } from '../virtio/device-queue';
 import { MirrorRingWriter } from './mirror-ring';
 import { SplitRing, availRingBytes, descTableBytes, usedRingBytes } from '../virtio/ring';
+import type { PostingsSnapshot } from '../datapath/rx-postings';
 import {
-  type PortCounterSnapshot, type PortState, type Replies, type Request, SIG_REPLY, SIG_WAKE, type Settings, WORKER_COUNTER_FIELDS, type WorkerEvent, type WorkerStats,
+  type Handover, type PortCounterSnapshot, type PortState, type Replies, type Request, SIG_REPLY, SIG_WAKE, type Settings, WORKER_COUNTER_FIELDS,
+  type WorkerEvent, type WorkerStats,
 } from './messages';
 
 export interface WorkerInit {
@@ -53,7 +57,7 @@ interface WorkerPort {
   /** This worker's own mapping of the front-end's memory, and the main thread's number for it. */
   mem: MemoryTable | null;
   memGen: number;
-  /** Per vring: the main thread's queue number, this worker's queue and its own dup of the call fd (and the main thread's number for it). */
+  /** Per vring: the main thread's queue number, this worker's queue and the call fd lent to it (and the main thread's number for that fd). */
   rings: ({ gen: number; queue: DeviceQueue; callFd: number; callGen: number } | null)[];
   peer: number | null;
   /** Out of the data path: frozen for a ring read, or broken until the control plane syncs it. */
@@ -71,7 +75,7 @@ if (init.cpu !== null) pinThisThread(init.cpu);
 
 const domains = new Map<number, SharingDomain>();
 const ports = new Map<number, WorkerPort>();
-/** Bridge mode: the TAP uplinks this worker serves, each over its own dup of the main thread's fd. */
+/** Bridge mode: the TAP uplinks this worker serves, each over a dup of the main thread's fd lent to it. */
 const taps = new Map<number, TapPort>();
 const flow = new FlowControl(init.settings.rxWaitMs);
 /** Bridge mode: this worker's ports by id (the forwarder's destinations). */
@@ -160,28 +164,22 @@ function removePort(id: number): PortCounterSnapshot {
 }
 
 /**
- * A TAP uplink the main thread opened: this worker reads and writes its own
- * dup of the fd and sleeps on it like on a kick (the port's FdWatcher on
- * this thread's loop wakes this thread's PollLoop).
+ * A TAP uplink the main thread opened: this worker reads and writes the dup
+ * of its fd lent to it and sleeps on it like on a kick (the port's FdWatcher
+ * on this thread's loop wakes this thread's PollLoop).
  */
 function addTap(m: Extract<Request, { op: 'tap' }>): void {
   if (bridge === null) throw new Error(`worker ${init.index}: TAP uplink ${m.name} on a switch in pair mode`);
   if (taps.has(m.id) || ports.has(m.id)) throw new Error(`worker ${init.index}: port id ${m.id} is taken`);
   const tap = new TapPort(m.id, m.name, m.ifname, log, () => loop.wake(), m.offloads, m.mtu);
-  const fd = dupFd(m.fd);
-  try {
-    tap.adopt(fd);
-  } catch (e) {
-    closeFdQuiet(fd);
-    throw e;
-  }
+  tap.adopt(m.fd);
   taps.set(m.id, tap);
   dataPath.taps.push(tap);
   for (let i = bridgeById.length; i < m.id; i++) bridgeById[i] = NOT_HERE;
   bridgeById[m.id] = tap;
 }
 
-/** The uplink leaves this worker: out of the rounds, its dup closed; answers its counters. */
+/** The uplink leaves this worker: out of the rounds, its fd no longer watched (the main thread closes it); answers its counters. */
 function removeTap(tap: TapPort): PortCounterSnapshot {
   const counters = snapshot(tap.id, tap);
   dataPath.taps.splice(dataPath.taps.indexOf(tap), 1);
@@ -211,11 +209,14 @@ function setPeer(id: number, peer: number | null): void {
   if (!p.out && pair !== null) dataPath.setPeer(p.queues, peer === null || portOf(peer).out ? null : portOf(peer).queues);
 }
 
-/** Mirror the control plane's view of the port: memory, running rings, call fds. */
-function sync(id: number, state: PortState | null): void {
+/**
+ * Mirror the control plane's view of the port: memory, running rings, call
+ * fds; postings: what the port's last worker held (it moved here).
+ */
+function sync(id: number, state: PortState | null, postings?: PostingsSnapshot): void {
   const p = portOf(id);
   try {
-    syncPort(id, p, state);
+    syncPort(id, p, state, postings);
   } catch (e) {
     // Never leave queues over a mapping that is gone: the port stops here; the control plane disconnects it.
     takeOut(p);
@@ -225,7 +226,7 @@ function sync(id: number, state: PortState | null): void {
   }
 }
 
-function syncPort(id: number, p: WorkerPort, state: PortState | null): void {
+function syncPort(id: number, p: WorkerPort, state: PortState | null, postings?: PostingsSnapshot): void {
   if (state === null || state.mem === null || state.mem.gen !== p.memGen) {
     // Rings over the old mapping go first; the port's queues still point at them until the sync below
     // (no round runs in between: requests are handled between slices).
@@ -252,13 +253,11 @@ function syncPort(id: number, p: WorkerPort, state: PortState | null): void {
     if (want !== null && have !== null && have.gen === want.gen) {
       // Same ring, new call fd (QEMU swaps it when the guest sets up its interrupts): calls must go to the new one.
       if (have.callGen !== want.callGen) {
-        closeFdQuiet(have.callFd);
-        have.callFd = want.callFd >= 0 ? dupFd(want.callFd) : -1;
+        have.callFd = want.callFd;
         have.callGen = want.callGen;
       }
       continue;
     }
-    if (have !== null) closeFdQuiet(have.callFd);
     p.rings[i] = null;
     if (want === null || p.mem === null) continue;
     const part = (addr: number, bytes: number) => {
@@ -270,8 +269,7 @@ function syncPort(id: number, p: WorkerPort, state: PortState | null): void {
       desc: part(want.desc, descTableBytes(want.num)), avail: part(want.avail, availRingBytes(want.num)), used: part(want.used, usedRingBytes(want.num)),
     });
     p.rings[i] = {
-      gen: want.gen, queue: new DeviceQueue(ring, want.eventIdx, want.lastAvail, want.usedIdx), callFd: want.callFd >= 0 ? dupFd(want.callFd) : -1,
-      callGen: want.callGen,
+      gen: want.gen, queue: new DeviceQueue(ring, want.eventIdx, want.lastAvail, want.usedIdx), callFd: want.callFd, callGen: want.callGen,
     };
   }
   p.queues.zeroCopy = state.zeroCopy;
@@ -282,25 +280,46 @@ function syncPort(id: number, p: WorkerPort, state: PortState | null): void {
     ackedFeatures: state.ackedFeatures,
     mtu: state.mtu,
   });
+  if (postings !== undefined) p.queues.postings.restore(postings, (q) => p.queues.rxqs[q] !== null);
   putBack(p);
 }
 
+/** Forget the port's rings (their call fds are the main thread's to close). */
 function dropRings(p: WorkerPort): void {
-  for (let i = 0; i < p.rings.length; i++) {
-    const r = p.rings[i];
-    if (r !== null) closeFdQuiet(r.callFd);
-    p.rings[i] = null;
-  }
+  p.rings.fill(null);
 }
 
 function freeze(id: number): Replies['freeze'] {
   const p = portOf(id);
   takeOut(p);
+  return ringIndices(p);
+}
+
+/** Where each ring stands, its used entries published. */
+function ringIndices(p: WorkerPort): Replies['freeze'] {
   return p.rings.map((r) => {
     if (r === null) return null;
     r.queue.publishUsed();
     return { lastAvail: r.queue.lastAvail, usedIdx: r.queue.usedIdx };
   });
+}
+
+/**
+ * The port moves to another worker: everything its data path holds that
+ * the next one needs (docs/design.md, "Data-path workers"). Between rounds,
+ * so no packet is half done. What it did is published first with the calls
+ * the VM asked for (the next worker's queues start with nothing to call
+ * for), and kicks are turned on (its queues start asking for them).
+ */
+function handOver(id: number): Handover {
+  const p = portOf(id);
+  if (!p.out) {
+    p.queues.flush();
+    p.queues.setKicks(true);
+  }
+  const rings = ringIndices(p);
+  const postings = p.queues.postings.snapshot();
+  return { counters: removePort(id), rings, postings };
 }
 
 function resetCounters(p: Counted): void {
@@ -363,8 +382,10 @@ function handle(m: Request): unknown {
       setPeer(m.id, m.peer);
       return null;
     case 'sync':
-      sync(m.id, m.state);
+      sync(m.id, m.state, m.postings);
       return null;
+    case 'hand-over':
+      return handOver(m.id);
     case 'freeze':
       return freeze(m.id);
     case 'policy':
@@ -404,6 +425,12 @@ function handle(m: Request): unknown {
       return null;
     case 'stop':
       stop();
+      return null;
+    case 'test-crash':
+      // Outside any handler: an uncaught error, as a bug would be.
+      setImmediate(() => {
+        throw new Error('test hook: this worker crashes');
+      });
       return null;
     case 'wake':
       return null;

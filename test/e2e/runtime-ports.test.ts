@@ -225,23 +225,32 @@ t.test('workers: run-time ports go to the least-loaded worker; pair add moves a 
   const seqs = parsePcap(fs.readFileSync(pcapFile)).records.map((r) => r.data.readUInt32BE(22));
   t.same(seqs, Array.from({ length: 100 }, (_, i) => i), 'the first 100 frames g1 sent, in order');
 
-  // cfg with a VM attached and p1 with a domain mate: neither can move.
+  // p1 has a domain mate and cannot move; cfg, alone in its domain, moves with its VM attached.
   const held = vm(sw, 'cfg', ['--mode', 'sink', '--duration', '30', '--no-reconnect']);
   t.teardown(() => stopProc(held));
   await waitAttached(sw, 'cfg');
-  const refused = await ctl(sw, { cmd: 'pair-add', a: 'cfg', b: 'p1' });
-  t.match(refused.error, /different data-path workers \(0 and 1\) and neither can move.*"cfg" has a front-end attached.*"p1" shares domain "da" with "p2"/,
+  t.match(await ctl(sw, { cmd: 'pair-add', a: 'p1', b: 'cfg' }), { ok: true });
+  t.same(await placement(), [['g1', 's1'], ['cfg', 'p1', 'p2']], 'pair add moved cfg, attached, to p1\'s worker');
+  t.equal((await sw.port('cfg')).attached, true, 'its VM stayed attached');
+  t.equal(held.child.exitCode, null, 'and noticed nothing (it would have exited on a disconnect)');
+  t.match(await ctl(sw, { cmd: 'pair-del', a: 'p1', b: 'cfg' }), { ok: true });
+  // Two ports that each share their domain, on different workers: neither can move.
+  t.match(await ctl(sw, { cmd: 'port-add', name: 'q1', domain: 'db' }), { ok: true });
+  t.match(await ctl(sw, { cmd: 'port-add', name: 'q2', domain: 'db' }), { ok: true });
+  t.same(await placement(), [['g1', 'q1', 'q2', 's1'], ['cfg', 'p1', 'p2']], 'domain db on the least-loaded worker, 0');
+  const refused = await ctl(sw, { cmd: 'pair-add', a: 'q1', b: 'p1' });
+  t.match(refused.error, /different data-path workers \(0 and 1\) and neither can move.*"q1" shares domain "db" with "q2".*"p1" shares domain "da" with "p2"/,
     `refused with the reason: ${String(refused.error)}`);
-  t.equal((await sw.port('cfg')).peer, null, 'and nothing changed');
-  const refusedAdd = await ctl(sw, { cmd: 'port-add', name: 'p3', domain: 'da', pair: 'cfg' });
-  t.match(refusedAdd.error, /cannot add port p3 paired with "cfg".*"cfg" has a front-end attached/, `port add --pair too: ${String(refusedAdd.error)}`);
-  t.same(await names(sw), ['cfg', 'g1', 'p1', 'p2', 's1'], 'p3 was not made');
+  t.equal((await sw.port('q1')).peer, null, 'and nothing changed');
+  const refusedAdd = await ctl(sw, { cmd: 'port-add', name: 'p3', domain: 'da', pair: 'q1' });
+  t.match(refusedAdd.error, /cannot add port p3 paired with "q1".*"q1" shares domain "db" with "q2"/, `port add --pair too: ${String(refusedAdd.error)}`);
+  t.same(await names(sw), ['cfg', 'g1', 'p1', 'p2', 'q1', 'q2', 's1'], 'p3 was not made');
   await stopProc(held);
 
-  for (const cmd of [{ cmd: 'pair-del', a: 'g1', b: 's1' }, ...['g1', 's1', 'p1', 'p2'].map((name) => ({ cmd: 'port-del', name }))]) {
+  for (const cmd of [{ cmd: 'pair-del', a: 'g1', b: 's1' }, ...['g1', 's1', 'p1', 'p2', 'q1', 'q2'].map((name) => ({ cmd: 'port-del', name }))]) {
     t.match(await ctl(sw, cmd), { ok: true }, JSON.stringify(cmd));
   }
-  t.same(await placement(), [['cfg'], []], 'the workers let go of the removed ports');
+  t.same(await placement(), [[], ['cfg']], 'the workers let go of the removed ports (cfg stays where it moved)');
   const st = await sw.stats();
   t.ok(st.ledger.ok, `ledger balanced: ${st.ledger.problems.join('; ')}`);
   t.equal(st.domains.length, 1, 'the run-time domains were freed');

@@ -25,8 +25,8 @@ const sh = (cmd: string): string => execFileSync('sh', ['-c', cmd], { encoding: 
 /** Asynchronous: the event loop must keep running the in-process VM meanwhile. */
 const shAsync = async (cmd: string): Promise<string> => (await promisify(execFile)('sh', ['-c', cmd], { encoding: 'utf8' })).stdout;
 /** `zcswitch start` inside a namespace (a bridge unless the config says otherwise); stopped and its dir removed when t ends. */
-const switchIn = (t: Test, ns: string, config: Record<string, unknown>): Promise<SwitchProc> =>
-  startSwitch(t, { mode: 'bridge', ...config }, { prefix: ['ip', 'netns', 'exec', ns] });
+const switchIn = (t: Test, ns: string, config: Record<string, unknown>, env?: NodeJS.ProcessEnv): Promise<SwitchProc> =>
+  startSwitch(t, { mode: 'bridge', ...config }, { prefix: ['ip', 'netns', 'exec', ns], env });
 
 // Namespaces need root (CAP_NET_ADMIN); the QEMU case needs QEMU too. In CI both are there (.ci/run).
 const noNetns = requireExternal(t, 'network namespaces', netnsProblem());
@@ -123,6 +123,32 @@ t.test('workers: a bridge of only an uplink has a worker; a port added at run ti
   t.same(s.workers.map((w) => w.ports), [['vm1'], []], 'the uplink left its worker');
   t.notOk(s.ports.some((p) => p.name === 'up'), 'and the switch');
   t.ok(s.ledger.ok, 'ledger balanced');
+});
+
+t.test('workers: a worker that dies leaves no dup of the uplink\'s fd open; the interface and the switch stay', { skip: noNetns }, async (t) => {
+  const ns = `${tag}k`;
+  sh(`ip netns add ${ns}`);
+  t.teardown(() => sh(`ip netns del ${ns} 2>/dev/null || true`));
+  const sw = await switchIn(t, ns, { ports: [{ name: 'vm1' }, { name: 'up', type: 'tap', ifname: 'zcup0' }], forwarding: { workers: 2 } }, { ZCSWITCH_TEST_HOOKS: '1' });
+  const pid = sw.child.pid!;
+  const tunFds = () => fs.readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+    try {
+      return fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === '/dev/net/tun';
+    } catch {
+      return false;
+    }
+  });
+  t.equal(tunFds().length, 2, 'the interface\'s fd and the dup lent to its worker');
+  const w = (await sw.stats()).workers.findIndex((x) => x.ports.includes('up'));
+  t.match(await controlRequest(sw.control, { cmd: 'test-crash-worker', worker: w }), { ok: true });
+  await waitFor('the dead worker\'s dup to be closed', () => tunFds().length === 1, 10000).catch(() => {});
+  t.equal(tunFds().length, 1, 'only the control plane\'s fd is left: the dup lent to the dead worker is closed');
+  t.match(sh(`ip netns exec ${ns} ip link show zcup0`), /zcup0/, 'the interface stays (unserved until a restart)');
+  t.equal(sw.child.exitCode, null, 'the switch runs on');
+  t.ok((await sw.stats()).ports.some((p) => p.name === 'up'), 'and answers');
+  t.match(await controlRequest(sw.control, { cmd: 'port-del', name: 'up' }), { ok: true }, 'the unserved uplink can still be removed');
+  await waitFor('zcup0 to go', () => { try { sh(`ip netns exec ${ns} ip link show zcup0`); return false; } catch { return true; } });
+  t.equal(tunFds().length, 0, 'no fd of it left');
 });
 
 /** Python in a namespace: the host side of a TCP stream (md5 and byte count printed as JSON). */

@@ -80,13 +80,14 @@ export interface SwitchProc extends Proc {
 /**
  * Start `zcswitch start` on a config in a private temp dir (socketDir is that
  * dir). When `t` ends the switch is stopped (if the test did not) and the
- * dir removed. `prefix` runs it under another command (ip netns exec NS).
+ * dir removed. `prefix` runs it under another command (ip netns exec NS);
+ * `env` adds to its environment (ZCSWITCH_TEST_HOOKS: docs/operations.md).
  */
-export async function startSwitch(t: Test, config: Record<string, unknown>, opts: { prefix?: string[] } = {}): Promise<SwitchProc> {
+export async function startSwitch(t: Test, config: Record<string, unknown>, opts: { prefix?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<SwitchProc> {
   const dir = tempDir(t);
   const configPath = path.join(dir, 'switch.json');
   fs.writeFileSync(configPath, JSON.stringify({ socketDir: dir, ...config }, null, 2));
-  return launchSwitch(t, dir, configPath, opts.prefix);
+  return launchSwitch(t, dir, configPath, opts.prefix, opts.env);
 }
 
 /**
@@ -99,8 +100,8 @@ export function restartSwitch(t: Test, sw: SwitchProc, opts: { prefix?: string[]
   return launchSwitch(t, sw.dir, sw.configPath, opts.prefix);
 }
 
-async function launchSwitch(t: Test, dir: string, configPath: string, prefix?: string[]): Promise<SwitchProc> {
-  const p = run(['start', '-c', configPath], { prefix });
+async function launchSwitch(t: Test, dir: string, configPath: string, prefix?: string[], env?: NodeJS.ProcessEnv): Promise<SwitchProc> {
+  const p = run(['start', '-c', configPath], { prefix, env });
   // Registered after tempDir's: teardowns run last-in first-out, so the switch stops before its dir goes.
   t.teardown(() => stopProc(p));
   await waitForOutput(p, 'the switch to print its control socket', (out) => out.includes('control:'));

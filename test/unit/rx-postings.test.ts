@@ -90,3 +90,27 @@ t.test('clearQueue forgets that queue only', async (t) => {
   t.equal(p.copyTargetCount(0), 0);
   t.equal(p.ownCount(0), 0);
 });
+
+t.test('snapshot and restore: another data path holds the same postings, in order; a queue that does not run there gets none', async (t) => {
+  const a = new RxPostings(16, 3);
+  a.postShared(3, 0, 40);
+  a.postShared(9, 2, 41);
+  a.postShared(12, 1, 42);
+  for (const h of [7, 8, 9]) a.postCopyTarget(0, h);
+  a.takeCopyTarget(0);
+  a.postCopyTarget(0, 10);
+  a.postCopyTarget(2, 50);
+  a.postOwn(1, 20, 4);
+  a.postOwn(1, 21, 5);
+  const s = a.snapshot();
+  const b = new RxPostings(16, 3);
+  b.restore(structuredClone(s), (q) => q !== 2);
+  t.same([b.sharedPosting(3), b.sharedPosting(12)], [a.sharedPosting(3), a.sharedPosting(12)], 'shared postings by buffer');
+  t.notOk(b.hasShared(9), 'not one of a queue that does not run');
+  t.same([b.takeCopyTarget(0), b.takeCopyTarget(0), b.takeCopyTarget(0)], [8, 9, 10], 'copy targets, oldest first');
+  t.equal(b.copyTargetCount(0), 0);
+  t.equal(b.copyTargetCount(2), 0, 'none of a queue that does not run');
+  t.same([b.nextOwnBuf(1), b.takeOwn(1), b.nextOwnBuf(1), b.takeOwn(1)], [4, 20, 5, 21], 'own buffers with their buffer, in order');
+  t.equal(a.copyTargetCount(0), 3, 'the snapshot took nothing from the original');
+  t.throws(() => new RxPostings(8, 3).restore(s, () => true), /rx postings of 16 buffers and 3 queues, here 8 and 3/, 'a snapshot of another geometry is refused');
+});
