@@ -124,14 +124,15 @@ export class Port {
     ctx.attached(this);
   }
 
-  /** Hand the session's running queues to the data path and watch its kick fds. */
+  /** Hand the session's running queues to the data path and watch its kick fds (here, or in its worker). */
   private syncQueues(): void {
     const b = this.backend;
     this.queues.sync(b);
     if (b !== null && b.mem !== this.barSeenIn) this.recognizeBar(b.mem, b.sharedBuffersNegotiated);
     this.ctx.worker?.sync(this);
+    // A worker watches its ports' kick fds itself (src/workers/worker-ring.ts).
     for (let i = 0; i < 2 * this.ctx.queuePairs; i++) {
-      const slot = b ? b.vrings[i] : null;
+      const slot = b !== null && this.ctx.worker === undefined ? b.vrings[i] : null;
       const cur = this.kick[i];
       const gen = slot && slot.kickFd >= 0 ? slot.kickGen : -1;
       if (cur && cur.gen === gen) continue;

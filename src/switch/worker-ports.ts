@@ -38,11 +38,12 @@ export class WorkerPorts {
   /** Captures of workers' ports: the mirror ring each drains (by port id). */
   private readonly mirrorRings = new Map<number, MirrorRingReader>();
   /**
-   * Call fds lent to the worker of each port (by id): per vring, the lent
-   * dup and the call fd's number (VringSlot.callGen) it is a dup of; stale:
-   * lent for a sync the worker did not answer, taken back at the next one.
+   * Ring fds lent to the worker of each port (by id): per vring i, its call
+   * fd at 2i and its kick fd at 2i + 1, the lent dup and the number
+   * (VringSlot.callGen, kickGen) of the fd it is a dup of; stale: lent for a
+   * sync the worker did not answer, taken back at the next one.
    */
-  private readonly callFds = new Map<number, { w: DataPathWorker; byVring: ({ gen: number; fd: number } | null)[]; stale: number[] }>();
+  private readonly ringFds = new Map<number, { w: DataPathWorker; bySlot: ({ gen: number; fd: number } | null)[]; stale: number[] }>();
   /** TAP uplinks: the dup of the interface's fd lent to its worker (by port id). */
   private readonly tapFds = new Map<number, number>();
 
@@ -74,33 +75,39 @@ export class WorkerPorts {
 
   /**
    * Port p's state to its worker w (postings: what its last worker held: it
-   * moved). The call fds in it are dups lent to w; those the worker let go
+   * moved). The call and kick fds in it are dups lent to w; those the worker let go
    * of by answering are closed, those of a sync it did not answer stay
    * lent until a later one is answered (or w's thread exits).
    */
   private sync(w: DataPathWorker, p: Port, gone: boolean, postings?: PostingsSnapshot): void {
     const state = gone ? null : this.pool.portState(p.backend, p.queues, p.sharedBar);
-    const had = this.callFds.get(p.id);
-    const before = had?.w === w ? had : { w, byVring: [], stale: [] };
+    const had = this.ringFds.get(p.id);
+    const before = had?.w === w ? had : { w, bySlot: [], stale: [] };
     const lent: ({ gen: number; fd: number } | null)[] = [];
-    const now = { w, byVring: lent, stale: before.stale };
-    this.callFds.set(p.id, now);
+    const now = { w, bySlot: lent, stale: before.stale };
+    this.ringFds.set(p.id, now);
+    /** Slot k's fd (of number gen) as a dup lent to w: the one lent before if it is the same fd. */
+    const lend = (k: number, fd: number, gen: number): number => {
+      lent[k] = null;
+      if (fd < 0) return fd;
+      const o = before.bySlot[k];
+      lent[k] = o === null || o === undefined || o.gen !== gen ? { gen, fd: w.fds.lend(fd) } : o;
+      return lent[k]!.fd;
+    };
     try {
       state?.vrings.forEach((v, i) => {
-        lent[i] = null;
-        if (v === null || v.callFd < 0) return;
-        const o = before.byVring[i];
-        if (o === null || o === undefined || o.gen !== v.callGen) lent[i] = { gen: v.callGen, fd: w.fds.lend(v.callFd) };
-        else lent[i] = o;
-        v.callFd = lent[i]!.fd;
+        lent[2 * i] = lent[2 * i + 1] = null;
+        if (v === null) return;
+        v.callFd = lend(2 * i, v.callFd, v.callGen);
+        v.kickFd = lend(2 * i + 1, v.kickFd, v.kickGen);
       });
     } catch (e) {
       // Not sent: what was lent for it goes back now, the rest stays with the worker.
-      now.byVring = before.byVring;
-      for (const [i, x] of lent.entries()) if (x !== null && x !== before.byVring[i]) w.fds.takeBack(x.fd);
+      now.bySlot = before.bySlot;
+      for (const [k, x] of lent.entries()) if (x !== null && x !== before.bySlot[k]) w.fds.takeBack(x.fd);
       throw e;
     }
-    const released = before.byVring.filter((o) => o !== null && !lent.includes(o)).map((o) => o!.fd);
+    const released = before.bySlot.filter((o) => o !== null && !lent.includes(o)).map((o) => o!.fd);
     try {
       w.call({ op: 'sync', id: p.id, state, ...(postings === undefined ? {} : { postings }) });
     } catch (e) {
@@ -112,12 +119,12 @@ export class WorkerPorts {
     now.stale = [];
   }
 
-  /** The worker answered that port id left it: the call fds lent for it go back. */
-  private releaseCallFds(id: number, w: DataPathWorker): void {
-    const had = this.callFds.get(id);
+  /** The worker answered that port id left it: the ring fds lent for it go back. */
+  private releaseRingFds(id: number, w: DataPathWorker): void {
+    const had = this.ringFds.get(id);
     if (had === undefined || had.w !== w) return;
-    this.callFds.delete(id);
-    for (const o of had.byVring) if (o !== null) w.fds.takeBack(o.fd);
+    this.ringFds.delete(id);
+    for (const o of had.bySlot) if (o !== null) w.fds.takeBack(o.fd);
     for (const fd of had.stale) w.fds.takeBack(fd);
   }
 
@@ -272,7 +279,7 @@ export class WorkerPorts {
     const capture = this.mirrorRings.get(p.id);
     if (capture !== undefined) from.call({ op: 'mirror', id: p.id, ring: null });
     const h = from.call({ op: 'hand-over', id: p.id });
-    this.releaseCallFds(p.id, from);
+    this.releaseRingFds(p.id, from);
     this.pool.takeIndices(p.backend, h.rings);
     from.ports.splice(from.ports.indexOf(p.name), 1);
     this.removeDomain(d);
@@ -304,7 +311,7 @@ export class WorkerPorts {
     w.ports.splice(w.ports.indexOf(p.name), 1);
     if (w.alive) {
       w.call({ op: 'port-del', id: p.id });
-      this.releaseCallFds(p.id, w);
+      this.releaseRingFds(p.id, w);
     }
     if (lastOfDomain) this.removeDomain(p.queues.domain);
   }

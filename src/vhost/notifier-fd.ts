@@ -74,14 +74,12 @@ export interface KickWatch {
 }
 
 /**
- * Watch vring `index`'s kick fd through our own dup (the session may close
- * its fd whenever the front-end replaces it): each time it is readable it
- * is drained and onKick runs; a throw there goes to onFault (it costs the
- * port). A dup or watcher that cannot be made throws and leaves no fd
- * behind.
+ * Watch kick fd `fd` of vring `index` on this thread's event loop: each
+ * time it is readable it is drained and onKick runs; a throw there goes to
+ * onFault (it costs the port). The caller keeps fd open while the watcher
+ * runs (close the watcher first).
  */
-export function watchKick(kickFd: number, index: number, onKick: () => void, onFault: (where: string, e: unknown) => void): KickWatch {
-  const fd = dupFd(kickFd);
+export function watchKickFd(fd: number, index: number, onKick: () => void, onFault: (where: string, e: unknown) => void): FdWatcher {
   let watcher: FdWatcher | null = null;
   try {
     watcher = new FdWatcher(fd, () => {
@@ -95,10 +93,24 @@ export function watchKick(kickFd: number, index: number, onKick: () => void, onF
     watcher.start();
   } catch (e) {
     watcher?.close();
-    closeFdQuiet(fd);
     throw new Error(`vring ${index}: cannot watch the kick fd: ${(e as Error).message}`);
   }
-  return { fd, watcher };
+  return watcher;
+}
+
+/**
+ * watchKickFd over our own dup of kickFd (the session may close its fd
+ * whenever the front-end replaces it). A dup or watcher that cannot be made
+ * throws and leaves no fd behind.
+ */
+export function watchKick(kickFd: number, index: number, onKick: () => void, onFault: (where: string, e: unknown) => void): KickWatch {
+  const fd = dupFd(kickFd);
+  try {
+    return { fd, watcher: watchKickFd(fd, index, onKick, onFault) };
+  } catch (e) {
+    closeFdQuiet(fd);
+    throw e;
+  }
 }
 
 /** Stop watching and close our dup. */

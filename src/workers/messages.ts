@@ -30,6 +30,9 @@ export interface VringState {
   callFd: number;
   /** The call fd by number (VringSlot.callGen): a new one is a new fd even when its number was reused. */
   callGen: number;
+  /** The kick fd (a dup lent like the call fd; -1: none), which the worker watches itself, and its number (VringSlot.kickGen). */
+  kickFd: number;
+  kickGen: number;
 }
 
 /** A port's queues and memory as the worker must mirror them (null: the front-end went away). */
@@ -139,7 +142,7 @@ export interface Handover {
 
 export interface PortCounterSnapshot {
   id: number;
-  /** PortCounters' numeric fields the data path counts (not kicks, not guestMemoryFaults: the control plane counts those). */
+  /** PortCounters' numeric fields the data path counts (not guestMemoryFaults: the control plane counts those). */
   fields: Record<string, number>;
   drops: number[];
   queueCounters: number[];
@@ -171,5 +174,5 @@ export const SIG_LENGTH = 2;
 /** Port counters the data path keeps (copied from the worker on stats). */
 export const WORKER_COUNTER_FIELDS = [
   'rxPackets', 'rxBytes', 'txPackets', 'txBytes', 'zeroCopy', 'copied', 'copiedBytes', 'giftsIn', 'giftsOut', 'returned', 'calls',
-  'gsoFrames', 'segmented', 'checksummed',
+  'gsoFrames', 'segmented', 'checksummed', 'kicks',
 ] as const;

@@ -141,7 +141,7 @@ export class DataPathWorker {
     if (this.dead === null) this.control.postMessage({ ...req, seq: -1 });
   }
 
-  /** Kicks for its ports arrived: one wake message until the worker has taken it. */
+  /** Wake it (a control change, the safety net): one wake message until the worker has taken it. Kicks wake it directly (worker-ring.ts). */
   wake(): void {
     if (this.dead !== null) return;
     if (Atomics.exchange(this.signal, SIG_WAKE, 1) === 0) this.control.postMessage({ op: 'wake' });
@@ -228,6 +228,7 @@ export class DataPathWorkers {
         return {
           gen: this.gen(dq), num: s.num, desc: Number(s.addr.desc), avail: Number(s.addr.avail), used: Number(s.addr.used),
           lastAvail: dq.lastAvail, usedIdx: dq.usedIdx, eventIdx: dq.eventIdx, callFd: s.callFd, callGen: s.callGen,
+          kickFd: s.kickFd, kickGen: s.kickGen,
         };
       }),
     };
@@ -249,7 +250,7 @@ export class DataPathWorkers {
     });
   }
 
-  /** Every worker's counters into the control plane's view of its ports and TAP uplinks (kicks and guest faults are counted here). */
+  /** Every worker's counters into the control plane's view of its ports and TAP uplinks (guest faults are counted here). */
   collect(queuesById: (id: number) => Counted | undefined): { busyMs: number; busyRounds: number; perWorker: WorkerStats[] } {
     let busyMs = 0;
     let busyRounds = 0;

@@ -7,7 +7,7 @@
  * between slices of rounds (never during one), and answered when the main
  * thread waits for it (rpc.ts). A port's fault costs that port only: the
  * worker stops serving it and tells the main thread, which disconnects it.
- * The fds it keeps (call fds, TAP uplinks) are lent by the main thread,
+ * The fds it keeps (call and kick fds, TAP uplinks) are lent by the main thread,
  * which closes them (lent-fds.ts): nothing here closes one.
  */
 import { performance } from 'node:perf_hooks';
@@ -28,6 +28,7 @@ import { dispatchGuestFaults, pollGuestFaults, setGuardThread } from '../vhost/g
 import { MemoryTable } from '../vhost/memory-table';
 import { DeviceQueue } from '../virtio/device-queue';
 import { MirrorRingWriter } from './mirror-ring';
+import { WorkerRing } from './worker-ring';
 import { SplitRing, availRingBytes, descTableBytes, usedRingBytes } from '../virtio/ring';
 import type { PostingsSnapshot } from '../datapath/rx-postings';
 import {
@@ -57,8 +58,10 @@ interface WorkerPort {
   /** This worker's own mapping of the front-end's memory, and the main thread's number for it. */
   mem: MemoryTable | null;
   memGen: number;
-  /** Per vring: the main thread's queue number, this worker's queue and the call fd lent to it (and the main thread's number for that fd). */
-  rings: ({ gen: number; queue: DeviceQueue; callFd: number; callGen: number } | null)[];
+  /** Per running vring: this worker's queue, the call fd lent for it and its kick watcher (worker-ring.ts). */
+  rings: (WorkerRing | null)[];
+  /** A kick for one of its rings arrived: counted, and the loop wakes. */
+  kicked: () => void;
   peer: number | null;
   /** Out of the data path: frozen for a ring read, or broken until the control plane syncs it. */
   out: boolean;
@@ -133,7 +136,11 @@ function addPort(id: number, name: string, partitionCount: number, domain: numbe
     if (p !== undefined) takeOut(p);
     post({ ev: 'fault', id, where, message: (e as Error)?.message ?? String(e) });
   };
-  const p: WorkerPort = { queues, mem: null, memGen: -1, rings: new Array(2 * init.queuePairs).fill(null), peer: null, out: true };
+  const kicked = (): void => {
+    queues.counters.kicks++;
+    loop.wake();
+  };
+  const p: WorkerPort = { queues, mem: null, memGen: -1, rings: new Array(2 * init.queuePairs).fill(null), kicked, peer: null, out: true };
   ports.set(id, p);
   for (let i = bridgeById.length; i < id; i++) bridgeById[i] = NOT_HERE;
   bridgeById[id] = queues;
@@ -251,13 +258,11 @@ function syncPort(id: number, p: WorkerPort, state: PortState | null, postings?:
     const want = state.vrings[i] ?? null;
     const have = p.rings[i];
     if (want !== null && have !== null && have.gen === want.gen) {
-      // Same ring, new call fd (QEMU swaps it when the guest sets up its interrupts): calls must go to the new one.
-      if (have.callGen !== want.callGen) {
-        have.callFd = want.callFd;
-        have.callGen = want.callGen;
-      }
+      // Same ring, maybe a new call or kick fd (QEMU swaps the call fd when the guest sets up its interrupts): ours follow.
+      have.adopt(want, i);
       continue;
     }
+    have?.close();
     p.rings[i] = null;
     if (want === null || p.mem === null) continue;
     const part = (addr: number, bytes: number) => {
@@ -268,9 +273,9 @@ function syncPort(id: number, p: WorkerPort, state: PortState | null, postings?:
     const ring = new SplitRing(want.num, {
       desc: part(want.desc, descTableBytes(want.num)), avail: part(want.avail, availRingBytes(want.num)), used: part(want.used, usedRingBytes(want.num)),
     });
-    p.rings[i] = {
-      gen: want.gen, queue: new DeviceQueue(ring, want.eventIdx, want.lastAvail, want.usedIdx), callFd: want.callFd, callGen: want.callGen,
-    };
+    const r = new WorkerRing(want.gen, new DeviceQueue(ring, want.eventIdx, want.lastAvail, want.usedIdx), p.kicked, p.queues.onFault);
+    p.rings[i] = r;
+    r.adopt(want, i);
   }
   p.queues.zeroCopy = state.zeroCopy;
   p.queues.setWindow(state.window);
@@ -284,8 +289,9 @@ function syncPort(id: number, p: WorkerPort, state: PortState | null, postings?:
   putBack(p);
 }
 
-/** Forget the port's rings (their call fds are the main thread's to close). */
+/** Forget the port's rings: their kick watchers stop (their fds are the main thread's to close). */
 function dropRings(p: WorkerPort): void {
+  for (const r of p.rings) r?.close();
   p.rings.fill(null);
 }
 
