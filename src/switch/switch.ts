@@ -528,7 +528,10 @@ export class Switch {
 
   private command(cmd: { cmd?: unknown }): unknown {
     // Test hook (docs/operations.md, "Data-path workers"): only with ZCSWITCH_TEST_HOOKS=1 in the switch's environment.
-    if (cmd.cmd === 'test-crash-worker' && process.env.ZCSWITCH_TEST_HOOKS === '1') return this.crashWorker((cmd as { worker?: unknown }).worker);
+    if (cmd.cmd === 'test-crash-worker' && process.env.ZCSWITCH_TEST_HOOKS === '1') {
+      const c = cmd as { worker?: unknown; onNextRequest?: unknown };
+      return this.crashWorker(c.worker, c.onNextRequest === true);
+    }
     switch (cmd.cmd) {
       case 'stats':
         return this.stats();
@@ -565,11 +568,11 @@ export class Switch {
     }
   }
 
-  /** Test hook: data-path worker `index` dies of an uncaught error, as a bug would kill it. */
-  private crashWorker(index: unknown): unknown {
+  /** Test hook: data-path worker `index` dies of an uncaught error, as a bug would kill it (now, or while handling the next request). */
+  private crashWorker(index: unknown, onNextRequest: boolean): unknown {
     const w = typeof index === 'number' ? this.workers?.workers[index] : undefined;
     if (w === undefined || !w.alive) return { error: `"worker" must be the index of a running data-path worker` };
-    w.call({ op: 'test-crash' });
+    w.call({ op: 'test-crash', onNextRequest });
     return { ok: true };
   }
 

@@ -112,7 +112,8 @@ export type Request =
   | { op: 'faults'; ids: number[] }
   | { op: 'stop' }
   /** Test hook (ZCSWITCH_TEST_HOOKS=1, docs/operations.md): the worker thread dies of an uncaught error. */
-  | { op: 'test-crash' }
+  /** Test hook: die of an uncaught error now, or (onNextRequest) while handling the next request. */
+  | { op: 'test-crash'; onNextRequest?: boolean }
   /** Kicks arrived for the worker's ports (no answer; coalesced by SIG_WAKE). */
   | { op: 'wake' };
 
@@ -164,12 +165,16 @@ export type WorkerEvent =
   /** The port's mirror ring is no longer empty and the main thread asked to be told. */
   | { ev: 'mirror'; id: number }
   /** Faults this worker took for other threads' mappings. */
-  | { ev: 'foreign-faults'; ids: number[] };
+  | { ev: 'foreign-faults'; ids: number[] }
+  /** An uncaught error: the thread exits next (SIG_DEAD is set). */
+  | { ev: 'crashed'; message: string };
 
 /** The wake flag's index in the worker's signal array: set by the main thread, cleared by the worker. */
 export const SIG_REPLY = 0;
 export const SIG_WAKE = 1;
-export const SIG_LENGTH = 2;
+/** Set by a worker that crashed (an uncaught error): a request it was sent will never be answered. */
+export const SIG_DEAD = 2;
+export const SIG_LENGTH = 3;
 
 /** Port counters the data path keeps (copied from the worker on stats). */
 export const WORKER_COUNTER_FIELDS = [

@@ -7,7 +7,8 @@
  * worker sends between two slices of rounds (at most a few ms). The main
  * thread never waits for anything else from a worker, and a worker never
  * waits for the main thread, so they cannot deadlock; a worker that does
- * not answer within REPLY_TIMEOUT_MS is an error.
+ * not answer within REPLY_TIMEOUT_MS is an error, and one that crashes says
+ * so where the main thread waits (SIG_DEAD), which stops waiting at once.
  */
 import path from 'node:path';
 import { MessageChannel, type MessagePort, Worker, receiveMessageOnPort } from 'node:worker_threads';
@@ -20,7 +21,7 @@ import type { VhostUserBackend } from '../vhost/session';
 import type { PortQueues } from '../datapath/port-queues';
 import type { Counted } from '../datapath/counters';
 import {
-  type PortState, type Replies, type Request, type RingIndices, SIG_LENGTH, SIG_REPLY, SIG_WAKE, type Settings, WORKER_COUNTER_FIELDS, type WorkerEvent,
+  type PortState, type Replies, type Request, type RingIndices, SIG_DEAD, SIG_LENGTH, SIG_REPLY, SIG_WAKE, type Settings, WORKER_COUNTER_FIELDS, type WorkerEvent,
   type WorkerStats,
 } from './messages';
 import type { WorkerInit } from './worker-main';
@@ -88,12 +89,14 @@ export class DataPathWorker {
         return this.events.mirror(e.id);
       case 'foreign-faults':
         return this.route(e.ids);
+      case 'crashed':
+        return this.died(`uncaught error: ${e.message}`);
     }
   }
 
-  /** Still running: requests reach it. */
+  /** Still running: requests reach it (a crash is known here as soon as the thread signals it, before its events arrive). */
   get alive(): boolean {
-    return this.dead === null;
+    return this.dead === null && Atomics.load(this.signal, SIG_DEAD) === 0;
   }
 
   private died(reason: string): void {
@@ -130,6 +133,7 @@ export class DataPathWorker {
         if (!r.ok) throw new Error(`data-path worker ${this.index}: ${op}: ${r.error}`);
         return r.value;
       }
+      if (Atomics.load(this.signal, SIG_DEAD) !== 0) throw new Error(`data-path worker ${this.index} died before answering ${op}`);
       const left = deadline - Date.now();
       if (left <= 0 || this.dead !== null) throw new Error(`data-path worker ${this.index} did not answer ${op} within ${REPLY_TIMEOUT_MS} ms`);
       Atomics.wait(this.signal, SIG_REPLY, seen, left);

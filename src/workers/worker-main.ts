@@ -32,7 +32,7 @@ import { WorkerRing } from './worker-ring';
 import { SplitRing, availRingBytes, descTableBytes, usedRingBytes } from '../virtio/ring';
 import type { PostingsSnapshot } from '../datapath/rx-postings';
 import {
-  type Handover, type PortCounterSnapshot, type PortState, type Replies, type Request, SIG_REPLY, SIG_WAKE, type Settings, WORKER_COUNTER_FIELDS,
+  type Handover, type PortCounterSnapshot, type PortState, type Replies, type Request, SIG_DEAD, SIG_REPLY, SIG_WAKE, type Settings, WORKER_COUNTER_FIELDS,
   type WorkerEvent, type WorkerStats,
 } from './messages';
 
@@ -433,6 +433,10 @@ function handle(m: Request): unknown {
       stop();
       return null;
     case 'test-crash':
+      if (m.onNextRequest === true) {
+        crashOnNextRequest = true;
+        return null;
+      }
       // Outside any handler: an uncaught error, as a bug would be.
       setImmediate(() => {
         throw new Error('test hook: this worker crashes');
@@ -443,7 +447,27 @@ function handle(m: Request): unknown {
   }
 }
 
+/** Test hook (test-crash onNextRequest): the next request kills this worker before it is answered. */
+let crashOnNextRequest = false;
+
+/**
+ * A crash (an uncaught error: a bug) ends this thread. The main thread may
+ * be waiting for an answer to a request it sent (pool.ts answer()): it is
+ * told at once, where it waits, so it never waits out the reply timeout
+ * with the whole control plane stopped. The error goes to the log and to
+ * the main thread, then the thread exits.
+ */
+process.on('uncaughtException', (e) => {
+  Atomics.store(signal, SIG_DEAD, 1);
+  Atomics.add(signal, SIG_REPLY, 1);
+  Atomics.notify(signal, SIG_REPLY);
+  log.error({ err: e }, `data-path worker crashed: ${e.message}`);
+  post({ ev: 'crashed', message: e.message });
+  process.exit(1);
+});
+
 init.control.on('message', (m: Request & { seq?: number }) => {
+  if (crashOnNextRequest && m.op !== 'wake') throw new Error(`test hook: this worker crashes while handling ${m.op}`);
   if (m.op === 'wake') {
     Atomics.store(signal, SIG_WAKE, 0);
     loop.wake();

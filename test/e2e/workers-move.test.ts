@@ -247,3 +247,26 @@ t.test('a data-path worker that dies leaves no fd behind: what was lent to it is
   const g2 = await vm(sw, 'b1', ['--mode', 'gen', '--count', '2000', '--expect', '2000', '--linger', '20000']).result;
   t.equal(g2.summary.verified, 2000, `pair b on worker 1 forwards every frame: ${g2.stderr}`);
 });
+
+t.test('a data-path worker that dies while the control plane waits for its answer: the wait ends at once, not at the reply timeout', async (t) => {
+  const sw = await startSwitch(t, { ports: [{ name: 'a1' }, { name: 'a2' }, { name: 'b1' }, { name: 'b2' }], pairs: [['a1', 'a2'], ['b1', 'b2']], forwarding: { workers: 2 } },
+    { env: { ZCSWITCH_TEST_HOOKS: '1' } });
+  const logFrom = sw.stderr().length;
+  t.match(await ctl(sw, { cmd: 'test-crash-worker', worker: 0, onNextRequest: true }), { ok: true });
+  // stats asks every worker; worker 0 dies handling it. Without the crash signal the control plane would sit out 10 s.
+  const t0 = Date.now();
+  const s = await sw.stats();
+  const ms = Date.now() - t0;
+  t.ok(ms < 3000, `stats answered ${ms} ms after the request that killed worker 0 (the reply timeout is 10000 ms)`);
+  t.equal(s.ports?.length, 4, `with every port listed: ${JSON.stringify(s).slice(0, 300)}`);
+  t.ok(s.ledger.ok, 'and the ledger checked (by this thread now: nobody else writes it)');
+  await waitFor('the switch to see worker 0 die', () => logLines(sw, logFrom).some((l) => l.msg === 'a data-path worker thread died; disconnecting its ports'));
+  const died = logLines(sw, logFrom).find((l) => l.msg === 'a data-path worker thread died; disconnecting its ports')!;
+  t.match(JSON.stringify(died), /uncaught error: test hook: this worker crashes while handling stats/, 'the death is logged with its error');
+  // The other worker still forwards, and the control plane still answers.
+  const echo = vm(sw, 'b2', ['--mode', 'echo', '--count', '1000']);
+  t.teardown(() => stopProc(echo));
+  await waitAttached(sw, 'b2');
+  const g = await vm(sw, 'b1', ['--mode', 'gen', '--count', '1000', '--expect', '1000', '--linger', '20000']).result;
+  t.equal(g.summary.verified, 1000, 'pair b on worker 1 forwards every frame');
+});
