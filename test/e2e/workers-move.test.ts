@@ -44,9 +44,13 @@ const FOUR = {
   pairs: [['g1', 's1'], ['g2', 's2']],
 };
 
-for (const zeroCopy of [true, false]) t.test(`reloads re-pair attached ports across workers while traffic runs: each moves without its VM noticing, every frame accounted for${zeroCopy ? '' : ' (--no-zero-copy VMs)'}`, async (t) => {
+const CASES = [
+  { zeroCopy: true, exchange: 'gift' }, { zeroCopy: true, exchange: 'swap' }, { zeroCopy: false, exchange: 'gift' },
+] as const;
+
+for (const { zeroCopy, exchange } of CASES) t.test(`reloads re-pair attached ports across workers while traffic runs: each moves without its VM noticing, every frame accounted for (${zeroCopy ? `zero-copy VMs, ${exchange}` : '--no-zero-copy VMs'})`, async (t) => {
   // A long rxWaitMs: a sink descheduled on a busy machine holds its gen back instead of losing frames.
-  const sw = await startSwitch(t, { ...FOUR, forwarding: { workers: 2, rxWaitMs: 5000 } });
+  const sw = await startSwitch(t, { ...FOUR, forwarding: { workers: 2, rxWaitMs: 5000, pairExchange: exchange } });
   t.same(await placement(sw), [['g1', 's1'], ['g2', 's2']], 'each pair on its own worker');
   const zc = zeroCopy ? [] : ['--no-zero-copy'];
   const n = zeroCopy ? 100_000 : 60_000;
