@@ -527,7 +527,7 @@ export class Switch {
   }
 
   private command(cmd: { cmd?: unknown }): unknown {
-    // Test hook (docs/operations.md, "Data-path workers"): only with ZCSWITCH_TEST_HOOKS=1 in the switch's environment.
+    // Test hook (docs/operations.md, "Adding and removing ports"): only with ZCSWITCH_TEST_HOOKS=1 in the switch's environment.
     if (cmd.cmd === 'test-crash-worker' && process.env.ZCSWITCH_TEST_HOOKS === '1') {
       const c = cmd as { worker?: unknown; onNextRequest?: unknown };
       return this.crashWorker(c.worker, c.onNextRequest === true);

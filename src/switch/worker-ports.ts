@@ -269,15 +269,17 @@ export class WorkerPorts {
    * objects take the indices; the other worker takes the domain, the port
    * with its counters and a sync of the same state whose rings resume there,
    * with the postings. Kicks wake whichever worker holds the port (link),
-   * so they reach the new one from now on; a capture goes on from there.
-   * Nothing of it reaches the front-end. This thread waits for each
-   * answer, so nothing else happens to the port meanwhile.
+   * so they reach the new one from now on. A capture's ring changes writer
+   * between the old worker's last round and the new one's first, so every
+   * frame is mirrored by one or the other. Nothing of it reaches the
+   * front-end. This thread waits for each answer, so nothing else happens
+   * to the port meanwhile.
    */
   private move(p: Port, to: DataPathWorker): void {
     const from = this.workerOf.get(p.id)!;
     const d = p.queues.domain;
     const capture = this.mirrorRings.get(p.id);
-    if (capture !== undefined) from.call({ op: 'mirror', id: p.id, ring: null });
+    // Its mirror goes with it, after its last round there.
     const h = from.call({ op: 'hand-over', id: p.id });
     this.releaseRingFds(p.id, from);
     this.pool.takeIndices(p.backend, h.rings);
@@ -287,8 +289,9 @@ export class WorkerPorts {
     this.workerOf.set(p.id, to);
     to.ports.push(p.name);
     to.call({ op: 'port', id: p.id, name: p.name, partitionCount: p.partition.count, domain: d.id, mtu: p.queues.mtu, counters: h.counters });
-    if (p.backend !== null) this.sync(to, p, false, h.postings);
+    // Before its rings run there (the sync).
     if (capture !== undefined) to.call({ op: 'mirror', id: p.id, ring: capture.ring });
+    if (p.backend !== null) this.sync(to, p, false, h.postings);
     to.wake();
     this.host.log.info(
       { port: p.name, domain: d.name, from: from.index, to: to.index, attached: p.attached }, 'port moved to another data-path worker, next to its new peer',

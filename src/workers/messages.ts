@@ -94,8 +94,9 @@ export type Request =
   | { op: 'sync'; id: number; state: PortState | null; postings?: PostingsSnapshot }
   /**
    * The port moves to another worker (docs/design.md, "Data-path workers"):
-   * it leaves this one as port-del does, after publishing its used entries
-   * and calls and turning its kicks on; answers what its next worker needs.
+   * it leaves this one as port-del does (its mirror too), after publishing
+   * its used entries and calls and turning its kicks on; answers what its
+   * next worker needs.
    */
   | { op: 'hand-over'; id: number }
   /** Stop forwarding for the port until its next sync, and report its rings' indices (GET_VRING_BASE and friends). */

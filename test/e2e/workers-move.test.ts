@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import t, { type Test } from 'tap';
 import { controlRequest } from '../../src/switch/control';
+import { fdsLinkingTo, fileIds } from '../helpers/fds';
 import { type Proc, type SwitchProc, counters, running, sleep, startSwitch, stopProc, vm, waitAttached, waitFor } from '../helpers/procs';
 
 async function ctl(sw: SwitchProc, cmd: object): Promise<Record<string, unknown>> {
@@ -43,9 +44,13 @@ const FOUR = {
   pairs: [['g1', 's1'], ['g2', 's2']],
 };
 
-for (const zeroCopy of [true, false]) t.test(`reloads re-pair attached ports across workers while traffic runs: each moves without its VM noticing, every frame accounted for${zeroCopy ? '' : ' (--no-zero-copy VMs)'}`, async (t) => {
+const CASES = [
+  { zeroCopy: true, exchange: 'gift' }, { zeroCopy: true, exchange: 'swap' }, { zeroCopy: false, exchange: 'gift' },
+] as const;
+
+for (const { zeroCopy, exchange } of CASES) t.test(`reloads re-pair attached ports across workers while traffic runs: each moves without its VM noticing, every frame accounted for (${zeroCopy ? `zero-copy VMs, ${exchange}` : '--no-zero-copy VMs'})`, async (t) => {
   // A long rxWaitMs: a sink descheduled on a busy machine holds its gen back instead of losing frames.
-  const sw = await startSwitch(t, { ...FOUR, forwarding: { workers: 2, rxWaitMs: 5000 } });
+  const sw = await startSwitch(t, { ...FOUR, forwarding: { workers: 2, rxWaitMs: 5000, pairExchange: exchange } });
   t.same(await placement(sw), [['g1', 's1'], ['g2', 's2']], 'each pair on its own worker');
   const zc = zeroCopy ? [] : ['--no-zero-copy'];
   const n = zeroCopy ? 100_000 : 60_000;
@@ -173,47 +178,11 @@ t.test('a port that shares its domain cannot move, attached or not: the reload a
   t.match(await ctl(sw, { cmd: 'test-crash-worker', worker: 0 }), { error: /unknown command/ }, 'the test hook is off without ZCSWITCH_TEST_HOOKS=1');
 });
 
-/**
- * What fds `pid` refers to that can be told apart across processes: an
- * eventfd by its id (all share one anonymous inode), a file by device and
- * inode; sockets, pipes, devices and other anonymous inodes are left out.
- */
-function fileIds(pid: number): string[] {
-  const out: string[] = [];
-  let fds: string[];
-  try {
-    fds = fs.readdirSync(`/proc/${pid}/fd`);
-  } catch {
-    return out;
-  }
-  for (const fd of fds) {
-    try {
-      const link = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
-      if (link === 'anon_inode:[eventfd]') {
-        const id = /eventfd-id:\s*(\d+)/.exec(fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1];
-        if (id !== undefined) out.push(`eventfd:${id}`);
-      } else if (link.startsWith('/') && !link.startsWith('/dev/')) {
-        const s = fs.statSync(`/proc/${pid}/fd/${fd}`);
-        out.push(`file:${s.dev}:${s.ino}`);
-      }
-    } catch {
-      /* closed meanwhile */
-    }
-  }
-  return out;
-}
-
 t.test('a data-path worker that dies leaves no fd behind: what was lent to it is closed; the switch stays up', async (t) => {
   const sw = await startSwitch(t, { ports: [{ name: 'a1' }, { name: 'a2' }, { name: 'b1' }, { name: 'b2' }], pairs: [['a1', 'a2'], ['b1', 'b2']], forwarding: { workers: 2 } },
     { env: { ZCSWITCH_TEST_HOOKS: '1' } });
   const pid = sw.child.pid!;
-  const regions = () => fs.readdirSync(`/proc/${pid}/fd`).filter((fd) => {
-    try {
-      return fs.readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('/memfd:zcswitch-shared-buffers');
-    } catch {
-      return false;
-    }
-  });
+  const regions = () => fdsLinkingTo(pid, '/memfd:zcswitch-shared-buffers');
   t.equal(regions().length, 2, 'one fd per region, the control plane\'s: the workers map the regions and keep no fd');
   const baseline = new Set(fileIds(pid));
   const sink = vm(sw, 'a2', ['--mode', 'sink', '--duration', '60', '--no-reconnect']);

@@ -15,6 +15,7 @@ import { FLAG_NEED_REPLY, FLAG_VERSION, PROTOCOL_F_REPLY_ACK, Req, VHOST_USER_F_
 import { VIRTIO_F_VERSION_1, VIRTQ_DESC_F_WRITE, bit } from '../../src/virtio/defs';
 import { SplitRing } from '../../src/virtio/ring';
 import { RawClient, sendVringStart } from '../helpers/unit-vhost-client';
+import { fileId, fileIds } from '../helpers/fds';
 import { controlRequest } from '../../src/switch/control';
 import { type SwitchProc, counters, sleep, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
 
@@ -255,6 +256,8 @@ t.test('a new call fd on a worker\'s running rx ring (QEMU sends one once its gu
   const sw = await startSwitch(t, TWO_PAIRS);
   const { c, rx, call } = await classicFrontEnd(t, sw, 'a2');
   await waitFor('a2 ready', async () => (await sw.port('a2')).ready);
+  const oldCall = fileId('self', call[0])!;
+  t.ok(fileIds(sw.child.pid!).includes(oldCall), 'the switch holds the first call fd');
   const newCall = eventfdCreate();
   t.teardown(() => closeFd(newCall));
   c.send(Req.SET_VRING_CALL, FLAG_VERSION | FLAG_NEED_REPLY, u64(0n), [newCall]);
@@ -265,6 +268,7 @@ t.test('a new call fd on a worker\'s running rx ring (QEMU sends one once its gu
   await waitFor('the worker to deliver 10 frames into our rx ring', () => Atomics.load(rx.used16, 1) === 10);
   await waitFor('the new call fd to be signalled', () => eventfdDrain(newCall) > 0);
   t.equal(eventfdDrain(call[0]), 0, 'the old call fd was not');
+  t.notOk(fileIds(sw.child.pid!).includes(oldCall), 'and the switch let go of it: the session\'s copy and the dup lent to the worker are closed');
 });
 
 t.test('workers: a bridge port added at run time forwards on its bridge\'s worker, and leaves it when deleted', async (t) => {

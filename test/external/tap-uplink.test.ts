@@ -17,6 +17,7 @@ import { parsePcap } from '../../src/capture/pcap';
 import { GuestDriver } from '../../src/guest/driver';
 import { controlRequest } from '../../src/switch/control';
 import { NetResponder } from '../helpers/net';
+import { fdsLinkingTo } from '../helpers/fds';
 import { netnsProblem, requireExternal, requireProgram } from '../helpers/external';
 import { QEMU_BIN, QemuGuest, findQemu, guestImage } from '../helpers/qemu';
 import { type SwitchProc, counters, run, startSwitch, vm, waitFor } from '../helpers/procs';
@@ -131,13 +132,7 @@ t.test('workers: a worker that dies leaves no dup of the uplink\'s fd open; the 
   t.teardown(() => sh(`ip netns del ${ns} 2>/dev/null || true`));
   const sw = await switchIn(t, ns, { ports: [{ name: 'vm1' }, { name: 'up', type: 'tap', ifname: 'zcup0' }], forwarding: { workers: 2 } }, { ZCSWITCH_TEST_HOOKS: '1' });
   const pid = sw.child.pid!;
-  const tunFds = () => fs.readdirSync(`/proc/${pid}/fd`).filter((fd) => {
-    try {
-      return fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === '/dev/net/tun';
-    } catch {
-      return false;
-    }
-  });
+  const tunFds = () => fdsLinkingTo(pid, '/dev/net/tun');
   t.equal(tunFds().length, 2, 'the interface\'s fd and the dup lent to its worker');
   const w = (await sw.stats()).workers.findIndex((x) => x.ports.includes('up'));
   t.match(await controlRequest(sw.control, { cmd: 'test-crash-worker', worker: w }), { ok: true });
