@@ -17,7 +17,7 @@ import { u64 } from '../../src/vhost/codec';
 import { FLAG_VERSION, Req, VRING_NOFD_MASK } from '../../src/vhost/protocol';
 import { SplitRing } from '../../src/virtio/ring';
 import { bystanderConfig, startBystander } from '../helpers/bystander';
-import { type SwitchProc, counters, sleep, startSwitch, stopProc, tempDir, vm, waitAttached, waitFor, within } from '../helpers/procs';
+import { type SwitchProc, counters, logLines, sleep, startSwitch, stopProc, tempDir, vm, waitAttached, waitFor, within } from '../helpers/procs';
 import { RawClient, negotiateClassic, sendVringStart } from '../helpers/unit-vhost-client';
 
 const EVIL = 'evil';
@@ -52,16 +52,6 @@ async function settledFds(sw: SwitchProc, want: number): Promise<number> {
 }
 const alive = (sw: SwitchProc): boolean => sw.child.exitCode === null && sw.child.signalCode === null;
 
-/** Log lines (JSON on stderr) from offset `from` on. */
-function logLines(sw: SwitchProc, from = 0): Record<string, unknown>[] {
-  return sw.stderr().slice(from).split('\n').filter((l) => l.startsWith('{')).map((l) => {
-    try {
-      return JSON.parse(l) as Record<string, unknown>;
-    } catch {
-      return { unparsed: l };
-    }
-  });
-}
 
 /** Send one vring fd request carrying `fd` on a fresh connection to `evil`; resolve when the switch has closed it. */
 async function attachWithFd(sw: SwitchProc, req: number, vring: number, fd: number): Promise<'eof' | 'reset'> {

@@ -16,7 +16,7 @@ import { VIRTIO_F_VERSION_1, VIRTQ_DESC_F_WRITE, bit } from '../../src/virtio/de
 import { SplitRing } from '../../src/virtio/ring';
 import { regionSealProblem } from '../../src/guest/shared-region';
 import { bystanderConfig, startBystander } from '../helpers/bystander';
-import { type SwitchProc, startSwitch, stopProc, vm, waitFor } from '../helpers/procs';
+import { type SwitchProc, logLines, startSwitch, stopProc, vm, waitFor } from '../helpers/procs';
 import { RawClient, sendVringStart } from '../helpers/unit-vhost-client';
 
 const MEM = 0x10000;
@@ -28,15 +28,6 @@ const NUM = 16;
 /** vring 0 (rx, the switch writes) and vring 1 (tx) inside the ring memfd. */
 const RING_AT = [{ desc: 0x0, avail: 0x100, used: 0x200 }, { desc: 0x1000, avail: 0x1100, used: 0x1200 }];
 
-function logLines(sw: SwitchProc, from = 0): Record<string, unknown>[] {
-  return sw.stderr().slice(from).split('\n').filter((l) => l.startsWith('{')).map((l) => {
-    try {
-      return JSON.parse(l) as Record<string, unknown>;
-    } catch {
-      return {};
-    }
-  });
-}
 
 /** What the switch process holds of memfds named `name`: open fds and mappings. */
 function heldBySwitch(sw: SwitchProc, name: string): { fds: number; maps: number } {

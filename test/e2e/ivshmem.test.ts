@@ -21,7 +21,7 @@ import { VIRTIO_NET_HDR_F_GIFT_BUFFER } from '../../src/vhost/protocol';
 import { VIRTIO_NET_HDR_SIZE } from '../../src/virtio/defs';
 import { writeNetHdr } from '../../src/virtio/net-hdr';
 import { BarFrontEnd } from '../helpers/bar-front-end';
-import { type SwitchProc, run, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
+import { type SwitchProc, logLines, run, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
 
 const BUF_COUNT = 64;
 const BUF_SIZE = 2048;
@@ -30,15 +30,6 @@ const CONFIG = { ports: [{ name: 'a' }, { name: 'b' }], pairs: [['a', 'b']], sha
 /** The hand-written BAR front-ends below keep the gift exchange's rules (docs/protocol.md, "Ownership (pair mode)"). */
 const GIFT_CONFIG = { ...CONFIG, forwarding: { pairExchange: 'gift' } };
 
-function logLines(sw: SwitchProc): Record<string, unknown>[] {
-  return sw.stderr().split('\n').filter((l) => l.startsWith('{')).map((l) => {
-    try {
-      return JSON.parse(l) as Record<string, unknown>;
-    } catch {
-      return {};
-    }
-  });
-}
 
 /** A frame whose bytes say who sent it and its sequence number (checked byte by byte at the receiver). */
 function frameBytes(seq: number): Uint8Array {

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import t, { type Test } from 'tap';
 import { controlRequest } from '../../src/switch/control';
 import { fdsLinkingTo, fileIds } from '../helpers/fds';
-import { type Proc, type SwitchProc, counters, running, sleep, startSwitch, stopProc, vm, waitAttached, waitFor } from '../helpers/procs';
+import { type Proc, type SwitchProc, counters, logLines, running, sleep, startSwitch, stopProc, vm, waitAttached, waitFor } from '../helpers/procs';
 
 async function ctl(sw: SwitchProc, cmd: object): Promise<Record<string, unknown>> {
   return (await controlRequest(sw.control, cmd)) as Record<string, unknown>;
@@ -25,16 +25,6 @@ async function placement(sw: SwitchProc): Promise<string[][]> {
   return (await sw.stats()).workers.map((w) => w.ports.slice().sort());
 }
 
-/** The switch's JSON log lines (stderr) from offset `from`. */
-function logLines(sw: SwitchProc, from = 0): Record<string, unknown>[] {
-  return sw.stderr().slice(from).split('\n').filter((l) => l.startsWith('{')).map((l) => {
-    try {
-      return JSON.parse(l) as Record<string, unknown>;
-    } catch {
-      return { unparsed: l };
-    }
-  });
-}
 
 const dropTotal = (c: { drops: Record<string, number> }): number => Object.values(c.drops).reduce((a, b) => a + b, 0);
 

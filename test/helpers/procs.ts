@@ -138,6 +138,17 @@ export function vm(sw: { dir: string }, port: string, args: string[]): Proc & { 
 }
 
 /** Wait until the switch shows these ports attached with running queues. */
+/** The switch's JSON log lines (stderr) from offset `from` on (sw.stderr().length marks a point); a line that does not parse is { unparsed }. */
+export function logLines(sw: SwitchProc, from = 0): Record<string, unknown>[] {
+  return sw.stderr().slice(from).split('\n').filter((l) => l.startsWith('{')).map((l) => {
+    try {
+      return JSON.parse(l) as Record<string, unknown>;
+    } catch {
+      return { unparsed: l };
+    }
+  });
+}
+
 export async function waitAttached(sw: SwitchProc, ...names: string[]): Promise<void> {
   await waitFor(`ports ${names.join(', ')} to attach`, async () => {
     const s = await sw.stats();
