@@ -6,7 +6,7 @@
  * is printed with its reason and exits 1.
  */
 import { controlRequest } from '../switch/control';
-import type { PortInfo } from '../switch/switch';
+import type { PortInfo } from '../switch/commands';
 
 async function request(what: string, control: string, cmd: object, timeoutMs = 10000): Promise<Record<string, unknown>> {
   let r: Record<string, unknown>;

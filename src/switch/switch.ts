@@ -8,14 +8,12 @@
  * removing ports"), then hands the per-packet work to a DataPath
  * (src/datapath/) and never sits in a per-packet call.
  */
-import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import path from 'node:path';
-import { FdWatcher, type NativeError, closeFd, unixAccept, unixConnect, unixListen } from '../../bindings';
 import {
   ConfigError, DOMAIN_NAME_RE, LIMITS, type LogLevel, type PortConfig, type PortPolicyConfig, type SwitchConfig, bridgeDomain, diffConfig,
-  POLICY_KEYS, loadConfig, portNameProblem, portSchema, resolvePolicy,
-  prepareSocketDir, readGroups, resolveGroup, socketDirListenError,
+  loadConfig, portNameProblem, resolvePolicy,
+  prepareSocketDir, readGroups, resolveGroup,
 } from '../config';
 import { BridgeForwarder, type BridgePort } from '../datapath/bridge-forwarder';
 import type { BridgeMacEntry } from '../datapath/tenancy';
@@ -28,7 +26,6 @@ import { TapPort } from '../datapath/tap-port';
 import type { Logger } from '../log';
 import { SharingDomain, checkDomains } from '../shm/domain';
 import { MAX_PORTS } from '../shm/ledger';
-import { closeFdQuiet } from '../vhost/memory-table';
 import {
   PROTOCOL_F_MQ, PROTOCOL_F_NET_MTU, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_STATUS, VHOST_USER_F_PROTOCOL_FEATURES,
 } from '../vhost/protocol';
@@ -36,12 +33,13 @@ import {
   VIRTIO_F_VERSION_1, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
   VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MTU, MTU_DEFAULT, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, bit,
 } from '../virtio/defs';
-import { captureCommand } from './capture';
+import { type CommandTarget, type PortInfo, Refused, handleCommand } from './commands';
 import { PortConnector } from './connector';
 import { ControlServer } from './control';
 import { type MetricsServer, startMetrics } from './metrics';
 import { Port, type PortContext } from './port';
-import { type ResolvedPerms, bindSecurely } from './socket-file';
+import { PortListener, socketPathProblem } from './port-listener';
+import type { ResolvedPerms } from './socket-file';
 import { publishRegionFile, removeRegionFile } from './region-file';
 import type { SwitchStats, WorkerInfo } from './stats';
 import { DataPathWorkers, type DataPathWorker } from '../workers/pool';
@@ -63,24 +61,8 @@ export const OFFERED_FEATURES =
 export const OFFERED_PROTOCOL_FEATURES =
   bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_STATUS) | bit(PROTOCOL_F_MQ) | bit(PROTOCOL_F_SHARED_BUFFERS) | bit(PROTOCOL_F_NET_MTU);
 
-/** A control request the switch refuses (unknown port, name taken, ...): the message says why. */
-export class Refused extends Error {}
 
-/** What `port list` shows of one port. */
-export interface PortInfo {
-  name: string;
-  id: number;
-  type: 'vhost' | 'tap';
-  socket: string;
-  domain: string | null;
-  peer: string | null;
-  attached: boolean;
-  /** Added at run time (port add, reload): no static partition, gifted from the pool up to `quota`. */
-  runtime: boolean;
-  quota: number;
-}
-
-export class Switch {
+export class Switch implements CommandTarget {
   /** One region and ledger per sharing domain, in order of first appearance in the config's ports. */
   readonly domains: SharingDomain[] = [];
   /** vhost-user ports. */
@@ -102,7 +84,7 @@ export class Switch {
   /** Bridge mode: every port's tenant settings by id, as the data path was last given them. */
   private readonly policyById: (PortPolicyConfig | undefined)[] = [];
   private readonly peers = new Map<Port, Port | null>();
-  private readonly listeners = new Map<Port, { fd: number; watcher: FdWatcher; path: string; cancelRetry: () => void }>();
+  private readonly listeners = new Map<Port, PortListener>();
   /** The config file as last loaded (start or reload): what a reload diffs against. */
   private fileCfg: SwitchConfig;
   /** The config file the switch was started with (reload re-reads it); null: none (tests). */
@@ -253,7 +235,7 @@ export class Switch {
       for (const d of this.domains) this.publishDomain(d);
       this.regionPerms = { mode: cfg.sockets.mode, gid: defaultGid, groupField: 'sockets.group' };
       for (const d of this.domains) publishRegionFile(d, cfg.socketDir, this.regionPerms);
-      this.control = new ControlServer(cfg.controlSocket, this.log, (cmd) => this.command(cmd), cfg.sockets.controlMode);
+      this.control = new ControlServer(cfg.controlSocket, this.log, (cmd) => handleCommand(this, cmd), cfg.sockets.controlMode);
       await this.control.listen();
       this.metrics = await startMetrics(cfg.metrics, () => this.stats(), this.log);
     } catch (e) {
@@ -387,71 +369,7 @@ export class Switch {
   }
 
   private listen(port: Port, perms: ResolvedPerms): void {
-    removeStaleSocket(port.socketPath, port.name);
-    let fd: number;
-    try {
-      // Bound in a private staging directory, given its mode and group, then renamed into place (socket-file.ts).
-      fd = bindSecurely(port.socketPath, perms, (tmp) => unixListen(tmp, 4), closeFd);
-    } catch (e) {
-      throw socketDirListenError(this.cfg.socketDir, port.socketPath, e);
-    }
-    let lastBusyLog = -Infinity;
-    let refused = 0;
-    // accept failures (EMFILE, ENFILE, ENOMEM...): stop watching, retry after a backoff, log once per streak.
-    let failures = 0;
-    let retry: NodeJS.Timeout | null = null;
-    const acceptAll = () => {
-      for (;;) {
-        let c: number;
-        try {
-          c = unixAccept(fd);
-        } catch (e) {
-          const err = e as NativeError;
-          const delayMs = Math.min(1000, 50 << Math.min(failures, 5));
-          if (failures++ === 0) {
-            this.log.error({ port: port.name, code: err.code, retryMs: delayMs }, `accept failed: ${err.message}; pausing accepts on this port and retrying`);
-          }
-          watcher.stop();
-          retry = setTimeout(() => {
-            retry = null;
-            if (this.stopped) return;
-            watcher.start();
-            acceptAll();
-          }, delayMs);
-          retry.unref();
-          return;
-        }
-        // accept worked (a connection, or none waiting): the fd table has room again.
-        if (failures > 0) {
-          this.log.info({ port: port.name, failures }, 'accepting connections again');
-          failures = 0;
-        }
-        if (c < 0) return;
-        if (port.attached) {
-          // A refused QEMU retries in a tight loop: log the first refusal, then once every 10 s.
-          const now = Date.now();
-          refused++;
-          if (now - lastBusyLog >= 10_000) {
-            this.log.warn({ port: port.name, refused }, 'port busy: a front-end is already attached; refusing other connections');
-            lastBusyLog = now;
-            refused = 0;
-          }
-          closeFd(c);
-          continue;
-        }
-        try {
-          port.accept(c);
-        } catch (e) {
-          // A connection that cannot be served is closed; the port stays free and the listener goes on.
-          this.log.error({ port: port.name, err: e }, `cannot serve a new connection: ${(e as Error).message}`);
-          if (port.attached) port.disconnect(`cannot serve the connection: ${(e as Error).message}`);
-          else closeFdQuiet(c);
-        }
-      }
-    };
-    const watcher = new FdWatcher(fd, acceptAll);
-    watcher.start();
-    this.listeners.set(port, { fd, watcher, path: port.socketPath, cancelRetry: () => retry !== null && clearTimeout(retry) });
+    this.listeners.set(port, new PortListener(port, perms, this.cfg.socketDir, this.log, () => this.stopped));
   }
 
   private startStatsTimer(): void {
@@ -526,100 +444,25 @@ export class Switch {
     };
   }
 
-  private command(cmd: { cmd?: unknown }): unknown {
-    // Test hook (docs/operations.md, "Adding and removing ports"): only with ZCSWITCH_TEST_HOOKS=1 in the switch's environment.
-    if (cmd.cmd === 'test-crash-worker' && process.env.ZCSWITCH_TEST_HOOKS === '1') {
-      const c = cmd as { worker?: unknown; onNextRequest?: unknown };
-      return this.crashWorker(c.worker, c.onNextRequest === true);
-    }
-    switch (cmd.cmd) {
-      case 'stats':
-        return this.stats();
-      case 'reset-counters':
-        for (const p of this.dataPorts) {
-          p.counters.reset();
-          p.queueCounters.fill(0);
-        }
-        for (const w of this.workers?.workers ?? []) w.call({ op: 'reset' });
-        return { ok: true };
-      case 'macs': {
-        const b = (cmd as Record<string, unknown>).bridge;
-        try {
-          if (b !== undefined && b !== null && typeof b !== 'string') throw new Refused('"bridge" must be a string');
-          return { ok: true, macs: this.macTable(b ?? undefined) };
-        } catch (e) {
-          if (e instanceof Refused) return { error: e.message };
-          throw e;
-        }
-      }
-      case 'capture': // streams pcap on this connection: src/switch/capture.ts
-        return captureCommand(this, cmd as Record<string, unknown>);
-      case 'port-add':
-      case 'port-del':
-      case 'port-list':
-      case 'pair-add':
-      case 'pair-del':
-      case 'reload':
-        return this.manage(cmd as Record<string, unknown>);
-      default:
-        return {
-          error: `unknown command ${JSON.stringify(cmd.cmd)}; known: stats, reset-counters, macs, capture, port-add, port-del, port-list, pair-add, pair-del, reload`,
-        };
-    }
-  }
-
   /** Test hook: data-path worker `index` dies of an uncaught error, as a bug would kill it (now, or while handling the next request). */
-  private crashWorker(index: unknown, onNextRequest: boolean): unknown {
+  crashWorker(index: unknown, onNextRequest: boolean): unknown {
     const w = typeof index === 'number' ? this.workers?.workers[index] : undefined;
     if (w === undefined || !w.alive) return { error: `"worker" must be the index of a running data-path worker` };
     w.call({ op: 'test-crash', onNextRequest });
     return { ok: true };
   }
 
-  /** The run-time management requests: a refusal is an error reply that says why. */
-  private manage(cmd: Record<string, unknown>): unknown {
-    const str = (k: string): string => {
-      const v = cmd[k];
-      if (typeof v !== 'string' || v === '') throw new Refused(`"${k}" must be a non-empty string`);
-      return v;
-    };
-    const opt = (k: string): string | undefined => (cmd[k] === undefined || cmd[k] === null ? undefined : str(k));
-    try {
-      switch (cmd.cmd) {
-        case 'port-add':
-          return {
-            ok: true,
-            port: this.addPort(str('name'), { pair: opt('pair'), domain: opt('domain'), connect: opt('connect'), policy: this.policyFrom(cmd) }),
-          };
-        case 'port-del':
-          this.removePort(str('name'));
-          return { ok: true };
-        case 'port-list':
-          return { ok: true, ports: this.listPorts() };
-        case 'pair-add':
-          this.addPair(str('a'), str('b'));
-          return { ok: true };
-        case 'pair-del':
-          this.removePair(str('a'), str('b'));
-          return { ok: true };
-        default:
-          return this.reload();
-      }
-    } catch (e) {
-      if (e instanceof Refused || e instanceof ConfigError) return { error: e.message };
-      throw e;
+  /** Zero every port's counters, in the workers too. */
+  resetCounters(): void {
+    for (const p of this.dataPorts) {
+      p.counters.reset();
+      p.queueCounters.fill(0);
     }
+    for (const w of this.workers?.workers ?? []) w.call({ op: 'reset' });
   }
 
-  /** `port add`'s tenant settings (bridge mode): checked as the config file's `ports[]` keys are; undefined when none is given. */
-  private policyFrom(cmd: Record<string, unknown>): PortPolicyConfig | undefined {
-    const given = Object.fromEntries(POLICY_KEYS.filter((k) => cmd[k] !== undefined && cmd[k] !== null).map((k) => [k, cmd[k]]));
-    if (Object.keys(given).length === 0) return undefined;
-    if (this.bridge === null) throw new Refused(`${Object.keys(given).join(', ')}: bridge settings; this switch is in pair mode`);
-    const r = portSchema.pick({ bridge: true, vlan: true, trunk: true, macs: true, isolated: true, limit: true }).safeParse(given);
-    if (!r.success) throw new Refused(r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
-    if (r.data.vlan !== undefined && r.data.trunk !== undefined) throw new Refused('vlan, trunk: a port is either an access port of one VLAN or a trunk, not both');
-    return resolvePolicy(r.data);
+  get bridgeMode(): boolean {
+    return this.bridge !== null;
   }
 
   listPorts(): PortInfo[] {
@@ -797,14 +640,8 @@ export class Switch {
     const mirror = p.queues.mirror as unknown as { shutdown?: () => void } | null;
     mirror?.shutdown?.();
     p.disconnect('port removed');
-    const l = this.listeners.get(p);
-    if (l) {
-      l.cancelRetry();
-      l.watcher.close();
-      closeFd(l.fd);
-      fs.rmSync(l.path, { force: true });
-      this.listeners.delete(p);
-    }
+    this.listeners.get(p)?.close();
+    this.listeners.delete(p);
     this.connectors.get(p)?.stop();
     this.connectors.delete(p);
     this.dataPath.removePort(p.queues);
@@ -1036,12 +873,7 @@ export class Switch {
     for (const c of this.connectors.values()) c.stop();
     for (const p of this.ports) p.disconnect('switch shutting down');
     for (const tap of this.taps) tap.close();
-    for (const l of this.listeners.values()) {
-      l.cancelRetry();
-      l.watcher.close();
-      closeFd(l.fd);
-      fs.rmSync(l.path, { force: true });
-    }
+    for (const l of this.listeners.values()) l.close();
     this.listeners.clear();
     this.control?.close();
     this.metrics?.close();
@@ -1062,40 +894,3 @@ function portContext(ctx: Omit<PortContext, 'domain'>, domain: SharingDomain, of
 function show(v: unknown): unknown {
   return typeof v === 'bigint' ? `0x${v.toString(16)}` : v;
 }
-
-/** Why a new port cannot have this socket path (removeStaleSocket would refuse it), or null. Changes nothing. */
-function socketPathProblem(p: string): string | null {
-  let st: fs.Stats;
-  try {
-    st = fs.lstatSync(p);
-  } catch {
-    return null;
-  }
-  if (!st.isSocket()) return `${p} exists and is not a socket; refusing to replace it`;
-  try {
-    closeFd(unixConnect(p));
-  } catch {
-    return null;
-  }
-  return `${p} is in use by another running switch`;
-}
-
-/** A socket file left by a dead switch is removed; one with a live listener is an error. */
-function removeStaleSocket(p: string, port: string): void {
-  let st: fs.Stats;
-  try {
-    st = fs.lstatSync(p);
-  } catch {
-    return;
-  }
-  if (!st.isSocket()) throw new Error(`port ${port}: ${p} exists and is not a socket; refusing to replace it`);
-  try {
-    const fd = unixConnect(p);
-    closeFd(fd);
-  } catch {
-    fs.rmSync(p, { force: true });
-    return;
-  }
-  throw new Error(`port ${port}: ${p} is in use by another running switch`);
-}
-
