@@ -40,9 +40,9 @@ export const GSO_OFFLOAD: Readonly<NetHdrOffload> = {
  * of a --gso frame: a template per generator (addresses, ports, run id,
  * stream id) copied as 13 words, with the IPv4 length and the TCP sequence
  * patched in, and the urgent pointer (bytes 52..53, the only ones on the
- * buffer's second cache line) written only when it is not 0 already. The
- * frame must start on a 4-byte boundary (a shared buffer's frame does); any
- * other goes byte by byte.
+ * buffer's second cache line) written only when it is not 0 already. A
+ * frame on a 4-byte boundary (a shared buffer's is) is written word by
+ * word; any other byte by byte.
  */
 export class GsoHeaderWriter {
   /** The 54 header bytes as 14 little-endian words (the last one's top half unused). */
@@ -64,18 +64,33 @@ export class GsoHeaderWriter {
     b[45] = stream & 0xff;
   }
 
-  /** Write the headers for a frame of len bytes, sequence seq, at m[off] (m32: a word view of m's buffer from byte 0). */
+  /**
+   * Write the headers for a frame of len bytes, sequence seq, at m[off]
+   * (m32: a word view of m's buffer from byte 0, as SharedRegion's mem32 is).
+   * Word by word, unrolled: a loop over the template, or a look at
+   * m.byteOffset, cost the generator a quarter of its time per packet
+   * (docs/PERFORMANCE.md, "TSO frames against 64-byte frames").
+   */
   write(m32: Uint32Array, m: Uint8Array, off: number, len: number, seq: number): void {
-    if ((off & 3) !== 0 || m.byteOffset !== 0) return this.writeBytes(m, off, len, seq);
+    if ((off & 3) !== 0) return this.writeBytes(m, off, len, seq);
     const t = this.tpl;
     const w = off >>> 2;
     const ipLen = len - 14;
-    for (let i = 0; i < 13; i++) m32[w + i] = t[i];
+    m32[w] = t[0];
+    m32[w + 1] = t[1];
+    m32[w + 2] = t[2];
+    m32[w + 3] = t[3];
     // Bytes 16..19: IPv4 total length (big-endian), then the id (the template's).
     m32[w + 4] = (ipLen >>> 8) | ((ipLen & 0xff) << 8) | (t[4] & 0xffff0000);
+    m32[w + 5] = t[5];
+    m32[w + 6] = t[6];
+    m32[w + 7] = t[7];
+    m32[w + 8] = t[8];
     // Bytes 36..39: TCP destination port, then the sequence's top half; 40..43: its low half, then the ack's top half.
     m32[w + 9] = (t[9] & 0xffff) | (((seq >>> 24) & 0xff) << 16) | (((seq >>> 16) & 0xff) << 24);
     m32[w + 10] = ((seq >>> 8) & 0xff) | ((seq & 0xff) << 8) | (t[10] & 0xffff0000);
+    m32[w + 11] = t[11];
+    m32[w + 12] = t[12];
     // Bytes 52..53: TCP urgent pointer 0. Looked at first: a store would take the line from whoever read it last.
     if (m[off + 52] !== 0) m[off + 52] = 0;
     if (m[off + 53] !== 0) m[off + 53] = 0;
