@@ -114,6 +114,23 @@ export class Rig {
     return vm;
   }
 
+  /**
+   * Two VMs with half the buffers each (a: 0..n-1, b: n..2n-1), each posting
+   * the other's, and the switch's ports holding those postings: the pair-mode
+   * start of the data-path tests.
+   */
+  crossPosted(n: number, aOpts: VmOptions = {}): { a: Vm; b: Vm } {
+    const a = this.addVm({ ...aOpts, partition: [0, n] });
+    const b = this.addVm({ partition: [n, n] });
+    for (let i = 0; i < n; i++) {
+      a.postShared(n + i);
+      b.postShared(i);
+    }
+    a.port.ingestRx();
+    b.port.ingestRx();
+    return { a, b };
+  }
+
   /** Ledger conservation in every domain: '' when it holds, else the problems. */
   ledgerProblems(): string {
     return this.domains.flatMap((d) => d.ledger.check().problems.map((p) => `${d.name}: ${p}`)).join('; ');

@@ -17,14 +17,7 @@ const HDR = VIRTIO_NET_HDR_SIZE;
 function pair(t: Test): { rig: Rig; a: Vm; b: Vm; fw: PairForwarder; step: (msg: string) => void } {
   const rig = new Rig({ bufCount: 64 });
   t.teardown(() => rig.close());
-  const a = rig.addVm({ partition: [0, 32] });
-  const b = rig.addVm({ partition: [32, 32] });
-  for (let i = 0; i < 32; i++) {
-    a.postShared(32 + i);
-    b.postShared(i);
-  }
-  a.port.ingestRx();
-  b.port.ingestRx();
+  const { a, b } = rig.crossPosted(32);
   const fw = new PairForwarder(32);
   const step = (msg: string): void => {
     t.equal(rig.ledgerProblems(), '', `ledger conserved: ${msg}`);

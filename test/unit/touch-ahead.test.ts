@@ -21,14 +21,7 @@ const BUFS = 16;
 function pair(t: Test, bufSize: number): { rig: Rig; a: Vm; b: Vm } {
   const rig = new Rig({ bufCount: BUFS, bufSize });
   t.teardown(() => rig.close());
-  const a = rig.addVm({ partition: [0, 8], txNum: 16 });
-  const b = rig.addVm({ partition: [8, 8] });
-  for (let i = 0; i < 8; i++) {
-    a.postShared(8 + i);
-    b.postShared(i);
-  }
-  a.port.ingestRx();
-  b.port.ingestRx();
+  const { a, b } = rig.crossPosted(8, { txNum: 16 });
   for (let i = 0; i < BUFS; i++) {
     a.region[rig.shared.offsetOf(i)] = 1 + i;
     a.region[rig.shared.offsetOf(i) + 100] = 50 + i;
