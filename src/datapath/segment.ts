@@ -32,6 +32,7 @@ import {
   VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_SIZE, hasBit,
 } from '../virtio/defs';
 import { foldChecksum, pseudoSumV4, pseudoSumV6, sumBytes, sumBytesWide } from './checksum';
+import { putU16be, putU16le, u16le, u32be } from '../virtio/bytes';
 import { ResolvedChain } from './copy';
 import { Drop } from './counters';
 import { MAX_PACKET } from './tx-class';
@@ -320,15 +321,4 @@ function gather(res: ResolvedChain, dst: Uint8Array, n: number): number {
     w += k;
   }
   return w;
-}
-
-const u16le = (m: Uint8Array, o: number): number => m[o] | (m[o + 1] << 8);
-const u32be = (m: Uint8Array, o: number): number => ((m[o] << 24) | (m[o + 1] << 16) | (m[o + 2] << 8) | m[o + 3]) >>> 0;
-function putU16le(m: Uint8Array, o: number, v: number): void {
-  m[o] = v & 0xff;
-  m[o + 1] = v >>> 8;
-}
-function putU16be(m: Uint8Array, o: number, v: number): void {
-  m[o] = v >>> 8;
-  m[o + 1] = v & 0xff;
 }

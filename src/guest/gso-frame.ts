@@ -22,6 +22,7 @@
  */
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4 } from '../virtio/defs';
 import type { NetHdrOffload } from '../virtio/net-hdr';
+import { u16be, u16le, u32be } from '../virtio/bytes';
 import { Verdict } from './test-packet';
 
 /** Where the test frame starts in a --gso frame (a multiple of 4: the word-wise header writer and checker still line up). */
@@ -154,6 +155,3 @@ export function gsoHeaderIntactWords(m32: Uint32Array, word: number): boolean {
 const GSO_HDR_WORD0 = (GSO_OFFLOAD.flags | (GSO_OFFLOAD.gsoType << 8) | (GSO_OFFLOAD.hdrLen << 16)) >>> 0;
 const GSO_HDR_WORD1 = (GSO_OFFLOAD.gsoSize | (GSO_OFFLOAD.csumStart << 16)) >>> 0;
 
-const u16le = (m: Uint8Array, o: number): number => m[o] | (m[o + 1] << 8);
-const u16be = (m: Uint8Array, o: number): number => (m[o] << 8) | m[o + 1];
-const u32be = (m: Uint8Array, o: number): number => ((m[o] << 24) | (m[o + 1] << 16) | (m[o + 2] << 8) | m[o + 3]) >>> 0;

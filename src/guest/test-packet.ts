@@ -13,26 +13,12 @@
  * a million duplicates. (It sits where the length field's upper half was,
  * always 0 for frames up to 65535 bytes: run 0 is the old format.)
  */
+import { putU16be, putU32be, u32be } from '../virtio/bytes';
+
 export const TEST_ETHERTYPE = 0x88b5;
 export const TEST_MAGIC = 0x5a435357;
 export const TEST_HEADER = 34;
 export const MIN_TEST_FRAME = TEST_HEADER;
-
-function put32(m: Uint8Array, o: number, v: number): void {
-  m[o] = v >>> 24;
-  m[o + 1] = (v >>> 16) & 0xff;
-  m[o + 2] = (v >>> 8) & 0xff;
-  m[o + 3] = v & 0xff;
-}
-
-function put16(m: Uint8Array, o: number, v: number): void {
-  m[o] = (v >>> 8) & 0xff;
-  m[o + 1] = v & 0xff;
-}
-
-function get32(m: Uint8Array, o: number): number {
-  return ((m[o] << 24) | (m[o + 1] << 16) | (m[o + 2] << 8) | m[o + 3]) >>> 0;
-}
 
 /** Pattern checksum: FNV-1a style over the pattern, seeded with seq. */
 function checksum(m: Uint8Array, from: number, to: number, seq: number): number {
@@ -72,16 +58,16 @@ export function writeTestFrame(
   for (let i = 0; i < 12; i++) m[off + i] = macs[i];
   m[off + 12] = TEST_ETHERTYPE >>> 8;
   m[off + 13] = TEST_ETHERTYPE & 0xff;
-  put32(m, off + 14, TEST_MAGIC);
-  put32(m, off + 18, stream);
-  put32(m, off + 22, seq);
-  put16(m, off + 26, run);
-  put16(m, off + 28, len);
+  putU32be(m, off + 14, TEST_MAGIC);
+  putU32be(m, off + 18, stream);
+  putU32be(m, off + 22, seq);
+  putU16be(m, off + 26, run);
+  putU16be(m, off + 28, len);
   if (fill) {
     for (let i = TEST_HEADER; i < len; i++) m[off + i] = (seq + i) & 0xff;
-    put32(m, off + 30, checksum(m, off + TEST_HEADER, off + len, seq));
+    putU32be(m, off + 30, checksum(m, off + TEST_HEADER, off + len, seq));
   } else {
-    put32(m, off + 30, 0);
+    putU32be(m, off + 30, 0);
   }
 }
 
@@ -180,14 +166,14 @@ export class FrameChecker {
   }
 
   verify(m: Uint8Array, off: number, len: number, checkPayload = true): Verdict {
-    if (len < TEST_HEADER || get32(m, off + 14) !== TEST_MAGIC) return Verdict.NotTest;
-    const runLen = get32(m, off + 26);
+    if (len < TEST_HEADER || u32be(m, off + 14) !== TEST_MAGIC) return Verdict.NotTest;
+    const runLen = u32be(m, off + 26);
     if ((runLen & 0xffff) !== len) return Verdict.BadLength;
-    const seq = get32(m, off + 22);
-    if (checkPayload && get32(m, off + 30) !== 0 && checksum(m, off + TEST_HEADER, off + len, seq) !== get32(m, off + 30)) {
+    const seq = u32be(m, off + 22);
+    if (checkPayload && u32be(m, off + 30) !== 0 && checksum(m, off + TEST_HEADER, off + len, seq) !== u32be(m, off + 30)) {
       return Verdict.BadChecksum;
     }
-    this.lastStream = get32(m, off + 18);
+    this.lastStream = u32be(m, off + 18);
     this.lastSeq = seq;
     this.lastRun = runLen >>> 16;
     return Verdict.Ok;
