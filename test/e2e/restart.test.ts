@@ -83,7 +83,9 @@ for (const [signal, exchange] of [['SIGKILL', 'gift'], ['SIGTERM', 'gift'], ['SI
     const c = counters(await sw2.port('vm1'));
     const peerDown = c.drops['peer-down'] ?? 0;
     t.same(Object.keys(c.drops).filter((k) => k !== 'peer-down'), [], `the restarted switch dropped only for peer-down (${JSON.stringify(c.drops)})`);
-    t.ok(s.summary.lost >= peerDown && s.summary.lost < RATE / 10,
-      `the loss is what was in flight at the ${signal} plus ${peerDown} peer-down drops (${s.summary.lost} frames)`);
+    // The peer-down part depends on how far apart the two VMs' reconnect back-offs land (CI once saw 1447, 0.7 s);
+    // the in-flight part must be small whatever it is.
+    t.ok(s.summary.lost >= peerDown && s.summary.lost - peerDown < RATE / 10,
+      `the loss is what was in flight at the ${signal} (${s.summary.lost - peerDown} frames) plus ${peerDown} peer-down drops`);
   });
 }
