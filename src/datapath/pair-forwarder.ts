@@ -38,6 +38,7 @@ import { Offloads } from './segment';
 import { swapBuffers } from './swap';
 import { HeaderTouch } from './touch-ahead';
 import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
+import { forwardShared, giftShared, laneOpen } from './zc-lane';
 
 export class PairForwarder {
   private readonly seg = new ChainSegments();
@@ -85,8 +86,14 @@ export class PairForwarder {
     const copyQ = dstUp ? dst!.rxQueueFor(qi) : -1;
     const waits = copyQ >= 0 && this.flow.waitMs > 0;
     const swap = this.swap;
+    // The common case of the gift exchange runs in the fast lane (zc-lane.ts); whatever it leaves is taken here, one entry at a time.
+    const lane = !swap && laneOpen(src, dst);
     let k = 0;
     for (; k < n; k++) {
+      if (lane) {
+        k += forwardShared(src, qi, txq, dst!, n - k);
+        if (k === n) break;
+      }
       const head = txq.popAvail();
       const cnt = walker.walk(txq.ring, head, seg);
       const cls = tx.classify(seg, cnt, src.zeroCopy, srcId);
@@ -204,7 +211,12 @@ export class PairForwarder {
     const { ledger, tx } = src;
     const c = src.counters;
     const dstUp = dst !== null && dst.nq > 0;
+    const lane = laneOpen(src, dst);
     for (let i = 0; i < cnt; i++) {
+      if (lane) {
+        i = giftShared(src, dst!, seg, i, cnt);
+        if (i === cnt) break;
+      }
       const b = tx.giftLink(seg, i, src.id);
       if (b < 0) {
         c.drop(tx.drop);

@@ -24,6 +24,7 @@ import type { Mirror } from './mirror';
 import { RxPostings, postingHead, postingQueue } from './rx-postings';
 import { rxOffloadsOf } from './segment';
 import { TxClassifier, chainDrop } from './tx-class';
+import { ingestShared } from './zc-lane';
 
 /** virtio-net: vring 2q is queue pair q's receive queue, 2q+1 its transmit queue. */
 export const rxVring = (q: number): number => 2 * q;
@@ -203,7 +204,14 @@ export class PortQueues {
     const { shared, win, ledger, seg, postings } = this;
     const walker = this.rxWalkers[qi]!;
     const num = q.ring.num;
-    while (n-- > 0) {
+    // Shared-buffer postings of the gift exchange go through the fast lane (zc-lane.ts); what it leaves is taken here.
+    const lane = !swap && this.zeroCopy && win.oneBlock;
+    while (n > 0) {
+      if (lane) {
+        n -= ingestShared(this, qi, q, n);
+        if (n === 0) break;
+      }
+      n--;
       const head = q.popAvail();
       const c = walker.walk(q.ring, head, seg);
       if (c < 0) {

@@ -14,8 +14,8 @@
 import { HeadFifo } from './head-fifo';
 
 /** A shared-buffer posting packs (rx queue, head): heads are < 32768, queues < 256. */
-const QUEUE_SHIFT = 16;
-const HEAD_MASK = 0xffff;
+export const QUEUE_SHIFT = 16;
+export const HEAD_MASK = 0xffff;
 
 export const postingQueue = (posting: number): number => posting >>> QUEUE_SHIFT;
 export const postingHead = (posting: number): number => posting & HEAD_MASK;
@@ -31,8 +31,12 @@ export interface PostingsSnapshot {
 }
 
 export class RxPostings {
-  /** byBuf[b]: the posting (queue, head) of shared buffer b, or -1. */
-  private readonly byBuf: Int32Array;
+  /**
+   * byBuf[b]: the posting (queue, head) of shared buffer b, or -1. Open to
+   * the zero-copy fast lane (zc-lane.ts), which posts and takes in the same
+   * encoding without a call per packet.
+   */
+  readonly byBuf: Int32Array;
   private readonly copyTargets: HeadFifo[];
   private readonly ownBufs: HeadFifo[];
 

@@ -16,10 +16,26 @@ export class RegionGeometry {
    * (src/datapath/touch-ahead.ts; docs/PERFORMANCE.md, "64 KiB frames").
    */
   readonly touchAhead: boolean;
+  /**
+   * The base's two 32-bit words, so a descriptor's address is decoded from
+   * its own two words with integer arithmetic (the zero-copy fast lane,
+   * src/datapath/zc-lane.ts). Valid for the whole window only when
+   * oneBlock: the window does not cross a 4 GiB boundary, so every address
+   * in it has the high word baseHi.
+   */
+  readonly baseLo: number;
+  readonly baseHi: number;
+  readonly oneBlock: boolean;
+  /** log2(bufSize) when it is a power of two (a shift finds the buffer), else -1 (a division does). */
+  readonly bufShift: number;
 
   constructor(readonly base: number, readonly bufSize: number, readonly bufCount: number) {
     this.size = bufCount * bufSize;
     this.touchAhead = bufSize >= TOUCH_AHEAD_MIN_STRIDE;
+    this.baseLo = base % 0x1_0000_0000;
+    this.baseHi = Math.floor(base / 0x1_0000_0000);
+    this.oneBlock = this.size > 0 && this.size < 0x8000_0000 && Math.floor((base + this.size - 1) / 0x1_0000_0000) === this.baseHi;
+    this.bufShift = bufSize > 0 && (bufSize & (bufSize - 1)) === 0 ? 31 - Math.clz32(bufSize) : -1;
   }
 
   /** Index of the buffer holding a guest address, or -1 outside the window. */

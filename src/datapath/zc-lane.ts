@@ -1,0 +1,256 @@
+/**
+ * The zero-copy fast lane (docs/design.md, "The zero-copy fast lane"): the
+ * common case of pair mode's gift exchange, run as one tight loop per burst
+ * over the rings' own words, with batched counters and ledger counts.
+ *
+ * - forwardShared: a sender's tx entries that are one readable descriptor
+ *   exactly at a shared buffer it owns, a frame the peer takes as it is (no
+ *   open checksum, no TSO, within its MTU), for which the peer holds a
+ *   posting: the peer's posting is completed and the ledger moves the
+ *   buffer.
+ * - giftShared: the links of a gift chain (GIFT_BUFFER) the peer holds
+ *   postings for: each posting completes with the bare header.
+ * - ingestShared: a receiver's rx entries that are one writable descriptor
+ *   covering exactly a shared buffer that is not in the pool and not posted
+ *   yet: they become postings.
+ *
+ * An entry is taken only when the general path (PairForwarder.forward,
+ * PortQueues.ingestQueue) would do exactly the same with it; the first one
+ * that is anything else (a gift, a chain, a copy, a drop, a posting missing,
+ * a pool buffer) ends the run without being consumed, and the general path
+ * takes it with every check and counter it has. So the lane adds no rule:
+ * it only spares the common case the general path's calls, its float
+ * address arithmetic and a counter update per packet. Nothing here
+ * allocates.
+ */
+import { POOL } from '../shm/ledger';
+import {
+  ETH_HDR_MAX, NET_HDR_FLAGS, NET_HDR_GSO_TYPE, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_SIZE,
+  VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+} from '../virtio/defs';
+import type { ChainSegments } from '../virtio/chain';
+import type { DeviceQueue } from '../virtio/device-queue';
+import { countRxRun, countTxRun } from './counters';
+import type { PortQueues } from './port-queues';
+import { HEAD_MASK, QUEUE_SHIFT } from './rx-postings';
+import { MIN_PACKET } from './tx-class';
+
+/** The values the loops below use as literals (a const enum is inlined; an import is a load per use). */
+const enum Bits {
+  /** NEXT | WRITE | INDIRECT: a descriptor's kind bits. */
+  DescKind = 7,
+  Write = 2,
+  NeedsCsum = 1,
+  GsoNone = 0,
+  HdrFlags = 0,
+  HdrGsoType = 1,
+  HdrSize = 12,
+  QueueShift = 16,
+  HeadMask = 0xffff,
+  /** The ledger's owner of a pool buffer. */
+  Pool = 0xffff,
+}
+// The literals above are the definitions' values; a change there must fail here, at load.
+if (
+  Bits.DescKind !== (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_INDIRECT) || Bits.Write !== VIRTQ_DESC_F_WRITE ||
+  Bits.NeedsCsum !== VIRTIO_NET_HDR_F_NEEDS_CSUM || Bits.GsoNone !== VIRTIO_NET_HDR_GSO_NONE ||
+  Bits.HdrFlags !== NET_HDR_FLAGS || Bits.HdrGsoType !== NET_HDR_GSO_TYPE || Bits.HdrSize !== VIRTIO_NET_HDR_SIZE ||
+  Bits.QueueShift !== QUEUE_SHIFT || Bits.HeadMask !== HEAD_MASK || Bits.Pool !== POOL
+) {
+  throw new Error('zc-lane: its literals differ from src/virtio/defs.ts rx-postings.ts or ledger.ts');
+}
+
+/**
+ * The lane may run for this sender and peer at all (checked once per
+ * burst): pair mode's gift exchange between two zero-copy ports of one
+ * domain, nobody capturing, a window whose addresses share a high word.
+ */
+export function laneOpen(src: PortQueues, dst: PortQueues | null): boolean {
+  return dst !== null && dst !== src && dst.nq > 0 && dst.domain === src.domain && src.zeroCopy && dst.zeroCopy &&
+    src.mirror === null && dst.mirror === null && src.win.oneBlock;
+}
+
+/**
+ * Forward up to max of src's tx queue qi entries to dst as laid out above;
+ * returns how many it took (0: the next entry is the general path's).
+ * Call only when laneOpen(src, dst).
+ */
+export function forwardShared(src: PortQueues, qi: number, txq: DeviceQueue, dst: PortQueues, max: number): number {
+  const ring = txq.ring;
+  const avail = ring.avail;
+  const d32 = ring.desc32;
+  const d16 = ring.desc16;
+  const used = ring.used32;
+  const mask = ring.mask;
+  const num = ring.num;
+  const win = src.win;
+  const baseLo = win.baseLo;
+  const baseHi = win.baseHi;
+  const size = win.size;
+  const bufSize = win.bufSize;
+  const shift = win.bufShift;
+  const mem = win.mem;
+  const owner = src.ledger.owner;
+  const srcId = src.id;
+  const dstId = dst.id;
+  const byBuf = dst.postings.byBuf;
+  // What the peer takes as it is (Offloads.fits for a frame that needs nothing): up to its MTU.
+  const maxLen = Math.min(bufSize, dst.mtu + ETH_HDR_MAX + Bits.HdrSize);
+  let last = txq.lastAvail;
+  let usedIdx = txq.usedIdx;
+  // The peer's rx queue the run completes postings on: the first posting's; a posting on another ends the run.
+  let dq = -1;
+  let rxq: DeviceQueue | null = null;
+  let rxUsed32 = used;
+  let rxMask = 0;
+  let rxUsed = 0;
+  let bytes = 0;
+  let k = 0;
+  for (; k < max; k++) {
+    const head = avail[2 + (last & mask)];
+    if (head >= num || (d16[8 * head + 6] & Bits.DescKind) !== 0 || d32[4 * head + 1] !== baseHi) break;
+    const off = (d32[4 * head] - baseLo) >>> 0;
+    const len = d32[4 * head + 2];
+    // A gift (12 bytes) and a runt are shorter than MIN_PACKET; a frame over the peer's MTU or the buffer is no lane work.
+    if (off >= size || len < MIN_PACKET || len > maxLen) break;
+    const b = shift >= 0 ? off >>> shift : (off / bufSize) | 0;
+    if (b * bufSize !== off || owner[b] !== srcId) break;
+    if ((mem[off + Bits.HdrFlags] & Bits.NeedsCsum) !== 0 || mem[off + Bits.HdrGsoType] !== Bits.GsoNone) break;
+    const p = byBuf[b];
+    if (p < 0) break;
+    const pq = p >>> Bits.QueueShift;
+    if (pq !== dq) {
+      if (rxq !== null) break;
+      rxq = dst.rxqs[pq];
+      if (rxq === null) break;
+      dq = pq;
+      rxUsed32 = rxq.ring.used32;
+      rxMask = rxq.ring.mask;
+      rxUsed = rxq.usedIdx;
+    }
+    // The sender's tx entry completes (its buffer is gone), the peer's posting of the buffer completes with the frame.
+    let slot = usedIdx & mask;
+    used[1 + 2 * slot] = head;
+    used[2 + 2 * slot] = 0;
+    usedIdx = (usedIdx + 1) & 0xffff;
+    last = (last + 1) & 0xffff;
+    byBuf[b] = -1;
+    slot = rxUsed & rxMask;
+    rxUsed32[1 + 2 * slot] = p & Bits.HeadMask;
+    rxUsed32[2 + 2 * slot] = len;
+    rxUsed = (rxUsed + 1) & 0xffff;
+    owner[b] = dstId;
+    bytes += len - Bits.HdrSize;
+  }
+  if (k === 0) return 0;
+  txq.lastAvail = last;
+  txq.usedIdx = usedIdx;
+  rxq!.usedIdx = rxUsed;
+  const owned = src.ledger.owned;
+  owned[srcId] -= k;
+  owned[dstId] += k;
+  src.counters.zeroCopy += k;
+  countRxRun(src, qi, k, bytes);
+  countTxRun(dst, dq, k, bytes);
+  return k;
+}
+
+/**
+ * Take up to max of port's rx queue qi entries as shared-buffer postings,
+ * as laid out above; returns how many (0: the next entry is the general
+ * path's). Call only for a zero-copy port of the gift exchange whose window
+ * is oneBlock.
+ */
+export function ingestShared(port: PortQueues, qi: number, q: DeviceQueue, max: number): number {
+  const ring = q.ring;
+  const avail = ring.avail;
+  const d32 = ring.desc32;
+  const d16 = ring.desc16;
+  const mask = ring.mask;
+  const num = ring.num;
+  const win = port.win;
+  const baseLo = win.baseLo;
+  const baseHi = win.baseHi;
+  const size = win.size;
+  const bufSize = win.bufSize;
+  const shift = win.bufShift;
+  const owner = port.ledger.owner;
+  const byBuf = port.postings.byBuf;
+  const tag = qi << Bits.QueueShift;
+  let last = q.lastAvail;
+  let k = 0;
+  for (; k < max; k++) {
+    const head = avail[2 + (last & mask)];
+    if (head >= num || (d16[8 * head + 6] & Bits.DescKind) !== Bits.Write || d32[4 * head + 1] !== baseHi) break;
+    const off = (d32[4 * head] - baseLo) >>> 0;
+    if (off >= size || d32[4 * head + 2] !== bufSize) break;
+    const b = shift >= 0 ? off >>> shift : (off / bufSize) | 0;
+    // A buffer posted twice, or one in the pool (it may be gifted at once), is the general path's.
+    if (b * bufSize !== off || byBuf[b] >= 0 || owner[b] === Bits.Pool) break;
+    byBuf[b] = tag | head;
+    last = (last + 1) & 0xffff;
+  }
+  q.lastAvail = last;
+  return k;
+}
+
+/**
+ * Hand links [from, cnt) of the gift chain walked into seg from src to dst
+ * (GIFT_BUFFER: each link 12 bytes exactly at a buffer src owns, for which
+ * dst holds a posting: the posting completes with the bare header and the
+ * ledger moves the buffer), stopping at the first link that is anything
+ * else; returns the index of that link (cnt: all taken). Call only when
+ * laneOpen(src, dst); the walk already checked the chain itself.
+ */
+export function giftShared(src: PortQueues, dst: PortQueues, seg: ChainSegments, from: number, cnt: number): number {
+  const segAddr = seg.addr;
+  const segLen = seg.len;
+  const win = src.win;
+  const base = win.base;
+  const size = win.size;
+  const bufSize = win.bufSize;
+  const shift = win.bufShift;
+  const owner = src.ledger.owner;
+  const srcId = src.id;
+  const dstId = dst.id;
+  const byBuf = dst.postings.byBuf;
+  let dq = -1;
+  let rxq: DeviceQueue | null = null;
+  let rxUsed32: Uint32Array | null = null;
+  let rxMask = 0;
+  let rxUsed = 0;
+  let i = from;
+  for (; i < cnt; i++) {
+    const off = segAddr[i] - base;
+    if (!(off >= 0 && off < size) || segLen[i] !== Bits.HdrSize) break;
+    const b = shift >= 0 ? off >>> shift : (off / bufSize) | 0;
+    if (b * bufSize !== off || owner[b] !== srcId) break;
+    const p = byBuf[b];
+    if (p < 0) break;
+    const pq = p >>> Bits.QueueShift;
+    if (pq !== dq) {
+      if (rxq !== null) break;
+      rxq = dst.rxqs[pq];
+      if (rxq === null) break;
+      dq = pq;
+      rxUsed32 = rxq.ring.used32;
+      rxMask = rxq.ring.mask;
+      rxUsed = rxq.usedIdx;
+    }
+    byBuf[b] = -1;
+    const slot = rxUsed & rxMask;
+    rxUsed32![1 + 2 * slot] = p & Bits.HeadMask;
+    rxUsed32![2 + 2 * slot] = Bits.HdrSize;
+    rxUsed = (rxUsed + 1) & 0xffff;
+    owner[b] = dstId;
+  }
+  const k = i - from;
+  if (k === 0) return from;
+  rxq!.usedIdx = rxUsed;
+  const owned = src.ledger.owned;
+  owned[srcId] -= k;
+  owned[dstId] += k;
+  src.counters.giftsIn += k;
+  dst.counters.giftsOut += k;
+  return i;
+}
