@@ -164,7 +164,7 @@ export class GuestDataPath {
     // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
     if (!sh.swap) this.postShared(b, q);
     const id = qp.txq.allocDesc();
-    qp.txq.ring.setDesc(id, sh.addrOf(b), VIRTIO_NET_HDR_SIZE + frameLen, 0, 0);
+    sh.setBufDesc(qp.txq.ring, id, b, VIRTIO_NET_HDR_SIZE + frameLen, 0, 0);
     qp.txKind[id] = b;
     qp.txq.addAvail(id);
     qp.txDirty = true;
@@ -240,7 +240,7 @@ export class GuestDataPath {
       // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
       this.postShared(b, 0);
       const id = q.allocDesc();
-      q.ring.setDesc(id, sh.addrOf(b), VIRTIO_NET_HDR_SIZE, i === 0 ? 0 : VIRTQ_DESC_F_NEXT, next);
+      sh.setBufDesc(q.ring, id, b, VIRTIO_NET_HDR_SIZE, i === 0 ? 0 : VIRTQ_DESC_F_NEXT, next);
       qp.txNext[id] = next;
       next = id;
     }
@@ -391,7 +391,7 @@ export class GuestDataPath {
     const sh = this.shared!;
     const qp = this.qps[q];
     const id = qp.rxq.allocDesc();
-    qp.rxq.ring.setDesc(id, sh.addrOf(b), sh.bufSize, VIRTQ_DESC_F_WRITE, 0);
+    sh.setBufDesc(qp.rxq.ring, id, b, sh.bufSize, VIRTQ_DESC_F_WRITE, 0);
     qp.rxKind[id] = b;
     qp.rxq.addAvail(id);
     qp.rxDirty = true;

@@ -4,6 +4,8 @@
  * mapping. The switch (SharedBuffers) and the guest driver (SharedRegion)
  * share this one definition, so the arithmetic is written once.
  */
+import type { SplitRing } from '../virtio/ring';
+
 /** Smallest buffer size (stride) at which headers are loaded ahead: a page. */
 export const TOUCH_AHEAD_MIN_STRIDE = 4096;
 
@@ -53,6 +55,16 @@ export class RegionGeometry {
 
   inWindow(addr: number): boolean {
     return addr >= this.base && addr < this.base + this.size;
+  }
+
+  /**
+   * Write buffer i's address into descriptor id of ring with len, flags and
+   * next: from the base's two words when the window is oneBlock, else
+   * through the float address.
+   */
+  setBufDesc(ring: SplitRing, id: number, i: number, len: number, flags: number, next: number): void {
+    if (this.oneBlock) ring.setDescWords(id, this.baseLo + i * this.bufSize, this.baseHi, len, flags, next);
+    else ring.setDesc(id, this.base + i * this.bufSize, len, flags, next);
   }
 
   /** Guest address of buffer i. */

@@ -90,6 +90,15 @@ export class SplitRing {
     this.desc16[8 * i + 6] = flags;
     this.desc16[8 * i + 7] = next;
   }
+  /** setDesc with the address as its two 32-bit words (no float arithmetic per descriptor). */
+  setDescWords(i: number, addrLo: number, addrHi: number, len: number, flags: number, next: number): void {
+    const d = this.desc32;
+    d[4 * i] = addrLo;
+    d[4 * i + 1] = addrHi;
+    d[4 * i + 2] = len;
+    this.desc16[8 * i + 6] = flags;
+    this.desc16[8 * i + 7] = next;
+  }
   setDescAddr(i: number, addr: number): void {
     this.desc32[4 * i] = addr >>> 0;
     this.desc32[4 * i + 1] = Math.floor(addr / 0x1_0000_0000);

@@ -1,0 +1,161 @@
+/**
+ * Unit tests for the zero-copy fast lane (src/datapath/zc-lane.ts) over two
+ * simulated VMs' real rings: bursts that mix the lane's common case with
+ * everything it must leave to the general path (gifts, offload headers a
+ * peer cannot take, a missing posting, a buffer the sender does not own, a
+ * frame over the peer's MTU, bad and duplicate rx postings, copy targets),
+ * checked entry by entry: the order of every used entry, lengths, counters,
+ * returns and the ledger are what the general path alone gives.
+ */
+import t from 'tap';
+import { Drop } from '../../src/datapath/counters';
+import { PairForwarder } from '../../src/datapath/pair-forwarder';
+import { RegionGeometry } from '../../src/shm/geometry';
+import { VIRTIO_NET_HDR_F_RETURNED } from '../../src/vhost/protocol';
+import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_SIZE } from '../../src/virtio/defs';
+import { Rig, frame, mac } from '../helpers/datapath-rig';
+
+const HDR = VIRTIO_NET_HDR_SIZE;
+
+t.test('a mixed tx burst: the lane takes the common frames, the general path the rest, in ring order', async (t) => {
+  const rig = new Rig({ bufCount: 64, bufSize: 2048 });
+  t.teardown(() => rig.close());
+  const { a, b } = rig.crossPosted(32);
+  const fw = new PairForwarder(64);
+  // a's own postings of the two buffers whose frames are refused: they come back RETURNED through them.
+  const ret4 = a.postShared(4);
+  const ret5 = a.postShared(5);
+  a.port.ingestRx();
+  // b used its posting of 5 some other way, and has no copy target: 5 cannot be delivered.
+  b.port.postings.takeShared(5);
+  const post = (x: number): number => b.port.postings.sharedPosting(x) & 0xffff;
+  const expectRx = [post(0), post(1), post(2), post(3), post(6), post(7), post(8)];
+  const f = frame(mac(2), mac(1), 100, 1);
+  b.port.mtu = 1500;
+  const tx = [
+    a.sendShared(0, f),
+    a.sendShared(1, f),
+    a.sendGift([2, 3]),
+    a.sendShared(4, f, VIRTIO_NET_HDR_F_NEEDS_CSUM), // csum_start 0: bad-csum-offset
+    a.sendShared(5, f), // no posting at b, no copy target
+    a.sendShared(6, f),
+    a.sendShared(40, f), // b's buffer: not-owner
+    a.sendShared(31, frame(mac(2), mac(1), 1600, 2)), // over b's MTU, nowhere to copy it
+    a.sendShared(7, f),
+    a.sendShared(8, f),
+  ];
+  t.equal(fw.forward(a.port, 0, b.port), tx.length, 'every entry consumed in one burst');
+  t.equal(rig.ledgerProblems(), '', 'ledger conserved');
+  const ar = a.flushAndReap();
+  const br = b.flushAndReap();
+  t.same(ar.tx, tx.map((id) => ({ id, len: 0 })), 'a\'s tx entries complete in ring order');
+  t.same(br.rx, expectRx.map((id, i) => ({ id, len: i === 2 || i === 3 ? HDR : HDR + 100 })), 'b\'s postings complete in order: frames, the gift\'s two links, frames');
+  t.same(ar.rx.map((u) => u.id).sort(), [ret4, ret5].sort(), 'the refused buffers come back through a\'s own postings');
+  t.ok(a.hdrFlags(4) & VIRTIO_NET_HDR_F_RETURNED, 'buffer 4 flagged RETURNED');
+  t.ok(a.hdrFlags(5) & VIRTIO_NET_HDR_F_RETURNED, 'buffer 5 flagged RETURNED');
+  const c = a.port.counters;
+  t.equal(c.zeroCopy, 5, 'five frames zero-copy');
+  t.equal(c.rxPackets, 5);
+  t.equal(c.rxBytes, 500);
+  t.equal(b.port.counters.txPackets, 5);
+  t.equal(b.port.counters.txBytes, 500);
+  t.same([a.port.queueCounters[0], a.port.queueCounters[1]], [5, 500], 'a\'s queue counters');
+  t.same([b.port.queueCounters[2], b.port.queueCounters[3]], [5, 500], 'b\'s queue counters');
+  t.equal(c.giftsIn, 2);
+  t.equal(b.port.counters.giftsOut, 2);
+  t.equal(c.returned, 2);
+  t.equal(c.drops[Drop.BadCsumOffset], 1, 'bad-csum-offset');
+  t.equal(c.drops[Drop.NotOwner], 1, 'not-owner');
+  t.equal(c.drops[Drop.OverMtu] + c.drops[Drop.NoRxBuffer], 2, 'the undeliverable frames counted');
+  for (const x of [0, 1, 2, 3, 6, 7, 8]) t.equal(rig.ledger.owner[x], b.id, `buffer ${x} is b's`);
+  for (const x of [4, 5, 31]) t.equal(rig.ledger.owner[x], a.id, `buffer ${x} stays a's`);
+  t.equal(rig.ledger.owned[a.id], 25);
+  t.equal(rig.ledger.owned[b.id], 39);
+  t.same(b.bufBytes(8, HDR, 100), f, 'the last frame reads in place');
+});
+
+t.test('a tx burst that starts and ends outside the lane, and a burst the lane takes whole', async (t) => {
+  const rig = new Rig({ bufCount: 64, bufSize: 2048 });
+  t.teardown(() => rig.close());
+  const { a, b } = rig.crossPosted(32);
+  const fw = new PairForwarder(64);
+  const f = frame(mac(2), mac(1), 60, 3);
+  const first = [a.sendGift([0]), a.sendShared(1, f), a.sendGift([2])];
+  t.equal(fw.forward(a.port, 0, b.port), 3);
+  t.same(b.flushAndReap().rx.map((u) => u.len), [HDR, HDR + 60, HDR]);
+  t.same(a.flushAndReap().tx.map((u) => u.id), first);
+  const whole = Array.from({ length: 20 }, (_, i) => a.sendShared(10 + i, f));
+  t.equal(fw.forward(a.port, 0, b.port), 20);
+  t.same(a.flushAndReap().tx.map((u) => u.id), whole, 'twenty in ring order');
+  t.equal(b.flushAndReap().rx.length, 20);
+  t.equal(a.port.counters.zeroCopy, 21);
+  t.equal(rig.ledgerProblems(), '');
+  // A burst limit inside a run: the lane stops there and leaves the rest.
+  const fw5 = new PairForwarder(5);
+  for (let i = 0; i < 8; i++) a.postShared(10 + i); // a's postings of what it sent, for the way back
+  for (let i = 0; i < 8; i++) b.sendShared(10 + i, f);
+  t.equal(fw5.forward(b.port, 0, a.port), 5, 'the burst limit holds in the lane');
+  t.equal(fw5.forward(b.port, 0, a.port), 3);
+  t.equal(b.port.counters.zeroCopy, 8);
+  t.equal(rig.ledgerProblems(), '');
+});
+
+t.test('mixed rx postings: the lane takes whole shared buffers, the general path the rest, in ring order', async (t) => {
+  const rig = new Rig({ bufCount: 64, bufSize: 2048 });
+  t.teardown(() => rig.close());
+  const a = rig.addVm({ partition: [0, 32] });
+  const b = rig.addVm({ partition: [32, 32] });
+  const p0 = a.postShared(40);
+  const p1 = a.postShared(41);
+  const dup = a.postShared(40); // posted twice: dup-rx-post
+  const short = a.postShared(42, 1024); // not the whole buffer: bad-rx-desc
+  const ct = a.postCopyTarget(0);
+  const p2 = a.postShared(43);
+  const odd = a.postRxChain([{ addr: a.win.addrOf(44) + 64, len: 2048, write: true }]); // not at a buffer's start
+  const p3 = a.postShared(45);
+  t.equal(a.port.ingestRx(), 8, 'every entry taken');
+  const ps = a.port.postings;
+  t.same([ps.sharedPosting(40), ps.sharedPosting(41), ps.sharedPosting(43), ps.sharedPosting(45)], [p0, p1, p2, p3], 'postings by buffer, queue 0');
+  t.notOk(ps.hasShared(42), 'the short posting is not held');
+  t.notOk(ps.hasShared(44));
+  t.equal(ps.copyTargetCount(0), 1, 'the copy target held');
+  t.equal(ps.peekCopyTarget(0), ct);
+  const c = a.port.counters;
+  t.equal(c.drops[Drop.DupRxPost], 1);
+  t.equal(c.drops[Drop.BadRxDesc], 2);
+  t.same(a.flushAndReap().rx.sort((x, y) => x.id - y.id), [dup, short, odd].sort((x, y) => x - y).map((id) => ({ id, len: 0 })), 'refused postings completed empty');
+  t.equal(b.port.ingestRx(), 0);
+  t.equal(rig.ledgerProblems(), '');
+});
+
+t.test('window words: a window across a 4 GiB boundary is not oneBlock; buffer shifts', async (t) => {
+  const g = new RegionGeometry(0x40_0000_0000, 2048, 64);
+  t.same([g.baseLo, g.baseHi, g.oneBlock, g.bufShift], [0, 0x40, true, 11]);
+  const across = new RegionGeometry(0x1_0000_0000 - 4096, 2048, 64);
+  t.equal(across.oneBlock, false, 'crosses 4 GiB');
+  t.equal(new RegionGeometry(0x8000_0000, 1536, 64).bufShift, -1, 'not a power of two: divided');
+  const g2 = new RegionGeometry(0x7_ffff_0000, 128, 512);
+  t.same([g2.baseLo, g2.baseHi, g2.oneBlock], [0xffff_0000, 7, true], 'ends right at the boundary');
+});
+
+t.test('a non-power-of-two buffer size, and a window across a 4 GiB boundary (general path), forward the same', async (t) => {
+  for (const crossing of [false, true]) {
+    const rig = new Rig({ bufCount: 64, bufSize: 1536 });
+    t.teardown(() => rig.close());
+    // Crossing: a sees the region where buffer 16 starts at 4 GiB (an ivshmem BAR placed there).
+    const { a, b } = rig.crossPosted(32, crossing ? { windowBase: 0x1_0000_0000 - 16 * 1536 } : {});
+    t.equal(a.port.win.oneBlock, !crossing);
+    const fw = new PairForwarder(64);
+    const f = frame(mac(2), mac(1), 200, 5);
+    const bufs = [0, 15, 16, 31];
+    for (const x of bufs) a.sendShared(x, f);
+    t.equal(fw.forward(a.port, 0, b.port), 4);
+    t.equal(a.port.counters.zeroCopy, 4, `crossing ${crossing}: four frames zero-copy`);
+    t.same(b.flushAndReap().rx.map((u) => u.len), [HDR + 200, HDR + 200, HDR + 200, HDR + 200]);
+    for (const x of bufs) t.same(b.bufBytes(x, HDR, 200), f);
+    b.sendGift([40, 41]);
+    t.equal(fw.forward(b.port, 0, a.port), 1);
+    t.same(a.flushAndReap().rx.map((u) => u.len), [HDR, HDR], 'a gift back');
+    t.equal(rig.ledgerProblems(), '');
+  }
+});
