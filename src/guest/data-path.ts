@@ -176,6 +176,52 @@ export class GuestDataPath {
     return true;
   }
 
+  /**
+   * send() for a burst: bufs[i] (a free buffer of ours) with a frame of
+   * lens[i] bytes behind a plain header, i < n, on queue pair q, in one loop
+   * (the rx posting of each before its tx entry, as send() does). Returns
+   * how many were queued: the first ones; the rest stay the caller's (no
+   * room on the rings).
+   */
+  sendBurst(bufs: Int32Array, lens: Uint32Array, n: number, q: number): number {
+    const qp = this.qps[q];
+    const tx = qp.txq;
+    const rx = qp.rxq;
+    if (tx.freeDescs < n) this.reapTx(qp);
+    const room = Math.min(tx.freeDescs, rx.freeDescs);
+    if (n > room) n = room;
+    if (n <= 0) return 0;
+    const sh = this.shared!;
+    const mem32 = sh.mem32;
+    const post = !sh.swap;
+    const rxKind = qp.rxKind;
+    const txKind = qp.txKind;
+    let bytes = 0;
+    for (let i = 0; i < n; i++) {
+      const b = bufs[i];
+      const len = lens[i];
+      const off = sh.offsetOf(b);
+      writeNetHdrWords(mem32, off >>> 2, 0, 1);
+      // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
+      if (post) {
+        const r = rx.allocDesc();
+        sh.setBufDesc(rx.ring, r, b, sh.bufSize, VIRTQ_DESC_F_WRITE, 0);
+        rxKind[r] = b;
+        rx.addAvail(r);
+      }
+      const id = tx.allocDesc();
+      sh.setBufDesc(tx.ring, id, b, VIRTIO_NET_HDR_SIZE + len, 0, 0);
+      txKind[id] = b;
+      tx.addAvail(id);
+      bytes += len;
+    }
+    if (post) qp.rxDirty = true;
+    qp.txDirty = true;
+    this.counters.txPackets += n;
+    this.counters.txBytes += bytes;
+    return n;
+  }
+
   sendCopy(src: Uint8Array, off: number, len: number, q: number): boolean {
     const qp = this.qps[q];
     if (qp.txq.freeDescs === 0 || this.privTxTop === 0) for (const x of this.qps) this.reapTx(x);

@@ -229,6 +229,16 @@ export class GuestDriver {
     return this.live && this.dp.send(b, frameLen, hdrFlags, q, offload);
   }
 
+  /**
+   * Transmit a burst of shared buffers on queue pair q: bufs[i] with a frame
+   * of lens[i] bytes, i < n (plain headers: no offloads, no flags), the
+   * same as n send() calls in one loop. Returns how many were queued, the
+   * first ones; the others are still the caller's (release or retry them).
+   */
+  sendBurst(bufs: Int32Array, lens: Uint32Array, n: number, q = 0): number {
+    return this.live ? this.dp.sendBurst(bufs, lens, n, q) : 0;
+  }
+
   /** Transmit a frame from private memory (the classic, copied path). */
   sendCopy(src: Uint8Array, off: number, len: number, q = 0): boolean {
     return this.live && this.dp.sendCopy(src, off, len, q);
