@@ -278,18 +278,27 @@ export class GuestDataPath {
   private sendGiftChain(qp: QueuePair, k: number): void {
     const sh = this.shared!;
     const q = qp.txq;
+    const rx = qp.rxq;
+    const pool = this.pool;
+    const rxKind = qp.rxKind;
+    const txNext = qp.txNext;
+    const bufSize = sh.bufSize;
     // Built tail first, so each descriptor can name the one after it.
     let next = 0;
     let b = -1;
     for (let i = 0; i < k; i++) {
-      b = this.pool.alloc();
-      // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
-      this.postShared(b, 0);
+      b = pool.alloc();
+      // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx (postShared, in the loop).
+      const r = rx.allocDesc();
+      sh.setBufDesc(rx.ring, r, b, bufSize, VIRTQ_DESC_F_WRITE, 0);
+      rxKind[r] = b;
+      rx.addAvail(r);
       const id = q.allocDesc();
       sh.setBufDesc(q.ring, id, b, VIRTIO_NET_HDR_SIZE, i === 0 ? 0 : VIRTQ_DESC_F_NEXT, next);
-      qp.txNext[id] = next;
+      txNext[id] = next;
       next = id;
     }
+    qp.rxDirty = true;
     writeNetHdrWords(sh.mem32, sh.offsetOf(b) >>> 2, VIRTIO_NET_HDR_F_GIFT_BUFFER, 1);
     qp.txKind[next] = b;
     qp.txSpan[next] = k;
