@@ -38,7 +38,7 @@ import { Offloads } from './segment';
 import { swapBuffers } from './swap';
 import { HeaderTouch } from './touch-ahead';
 import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
-import { forwardShared, giftShared, laneOpen } from './zc-lane';
+import { forwardShared, giftShared, laneOpen, swapShared } from './zc-lane';
 
 export class PairForwarder {
   private readonly seg = new ChainSegments();
@@ -86,12 +86,12 @@ export class PairForwarder {
     const copyQ = dstUp ? dst!.rxQueueFor(qi) : -1;
     const waits = copyQ >= 0 && this.flow.waitMs > 0;
     const swap = this.swap;
-    // The common case of the gift exchange runs in the fast lane (zc-lane.ts); whatever it leaves is taken here, one entry at a time.
-    const lane = !swap && laneOpen(src, dst);
+    // The common case runs in the fast lane (zc-lane.ts); whatever it leaves is taken here, one entry at a time.
+    const lane = laneOpen(src, dst);
     let k = 0;
     for (; k < n; k++) {
       if (lane) {
-        k += forwardShared(src, qi, txq, dst!, n - k);
+        k += swap ? swapShared(src, qi, txq, dst!, n - k) : forwardShared(src, qi, txq, dst!, n - k);
         if (k === n) break;
       }
       const head = txq.popAvail();

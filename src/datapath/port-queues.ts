@@ -204,11 +204,11 @@ export class PortQueues {
     const { shared, win, ledger, seg, postings } = this;
     const walker = this.rxWalkers[qi]!;
     const num = q.ring.num;
-    // Shared-buffer postings of the gift exchange go through the fast lane (zc-lane.ts); what it leaves is taken here.
-    const lane = !swap && this.zeroCopy && win.oneBlock;
+    // Shared-buffer postings go through the fast lane (zc-lane.ts); what it leaves is taken here.
+    const lane = this.zeroCopy && win.oneBlock;
     while (n > 0) {
       if (lane) {
-        n -= ingestShared(this, qi, q, n);
+        n -= ingestShared(this, qi, q, n, swap);
         if (n === 0) break;
       }
       n--;

@@ -1,6 +1,6 @@
 /**
  * The zero-copy fast lane (docs/design.md, "The zero-copy fast lane"): the
- * common case of pair mode's gift exchange, run as one tight loop per burst
+ * common case of pair mode, run as one tight loop per burst
  * over the rings' own words, with batched counters and ledger counts.
  *
  * - forwardShared: a sender's tx entries that are one readable descriptor
@@ -12,7 +12,10 @@
  *   postings for: each posting completes with the bare header.
  * - ingestShared: a receiver's rx entries that are one writable descriptor
  *   covering exactly a shared buffer that is not in the pool and not posted
- *   yet: they become postings.
+ *   yet: they become postings (swaps: one it owns becomes an own empty
+ *   buffer).
+ * - swapShared: forwardShared for the swap exchange (pairExchange "swap"):
+ *   the frame's buffer and the peer's oldest own empty buffer trade places.
  *
  * An entry is taken only when the general path (PairForwarder.forward,
  * PortQueues.ingestQueue) would do exactly the same with it; the first one
@@ -156,12 +159,95 @@ export function forwardShared(src: PortQueues, qi: number, txq: DeviceQueue, dst
 }
 
 /**
- * Take up to max of port's rx queue qi entries as shared-buffer postings,
- * as laid out above; returns how many (0: the next entry is the general
- * path's). Call only for a zero-copy port of the gift exchange whose window
- * is oneBlock.
+ * The swap exchange's forwardShared (docs/protocol.md, "Pair mode: swapping
+ * buffers"): each frame's buffer goes into dst's oldest own empty posting on
+ * the rx queue for qi, that empty buffer into the sender's tx descriptor
+ * (swap.ts, swapBuffers), for as long as dst has own postings of buffers it
+ * still owns. Both windows must be oneBlock. Returns how many it took.
  */
-export function ingestShared(port: PortQueues, qi: number, q: DeviceQueue, max: number): number {
+export function swapShared(src: PortQueues, qi: number, txq: DeviceQueue, dst: PortQueues, max: number): number {
+  const dq = dst.rxQueueFor(qi);
+  const dwin = dst.win;
+  if (dq < 0 || !dwin.oneBlock) return 0;
+  const rxq = dst.rxqs[dq]!;
+  const postings = dst.postings;
+  const ring = txq.ring;
+  const avail = ring.avail;
+  const d32 = ring.desc32;
+  const d16 = ring.desc16;
+  const used = ring.used32;
+  const mask = ring.mask;
+  const num = ring.num;
+  const rxd32 = rxq.ring.desc32;
+  const rxUsed32 = rxq.ring.used32;
+  const rxMask = rxq.ring.mask;
+  const win = src.win;
+  const baseLo = win.baseLo;
+  const baseHi = win.baseHi;
+  const dBaseLo = dwin.baseLo;
+  const dBaseHi = dwin.baseHi;
+  const size = win.size;
+  const bufSize = win.bufSize;
+  const shift = win.bufShift;
+  const mem = win.mem;
+  const owner = src.ledger.owner;
+  const srcId = src.id;
+  const dstId = dst.id;
+  const maxLen = Math.min(bufSize, dst.mtu + ETH_HDR_MAX + Bits.HdrSize);
+  let last = txq.lastAvail;
+  let usedIdx = txq.usedIdx;
+  let rxUsed = rxq.usedIdx;
+  let bytes = 0;
+  let k = 0;
+  for (; k < max; k++) {
+    const head = avail[2 + (last & mask)];
+    if (head >= num || (d16[8 * head + 6] & Bits.DescKind) !== 0 || d32[4 * head + 1] !== baseHi) break;
+    const off = (d32[4 * head] - baseLo) >>> 0;
+    const len = d32[4 * head + 2];
+    if (off >= size || len < MIN_PACKET || len > maxLen) break;
+    const b = shift >= 0 ? off >>> shift : (off / bufSize) | 0;
+    if (b * bufSize !== off || owner[b] !== srcId) break;
+    if ((mem[off + Bits.HdrFlags] & Bits.NeedsCsum) !== 0 || mem[off + Bits.HdrGsoType] !== Bits.GsoNone) break;
+    // dst's oldest own empty buffer, still its own (a stale posting is swapBuffers' to complete and count).
+    if (postings.ownCount(dq) === 0) break;
+    const y = postings.nextOwnBuf(dq);
+    if (owner[y] !== dstId) break;
+    const rxHead = postings.takeOwn(dq);
+    // b into dst's rx descriptor (where dst sees it), y into the sender's tx descriptor; both complete.
+    rxd32[4 * rxHead] = dBaseLo + off;
+    rxd32[4 * rxHead + 1] = dBaseHi;
+    let slot = rxUsed & rxMask;
+    rxUsed32[1 + 2 * slot] = rxHead;
+    rxUsed32[2 + 2 * slot] = len;
+    rxUsed = (rxUsed + 1) & 0xffff;
+    d32[4 * head] = baseLo + y * bufSize;
+    slot = usedIdx & mask;
+    used[1 + 2 * slot] = head;
+    used[2 + 2 * slot] = 0;
+    usedIdx = (usedIdx + 1) & 0xffff;
+    last = (last + 1) & 0xffff;
+    // Each keeps its count: only the owners change.
+    owner[b] = dstId;
+    owner[y] = srcId;
+    bytes += len - Bits.HdrSize;
+  }
+  if (k === 0) return 0;
+  txq.lastAvail = last;
+  txq.usedIdx = usedIdx;
+  rxq.usedIdx = rxUsed;
+  src.counters.zeroCopy += k;
+  countRxRun(src, qi, k, bytes);
+  countTxRun(dst, dq, k, bytes);
+  return k;
+}
+
+/**
+ * Take up to max of port's rx queue qi entries as shared-buffer postings,
+ * as laid out above (swap: as own empty buffers, each one the port owns);
+ * returns how many (0: the next entry is the general path's). Call only
+ * for a zero-copy port whose window is oneBlock.
+ */
+export function ingestShared(port: PortQueues, qi: number, q: DeviceQueue, max: number, swap: boolean): number {
   const ring = q.ring;
   const avail = ring.avail;
   const d32 = ring.desc32;
@@ -175,7 +261,9 @@ export function ingestShared(port: PortQueues, qi: number, q: DeviceQueue, max: 
   const bufSize = win.bufSize;
   const shift = win.bufShift;
   const owner = port.ledger.owner;
-  const byBuf = port.postings.byBuf;
+  const postings = port.postings;
+  const byBuf = postings.byBuf;
+  const portId = port.id;
   const tag = qi << Bits.QueueShift;
   let last = q.lastAvail;
   let k = 0;
@@ -185,9 +273,16 @@ export function ingestShared(port: PortQueues, qi: number, q: DeviceQueue, max: 
     const off = (d32[4 * head] - baseLo) >>> 0;
     if (off >= size || d32[4 * head + 2] !== bufSize) break;
     const b = shift >= 0 ? off >>> shift : (off / bufSize) | 0;
-    // A buffer posted twice, or one in the pool (it may be gifted at once), is the general path's.
-    if (b * bufSize !== off || byBuf[b] >= 0 || owner[b] === Bits.Pool) break;
-    byBuf[b] = tag | head;
+    if (b * bufSize !== off) break;
+    if (swap) {
+      // Swaps: an own empty buffer; anything else (a pool buffer to be given, another's) is the general path's.
+      if (owner[b] !== portId) break;
+      postings.postOwn(qi, head, b);
+    } else {
+      // A buffer posted twice, or one in the pool (it may be gifted at once), is the general path's.
+      if (byBuf[b] >= 0 || owner[b] === Bits.Pool) break;
+      byBuf[b] = tag | head;
+    }
     last = (last + 1) & 0xffff;
   }
   q.lastAvail = last;
