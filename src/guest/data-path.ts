@@ -334,7 +334,7 @@ export class GuestDataPath {
       if (kind < 0) this.privTxFree[this.privTxTop++] = -kind - 1;
       else if (this.shared!.swap) {
         // Swap: the descriptor now names the (empty) buffer we got in exchange.
-        const b = this.shared!.indexAt(q.ring.descAddr(id));
+        const b = this.shared!.bufAtDesc(q.ring, id);
         if (b >= 0) this.pool.put(b);
         else this.counters.rxErrors++;
       }
@@ -379,7 +379,7 @@ export class GuestDataPath {
         qp.rxOwn[id] = 0;
         qp.ownPosted--;
         this.ownShort++;
-        kind = sh!.indexAt(q.ring.descAddr(id));
+        kind = sh!.bufAtDesc(q.ring, id);
         if (kind < 0) {
           this.counters.rxErrors++;
           continue;
@@ -433,11 +433,22 @@ export class GuestDataPath {
   /** Swap mode: keep rxTarget of our own empty buffers posted on rx queue q. */
   private refillOwnRx(q: number): void {
     const qp = this.qps[q];
-    while (qp.ownPosted < this.rxTarget && this.pool.count > 0 && qp.rxq.freeDescs > 0) {
-      const id = this.postShared(this.pool.alloc(), q);
+    const sh = this.shared!;
+    const rx = qp.rxq;
+    const pool = this.pool;
+    let n = Math.min(this.rxTarget - qp.ownPosted, pool.count, rx.freeDescs);
+    if (n <= 0) return;
+    qp.ownPosted += n;
+    this.ownShort -= n;
+    qp.rxDirty = true;
+    // postShared, in the loop.
+    for (; n > 0; n--) {
+      const b = pool.alloc();
+      const id = rx.allocDesc();
+      sh.setBufDesc(rx.ring, id, b, sh.bufSize, VIRTQ_DESC_F_WRITE, 0);
+      qp.rxKind[id] = b;
       qp.rxOwn[id] = 1;
-      qp.ownPosted++;
-      this.ownShort--;
+      rx.addAvail(id);
     }
   }
 

@@ -67,6 +67,21 @@ export class RegionGeometry {
     else ring.setDesc(id, this.base + i * this.bufSize, len, flags, next);
   }
 
+  /**
+   * Index of the buffer starting exactly at the address in descriptor id of
+   * ring, or -1: from the descriptor's two words when oneBlock (no float
+   * arithmetic), else as indexAt.
+   */
+  bufAtDesc(ring: SplitRing, id: number): number {
+    const d = ring.desc32;
+    if (!this.oneBlock) return this.indexAt(d[4 * id + 1] * 0x1_0000_0000 + d[4 * id]);
+    if (d[4 * id + 1] !== this.baseHi) return -1;
+    const off = (d[4 * id] - this.baseLo) >>> 0;
+    if (off >= this.size) return -1;
+    const b = this.bufShift >= 0 ? off >>> this.bufShift : (off / this.bufSize) | 0;
+    return b * this.bufSize === off ? b : -1;
+  }
+
   /** Guest address of buffer i. */
   addrOf(i: number): number {
     return this.base + i * this.bufSize;
