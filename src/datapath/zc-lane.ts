@@ -112,11 +112,12 @@ export function forwardShared(src: PortQueues, qi: number, txq: DeviceQueue, dst
   for (; k < max; k++) {
     const head = avail[2 + (last & mask)];
     if (head >= num || (d16[8 * head + 6] & Bits.DescKind) !== 0 || d32[4 * head + 1] !== baseHi) break;
-    const off = (d32[4 * head] - baseLo) >>> 0;
+    // oneBlock: an address in the window is baseLo + off without a carry, so off is an int32 in [0, size); any other low word gives one outside.
+    const off = (d32[4 * head] - baseLo) | 0;
     const len = d32[4 * head + 2];
     // A gift (12 bytes) and a runt are shorter than MIN_PACKET; a frame over the peer's MTU or the buffer is no lane work.
-    if (off >= size || len < MIN_PACKET || len > maxLen) break;
-    const b = shift >= 0 ? off >>> shift : (off / bufSize) | 0;
+    if (off < 0 || off >= size || len < MIN_PACKET || len > maxLen) break;
+    const b = shift >= 0 ? off >> shift : (off / bufSize) | 0;
     if (b * bufSize !== off || owner[b] !== srcId) break;
     if ((mem[off + Bits.HdrFlags] & Bits.NeedsCsum) !== 0 || mem[off + Bits.HdrGsoType] !== Bits.GsoNone) break;
     const p = byBuf[b];
@@ -202,10 +203,10 @@ export function swapShared(src: PortQueues, qi: number, txq: DeviceQueue, dst: P
   for (; k < max; k++) {
     const head = avail[2 + (last & mask)];
     if (head >= num || (d16[8 * head + 6] & Bits.DescKind) !== 0 || d32[4 * head + 1] !== baseHi) break;
-    const off = (d32[4 * head] - baseLo) >>> 0;
+    const off = (d32[4 * head] - baseLo) | 0;
     const len = d32[4 * head + 2];
-    if (off >= size || len < MIN_PACKET || len > maxLen) break;
-    const b = shift >= 0 ? off >>> shift : (off / bufSize) | 0;
+    if (off < 0 || off >= size || len < MIN_PACKET || len > maxLen) break;
+    const b = shift >= 0 ? off >> shift : (off / bufSize) | 0;
     if (b * bufSize !== off || owner[b] !== srcId) break;
     if ((mem[off + Bits.HdrFlags] & Bits.NeedsCsum) !== 0 || mem[off + Bits.HdrGsoType] !== Bits.GsoNone) break;
     // dst's oldest own empty buffer, still its own (a stale posting is swapBuffers' to complete and count).
@@ -270,9 +271,9 @@ export function ingestShared(port: PortQueues, qi: number, q: DeviceQueue, max: 
   for (; k < max; k++) {
     const head = avail[2 + (last & mask)];
     if (head >= num || (d16[8 * head + 6] & Bits.DescKind) !== Bits.Write || d32[4 * head + 1] !== baseHi) break;
-    const off = (d32[4 * head] - baseLo) >>> 0;
-    if (off >= size || d32[4 * head + 2] !== bufSize) break;
-    const b = shift >= 0 ? off >>> shift : (off / bufSize) | 0;
+    const off = (d32[4 * head] - baseLo) | 0;
+    if (off < 0 || off >= size || d32[4 * head + 2] !== bufSize) break;
+    const b = shift >= 0 ? off >> shift : (off / bufSize) | 0;
     if (b * bufSize !== off) break;
     if (swap) {
       // Swaps: an own empty buffer; anything else (a pool buffer to be given, another's) is the general path's.
@@ -318,7 +319,7 @@ export function giftShared(src: PortQueues, dst: PortQueues, seg: ChainSegments,
   for (; i < cnt; i++) {
     const off = segAddr[i] - base;
     if (!(off >= 0 && off < size) || segLen[i] !== Bits.HdrSize) break;
-    const b = shift >= 0 ? off >>> shift : (off / bufSize) | 0;
+    const b = shift >= 0 ? off >> shift : (off / bufSize) | 0;
     if (b * bufSize !== off || owner[b] !== srcId) break;
     const p = byBuf[b];
     if (p < 0) break;

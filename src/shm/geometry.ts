@@ -76,9 +76,9 @@ export class RegionGeometry {
     const d = ring.desc32;
     if (!this.oneBlock) return this.indexAt(d[4 * id + 1] * 0x1_0000_0000 + d[4 * id]);
     if (d[4 * id + 1] !== this.baseHi) return -1;
-    const off = (d[4 * id] - this.baseLo) >>> 0;
-    if (off >= this.size) return -1;
-    const b = this.bufShift >= 0 ? off >>> this.bufShift : (off / this.bufSize) | 0;
+    const off = (d[4 * id] - this.baseLo) | 0;
+    if (off < 0 || off >= this.size) return -1;
+    const b = this.bufShift >= 0 ? off >> this.bufShift : (off / this.bufSize) | 0;
     return b * this.bufSize === off ? b : -1;
   }
 
