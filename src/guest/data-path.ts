@@ -16,6 +16,7 @@ import { FdWatcher, eventfdDrain } from '../../bindings';
 import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
 import { VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../virtio/defs';
 import { type NetHdrOffload, writeNetHdr, writeNetHdrOffloadWords, writeNetHdrWords } from '../virtio/net-hdr';
+import type { DriverQueue } from '../virtio/driver-queue';
 import type { BufferPool } from './buffer-pool';
 import type { GuestMemory } from './guest-memory';
 import { KIND_RAW, type QueuePair, RX_RAW } from './queue-pair';
@@ -310,35 +311,51 @@ export class GuestDataPath {
   private reapTx(qp: QueuePair): void {
     const q = qp.txq;
     let pending = q.usedPending();
+    if (pending === 0) return;
+    const sh = this.shared;
+    const swap = sh !== null && sh.swap;
+    const txKind = qp.txKind;
+    const txSpan = qp.txSpan;
+    const pool = this.pool;
     while (pending-- > 0) {
       const id = q.popUsed();
-      const kind = qp.txKind[id];
+      const kind = txKind[id];
       if (kind === KIND_RAW) {
-        for (const d of this.rawChains.get(id) ?? [id]) q.freeDesc(d);
-        this.rawChains.delete(id);
+        this.freeRawChain(q, id);
         continue;
       }
-      if (qp.txSpan[id] > 1) {
-        // A gift chain: free every link.
-        let d = id;
-        for (let i = qp.txSpan[id]; i > 1; i--) {
-          const nx = qp.txNext[d];
-          q.freeDesc(d);
-          d = nx;
-        }
-        q.freeDesc(d);
-        qp.txSpan[id] = 0;
+      if (txSpan[id] > 1) {
+        this.freeGiftChain(qp, id);
         continue;
       }
       q.freeDesc(id);
       if (kind < 0) this.privTxFree[this.privTxTop++] = -kind - 1;
-      else if (this.shared!.swap) {
+      else if (swap) {
         // Swap: the descriptor now names the (empty) buffer we got in exchange.
-        const b = this.shared!.bufAtDesc(q.ring, id);
-        if (b >= 0) this.pool.put(b);
+        const b = sh.bufAtDesc(q.ring, id);
+        if (b >= 0) pool.put(b);
         else this.counters.rxErrors++;
       }
     }
+  }
+
+  /** A gift chain completed: free every link. */
+  private freeGiftChain(qp: QueuePair, id: number): void {
+    const q = qp.txq;
+    let d = id;
+    for (let i = qp.txSpan[id]; i > 1; i--) {
+      const nx = qp.txNext[d];
+      q.freeDesc(d);
+      d = nx;
+    }
+    q.freeDesc(d);
+    qp.txSpan[id] = 0;
+  }
+
+  /** A raw chain (test hooks) completed: free its descriptors. */
+  private freeRawChain(q: DriverQueue, id: number): void {
+    for (const d of this.rawChains.get(id) ?? [id]) q.freeDesc(d);
+    this.rawChains.delete(id);
   }
 
   /** Transmit descriptors the switch has not completed yet, over all queue pairs. */
