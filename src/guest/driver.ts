@@ -7,6 +7,8 @@
  *   frameOffset(b)     where to write the Ethernet frame in shared.mem
  *   send(b, len)       post b on our own rx queue, then queue it on tx:
  *                      ownership passes to the peer
+ *   sendBurst(bufs, lens, n)
+ *                      send() for n buffers in one loop (plain headers)
  *   flush()            publish both rings, kick if the switch asked, gift
  *   receive(max)       reap completions into rxToken[]/rxLen[]
  *   release(token)     give a received buffer back to the free pool

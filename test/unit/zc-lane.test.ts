@@ -159,3 +159,52 @@ t.test('a non-power-of-two buffer size, and a window across a 4 GiB boundary (ge
     t.equal(rig.ledgerProblems(), '');
   }
 });
+
+t.test('swap exchange: a mixed burst; the lane swaps the common frames, the general path the rest, in ring order', async (t) => {
+  const PER = 32;
+  const rig = new Rig({ bufCount: 2 * PER, bufSize: 2048, swap: true });
+  t.teardown(() => rig.close());
+  const a = rig.addVm({ partition: [0, PER] });
+  const b = rig.addVm({ partition: [PER, PER] });
+  // b posts five of its own empty buffers (the lane's rx postings for own buffers), oldest first: 63, 62, 61, 60, 59.
+  const own = [63, 62, 61, 60, 59];
+  const heads = own.map((x) => b.postShared(x));
+  t.equal(b.port.ingestRx(), 5);
+  t.equal(b.port.postings.ownCount(0), 5, 'held as own empty buffers');
+  // 61 goes out on b's tx after it was posted: its posting is stale (b no longer owns it when its turn comes).
+  const fw = new PairForwarder(64, undefined, true);
+  a.postShared(20); // a's own empty buffer, for b's frame
+  a.port.ingestRx();
+  b.sendShared(61, frame(mac(1), mac(2), 80, 9));
+  t.equal(fw.forward(b.port, 0, a.port), 1);
+  t.equal(rig.ledger.owner[61], a.id, '61 went to a (swapped with a\'s empty 20)');
+  const f = frame(mac(2), mac(1), 100, 1);
+  const tx = [
+    a.sendShared(0, f), // lane: with 63
+    a.sendShared(1, f, VIRTIO_NET_HDR_F_NEEDS_CSUM), // bad-csum-offset: a keeps 1
+    a.sendShared(2, f), // lane: with 62
+    a.sendShared(3, f), // general path: 61 is stale (completed empty, bad-rx-desc at b), then swapped with 60
+    a.sendShared(4, f), // lane: with 59
+    a.sendShared(5, f), // no own buffer left: copy or drop, a keeps 5
+  ];
+  t.equal(fw.forward(a.port, 0, b.port), tx.length, 'every entry consumed');
+  const ar = a.flushAndReap();
+  const br = b.flushAndReap();
+  t.same(ar.tx.map((u) => u.id), tx, 'a\'s tx entries complete in ring order');
+  t.same(tx.map((id) => a.win.indexAt(a.tx.ring.descAddr(id))), [63, 1, 62, 60, 59, 5], 'each tx descriptor names what a holds now');
+  t.same(br.rx.map((u) => [u.id, u.len]), [[heads[0], HDR + 100], [heads[1], HDR + 100], [heads[2], 0], [heads[3], HDR + 100], [heads[4], HDR + 100]],
+    'b\'s postings complete in order, the stale one empty');
+  t.same([heads[0], heads[1], heads[3], heads[4]].map((h) => b.win.indexAt(b.rx.ring.descAddr(h))), [0, 2, 3, 4], 'b\'s descriptors name the frames\' buffers');
+  t.same([0, 2, 3, 4].map((x) => rig.ledger.owner[x]), [b.id, b.id, b.id, b.id], 'the frames\' buffers are b\'s');
+  t.same([63, 62, 60, 59, 1, 5].map((x) => rig.ledger.owner[x]), [a.id, a.id, a.id, a.id, a.id, a.id], 'the empty buffers and the refused frames\' are a\'s');
+  t.equal(rig.ledgerProblems(), '');
+  t.equal(rig.ledger.owned[a.id], PER, 'swaps keep each VM\'s count');
+  t.equal(rig.ledger.owned[b.id], PER);
+  t.equal(rig.ledger.owner[20], b.id, 'a\'s empty buffer went to b for 61');
+  t.equal(a.port.counters.zeroCopy, 4);
+  t.equal(a.port.counters.rxPackets, 4);
+  t.equal(b.port.counters.txPackets, 4);
+  t.equal(b.port.counters.drops[Drop.BadRxDesc], 1, 'the stale posting counted at b');
+  t.equal(a.port.counters.drops[Drop.BadCsumOffset], 1);
+  t.same(b.bufBytes(4, HDR, 100), f);
+});
