@@ -33,8 +33,12 @@ import {
 } from '../virtio/defs';
 import type { ChainSegments } from '../virtio/chain';
 import type { DeviceQueue } from '../virtio/device-queue';
-import { countRxRun, countTxRun } from './counters';
-import type { PortQueues } from './port-queues';
+import type { SharingDomain } from '../shm/domain';
+import type { PortWindow } from '../shm/geometry';
+import type { OwnershipLedger } from '../shm/ledger';
+import { type Counted, countRxRun, countTxRun } from './counters';
+import type { Mirror } from './mirror';
+import type { RxPostings } from './rx-postings';
 import { HEAD_MASK, QUEUE_SHIFT } from './rx-postings';
 import { MIN_PACKET } from './tx-class';
 
@@ -64,11 +68,29 @@ if (
 }
 
 /**
+ * What the lane reads and writes of a port: PortQueues (port-queues.ts) has
+ * all of it; named here so the lane does not import the port that calls it.
+ */
+export interface LanePort extends Counted {
+  readonly id: number;
+  readonly nq: number;
+  readonly domain: SharingDomain;
+  readonly zeroCopy: boolean;
+  readonly mirror: Mirror | null;
+  readonly win: PortWindow;
+  readonly ledger: OwnershipLedger;
+  readonly postings: RxPostings;
+  readonly rxqs: readonly (DeviceQueue | null)[];
+  readonly mtu: number;
+  rxQueueFor(q: number): number;
+}
+
+/**
  * The lane may run for this sender and peer at all (checked once per
  * burst): pair mode's gift exchange between two zero-copy ports of one
  * domain, nobody capturing, a window whose addresses share a high word.
  */
-export function laneOpen(src: PortQueues, dst: PortQueues | null): boolean {
+export function laneOpen(src: LanePort, dst: LanePort | null): boolean {
   return dst !== null && dst !== src && dst.nq > 0 && dst.domain === src.domain && src.zeroCopy && dst.zeroCopy &&
     src.mirror === null && dst.mirror === null && src.win.oneBlock;
 }
@@ -78,7 +100,7 @@ export function laneOpen(src: PortQueues, dst: PortQueues | null): boolean {
  * returns how many it took (0: the next entry is the general path's).
  * Call only when laneOpen(src, dst).
  */
-export function forwardShared(src: PortQueues, qi: number, txq: DeviceQueue, dst: PortQueues, max: number): number {
+export function forwardShared(src: LanePort, qi: number, txq: DeviceQueue, dst: LanePort, max: number): number {
   const ring = txq.ring;
   const avail = ring.avail;
   const d32 = ring.desc32;
@@ -166,7 +188,7 @@ export function forwardShared(src: PortQueues, qi: number, txq: DeviceQueue, dst
  * (swap.ts, swapBuffers), for as long as dst has own postings of buffers it
  * still owns. Both windows must be oneBlock. Returns how many it took.
  */
-export function swapShared(src: PortQueues, qi: number, txq: DeviceQueue, dst: PortQueues, max: number): number {
+export function swapShared(src: LanePort, qi: number, txq: DeviceQueue, dst: LanePort, max: number): number {
   const dq = dst.rxQueueFor(qi);
   const dwin = dst.win;
   if (dq < 0 || !dwin.oneBlock) return 0;
@@ -248,7 +270,7 @@ export function swapShared(src: PortQueues, qi: number, txq: DeviceQueue, dst: P
  * returns how many (0: the next entry is the general path's). Call only
  * for a zero-copy port whose window is oneBlock.
  */
-export function ingestShared(port: PortQueues, qi: number, q: DeviceQueue, max: number, swap: boolean): number {
+export function ingestShared(port: LanePort, qi: number, q: DeviceQueue, max: number, swap: boolean): number {
   const ring = q.ring;
   const avail = ring.avail;
   const d32 = ring.desc32;
@@ -298,7 +320,7 @@ export function ingestShared(port: PortQueues, qi: number, q: DeviceQueue, max: 
  * else; returns the index of that link (cnt: all taken). Call only when
  * laneOpen(src, dst); the walk already checked the chain itself.
  */
-export function giftShared(src: PortQueues, dst: PortQueues, seg: ChainSegments, from: number, cnt: number): number {
+export function giftShared(src: LanePort, dst: LanePort, seg: ChainSegments, from: number, cnt: number): number {
   const segAddr = seg.addr;
   const segLen = seg.len;
   const win = src.win;
