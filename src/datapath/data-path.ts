@@ -56,7 +56,29 @@ export class DataPath implements PollTarget {
       return this.pass();
     } finally {
       this.inRound = false;
+      if (this.leaving.length > 0) this.removeLeaving();
     }
+  }
+
+  /** Ports found broken during the round in progress, taken out when it ends (removePortAfterRound). */
+  private readonly leaving: PortQueues[] = [];
+
+  /**
+   * Take p out of the data path as removePort does, but from inside a round
+   * too (a port found broken mid-round: a worker thread stops serving it at
+   * once, before its control plane hears of it): then at the round's end,
+   * so the arrays still change only between rounds. Until then the rest of
+   * the round may still look at it; its broken rings make every part stop
+   * at once, as they did when it was found.
+   */
+  removePortAfterRound(p: PortQueues): void {
+    if (!this.inRound) return this.removePort(p);
+    if (!this.leaving.includes(p)) this.leaving.push(p);
+  }
+
+  private removeLeaving(): void {
+    for (const p of this.leaving) this.removePort(p);
+    this.leaving.length = 0;
   }
 
   /** Set while round() runs: the port arrays must not change then. */

@@ -229,6 +229,10 @@ export class TrafficVm {
     // An echo takes no more than it can send back at once, so nothing is dropped at our tx.
     const n = drv.receive(this.echo ? Math.min(this.o.burst, this.minTxFree()) : this.o.burst);
     if (n > 0) this.lastRxAt = now;
+    // An echo on one queue pair sends its shared frames back as one burst after the loop.
+    const echoBurst = this.echo && !this.o.copyMode && drv.queuePairs === 1;
+    if (echoBurst) this.burstRoom(n);
+    let k = 0;
     for (let i = 0; i < n; i++) {
       const tok = drv.rxToken[i];
       const len = drv.rxLen[i];
@@ -264,6 +268,11 @@ export class TrafficVm {
       if (this.echo) {
         // Back on the queue pair it came in on.
         const q = drv.rxQueue[i];
+        if (tok >= 0 && echoBurst) {
+          this.burstBufs[k] = tok;
+          this.burstLens[k++] = len;
+          continue;
+        }
         if (tok >= 0 && !this.o.copyMode) {
           if (drv.send(tok, len, 0, q)) {
             this.sent++;
@@ -275,7 +284,19 @@ export class TrafficVm {
       }
       drv.release(tok);
     }
+    if (k > 0) {
+      const sent = drv.sendBurst(this.burstBufs, this.burstLens, k, 0);
+      this.sent += sent;
+      for (let i = sent; i < k; i++) drv.release(this.burstBufs[i]);
+    }
     return n;
+  }
+
+  /** The burst arrays hold at least n entries (grown once, not per packet). */
+  private burstRoom(n: number): void {
+    if (this.burstBufs.length >= n) return;
+    this.burstBufs = new Int32Array(n);
+    this.burstLens = new Uint32Array(n);
   }
 
   private announce(): void {
@@ -336,7 +357,7 @@ export class TrafficVm {
     return n;
   }
 
-  /** Buffers and frame lengths of the burst being sent (sendShared). */
+  /** Buffers and frame lengths of the burst being sent (sendShared, and an echo's frames going back). */
   private burstBufs = new Int32Array(0);
   private burstLens = new Uint32Array(0);
 
@@ -345,10 +366,7 @@ export class TrafficVm {
     const o = this.o;
     const drv = this.drv;
     const sh = drv.shared!;
-    if (this.burstBufs.length < budget) {
-      this.burstBufs = new Int32Array(budget);
-      this.burstLens = new Uint32Array(budget);
-    }
+    this.burstRoom(budget);
     const bufs = this.burstBufs;
     const lens = this.burstLens;
     let n = 0;

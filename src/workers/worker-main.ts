@@ -102,11 +102,11 @@ function domainOf(id: number): SharingDomain {
   return d;
 }
 
-/** Take the port out of the data path (its peer sees it as down) until it is put back. */
+/** Take the port out of the data path (its peer sees it as down) until it is put back; found broken mid-round, at the round's end. */
 function takeOut(p: WorkerPort): void {
   if (p.out) return;
   p.out = true;
-  dataPath.removePort(p.queues);
+  dataPath.removePortAfterRound(p.queues);
 }
 
 function putBack(p: WorkerPort): void {
