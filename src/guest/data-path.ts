@@ -91,7 +91,22 @@ export class GuestDataPath {
     this.ownShort = shared !== null && shared.swap ? this.rxTarget * qps.length : 0;
     this.privTxFree = new Int32Array(privTx);
     for (let k = privTx - 1; k >= 0; k--) this.privTxFree[this.privTxTop++] = copyTargets + k;
+    // Gift exchange: shared buffer b always posts in rx descriptor b (see postShared).
+    this.fixedRx = shared !== null && !shared.swap && qps.every((qp) => qp.rxq.ring.num >= shared.bufCount);
+    if (this.fixedRx) for (const qp of qps) qp.rxq.reserveLow(shared!.bufCount);
   }
+
+  /**
+   * Shared buffer b posts in rx descriptor b (gift exchange, rx rings of at
+   * least bufCount entries): a buffer is posted at most once, so its
+   * descriptor is always free when it is posted, and the descriptor's
+   * words never change, so they are written once and then only made
+   * available again. The switch then reads a descriptor line that stays in
+   * its cache instead of one this VM just wrote (docs/PERFORMANCE.md,
+   * "Rx postings in fixed descriptors"). Swaps rewrite rx descriptors, so
+   * they take descriptors as they come.
+   */
+  private readonly fixedRx: boolean;
 
   /**
    * The postings before the rings start. Pair: every shared buffer we do not
@@ -147,12 +162,17 @@ export class GuestDataPath {
   txFree(q: number): number {
     const qp = this.qps[q];
     this.reapTx(qp);
-    return Math.min(qp.txq.freeDescs, qp.rxq.freeDescs);
+    return Math.min(qp.txq.freeDescs, this.rxRoom(qp));
+  }
+
+  /** Rx postings queue pair qp can still take: fixed descriptors never run out. */
+  private rxRoom(qp: QueuePair): number {
+    return this.fixedRx ? qp.rxq.ring.num : qp.rxq.freeDescs;
   }
 
   canSend(q: number): boolean {
     const qp = this.qps[q];
-    return qp.txq.freeDescs > 0 && qp.rxq.freeDescs > 0;
+    return qp.txq.freeDescs > 0 && this.rxRoom(qp) > 0;
   }
 
   send(b: number, frameLen: number, hdrFlags: number, q: number, offload: NetHdrOffload | null = null): boolean {
@@ -187,15 +207,13 @@ export class GuestDataPath {
   sendBurst(bufs: Int32Array, lens: Uint32Array, n: number, q: number): number {
     const qp = this.qps[q];
     const tx = qp.txq;
-    const rx = qp.rxq;
     if (tx.freeDescs < n) this.reapTx(qp);
-    const room = Math.min(tx.freeDescs, rx.freeDescs);
+    const room = Math.min(tx.freeDescs, this.rxRoom(qp));
     if (n > room) n = room;
     if (n <= 0) return 0;
     const sh = this.shared!;
     const mem32 = sh.mem32;
     const post = !sh.swap;
-    const rxKind = qp.rxKind;
     const txKind = qp.txKind;
     let bytes = 0;
     for (let i = 0; i < n; i++) {
@@ -204,12 +222,7 @@ export class GuestDataPath {
       const off = sh.offsetOf(b);
       writeNetHdrWords(mem32, off >>> 2, 0, 1);
       // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
-      if (post) {
-        const r = rx.allocDesc();
-        sh.setBufDesc(rx.ring, r, b, sh.bufSize, VIRTQ_DESC_F_WRITE, 0);
-        rxKind[r] = b;
-        rx.addAvail(r);
-      }
+      if (post) this.postOn(qp, b);
       const id = tx.allocDesc();
       sh.setBufDesc(tx.ring, id, b, VIRTIO_NET_HDR_SIZE + len, 0, 0);
       txKind[id] = b;
@@ -265,7 +278,7 @@ export class GuestDataPath {
   private giftSurplus(): void {
     const qp = this.qps[0];
     for (;;) {
-      const k = this.pool.giftChainLength(qp.txq.freeDescs, qp.rxq.freeDescs);
+      const k = this.pool.giftChainLength(qp.txq.freeDescs, this.rxRoom(qp));
       if (k === 0) return;
       this.sendGiftChain(qp, k);
     }
@@ -279,21 +292,15 @@ export class GuestDataPath {
   private sendGiftChain(qp: QueuePair, k: number): void {
     const sh = this.shared!;
     const q = qp.txq;
-    const rx = qp.rxq;
     const pool = this.pool;
-    const rxKind = qp.rxKind;
     const txNext = qp.txNext;
-    const bufSize = sh.bufSize;
     // Built tail first, so each descriptor can name the one after it.
     let next = 0;
     let b = -1;
     for (let i = 0; i < k; i++) {
       b = pool.alloc();
-      // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx (postShared, in the loop).
-      const r = rx.allocDesc();
-      sh.setBufDesc(rx.ring, r, b, bufSize, VIRTQ_DESC_F_WRITE, 0);
-      rxKind[r] = b;
-      rx.addAvail(r);
+      // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
+      this.postOn(qp, b);
       const id = q.allocDesc();
       sh.setBufDesc(q.ring, id, b, VIRTIO_NET_HDR_SIZE, i === 0 ? 0 : VIRTQ_DESC_F_NEXT, next);
       txNext[id] = next;
@@ -471,14 +478,31 @@ export class GuestDataPath {
 
   /** Post shared buffer b on rx queue q; returns the descriptor id. */
   private postShared(b: number, q: number): number {
-    const sh = this.shared!;
     const qp = this.qps[q];
-    const id = qp.rxq.allocDesc();
-    sh.setBufDesc(qp.rxq.ring, id, b, sh.bufSize, VIRTQ_DESC_F_WRITE, 0);
-    qp.rxKind[id] = b;
-    qp.rxq.addAvail(id);
     qp.rxDirty = true;
-    return id;
+    return this.postOn(qp, b);
+  }
+
+  /** Post shared buffer b on queue pair qp's rx ring (the caller marks it dirty); returns the descriptor id. */
+  private postOn(qp: QueuePair, b: number): number {
+    const sh = this.shared!;
+    const rx = qp.rxq;
+    if (!this.fixedRx) {
+      const id = rx.allocDesc();
+      sh.setBufDesc(rx.ring, id, b, sh.bufSize, VIRTQ_DESC_F_WRITE, 0);
+      qp.rxKind[id] = b;
+      rx.addAvail(id);
+      return id;
+    }
+    // Descriptor b: written only when it does not say so already (a write would take the line from the switch's cache).
+    const r = rx.ring;
+    const d = r.desc32;
+    if (d[4 * b] !== sh.baseLo + b * sh.bufSize || d[4 * b + 1] !== sh.baseHi || d[4 * b + 2] !== sh.bufSize || r.desc16[8 * b + 6] !== VIRTQ_DESC_F_WRITE || r.desc16[8 * b + 7] !== 0) {
+      sh.setBufDesc(r, b, b, sh.bufSize, VIRTQ_DESC_F_WRITE, 0);
+    }
+    qp.rxKind[b] = b;
+    rx.addAvail(b);
+    return b;
   }
 
   private postCopyTarget(k: number, q: number): void {

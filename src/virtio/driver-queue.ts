@@ -28,17 +28,34 @@ export class DriverQueue {
     this.freeTop = ring.num;
   }
 
+  /** Descriptors [0, reserved) are never handed out by allocDesc nor taken back by freeDesc: the caller uses them by a rule of its own. */
+  reserved = 0;
+
   get freeDescs(): number {
     return this.freeTop;
   }
 
-  /** A free descriptor id, or -1 when all are in flight. */
+  /** A free descriptor id (never a reserved one), or -1 when all are in flight. */
   allocDesc(): number {
     return this.freeTop === 0 ? -1 : this.freeStack[--this.freeTop];
   }
 
+  /** Descriptor id is free again (a reserved one is the caller's: ignored here). */
   freeDesc(id: number): void {
-    this.freeStack[this.freeTop++] = id;
+    if (id >= this.reserved) this.freeStack[this.freeTop++] = id;
+  }
+
+  /**
+   * Keep descriptors [0, n) out of allocDesc (the guest driver gives shared
+   * buffer b descriptor b: src/guest/data-path.ts). Only before anything is
+   * in flight.
+   */
+  reserveLow(n: number): void {
+    const num = this.ring.num;
+    if (this.freeTop !== num - this.reserved) throw new Error('DriverQueue.reserveLow: descriptors are in flight');
+    this.reserved = Math.min(n, num);
+    this.freeTop = 0;
+    for (let i = num - 1; i >= this.reserved; i--) this.freeStack[this.freeTop++] = i;
   }
 
   addAvail(head: number): void {

@@ -3,11 +3,13 @@
  * exchanges: a burst larger than the tx ring sends what fits (the first
  * ones) and leaves the rest the caller's; every frame arrives once, intact,
  * in order, with its own length; a burst on queue pair 1 goes out there;
- * counters and the ledger agree.
+ * counters and the ledger agree; with gifts, shared buffer b posts in rx
+ * descriptor b.
  */
 import path from 'node:path';
 import t from 'tap';
 import { GuestDriver } from '../../src/guest/driver';
+import type { DriverQueue } from '../../src/virtio/driver-queue';
 import { FrameChecker, Verdict, writeTestFrame } from '../../src/guest/test-packet';
 import { startSwitch, waitAttached } from '../helpers/procs';
 
@@ -98,6 +100,24 @@ for (const exchange of ['gift', 'swap'] as const) t.test(`${exchange}: sendBurst
   }
   t.equal(got, TOTAL + 8);
   t.same(wrongs, []);
+  if (exchange === 'gift') {
+    // Gift exchange: shared buffer b posts in rx descriptor b (GuestDataPath.fixedRx), written once.
+    const qps = (tx as unknown as { dp: { qps: { rxq: DriverQueue }[] } }).dp.qps;
+    const sh = tx.shared!;
+    let posted = 0;
+    const wrong: number[] = [];
+    for (const qp of qps) {
+      t.equal(qp.rxq.reserved, sh.bufCount, 'rx descriptors [0, bufCount) reserved for the buffers');
+      for (let b = 0; b < sh.bufCount; b++) {
+        const r = qp.rxq.ring;
+        if (r.descAddr(b) === 0) continue;
+        posted++;
+        if (r.descAddr(b) !== sh.addrOf(b) || r.descLen(b) !== sh.bufSize) wrong.push(b);
+      }
+    }
+    t.ok(posted >= sh.bufCount / 2, `rx descriptors in use hold their own buffer (${posted})`);
+    t.same(wrong, [], 'descriptor b names buffer b, whole');
+  }
   const s = await sw.stats();
   const vm1 = s.ports.find((p) => p.name === 'vm1')!;
   t.equal(vm1.queues[1].rxPackets, 8, 'the switch took them from vm1\'s queue pair 1');

@@ -196,6 +196,26 @@ t.test('DriverQueue and DeviceQueue over the same memory', async (t) => {
   t.equal(drv.allocDesc(), -1, 'then -1');
 });
 
+t.test('DriverQueue.reserveLow: reserved descriptors are never allocated nor freed into the stack; setDescWords', async (t) => {
+  const num = 16;
+  const { parts } = layout(num);
+  const drv = new DriverQueue(new SplitRing(num, parts), false);
+  t.equal(drv.freeDescs, 16);
+  drv.reserveLow(10);
+  t.equal(drv.reserved, 10);
+  t.equal(drv.freeDescs, 6, 'six left for allocDesc');
+  const got = [drv.allocDesc(), drv.allocDesc(), drv.allocDesc(), drv.allocDesc(), drv.allocDesc(), drv.allocDesc(), drv.allocDesc()];
+  t.same(got, [10, 11, 12, 13, 14, 15, -1], 'only ids 10..15, lowest first, then none');
+  drv.freeDesc(3);
+  t.equal(drv.freeDescs, 0, 'a reserved id freed is the caller\'s, not the stack\'s');
+  drv.freeDesc(12);
+  t.equal(drv.allocDesc(), 12);
+  t.throws(() => drv.reserveLow(4), /in flight/, 'only before anything is in flight');
+  drv.ring.setDescWords(3, 0x1234_5678, 0x40, 2048, 2, 0);
+  t.equal(drv.ring.descAddr(3), 0x40_1234_5678, 'the two words make the address');
+  t.same([drv.ring.descLen(3), drv.ring.descFlags(3), drv.ring.descNext(3)], [2048, 2, 0]);
+});
+
 t.test('indices wrap around u16 and entries land in the right slots', async (t) => {
   const num = 4;
   const { parts } = layout(num);
