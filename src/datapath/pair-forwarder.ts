@@ -38,7 +38,7 @@ import { Offloads } from './segment';
 import { swapBuffers } from './swap';
 import { HeaderTouch } from './touch-ahead';
 import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
-import { forwardShared, giftShared, laneOpen, swapShared } from './zc-lane';
+import { forwardShared, giftShared, laneOpen } from './zc-lane';
 
 export class PairForwarder {
   private readonly seg = new ChainSegments();
@@ -91,7 +91,7 @@ export class PairForwarder {
     let k = 0;
     for (; k < n; k++) {
       if (lane) {
-        k += swap ? swapShared(src, qi, txq, dst!, n - k) : forwardShared(src, qi, txq, dst!, n - k);
+        k += forwardShared(src, qi, txq, dst!, n - k, swap);
         if (k === n) break;
       }
       const head = txq.popAvail();

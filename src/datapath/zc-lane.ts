@@ -7,15 +7,14 @@
  *   exactly at a shared buffer it owns, a frame the peer takes as it is (no
  *   open checksum, no TSO, within its MTU), for which the peer holds a
  *   posting: the peer's posting is completed and the ledger moves the
- *   buffer.
+ *   buffer. With swaps (pairExchange "swap") the frame's buffer and the
+ *   peer's oldest own empty buffer trade places instead.
  * - giftShared: the links of a gift chain (GIFT_BUFFER) the peer holds
  *   postings for: each posting completes with the bare header.
  * - ingestShared: a receiver's rx entries that are one writable descriptor
  *   covering exactly a shared buffer that is not in the pool and not posted
  *   yet: they become postings (swaps: one it owns becomes an own empty
  *   buffer).
- * - swapShared: forwardShared for the swap exchange (pairExchange "swap"):
- *   the frame's buffer and the peer's oldest own empty buffer trade places.
  *
  * An entry is taken only when the general path (PairForwarder.forward,
  * PortQueues.ingestQueue) would do exactly the same with it; the first one
@@ -98,9 +97,14 @@ export function laneOpen(src: LanePort, dst: LanePort | null): boolean {
 /**
  * Forward up to max of src's tx queue qi entries to dst as laid out above;
  * returns how many it took (0: the next entry is the general path's).
- * Call only when laneOpen(src, dst).
+ * Gift exchange: each frame completes dst's posting of its buffer. Swap
+ * exchange (docs/protocol.md, "Pair mode: swapping buffers"; swap.ts,
+ * swapBuffers): the frame's buffer goes into dst's oldest own empty
+ * posting on the rx queue for qi, that empty buffer into the sender's tx
+ * descriptor, for as long as dst has own postings of buffers it still owns
+ * (both windows oneBlock). Call only when laneOpen(src, dst).
  */
-export function forwardShared(src: LanePort, qi: number, txq: DeviceQueue, dst: LanePort, max: number): number {
+export function forwardShared(src: LanePort, qi: number, txq: DeviceQueue, dst: LanePort, max: number, swap: boolean): number {
   const ring = txq.ring;
   const avail = ring.avail;
   const d32 = ring.desc32;
@@ -118,17 +122,27 @@ export function forwardShared(src: LanePort, qi: number, txq: DeviceQueue, dst: 
   const owner = src.ledger.owner;
   const srcId = src.id;
   const dstId = dst.id;
-  const byBuf = dst.postings.byBuf;
+  const postings = dst.postings;
+  const byBuf = postings.byBuf;
+  const dwin = dst.win;
+  const dBaseLo = dwin.baseLo;
+  const dBaseHi = dwin.baseHi;
   // What the peer takes as it is (Offloads.fits for a frame that needs nothing): up to its MTU.
   const maxLen = Math.min(bufSize, dst.mtu + ETH_HDR_MAX + Bits.HdrSize);
   let last = txq.lastAvail;
   let usedIdx = txq.usedIdx;
-  // The peer's rx queue the run completes postings on: the first posting's; a posting on another ends the run.
+  // The peer's rx queue the run completes: swaps, the one for qi; gifts, the first posting's (a posting on another ends the run).
   let dq = -1;
   let rxq: DeviceQueue | null = null;
-  let rxUsed32 = used;
-  let rxMask = 0;
-  let rxUsed = 0;
+  if (swap) {
+    dq = dst.rxQueueFor(qi);
+    if (dq < 0 || !dwin.oneBlock) return 0;
+    rxq = dst.rxqs[dq];
+  }
+  let rxd32 = rxq === null ? d32 : rxq.ring.desc32;
+  let rxUsed32 = rxq === null ? used : rxq.ring.used32;
+  let rxMask = rxq === null ? 0 : rxq.ring.mask;
+  let rxUsed = rxq === null ? 0 : rxq.usedIdx;
   let bytes = 0;
   let k = 0;
   for (; k < max; k++) {
@@ -142,27 +156,44 @@ export function forwardShared(src: LanePort, qi: number, txq: DeviceQueue, dst: 
     const b = shift >= 0 ? off >> shift : (off / bufSize) | 0;
     if (b * bufSize !== off || owner[b] !== srcId) break;
     if ((mem[off + Bits.HdrFlags] & Bits.NeedsCsum) !== 0 || mem[off + Bits.HdrGsoType] !== Bits.GsoNone) break;
-    const p = byBuf[b];
-    if (p < 0) break;
-    const pq = p >>> Bits.QueueShift;
-    if (pq !== dq) {
-      if (rxq !== null) break;
-      rxq = dst.rxqs[pq];
-      if (rxq === null) break;
-      dq = pq;
-      rxUsed32 = rxq.ring.used32;
-      rxMask = rxq.ring.mask;
-      rxUsed = rxq.usedIdx;
+    let rxHead: number;
+    if (swap) {
+      // dst's oldest own empty buffer y, still its own (a stale posting is swapBuffers' to complete and count).
+      if (postings.ownCount(dq) === 0) break;
+      const y = postings.nextOwnBuf(dq);
+      if (owner[y] !== dstId) break;
+      rxHead = postings.takeOwn(dq);
+      // b into dst's rx descriptor (where dst sees it), y into the sender's tx descriptor; each keeps its count.
+      rxd32[4 * rxHead] = dBaseLo + off;
+      rxd32[4 * rxHead + 1] = dBaseHi;
+      d32[4 * head] = baseLo + y * bufSize;
+      owner[y] = srcId;
+    } else {
+      // dst's posting of b.
+      const p = byBuf[b];
+      if (p < 0) break;
+      const pq = p >>> Bits.QueueShift;
+      if (pq !== dq) {
+        if (rxq !== null) break;
+        rxq = dst.rxqs[pq];
+        if (rxq === null) break;
+        dq = pq;
+        rxd32 = rxq.ring.desc32;
+        rxUsed32 = rxq.ring.used32;
+        rxMask = rxq.ring.mask;
+        rxUsed = rxq.usedIdx;
+      }
+      byBuf[b] = -1;
+      rxHead = p & Bits.HeadMask;
     }
-    // The sender's tx entry completes (its buffer is gone), the peer's posting of the buffer completes with the frame.
+    // The sender's tx entry completes, dst's rx entry completes with the frame.
     let slot = usedIdx & mask;
     used[1 + 2 * slot] = head;
     used[2 + 2 * slot] = 0;
     usedIdx = (usedIdx + 1) & 0xffff;
     last = (last + 1) & 0xffff;
-    byBuf[b] = -1;
     slot = rxUsed & rxMask;
-    rxUsed32[1 + 2 * slot] = p & Bits.HeadMask;
+    rxUsed32[1 + 2 * slot] = rxHead;
     rxUsed32[2 + 2 * slot] = len;
     rxUsed = (rxUsed + 1) & 0xffff;
     owner[b] = dstId;
@@ -172,92 +203,11 @@ export function forwardShared(src: LanePort, qi: number, txq: DeviceQueue, dst: 
   txq.lastAvail = last;
   txq.usedIdx = usedIdx;
   rxq!.usedIdx = rxUsed;
-  const owned = src.ledger.owned;
-  owned[srcId] -= k;
-  owned[dstId] += k;
-  src.counters.zeroCopy += k;
-  countRxRun(src, qi, k, bytes);
-  countTxRun(dst, dq, k, bytes);
-  return k;
-}
-
-/**
- * The swap exchange's forwardShared (docs/protocol.md, "Pair mode: swapping
- * buffers"): each frame's buffer goes into dst's oldest own empty posting on
- * the rx queue for qi, that empty buffer into the sender's tx descriptor
- * (swap.ts, swapBuffers), for as long as dst has own postings of buffers it
- * still owns. Both windows must be oneBlock. Returns how many it took.
- */
-export function swapShared(src: LanePort, qi: number, txq: DeviceQueue, dst: LanePort, max: number): number {
-  const dq = dst.rxQueueFor(qi);
-  const dwin = dst.win;
-  if (dq < 0 || !dwin.oneBlock) return 0;
-  const rxq = dst.rxqs[dq]!;
-  const postings = dst.postings;
-  const ring = txq.ring;
-  const avail = ring.avail;
-  const d32 = ring.desc32;
-  const d16 = ring.desc16;
-  const used = ring.used32;
-  const mask = ring.mask;
-  const num = ring.num;
-  const rxd32 = rxq.ring.desc32;
-  const rxUsed32 = rxq.ring.used32;
-  const rxMask = rxq.ring.mask;
-  const win = src.win;
-  const baseLo = win.baseLo;
-  const baseHi = win.baseHi;
-  const dBaseLo = dwin.baseLo;
-  const dBaseHi = dwin.baseHi;
-  const size = win.size;
-  const bufSize = win.bufSize;
-  const shift = win.bufShift;
-  const mem = win.mem;
-  const owner = src.ledger.owner;
-  const srcId = src.id;
-  const dstId = dst.id;
-  const maxLen = Math.min(bufSize, dst.mtu + ETH_HDR_MAX + Bits.HdrSize);
-  let last = txq.lastAvail;
-  let usedIdx = txq.usedIdx;
-  let rxUsed = rxq.usedIdx;
-  let bytes = 0;
-  let k = 0;
-  for (; k < max; k++) {
-    const head = avail[2 + (last & mask)];
-    if (head >= num || (d16[8 * head + 6] & Bits.DescKind) !== 0 || d32[4 * head + 1] !== baseHi) break;
-    const off = (d32[4 * head] - baseLo) | 0;
-    const len = d32[4 * head + 2];
-    if (off < 0 || off >= size || len < MIN_PACKET || len > maxLen) break;
-    const b = shift >= 0 ? off >> shift : (off / bufSize) | 0;
-    if (b * bufSize !== off || owner[b] !== srcId) break;
-    if ((mem[off + Bits.HdrFlags] & Bits.NeedsCsum) !== 0 || mem[off + Bits.HdrGsoType] !== Bits.GsoNone) break;
-    // dst's oldest own empty buffer, still its own (a stale posting is swapBuffers' to complete and count).
-    if (postings.ownCount(dq) === 0) break;
-    const y = postings.nextOwnBuf(dq);
-    if (owner[y] !== dstId) break;
-    const rxHead = postings.takeOwn(dq);
-    // b into dst's rx descriptor (where dst sees it), y into the sender's tx descriptor; both complete.
-    rxd32[4 * rxHead] = dBaseLo + off;
-    rxd32[4 * rxHead + 1] = dBaseHi;
-    let slot = rxUsed & rxMask;
-    rxUsed32[1 + 2 * slot] = rxHead;
-    rxUsed32[2 + 2 * slot] = len;
-    rxUsed = (rxUsed + 1) & 0xffff;
-    d32[4 * head] = baseLo + y * bufSize;
-    slot = usedIdx & mask;
-    used[1 + 2 * slot] = head;
-    used[2 + 2 * slot] = 0;
-    usedIdx = (usedIdx + 1) & 0xffff;
-    last = (last + 1) & 0xffff;
-    // Each keeps its count: only the owners change.
-    owner[b] = dstId;
-    owner[y] = srcId;
-    bytes += len - Bits.HdrSize;
+  if (!swap) {
+    const owned = src.ledger.owned;
+    owned[srcId] -= k;
+    owned[dstId] += k;
   }
-  if (k === 0) return 0;
-  txq.lastAvail = last;
-  txq.usedIdx = usedIdx;
-  rxq.usedIdx = rxUsed;
   src.counters.zeroCopy += k;
   countRxRun(src, qi, k, bytes);
   countTxRun(dst, dq, k, bytes);
