@@ -1,5 +1,5 @@
 /**
- * The control socket's requests (docs/operations.md, "Control socket"): a
+ * The control socket's requests (docs/operations.md, "Adding and removing ports" and "Watching"): a
  * table from command to handler, checked arguments, a refusal as an error
  * reply that says why, and one reply for an unknown command that lists the
  * known ones. The switch does the work (CommandTarget); this file only
