@@ -37,8 +37,7 @@ import type { PortWindow } from '../shm/geometry';
 import type { OwnershipLedger } from '../shm/ledger';
 import { type Counted, countRxRun, countTxRun } from './counters';
 import type { Mirror } from './mirror';
-import type { RxPostings } from './rx-postings';
-import { HEAD_MASK, QUEUE_SHIFT } from './rx-postings';
+import { HEAD_MASK, QUEUE_SHIFT, type RxPostings } from './rx-postings';
 import { MIN_PACKET } from './tx-class';
 
 /** The values the loops below use as literals (a const enum is inlined; an import is a load per use). */
@@ -63,7 +62,7 @@ if (
   Bits.HdrFlags !== NET_HDR_FLAGS || Bits.HdrGsoType !== NET_HDR_GSO_TYPE || Bits.HdrSize !== VIRTIO_NET_HDR_SIZE ||
   Bits.QueueShift !== QUEUE_SHIFT || Bits.HeadMask !== HEAD_MASK || Bits.Pool !== POOL
 ) {
-  throw new Error('zc-lane: its literals differ from src/virtio/defs.ts rx-postings.ts or ledger.ts');
+  throw new Error('zc-lane: its literals differ from src/virtio/defs.ts, rx-postings.ts or ledger.ts');
 }
 
 /**
@@ -86,8 +85,8 @@ export interface LanePort extends Counted {
 
 /**
  * The lane may run for this sender and peer at all (checked once per
- * burst): pair mode's gift exchange between two zero-copy ports of one
- * domain, nobody capturing, a window whose addresses share a high word.
+ * burst): pair mode between two zero-copy ports of one domain, nobody
+ * capturing, a sender's window whose addresses share a high word.
  */
 export function laneOpen(src: LanePort, dst: LanePort | null): boolean {
   return dst !== null && dst !== src && dst.nq > 0 && dst.domain === src.domain && src.zeroCopy && dst.zeroCopy &&
