@@ -165,18 +165,12 @@ export interface Counted {
 
 /** The switch took a packet of `bytes` payload from the VM on queue pair q. */
 export function countRx(p: Counted, q: number, bytes: number): void {
-  p.counters.rxPackets++;
-  p.counters.rxBytes += bytes;
-  p.queueCounters[4 * q]++;
-  p.queueCounters[4 * q + 1] += bytes;
+  countRxRun(p, q, 1, bytes);
 }
 
 /** The switch delivered a packet of `bytes` payload to the VM on queue pair q. */
 export function countTx(p: Counted, q: number, bytes: number): void {
-  p.counters.txPackets++;
-  p.counters.txBytes += bytes;
-  p.queueCounters[4 * q + 2]++;
-  p.queueCounters[4 * q + 3] += bytes;
+  countTxRun(p, q, 1, bytes);
 }
 
 /** countRx for a run of `packets` packets of `bytes` payload in all (the zero-copy fast lane counts once per run). */

@@ -68,18 +68,24 @@ export class RegionGeometry {
   }
 
   /**
-   * Index of the buffer starting exactly at the address in descriptor id of
-   * ring, or -1: from the descriptor's two words when oneBlock (no float
-   * arithmetic), else as indexAt.
+   * Index of the buffer starting exactly at the guest address whose 32-bit
+   * words are lo and hi (a descriptor's), or -1: with int32 arithmetic when
+   * oneBlock (an address in the window is baseLo + off without a carry, so
+   * off is an int32 in [0, size) and any other low word gives one outside),
+   * else as indexAt.
    */
-  bufAtDesc(ring: SplitRing, id: number): number {
-    const d = ring.desc32;
-    if (!this.oneBlock) return this.indexAt(d[4 * id + 1] * 0x1_0000_0000 + d[4 * id]);
-    if (d[4 * id + 1] !== this.baseHi) return -1;
-    const off = (d[4 * id] - this.baseLo) | 0;
+  bufAtWords(lo: number, hi: number): number {
+    if (!this.oneBlock) return this.indexAt(hi * 0x1_0000_0000 + lo);
+    if (hi !== this.baseHi) return -1;
+    const off = (lo - this.baseLo) | 0;
     if (off < 0 || off >= this.size) return -1;
     const b = this.bufShift >= 0 ? off >> this.bufShift : (off / this.bufSize) | 0;
     return b * this.bufSize === off ? b : -1;
+  }
+
+  /** bufAtWords for the address in descriptor id of ring. */
+  bufAtDesc(ring: SplitRing, id: number): number {
+    return this.bufAtWords(ring.desc32[4 * id], ring.desc32[4 * id + 1]);
   }
 
   /** Guest address of buffer i. */
