@@ -457,23 +457,13 @@ export class GuestDataPath {
   /** Swap mode: keep rxTarget of our own empty buffers posted on rx queue q. */
   private refillOwnRx(q: number): void {
     const qp = this.qps[q];
-    const sh = this.shared!;
-    const rx = qp.rxq;
     const pool = this.pool;
-    let n = Math.min(this.rxTarget - qp.ownPosted, pool.count, rx.freeDescs);
+    let n = Math.min(this.rxTarget - qp.ownPosted, pool.count, qp.rxq.freeDescs);
     if (n <= 0) return;
     qp.ownPosted += n;
     this.ownShort -= n;
     qp.rxDirty = true;
-    // postShared, in the loop.
-    for (; n > 0; n--) {
-      const b = pool.alloc();
-      const id = rx.allocDesc();
-      sh.setBufDesc(rx.ring, id, b, sh.bufSize, VIRTQ_DESC_F_WRITE, 0);
-      qp.rxKind[id] = b;
-      qp.rxOwn[id] = 1;
-      rx.addAvail(id);
-    }
+    for (; n > 0; n--) qp.rxOwn[this.postOn(qp, pool.alloc())] = 1;
   }
 
   /** Post shared buffer b on rx queue q; returns the descriptor id. */
