@@ -160,9 +160,9 @@ export function forwardShared(src: LanePort, qi: number, txq: DeviceQueue, dst: 
       if (owner[y] !== dstId) break;
       rxHead = postings.takeOwn(dq);
       // b into dst's rx descriptor (where dst sees it), y into the sender's tx descriptor; each keeps its count.
-      rxd32[4 * rxHead] = dBaseLo + off;
+      rxd32[4 * rxHead] = (dBaseLo + off) | 0;
       rxd32[4 * rxHead + 1] = dBaseHi;
-      d32[4 * head] = baseLo + y * bufSize;
+      d32[4 * head] = (baseLo + y * bufSize) | 0;
       owner[y] = srcId;
     } else {
       // dst's posting of b.

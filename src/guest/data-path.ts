@@ -487,7 +487,7 @@ export class GuestDataPath {
     // Descriptor b: written only when it does not say so already (a write would take the line from the switch's cache).
     const r = rx.ring;
     const d = r.desc32;
-    if (d[4 * b] !== sh.baseLo + b * sh.bufSize || d[4 * b + 1] !== sh.baseHi || d[4 * b + 2] !== sh.bufSize || r.desc16[8 * b + 6] !== VIRTQ_DESC_F_WRITE || r.desc16[8 * b + 7] !== 0) {
+    if ((d[4 * b] | 0) !== ((sh.baseLo + b * sh.bufSize) | 0) || d[4 * b + 1] !== sh.baseHi || d[4 * b + 2] !== sh.bufSize || r.desc16[8 * b + 6] !== VIRTQ_DESC_F_WRITE || r.desc16[8 * b + 7] !== 0) {
       sh.setBufDesc(r, b, b, sh.bufSize, VIRTQ_DESC_F_WRITE, 0);
     }
     qp.rxKind[b] = b;

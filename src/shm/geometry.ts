@@ -23,7 +23,10 @@ export class RegionGeometry {
    * its own two words with integer arithmetic (the zero-copy fast lane,
    * src/datapath/zc-lane.ts). Valid for the whole window only when
    * oneBlock: the window does not cross a 4 GiB boundary, so every address
-   * in it has the high word baseHi.
+   * in it has the high word baseHi. baseLo is the low word as a signed
+   * int32 (what `| 0` gives): an integer field, so the arithmetic on it
+   * stays 32-bit (base % 2^32 would be a double field, and every use a
+   * float operation); a 32-bit store or `| 0` gives the same bits.
    */
   readonly baseLo: number;
   readonly baseHi: number;
@@ -34,7 +37,7 @@ export class RegionGeometry {
   constructor(readonly base: number, readonly bufSize: number, readonly bufCount: number) {
     this.size = bufCount * bufSize;
     this.touchAhead = bufSize >= TOUCH_AHEAD_MIN_STRIDE;
-    this.baseLo = base % 0x1_0000_0000;
+    this.baseLo = (base % 0x1_0000_0000) | 0;
     this.baseHi = Math.floor(base / 0x1_0000_0000);
     this.oneBlock = this.size > 0 && this.size < 0x8000_0000 && Math.floor((base + this.size - 1) / 0x1_0000_0000) === this.baseHi;
     this.bufShift = bufSize > 0 && (bufSize & (bufSize - 1)) === 0 ? 31 - Math.clz32(bufSize) : -1;
@@ -63,7 +66,7 @@ export class RegionGeometry {
    * through the float address.
    */
   setBufDesc(ring: SplitRing, id: number, i: number, len: number, flags: number, next: number): void {
-    if (this.oneBlock) ring.setDescWords(id, this.baseLo + i * this.bufSize, this.baseHi, len, flags, next);
+    if (this.oneBlock) ring.setDescWords(id, (this.baseLo + i * this.bufSize) | 0, this.baseHi, len, flags, next);
     else ring.setDesc(id, this.base + i * this.bufSize, len, flags, next);
   }
 
