@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The multi-core table (docs/PERFORMANCE.md, "Data-path workers") on a
+# machine with a core per process and neither Node nor DPDK installed:
+# unpack what pack.sh made, then aggregate Mpps at 64 B for 1, 2, 4 and 8
+# pairs across 1, 2, 4 and 8 workers (W <= P: a worker beyond the pairs
+# has nothing to do), pinned (main thread CPU 0, workers 1..W, VMs after),
+# and the memif pair of the same run as the one-pair reference.
+#
+#   scripts/multicore/run.sh [PACKDIR] [RESULTDIR]
+#
+# PACKDIR defaults to bench/.multicore, RESULTDIR to $OUT (else
+# /tmp/multicore-results). It writes RESULTDIR/multicore.md (the table)
+# and RESULTDIR/multicore-results.tar.xz (every bench JSON) and prints the
+# table last. CELLS="P:W ..." and RUNS override the grid and runs per cell.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+pack=$(cd "${1:-$root/bench/.multicore}" && pwd)
+res=${2:-${OUT:-/tmp/multicore-results}}
+cells=${CELLS:-"1:1 2:1 2:2 4:1 4:2 4:4 8:1 8:2 8:4 8:8"}
+runs=${RUNS:-3}
+# DPDK refuses plugins under a world-writable directory (/tmp): the closure goes under /opt.
+opt=${MULTICORE_OPT:-/opt/zcs}
+mkdir -p "$res" /tmp/node "$opt"
+xz -dc "$pack/node.xz" > /tmp/node/node && chmod +x /tmp/node/node
+tar -C "$opt" -xJf "$pack/app.tar.xz"
+tar -C "$opt" -xJf "$pack/dpdk.tar.xz"
+d=$opt/dpdk
+cat > "$opt/testpmd" <<WRAP
+#!/bin/sh
+# dpdk-testpmd through the carried loader and libraries; stdbuf's preload from the same libc.
+unset LD_PRELOAD
+exec $d/ld-linux-x86-64.so.2 --library-path $d/lib --preload $d/lib/libstdbuf.so $d/dpdk-testpmd \
+  -d $d/pmds/librte_mempool_ring.so -d $d/pmds/librte_net_memif.so -d $d/pmds/librte_net_vhost.so -d $d/pmds/librte_net_virtio.so "\$@"
+WRAP
+chmod +x "$opt/testpmd"
+node=/tmp/node/node
+echo "node $($node --version), $(nproc) CPUs, $(uname -r)"
+cd "$opt/app"
+raw=$(mktemp -d)
+for c in $cells; do
+  p=${c%:*}
+  w=${c#*:}
+  echo "== $p pairs, $w workers"
+  timeout 150 "$node" dist/bench/main.js --only zc-oneway --sizes 64 --runs "$runs" --pin --no-peers \
+    --pairs "$p" --workers "$w" --progress none --out "$raw/p$p-w$w" > "$raw/p$p-w$w.log" 2>&1 ||
+    { echo "   failed (status $?):"; tail -5 "$raw/p$p-w$w.log"; }
+done
+echo "== memif pair"
+timeout 120 "$node" dist/bench/main.js --only memif --sizes 64 --runs "$runs" --pin --testpmd "$opt/testpmd" \
+  --progress none --out "$raw/memif" > "$raw/memif.log" 2>&1 || { echo "   failed (status $?):"; tail -5 "$raw/memif.log"; }
+tar -C "$raw" -cJf "$res/multicore-results.tar.xz" .
+"$node" "$root/scripts/multicore/table.js" "$raw" > "$res/multicore.md"
+rm -rf "$raw"
+cat "$res/multicore.md"
