@@ -4,7 +4,8 @@
  * ones) and leaves the rest the caller's; every frame arrives once, intact,
  * in order, with its own length; a burst on queue pair 1 goes out there;
  * counters and the ledger agree; with gifts, shared buffer b posts in rx
- * descriptor b.
+ * descriptor b. Each at the default region base and at a base whose low
+ * address word is above 2^31.
  */
 import path from 'node:path';
 import t from 'tap';
@@ -13,8 +14,13 @@ import type { DriverQueue } from '../../src/virtio/driver-queue';
 import { FrameChecker, Verdict, writeTestFrame } from '../../src/guest/test-packet';
 import { startSwitch, waitAttached } from '../helpers/procs';
 
-for (const exchange of ['gift', 'swap'] as const) t.test(`${exchange}: sendBurst sends what the ring holds, every frame once and intact`, async (t) => {
-  const sw = await startSwitch(t, { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']], forwarding: { pairExchange: exchange } });
+// The region at the default base (its low address word 0) and at one whose low word has bit 31 set (RegionGeometry.baseLo negative).
+const cases = [['gift', undefined], ['swap', undefined], ['gift', '0x4080000000'], ['swap', '0x4080000000']] as const;
+for (const [exchange, base] of cases) t.test(`${exchange}, base ${base ?? 'default'}: sendBurst sends what the ring holds, every frame once and intact`, async (t) => {
+  const sw = await startSwitch(t, {
+    ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']], forwarding: { pairExchange: exchange },
+    ...(base ? { sharedBuffers: { base } } : {}),
+  });
   const tx = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm1.sock'), queuePairs: 2, txQueueSize: 16 });
   const rx = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm2.sock'), queuePairs: 2 });
   t.teardown(() => {

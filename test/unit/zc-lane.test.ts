@@ -11,6 +11,7 @@ import t from 'tap';
 import { Drop } from '../../src/datapath/counters';
 import { PairForwarder } from '../../src/datapath/pair-forwarder';
 import { RegionGeometry } from '../../src/shm/geometry';
+import { SplitRing } from '../../src/virtio/ring';
 import { VIRTIO_NET_HDR_F_RETURNED } from '../../src/vhost/protocol';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_SIZE } from '../../src/virtio/defs';
 import { Rig, frame, mac } from '../helpers/datapath-rig';
@@ -135,22 +136,35 @@ t.test('window words: a window across a 4 GiB boundary is not oneBlock; buffer s
   t.equal(across.oneBlock, false, 'crosses 4 GiB');
   t.equal(new RegionGeometry(0x8000_0000, 1536, 64).bufShift, -1, 'not a power of two: divided');
   const g2 = new RegionGeometry(0x7_ffff_0000, 128, 512);
-  t.same([g2.baseLo, g2.baseHi, g2.oneBlock], [0xffff_0000, 7, true], 'ends right at the boundary');
+  t.same([g2.baseLo, g2.baseHi, g2.oneBlock], [0xffff_0000 | 0, 7, true], 'ends right at the boundary; the low word held as an int32');
+  // The low word as an int32 decodes and writes the same addresses as the unsigned one.
+  const ring = new SplitRing(8, { desc: new Uint8Array(128), avail: new Uint8Array(32), used: new Uint8Array(128) });
+  for (const i of [0, 1, 511]) {
+    g2.setBufDesc(ring, 3, i, 12, 0, 0);
+    t.equal(ring.descAddr(3), g2.addrOf(i), `buffer ${i} written at its address`);
+    t.equal(g2.bufAtDesc(ring, 3), i, `and decoded back`);
+  }
+  t.equal(g2.bufAtWords(0xffff_0000 - 128, 7), -1, 'an address below the window');
+  t.equal(g2.bufAtWords(0xffff_0000 + 64, 7), -1, 'inside a buffer, not at its start');
 });
 
-t.test('a non-power-of-two buffer size, and a window across a 4 GiB boundary (general path), forward the same', async (t) => {
-  for (const crossing of [false, true]) {
+t.test('a non-power-of-two buffer size, a window whose low word is above 2^31, and one across a 4 GiB boundary (general path), forward the same', async (t) => {
+  for (const where of ['default', 'high low word', 'crossing'] as const) {
+    const crossing = where === 'crossing';
     const rig = new Rig({ bufCount: 64, bufSize: 1536 });
     t.teardown(() => rig.close());
-    // Crossing: a sees the region where buffer 16 starts at 4 GiB (an ivshmem BAR placed there).
-    const { a, b } = rig.crossPosted(32, crossing ? { windowBase: 0x1_0000_0000 - 16 * 1536 } : {});
+    // Crossing: a sees the region where buffer 16 starts at 4 GiB (an ivshmem BAR placed there). High low word:
+    // a sees it at 3 GiB, one block whose low address word is above 2^31 (the lane decodes it as a negative int32).
+    const windowBase = crossing ? 0x1_0000_0000 - 16 * 1536 : where === 'high low word' ? 0xc000_0000 : undefined;
+    const { a, b } = rig.crossPosted(32, windowBase === undefined ? {} : { windowBase });
     t.equal(a.port.win.oneBlock, !crossing);
+    if (where === 'high low word') t.ok(a.port.win.baseLo < 0, 'the window\'s low word is negative as an int32');
     const fw = new PairForwarder(64);
     const f = frame(mac(2), mac(1), 200, 5);
     const bufs = [0, 15, 16, 31];
     for (const x of bufs) a.sendShared(x, f);
     t.equal(fw.forward(a.port, 0, b.port), 4);
-    t.equal(a.port.counters.zeroCopy, 4, `crossing ${crossing}: four frames zero-copy`);
+    t.equal(a.port.counters.zeroCopy, 4, `${where}: four frames zero-copy`);
     t.same(b.flushAndReap().rx.map((u) => u.len), [HDR + 200, HDR + 200, HDR + 200, HDR + 200]);
     for (const x of bufs) t.same(b.bufBytes(x, HDR, 200), f);
     b.sendGift([40, 41]);
