@@ -3,6 +3,7 @@
  * numbers, a markdown table and an SVG plot. No performance thresholds:
  * only that rates are positive, zero-copy copies nothing and copy copies.
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
@@ -17,6 +18,9 @@ import { seriesOf } from '../../bench/report/svg';
 import type { BenchResults, ScenarioResult } from '../../bench/types';
 import { requireExternal } from '../helpers/external';
 import { run, tempDir, within } from '../helpers/procs';
+
+/** The checkout (this file runs from dist/test/e2e). */
+const ROOT = path.join(__dirname, '..', '..', '..');
 
 async function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 240000): Promise<{ code: number | null; out: string; err: string }> {
   const p = run(args, { env });
@@ -438,4 +442,29 @@ t.test('--pairs 2 --workers 2: two pairs at once through two worker threads, the
   t.ok(Math.abs(sum - run.mpps) <= 0.01 * run.mpps + 1e-6, `the row is the sum (${run.mpps.toFixed(3)} = ${sum.toFixed(3)})`);
   t.same(extra.perWorker.map((w) => w.ports.length), [2, 2], 'each pair on its own worker');
   t.match(md, /forwarding\.workers 2 \(--workers\); zc-oneway rows are the sum of 2 pairs at once \(--pairs\)/, 'the report says so');
+
+  // scripts/multicore/table.js (the multi-core table from scripts/multicore/run.sh's results) over this run's JSON:
+  // a cell that ran, a cell whose scenario failed, and the memif reference absent, then present.
+  const grid = tempDir(t, 'zcs-grid-');
+  const write = (sub: string, results: unknown): void => {
+    fs.mkdirSync(path.join(grid, sub));
+    fs.writeFileSync(path.join(grid, sub, 'r.json'), JSON.stringify(results));
+  };
+  write('p2-w2', json);
+  write('p1-w1', { ...json, scenarios: [{ ...s, status: 'error', errors: ['the switch exited'] }] });
+  const table = (): string => execFileSync(process.execPath, [path.join(ROOT, 'scripts/multicore/table.js'), grid], { encoding: 'utf8' });
+  const lines = table().split('\n');
+  const med = s.summary.mpps!.median.toFixed(2);
+  t.ok(lines.includes('| pairs \\ workers | 1 | 2 |'), 'a column per worker count');
+  t.ok(lines.includes('| 1 | (error: the switch exited) |  |'), 'a failed cell says why');
+  t.ok(lines.some((l) => l.startsWith(`| 2 |  | ${med} [`)), `the cell that ran: its median (${med})`);
+  t.ok(lines.includes(`Best aggregate: ${med} Mpps (goal ≥ 30).`));
+  t.ok(lines.includes('memif pair: no results.'));
+  t.ok(lines.some((l) => /^- 2 pairs, 2 workers: w0@\S+ \d+%, w1@\S+ \d+%; pairs [\d.]+ [\d.]+$/.test(l)), 'workers and pairs of the cell');
+  write('p1-w1b', {}); // not a cell name: ignored
+  fs.rmSync(path.join(grid, 'p1-w1'), { recursive: true });
+  write('p1-w1', json);
+  write('memif', { ...json, scenarios: [{ ...s, group: 'memif', summary: { mpps: { median: 2 * s.summary.mpps!.median, min: 1, max: 99, n: 1 } } }] });
+  const again = table();
+  t.match(again, /One pair on one worker ÷ memif pair: 0\.50× \(goal ≥ 1\.0×\)\./, 'one pair against the memif pair');
 });
