@@ -14,12 +14,20 @@
 # table last. CELLS="P:W ..." and RUNS override the grid and runs per cell.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-pack=$(cd "${1:-$root/bench/.multicore}" && pwd)
+pack=${1:-$root/bench/.multicore}
+[ -d "$pack" ] || { echo "run.sh: no pack folder $pack: run scripts/multicore/pack.sh where the checkout is built" >&2; exit 1; }
+pack=$(cd "$pack" && pwd)
 res=${2:-${OUT:-/tmp/multicore-results}}
 cells=${CELLS:-"1:1 2:1 2:2 4:1 4:2 4:4 8:1 8:2 8:4 8:8"}
 runs=${RUNS:-3}
 # DPDK refuses plugins under a world-writable directory (/tmp): the closure goes under /opt.
 opt=${MULTICORE_OPT:-/opt/zcs}
+for tool in xz tar taskset stdbuf timeout; do
+  command -v "$tool" > /dev/null || { echo "run.sh: $tool is not installed here; the bench needs it" >&2; exit 1; }
+done
+for f in node.xz app.tar.xz dpdk.tar.xz; do
+  [ -s "$pack/$f" ] || { echo "run.sh: $pack/$f is missing: run scripts/multicore/pack.sh where the checkout is built" >&2; exit 1; }
+done
 mkdir -p "$res" /tmp/node "$opt"
 xz -dc "$pack/node.xz" > /tmp/node/node && chmod +x /tmp/node/node
 tar -C "$opt" -xJf "$pack/app.tar.xz"
@@ -35,6 +43,9 @@ WRAP
 chmod +x "$opt/testpmd"
 node=/tmp/node/node
 echo "node $($node --version), $(nproc) CPUs, $(uname -r)"
+# The carried testpmd must start before the grid is worth running (a missing library shows here, not in the last cell).
+tp_out=$(timeout 30 "$opt/testpmd" -v --no-huge --no-pci --no-shconf -m 64 -l 0 -- --help 2>&1)
+if grep -q 'RTE Version' <<< "$tp_out"; then echo "testpmd: $(grep -m1 'RTE Version' <<< "$tp_out")"; else echo "testpmd did not start:"; tail -5 <<< "$tp_out"; fi
 cd "$opt/app"
 raw=$(mktemp -d)
 for c in $cells; do
