@@ -16,6 +16,10 @@ mkdir -p "$out"
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 
+# 0. dist/ built from this checkout, and which commit it is (run.sh prints it with the table).
+(cd "$root" && npx tsc -p .)
+(cd "$root" && echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src bench || echo ' with uncommitted changes')") > "$out/commit.txt"
+
 # 1. Node itself (about 24 MB as xz -9).
 node_bin=$(command -v node)
 xz -9 -T0 -c "$node_bin" > "$out/node.xz"
