@@ -222,32 +222,32 @@ for (const swap of [false, true]) {
     for (const seed of [1, 2, 3, 4, 5, 6]) {
       const worlds = [new World(false, swap), new World(true, swap)];
       try {
-      t.ok(worlds[0].a.port.win.oneBlock && !worlds[1].a.port.win.oneBlock && !worlds[1].b.port.win.oneBlock, 'the lane can run in world 0 only');
-      // Pair-mode start: each VM posts every buffer it does not own (the peer's and the pool's).
-      for (let b = 0; b < BUFS; b++) {
-        for (const w of worlds) {
-          if (b >= PART) w.a.postShared(b);
-          if (b < PART || b >= 2 * PART) w.b.postShared(b);
+        t.ok(worlds[0].a.port.win.oneBlock && !worlds[1].a.port.win.oneBlock && !worlds[1].b.port.win.oneBlock, 'the lane can run in world 0 only');
+        // Pair-mode start: each VM posts every buffer it does not own (the peer's and the pool's).
+        for (let b = 0; b < BUFS; b++) {
+          for (const w of worlds) {
+            if (b >= PART) w.a.postShared(b);
+            if (b < PART || b >= 2 * PART) w.b.postShared(b);
+          }
         }
-      }
-      const rnd = prngU32(seed);
-      let first: string | null = null;
-      // What the lane took in each world: the steps run world 0, then world 1.
-      const took = [[0, 0, 0], [0, 0, 0]];
-      for (let s = 0; s < 60 && first === null; s++) {
-        const before = tookNow();
-        step(rnd, worlds, (w) => {
-          const after = tookNow();
-          for (let k = 0; k < 3; k++) took[w][k] += after[k] - before[k];
-          before.splice(0, 3, ...after);
-        });
-        const [o0, o1] = worlds.map((w) => JSON.stringify(w.outcome()));
-        if (o0 !== o1) first = `seed ${seed}, step ${s}:\n lane    ${o0}\n general ${o1}`;
-      }
-      t.equal(first, null, `seed ${seed}: the same used entries, counters and ledger at every step`);
-      t.ok(took[0][0] > 0 && took[0][2] > 0 && (swap || took[0][1] > 0), `seed ${seed}: world 0's lane took frames, gift links and postings (${took[0]})`);
-      t.same(took[1], [0, 0, 0], `seed ${seed}: world 1's lane took nothing`);
-      t.equal(worlds[0].rig.ledgerProblems(), '', `seed ${seed}: ledger balanced`);
+        const rnd = prngU32(seed);
+        let first: string | null = null;
+        // What the lane took in each world: the steps run world 0, then world 1.
+        const took = [[0, 0, 0], [0, 0, 0]];
+        for (let s = 0; s < 60 && first === null; s++) {
+          const before = tookNow();
+          step(rnd, worlds, (w) => {
+            const after = tookNow();
+            for (let k = 0; k < 3; k++) took[w][k] += after[k] - before[k];
+            before.splice(0, 3, ...after);
+          });
+          const [o0, o1] = worlds.map((w) => JSON.stringify(w.outcome()));
+          if (o0 !== o1) first = `seed ${seed}, step ${s}:\n lane    ${o0}\n general ${o1}`;
+        }
+        t.equal(first, null, `seed ${seed}: the same used entries, counters and ledger at every step`);
+        t.ok(took[0][0] > 0 && took[0][2] > 0 && (swap || took[0][1] > 0), `seed ${seed}: world 0's lane took frames, gift links and postings (${took[0]})`);
+        t.same(took[1], [0, 0, 0], `seed ${seed}: world 1's lane took nothing`);
+        t.equal(worlds[0].rig.ledgerProblems(), '', `seed ${seed}: ledger balanced`);
       } finally {
         worlds.forEach((w) => w.close());
       }
