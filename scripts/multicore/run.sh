@@ -42,7 +42,8 @@ exec $d/ld-linux-x86-64.so.2 --library-path $d/lib --preload $d/lib/libstdbuf.so
 WRAP
 chmod +x "$opt/testpmd"
 node=/tmp/node/node
-echo "zcswitch $(cat "$pack/commit.txt" 2>/dev/null || echo '(commit unknown)'), node $($node --version), $(nproc) CPUs, $(uname -r)"
+commit=$(cat "$pack/commit.txt" 2>/dev/null || echo '(commit unknown)')
+echo "zcswitch $commit, node $($node --version), $(nproc) CPUs, $(uname -r)"
 # The carried testpmd must start before the grid is worth running (a missing library shows here, not in the last cell).
 tp_out=$(timeout 30 "$opt/testpmd" -v --no-huge --no-pci --no-shconf -m 64 -l 0 -- --help 2>&1)
 if grep -q 'RTE Version' <<< "$tp_out"; then echo "testpmd: $(grep -m1 'RTE Version' <<< "$tp_out")"; else echo "testpmd did not start:"; tail -5 <<< "$tp_out"; fi
@@ -60,6 +61,6 @@ echo "== memif pair"
 timeout 120 "$node" dist/bench/main.js --only memif --sizes 64 --runs "$runs" --pin --testpmd "$opt/testpmd" \
   --progress none --out "$raw/memif" > "$raw/memif.log" 2>&1 || { echo "   failed (status $?):"; tail -5 "$raw/memif.log"; }
 tar -C "$raw" -cJf "$res/multicore-results.tar.xz" .
-{ echo "zcswitch $(cat "$pack/commit.txt" 2>/dev/null || echo '(commit unknown)')"; echo; "$node" "$root/scripts/multicore/table.js" "$raw"; } > "$res/multicore.md"
+{ echo "zcswitch $commit"; echo; "$node" "$root/scripts/multicore/table.js" "$raw"; } > "$res/multicore.md"
 rm -rf "$raw"
 cat "$res/multicore.md"
