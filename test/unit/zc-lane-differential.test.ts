@@ -199,22 +199,19 @@ function step(rnd: () => number, worlds: World[], passed: (world: number) => voi
  */
 const laneTook = { forwardShared: 0, giftShared: 0, ingestShared: 0 };
 const lane = zcLane as unknown as Record<keyof typeof laneTook, (...args: unknown[]) => number>;
-const real = { forwardShared: lane.forwardShared, giftShared: lane.giftShared, ingestShared: lane.ingestShared };
-lane.forwardShared = (...args) => {
-  const k = real.forwardShared(...args);
-  laneTook.forwardShared += k;
-  return k;
+/** Wrap lane function name; took(result, args) is how many entries one call took. */
+const spy = (name: keyof typeof laneTook, took: (r: number, args: unknown[]) => number): void => {
+  const real = lane[name];
+  lane[name] = (...args) => {
+    const r = real(...args);
+    laneTook[name] += took(r, args);
+    return r;
+  };
 };
-lane.giftShared = (...args) => {
-  const i = real.giftShared(...args);
-  laneTook.giftShared += i - (args[3] as number);
-  return i;
-};
-lane.ingestShared = (...args) => {
-  const k = real.ingestShared(...args);
-  laneTook.ingestShared += k;
-  return k;
-};
+spy('forwardShared', (k) => k);
+// giftShared returns the index of the first link it left; it started at args[3].
+spy('giftShared', (i, args) => i - (args[3] as number));
+spy('ingestShared', (k) => k);
 const tookNow = (): number[] => [laneTook.forwardShared, laneTook.giftShared, laneTook.ingestShared];
 
 for (const swap of [false, true]) {
