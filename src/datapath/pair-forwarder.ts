@@ -113,10 +113,15 @@ export class PairForwarder {
         }
         if (head < num) txq.pushUsed(head, 0);
         c.drop(Drop.RxWaitTimeout);
-        if (cls === TxClass.Shared && !src.returnBuffer(tx.buf)) c.drop(Drop.NoReturnSlot);
+        if (cls === TxClass.Shared) {
+          src.repost(tx.buf, qi);
+          if (!src.returnBuffer(tx.buf)) c.drop(Drop.NoReturnSlot);
+        }
         continue;
       }
       if (head < num) txq.pushUsed(head, 0);
+      // Taken: a shared buffer counts as posted on the sender's rx where it asked for that (rx descriptors by buffer).
+      if (cls === TxClass.Shared) src.repost(tx.buf, qi);
       if (cls === TxClass.Drop) {
         c.drop(tx.drop);
         continue;
@@ -128,7 +133,7 @@ export class PairForwarder {
       if (cls === TxClass.Gift) {
         // With swaps a gift means nothing: it is handed straight back.
         if (swap) tx.checkGiftLinks(seg, cnt, srcId, c);
-        else this.gifts(src, dstZc ? dst : null, cnt);
+        else this.gifts(src, qi, dstZc ? dst : null, cnt);
         continue;
       }
       const b = tx.buf;
@@ -206,7 +211,7 @@ export class PairForwarder {
    * counted and skipped. dst is null when the peer is down or in another
    * sharing domain: every link goes back.
    */
-  private gifts(src: PortQueues, dst: PortQueues | null, cnt: number): void {
+  private gifts(src: PortQueues, qi: number, dst: PortQueues | null, cnt: number): void {
     const { seg } = this;
     const { ledger, tx } = src;
     const c = src.counters;
@@ -214,7 +219,7 @@ export class PairForwarder {
     const lane = laneOpen(src, dst);
     for (let i = 0; i < cnt; i++) {
       if (lane) {
-        i = giftShared(src, dst!, seg, i, cnt);
+        i = giftShared(src, qi, dst!, seg, i, cnt);
         if (i === cnt) break;
       }
       const b = tx.giftLink(seg, i, src.id);
@@ -223,6 +228,7 @@ export class PairForwarder {
         continue;
       }
       c.giftsIn++;
+      src.repost(b, qi);
       if (dstUp && dst!.completeShared(b, VIRTIO_NET_HDR_SIZE) >= 0) {
         ledger.transfer(b, dst!.id);
         dst!.counters.giftsOut++;

@@ -15,7 +15,7 @@ import { PortWindow } from '../shm/geometry';
 import type { SharedBuffers } from '../shm/shared-buffers';
 import type { MemoryTable } from '../vhost/memory-table';
 import { ChainSegments, ChainWalker } from '../virtio/chain';
-import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
+import { PROTOCOL_F_RX_BY_BUFFER, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
 import { MTU_DEFAULT, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_SIZE, hasBit } from '../virtio/defs';
 import type { DeviceQueue } from '../virtio/device-queue';
 import { netHdrFlags, setNetHdrFlags, writeNetHdr } from '../virtio/net-hdr';
@@ -35,6 +35,8 @@ export interface QueueSource {
   readonly vrings: readonly { readonly queue: DeviceQueue | null; readonly callFd: number }[];
   readonly mem: MemoryTable | null;
   readonly ackedFeatures: bigint;
+  /** Acked protocol features (absent: none), for PROTOCOL_F_RX_BY_BUFFER. */
+  readonly ackedProtocol?: bigint;
   /** NET_SET_MTU from the front-end (0 or absent: none). */
   readonly mtu?: number;
 }
@@ -78,6 +80,14 @@ export class PortQueues {
   mirror: Mirror | null = null;
   /** Back-pressure (FlowControl): since when frames for this port wait for an rx buffer; -1: none wait. */
   rxWaitSince = -1;
+  /**
+   * rxByBuffer[q]: rx queue q keeps descriptor b for shared buffer b, and a
+   * buffer sent on tx queue q is re-posted there by the switch
+   * (PROTOCOL_F_RX_BY_BUFFER: acked, the gift exchange, the queue running
+   * with at least bufCount entries; docs/protocol.md, "Pair mode: rx
+   * descriptors by buffer").
+   */
+  readonly rxByBuffer: Uint8Array;
   /** txBlocked[q]: tx queue q's head waits for a destination's rx buffer (its entries are not work to spin on). */
   readonly txBlocked: Uint8Array;
   /**
@@ -125,6 +135,7 @@ export class PortQueues {
     this.postings = new RxPostings(this.shared.bufCount, n);
     this.queueCounters = new Float64Array(4 * n);
     this.txBlocked = new Uint8Array(n);
+    this.rxByBuffer = new Uint8Array(n);
     this.counters.onFirstDrop = (reason) =>
       ctx.log.warn({ port: name, reason }, 'first drop for this reason (later ones are only counted: zcswitch stats)');
   }
@@ -173,6 +184,11 @@ export class PortQueues {
       if (rx !== null || tx !== null) nq = q + 1;
     }
     this.nq = nq;
+    const byBuffer = src !== null && !this.ctx.swap && hasBit(src.ackedProtocol ?? 0n, PROTOCOL_F_RX_BY_BUFFER);
+    for (let q = 0; q < this.rxqs.length; q++) {
+      const rx = this.rxqs[q];
+      this.rxByBuffer[q] = byBuffer && rx !== null && rx.ring.num >= this.shared.bufCount ? 1 : 0;
+    }
     this.rxWaitSince = -1;
     this.txBlocked.fill(0);
   }
@@ -204,6 +220,8 @@ export class PortQueues {
     const { shared, win, ledger, seg, postings } = this;
     const walker = this.rxWalkers[qi]!;
     const num = q.ring.num;
+    const byBuffer = this.rxByBuffer[qi] === 1;
+    const bufCount = shared.bufCount;
     // Shared-buffer postings go through the fast lane (zc-lane.ts); what it leaves is taken here.
     const lane = this.zeroCopy && win.oneBlock;
     while (n > 0) {
@@ -221,7 +239,9 @@ export class PortQueues {
       }
       const addr = seg.addr[0];
       const b = win.indexOf(addr);
-      if (seg.readable !== 0 || (b >= 0 && (!this.zeroCopy || c !== 1 || addr !== win.addrOf(b) || seg.len[0] !== win.bufSize))) {
+      // Rx descriptors by buffer: descriptor b is buffer b's, and nothing else may use one below bufCount.
+      const misplaced = byBuffer && (b >= 0 ? head !== b : head < bufCount);
+      if (seg.readable !== 0 || misplaced || (b >= 0 && (!this.zeroCopy || c !== 1 || addr !== win.addrOf(b) || seg.len[0] !== win.bufSize))) {
         this.counters.drop(Drop.BadRxDesc);
         q.pushUsed(head, 0);
       } else if (b < 0) {
@@ -241,6 +261,16 @@ export class PortQueues {
       }
     }
     return taken;
+  }
+
+  /**
+   * Rx descriptors by buffer: shared buffer b, which this port sends on tx
+   * queue q and owns, counts as posted in its rx queue q's descriptor b
+   * unless it is posted already (ownership rule 2, done here). Call when
+   * the tx entry is taken, before b moves or comes back RETURNED.
+   */
+  repost(b: number, q: number): void {
+    if (this.rxByBuffer[q] === 1 && this.postings.byBuf[b] < 0) this.postings.postShared(b, q, b);
   }
 
   /**

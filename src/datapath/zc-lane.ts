@@ -79,6 +79,7 @@ export interface LanePort extends Counted {
   readonly ledger: OwnershipLedger;
   readonly postings: RxPostings;
   readonly rxqs: readonly (DeviceQueue | null)[];
+  readonly rxByBuffer: Uint8Array;
   readonly mtu: number;
   rxQueueFor(q: number): number;
 }
@@ -123,6 +124,10 @@ export function forwardShared(src: LanePort, qi: number, txq: DeviceQueue, dst: 
   const dwin = dst.win;
   const dBaseLo = dwin.baseLo;
   const dBaseHi = dwin.baseHi;
+  // Rx descriptors by buffer (gifts only): each frame's buffer is re-posted in the sender's rx descriptor b (PortQueues.repost).
+  const srcByBuf = src.postings.byBuf;
+  const repost = !swap && src.rxByBuffer[qi] === 1;
+  const selfTag = qi << Bits.QueueShift;
   // What the peer takes as it is (Offloads.fits for a frame that needs nothing): up to its MTU.
   const maxLen = Math.min(bufSize, dst.mtu + ETH_HDR_MAX + Bits.HdrSize);
   let last = txq.lastAvail;
@@ -181,6 +186,7 @@ export function forwardShared(src: LanePort, qi: number, txq: DeviceQueue, dst: 
       }
       byBuf[b] = -1;
       rxHead = p & Bits.HeadMask;
+      if (repost && srcByBuf[b] < 0) srcByBuf[b] = selfTag | b;
     }
     // The sender's tx entry completes, dst's rx entry completes with the frame (DeviceQueue.pushUsed, in locals:
     // through the queues' fields the lane measured ~7% slower with gifts).
@@ -231,6 +237,8 @@ export function ingestShared(port: LanePort, qi: number, q: DeviceQueue, max: nu
   const byBuf = postings.byBuf;
   const portId = port.id;
   const tag = qi << Bits.QueueShift;
+  // Rx descriptors by buffer: a posting elsewhere than descriptor b is the general path's (it refuses it).
+  const byBuffer = port.rxByBuffer[qi] === 1;
   let last = q.lastAvail;
   let k = 0;
   for (; k < max; k++) {
@@ -244,7 +252,7 @@ export function ingestShared(port: LanePort, qi: number, q: DeviceQueue, max: nu
       postings.postOwn(qi, head, b);
     } else {
       // A buffer posted twice, or one in the pool (it may be gifted at once), is the general path's.
-      if (byBuf[b] >= 0 || owner[b] === Bits.Pool) break;
+      if (byBuf[b] >= 0 || owner[b] === Bits.Pool || (byBuffer && head !== b)) break;
       byBuf[b] = tag | head;
     }
     last = (last + 1) & 0xffff;
@@ -261,7 +269,7 @@ export function ingestShared(port: LanePort, qi: number, q: DeviceQueue, max: nu
  * else; returns the index of that link (cnt: all taken). Call only when
  * laneOpen(src, dst); the walk already checked the chain itself.
  */
-export function giftShared(src: LanePort, dst: LanePort, seg: ChainSegments, from: number, cnt: number): number {
+export function giftShared(src: LanePort, qi: number, dst: LanePort, seg: ChainSegments, from: number, cnt: number): number {
   const segAddr = seg.addr;
   const segLen = seg.len;
   const win = src.win;
@@ -269,6 +277,10 @@ export function giftShared(src: LanePort, dst: LanePort, seg: ChainSegments, fro
   const srcId = src.id;
   const dstId = dst.id;
   const byBuf = dst.postings.byBuf;
+  // Rx descriptors by buffer: each link is re-posted in the sender's rx descriptor b (PortQueues.repost).
+  const srcByBuf = src.postings.byBuf;
+  const repost = src.rxByBuffer[qi] === 1;
+  const selfTag = qi << Bits.QueueShift;
   // The rx queue of the first link's posting; a posting on another ends the run. Its used entries go through locals.
   let rxq: DeviceQueue | null = null;
   let dq = -1;
@@ -294,6 +306,7 @@ export function giftShared(src: LanePort, dst: LanePort, seg: ChainSegments, fro
       rxUsed = rxq.usedIdx;
     }
     byBuf[b] = -1;
+    if (repost && srcByBuf[b] < 0) srcByBuf[b] = selfTag | b;
     const slot = rxUsed & rxMask;
     rxUsed32![1 + 2 * slot] = p & Bits.HeadMask;
     rxUsed32![2 + 2 * slot] = Bits.HdrSize;

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import { closeFd, eventfdCreate, eventfdSignal, fdSize, mmapShared, munmap } from '../../bindings';
 import { decodeU64, memTable, u64, vringAddr, vringState } from '../vhost/codec';
 import {
-  PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, Req, VHOST_USER_F_PROTOCOL_FEATURES,
+  PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_RX_BY_BUFFER, PROTOCOL_F_SHARED_BUFFERS, Req, VHOST_USER_F_PROTOCOL_FEATURES,
 } from '../vhost/protocol';
 import {
   VIRTIO_F_VERSION_1, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4,
@@ -37,6 +37,12 @@ export interface AttachOptions {
    * 64 KiB TCP segments with their virtio_net_hdr (send's offload argument).
    */
   gso?: boolean;
+  /**
+   * Ask for rx descriptors by buffer (PROTOCOL_F_RX_BY_BUFFER) when offered
+   * (default true): the switch re-posts each buffer we send, so we write no
+   * rx entry per packet (gift exchange only).
+   */
+  rxByBuffer?: boolean;
   /** Queue pairs to open (default 1; more needs VHOST_USER_PROTOCOL_F_MQ). */
   queuePairs?: number;
   txQueueSize?: number;
@@ -106,6 +112,11 @@ export class GuestAttachment {
   /** Shared-BAR mode: the region file (sent with SET_MEM_TABLE). */
   private barFd = -1;
   private barGpa = 0;
+  /** The switch re-posts what we send (PROTOCOL_F_RX_BY_BUFFER acked; it applies where GuestDataPath keeps descriptor b for buffer b). */
+  get rxByBuffer(): boolean {
+    return hasBit(this.fe.ackedProtocol, PROTOCOL_F_RX_BY_BUFFER);
+  }
+
   /** Kick vring i: signal its kick eventfd (what the data path calls). */
   readonly kick = (vring: number): void => eventfdSignal(this.kickFd[vring]);
 
@@ -130,7 +141,8 @@ export class GuestAttachment {
     if (this.protocol) {
       const pf = decodeU64(await fe.call(Req.GET_PROTOCOL_FEATURES));
       const askShared = o.zeroCopy !== false && o.sharedBarFile === undefined;
-      const wantP = bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_MQ) | (askShared ? bit(PROTOCOL_F_SHARED_BUFFERS) : 0n);
+      const wantP = bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_MQ) | (askShared ? bit(PROTOCOL_F_SHARED_BUFFERS) : 0n) |
+        (askShared && o.rxByBuffer !== false ? bit(PROTOCOL_F_RX_BY_BUFFER) : 0n);
       const acked = pf & wantP;
       await fe.send(Req.SET_PROTOCOL_FEATURES, u64(acked));
       fe.ackedProtocol = acked;

@@ -83,6 +83,8 @@ export class GuestDataPath {
     /** Private slots [0, copyTargets) are rx copy targets, the next privTx are tx slots. */
     private readonly copyTargets: number,
     privTx: number,
+    /** PROTOCOL_F_RX_BY_BUFFER was acked: the switch re-posts what we send where descriptors are fixed (fixedRx). */
+    rxByBuffer = false,
   ) {
     this.rxToken = rx.rxToken;
     this.rxLen = rx.rxLen;
@@ -93,8 +95,28 @@ export class GuestDataPath {
     for (let k = privTx - 1; k >= 0; k--) this.privTxFree[this.privTxTop++] = copyTargets + k;
     // Gift exchange: shared buffer b always posts in rx descriptor b (see postShared).
     this.fixedRx = shared !== null && !shared.swap && qps.every((qp) => qp.rxq.ring.num >= shared.bufCount);
-    if (this.fixedRx) for (const qp of qps) qp.rxq.reserveLow(shared!.bufCount);
+    if (this.fixedRx) {
+      for (const qp of qps) {
+        qp.rxq.reserveLow(shared!.bufCount);
+        // Descriptor b is buffer b's: a completion of it names b even when we never posted it (rx by buffer).
+        for (let b = 0; b < shared!.bufCount; b++) qp.rxKind[b] = b;
+      }
+    }
+    this.rxByBuffer = rxByBuffer && this.fixedRx;
+    this.postOnSend = shared !== null && !shared.swap && !this.rxByBuffer;
   }
+
+  /** The switch re-posts what we send (PROTOCOL_F_RX_BY_BUFFER acked, descriptors fixed). */
+  readonly rxByBuffer: boolean;
+
+  /**
+   * Ownership rule 2 is ours to keep: post each shared buffer on our own rx
+   * before it leaves on tx. Not with swaps (nothing to post), nor with rx
+   * descriptors by buffer (docs/protocol.md, "Pair mode: rx descriptors by
+   * buffer"): there the switch counts a buffer we send as posted in
+   * descriptor b, so a send writes nothing on rx.
+   */
+  private readonly postOnSend: boolean;
 
   /**
    * Shared buffer b posts in rx descriptor b (gift exchange, rx rings of at
@@ -183,7 +205,7 @@ export class GuestDataPath {
     if (offload === null) writeNetHdrWords(sh.mem32, sh.offsetOf(b) >>> 2, hdrFlags, 1);
     else writeNetHdrOffloadWords(sh.mem32, sh.offsetOf(b) >>> 2, hdrFlags, 1, offload);
     // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
-    if (!sh.swap) this.postShared(b, q);
+    if (this.postOnSend) this.postShared(b, q);
     const id = qp.txq.allocDesc();
     sh.setBufDesc(qp.txq.ring, id, b, VIRTIO_NET_HDR_SIZE + frameLen, 0, 0);
     qp.txKind[id] = b;
@@ -213,7 +235,7 @@ export class GuestDataPath {
     if (n <= 0) return 0;
     const sh = this.shared!;
     const mem32 = sh.mem32;
-    const post = !sh.swap;
+    const post = this.postOnSend;
     const txKind = qp.txKind;
     let bytes = 0;
     for (let i = 0; i < n; i++) {
@@ -295,18 +317,19 @@ export class GuestDataPath {
     const pool = this.pool;
     const txNext = qp.txNext;
     // Built tail first, so each descriptor can name the one after it.
+    const post = this.postOnSend;
     let next = 0;
     let b = -1;
     for (let i = 0; i < k; i++) {
       b = pool.alloc();
       // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
-      this.postOn(qp, b);
+      if (post) this.postOn(qp, b);
       const id = q.allocDesc();
       sh.setBufDesc(q.ring, id, b, VIRTIO_NET_HDR_SIZE, i === 0 ? 0 : VIRTQ_DESC_F_NEXT, next);
       txNext[id] = next;
       next = id;
     }
-    qp.rxDirty = true;
+    if (post) qp.rxDirty = true;
     writeNetHdrWords(sh.mem32, sh.offsetOf(b) >>> 2, VIRTIO_NET_HDR_F_GIFT_BUFFER, 1);
     qp.txKind[next] = b;
     qp.txSpan[next] = k;

@@ -81,6 +81,8 @@ export class GuestDriver {
   /** Queue pair each received packet arrived on. */
   readonly rxQueue: Uint8Array;
   features = 0n;
+  /** The switch re-posts what we send: PROTOCOL_F_RX_BY_BUFFER acked and in use (GuestDataPath.postOnSend off). */
+  rxByBuffer = false;
   /** PCI transport: the name of the region header's port entry that is ours. */
   portName: string | null = null;
 
@@ -152,12 +154,14 @@ export class GuestDriver {
     const lay = a.layOut();
     this.gm = lay.gm;
     this.pool = new BufferPool(a.shared ? a.shared.bufCount : 0, a.giftHigh, a.giftLow);
-    this.dp = new GuestDataPath(a.shared, lay.gm, lay.qps, this.pool, this.counters, this, a.kick, lay.copyTargets, lay.privTx);
+    this.dp = new GuestDataPath(a.shared, lay.gm, lay.qps, this.pool, this.counters, this, a.kick, lay.copyTargets, lay.privTx, a.rxByBuffer);
+    this.rxByBuffer = this.dp.rxByBuffer;
     await a.sendMemTable(lay.gm);
     this.dp.postInitial();
     await a.startRings(lay.gm, (fd) => this.dp.watchCall(fd));
     o.log?.info({
       socket: o.socketPath, zeroCopy: this.shared !== null, queuePairs: a.queuePairs, rxNum: lay.rxNum, txNum: lay.txNum, owned: this.pool.count,
+      rxByBuffer: this.rxByBuffer,
     }, 'guest driver attached');
   }
 

@@ -164,6 +164,16 @@ export const MEMORY_REGION = wireStruct('vhost_user_memory_region', [
  */
 export const PROTOCOL_F_SHARED_BUFFERS = 40n;
 
+/**
+ * Protocol feature bit: rx descriptors by buffer (docs/protocol.md, "Pair
+ * mode: rx descriptors by buffer"). A front-end that acks it keeps rx
+ * descriptor b for shared buffer b, and the switch re-posts a buffer the
+ * front-end sends (ownership rule 2 done by the switch), so a sender
+ * writes no rx entry per packet. Only the gift exchange on rx queues of at
+ * least bufCount entries; anywhere else it changes nothing.
+ */
+export const PROTOCOL_F_RX_BY_BUFFER = 41n;
+
 /** GET_SHARED_BUFFERS reply; the region's memfd travels in the ancillary data. */
 export const SHARED_BUFFERS_REPLY = wireStruct('GET_SHARED_BUFFERS reply', [
   { name: 'base', offset: 0, type: 'u64' },

@@ -38,6 +38,8 @@ export interface VringState {
 /** A port's queues and memory as the worker must mirror them (null: the front-end went away). */
 export interface PortState {
   ackedFeatures: bigint;
+  /** Acked protocol features (PROTOCOL_F_RX_BY_BUFFER). */
+  ackedProtocol: bigint;
   /** NET_SET_MTU from the front-end (0: none). */
   mtu: number;
   zeroCopy: boolean;

@@ -222,6 +222,7 @@ export class DataPathWorkers {
     const mem = b.mem;
     return {
       ackedFeatures: b.ackedFeatures,
+      ackedProtocol: b.ackedProtocol,
       mtu: b.mtu,
       zeroCopy: q.zeroCopy,
       window,

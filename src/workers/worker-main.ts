@@ -283,6 +283,7 @@ function syncPort(id: number, p: WorkerPort, state: PortState | null, postings?:
     vrings: p.rings.map((r) => ({ queue: r === null ? null : r.queue, callFd: r === null ? -1 : r.callFd })),
     mem: p.mem,
     ackedFeatures: state.ackedFeatures,
+    ackedProtocol: state.ackedProtocol,
     mtu: state.mtu,
   });
   if (postings !== undefined) p.queues.postings.restore(postings, (q) => p.queues.rxqs[q] !== null);

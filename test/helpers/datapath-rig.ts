@@ -19,7 +19,7 @@ import type { OwnershipLedger } from '../../src/shm/ledger';
 import type { SharedBuffers } from '../../src/shm/shared-buffers';
 import { RegionGeometry } from '../../src/shm/geometry';
 import { MemoryTable } from '../../src/vhost/memory-table';
-import { VIRTIO_NET_HDR_F_GIFT_BUFFER } from '../../src/vhost/protocol';
+import { PROTOCOL_F_RX_BY_BUFFER, VIRTIO_NET_HDR_F_GIFT_BUFFER } from '../../src/vhost/protocol';
 import { VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../src/virtio/defs';
 import { DeviceQueue } from '../../src/virtio/device-queue';
 import { DriverQueue } from '../../src/virtio/driver-queue';
@@ -58,6 +58,12 @@ export interface VmOptions {
   mergeable?: boolean;
   /** More virtio features the VM acked (e.g. GUEST_CSUM, GUEST_TSO4: what it takes as it is). */
   features?: bigint;
+  /**
+   * The VM acked PROTOCOL_F_RX_BY_BUFFER: rx descriptor b is buffer b's
+   * (written so at start; postShared posts there, other postings take
+   * descriptors from bufCount up).
+   */
+  rxByBuffer?: boolean;
 }
 
 export interface Used {
@@ -202,15 +208,25 @@ export class Vm {
       vrings: [{ queue: this.devRx, callFd: this.rxCall }, { queue: this.devTx, callFd: this.txCall }],
       mem: this.table,
       ackedFeatures: (opts.mergeable ? 1n << VIRTIO_NET_F_MRG_RXBUF : 0n) | (opts.features ?? 0n),
+      ackedProtocol: opts.rxByBuffer ? 1n << PROTOCOL_F_RX_BY_BUFFER : 0n,
     };
+    // Descriptor b is buffer b's only where the ring has one for every buffer (PortQueues.rxByBuffer).
+    this.rxByBuffer = opts.rxByBuffer === true && rxNum >= shared.bufCount;
     const part = opts.partition ?? [0, 0];
     if (part[1] > 0 && !ledger.assignRange(part[0], part[1], id)) throw new Error(`partition ${part} not in the pool`);
     this.port = new PortQueues(id, `vm${id}`, opts.quota ?? part[1], ctx, (reason) => this.broken.push(reason));
     this.port.zeroCopy = opts.zeroCopy ?? true;
     this.win = new RegionGeometry(opts.windowBase ?? shared.base, shared.bufSize, shared.bufCount);
     if (opts.windowBase !== undefined) this.port.setWindow(opts.windowBase);
+    if (this.rxByBuffer) {
+      this.rx.reserveLow(shared.bufCount);
+      for (let b = 0; b < shared.bufCount; b++) this.rx.ring.setDesc(b, this.win.addrOf(b), shared.bufSize, VIRTQ_DESC_F_WRITE, 0);
+    }
     this.port.sync(this.source);
   }
+
+  /** Acked PROTOCOL_F_RX_BY_BUFFER (VmOptions.rxByBuffer) with an rx ring of at least bufCount entries. */
+  readonly rxByBuffer: boolean;
 
   /** Its own domain's region (the only one it maps). */
   get shared(): SharedBuffers {
@@ -229,9 +245,10 @@ export class Vm {
 
   // ---- building descriptors
 
-  /** Put a chain on a driver queue's avail ring and publish it; returns its head. */
-  private chain(q: DriverQueue, descs: DescSpec[]): number {
-    const ids = descs.map(() => {
+  /** Put a chain on a driver queue's avail ring and publish it; returns its head (head: use that descriptor for the first). */
+  private chain(q: DriverQueue, descs: DescSpec[], head = -1): number {
+    const ids = descs.map((_, i) => {
+      if (i === 0 && head >= 0) return head;
       const d = q.allocDesc();
       if (d < 0) throw new Error('out of descriptors');
       return d;
@@ -246,17 +263,17 @@ export class Vm {
     return ids[0];
   }
 
-  postRxChain(descs: DescSpec[]): number {
-    return this.chain(this.rx, descs);
+  postRxChain(descs: DescSpec[], head = -1): number {
+    return this.chain(this.rx, descs, head);
   }
 
   sendChain(descs: DescSpec[]): number {
     return this.chain(this.tx, descs);
   }
 
-  /** Post shared buffer b on rx (a whole buffer, device-writable). */
+  /** Post shared buffer b on rx (a whole buffer, device-writable); with rxByBuffer in descriptor b. */
   postShared(b: number, len = this.shared.bufSize): number {
-    return this.postRxChain([{ addr: this.win.addrOf(b), len, write: true }]);
+    return this.postRxChain([{ addr: this.win.addrOf(b), len, write: true }], this.rxByBuffer ? b : -1);
   }
 
   /** Post private slot k as a classic rx buffer (copy target). */

@@ -46,14 +46,14 @@ class World {
   readonly b: Vm;
   readonly fw: PairForwarder;
 
-  constructor(readonly crossing: boolean, swap: boolean) {
+  constructor(readonly crossing: boolean, swap: boolean, readonly byBuffer: boolean) {
     this.rig = new Rig({ bufCount: BUFS, bufSize: BUF_SIZE, swap });
     // Crossing: a sees buffer 16 at 8 GiB, b buffer 40 (ivshmem BARs placed so, clear of the VMs' own memory at
     // 4 GiB); neither window is one block.
     const base = (k: number) => (crossing ? { windowBase: 0x2_0000_0000 - k * BUF_SIZE } : {});
     // 24 buffers each, 16 in the switch's pool (posting one of those makes the switch gift it).
-    this.a = this.rig.addVm({ partition: [0, PART], quota: PART + 8, ...base(16) });
-    this.b = this.rig.addVm({ partition: [PART, PART], quota: PART + 8, ...base(40) });
+    this.a = this.rig.addVm({ partition: [0, PART], quota: PART + 8, rxByBuffer: byBuffer, ...base(16) });
+    this.b = this.rig.addVm({ partition: [PART, PART], quota: PART + 8, rxByBuffer: byBuffer, ...base(40) });
     this.fw = new PairForwarder(8, undefined, swap);
   }
 
@@ -76,8 +76,9 @@ class World {
     vm.sendChain(descs);
   }
 
-  postShared(vm: Vm, b: number, len: number, write: boolean): void {
-    vm.postRxChain([{ addr: vm.win.addrOf(b), len, write }]);
+  /** head: the rx descriptor to use (-1: a free one; rx by buffer: b's own, or a misplaced one). */
+  postShared(vm: Vm, b: number, len: number, write: boolean, head: number): void {
+    vm.postRxChain([{ addr: vm.win.addrOf(b), len, write }], head);
   }
 
   /** One pass of the switch, in DataPath.pass's order. */
@@ -132,13 +133,22 @@ function step(rnd: () => number, worlds: World[], passed: (world: number) => voi
     for (let i = 0; i < posts && vm0.rx.freeDescs > 2; i++) {
       const r = pick(20);
       if (r < 1) {
-        for (const w of worlds) w[side].postCopyTarget(pick(8));
+        // Rx by buffer: sometimes in a descriptor below bufCount, which only shared buffers may use.
+        const k = pick(8);
+        const low = w0.byBuffer && pick(3) === 0 ? pick(BUFS) : -1;
+        for (const w of worlds) {
+          const vm = w[side];
+          vm.postRxChain([{ addr: vm.mem.gpa(vm.mem.slotOffset(k)), len: vm.slotSize, write: true }], low);
+        }
         continue;
       }
       const b = r < 12 ? anyOf(others) : r < 15 ? anyOf(mine) : r < 17 ? anyOf(pool) : pick(BUFS);
       const len = r === 17 ? BUF_SIZE - 64 : BUF_SIZE;
       const write = r !== 18;
-      for (const w of worlds) w.postShared(w[side], b, len, write);
+      // Rx by buffer: mostly descriptor b, sometimes another buffer's or one above bufCount (misplaced).
+      const q = pick(10);
+      const head = !w0.byBuffer ? -1 : q < 8 ? b : q === 8 ? pick(BUFS) : -1;
+      for (const w of worlds) w.postShared(w[side], b, len, write, head);
     }
     // Tx entries.
     const sends = pick(6);
@@ -209,18 +219,23 @@ const spy = (name: keyof typeof laneTook, took: (r: number, args: unknown[]) => 
   };
 };
 spy('forwardShared', (k) => k);
-// giftShared returns the index of the first link it left; it started at args[3].
-spy('giftShared', (i, args) => i - (args[3] as number));
+// giftShared returns the index of the first link it left; it started at args[4].
+spy('giftShared', (i, args) => i - (args[4] as number));
 spy('ingestShared', (k) => k);
 const tookNow = (): number[] => [laneTook.forwardShared, laneTook.giftShared, laneTook.ingestShared];
 
-for (const swap of [false, true]) {
-  t.test(`${swap ? 'swap' : 'gift'} exchange: the lane and the general path agree on random, often hostile, ring traffic`, async (t) => {
+const modes = [
+  { name: 'gift exchange', swap: false, byBuffer: false },
+  { name: 'gift exchange with rx descriptors by buffer', swap: false, byBuffer: true },
+  { name: 'swap exchange', swap: true, byBuffer: false },
+];
+for (const { name, swap, byBuffer } of modes) {
+  t.test(`${name}: the lane and the general path agree on random, often hostile, ring traffic`, async (t) => {
     for (const seed of [1, 2, 3, 4, 5, 6]) {
-      const worlds = [new World(false, swap), new World(true, swap)];
+      const worlds = [new World(false, swap, byBuffer), new World(true, swap, byBuffer)];
       try {
         t.ok(worlds[0].a.port.win.oneBlock && !worlds[1].a.port.win.oneBlock && !worlds[1].b.port.win.oneBlock, 'the lane can run in world 0 only');
-        // Pair-mode start: each VM posts every buffer it does not own (the peer's and the pool's).
+        // Pair-mode start: each VM posts every buffer it does not own (the peer's and the pool's; rx by buffer: in descriptor b).
         for (let b = 0; b < BUFS; b++) {
           for (const w of worlds) {
             if (b >= PART) w.a.postShared(b);
