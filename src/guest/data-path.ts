@@ -3,10 +3,10 @@
  * the shared buffers (zero-copy), the classic copied path through private
  * slots in GuestMemory, the rx postings that keep the ownership rules
  * (docs/protocol.md: every shared buffer we do not own is posted on rx, a
- * buffer is posted on our own rx before it leaves on tx; with swaps, a
- * bridge or a pair's swap exchange, our own empty buffers are posted
- * instead), and sleeping until the switch
- * signals a call eventfd.
+ * buffer is posted on our own rx before it leaves on tx, by us or, with rx
+ * descriptors by buffer, by the switch; with swaps, a bridge or a pair's
+ * swap exchange, our own empty buffers are posted instead), and sleeping
+ * until the switch signals a call eventfd.
  *
  * Everything per packet works on typed arrays fixed at attach; the buffer
  * pool and the region are fields set once at construction, so the JIT sees
