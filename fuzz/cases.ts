@@ -398,7 +398,9 @@ async function caseRing(r: Rng, env: CaseEnv, h: Hostile): Promise<string> {
 }
 
 async function caseShared(r: Rng, env: CaseEnv, h: Hostile): Promise<string> {
-  const ok = await h.setup({ zeroCopy: true, num: 1024, memSize: 512 * 1024 });
+  // Half the time with rx descriptors by buffer: the switch re-posts what we send, and refuses postings out of place.
+  const byBuffer = r.chance(0.5);
+  const ok = await h.setup({ zeroCopy: true, num: 1024, memSize: 512 * 1024, rxByBuffer: byBuffer });
   const g = h.geo;
   if (!ok || !g) return 'setup-refused';
   const buf = (b: number) => g.base + b * g.bufSize;
@@ -413,7 +415,10 @@ async function caseShared(r: Rng, env: CaseEnv, h: Hostile): Promise<string> {
   const acts: string[] = [];
   const steps = 1 + r.int(10);
   for (let s = 0; s < steps && !h.closed; s++) {
-    const act = r.pick(['send-not-owned', 'send-owned', 'gift-not-owned', 'gift-chain', 'post-not-owned', 'double-post', 'post-all', 'hoard', 'regift', 'second-get']);
+    const act = r.pick([
+      'send-not-owned', 'send-owned', 'gift-not-owned', 'gift-chain', 'post-not-owned', 'double-post', 'post-all', 'hoard', 'regift',
+      'second-get', 'post-at-b', 'copy-low',
+    ]);
     acts.push(act);
     switch (act) {
       case 'send-not-owned':
@@ -489,11 +494,27 @@ async function caseShared(r: Rng, env: CaseEnv, h: Hostile): Promise<string> {
       case 'second-get':
         await h.call(Req.GET_SHARED_BUFFERS, V, Buffer.alloc(0), [], 100);
         break;
+      case 'post-at-b':
+      case 'copy-low': {
+        // Rx by buffer's places: buffers in their own descriptor b (a buffer we own, or one the switch
+        // holds re-posted, too), or our own memory in one of those descriptors (refused under the rule).
+        const heads: number[] = [];
+        for (let k = 0; k < 1 + r.int(16); k++) {
+          const b = r.chance(0.8) ? notMine() : mine();
+          const at = b % h.num;
+          if (act === 'post-at-b') h.writeDesc(0, at, buf(b), r.pick([g.bufSize, g.bufSize, g.bufSize - 1]), VIRTQ_DESC_F_WRITE, 0);
+          else h.writeDesc(0, at, addrOf(r, h), 2048, VIRTQ_DESC_F_WRITE, 0);
+          heads.push(at);
+        }
+        publish(r, h, 0, heads);
+        h.kickRing(0);
+        break;
+      }
     }
     await sleep(r.int(3));
   }
   await h.barrier(300);
-  return `part=${g.partitionStart}+${g.partitionCount} ${acts.join(',')}`;
+  return `part=${g.partitionStart}+${g.partitionCount} num=${h.num}${byBuffer ? ' rx-by-buffer' : ''} ${acts.join(',')}`;
 }
 
 async function caseNotifier(r: Rng, env: CaseEnv, h: Hostile): Promise<string> {

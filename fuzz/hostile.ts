@@ -13,7 +13,7 @@ import {
 } from '../bindings';
 import { decodeSharedBuffersInfo, memTable, u64, vringAddr, vringState } from '../src/vhost/codec';
 import {
-  FLAG_VERSION, PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_SHARED_BUFFERS, Req, VHOST_USER_F_PROTOCOL_FEATURES,
+  FLAG_VERSION, PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_RX_BY_BUFFER, PROTOCOL_F_SHARED_BUFFERS, Req, VHOST_USER_F_PROTOCOL_FEATURES,
 } from '../src/vhost/protocol';
 import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, bit } from '../src/virtio/defs';
 import { type RawReply, RawClient } from '../test/helpers/unit-vhost-client';
@@ -81,6 +81,11 @@ export interface SetupOptions {
   memTable?: boolean;
   /** Start both rings (default) or leave them to the case. */
   rings?: boolean;
+  /**
+   * Ack PROTOCOL_F_RX_BY_BUFFER and, with zeroCopy, make both rings hold
+   * every buffer (at least num), so the switch re-posts what we send.
+   */
+  rxByBuffer?: boolean;
 }
 
 export class Hostile {
@@ -276,7 +281,7 @@ export class Hostile {
     const V = FLAG_VERSION;
     const features = bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_RING_F_EVENT_IDX);
     if (!(await this.call(Req.GET_PROTOCOL_FEATURES))) return false;
-    const pf = (o.zeroCopy ? bit(PROTOCOL_F_SHARED_BUFFERS) : 0n) | bit(PROTOCOL_F_MQ);
+    const pf = (o.zeroCopy ? bit(PROTOCOL_F_SHARED_BUFFERS) : 0n) | bit(PROTOCOL_F_MQ) | (o.rxByBuffer ? bit(PROTOCOL_F_RX_BY_BUFFER) : 0n);
     this.send(Req.SET_PROTOCOL_FEATURES, V, u64(pf));
     this.send(Req.SET_OWNER, V);
     if (o.zeroCopy) {
@@ -294,7 +299,9 @@ export class Hostile {
     }
     this.send(Req.SET_FEATURES, V, u64(features));
     this.num = o.num;
-    this.makeMemory(o.memSize);
+    // Rx by buffer: a ring of at least bufCount entries (a power of two, at most virtio's 32768).
+    if (o.rxByBuffer && this.geo) while (this.num < this.geo.bufCount && this.num < 32768) this.num *= 2;
+    this.makeMemory(Math.max(o.memSize, 2 * this.stride + 65536));
     if (o.memTable !== false) this.sendMemTable();
     if (o.rings !== false) this.startRings(UADDR, o);
     return (await this.barrier()) !== null;
