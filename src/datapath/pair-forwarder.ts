@@ -38,7 +38,7 @@ import { Offloads } from './segment';
 import { swapBuffers } from './swap';
 import { HeaderTouch } from './touch-ahead';
 import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
-import { forwardShared, giftShared, laneOpen } from './zc-lane';
+import { forwardShared, giftChainShared, giftShared, laneOpen } from './zc-lane';
 
 export class PairForwarder {
   private readonly seg = new ChainSegments();
@@ -93,6 +93,8 @@ export class PairForwarder {
       if (lane) {
         k += forwardShared(src, qi, txq, dst!, n - k, swap);
         if (k === n) break;
+        // A gift chain whose every link the lane can hand over: taken whole, without the walk.
+        if (!swap && giftChainShared(src, qi, txq, dst!)) continue;
       }
       const head = txq.popAvail();
       const cnt = walker.walk(txq.ring, head, seg);

@@ -11,6 +11,9 @@
  *   peer's oldest own empty buffer trade places instead.
  * - giftShared: the links of a gift chain (GIFT_BUFFER) the peer holds
  *   postings for: each posting completes with the bare header.
+ * - giftChainShared: a whole gift chain at the head of a tx queue whose
+ *   every link is giftShared's case, read from the descriptors' words
+ *   without the chain walk (gifts are half of one-way traffic's work).
  * - ingestShared: a receiver's rx entries that are one writable descriptor
  *   covering exactly a shared buffer that is not in the pool and not posted
  *   yet: they become postings (swaps: one it owns becomes an own empty
@@ -28,7 +31,7 @@
 import { POOL } from '../shm/ledger';
 import {
   ETH_HDR_MAX, NET_HDR_FLAGS, NET_HDR_GSO_TYPE, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_SIZE,
-  VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+  VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_MAX_CHAIN,
 } from '../virtio/defs';
 import type { ChainSegments } from '../virtio/chain';
 import type { DeviceQueue } from '../virtio/device-queue';
@@ -40,10 +43,14 @@ import type { Mirror } from './mirror';
 import { HEAD_MASK, QUEUE_SHIFT, type RxPostings } from './rx-postings';
 import { MIN_PACKET } from './tx-class';
 
+/** A gift chain's longest (GIFT_CHAIN_MAX, VIRTQ_MAX_CHAIN): more is the walk's to refuse. */
+const CHAIN_MAX = 64;
+
 /** The values the loops below use as literals (a const enum is inlined; an import is a load per use). */
 const enum Bits {
   /** NEXT | WRITE | INDIRECT: a descriptor's kind bits. */
   DescKind = 7,
+  Next = 1,
   Write = 2,
   NeedsCsum = 1,
   GsoNone = 0,
@@ -58,6 +65,7 @@ const enum Bits {
 // The literals above are the definitions' values; a change there must fail here, at load.
 if (
   Bits.DescKind !== (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_INDIRECT) || Bits.Write !== VIRTQ_DESC_F_WRITE ||
+  Bits.Next !== VIRTQ_DESC_F_NEXT || CHAIN_MAX !== VIRTQ_MAX_CHAIN ||
   Bits.NeedsCsum !== VIRTIO_NET_HDR_F_NEEDS_CSUM || Bits.GsoNone !== VIRTIO_NET_HDR_GSO_NONE ||
   Bits.HdrFlags !== NET_HDR_FLAGS || Bits.HdrGsoType !== NET_HDR_GSO_TYPE || Bits.HdrSize !== VIRTIO_NET_HDR_SIZE ||
   Bits.QueueShift !== QUEUE_SHIFT || Bits.HeadMask !== HEAD_MASK || Bits.Pool !== POOL
@@ -80,6 +88,8 @@ export interface LanePort extends Counted {
   readonly postings: RxPostings;
   readonly rxqs: readonly (DeviceQueue | null)[];
   readonly rxByBuffer: Uint8Array;
+  /** giftChainShared's scratch: a stamp per buffer (a chain naming one twice is the general path's). */
+  readonly laneStamp: Uint32Array;
   readonly mtu: number;
   rxQueueFor(q: number): number;
 }
@@ -322,4 +332,84 @@ export function giftShared(src: LanePort, qi: number, dst: LanePort, seg: ChainS
   src.counters.giftsIn += k;
   dst.counters.giftsOut += k;
   return i;
+}
+
+/** giftChainShared's links of the chain being taken: descriptor heads are < 32768, buffers are indexed by the region. */
+const chainBufs = new Int32Array(CHAIN_MAX);
+/** Stamps for laneStamp: a fresh value per chain, so nothing is cleared between chains. */
+let stampGen = 0;
+
+/**
+ * Take the tx entry at the head of src's tx queue qi when it is a gift
+ * whose every link is giftShared's case (readable, 12 bytes exactly at a
+ * shared buffer src owns, for which dst holds a posting, all on one rx
+ * queue), at most GIFT_CHAIN_MAX links and each buffer once (so no loop),
+ * reading the descriptors' words instead of walking the chain: the tx
+ * entry completes, every link is handed over as giftShared does. Returns
+ * false, having touched nothing, for anything else: the general path
+ * (walk, classify, gifts) takes it with every check. Call only when
+ * laneOpen(src, dst), gifts exchange.
+ */
+export function giftChainShared(src: LanePort, qi: number, txq: DeviceQueue, dst: LanePort): boolean {
+  const ring = txq.ring;
+  const last = txq.lastAvail;
+  const head = ring.avail[2 + (last & ring.mask)];
+  const num = ring.num;
+  if (head >= num) return false;
+  const d32 = ring.desc32;
+  const d16 = ring.desc16;
+  const win = src.win;
+  const owner = src.ledger.owner;
+  const srcId = src.id;
+  const byBuf = dst.postings.byBuf;
+  const stamp = src.laneStamp;
+  const gen = (stampGen = (stampGen + 1) >>> 0) || (stamp.fill(0), (stampGen = 1));
+  // Check every link before anything moves: the general path takes a chain with a bad link link by link.
+  let pq = -1;
+  let n = 0;
+  for (let d = head; ; ) {
+    if (n === CHAIN_MAX) return false;
+    const flags = d16[8 * d + 6];
+    if ((flags & (Bits.Write | VIRTQ_DESC_F_INDIRECT)) !== 0 || d32[4 * d + 2] !== Bits.HdrSize) return false;
+    const b = win.bufAtWords(d32[4 * d], d32[4 * d + 1]);
+    if (b < 0 || owner[b] !== srcId || stamp[b] === gen) return false;
+    stamp[b] = gen;
+    const p = byBuf[b];
+    if (p < 0 || (pq >= 0 && p >>> Bits.QueueShift !== pq)) return false;
+    pq = p >>> Bits.QueueShift;
+    chainBufs[n++] = b;
+    if ((flags & Bits.Next) === 0) break;
+    d = d16[8 * d + 7];
+    if (d >= num) return false;
+  }
+  const rxq = dst.rxqs[pq];
+  if (rxq === null) return false;
+  // Taken: the tx entry completes (DeviceQueue.popAvail, pushUsed), then each link as giftShared does.
+  txq.lastAvail = (last + 1) & 0xffff;
+  txq.pushUsed(head, 0);
+  const srcByBuf = src.postings.byBuf;
+  const repost = src.rxByBuffer[qi] === 1;
+  const selfTag = qi << Bits.QueueShift;
+  const dstId = dst.id;
+  const rxUsed32 = rxq.ring.used32;
+  const rxMask = rxq.ring.mask;
+  let rxUsed = rxq.usedIdx;
+  for (let i = 0; i < n; i++) {
+    const b = chainBufs[i];
+    const p = byBuf[b];
+    byBuf[b] = -1;
+    if (repost && srcByBuf[b] < 0) srcByBuf[b] = selfTag | b;
+    const slot = rxUsed & rxMask;
+    rxUsed32[1 + 2 * slot] = p & Bits.HeadMask;
+    rxUsed32[2 + 2 * slot] = Bits.HdrSize;
+    rxUsed = (rxUsed + 1) & 0xffff;
+    owner[b] = dstId;
+  }
+  rxq.usedIdx = rxUsed;
+  const owned = src.ledger.owned;
+  owned[srcId] -= n;
+  owned[dstId] += n;
+  src.counters.giftsIn += n;
+  dst.counters.giftsOut += n;
+  return true;
 }

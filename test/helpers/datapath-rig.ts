@@ -64,6 +64,8 @@ export interface VmOptions {
    * descriptors from bufCount up).
    */
   rxByBuffer?: boolean;
+  /** A second rx queue (queue pair 1's; its tx queue does not run): needs a Rig of 2 queue pairs. */
+  rx1?: boolean;
 }
 
 export interface Used {
@@ -156,6 +158,9 @@ export class Vm {
   /** VM side. */
   readonly rx: DriverQueue;
   readonly tx: DriverQueue;
+  /** VmOptions.rx1: queue pair 1's rx queue, VM side and switch side. */
+  readonly rx1: DriverQueue | null = null;
+  readonly devRx1: DeviceQueue | null = null;
   /** Switch side, over the MemoryTable's mapping of the same memfd. */
   readonly table: MemoryTable;
   readonly devRx: DeviceQueue;
@@ -179,7 +184,7 @@ export class Vm {
     this.slotSize = opts.slotSize ?? 2048;
     const rxNum = opts.rxNum ?? nextPow2(shared.bufCount + privSlots);
     const txNum = opts.txNum ?? 64;
-    this.mem = new GuestMemory([rxNum, txNum], privSlots, this.slotSize);
+    this.mem = new GuestMemory(opts.rx1 ? [rxNum, txNum, rxNum] : [rxNum, txNum], privSlots, this.slotSize);
     this.regionBuf = mmapShared(shared.fd, shared.size);
     this.region = new Uint8Array(this.regionBuf);
     this.rx = new DriverQueue(new SplitRing(rxNum, this.mem.ringParts(0)), false);
@@ -202,10 +207,19 @@ export class Vm {
     };
     this.devRx = new DeviceQueue(devRing(0, rxNum), false, 0, 0);
     this.devTx = new DeviceQueue(devRing(1, txNum), false, 0, 0);
+    if (opts.rx1) {
+      this.rx1 = new DriverQueue(new SplitRing(rxNum, this.mem.ringParts(2)), false);
+      this.devRx1 = new DeviceQueue(devRing(2, rxNum), false, 0, 0);
+    }
     this.rxCall = eventfdCreate();
     this.txCall = eventfdCreate();
     this.source = {
-      vrings: [{ queue: this.devRx, callFd: this.rxCall }, { queue: this.devTx, callFd: this.txCall }],
+      // Queue pairs past the first: rx1's rx queue where asked for, nothing else running.
+      vrings: [
+        { queue: this.devRx as DeviceQueue | null, callFd: this.rxCall }, { queue: this.devTx as DeviceQueue | null, callFd: this.txCall },
+      ].concat(
+        Array.from({ length: 2 * ctx.queuePairs - 2 }, (_, i) => ({ queue: i === 0 ? this.devRx1 : null, callFd: -1 })),
+      ),
       mem: this.table,
       ackedFeatures: (opts.mergeable ? 1n << VIRTIO_NET_F_MRG_RXBUF : 0n) | (opts.features ?? 0n),
       ackedProtocol: opts.rxByBuffer ? 1n << PROTOCOL_F_RX_BY_BUFFER : 0n,
@@ -310,17 +324,28 @@ export class Vm {
     while (q.usedPending() > 0) {
       const id = q.popUsed();
       out.push({ id, len: q.lastUsedLen });
-      // Free the chain.
-      let d = id;
-      for (;;) {
+      // Free the chain, each descriptor once (a test may have linked it into a loop).
+      const freed = new Set<number>();
+      for (let d = id; d < q.ring.num && !freed.has(d); ) {
         const f = q.ring.descFlags(d);
         const next = q.ring.descNext(d);
         q.freeDesc(d);
+        freed.add(d);
         if ((f & VIRTQ_DESC_F_NEXT) === 0) break;
         d = next;
       }
     }
     return out;
+  }
+
+  /** Post shared buffer b on queue pair 1's rx queue (VmOptions.rx1); returns its head. */
+  postSharedOn1(b: number): number {
+    return this.chain(this.rx1!, [{ addr: this.win.addrOf(b), len: this.shared.bufSize, write: true }]);
+  }
+
+  /** Used entries of queue pair 1's rx queue (after flushAndReap published them). */
+  reapRx1(): Used[] {
+    return this.reap(this.rx1!);
   }
 
   /** Used entries of the rx ring (after the switch published them). */

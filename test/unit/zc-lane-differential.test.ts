@@ -23,7 +23,9 @@ import { PairForwarder } from '../../src/datapath/pair-forwarder';
 import * as zcLane from '../../src/datapath/zc-lane';
 import { POOL } from '../../src/shm/ledger';
 import { VIRTIO_NET_HDR_F_GIFT_BUFFER } from '../../src/vhost/protocol';
-import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_INDIRECT } from '../../src/virtio/defs';
+import {
+  VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+} from '../../src/virtio/defs';
 import { writeNetHdr } from '../../src/virtio/net-hdr';
 import { type DescSpec, Rig, type Used, type Vm, frame, mac } from '../helpers/datapath-rig';
 import { prngU32 } from '../helpers/prng';
@@ -207,7 +209,7 @@ function step(rnd: () => number, worlds: World[], passed: (world: number) => voi
  * and the port call the module's exports at call time), so the test knows
  * world 0 exercised the lane and world 1 never did.
  */
-const laneTook = { forwardShared: 0, giftShared: 0, ingestShared: 0 };
+const laneTook = { forwardShared: 0, giftShared: 0, ingestShared: 0, giftChainShared: 0 };
 const lane = zcLane as unknown as Record<keyof typeof laneTook, (...args: unknown[]) => number>;
 /** Wrap lane function name; took(result, args) is how many entries one call took. */
 const spy = (name: keyof typeof laneTook, took: (r: number, args: unknown[]) => number): void => {
@@ -222,7 +224,9 @@ spy('forwardShared', (k) => k);
 // giftShared returns the index of the first link it left; it started at args[4].
 spy('giftShared', (i, args) => i - (args[4] as number));
 spy('ingestShared', (k) => k);
-const tookNow = (): number[] => [laneTook.forwardShared, laneTook.giftShared, laneTook.ingestShared];
+// giftChainShared takes a whole chain or nothing: counted in chains.
+spy('giftChainShared', (took) => (took ? 1 : 0));
+const tookNow = (): number[] => [laneTook.forwardShared, laneTook.giftShared + laneTook.giftChainShared, laneTook.ingestShared];
 
 const modes = [
   { name: 'gift exchange', swap: false, byBuffer: false },
@@ -257,7 +261,7 @@ for (const { name, swap, byBuffer } of modes) {
           if (o0 !== o1) first = `seed ${seed}, step ${s}:\n lane    ${o0}\n general ${o1}`;
         }
         t.equal(first, null, `seed ${seed}: the same used entries, counters and ledger at every step`);
-        t.ok(took[0][0] > 0 && took[0][2] > 0 && (swap || took[0][1] > 0), `seed ${seed}: world 0's lane took frames, gift links and postings (${took[0]})`);
+        t.ok(took[0][0] > 0 && took[0][2] > 0 && (swap || took[0][1] > 0), `seed ${seed}: world 0's lane took frames, gift links or chains, and postings (${took[0]})`);
         t.same(took[1], [0, 0, 0], `seed ${seed}: world 1's lane took nothing`);
         t.equal(worlds[0].rig.ledgerProblems(), '', `seed ${seed}: ledger balanced`);
       } finally {
@@ -266,3 +270,52 @@ for (const { name, swap, byBuffer } of modes) {
     }
   });
 }
+
+/** A tx chain of vm's whose descriptors are linked as given: next[i] is the index of link i's successor (-1: last). */
+function sendLinked(w: World, vm: Vm, links: TxSpec[], next: number[]): void {
+  const q = vm.tx;
+  const ids = links.map(() => q.allocDesc());
+  links.forEach((l, i) => {
+    q.ring.setDesc(ids[i], w.addr(vm, l.t), l.len, (next[i] >= 0 ? VIRTQ_DESC_F_NEXT : 0) | (l.write ? VIRTQ_DESC_F_WRITE : 0), next[i] >= 0 ? ids[next[i]] : 0);
+  });
+  q.addAvail(ids[0]);
+  q.publishAvail();
+}
+
+t.test('gift chains the chain lane must leave whole to the general path, and one it takes', async (t) => {
+  const gift = (b: number, len = HDR): TxSpec => ({ t: { b, off: 0 }, len });
+  const line = (n: number) => Array.from({ length: n }, (_, i) => (i + 1 < n ? i + 1 : -1));
+  const cases: { name: string; links: TxSpec[]; next: number[]; lane: boolean }[] = [
+    { name: 'five of its own buffers', links: [1, 2, 3, 4, 5].map((b) => gift(b)), next: line(5), lane: true },
+    { name: 'a lone gift', links: [gift(6)], next: [-1], lane: true },
+    { name: 'the same buffer twice', links: [gift(7), gift(7)], next: line(2), lane: false },
+    { name: 'a loop', links: [gift(8), gift(9), gift(10)], next: [1, 2, 0], lane: false },
+    { name: 'a device-writable link', links: [gift(11), { ...gift(12), write: true }], next: line(2), lane: false },
+    { name: 'a link of 13 bytes', links: [gift(13), gift(14, HDR + 1)], next: line(2), lane: false },
+    { name: 'a link of the peer\'s buffer', links: [gift(15), gift(40)], next: line(2), lane: false },
+    { name: 'a link at an offset', links: [gift(16), { t: { b: 17, off: 64 }, len: HDR }], next: line(2), lane: false },
+  ];
+  for (const c of cases) {
+    const worlds = [new World(false, false, true), new World(true, false, true)];
+    try {
+      for (let b = 0; b < BUFS; b++) {
+        for (const w of worlds) {
+          if (b >= PART) w.a.postShared(b);
+          if (b < PART || b >= 2 * PART) w.b.postShared(b);
+        }
+      }
+      worlds.forEach((w) => w.pass());
+      const before = laneTook.giftChainShared;
+      for (const w of worlds) sendLinked(w, w.a, c.links, c.next);
+      worlds[0].pass();
+      const took = laneTook.giftChainShared - before;
+      worlds[1].pass();
+      t.equal(took, c.lane ? 1 : 0, `${c.name}: ${c.lane ? 'taken by the chain lane' : 'left to the general path'}`);
+      const [o0, o1] = worlds.map((w) => JSON.stringify(w.outcome()));
+      t.equal(o0, o1, `${c.name}: the same used entries, counters and ledger either way`);
+      t.equal(worlds[0].rig.ledgerProblems(), '', `${c.name}: ledger balanced`);
+    } finally {
+      worlds.forEach((w) => w.close());
+    }
+  }
+});

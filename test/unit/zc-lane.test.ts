@@ -222,3 +222,49 @@ t.test('swap exchange: a mixed burst; the lane swaps the common frames, the gene
   t.equal(a.port.counters.drops[Drop.BadCsumOffset], 1);
   t.same(b.bufBytes(4, HDR, 100), f);
 });
+
+t.test('gift chains at the chain limit: 65 links are refused as the walk refuses them, 64 go through the chain lane whole', async (t) => {
+  const rig = new Rig({ bufCount: 256, bufSize: 2048 });
+  t.teardown(() => rig.close());
+  const { a, b } = rig.crossPosted(128, { txNum: 256 });
+  const fw = new PairForwarder(64);
+  const links = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const tx65 = a.sendGift(links(65));
+  t.equal(fw.forward(a.port, 0, b.port), 1, 'one tx entry');
+  let ar = a.flushAndReap();
+  t.same(ar.tx, [{ id: tx65, len: 0 }], 'the 65-link chain completes');
+  t.same(b.flushAndReap().rx, [], 'nothing reaches b');
+  t.equal(a.port.counters.drops[Drop.ChainTooLong], 1, 'counted chain-too-long');
+  t.equal(rig.ledger.owned[a.id], 128, 'no buffer moved');
+  const tx64 = a.sendGift(links(64));
+  t.equal(fw.forward(a.port, 0, b.port), 1, 'one tx entry');
+  ar = a.flushAndReap();
+  const br = b.flushAndReap();
+  t.same(ar.tx, [{ id: tx64, len: 0 }]);
+  t.equal(br.rx.length, 64, 'b\'s 64 postings completed');
+  t.ok(br.rx.every((u) => u.len === HDR), 'each with the bare header');
+  t.equal(a.port.counters.giftsIn, 64);
+  t.equal(b.port.counters.giftsOut, 64);
+  t.equal(rig.ledger.owned[a.id], 64, 'a handed 64 over');
+  t.equal(rig.ledgerProblems(), '');
+});
+
+t.test('a gift chain whose links the peer posted on two rx queues: the general path completes each on its own queue', async (t) => {
+  const rig = new Rig({ bufCount: 64, bufSize: 2048, queuePairs: 2 });
+  t.teardown(() => rig.close());
+  const a = rig.addVm({ partition: [0, 32] });
+  const b = rig.addVm({ partition: [32, 32], rx1: true });
+  const on0 = [1, 2].map((x) => b.postShared(x));
+  const on1 = [3, 4].map((x) => b.postSharedOn1(x));
+  b.port.ingestRx();
+  t.equal(b.port.postings.sharedPosting(3) >>> 16, 1, 'b\'s postings of 3 and 4 are on its rx queue 1');
+  const fw = new PairForwarder(64);
+  const tx = a.sendGift([1, 2, 3, 4]);
+  t.equal(fw.forward(a.port, 0, b.port), 1);
+  t.same(a.flushAndReap().tx, [{ id: tx, len: 0 }]);
+  const r0 = b.flushAndReap().rx;
+  t.same(r0, on0.map((id) => ({ id, len: HDR })), 'links 1 and 2 on rx queue 0');
+  t.same(b.reapRx1(), on1.map((id) => ({ id, len: HDR })), 'links 3 and 4 on rx queue 1');
+  t.equal(b.port.counters.giftsOut, 4);
+  t.equal(rig.ledgerProblems(), '');
+});
