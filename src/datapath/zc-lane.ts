@@ -326,12 +326,17 @@ export function giftShared(src: LanePort, qi: number, dst: LanePort, seg: ChainS
   const k = i - from;
   if (k === 0) return from;
   rxq!.usedIdx = rxUsed;
+  giftsHandedOver(src, dst, k);
+  return i;
+}
+
+/** k gift links went from src to dst: the ledger's counts and both ports' gift counters, once per run. */
+function giftsHandedOver(src: LanePort, dst: LanePort, k: number): void {
   const owned = src.ledger.owned;
-  owned[srcId] -= k;
-  owned[dstId] += k;
+  owned[src.id] -= k;
+  owned[dst.id] += k;
   src.counters.giftsIn += k;
   dst.counters.giftsOut += k;
-  return i;
 }
 
 /** giftChainShared's links of the chain being taken: descriptor heads are < 32768, buffers are indexed by the region. */
@@ -406,10 +411,6 @@ export function giftChainShared(src: LanePort, qi: number, txq: DeviceQueue, dst
     owner[b] = dstId;
   }
   rxq.usedIdx = rxUsed;
-  const owned = src.ledger.owned;
-  owned[srcId] -= n;
-  owned[dstId] += n;
-  src.counters.giftsIn += n;
-  dst.counters.giftsOut += n;
+  giftsHandedOver(src, dst, n);
   return true;
 }
