@@ -52,6 +52,7 @@ const enum Bits {
   DescKind = 7,
   Next = 1,
   Write = 2,
+  Indirect = 4,
   NeedsCsum = 1,
   GsoNone = 0,
   HdrFlags = 0,
@@ -65,7 +66,7 @@ const enum Bits {
 // The literals above are the definitions' values; a change there must fail here, at load.
 if (
   Bits.DescKind !== (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_INDIRECT) || Bits.Write !== VIRTQ_DESC_F_WRITE ||
-  Bits.Next !== VIRTQ_DESC_F_NEXT || CHAIN_MAX !== VIRTQ_MAX_CHAIN ||
+  Bits.Next !== VIRTQ_DESC_F_NEXT || Bits.Indirect !== VIRTQ_DESC_F_INDIRECT || CHAIN_MAX !== VIRTQ_MAX_CHAIN ||
   Bits.NeedsCsum !== VIRTIO_NET_HDR_F_NEEDS_CSUM || Bits.GsoNone !== VIRTIO_NET_HDR_GSO_NONE ||
   Bits.HdrFlags !== NET_HDR_FLAGS || Bits.HdrGsoType !== NET_HDR_GSO_TYPE || Bits.HdrSize !== VIRTIO_NET_HDR_SIZE ||
   Bits.QueueShift !== QUEUE_SHIFT || Bits.HeadMask !== HEAD_MASK || Bits.Pool !== POOL
@@ -375,7 +376,7 @@ export function giftChainShared(src: LanePort, qi: number, txq: DeviceQueue, dst
   for (let d = head; ; ) {
     if (n === CHAIN_MAX) return false;
     const flags = d16[8 * d + 6];
-    if ((flags & (Bits.Write | VIRTQ_DESC_F_INDIRECT)) !== 0 || d32[4 * d + 2] !== Bits.HdrSize) return false;
+    if ((flags & (Bits.Write | Bits.Indirect)) !== 0 || d32[4 * d + 2] !== Bits.HdrSize) return false;
     const b = win.bufAtWords(d32[4 * d], d32[4 * d + 1]);
     if (b < 0 || owner[b] !== srcId || stamp[b] === gen) return false;
     stamp[b] = gen;
