@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { closeFd, memfdCreate } from '../../bindings';
 import { memTable, u64, vringState } from '../../src/vhost/codec';
-import { FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, PROTOCOL_F_REPLY_ACK, Req, VHOST_USER_F_PROTOCOL_FEATURES } from '../../src/vhost/protocol';
+import { FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_RX_BY_BUFFER, Req, VHOST_USER_F_PROTOCOL_FEATURES } from '../../src/vhost/protocol';
 import { VIRTIO_F_VERSION_1, hasBit } from '../../src/virtio/defs';
 import { controlRequest } from '../../src/switch/control';
 import { run, startSwitch, waitFor, within } from '../helpers/procs';
@@ -188,6 +188,7 @@ t.test('switch back-end survives malformed vhost-user input', async (t) => {
     t.ok(pf && pf.request === Req.GET_PROTOCOL_FEATURES && pf.payload.length === 8, 'GET_PROTOCOL_FEATURES answered');
     const proto = pf!.payload.readBigUInt64LE(0);
     t.ok(hasBit(proto, PROTOCOL_F_REPLY_ACK), 'REPLY_ACK is offered');
+    t.ok(hasBit(proto, PROTOCOL_F_RX_BY_BUFFER), 'RX_BY_BUFFER is offered');
     c.send(Req.SET_PROTOCOL_FEATURES, FLAG_VERSION, u64(1n << PROTOCOL_F_REPLY_ACK));
 
     // a request that succeeds acks 0 (so the non-zero below means something)

@@ -160,3 +160,27 @@ t.test('the swap exchange ignores the bit', async (t) => {
   t.equal(h, 20);
   t.equal(a.port.counters.totalDrops(), 0);
 });
+
+t.test('the bit acked or withdrawn while rings run takes effect at the next sync; postings made stand', async (t) => {
+  const { a, b, fw, ledger } = pair(t, {});
+  t.equal(a.port.rxByBuffer[0], 0, 'off: not acked');
+  const source = a.source as { ackedProtocol?: bigint };
+  source.ackedProtocol = 1n << 41n;
+  a.port.sync(a.source); // what SET_PROTOCOL_FEATURES does through the session's queuesChanged hook
+  t.equal(a.port.rxByBuffer[0], 1, 'on after a late SET_PROTOCOL_FEATURES');
+  a.sendShared(3, frame(mac(2), mac(1), 64, 1));
+  fw.forward(a.port, 0, b.port);
+  t.equal(a.port.postings.sharedPosting(3), 3, 're-posted in descriptor 3');
+  source.ackedProtocol = 0n;
+  a.port.sync(a.source);
+  t.equal(a.port.rxByBuffer[0], 0, 'off again');
+  t.equal(a.port.postings.sharedPosting(3), 3, 'the posting made while on stands (the ring kept running)');
+  a.sendShared(4, frame(mac(2), mac(1), 64, 2));
+  fw.forward(a.port, 0, b.port);
+  t.equal(a.port.postings.sharedPosting(4), -1, 'nothing re-posted now');
+  b.flushAndReap();
+  b.sendGift([3]);
+  fw.forward(b.port, 0, a.port);
+  t.same(a.flushAndReap().rx, [{ id: 3, len: HDR }], 'the standing posting still takes its gift');
+  ledger('end');
+});
