@@ -513,7 +513,7 @@ export class GuestDataPath {
     if ((d[4 * b] | 0) !== ((sh.baseLo + b * sh.bufSize) | 0) || d[4 * b + 1] !== sh.baseHi || d[4 * b + 2] !== sh.bufSize || r.desc16[8 * b + 6] !== VIRTQ_DESC_F_WRITE || r.desc16[8 * b + 7] !== 0) {
       sh.setBufDesc(r, b, b, sh.bufSize, VIRTQ_DESC_F_WRITE, 0);
     }
-    qp.rxKind[b] = b;
+    // rxKind[b] is b from construction on (the descriptors below bufCount are reserved).
     rx.addAvail(b);
     return b;
   }
