@@ -369,7 +369,13 @@ export function giftChainShared(src: LanePort, qi: number, txq: DeviceQueue, dst
   const srcId = src.id;
   const byBuf = dst.postings.byBuf;
   const stamp = src.laneStamp;
-  const gen = (stampGen = (stampGen + 1) >>> 0) || (stamp.fill(0), (stampGen = 1));
+  // At the wrap only this port's stamps are cleared: another's old stamp can then only make a chain look repeated,
+  // which leaves it to the general path.
+  if (++stampGen > 0xffff_ffff) {
+    stampGen = 1;
+    stamp.fill(0);
+  }
+  const gen = stampGen;
   // Check every link before anything moves: the general path takes a chain with a bad link link by link.
   let pq = -1;
   let n = 0;
