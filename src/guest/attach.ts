@@ -194,7 +194,8 @@ export class GuestAttachment {
     let copyTargets = o.copyTargets ?? 1024;
     const privTx = o.privateTx ?? 64;
     const rxNum = o.rxQueueSize ?? Math.min(VIRTQ_MAX_SIZE, nextPow2(bufCount + copyTargets));
-    const txNum = o.txQueueSize ?? 1024;
+    // Gift exchange: room for every shared buffer in its own tx descriptor (GuestDataPath.fixedTx) and the private tx slots.
+    const txNum = o.txQueueSize ?? (sh && !sh.swap ? Math.min(VIRTQ_MAX_SIZE, Math.max(1024, nextPow2(bufCount + privTx))) : 1024);
     if (rxNum < bufCount) throw new Error(`rx queue size ${rxNum} cannot hold the region's ${bufCount} buffers`);
     copyTargets = Math.min(copyTargets, rxNum - bufCount);
     const slotSize = o.slotSize ?? Math.max(2048, sh ? sh.bufSize : 0);

@@ -104,7 +104,29 @@ export class GuestDataPath {
     }
     this.rxByBuffer = rxByBuffer && this.fixedRx;
     this.postOnSend = shared !== null && !shared.swap && !this.rxByBuffer;
+    // Gift exchange: shared buffer b always leaves in tx descriptor b (see fixedTx); the rest of the ring is for private slots.
+    this.fixedTx = shared !== null && !shared.swap && qps.every((qp) => qp.txq.ring.num >= shared.bufCount + privTx);
+    if (this.fixedTx) {
+      for (const qp of qps) {
+        qp.txq.reserveLow(shared!.bufCount);
+        for (let b = 0; b < shared!.bufCount; b++) shared!.setBufDesc(qp.txq.ring, b, b, VIRTIO_NET_HDR_SIZE, 0, 0);
+      }
+    }
   }
+
+  /**
+   * Shared buffer b leaves in tx descriptor b (gift exchange, tx rings of at
+   * least bufCount entries plus the private tx slots). A buffer is in
+   * flight at most once, so its descriptor is free whenever it is ours to
+   * send, and a completion frees nothing: the driver neither allocates nor
+   * frees tx descriptors for shared buffers, writes a descriptor's address
+   * only once (here) and its length and chain word only when they change,
+   * and reaps a run of such completions by moving its used index
+   * (DriverQueue.skipUsed) instead of reading every entry. Descriptors from
+   * bufCount up carry private tx slots (sendCopy) as before. Swaps rewrite
+   * tx descriptors, so they allocate them.
+   */
+  private readonly fixedTx: boolean;
 
   /** The switch re-posts what we send (PROTOCOL_F_RX_BY_BUFFER acked, descriptors fixed). */
   readonly rxByBuffer: boolean;
@@ -184,7 +206,23 @@ export class GuestDataPath {
   txFree(q: number): number {
     const qp = this.qps[q];
     this.reapTx(qp);
-    return Math.min(qp.txq.freeDescs, this.rxRoom(qp));
+    return Math.min(this.txRoom(qp), this.rxRoom(qp));
+  }
+
+  /** Shared-buffer sends queue pair qp's tx ring can still take: fixed descriptors never run out. */
+  private txRoom(qp: QueuePair): number {
+    return this.fixedTx ? qp.txq.ring.num : qp.txq.freeDescs;
+  }
+
+  /**
+   * fixedTx: tx descriptor b says len bytes and the chain word (flags in the
+   * low half, next in the high half), each written only when it differs: a
+   * write would take the line from the switch's cache.
+   */
+  private fixTxDesc(qp: QueuePair, b: number, len: number, chain: number): void {
+    const d = qp.txq.ring.desc32;
+    if (d[4 * b + 2] !== len) d[4 * b + 2] = len;
+    if (d[4 * b + 3] !== chain) d[4 * b + 3] = chain;
   }
 
   /** Rx postings queue pair qp can still take: fixed descriptors never run out. */
@@ -194,22 +232,28 @@ export class GuestDataPath {
 
   canSend(q: number): boolean {
     const qp = this.qps[q];
-    return qp.txq.freeDescs > 0 && this.rxRoom(qp) > 0;
+    return this.txRoom(qp) > 0 && this.rxRoom(qp) > 0;
   }
 
   send(b: number, frameLen: number, hdrFlags: number, q: number, offload: NetHdrOffload | null = null): boolean {
     const qp = this.qps[q];
-    if (qp.txq.freeDescs === 0) this.reapTx(qp);
+    if (this.txRoom(qp) === 0) this.reapTx(qp);
     if (!this.canSend(q)) return false;
     const sh = this.shared!;
     if (offload === null) writeNetHdrWords(sh.mem32, sh.offsetOf(b) >>> 2, hdrFlags, 1);
     else writeNetHdrOffloadWords(sh.mem32, sh.offsetOf(b) >>> 2, hdrFlags, 1, offload);
     // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
     if (this.postOnSend) this.postShared(b, q);
-    const id = qp.txq.allocDesc();
-    sh.setBufDesc(qp.txq.ring, id, b, VIRTIO_NET_HDR_SIZE + frameLen, 0, 0);
-    qp.txKind[id] = b;
-    qp.txq.addAvail(id);
+    if (this.fixedTx) {
+      this.fixTxDesc(qp, b, VIRTIO_NET_HDR_SIZE + frameLen, 0);
+      qp.txq.addAvail(b);
+    } else {
+      const id = qp.txq.allocDesc();
+      sh.setBufDesc(qp.txq.ring, id, b, VIRTIO_NET_HDR_SIZE + frameLen, 0, 0);
+      qp.txKind[id] = b;
+      qp.txOthers++;
+      qp.txq.addAvail(id);
+    }
     qp.txDirty = true;
     if (hdrFlags & VIRTIO_NET_HDR_F_GIFT_BUFFER) this.counters.giftsSent++;
     else {
@@ -229,13 +273,14 @@ export class GuestDataPath {
   sendBurst(bufs: Int32Array, lens: Uint32Array, n: number, q: number): number {
     const qp = this.qps[q];
     const tx = qp.txq;
-    if (tx.freeDescs < n) this.reapTx(qp);
-    const room = Math.min(tx.freeDescs, this.rxRoom(qp));
+    if (this.txRoom(qp) < n) this.reapTx(qp);
+    const room = Math.min(this.txRoom(qp), this.rxRoom(qp));
     if (n > room) n = room;
     if (n <= 0) return 0;
     const sh = this.shared!;
     const mem32 = sh.mem32;
     const post = this.postOnSend;
+    const fixed = this.fixedTx;
     const txKind = qp.txKind;
     let bytes = 0;
     for (let i = 0; i < n; i++) {
@@ -245,12 +290,18 @@ export class GuestDataPath {
       writeNetHdrWords(mem32, off >>> 2, 0, 1);
       // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
       if (post) this.postOn(qp, b);
-      const id = tx.allocDesc();
-      sh.setBufDesc(tx.ring, id, b, VIRTIO_NET_HDR_SIZE + len, 0, 0);
-      txKind[id] = b;
-      tx.addAvail(id);
+      if (fixed) {
+        this.fixTxDesc(qp, b, VIRTIO_NET_HDR_SIZE + len, 0);
+        tx.addAvail(b);
+      } else {
+        const id = tx.allocDesc();
+        sh.setBufDesc(tx.ring, id, b, VIRTIO_NET_HDR_SIZE + len, 0, 0);
+        txKind[id] = b;
+        tx.addAvail(id);
+      }
       bytes += len;
     }
+    if (!fixed) qp.txOthers += n;
     if (post) qp.rxDirty = true;
     qp.txDirty = true;
     this.counters.txPackets += n;
@@ -269,6 +320,7 @@ export class GuestDataPath {
     const id = qp.txq.allocDesc();
     qp.txq.ring.setDesc(id, this.gm.gpa(at), VIRTIO_NET_HDR_SIZE + len, 0, 0);
     qp.txKind[id] = -(k + 1);
+    qp.txOthers++;
     qp.txq.addAvail(id);
     qp.txDirty = true;
     this.counters.txPackets++;
@@ -300,7 +352,7 @@ export class GuestDataPath {
   private giftSurplus(): void {
     const qp = this.qps[0];
     for (;;) {
-      const k = this.pool.giftChainLength(qp.txq.freeDescs, this.rxRoom(qp));
+      const k = this.pool.giftChainLength(this.txRoom(qp), this.rxRoom(qp));
       if (k === 0) return;
       this.sendGiftChain(qp, k);
     }
@@ -318,12 +370,19 @@ export class GuestDataPath {
     const txNext = qp.txNext;
     // Built tail first, so each descriptor can name the one after it.
     const post = this.postOnSend;
+    const fixed = this.fixedTx;
     let next = 0;
     let b = -1;
     for (let i = 0; i < k; i++) {
       b = pool.alloc();
       // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
       if (post) this.postOn(qp, b);
+      if (fixed) {
+        // Descriptor b, its chain word flags | next << 16.
+        this.fixTxDesc(qp, b, VIRTIO_NET_HDR_SIZE, i === 0 ? 0 : (VIRTQ_DESC_F_NEXT | (next << 16)) >>> 0);
+        next = b;
+        continue;
+      }
       const id = q.allocDesc();
       sh.setBufDesc(q.ring, id, b, VIRTIO_NET_HDR_SIZE, i === 0 ? 0 : VIRTQ_DESC_F_NEXT, next);
       txNext[id] = next;
@@ -331,8 +390,11 @@ export class GuestDataPath {
     }
     if (post) qp.rxDirty = true;
     writeNetHdrWords(sh.mem32, sh.offsetOf(b) >>> 2, VIRTIO_NET_HDR_F_GIFT_BUFFER, 1);
-    qp.txKind[next] = b;
-    qp.txSpan[next] = k;
+    if (!fixed) {
+      qp.txKind[next] = b;
+      qp.txSpan[next] = k;
+      qp.txOthers++;
+    }
     q.addAvail(next);
     qp.txDirty = true;
     this.counters.giftsSent += k;
@@ -340,6 +402,11 @@ export class GuestDataPath {
 
   private reapTx(qp: QueuePair): void {
     const q = qp.txq;
+    // fixedTx with nothing else in flight: every completion is a shared buffer's, and frees nothing.
+    if (this.fixedTx && qp.txOthers === 0) {
+      q.skipUsed();
+      return;
+    }
     let pending = q.usedPending();
     if (pending === 0) return;
     const sh = this.shared;
@@ -347,8 +414,12 @@ export class GuestDataPath {
     const txKind = qp.txKind;
     const txSpan = qp.txSpan;
     const pool = this.pool;
+    const reserved = q.reserved;
     while (pending-- > 0) {
       const id = q.popUsed();
+      // fixedTx: a shared buffer's own descriptor, nothing to free.
+      if (id < reserved) continue;
+      qp.txOthers--;
       const kind = txKind[id];
       if (kind === KIND_RAW) {
         this.freeRawChain(q, id);
@@ -388,12 +459,12 @@ export class GuestDataPath {
     this.rawChains.delete(id);
   }
 
-  /** Transmit descriptors the switch has not completed yet, over all queue pairs. */
+  /** Transmit entries (frames, gift chains) the switch has not completed yet, over all queue pairs. */
   txInFlight(): number {
     let n = 0;
     for (const qp of this.qps) {
       this.reapTx(qp);
-      n += qp.txq.ring.num - qp.txq.freeDescs;
+      n += (qp.txq.availIdx - qp.txq.lastUsed) & 0xffff;
     }
     return n;
   }
@@ -587,6 +658,7 @@ export class GuestDataPath {
     });
     if (ids.length) {
       qp.txKind[ids[0]] = KIND_RAW;
+      qp.txOthers++;
       this.rawChains.set(ids[0], ids);
     }
     qp.txq.addAvail(headOverride ?? ids[0]);

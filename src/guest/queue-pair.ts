@@ -17,6 +17,8 @@ export class QueuePair {
   readonly txSpan: Uint8Array;
   /** Gift chains: the next descriptor of each link (our copy: the ring's is the switch's to read). */
   readonly txNext: Uint16Array;
+  /** Tx entries in flight whose descriptors were allocated (not a fixed shared buffer's: GuestDataPath.fixedTx). */
+  txOthers = 0;
   ownPosted = 0;
   rxDirty = false;
   txDirty = false;

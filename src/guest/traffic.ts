@@ -70,7 +70,7 @@ export interface TrafficSummary {
   returned: number;
   rxErrors: number;
   buffersOwned: number;
-  /** Tx descriptors the switch has not taken back yet at the end (frames waiting in our rings: back-pressure). */
+  /** Tx entries (frames, gift chains) the switch has not completed yet at the end (waiting in our rings: back-pressure). */
   txInFlight: number;
   elapsedSec: number;
   txPps: number;

@@ -85,6 +85,14 @@ export class DriverQueue {
     return (Atomics.load(this.ring.used16, 1) - this.lastUsed) & 0xffff;
   }
 
+  /** Reap every used entry unread (the caller needs none of them: GuestDataPath.fixedTx); returns how many. */
+  skipUsed(): number {
+    const u = Atomics.load(this.ring.used16, 1);
+    const n = (u - this.lastUsed) & 0xffff;
+    this.lastUsed = u;
+    return n;
+  }
+
   /** Reap one used entry: returns its id; its length is in lastUsedLen. */
   popUsed(): number {
     const r = this.ring;

@@ -1,0 +1,143 @@
+/**
+ * Fixed tx descriptors (GuestDataPath.fixedTx): in the gift exchange, with
+ * tx rings of at least bufCount entries plus the private tx slots, the
+ * guest driver sends shared buffer b in tx descriptor b, frames and gift
+ * links alike, and reaps completions of those without reading them.
+ * Through a real switch process and two guest drivers: frames through
+ * shared buffers and copies through private slots on one tx ring, so
+ * both kinds of completion come back interleaved. Every frame arrives
+ * once, intact, in order; every private slot and allocated descriptor
+ * comes back; nothing is dropped; the ledger balances. Swaps, and a tx
+ * ring too small, keep allocating descriptors.
+ */
+import path from 'node:path';
+import t from 'tap';
+import { GuestDriver } from '../../src/guest/driver';
+import type { QueuePair } from '../../src/guest/queue-pair';
+import { FrameChecker, Verdict, writeTestFrame } from '../../src/guest/test-packet';
+import { VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT } from '../../src/virtio/defs';
+import { startSwitch, waitAttached } from '../helpers/procs';
+
+interface DataPathView {
+  fixedTx: boolean;
+  privTxTop: number;
+  qps: QueuePair[];
+}
+const view = (d: GuestDriver): DataPathView => (d as unknown as { dp: DataPathView }).dp;
+const settle = () => new Promise((r) => setImmediate(r));
+
+t.test('gifts: shared buffer b leaves in tx descriptor b, copies in allocated ones, both complete', async (t) => {
+  const sw = await startSwitch(t, { sharedBuffers: { bufCount: 256 }, ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] });
+  const tx = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm1.sock') });
+  const rx = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm2.sock') });
+  t.teardown(() => {
+    tx.close();
+    rx.close();
+  });
+  await waitAttached(sw, 'vm1', 'vm2');
+  const sh = tx.shared!;
+  const txv = view(tx);
+  const rxv = view(rx);
+  const txq = txv.qps[0].txq;
+  const privTx = txv.privTxTop;
+  t.ok(txv.fixedTx && view(rx).fixedTx, 'both drivers use fixed tx descriptors');
+  t.ok(txq.ring.num >= sh.bufCount + privTx, `the tx ring (${txq.ring.num}) holds every buffer and the ${privTx} private slots`);
+  t.equal(txq.reserved, sh.bufCount, 'tx descriptors [0, bufCount) reserved for the buffers');
+  const allocatable = txq.freeDescs;
+
+  // One frame: its avail entry and descriptor name the buffer.
+  const b = tx.alloc();
+  writeTestFrame(sh.mem, tx.frameOffset(b), 100, 1, 0);
+  t.ok(tx.send(b, 100), 'sent');
+  t.equal(txq.ring.avail[2 + ((txq.availIdx - 1) & txq.ring.mask)], b, `the avail entry is descriptor ${b}`);
+  t.equal(txq.ring.descAddr(b), sh.base + sh.offsetOf(b), 'descriptor b holds buffer b');
+  t.equal(txq.ring.descLen(b), VIRTIO_NET_HDR_SIZE + 100, 'with the frame\'s length');
+  t.equal(txq.ring.descFlags(b), 0, 'alone');
+  t.equal(txq.freeDescs, allocatable, 'no descriptor allocated for it');
+
+  const TOTAL = 3000;
+  const check = new FrameChecker();
+  const frame = new Uint8Array(200);
+  let seq = 1;
+  let got = 0;
+  let copies = 0;
+  let sawChain = false;
+  const wrongs: string[] = [];
+  const deadline = Date.now() + 30000;
+  while (got < TOTAL && Date.now() < deadline) {
+    for (let k = 0; k < 24 && seq < TOTAL; k++) {
+      const len = 60 + (seq % 90);
+      // Every fifth frame through a private slot: its completion must free the slot and its descriptor.
+      if (seq % 5 === 0) {
+        writeTestFrame(frame, 0, len, 1, seq);
+        if (!tx.sendCopy(frame, 0, len)) break;
+        copies++;
+      } else {
+        const buf = tx.alloc();
+        if (buf < 0) break;
+        writeTestFrame(sh.mem, tx.frameOffset(buf), len, 1, seq);
+        if (!tx.send(buf, len)) {
+          tx.release(buf);
+          break;
+        }
+      }
+      seq++;
+    }
+    tx.flush();
+    tx.receive(256); // gifts coming back
+    tx.flush();
+    const n = rx.receive(256);
+    for (let i = 0; i < n; i++) {
+      const tok = rx.rxToken[i];
+      const v = check.verify(rx.packetMem(tok), rx.packetOffset(tok), rx.rxLen[i]);
+      if (v !== Verdict.Ok || check.lastSeq !== got) wrongs.push(`#${got}: verdict ${v}, seq ${check.lastSeq}`);
+      got++;
+      rx.release(tok);
+    }
+    const rq = rxv.qps[0].txq;
+    const before = rq.availIdx;
+    rx.flush(); // gifts the surplus back: a chain of the buffers' own descriptors
+    if (rq.availIdx !== before && !sawChain) {
+      const head = rq.ring.avail[2 + (before & rq.ring.mask)];
+      const next = rq.ring.descNext(head);
+      sawChain = head < sh.bufCount && rq.ring.descAddr(head) === sh.base + sh.offsetOf(head) &&
+        rq.ring.descLen(head) === VIRTIO_NET_HDR_SIZE && (rq.ring.descFlags(head) & VIRTQ_DESC_F_NEXT) !== 0 &&
+        next < sh.bufCount && rq.ring.descAddr(next) === sh.base + sh.offsetOf(next);
+    }
+    await settle();
+  }
+  t.equal(got, TOTAL, `all ${TOTAL} frames arrived through 256 buffers (${copies} of them copies)`);
+  t.same(wrongs, [], 'each once, intact, in order');
+  t.ok(sawChain, 'a gift chain links the buffers\' own tx descriptors');
+  t.ok(tx.counters.giftsReceived > TOTAL / 2, `buffers came back as gifts (${tx.counters.giftsReceived})`);
+
+  // Every completion taken: private slots and allocated descriptors all back, nothing counted in flight.
+  const until = Date.now() + 5000;
+  while ((tx.txInFlight() > 0 || rx.txInFlight() > 0) && Date.now() < until) await settle();
+  t.equal(tx.txInFlight(), 0, 'the sender has nothing in flight');
+  t.equal(txv.qps[0].txOthers, 0, 'no allocated entry left in flight');
+  t.equal(txv.privTxTop, privTx, 'every private tx slot is free again');
+  t.equal(txq.freeDescs, allocatable, 'every allocated tx descriptor is free again');
+  t.equal(rxv.qps[0].txOthers, 0, 'the receiver\'s gift chains took no allocated descriptor');
+
+  const st = await sw.stats();
+  for (const name of ['vm1', 'vm2']) t.same(st.ports.find((x) => x.name === name)!.counters.drops, {}, `${name}: nothing dropped`);
+  t.equal(st.ports.find((x) => x.name === 'vm1')!.counters.copied, copies, 'the copies went the copy path');
+  t.ok(st.ledger.ok, `ledger balanced: ${st.ledger.problems.join('; ')}`);
+});
+
+t.test('swaps, and a tx ring without room for every buffer, allocate tx descriptors', async (t) => {
+  const sw = await startSwitch(t, {
+    sharedBuffers: { bufCount: 256 }, forwarding: { pairExchange: 'swap' }, ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']],
+  });
+  const swap = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm1.sock') });
+  t.teardown(() => swap.close());
+  t.notOk(view(swap).fixedTx, 'swap: no fixed tx descriptors');
+  t.equal(view(swap).qps[0].txq.reserved, 0, 'none reserved');
+
+  const sw2 = await startSwitch(t, { sharedBuffers: { bufCount: 256 }, ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] });
+  const small = await GuestDriver.attach({ socketPath: path.join(sw2.dir, 'vm1.sock'), txQueueSize: 256 });
+  t.teardown(() => small.close());
+  t.notOk(view(small).fixedTx, 'a 256-entry tx ring for 256 buffers and 64 private slots: no fixed tx descriptors');
+  t.equal(view(small).qps[0].txq.reserved, 0, 'none reserved');
+});
