@@ -14,15 +14,24 @@
  * Gifting stops while the peer hands our gifts back (RETURNED: it is gone
  * or cannot take them) and resumes when it shows life again; without that
  * a VM whose peer left would gift and get its gifts back in a tight loop.
+ * While paused it still tries once every GIFT_RETRY_MS: a peer that
+ * attaches owning nothing (its predecessor had sent everything before it
+ * died) cannot show life by sending, and would otherwise wait forever.
  * The pool decides how much to gift; the data path builds the chains.
  */
+import { performance } from 'node:perf_hooks';
 import { GIFT_CHAIN_MAX } from '../vhost/protocol';
+
+/** While gifts come back RETURNED, try one gift round this often (ms). */
+export const GIFT_RETRY_MS = 100;
 
 export class BufferPool {
   private readonly free: Int32Array;
   private top = 0;
   /** Set when a gift of ours came back RETURNED; cleared when the peer shows life. */
   private giftsBlocked = false;
+  /** When gifting last paused, or last retried while paused (ms, from now()). */
+  private blockedAt = 0;
 
   constructor(
     /** Most buffers the pool can hold (the region's bufCount). */
@@ -31,6 +40,8 @@ export class BufferPool {
     public giftHigh = Infinity,
     /** Gift down to this many. */
     public giftLow = Infinity,
+    /** The clock for the retries while paused (ms); tests pass their own. */
+    private readonly now: () => number = () => performance.now(),
   ) {
     this.free = new Int32Array(Math.max(1, capacity));
   }
@@ -50,9 +61,17 @@ export class BufferPool {
     this.free[this.top++] = b;
   }
 
-  /** Whether flush() should gift now: above the high watermark and the peer takes gifts. */
+  /**
+   * Whether flush() should gift now: above the high watermark, and the peer
+   * takes gifts or GIFT_RETRY_MS passed since the pause or the last retry.
+   */
   wantsToGift(): boolean {
-    return this.top > this.giftHigh && !this.giftsBlocked;
+    if (this.top <= this.giftHigh) return false;
+    if (!this.giftsBlocked) return true;
+    const t = this.now();
+    if (t - this.blockedAt < GIFT_RETRY_MS) return false;
+    this.blockedAt = t;
+    return true;
   }
 
   /**
@@ -72,7 +91,10 @@ export class BufferPool {
   handedBack(b: number, returned: boolean, wasGift: boolean): void {
     this.free[this.top++] = b;
     if (returned) {
-      if (wasGift) this.giftsBlocked = true;
+      if (wasGift) {
+        this.giftsBlocked = true;
+        this.blockedAt = this.now();
+      }
     } else {
       this.giftsBlocked = false;
     }

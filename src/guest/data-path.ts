@@ -110,6 +110,7 @@ export class GuestDataPath {
       for (const qp of qps) {
         qp.txq.reserveLow(shared!.bufCount);
         for (let b = 0; b < shared!.bufCount; b++) shared!.setBufDesc(qp.txq.ring, b, b, VIRTIO_NET_HDR_SIZE, 0, 0);
+        qp.txLen.fill(VIRTIO_NET_HDR_SIZE, 0, shared!.bufCount);
       }
     }
   }
@@ -216,13 +217,21 @@ export class GuestDataPath {
 
   /**
    * fixedTx: tx descriptor b says len bytes and the chain word (flags in the
-   * low half, next in the high half), each written only when it differs: a
-   * write would take the line from the switch's cache.
+   * low half, next in the high half), each written only when it differs
+   * from what we last wrote there (QueuePair.txLen, txChain: our own copy,
+   * so deciding reads no ring line). A write would take the line from the
+   * switch's cache; a read of it, after the switch read it, measured as
+   * the gift loop's slowest step.
    */
   private fixTxDesc(qp: QueuePair, b: number, len: number, chain: number): void {
-    const d = qp.txq.ring.desc32;
-    if (d[4 * b + 2] !== len) d[4 * b + 2] = len;
-    if (d[4 * b + 3] !== chain) d[4 * b + 3] = chain;
+    if (qp.txLen[b] !== len) {
+      qp.txLen[b] = len;
+      qp.txq.ring.desc32[4 * b + 2] = len;
+    }
+    if (qp.txChain[b] !== chain) {
+      qp.txChain[b] = chain;
+      qp.txq.ring.desc32[4 * b + 3] = chain;
+    }
   }
 
   /** Rx postings queue pair qp can still take: fixed descriptors never run out. */

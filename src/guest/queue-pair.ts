@@ -17,6 +17,9 @@ export class QueuePair {
   readonly txSpan: Uint8Array;
   /** Gift chains: the next descriptor of each link (our copy: the ring's is the switch's to read). */
   readonly txNext: Uint16Array;
+  /** fixedTx: the length and chain word (flags | next << 16) last written into tx descriptor b (GuestDataPath.fixTxDesc). */
+  readonly txLen: Uint32Array;
+  readonly txChain: Uint32Array;
   /** Tx entries in flight whose descriptors were allocated (not a fixed shared buffer's: GuestDataPath.fixedTx). */
   txOthers = 0;
   ownPosted = 0;
@@ -29,6 +32,8 @@ export class QueuePair {
     this.txKind = new Int32Array(txq.ring.num);
     this.txSpan = new Uint8Array(txq.ring.num);
     this.txNext = new Uint16Array(txq.ring.num);
+    this.txLen = new Uint32Array(txq.ring.num);
+    this.txChain = new Uint32Array(txq.ring.num);
   }
 }
 

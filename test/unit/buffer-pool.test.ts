@@ -2,12 +2,12 @@
  * Unit tests for the guest driver's BufferPool (src/guest/buffer-pool.ts):
  * the free stack, the gift policy (above the high watermark gift down to
  * the low one, in chains of at most GIFT_CHAIN_MAX, never more than the
- * rings have room for), the pause after RETURNED gifts, and the count of
+ * rings have room for), the pause after RETURNED gifts and its retries, and the count of
  * buffers a VM owns across alloc / send / receive / release. No switch:
  * giftOut() below does what the data path does with each chain length.
  */
 import t from 'tap';
-import { BufferPool } from '../../src/guest/buffer-pool';
+import { BufferPool, GIFT_RETRY_MS } from '../../src/guest/buffer-pool';
 import { RegionGeometry } from '../../src/shm/geometry';
 import { GIFT_CHAIN_MAX } from '../../src/vhost/protocol';
 
@@ -19,10 +19,10 @@ function withPartition(capacity: number, start: number, n: number, high = Infini
 }
 
 /** The data path's gift loop: chain lengths, taking each chain's buffers out of the pool. */
-function giftOut(p: BufferPool, txRoom = 1024, rxRoom = 1024): { chains: number[]; gifted: number[] } {
+function giftOut(p: BufferPool, txRoom = 1024, rxRoom = 1024, ask = true): { chains: number[]; gifted: number[] } {
   const chains: number[] = [];
   const gifted: number[] = [];
-  if (!p.wantsToGift()) return { chains, gifted };
+  if (ask && !p.wantsToGift()) return { chains, gifted };
   for (;;) {
     const k = p.giftChainLength(txRoom, rxRoom);
     if (k === 0) break;
@@ -113,6 +113,31 @@ t.test('gifts handed back RETURNED pause gifting until the peer shows life', asy
   p.alloc();
   p.handedBack(511, false, true);
   t.notOk(p.blocked, 'a gift from the peer: it is alive');
+  t.ok(p.wantsToGift());
+});
+
+t.test('while paused, one gift round every GIFT_RETRY_MS (a peer that owns nothing cannot show life)', async (t) => {
+  let now = 1000;
+  const p = new BufferPool(512, 256, 200, () => now);
+  for (let b = 0; b < 300; b++) p.put(b);
+  const { gifted } = giftOut(p);
+  for (const b of gifted) p.handedBack(b, true, b === gifted[0]);
+  t.ok(p.blocked);
+  t.notOk(p.wantsToGift(), 'paused right after the gifts came back');
+  now += GIFT_RETRY_MS - 1;
+  t.notOk(p.wantsToGift(), 'still paused just before the retry');
+  now += 1;
+  t.ok(p.wantsToGift(), 'a retry once GIFT_RETRY_MS passed');
+  t.notOk(p.wantsToGift(), 'one round per retry');
+  t.ok(p.blocked, 'still paused: only the peer showing life resumes gifting');
+  now += GIFT_RETRY_MS;
+  t.ok(p.wantsToGift(), 'the next retry');
+  const again = giftOut(p, 1024, 1024, false).gifted;
+  for (const b of again) p.handedBack(b, true, b === again[0]);
+  now += GIFT_RETRY_MS / 2;
+  t.notOk(p.wantsToGift(), 'returned again: the wait starts over from then');
+  p.peerAlive();
+  t.ok(p.wantsToGift(), 'the peer sent a packet: gifting as usual');
   t.ok(p.wantsToGift());
 });
 
