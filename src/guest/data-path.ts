@@ -15,7 +15,7 @@
 import { FdWatcher, eventfdDrain } from '../../bindings';
 import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
 import { VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../virtio/defs';
-import { type NetHdrOffload, writeNetHdr, writeNetHdrOffloadWords, writeNetHdrWords } from '../virtio/net-hdr';
+import { type NetHdrOffload, keepNetHdrWords, writeNetHdr, writeNetHdrOffloadWords } from '../virtio/net-hdr';
 import type { DriverQueue } from '../virtio/driver-queue';
 import type { BufferPool } from './buffer-pool';
 import type { GuestMemory } from './guest-memory';
@@ -249,7 +249,7 @@ export class GuestDataPath {
     if (this.txRoom(qp) === 0) this.reapTx(qp);
     if (!this.canSend(q)) return false;
     const sh = this.shared!;
-    if (offload === null) writeNetHdrWords(sh.mem32, sh.offsetOf(b) >>> 2, hdrFlags, 1);
+    if (offload === null) keepNetHdrWords(sh.mem32, sh.offsetOf(b) >>> 2, hdrFlags, 1);
     else writeNetHdrOffloadWords(sh.mem32, sh.offsetOf(b) >>> 2, hdrFlags, 1, offload);
     // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
     if (this.postOnSend) this.postShared(b, q);
@@ -296,7 +296,7 @@ export class GuestDataPath {
       const b = bufs[i];
       const len = lens[i];
       const off = sh.offsetOf(b);
-      writeNetHdrWords(mem32, off >>> 2, 0, 1);
+      keepNetHdrWords(mem32, off >>> 2, 0, 1);
       // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
       if (post) this.postOn(qp, b);
       if (fixed) {
@@ -398,7 +398,7 @@ export class GuestDataPath {
       next = id;
     }
     if (post) qp.rxDirty = true;
-    writeNetHdrWords(sh.mem32, sh.offsetOf(b) >>> 2, VIRTIO_NET_HDR_F_GIFT_BUFFER, 1);
+    keepNetHdrWords(sh.mem32, sh.offsetOf(b) >>> 2, VIRTIO_NET_HDR_F_GIFT_BUFFER, 1);
     if (!fixed) {
       qp.txKind[next] = b;
       qp.txSpan[next] = k;

@@ -46,6 +46,19 @@ export function writeNetHdrWords(mem32: Uint32Array, word: number, flags: number
   mem32[word + 1] = 0;
   mem32[word + 2] = (numBuffers & 0xffff) << 16;
 }
+/**
+ * writeNetHdrWords, but each word is written only when it differs: a
+ * frame sent again as it arrived (an echo, a forwarding VM) or a buffer
+ * whose header already says "plain frame" leaves the header's cache line
+ * clean, so the switch that reads it next finds it in its own cache
+ * (docs/PERFORMANCE.md, "Headers written only when they change").
+ */
+export function keepNetHdrWords(mem32: Uint32Array, word: number, flags: number, numBuffers: number): void {
+  const w2 = ((numBuffers & 0xffff) << 16) >>> 0;
+  if (mem32[word] !== flags) mem32[word] = flags;
+  if (mem32[word + 1] !== 0) mem32[word + 1] = 0;
+  if (mem32[word + 2] !== w2) mem32[word + 2] = w2;
+}
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) throw new Error('zcswitch needs a little-endian host (virtio 1.x rings and headers are little-endian)');
 
 export function netHdrFlags(mem: Uint8Array, off: number): number {
