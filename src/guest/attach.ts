@@ -45,6 +45,10 @@ export interface AttachOptions {
   rxByBuffer?: boolean;
   /** Queue pairs to open (default 1; more needs VHOST_USER_PROTOCOL_F_MQ). */
   queuePairs?: number;
+  /**
+   * Default: with gifts, room for every shared buffer in its own descriptor
+   * plus the private tx slots (GuestDataPath.fixedTx; at least 1024), else 1024.
+   */
   txQueueSize?: number;
   /** Default: room for every shared buffer plus the copy targets. */
   rxQueueSize?: number;
