@@ -12,6 +12,7 @@ import t from 'tap';
 import { GuestDriver } from '../../src/guest/driver';
 import { FrameChecker, Verdict, writeTestFrame } from '../../src/guest/test-packet';
 import type { DriverQueue } from '../../src/virtio/driver-queue';
+import { pumpOneWay } from '../helpers/pair-pump';
 import { startSwitch, waitAttached } from '../helpers/procs';
 
 /** The avail index of each rx ring of a driver (what it has posted, ever). */
@@ -63,19 +64,11 @@ for (const { sender, receiver, queuePairs } of cases) {
       const s = tx.sendBurst(bufs, lens, k, seq % queuePairs);
       for (let i = s; i < k; i++) tx.release(bufs[i]);
       seq += s;
-      tx.flush();
-      tx.receive(256); // gifts coming back
-      tx.flush();
-      const n = rx.receive(256);
-      for (let i = 0; i < n; i++) {
-        const tok = rx.rxToken[i];
-        const v = check.verify(rx.packetMem(tok), rx.packetOffset(tok), rx.rxLen[i]);
-        const q = check.lastSeq;
+      pumpOneWay(tx, rx, check, (v, q) => {
         if (v !== Verdict.Ok || q >= TOTAL || seen[q] !== 0 || (queuePairs === 1 && q !== got)) wrongs.push(`#${got}: verdict ${v}, seq ${q}`);
         else seen[q] = 1;
         got++;
-        rx.release(tok);
-      }
+      });
       rx.flush(); // gifts the surplus back
       await new Promise((r) => setImmediate(r));
     }
