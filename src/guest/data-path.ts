@@ -5,25 +5,22 @@
  * (docs/protocol.md: every shared buffer we do not own is posted on rx, a
  * buffer is posted on our own rx before it leaves on tx, by us or, with rx
  * descriptors by buffer, by the switch; with swaps, a bridge or a pair's
- * swap exchange, our own empty buffers are posted instead), and sleeping
- * until the switch signals a call eventfd.
+ * swap exchange, our own empty buffers are posted instead); sleeping until
+ * the switch signals a call eventfd is call-sleeper.ts's.
  *
  * Everything per packet works on typed arrays fixed at attach; the buffer
  * pool and the region are fields set once at construction, so the JIT sees
  * one shape and allocates nothing per packet.
  */
-import { FdWatcher, eventfdDrain } from '../../bindings';
 import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
 import { VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../virtio/defs';
 import { type NetHdrOffload, keepNetHdrWords, writeNetHdr, writeNetHdrOffloadWords } from '../virtio/net-hdr';
 import type { DriverQueue } from '../virtio/driver-queue';
 import type { BufferPool } from './buffer-pool';
+import { CallSleeper } from './call-sleeper';
 import type { GuestMemory } from './guest-memory';
 import { KIND_RAW, type QueuePair, RX_RAW } from './queue-pair';
 import type { SharedRegion } from './shared-region';
-
-/** Without call eventfds, how long a sleeping driver waits before polling the used rings again. */
-const POLL_SLEEP_MS = 1;
 
 /** What the driver counts (exposed as GuestDriver.counters). */
 export class DriverCounters {
@@ -58,15 +55,7 @@ export class GuestDataPath {
   /** Private tx slots free for sendCopy (slot indices after the copy targets). */
   private readonly privTxFree: Int32Array;
   private privTxTop = 0;
-  private readonly watchers: FdWatcher[] = [];
-  private wakeCb: (() => void) | null = null;
-  private pollTimer: NodeJS.Timeout | null = null;
-  private readonly pollWake = (): void => {
-    this.pollTimer = null;
-    const cb = this.wakeCb;
-    this.wakeCb = null;
-    cb?.();
-  };
+  private readonly sleeper: CallSleeper;
   /** Test hooks: descriptors of each raw tx chain, by head. */
   private readonly rawChains = new Map<number, number[]>();
 
@@ -86,6 +75,7 @@ export class GuestDataPath {
     /** PROTOCOL_F_RX_BY_BUFFER was acked: the switch re-posts what we send where descriptors are fixed (fixedRx). */
     rxByBuffer = false,
   ) {
+    this.sleeper = new CallSleeper(qps);
     this.rxToken = rx.rxToken;
     this.rxLen = rx.rxLen;
     this.rxQueue = rx.rxQueue;
@@ -607,52 +597,23 @@ export class GuestDataPath {
     qp.rxDirty = true;
   }
 
-  // ---- sleeping ------------------------------------------------------------
+  // ---- sleeping (call-sleeper.ts) ------------------------------------------
 
-  /** Wake the sleeper (if any) when the switch signals call eventfd fd. */
   watchCall(fd: number): void {
-    this.watchers.push(new FdWatcher(fd, () => {
-      eventfdDrain(fd);
-      const cb = this.wakeCb;
-      this.wakeCb = null;
-      cb?.();
-    }));
+    this.sleeper.watchCall(fd);
   }
 
   waitForWork(cb: () => void): void {
-    let pending = 0;
-    for (const qp of this.qps) pending += qp.rxq.setCalls(true) + qp.txq.setCalls(true);
-    if (pending > 0) {
-      this.pollMode();
-      setImmediate(cb);
-      return;
-    }
-    this.wakeCb = () => {
-      this.pollMode();
-      cb();
-    };
-    if (this.watchers.length === 0) {
-      // No call eventfds (a PCI device polled from user space): look again after a short sleep.
-      this.pollTimer = setTimeout(this.pollWake, POLL_SLEEP_MS);
-      return;
-    }
-    for (const w of this.watchers) w.start();
+    this.sleeper.waitForWork(cb);
   }
 
   pollMode(): void {
-    for (const qp of this.qps) {
-      qp.rxq.setCalls(false);
-      qp.txq.setCalls(false);
-    }
+    this.sleeper.pollMode();
   }
 
   /** Stop watching the call eventfds (before they are closed). */
   closeWatchers(): void {
-    if (this.pollTimer) clearTimeout(this.pollTimer);
-    this.pollTimer = null;
-    this.wakeCb = null;
-    for (const w of this.watchers) w.close();
-    this.watchers.length = 0;
+    this.sleeper.close();
   }
 
   // ---- test hooks ----------------------------------------------------------
