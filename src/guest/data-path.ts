@@ -117,7 +117,7 @@ export class GuestDataPath {
    * bufCount up carry private tx slots (sendCopy) as before. Swaps rewrite
    * tx descriptors, so they allocate them.
    */
-  private readonly fixedTx: boolean;
+  readonly fixedTx: boolean;
 
   /** The switch re-posts what we send (PROTOCOL_F_RX_BY_BUFFER acked, descriptors fixed). */
   readonly rxByBuffer: boolean;

@@ -83,6 +83,8 @@ export class GuestDriver {
   features = 0n;
   /** The switch re-posts what we send: PROTOCOL_F_RX_BY_BUFFER acked and in use (GuestDataPath.postOnSend off). */
   rxByBuffer = false;
+  /** Shared buffer b leaves in tx descriptor b (gift exchange, tx rings that hold every buffer: GuestDataPath.fixedTx). */
+  fixedTx = false;
   /** PCI transport: the name of the region header's port entry that is ours. */
   portName: string | null = null;
 
@@ -136,11 +138,12 @@ export class GuestDriver {
     d.gm = a.gm;
     d.pool = new BufferPool(a.shared.bufCount, a.giftHigh, a.giftLow);
     d.dp = new GuestDataPath(a.shared, a.gm, a.qps, d.pool, d.counters, d, a.kick, a.copyTargets, a.privTx);
+    d.fixedTx = d.dp.fixedTx;
     d.dp.postInitial();
     a.start();
     d.live = true;
     opts.log?.info({
-      pci: a.bdf, sharedBar: a.sharedBdf, ringBar: a.ringBdf, rxNum: a.rxNum, txNum: a.txNum, owned: d.pool.count,
+      pci: a.bdf, sharedBar: a.sharedBdf, ringBar: a.ringBdf, rxNum: a.rxNum, txNum: a.txNum, owned: d.pool.count, fixedTx: d.fixedTx,
     }, 'guest driver attached to the PCI device');
     return d;
   }
@@ -156,12 +159,13 @@ export class GuestDriver {
     this.pool = new BufferPool(a.shared ? a.shared.bufCount : 0, a.giftHigh, a.giftLow);
     this.dp = new GuestDataPath(a.shared, lay.gm, lay.qps, this.pool, this.counters, this, a.kick, lay.copyTargets, lay.privTx, a.rxByBuffer);
     this.rxByBuffer = this.dp.rxByBuffer;
+    this.fixedTx = this.dp.fixedTx;
     await a.sendMemTable(lay.gm);
     this.dp.postInitial();
     await a.startRings(lay.gm, (fd) => this.dp.watchCall(fd));
     o.log?.info({
       socket: o.socketPath, zeroCopy: this.shared !== null, queuePairs: a.queuePairs, rxNum: lay.rxNum, txNum: lay.txNum, owned: this.pool.count,
-      rxByBuffer: this.rxByBuffer,
+      rxByBuffer: this.rxByBuffer, fixedTx: this.fixedTx,
     }, 'guest driver attached');
   }
 
