@@ -12,6 +12,10 @@
 # /tmp/multicore-results). It writes RESULTDIR/multicore.md (the table)
 # and RESULTDIR/multicore-results.tar.xz (every bench JSON) and prints the
 # table last. CELLS="P:W ..." and RUNS override the grid and runs per cell.
+# The carried testpmd is for a machine without DPDK: where Debian's DPDK is
+# installed, its EAL also loads the system's plugin directory beside the
+# carried plugins and panics ("tailq is already registered"), so there the
+# memif reference fails while the zcswitch cells still run.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 pack=${1:-$root/bench/.multicore}
