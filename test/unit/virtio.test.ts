@@ -196,6 +196,31 @@ t.test('DriverQueue and DeviceQueue over the same memory', async (t) => {
   t.equal(drv.allocDesc(), -1, 'then -1');
 });
 
+t.test('DriverQueue.skipUsed: every published used entry reaped unread, across the index wrap', async (t) => {
+  const num = 8;
+  const { parts } = layout(num);
+  const drv = new DriverQueue(new SplitRing(num, parts), false);
+  const dev = new DeviceQueue(new SplitRing(num, parts), false, 0, 0);
+  t.equal(drv.skipUsed(), 0, 'nothing used yet');
+  let total = 0;
+  // Enough rounds to wrap the 16-bit indexes: 3 entries each.
+  for (let round = 0; round < 30_000; round++) {
+    for (let i = 0; i < 3; i++) {
+      drv.addAvail(i);
+      dev.pushUsed(i, 0);
+    }
+    drv.publishAvail();
+    if (round % 2 === 0) continue; // two rounds' entries before the driver looks
+    dev.publishUsed();
+    const n = drv.skipUsed();
+    if (n !== 6) t.fail(`round ${round}: ${n} reaped, not 6`);
+    total += n;
+  }
+  t.equal(total, 90_000, 'every entry counted once');
+  t.equal(drv.lastUsed, dev.usedIdx, 'the driver\'s used index is the device\'s');
+  t.equal(drv.usedPending(), 0, 'nothing left pending');
+});
+
 t.test('DriverQueue.reserveLow: reserved descriptors are never allocated nor freed into the stack; setDescWords', async (t) => {
   const num = 16;
   const { parts } = layout(num);
