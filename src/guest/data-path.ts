@@ -14,7 +14,7 @@
  */
 import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
 import { VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../virtio/defs';
-import { type NetHdrOffload, keepNetHdrWords, writeNetHdr, writeNetHdrOffloadWords } from '../virtio/net-hdr';
+import { type NetHdrOffload, writeNetHdr, writeNetHdrOffloadWords, writeNetHdrWords } from '../virtio/net-hdr';
 import type { DriverQueue } from '../virtio/driver-queue';
 import type { BufferPool } from './buffer-pool';
 import { CallSleeper } from './call-sleeper';
@@ -84,7 +84,8 @@ export class GuestDataPath {
     this.privTxFree = new Int32Array(privTx);
     for (let k = privTx - 1; k >= 0; k--) this.privTxFree[this.privTxTop++] = copyTargets + k;
     // Gift exchange: shared buffer b always posts in rx descriptor b (see postShared).
-    this.fixedRx = shared !== null && !shared.swap && qps.every((qp) => qp.rxq.ring.num >= shared.bufCount);
+    const gifts = shared !== null && !shared.swap;
+    this.fixedRx = gifts && qps.every((qp) => qp.rxq.ring.num >= shared.bufCount);
     if (this.fixedRx) {
       for (const qp of qps) {
         qp.rxq.reserveLow(shared!.bufCount);
@@ -93,9 +94,9 @@ export class GuestDataPath {
       }
     }
     this.rxByBuffer = rxByBuffer && this.fixedRx;
-    this.postOnSend = shared !== null && !shared.swap && !this.rxByBuffer;
+    this.postOnSend = gifts && !this.rxByBuffer;
     // Gift exchange: shared buffer b always leaves in tx descriptor b (see fixedTx); the rest of the ring is for private slots.
-    this.fixedTx = shared !== null && !shared.swap && qps.every((qp) => qp.txq.ring.num >= shared.bufCount + privTx);
+    this.fixedTx = gifts && qps.every((qp) => qp.txq.ring.num >= shared.bufCount + privTx);
     if (this.fixedTx) {
       for (const qp of qps) {
         qp.txq.reserveLow(shared!.bufCount);
@@ -224,6 +225,25 @@ export class GuestDataPath {
     }
   }
 
+  /**
+   * Put shared buffer b (len bytes, header included) on qp's tx ring as one
+   * descriptor: its own (fixedTx), else an allocated one whose completion
+   * reapTx turns back into a free descriptor. The caller checked the room.
+   */
+  private queueShared(qp: QueuePair, b: number, len: number): void {
+    const tx = qp.txq;
+    if (this.fixedTx) {
+      this.fixTxDesc(qp, b, len, 0);
+      tx.addAvail(b);
+      return;
+    }
+    const id = tx.allocDesc();
+    this.shared!.setBufDesc(tx.ring, id, b, len, 0, 0);
+    qp.txKind[id] = b;
+    qp.txOthers++;
+    tx.addAvail(id);
+  }
+
   /** Rx postings queue pair qp can still take: fixed descriptors never run out. */
   private rxRoom(qp: QueuePair): number {
     return this.fixedRx ? qp.rxq.ring.num : qp.rxq.freeDescs;
@@ -239,20 +259,11 @@ export class GuestDataPath {
     if (this.txRoom(qp) === 0) this.reapTx(qp);
     if (!this.canSend(q)) return false;
     const sh = this.shared!;
-    if (offload === null) keepNetHdrWords(sh.mem32, sh.offsetOf(b) >>> 2, hdrFlags, 1);
+    if (offload === null) writeNetHdrWords(sh.mem32, sh.offsetOf(b) >>> 2, hdrFlags, 1);
     else writeNetHdrOffloadWords(sh.mem32, sh.offsetOf(b) >>> 2, hdrFlags, 1, offload);
     // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
     if (this.postOnSend) this.postShared(b, q);
-    if (this.fixedTx) {
-      this.fixTxDesc(qp, b, VIRTIO_NET_HDR_SIZE + frameLen, 0);
-      qp.txq.addAvail(b);
-    } else {
-      const id = qp.txq.allocDesc();
-      sh.setBufDesc(qp.txq.ring, id, b, VIRTIO_NET_HDR_SIZE + frameLen, 0, 0);
-      qp.txKind[id] = b;
-      qp.txOthers++;
-      qp.txq.addAvail(id);
-    }
+    this.queueShared(qp, b, VIRTIO_NET_HDR_SIZE + frameLen);
     qp.txDirty = true;
     if (hdrFlags & VIRTIO_NET_HDR_F_GIFT_BUFFER) this.counters.giftsSent++;
     else {
@@ -279,28 +290,17 @@ export class GuestDataPath {
     const sh = this.shared!;
     const mem32 = sh.mem32;
     const post = this.postOnSend;
-    const fixed = this.fixedTx;
-    const txKind = qp.txKind;
     let bytes = 0;
     for (let i = 0; i < n; i++) {
       const b = bufs[i];
       const len = lens[i];
       const off = sh.offsetOf(b);
-      keepNetHdrWords(mem32, off >>> 2, 0, 1);
+      writeNetHdrWords(mem32, off >>> 2, 0, 1);
       // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
       if (post) this.postOn(qp, b);
-      if (fixed) {
-        this.fixTxDesc(qp, b, VIRTIO_NET_HDR_SIZE + len, 0);
-        tx.addAvail(b);
-      } else {
-        const id = tx.allocDesc();
-        sh.setBufDesc(tx.ring, id, b, VIRTIO_NET_HDR_SIZE + len, 0, 0);
-        txKind[id] = b;
-        tx.addAvail(id);
-      }
+      this.queueShared(qp, b, VIRTIO_NET_HDR_SIZE + len);
       bytes += len;
     }
-    if (!fixed) qp.txOthers += n;
     if (post) qp.rxDirty = true;
     qp.txDirty = true;
     this.counters.txPackets += n;
@@ -388,7 +388,7 @@ export class GuestDataPath {
       next = id;
     }
     if (post) qp.rxDirty = true;
-    keepNetHdrWords(sh.mem32, sh.offsetOf(b) >>> 2, VIRTIO_NET_HDR_F_GIFT_BUFFER, 1);
+    writeNetHdrWords(sh.mem32, sh.offsetOf(b) >>> 2, VIRTIO_NET_HDR_F_GIFT_BUFFER, 1);
     if (!fixed) {
       qp.txKind[next] = b;
       qp.txSpan[next] = k;

@@ -34,26 +34,17 @@ export function writeNetHdr(mem: Uint8Array, off: number, flags: number, numBuff
 }
 
 /**
- * The same header as three 32-bit stores into a word view of buffer memory
+ * The same header as three 32-bit words of a word view of buffer memory
  * (`word` = byte offset / 4; buffers are 64-byte aligned). virtio 1.x fields
  * are little-endian, so on a little-endian host (every one Node runs
  * zcswitch on; checked below) word 0 is flags, word 2 num_buffers << 16.
- * The guest driver writes one per packet: three stores instead of a fill
- * call and three byte stores.
+ * Each word is stored only when it differs: a frame sent again as it
+ * arrived (an echo, a forwarding VM) or a buffer whose header already says
+ * "plain frame" leaves the header's cache line clean, so the switch that
+ * reads it next finds it in its own cache (docs/PERFORMANCE.md, "Headers
+ * written only when they change").
  */
 export function writeNetHdrWords(mem32: Uint32Array, word: number, flags: number, numBuffers: number): void {
-  mem32[word] = flags;
-  mem32[word + 1] = 0;
-  mem32[word + 2] = (numBuffers & 0xffff) << 16;
-}
-/**
- * writeNetHdrWords, but each word is written only when it differs: a
- * frame sent again as it arrived (an echo, a forwarding VM) or a buffer
- * whose header already says "plain frame" leaves the header's cache line
- * clean, so the switch that reads it next finds it in its own cache
- * (docs/PERFORMANCE.md, "Headers written only when they change").
- */
-export function keepNetHdrWords(mem32: Uint32Array, word: number, flags: number, numBuffers: number): void {
   const w2 = ((numBuffers & 0xffff) << 16) >>> 0;
   if (mem32[word] !== flags) mem32[word] = flags;
   if (mem32[word + 1] !== 0) mem32[word + 1] = 0;
