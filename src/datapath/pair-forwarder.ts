@@ -38,7 +38,8 @@ import { Offloads } from './segment';
 import { swapBuffers } from './swap';
 import { HeaderTouch } from './touch-ahead';
 import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
-import { forwardShared, giftChainShared, giftShared, laneOpen } from './zc-lane';
+import { giftChainShared, giftShared } from './zc-gifts';
+import { forwardMoved, forwardSwapped, laneOpen } from './zc-lane';
 
 export class PairForwarder {
   private readonly seg = new ChainSegments();
@@ -91,7 +92,7 @@ export class PairForwarder {
     let k = 0;
     for (; k < n; k++) {
       if (lane) {
-        k += forwardShared(src, qi, txq, dst!, n - k, swap);
+        k += swap ? forwardSwapped(src, qi, txq, dst!, n - k) : forwardMoved(src, qi, txq, dst!, n - k);
         if (k === n) break;
         // A gift chain whose every link the lane can hand over: taken whole, without the walk.
         if (!swap && giftChainShared(src, qi, txq, dst!)) continue;

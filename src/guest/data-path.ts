@@ -363,40 +363,66 @@ export class GuestDataPath {
    * the receiver takes any 12-byte completion as a buffer handed back.
    */
   private sendGiftChain(qp: QueuePair, k: number): void {
+    const post = this.postOnSend;
+    const head = this.fixedTx ? this.giftLinksFixed(qp, k, post) : this.giftLinksAllocated(qp, k, post);
+    if (post) qp.rxDirty = true;
+    qp.txq.addAvail(head);
+    qp.txDirty = true;
+    this.counters.giftsSent += k;
+  }
+
+  /**
+   * fixedTx: k pool buffers linked through their own descriptors, head
+   * first in the pool's order; returns the head's descriptor. The peer's
+   * driver gets the links back in this order and, its pool being a stack
+   * too, sends them in reverse, so the same buffers come back here in the
+   * same order: each descriptor's chain word is then as we last wrote it
+   * and stays unwritten (built tail first, every one changed each time,
+   * and each write took the line from the switch's cache).
+   */
+  private giftLinksFixed(qp: QueuePair, k: number, post: boolean): number {
+    const pool = this.pool;
+    const head = pool.alloc();
+    // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
+    if (post) this.postOn(qp, head);
+    let prev = head;
+    for (let i = 1; i < k; i++) {
+      const b = pool.alloc();
+      if (post) this.postOn(qp, b);
+      this.fixTxDesc(qp, prev, VIRTIO_NET_HDR_SIZE, (VIRTQ_DESC_F_NEXT | (b << 16)) >>> 0);
+      prev = b;
+    }
+    this.fixTxDesc(qp, prev, VIRTIO_NET_HDR_SIZE, 0);
+    this.markGift(head);
+    return head;
+  }
+
+  /** k pool buffers in allocated descriptors, built tail first so each can name the next; returns the head's. */
+  private giftLinksAllocated(qp: QueuePair, k: number, post: boolean): number {
     const sh = this.shared!;
     const q = qp.txq;
     const pool = this.pool;
-    const txNext = qp.txNext;
-    // Built tail first, so each descriptor can name the one after it.
-    const post = this.postOnSend;
-    const fixed = this.fixedTx;
     let next = 0;
     let b = -1;
     for (let i = 0; i < k; i++) {
       b = pool.alloc();
-      // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
       if (post) this.postOn(qp, b);
-      if (fixed) {
-        // Descriptor b, its chain word flags | next << 16.
-        this.fixTxDesc(qp, b, VIRTIO_NET_HDR_SIZE, i === 0 ? 0 : (VIRTQ_DESC_F_NEXT | (next << 16)) >>> 0);
-        next = b;
-        continue;
-      }
       const id = q.allocDesc();
       sh.setBufDesc(q.ring, id, b, VIRTIO_NET_HDR_SIZE, i === 0 ? 0 : VIRTQ_DESC_F_NEXT, next);
-      txNext[id] = next;
+      qp.txNext[id] = next;
       next = id;
     }
-    if (post) qp.rxDirty = true;
+    qp.txKind[next] = b;
+    qp.txSpan[next] = k;
+    qp.txOthers++;
+    this.markGift(b);
+    return next;
+  }
+
+  /** Only a gift's first header needs GIFT_BUFFER (the receiver takes any 12-byte completion as a gift). */
+  private markGift(b: number): void {
+    const sh = this.shared!;
     writeNetHdrWords(sh.mem32, sh.offsetOf(b) >>> 2, VIRTIO_NET_HDR_F_GIFT_BUFFER, 1);
-    if (!fixed) {
-      qp.txKind[next] = b;
-      qp.txSpan[next] = k;
-      qp.txOthers++;
-    }
-    q.addAvail(next);
-    qp.txDirty = true;
-    this.counters.giftsSent += k;
   }
 
   private reapTx(qp: QueuePair): void {

@@ -9,6 +9,20 @@ import type { SplitRing } from '../virtio/ring';
 /** Smallest buffer size (stride) at which headers are loaded ahead: a page. */
 export const TOUCH_AHEAD_MIN_STRIDE = 4096;
 
+/**
+ * bufAtWords for a oneBlock window, from the geometry's fields passed as
+ * values: the zero-copy lane (src/datapath/zc-lane.ts) calls it with
+ * locals read once per burst, and inlined it then reloads no field per
+ * packet.
+ */
+export function bufAtInBlock(lo: number, hi: number, baseLo: number, baseHi: number, size: number, shift: number, bufSize: number): number {
+  if (hi !== baseHi) return -1;
+  const off = (lo - baseLo) | 0;
+  if (off < 0 || off >= size) return -1;
+  const b = shift >= 0 ? off >> shift : (off / bufSize) | 0;
+  return b * bufSize === off ? b : -1;
+}
+
 export class RegionGeometry {
   readonly size: number;
   /**
@@ -79,11 +93,7 @@ export class RegionGeometry {
    */
   bufAtWords(lo: number, hi: number): number {
     if (!this.oneBlock) return this.indexAt(hi * 0x1_0000_0000 + lo);
-    if (hi !== this.baseHi) return -1;
-    const off = (lo - this.baseLo) | 0;
-    if (off < 0 || off >= this.size) return -1;
-    const b = this.bufShift >= 0 ? off >> this.bufShift : (off / this.bufSize) | 0;
-    return b * this.bufSize === off ? b : -1;
+    return bufAtInBlock(lo, hi, this.baseLo, this.baseHi, this.size, this.bufShift, this.bufSize);
   }
 
   /** bufAtWords for the address in descriptor id of ring. */
@@ -111,7 +121,11 @@ export class RegionGeometry {
  * (one class, so the per-packet calls stay monomorphic).
  */
 export class PortWindow extends RegionGeometry {
+  /** mem as 16-bit words (the zero-copy lane reads a header's flags and gso_type in one load). */
+  readonly mem16: Uint16Array;
+
   constructor(base: number, readonly mem: Uint8Array, bufSize: number, bufCount: number) {
     super(base, bufSize, bufCount);
+    this.mem16 = new Uint16Array(mem.buffer, mem.byteOffset, mem.length >>> 1);
   }
 }

@@ -8,6 +8,7 @@ import { Drop } from '../../src/datapath/counters';
 import { TxClass, TxClassifier, chainDrop } from '../../src/datapath/tx-class';
 import { ChainSegments, ChainWalker } from '../../src/virtio/chain';
 import { VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_MAX_CHAIN } from '../../src/virtio/defs';
+import { PortWindow } from '../../src/shm/geometry';
 import { Rig } from '../helpers/datapath-rig';
 
 const NEXT = VIRTQ_DESC_F_NEXT;
@@ -22,7 +23,7 @@ t.test('TxClassifier', async (t) => {
   const ring = vm.tx.ring; // the VM's view: where it writes
   const walker = new ChainWalker(128);
   const seg = new ChainSegments();
-  const tx = new TxClassifier(shared, ledger);
+  const tx = new TxClassifier(new PortWindow(shared.base, shared.mem, shared.bufSize, shared.bufCount), ledger);
   const classify = (head: number, zeroCopy = true, src = vm.id): TxClass =>
     tx.classify(seg, walker.walk(vm.devTx.ring, head, seg), zeroCopy, src);
   const priv = vm.mem.gpa(vm.mem.slotOffset(0));

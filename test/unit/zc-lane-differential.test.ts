@@ -20,6 +20,7 @@
  */
 import t from 'tap';
 import { PairForwarder } from '../../src/datapath/pair-forwarder';
+import * as zcGifts from '../../src/datapath/zc-gifts';
 import * as zcLane from '../../src/datapath/zc-lane';
 import { POOL } from '../../src/shm/ledger';
 import { VIRTIO_NET_HDR_F_GIFT_BUFFER } from '../../src/vhost/protocol';
@@ -209,24 +210,28 @@ function step(rnd: () => number, worlds: World[], passed: (world: number) => voi
  * and the port call the module's exports at call time), so the test knows
  * world 0 exercised the lane and world 1 never did.
  */
-const laneTook = { forwardShared: 0, giftShared: 0, ingestShared: 0, giftChainShared: 0 };
-const lane = zcLane as unknown as Record<keyof typeof laneTook, (...args: unknown[]) => number>;
-/** Wrap lane function name; took(result, args) is how many entries one call took. */
-const spy = (name: keyof typeof laneTook, took: (r: number, args: unknown[]) => number): void => {
-  const real = lane[name];
-  lane[name] = (...args) => {
+const laneTook = { forwardMoved: 0, forwardSwapped: 0, giftShared: 0, ingestShared: 0, giftChainShared: 0 };
+type LaneFn = (...args: unknown[]) => number;
+/** Wrap lane function name of module m; took(result, args) is how many entries one call took. */
+const spy = (m: object, name: keyof typeof laneTook, took: (r: number, args: unknown[]) => number): void => {
+  const fns = m as Record<string, LaneFn>;
+  const real = fns[name];
+  fns[name] = (...args) => {
     const r = real(...args);
     laneTook[name] += took(r, args);
     return r;
   };
 };
-spy('forwardShared', (k) => k);
+spy(zcLane, 'forwardMoved', (k) => k);
+spy(zcLane, 'forwardSwapped', (k) => k);
 // giftShared returns the index of the first link it left; it started at args[4].
-spy('giftShared', (i, args) => i - (args[4] as number));
-spy('ingestShared', (k) => k);
+spy(zcGifts, 'giftShared', (i, args) => i - (args[4] as number));
+spy(zcLane, 'ingestShared', (k) => k);
 // giftChainShared takes a whole chain or nothing: counted in chains.
-spy('giftChainShared', (took) => (took ? 1 : 0));
-const tookNow = (): number[] => [laneTook.forwardShared, laneTook.giftShared + laneTook.giftChainShared, laneTook.ingestShared];
+spy(zcGifts, 'giftChainShared', (took) => (took ? 1 : 0));
+const tookNow = (): number[] => [
+  laneTook.forwardMoved + laneTook.forwardSwapped, laneTook.giftShared + laneTook.giftChainShared, laneTook.ingestShared,
+];
 
 const modes = [
   { name: 'gift exchange', swap: false, byBuffer: false },
