@@ -23,8 +23,6 @@ import type { PollMode } from '../config';
 
 /** Longest slice of rounds before yielding to other I/O (control sockets, accepts). */
 const SLICE_MS = 2;
-/** While rounds find work, look at the clock only every 8th round. */
-const CLOCK_EVERY_MASK = 7;
 
 export interface PollTarget {
   /** One pass over every port; returns the number of descriptors handled. */
@@ -48,12 +46,11 @@ export class PollLoop {
   private idleSince = -1;
   /**
    * Busy time: wall time of the rounds that moved at least one descriptor,
-   * since the loop was made (ms). Measured between the clock reads the loop
-   * already does (one per idle round, one per 8 working rounds; one more
-   * after each sched_yield, so that a yield is never inside an interval):
-   * an interval that held a working round counts whole, so the error is at
-   * most one idle round per busy stretch. Wall time, not CPU time: a
-   * preemption in the middle of a busy stretch counts.
+   * since the loop was made (ms). The clock is read after every round (and
+   * after each sched_yield, so a yield is never inside an interval), and a
+   * round's interval counts only when the round moved something: an idle
+   * round, even the one that ends a busy stretch, never counts. Wall time,
+   * not CPU time: a preemption during a working round counts.
    */
   busyMs = 0;
   /** Rounds that moved at least one descriptor, since the loop was made. */
@@ -109,23 +106,15 @@ export class PollLoop {
     let now = start;
     /** Start of the interval since the last clock read. */
     let since = start;
-    let rounds = 0;
-    /** Rounds with work since the last clock read. */
-    let worked = 0;
     do {
       const work = this.target.round();
-      if (work > 0) worked++;
-      // Reading the clock costs about as much as an idle round: do it every few rounds.
-      if ((++rounds & CLOCK_EVERY_MASK) !== 0 && work > 0) continue;
       now = performance.now();
-      if (worked > 0) {
+      if (work > 0) {
         this.busyMs += now - since;
-        this.busyRounds += worked;
-        worked = 0;
-      }
+        this.busyRounds++;
+        this.idleSince = -1;
+      } else if (this.idleSince < 0) this.idleSince = now;
       since = now;
-      if (work > 0) this.idleSince = -1;
-      else if (this.idleSince < 0) this.idleSince = now;
       if (work === 0 && this.mode === 'spin-then-sleep') {
         schedYield();
         // The core may have gone to another process: that is not ours to count.

@@ -153,6 +153,37 @@ t.test('busy time: counts the rounds with work and their time, not the idle spin
   t.equal(loop.busyMs, before, 'asleep: no busy time accrues');
 });
 
+t.test('busy time: an idle round after a working one does not count, however long it takes', async (t) => {
+  // Working rounds of 50 µs, each followed by an idle round of 500 µs (a slow poll of many queues):
+  // only the working rounds are busy, not the idle round that ends each busy stretch.
+  class AlternatingTarget extends CountingTarget {
+    pairs = 0;
+    private idleNext = false;
+    override round(): number {
+      this.rounds++;
+      const idle = this.idleNext || this.pairs === 0;
+      this.idleNext = !this.idleNext;
+      const end = performance.now() + (idle ? 0.5 : 0.05);
+      while (performance.now() < end);
+      if (idle) return 0;
+      this.pairs--;
+      return 1;
+    }
+  }
+  const target = new AlternatingTarget();
+  const loop = new PollLoop(target, 'busy-poll', 0);
+  t.teardown(() => loop.stop());
+  target.pairs = 100;
+  loop.wake();
+  const until = performance.now() + 5000;
+  while (target.pairs > 0 && performance.now() < until) await sleep(5);
+  loop.stop();
+  t.equal(loop.busyRounds, 100, '100 working rounds');
+  // 100 × 50 µs = 5 ms of work; counting each following idle round would make it 55 ms (20 ms of slack for preemption).
+  t.ok(loop.busyMs >= 5, `busy ${loop.busyMs.toFixed(2)} ms >= the 5 ms of work`);
+  t.ok(loop.busyMs < 25, `busy ${loop.busyMs.toFixed(2)} ms leaves out the 50 ms of idle rounds`);
+});
+
 t.test('asleep with a back-pressure deadline: runs again at the deadline without a kick', async (t) => {
   /** One deadline, reported until a round runs at or after it. */
   class WaitingTarget extends CountingTarget {
