@@ -88,8 +88,6 @@ export class PortQueues {
    * descriptors by buffer").
    */
   readonly rxByBuffer: Uint8Array;
-  /** The fast lane's scratch for gift chains (zc-lane.ts, giftChainShared): a stamp per buffer. */
-  readonly laneStamp: Uint32Array;
   /** txBlocked[q]: tx queue q's head waits for a destination's rx buffer (its entries are not work to spin on). */
   readonly txBlocked: Uint8Array;
   /**
@@ -138,7 +136,6 @@ export class PortQueues {
     this.queueCounters = new Float64Array(4 * n);
     this.txBlocked = new Uint8Array(n);
     this.rxByBuffer = new Uint8Array(n);
-    this.laneStamp = new Uint32Array(this.shared.bufCount);
     this.counters.onFirstDrop = (reason) =>
       ctx.log.warn({ port: name, reason }, 'first drop for this reason (later ones are only counted: zcswitch stats)');
   }

@@ -85,21 +85,27 @@ function giftsHandedOver(src: LanePort, dst: LanePort, k: number): void {
   dst.counters.giftsOut += k;
 }
 
-/** giftChainShared's links of the chain being taken: descriptor heads are < 32768, buffers are indexed by the region. */
-const chainBufs = new Int32Array(CHAIN_MAX);
-/** Stamps for laneStamp: a fresh value per chain, so nothing is cleared between chains. */
-let stampGen = 0;
+/**
+ * giftChainShared's record of the links it moved so far, to put them back
+ * when a later link is not its case: the buffer (~b when the link also
+ * re-posted b on the sender's rx) and dst's posting of it.
+ */
+const movedBufs = new Int32Array(CHAIN_MAX);
+const movedPostings = new Int32Array(CHAIN_MAX);
 
 /**
  * Take the tx entry at the head of src's tx queue qi when it is a gift
  * whose every link is giftShared's case (readable, 12 bytes exactly at a
  * shared buffer src owns, for which dst holds a posting, all on one rx
- * queue), at most GIFT_CHAIN_MAX links and each buffer once (so no loop),
- * reading the descriptors' words instead of walking the chain: the tx
- * entry completes, every link is handed over as giftShared does. Returns
- * false, having touched nothing, for anything else: the general path
- * (walk, classify, gifts) takes it with every check. Call only when
- * laneOpen(src, dst), gifts exchange.
+ * queue), at most GIFT_CHAIN_MAX links, reading the descriptors' words
+ * instead of walking the chain: the tx entry completes, every link is
+ * handed over as giftShared does. Each link moves as soon as it is
+ * checked, in one pass; a buffer named twice is then no longer src's the
+ * second time, so a chain cannot loop. Returns false for anything else,
+ * having put back every link it moved (the used entries it wrote lie
+ * beyond the published index): the general path (walk, classify, gifts)
+ * then takes the chain with every check. Call only when laneOpen(src,
+ * dst), gifts exchange.
  */
 export function giftChainShared(src: LanePort, qi: number, txq: DeviceQueue, dst: LanePort): boolean {
   const ring = txq.ring;
@@ -116,59 +122,82 @@ export function giftChainShared(src: LanePort, qi: number, txq: DeviceQueue, dst
   const shift = win.bufShift | 0;
   const owner = src.ledger.owner;
   const srcId = src.id | 0;
+  const dstId = dst.id | 0;
   const byBuf = dst.postings.byBuf;
-  const stamp = src.laneStamp;
-  const bufs = chainBufs;
-  // At the wrap only this port's stamps are cleared: another's old stamp can then only make a chain look repeated,
-  // which leaves it to the general path.
-  if (++stampGen > 0xffff_ffff) {
-    stampGen = 1;
-    stamp.fill(0);
-  }
-  const gen = stampGen;
-  // Check every link before anything moves: the general path takes a chain with a bad link link by link.
-  let pq = -1;
-  let n = 0;
-  for (let d = head; ; ) {
-    if (n === CHAIN_MAX) return false;
-    // The descriptor's last word: flags | next << 16.
-    const word = d32[4 * d + 3];
-    if ((word & (Bits.Write | Bits.Indirect)) !== 0 || d32[4 * d + 2] !== Bits.HdrSize) return false;
-    const b = bufAtInBlock(d32[4 * d], d32[4 * d + 1], baseLo, baseHi, size, shift, bufSize);
-    if (b < 0 || owner[b] !== srcId || stamp[b] === gen) return false;
-    stamp[b] = gen;
-    const p = byBuf[b];
-    if (p < 0 || (pq >= 0 && p >>> Bits.QueueShift !== pq)) return false;
-    pq = p >>> Bits.QueueShift;
-    bufs[n++] = b;
-    if ((word & Bits.Next) === 0) break;
-    d = word >>> 16;
-    if (d >= num) return false;
-  }
-  const rxq = dst.rxqs[pq];
-  if (rxq === null) return false;
-  // Taken: the tx entry completes (DeviceQueue.popAvail, pushUsed), then each link as giftShared does.
-  txq.lastAvail = (last + 1) & 0xffff;
-  txq.pushUsed(head, 0);
+  // Rx descriptors by buffer: each link is re-posted in the sender's rx descriptor b (PortQueues.repost).
   const srcByBuf = src.postings.byBuf;
   const repost = src.rxByBuffer[qi] === 1;
   const selfTag = (qi << Bits.QueueShift) | 0;
-  const dstId = dst.id | 0;
-  const rxUsed32 = rxq.ring.used32;
-  const rxMask = rxq.ring.mask | 0;
-  let rxUsed = rxq.usedIdx | 0;
-  for (let i = 0; i < n; i++) {
-    const b = bufs[i];
+  const bufs = movedBufs;
+  const ps = movedPostings;
+  // The rx queue of the first link's posting: every link's must be there.
+  let rxq: DeviceQueue | null = null;
+  let dq = -1;
+  let rxUsed32 = d32;
+  let rxMask = 0;
+  let rxUsed = 0;
+  let n = 0;
+  let whole = false;
+  for (let d = head; n < CHAIN_MAX; ) {
+    // The descriptor's last word: flags | next << 16.
+    const word = d32[4 * d + 3];
+    if ((word & (Bits.Write | Bits.Indirect)) !== 0 || d32[4 * d + 2] !== Bits.HdrSize) break;
+    const b = bufAtInBlock(d32[4 * d], d32[4 * d + 1], baseLo, baseHi, size, shift, bufSize);
+    if (b < 0 || owner[b] !== srcId) break;
     const p = byBuf[b];
+    if (p < 0) break;
+    const pq = p >>> Bits.QueueShift;
+    if (pq !== dq) {
+      if (rxq !== null) break;
+      rxq = dst.rxqs[pq];
+      if (rxq === null) break;
+      dq = pq;
+      rxUsed32 = rxq.ring.used32;
+      rxMask = rxq.ring.mask | 0;
+      rxUsed = rxq.usedIdx | 0;
+    }
+    // The link moves: dst's posting of b completes with the bare header.
+    owner[b] = dstId;
     byBuf[b] = -1;
-    if (repost && srcByBuf[b] < 0) srcByBuf[b] = selfTag | b;
+    ps[n] = p;
+    if (repost && srcByBuf[b] < 0) {
+      srcByBuf[b] = selfTag | b;
+      bufs[n] = ~b;
+    } else bufs[n] = b;
+    n++;
     const slot = rxUsed & rxMask;
     rxUsed32[1 + 2 * slot] = p & Bits.HeadMask;
     rxUsed32[2 + 2 * slot] = Bits.HdrSize;
     rxUsed = (rxUsed + 1) & 0xffff;
-    owner[b] = dstId;
+    if ((word & Bits.Next) === 0) {
+      whole = true;
+      break;
+    }
+    d = word >>> 16;
+    if (d >= num) break;
   }
-  rxq.usedIdx = rxUsed;
+  if (!whole) {
+    putBack(src, dst, n);
+    return false;
+  }
+  // Taken: the tx entry completes (DeviceQueue.popAvail, pushUsed), the links' used entries are published with it.
+  txq.lastAvail = (last + 1) & 0xffff;
+  txq.pushUsed(head, 0);
+  rxq!.usedIdx = rxUsed;
   giftsHandedOver(src, dst, n);
   return true;
+}
+
+/** Undo the first n links giftChainShared moved from src to dst. */
+function putBack(src: LanePort, dst: LanePort, n: number): void {
+  const owner = src.ledger.owner;
+  const byBuf = dst.postings.byBuf;
+  const srcByBuf = src.postings.byBuf;
+  for (let i = 0; i < n; i++) {
+    const v = movedBufs[i];
+    const b = v < 0 ? ~v : v;
+    owner[b] = src.id;
+    byBuf[b] = movedPostings[i];
+    if (v < 0) srcByBuf[b] = -1;
+  }
 }

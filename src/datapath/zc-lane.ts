@@ -88,8 +88,6 @@ export interface LanePort extends Counted {
   readonly postings: RxPostings;
   readonly rxqs: readonly (DeviceQueue | null)[];
   readonly rxByBuffer: Uint8Array;
-  /** giftChainShared's scratch: a stamp per buffer (a chain naming one twice is the general path's). */
-  readonly laneStamp: Uint32Array;
   readonly mtu: number;
   rxQueueFor(q: number): number;
 }

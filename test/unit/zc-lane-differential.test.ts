@@ -104,7 +104,8 @@ class World {
         return { id: u.id, len: u.len, b, bytes };
       });
       const c = vm.port.counters.snapshot();
-      got[name] = { rx: rxOut, tx, counters: c, queues: Array.from(vm.port.queueCounters) };
+      // The postings the switch holds (a chain the lane put back must leave them as they were).
+      got[name] = { rx: rxOut, tx, counters: c, queues: Array.from(vm.port.queueCounters), postings: Array.from(vm.port.postings.byBuf) };
     }
     const ledger = this.rig.ledger;
     got.owner = Array.from(ledger.owner);
