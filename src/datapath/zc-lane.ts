@@ -105,10 +105,11 @@ export function laneOpen(src: LanePort, dst: LanePort | null): boolean {
 /**
  * The loops below read every field they use into a local first and call
  * nothing that is not inlined: a call in the loop makes the compiled code
- * reload each field (and check its type) for every packet, which measured
- * 5–10% of the switch's time per packet (docs/PERFORMANCE.md, "Fields read
- * once per burst"). Descriptor flags are read from the descriptor's last
- * 32-bit word (flags | next << 16) so a ring is one typed array.
+ * reload each field (and check its type) for every packet, about 5% of
+ * the switch's time per packet (docs/PERFORMANCE.md, "Fields read once per
+ * burst, gift chains that stay put"). Descriptor flags are read from the
+ * descriptor's last 32-bit word (flags | next << 16) so a ring is one typed
+ * array.
  */
 
 /**
