@@ -11,13 +11,13 @@
  * ring too small, keep allocating descriptors.
  */
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { GuestDriver } from '../../src/guest/driver';
 import type { QueuePair } from '../../src/guest/queue-pair';
 import { FrameChecker, Verdict, writeTestFrame } from '../../src/guest/test-packet';
 import { VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT } from '../../src/virtio/defs';
 import { pumpOneWay } from '../helpers/pair-pump';
-import { startSwitch, waitAttached } from '../helpers/procs';
+import { type SwitchProc, startSwitch, waitAttached } from '../helpers/procs';
 
 interface DataPathView {
   privTxTop: number;
@@ -26,7 +26,8 @@ interface DataPathView {
 const view = (d: GuestDriver): DataPathView => (d as unknown as { dp: DataPathView }).dp;
 const settle = () => new Promise((r) => setImmediate(r));
 
-t.test('gifts: shared buffer b leaves in tx descriptor b, copies in allocated ones, both complete', async (t) => {
+/** A switch with a pair of 256 buffers (gift exchange) and a guest driver on each port: vm1 (tx), vm2 (rx). */
+async function attachedPair(t: Test): Promise<{ sw: SwitchProc; tx: GuestDriver; rx: GuestDriver }> {
   const sw = await startSwitch(t, { sharedBuffers: { bufCount: 256 }, ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] });
   const tx = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm1.sock') });
   const rx = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm2.sock') });
@@ -35,6 +36,11 @@ t.test('gifts: shared buffer b leaves in tx descriptor b, copies in allocated on
     rx.close();
   });
   await waitAttached(sw, 'vm1', 'vm2');
+  return { sw, tx, rx };
+}
+
+t.test('gifts: shared buffer b leaves in tx descriptor b, copies in allocated ones, both complete', async (t) => {
+  const { sw, tx, rx } = await attachedPair(t);
   const sh = tx.shared!;
   const txv = view(tx);
   const rxv = view(rx);
@@ -139,14 +145,7 @@ t.test('gift chains keep their descriptors\' chain words from one round of the b
   // A chain word the receiver rewrites takes its cache line from the switch, which reads it next
   // (GuestDataPath.giftLinksFixed). Buffers come back to it in the order it gifted them, so in steady
   // one-way traffic a chain word changes only where a chain ends at another place than last time.
-  const sw = await startSwitch(t, { sharedBuffers: { bufCount: 256 }, ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] });
-  const tx = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm1.sock') });
-  const rx = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm2.sock') });
-  t.teardown(() => {
-    tx.close();
-    rx.close();
-  });
-  await waitAttached(sw, 'vm1', 'vm2');
+  const { sw, tx, rx } = await attachedPair(t);
   const sh = tx.shared!;
   const chainWords = view(rx).qps[0].txChain;
   const check = new FrameChecker();
