@@ -49,10 +49,6 @@ export const enum Bits {
   Next = 1,
   Write = 2,
   Indirect = 4,
-  NeedsCsum = 1,
-  GsoNone = 0,
-  HdrFlags = 0,
-  HdrGsoType = 1,
   HdrSize = 12,
   QueueShift = 16,
   HeadMask = 0xffff,
@@ -65,8 +61,7 @@ export const enum Bits {
 if (
   Bits.DescKind !== (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_INDIRECT) || Bits.Write !== VIRTQ_DESC_F_WRITE ||
   Bits.Next !== VIRTQ_DESC_F_NEXT || Bits.Indirect !== VIRTQ_DESC_F_INDIRECT || CHAIN_MAX !== VIRTQ_MAX_CHAIN ||
-  Bits.NeedsCsum !== VIRTIO_NET_HDR_F_NEEDS_CSUM || Bits.GsoNone !== VIRTIO_NET_HDR_GSO_NONE ||
-  Bits.HdrFlags !== NET_HDR_FLAGS || Bits.HdrGsoType !== NET_HDR_GSO_TYPE || Bits.HdrSize !== VIRTIO_NET_HDR_SIZE ||
+  VIRTIO_NET_HDR_GSO_NONE !== 0 || Bits.HdrSize !== VIRTIO_NET_HDR_SIZE ||
   Bits.QueueShift !== QUEUE_SHIFT || Bits.HeadMask !== HEAD_MASK || Bits.Pool !== POOL ||
   Bits.HdrAsksMask !== ((0xff << (8 * NET_HDR_GSO_TYPE)) | (VIRTIO_NET_HDR_F_NEEDS_CSUM << (8 * NET_HDR_FLAGS)))
 ) {
