@@ -108,6 +108,27 @@ export function laneOpen(src: LanePort, dst: LanePort | null): boolean {
  */
 
 /**
+ * The buffer of tx descriptor head when it holds a frame the lane takes as
+ * it is, else -1: one readable descriptor of MIN_PACKET to maxLen bytes (a
+ * gift, 12 bytes, and a runt are shorter; a frame over the peer's MTU or
+ * the buffer is longer) exactly at a shared buffer src owns, whose header
+ * asks for nothing (no open checksum, no GSO). Over the
+ * caller's locals, like bufAtInBlock, so the loops that call it (inlined)
+ * share it without reloading a field.
+ */
+function frameBufAt(
+  d32: Uint32Array, head: number, maxLen: number, baseLo: number, baseHi: number, size: number, shift: number, bufSize: number,
+  owner: Uint16Array, srcId: number, mem16: Uint16Array,
+): number {
+  if ((d32[4 * head + 3] & Bits.DescKind) !== 0) return -1;
+  const len = d32[4 * head + 2];
+  if (len < MIN_PACKET || len > maxLen) return -1;
+  const b = bufAtInBlock(d32[4 * head], d32[4 * head + 1], baseLo, baseHi, size, shift, bufSize);
+  if (b < 0 || owner[b] !== srcId || (mem16[(b * bufSize) >> 1] & Bits.HdrAsksMask) !== 0) return -1;
+  return b;
+}
+
+/**
  * Gift exchange: forward up to max of src's tx queue qi entries to dst, as
  * laid out above; returns how many it took (0: the next entry is the
  * general path's). Each frame completes dst's posting of its buffer, on the
@@ -150,12 +171,10 @@ export function forwardMoved(src: LanePort, qi: number, txq: DeviceQueue, dst: L
   let k = 0;
   for (; k < max; k++) {
     const head = avail[2 + (last & mask)];
-    if (head >= num || (d32[4 * head + 3] & Bits.DescKind) !== 0) break;
+    if (head >= num) break;
+    const b = frameBufAt(d32, head, maxLen, baseLo, baseHi, size, shift, bufSize, owner, srcId, mem16);
+    if (b < 0) break;
     const len = d32[4 * head + 2];
-    // A gift (12 bytes) and a runt are shorter than MIN_PACKET; a frame over the peer's MTU or the buffer is no lane work.
-    if (len < MIN_PACKET || len > maxLen) break;
-    const b = bufAtInBlock(d32[4 * head], d32[4 * head + 1], baseLo, baseHi, size, shift, bufSize);
-    if (b < 0 || owner[b] !== srcId || (mem16[(b * bufSize) >> 1] & Bits.HdrAsksMask) !== 0) break;
     // dst's posting of b.
     const p = byBuf[b];
     if (p < 0) break;
@@ -242,11 +261,10 @@ export function forwardSwapped(src: LanePort, qi: number, txq: DeviceQueue, dst:
   let k = 0;
   for (; k < max; k++) {
     const head = avail[2 + (last & mask)];
-    if (head >= num || (d32[4 * head + 3] & Bits.DescKind) !== 0) break;
+    if (head >= num) break;
+    const b = frameBufAt(d32, head, maxLen, baseLo, baseHi, size, shift, bufSize, owner, srcId, mem16);
+    if (b < 0) break;
     const len = d32[4 * head + 2];
-    if (len < MIN_PACKET || len > maxLen) break;
-    const b = bufAtInBlock(d32[4 * head], d32[4 * head + 1], baseLo, baseHi, size, shift, bufSize);
-    if (b < 0 || owner[b] !== srcId || (mem16[(b * bufSize) >> 1] & Bits.HdrAsksMask) !== 0) break;
     // dst's oldest own empty buffer y, still its own (a stale posting is swapBuffers' to complete and count).
     if (postings.ownCount(dq) === 0) break;
     const y = postings.nextOwnBuf(dq);
