@@ -41,8 +41,9 @@ export function writeNetHdr(mem: Uint8Array, off: number, flags: number, numBuff
  * Each word is stored only when it differs: a frame sent again as it
  * arrived (an echo, a forwarding VM) or a buffer whose header already says
  * "plain frame" leaves the header's cache line clean, so the switch that
- * reads it next finds it in its own cache (docs/PERFORMANCE.md, "Headers
- * written only when they change").
+ * reads it next finds it in its own cache (docs/PERFORMANCE.md,
+ * "Descriptor words from our own copy, and headers written only when they
+ * change").
  */
 export function writeNetHdrWords(mem32: Uint32Array, word: number, flags: number, numBuffers: number): void {
   const w2 = ((numBuffers & 0xffff) << 16) >>> 0;
