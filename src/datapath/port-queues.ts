@@ -213,9 +213,11 @@ export class PortQueues {
       this.broken(`rx queue ${qi}: avail index ran ahead of the ring size`);
       return 0;
     }
+    // Most rounds find nothing new here (rx descriptors by buffer): then nothing below is set up.
+    if (n === 0) return 0;
     const taken = n;
     // A posting, whatever its kind, shows the VM is alive: frames for it wait afresh (FlowControl).
-    if (taken > 0) this.rxWaitSince = -1;
+    this.rxWaitSince = -1;
     const swap = this.ctx.swap;
     const { shared, win, ledger, seg, postings } = this;
     const walker = this.rxWalkers[qi]!;

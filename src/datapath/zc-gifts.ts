@@ -130,12 +130,15 @@ export function giftChainShared(src: LanePort, qi: number, txq: DeviceQueue, dst
   const selfTag = (qi << Bits.QueueShift) | 0;
   const bufs = movedBufs;
   const ps = movedPostings;
-  // The rx queue of the first link's posting: every link's must be there.
-  let rxq: DeviceQueue | null = null;
-  let dq = -1;
-  let rxUsed32 = d32;
-  let rxMask = 0;
-  let rxUsed = 0;
+  // The run's rx queue: the one dst posted the head link's buffer on; every link's posting must be there.
+  const b0 = bufAtInBlock(d32[4 * head], d32[4 * head + 1], baseLo, baseHi, size, shift, bufSize);
+  if (b0 < 0 || byBuf[b0] < 0) return false;
+  const dq = byBuf[b0] >>> Bits.QueueShift;
+  const rxq = dst.rxqs[dq];
+  if (rxq === null) return false;
+  const rxUsed32 = rxq.ring.used32;
+  const rxMask = rxq.ring.mask & 0xffff;
+  let rxUsed = rxq.usedIdx | 0;
   let n = 0;
   let whole = false;
   for (let d = head; n < CHAIN_MAX; ) {
@@ -145,17 +148,7 @@ export function giftChainShared(src: LanePort, qi: number, txq: DeviceQueue, dst
     const b = bufAtInBlock(d32[4 * d], d32[4 * d + 1], baseLo, baseHi, size, shift, bufSize);
     if (b < 0 || owner[b] !== srcId) break;
     const p = byBuf[b];
-    if (p < 0) break;
-    const pq = p >>> Bits.QueueShift;
-    if (pq !== dq) {
-      if (rxq !== null) break;
-      rxq = dst.rxqs[pq];
-      if (rxq === null) break;
-      dq = pq;
-      rxUsed32 = rxq.ring.used32;
-      rxMask = rxq.ring.mask | 0;
-      rxUsed = rxq.usedIdx | 0;
-    }
+    if (p < 0 || p >>> Bits.QueueShift !== dq) break;
     // The link moves: dst's posting of b completes with the bare header.
     owner[b] = dstId;
     byBuf[b] = -1;
@@ -183,7 +176,7 @@ export function giftChainShared(src: LanePort, qi: number, txq: DeviceQueue, dst
   // Taken: the tx entry completes (DeviceQueue.popAvail, pushUsed), the links' used entries are published with it.
   txq.lastAvail = (last + 1) & 0xffff;
   txq.pushUsed(head, 0);
-  rxq!.usedIdx = rxUsed;
+  rxq.usedIdx = rxUsed;
   giftsHandedOver(src, dst, n);
   return true;
 }

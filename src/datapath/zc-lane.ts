@@ -123,8 +123,10 @@ function frameBufAt(
   if ((d32[4 * head + 3] & Bits.DescKind) !== 0) return -1;
   const len = d32[4 * head + 2];
   if (len < MIN_PACKET || len > maxLen) return -1;
-  const b = bufAtInBlock(d32[4 * head], d32[4 * head + 1], baseLo, baseHi, size, shift, bufSize);
-  if (b < 0 || owner[b] !== srcId || (mem16[(b * bufSize) >> 1] & Bits.HdrAsksMask) !== 0) return -1;
+  const lo = d32[4 * head];
+  const b = bufAtInBlock(lo, d32[4 * head + 1], baseLo, baseHi, size, shift, bufSize);
+  // The header at the buffer's start: its byte offset is the address less the base.
+  if (b < 0 || owner[b] !== srcId || (mem16[((lo - baseLo) | 0) >> 1] & Bits.HdrAsksMask) !== 0) return -1;
   return b;
 }
 
@@ -140,9 +142,14 @@ export function forwardMoved(src: LanePort, qi: number, txq: DeviceQueue, dst: L
   const ring = txq.ring;
   const avail = ring.avail;
   const d32 = ring.desc32;
-  const used = ring.used32;
-  const mask = ring.mask | 0;
+  // A ring's mask is below 2^15: masked to 16 bits the compiler knows it, and the slot arithmetic needs no overflow checks.
+  const mask = ring.mask & 0xffff;
   const num = ring.num | 0;
+  let last = txq.lastAvail | 0;
+  // A gift chain (or anything but a lone descriptor) at the head: nothing for this loop, and none of its set-up.
+  const first = avail[2 + (last & mask)];
+  if (first >= num || (d32[4 * first + 3] & Bits.DescKind) !== 0) return 0;
+  const used = ring.used32;
   const win = src.win;
   const baseLo = win.baseLo | 0;
   const baseHi = win.baseHi;
@@ -160,13 +167,16 @@ export function forwardMoved(src: LanePort, qi: number, txq: DeviceQueue, dst: L
   const selfTag = (qi << Bits.QueueShift) | 0;
   // What the peer takes as it is (Offloads.fits for a frame that needs nothing): up to its MTU.
   const maxLen = Math.min(bufSize, dst.mtu + ETH_HDR_MAX + Bits.HdrSize) | 0;
-  let last = txq.lastAvail | 0;
+  // The run's rx queue: the one dst posted the first frame's buffer on (a posting on another ends the run).
+  const b0 = frameBufAt(d32, first, maxLen, baseLo, baseHi, size, shift, bufSize, owner, srcId, mem16);
+  if (b0 < 0 || byBuf[b0] < 0) return 0;
+  const dq = byBuf[b0] >>> Bits.QueueShift;
+  const rxq = dst.rxqs[dq];
+  if (rxq === null) return 0;
+  const rxUsed32 = rxq.ring.used32;
+  const rxMask = rxq.ring.mask & 0xffff;
+  let rxUsed = rxq.usedIdx | 0;
   let usedIdx = txq.usedIdx | 0;
-  let dq = -1;
-  let rxq: DeviceQueue | null = null;
-  let rxUsed32 = used;
-  let rxMask = 0;
-  let rxUsed = 0;
   let bytes = 0;
   let k = 0;
   for (; k < max; k++) {
@@ -175,19 +185,9 @@ export function forwardMoved(src: LanePort, qi: number, txq: DeviceQueue, dst: L
     const b = frameBufAt(d32, head, maxLen, baseLo, baseHi, size, shift, bufSize, owner, srcId, mem16);
     if (b < 0) break;
     const len = d32[4 * head + 2];
-    // dst's posting of b.
+    // dst's posting of b, on the run's queue.
     const p = byBuf[b];
-    if (p < 0) break;
-    const pq = p >>> Bits.QueueShift;
-    if (pq !== dq) {
-      if (rxq !== null) break;
-      rxq = dst.rxqs[pq];
-      if (rxq === null) break;
-      dq = pq;
-      rxUsed32 = rxq.ring.used32;
-      rxMask = rxq.ring.mask | 0;
-      rxUsed = rxq.usedIdx | 0;
-    }
+    if (p < 0 || p >>> Bits.QueueShift !== dq) break;
     byBuf[b] = -1;
     if (repost && srcByBuf[b] < 0) srcByBuf[b] = selfTag | b;
     // The sender's tx entry completes, dst's rx entry completes with the frame (DeviceQueue.pushUsed, in locals).
@@ -206,7 +206,7 @@ export function forwardMoved(src: LanePort, qi: number, txq: DeviceQueue, dst: L
   if (k === 0) return 0;
   txq.lastAvail = last;
   txq.usedIdx = usedIdx;
-  rxq!.usedIdx = rxUsed;
+  rxq.usedIdx = rxUsed;
   const owned = src.ledger.owned;
   owned[srcId] -= k;
   owned[dstId] += k;
@@ -235,7 +235,7 @@ export function forwardSwapped(src: LanePort, qi: number, txq: DeviceQueue, dst:
   const avail = ring.avail;
   const d32 = ring.desc32;
   const used = ring.used32;
-  const mask = ring.mask | 0;
+  const mask = ring.mask & 0xffff;
   const num = ring.num | 0;
   const win = src.win;
   const baseLo = win.baseLo | 0;
@@ -253,7 +253,7 @@ export function forwardSwapped(src: LanePort, qi: number, txq: DeviceQueue, dst:
   const maxLen = Math.min(bufSize, dst.mtu + ETH_HDR_MAX + Bits.HdrSize) | 0;
   const rxd32 = rxq.ring.desc32;
   const rxUsed32 = rxq.ring.used32;
-  const rxMask = rxq.ring.mask | 0;
+  const rxMask = rxq.ring.mask & 0xffff;
   let rxUsed = rxq.usedIdx | 0;
   let last = txq.lastAvail | 0;
   let usedIdx = txq.usedIdx | 0;

@@ -19,7 +19,9 @@ export function bufAtInBlock(lo: number, hi: number, baseLo: number, baseHi: num
   if (hi !== baseHi) return -1;
   const off = (lo - baseLo) | 0;
   if (off < 0 || off >= size) return -1;
-  const b = shift >= 0 ? off >> shift : (off / bufSize) | 0;
+  // A power-of-two size: a mask and a shift, no multiplication to check.
+  if (shift >= 0) return (off & (bufSize - 1)) === 0 ? off >> shift : -1;
+  const b = (off / bufSize) | 0;
   return b * bufSize === off ? b : -1;
 }
 

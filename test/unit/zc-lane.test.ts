@@ -146,6 +146,16 @@ t.test('window words: a window across a 4 GiB boundary is not oneBlock; buffer s
   }
   t.equal(g2.bufAtWords(0xffff_0000 - 128, 7), -1, 'an address below the window');
   t.equal(g2.bufAtWords(0xffff_0000 + 64, 7), -1, 'inside a buffer, not at its start');
+  // Both decodes (a mask and a shift for a power of two, a division otherwise) agree with indexAt at every offset.
+  for (const size of [128, 1536]) {
+    const g3 = new RegionGeometry(0x2000_0000, size, 8);
+    const differ: number[] = [];
+    for (let off = -size; off <= 9 * size; off += 4) {
+      const addr = 0x2000_0000 + off;
+      if (g3.bufAtWords(addr % 0x1_0000_0000, Math.floor(addr / 0x1_0000_0000)) !== g3.indexAt(addr)) differ.push(off);
+    }
+    t.same(differ, [], `buffer size ${size}: no offset decodes differently`);
+  }
 });
 
 t.test('a non-power-of-two buffer size, a window whose low word is above 2^31, and one across a 4 GiB boundary (general path), forward the same', async (t) => {
