@@ -74,7 +74,7 @@ export class PairForwarder {
     // The burst's header misses at once, before the per-packet work (touch-ahead.ts); with small buffers not even a call.
     if (src.zeroCopy && src.win.touchAhead) this.touch.txHeaders(txq, src.win, n);
     // The common case (zc-lane.ts, zc-gifts.ts): the fast lane takes the whole burst, and the round pays nothing of the
-    // general path's set-up below (about 2% of the switch's time per packet, docs/PERFORMANCE.md, "A round's fixed cost").
+    // general path's set-up (forwardEach).
     const lane = laneOpen(src, dst);
     let k = 0;
     if (lane) {
