@@ -73,26 +73,15 @@ export class PairForwarder {
     const txq = src.txqs[qi]!;
     // The burst's header misses at once, before the per-packet work (touch-ahead.ts); with small buffers not even a call.
     if (src.zeroCopy && src.win.touchAhead) this.touch.txHeaders(txq, src.win, n);
-    // The common case (zc-lane.ts, zc-gifts.ts): the fast lane takes the whole burst, and the round pays nothing of the
-    // general path's set-up (forwardEach).
+    // The common case (zc-lane.ts): the fast lane takes the whole burst, and none of the general path's set-up is done.
     const lane = laneOpen(src, dst);
-    let k = 0;
-    if (lane) {
-      const swap = this.swap;
-      for (;;) {
-        k += swap ? forwardSwapped(src, qi, txq, dst!, n - k) : forwardMoved(src, qi, txq, dst!, n - k);
-        if (k === n) return n;
-        // A gift chain whose every link the lane can hand over: taken whole, without the walk.
-        if (swap || !giftChainShared(src, qi, txq, dst!)) break;
-        if (++k === n) return n;
-      }
-    }
-    return this.forwardEach(src, qi, txq, dst, n, k, lane);
+    const k = !lane ? 0 : this.swap ? forwardSwapped(src, qi, txq, dst!, n) : forwardMoved(src, qi, txq, dst!, n);
+    return k === n ? n : this.forwardEach(src, qi, txq, dst, n, k, lane);
   }
 
   /**
    * forward() from entry k of its burst of n on: one entry at a time through
-   * the general path, the lane taking every run it can.
+   * the general path, the lane taking every run (and gift chain) it can.
    */
   private forwardEach(src: PortQueues, qi: number, txq: DeviceQueue, dst: PortQueues | null, n: number, k: number, lane: boolean): number {
     const { seg } = this;

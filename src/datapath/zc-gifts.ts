@@ -132,8 +132,9 @@ export function giftChainShared(src: LanePort, qi: number, txq: DeviceQueue, dst
   const ps = movedPostings;
   // The run's rx queue: the one dst posted the head link's buffer on; every link's posting must be there.
   const b0 = bufAtInBlock(d32[4 * head], d32[4 * head + 1], baseLo, baseHi, size, shift, bufSize);
-  if (b0 < 0 || byBuf[b0] < 0) return false;
-  const dq = byBuf[b0] >>> Bits.QueueShift;
+  const p0 = b0 < 0 ? -1 : byBuf[b0];
+  if (p0 < 0) return false;
+  const dq = p0 >>> Bits.QueueShift;
   const rxq = dst.rxqs[dq];
   if (rxq === null) return false;
   const rxUsed32 = rxq.ring.used32;

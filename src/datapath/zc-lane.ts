@@ -167,10 +167,12 @@ export function forwardMoved(src: LanePort, qi: number, txq: DeviceQueue, dst: L
   const selfTag = (qi << Bits.QueueShift) | 0;
   // What the peer takes as it is (Offloads.fits for a frame that needs nothing): up to its MTU.
   const maxLen = Math.min(bufSize, dst.mtu + ETH_HDR_MAX + Bits.HdrSize) | 0;
-  // The run's rx queue: the one dst posted the first frame's buffer on (a posting on another ends the run).
+  // The run's rx queue: the one dst posted the first frame's buffer on (a posting on another ends the run). The
+  // loop takes that first frame again, with the others.
   const b0 = frameBufAt(d32, first, maxLen, baseLo, baseHi, size, shift, bufSize, owner, srcId, mem16);
-  if (b0 < 0 || byBuf[b0] < 0) return 0;
-  const dq = byBuf[b0] >>> Bits.QueueShift;
+  const p0 = b0 < 0 ? -1 : byBuf[b0];
+  if (p0 < 0) return 0;
+  const dq = p0 >>> Bits.QueueShift;
   const rxq = dst.rxqs[dq];
   if (rxq === null) return 0;
   const rxUsed32 = rxq.ring.used32;
