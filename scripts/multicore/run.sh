@@ -26,6 +26,25 @@ cells=${CELLS:-"1:1 2:1 2:2 4:1 4:2 4:4 8:1 8:2 8:4 8:8"}
 runs=${RUNS:-3}
 # DPDK refuses plugins under a world-writable directory (/tmp): the closure goes under /opt.
 opt=${MULTICORE_OPT:-/opt/zcs}
+# An image without xz-utils: python3's lzma stands in for the two ways xz is
+# used here (tar -J, and xz -dc FILE).
+if ! command -v xz > /dev/null && python3 -c 'import lzma' 2> /dev/null; then
+  mkdir -p /tmp/xz-shim
+  cat > /tmp/xz-shim/xz <<'SHIM'
+#!/usr/bin/env python3
+import lzma, shutil, sys
+flags = ''.join(a[1:] for a in sys.argv[1:] if a.startswith('-') and not a.startswith('--'))
+files = [a for a in sys.argv[1:] if not a.startswith('-')]
+src = open(files[0], 'rb') if files else sys.stdin.buffer
+if 'd' in flags:
+    shutil.copyfileobj(lzma.open(src), sys.stdout.buffer)
+else:
+    with lzma.open(sys.stdout.buffer, 'wb') as out:
+        shutil.copyfileobj(src, out)
+SHIM
+  chmod +x /tmp/xz-shim/xz
+  export PATH=/tmp/xz-shim:$PATH
+fi
 for tool in xz tar taskset stdbuf timeout; do
   command -v "$tool" > /dev/null || { echo "run.sh: $tool is not installed here; the bench needs it" >&2; exit 1; }
 done
