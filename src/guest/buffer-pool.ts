@@ -56,6 +56,16 @@ export class BufferPool {
     return this.top === 0 ? -1 : this.free[--this.top];
   }
 
+  /** Up to max free buffers into out[0, n); returns n (the stack's top first, as alloc() would give them). */
+  allocBurst(out: Int32Array, max: number): number {
+    const n = Math.min(max, this.top, out.length);
+    const free = this.free;
+    let top = this.top;
+    for (let i = 0; i < n; i++) out[i] = free[--top];
+    this.top = top;
+    return n;
+  }
+
   /** Buffer b is ours and free again (given at attach, received, handed back, or released). */
   put(b: number): void {
     this.free[this.top++] = b;

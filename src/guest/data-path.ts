@@ -195,6 +195,12 @@ export class GuestDataPath {
     return this.pool.alloc();
   }
 
+  /** alloc() for a burst: up to max free buffers into out[0, n); returns n. */
+  allocBurst(out: Int32Array, max: number): number {
+    if (this.ownShort > 0 && this.pool.count > 0) for (let q = 0; q < this.qps.length; q++) this.refillOwnRx(q);
+    return this.pool.allocBurst(out, max);
+  }
+
   txFree(q: number): number {
     const qp = this.qps[q];
     this.reapTx(qp);
@@ -287,6 +293,7 @@ export class GuestDataPath {
     const room = Math.min(this.txRoom(qp), this.rxRoom(qp));
     if (n > room) n = room;
     if (n <= 0) return 0;
+    if (this.fixedTx && !this.postOnSend) return this.sendBurstFixed(qp, bufs, lens, n);
     const sh = this.shared!;
     const mem32 = sh.mem32;
     const post = this.postOnSend;
@@ -302,6 +309,39 @@ export class GuestDataPath {
       bytes += len;
     }
     if (post) qp.rxDirty = true;
+    qp.txDirty = true;
+    this.counters.txPackets += n;
+    this.counters.txBytes += bytes;
+    return n;
+  }
+
+  /**
+   * sendBurst with fixed tx descriptors and nothing to post on rx (rx
+   * descriptors by buffer): buffer b goes out in descriptor b, whose words
+   * are written only where they change (fixTxDesc). The ring's fields are
+   * read once into locals and the avail index written back once, as in
+   * receiveFixed.
+   */
+  private sendBurstFixed(qp: QueuePair, bufs: Int32Array, lens: Uint32Array, n: number): number {
+    const sh = this.shared!;
+    const mem32 = sh.mem32;
+    const bufWords = sh.bufSize >>> 2;
+    const tx = qp.txq;
+    const r = tx.ring;
+    const avail = r.avail;
+    const mask = r.mask & 0xffff;
+    let idx = tx.availIdx;
+    let bytes = 0;
+    for (let i = 0; i < n; i++) {
+      const b = bufs[i];
+      const len = lens[i];
+      writeNetHdrWords(mem32, b * bufWords, 0, 1);
+      this.fixTxDesc(qp, b, VIRTIO_NET_HDR_SIZE + len, 0);
+      avail[2 + (idx & mask)] = b;
+      idx = (idx + 1) & 0xffff;
+      bytes += len;
+    }
+    tx.availIdx = idx;
     qp.txDirty = true;
     this.counters.txPackets += n;
     this.counters.txBytes += bytes;
@@ -508,54 +548,135 @@ export class GuestDataPath {
 
   private receiveQueue(qi: number, n: number, max: number): number {
     const qp = this.qps[qi];
+    if (this.fixedRx) return this.receiveFixed(qp, qi, n, max);
     const q = qp.rxq;
-    const sh = this.shared;
     let pending = q.usedPending();
     while (pending-- > 0 && n < max) {
       const id = q.popUsed();
-      const len = q.lastUsedLen;
-      let kind = qp.rxKind[id];
-      q.freeDesc(id);
-      if (kind === RX_RAW) continue;
-      if (qp.rxOwn[id]) {
-        // Swap: the switch may have put another buffer in this descriptor.
-        qp.rxOwn[id] = 0;
-        qp.ownPosted--;
-        this.ownShort++;
-        kind = sh!.bufAtDesc(q.ring, id);
-        if (kind < 0) {
-          this.counters.rxErrors++;
-          continue;
-        }
-      }
-      if (kind >= 0) {
-        const flags = sh!.mem[sh!.offsetOf(kind)];
-        if (len < VIRTIO_NET_HDR_SIZE) {
-          // The switch refused this posting; the buffer is not ours.
-          this.counters.rxErrors++;
-          continue;
-        }
-        // A buffer handed back: 12 bytes (a gift, or a link of a gift chain
-        // whose header nobody wrote) or flagged.
-        if (len === VIRTIO_NET_HDR_SIZE || flags & (VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED)) {
-          const returned = (flags & VIRTIO_NET_HDR_F_RETURNED) !== 0;
-          if (returned) this.counters.returned++;
-          else this.counters.giftsReceived++;
-          this.pool.handedBack(kind, returned, (flags & VIRTIO_NET_HDR_F_GIFT_BUFFER) !== 0);
-          continue;
-        }
-        this.pool.peerAlive();
-      } else if (len <= VIRTIO_NET_HDR_SIZE) {
-        this.postCopyTarget(-kind - 1, qi);
-        continue;
-      }
-      this.rxToken[n] = kind;
-      this.rxQueue[n] = qi;
-      this.rxLen[n++] = len - VIRTIO_NET_HDR_SIZE;
-      this.counters.rxPackets++;
-      this.counters.rxBytes += len - VIRTIO_NET_HDR_SIZE;
+      n = this.receiveEntry(qp, qi, id, q.lastUsedLen, n);
     }
     return n;
+  }
+
+  /**
+   * receiveQueue with fixedRx (gift exchange): a completion below bufCount
+   * is buffer id's own descriptor, so it names the buffer without a lookup
+   * and frees no descriptor. The ring's and the counters' fields are read
+   * once into locals and written back once, as the switch's lanes do
+   * (docs/PERFORMANCE.md, "The guest driver's loops over locals"); any other
+   * completion (a copy target, a test hook's posting) takes receiveEntry.
+   * The pool hears that the peer is alive once per call, but never later
+   * than a RETURNED gift that pauses it, so its state ends as entry by entry.
+   */
+  private receiveFixed(qp: QueuePair, qi: number, n: number, max: number): number {
+    const q = qp.rxq;
+    const r = q.ring;
+    const used32 = r.used32;
+    const mask = r.mask & 0xffff;
+    const sh = this.shared!;
+    const mem = sh.mem;
+    const bufSize = sh.bufSize;
+    const bufCount = sh.bufCount;
+    const pool = this.pool;
+    const c = this.counters;
+    const rxToken = this.rxToken;
+    const rxLen = this.rxLen;
+    const rxQueue = this.rxQueue;
+    let last = q.lastUsed;
+    let pending = (Atomics.load(r.used16, 1) - last) & 0xffff;
+    let packets = 0;
+    let bytes = 0;
+    let gifts = 0;
+    let alive = false;
+    for (; pending > 0 && n < max; pending--) {
+      const slot = last & mask;
+      const id = used32[1 + 2 * slot];
+      const len = used32[2 + 2 * slot];
+      last = (last + 1) & 0xffff;
+      if (id >= bufCount) {
+        n = this.receiveEntry(qp, qi, id, len, n);
+        continue;
+      }
+      if (len < VIRTIO_NET_HDR_SIZE) {
+        // The switch refused this posting; the buffer is not ours.
+        c.rxErrors++;
+        continue;
+      }
+      const flags = mem[id * bufSize];
+      // A buffer handed back: 12 bytes (a gift, or a link of a gift chain) or flagged.
+      if (len === VIRTIO_NET_HDR_SIZE || (flags & (VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED)) !== 0) {
+        if ((flags & VIRTIO_NET_HDR_F_RETURNED) === 0) {
+          gifts++;
+          pool.put(id);
+          alive = true;
+          continue;
+        }
+        if (alive) pool.peerAlive();
+        alive = false;
+        c.returned++;
+        pool.handedBack(id, true, (flags & VIRTIO_NET_HDR_F_GIFT_BUFFER) !== 0);
+        continue;
+      }
+      alive = true;
+      rxToken[n] = id;
+      rxQueue[n] = qi;
+      rxLen[n++] = len - VIRTIO_NET_HDR_SIZE;
+      packets++;
+      bytes += len - VIRTIO_NET_HDR_SIZE;
+    }
+    q.lastUsed = last;
+    if (alive) pool.peerAlive();
+    c.giftsReceived += gifts;
+    c.rxPackets += packets;
+    c.rxBytes += bytes;
+    return n;
+  }
+
+  /** One rx completion (descriptor id, len bytes written) on queue pair qp (queue qi): returns n, plus one if it is a packet for the caller. */
+  private receiveEntry(qp: QueuePair, qi: number, id: number, len: number, n: number): number {
+    const q = qp.rxq;
+    const sh = this.shared;
+    let kind = qp.rxKind[id];
+    q.freeDesc(id);
+    if (kind === RX_RAW) return n;
+    if (qp.rxOwn[id]) {
+      // Swap: the switch may have put another buffer in this descriptor.
+      qp.rxOwn[id] = 0;
+      qp.ownPosted--;
+      this.ownShort++;
+      kind = sh!.bufAtDesc(q.ring, id);
+      if (kind < 0) {
+        this.counters.rxErrors++;
+        return n;
+      }
+    }
+    if (kind >= 0) {
+      const flags = sh!.mem[sh!.offsetOf(kind)];
+      if (len < VIRTIO_NET_HDR_SIZE) {
+        // The switch refused this posting; the buffer is not ours.
+        this.counters.rxErrors++;
+        return n;
+      }
+      // A buffer handed back: 12 bytes (a gift, or a link of a gift chain
+      // whose header nobody wrote) or flagged.
+      if (len === VIRTIO_NET_HDR_SIZE || flags & (VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED)) {
+        const returned = (flags & VIRTIO_NET_HDR_F_RETURNED) !== 0;
+        if (returned) this.counters.returned++;
+        else this.counters.giftsReceived++;
+        this.pool.handedBack(kind, returned, (flags & VIRTIO_NET_HDR_F_GIFT_BUFFER) !== 0);
+        return n;
+      }
+      this.pool.peerAlive();
+    } else if (len <= VIRTIO_NET_HDR_SIZE) {
+      this.postCopyTarget(-kind - 1, qi);
+      return n;
+    }
+    this.rxToken[n] = kind;
+    this.rxQueue[n] = qi;
+    this.rxLen[n] = len - VIRTIO_NET_HDR_SIZE;
+    this.counters.rxPackets++;
+    this.counters.rxBytes += len - VIRTIO_NET_HDR_SIZE;
+    return n + 1;
   }
 
   packetMem(token: number): Uint8Array {
@@ -569,6 +690,15 @@ export class GuestDataPath {
   release(token: number): void {
     if (token >= 0) this.pool.put(token);
     else this.postCopyTarget(-token - 1, (-token - 1) % this.qps.length);
+  }
+
+  releaseBurst(tokens: Int32Array, n: number): void {
+    const pool = this.pool;
+    for (let i = 0; i < n; i++) {
+      const token = tokens[i];
+      if (token >= 0) pool.put(token);
+      else this.release(token);
+    }
   }
 
   // ---- rx postings ---------------------------------------------------------

@@ -4,6 +4,8 @@
  * (docs/protocol.md):
  *
  *   alloc()            take a free shared buffer (owned by this VM)
+ *   allocBurst(out, max)
+ *                      alloc() for up to max buffers at once
  *   frameOffset(b)     where to write the Ethernet frame in shared.mem
  *   send(b, len)       post b on our own rx queue, then queue it on tx:
  *                      ownership passes to the peer
@@ -12,6 +14,8 @@
  *   flush()            publish both rings, kick if the switch asked, gift
  *   receive(max)       reap completions into rxToken[]/rxLen[]
  *   release(token)     give a received buffer back to the free pool
+ *   releaseBurst(tokens, n)
+ *                      release() for n tokens at once
  *
  * Invariant kept by the driver: every shared buffer we do not own is posted
  * on our rx queue (the peer may send it to us), every buffer we own is in
@@ -189,6 +193,11 @@ export class GuestDriver {
     this.pool.giftLow = n;
   }
 
+  /** alloc() for a burst: up to max free buffers into out[0, n); returns n. */
+  allocBurst(out: Int32Array, max: number): number {
+    return this.live ? this.dp.allocBurst(out, max) : this.pool.allocBurst(out, max);
+  }
+
   get freeCount(): number {
     return this.pool.count;
   }
@@ -284,6 +293,11 @@ export class GuestDriver {
   release(token: number): void {
     // A token from before a lost connection belongs to memory that is gone.
     if (this.live) this.dp.release(token);
+  }
+
+  /** release() for tokens[0, n) at once. */
+  releaseBurst(tokens: Int32Array, n: number): void {
+    if (this.live) this.dp.releaseBurst(tokens, n);
   }
 
   // ---- sleeping ------------------------------------------------------------

@@ -77,38 +77,53 @@ function le(b0: number, b1: number, b2: number, b3: number): number {
 }
 
 /**
- * The header writeTestFrame(..., fill=false) writes, as eight 32-bit stores
- * and two byte stores instead of 34 byte stores: the generator's share of
- * every benchmark packet. Everything but the sequence number is fixed per
- * stream and length, so it is computed once. The frame must start 4-byte
+ * The header writeTestFrame(..., fill=false) writes, as 32-bit words
+ * instead of 34 byte stores: the generator's share of every benchmark
+ * packet. Everything but the sequence number is fixed per stream and
+ * length, so it is computed once, and each word is stored only when the
+ * buffer does not hold it already: a buffer that comes back to the
+ * generator that last filled it (one-way traffic) needs one store, the
+ * sequence number's low half. The reads find the line in this core's
+ * cache; a store must first take the line from the switch's core, which
+ * read it, and stores leave a core in order, so the fewer there are, the
+ * more lines of a burst are on their way at once (docs/PERFORMANCE.md,
+ * "The guest driver's loops over locals"). The frame must start 4-byte
  * aligned (a shared buffer's frame does: buffer + 12).
  */
 export class TestHeaderWriter {
-  private readonly w: Int32Array;
+  /** Words 0-4 and 7 of the header (5 and 6 hold the sequence number), as the buffer holds them. */
+  private readonly w: Uint32Array;
+  /** Word 5's fixed half (the stream id's low 16 bits) and word 6's (the run id). */
+  private readonly streamLo: number;
+  private readonly runHi: number;
 
-  constructor(private readonly len: number, private readonly stream: number, macs = defaultMacs(stream), private readonly run = 0) {
+  constructor(len: number, stream: number, macs = defaultMacs(stream), run = 0) {
     const m = macs;
-    this.w = Int32Array.of(
+    this.w = Uint32Array.of(
       le(m[0], m[1], m[2], m[3]), le(m[4], m[5], m[6], m[7]), le(m[8], m[9], m[10], m[11]),
       le(TEST_ETHERTYPE >>> 8, TEST_ETHERTYPE, TEST_MAGIC >>> 24, TEST_MAGIC >>> 16),
       le(TEST_MAGIC >>> 8, TEST_MAGIC, stream >>> 24, stream >>> 16),
       le(len >>> 8, len, 0, 0),
     );
+    this.streamLo = le(stream >>> 8, stream, 0, 0);
+    this.runHi = le(0, 0, run >>> 8, run);
   }
 
   /** Write the header of frame seq at byte offset 4 × word of m32 (whose bytes are m8). */
   write(m32: Uint32Array, m8: Uint8Array, word: number, seq: number): void {
     const w = this.w;
-    m32[word] = w[0];
-    m32[word + 1] = w[1];
-    m32[word + 2] = w[2];
-    m32[word + 3] = w[3];
-    m32[word + 4] = w[4];
-    m32[word + 5] = le(this.stream >>> 8, this.stream, seq >>> 24, seq >>> 16);
-    m32[word + 6] = le(seq >>> 8, seq, this.run >>> 8, this.run);
-    m32[word + 7] = w[5];
-    m8[4 * word + 32] = 0;
-    m8[4 * word + 33] = 0;
+    if (m32[word] !== w[0]) m32[word] = w[0];
+    if (m32[word + 1] !== w[1]) m32[word + 1] = w[1];
+    if (m32[word + 2] !== w[2]) m32[word + 2] = w[2];
+    if (m32[word + 3] !== w[3]) m32[word + 3] = w[3];
+    if (m32[word + 4] !== w[4]) m32[word + 4] = w[4];
+    const w5 = (this.streamLo | ((seq >>> 24) << 16) | (((seq >>> 16) & 0xff) << 24)) >>> 0;
+    if (m32[word + 5] !== w5) m32[word + 5] = w5;
+    m32[word + 6] = ((seq >>> 8) & 0xff) | ((seq & 0xff) << 8) | this.runHi;
+    if (m32[word + 7] !== w[5]) m32[word + 7] = w[5];
+    // The checksum's last two bytes (0: no payload checksum); the pattern starts at byte 34.
+    if (m8[4 * word + 32] !== 0) m8[4 * word + 32] = 0;
+    if (m8[4 * word + 33] !== 0) m8[4 * word + 33] = 0;
   }
 }
 
@@ -185,33 +200,45 @@ export class FrameChecker {
  * (dup). A stream is a (stream id, run id) pair: a generator run again with
  * the same stream id has a new run id, and starts a new stream. The stream
  * seen last is kept in fields, so a run of one stream (a benchmark) costs
- * no Map operation per packet.
+ * no Map operation per packet, and its identity is two small integers, so
+ * the per-packet check compares integers (a key of both, run × 2^32 +
+ * stream, would be a double kept boxed in a field).
  */
 export class SequenceTracker {
   private readonly next = new Map<number, number>();
-  /** run × 2^32 + stream (under 2^48: exact in a double); -1 before the first frame. */
-  private curKey = -1;
+  /** The current stream's id and run id; curRun -1 before the first frame. */
+  private curStream = 0;
+  private curRun = -1;
   private curNext = 0;
   lost = 0;
   dup = 0;
 
+  /** The Map's key of a stream: run × 2^32 + stream (under 2^48: exact in a double). */
+  private static key(stream: number, run: number): number {
+    return run * 0x1_0000_0000 + stream;
+  }
+
   /** How many different streams (stream id and run id) were seen. */
   get streams(): number {
-    return this.next.size + (this.curKey >= 0 && !this.next.has(this.curKey) ? 1 : 0);
+    const cur = this.curRun >= 0 && !this.next.has(SequenceTracker.key(this.curStream, this.curRun)) ? 1 : 0;
+    return this.next.size + cur;
   }
 
   see(stream: number, seq: number, run = 0): void {
-    const key = run * 0x1_0000_0000 + stream;
-    if (key !== this.curKey) {
-      if (this.curKey >= 0) this.next.set(this.curKey, this.curNext);
-      this.curKey = key;
-      this.curNext = this.next.get(key) ?? 0;
-    }
+    if (stream !== this.curStream || run !== this.curRun) this.switchTo(stream, run);
     const exp = this.curNext;
     if (seq === exp) this.curNext = exp + 1;
     else if (seq > exp) {
       this.lost += seq - exp;
       this.curNext = seq + 1;
     } else this.dup++;
+  }
+
+  /** Another stream than the last frame's: keep where the current one stands, pick up where the new one stood. */
+  private switchTo(stream: number, run: number): void {
+    if (this.curRun >= 0) this.next.set(SequenceTracker.key(this.curStream, this.curRun), this.curNext);
+    this.curStream = stream;
+    this.curRun = run;
+    this.curNext = this.next.get(SequenceTracker.key(stream, run)) ?? 0;
   }
 }

@@ -229,6 +229,8 @@ export class TrafficVm {
     // An echo takes no more than it can send back at once, so nothing is dropped at our tx.
     const n = drv.receive(this.echo ? Math.min(this.o.burst, this.minTxFree()) : this.o.burst);
     if (n > 0) this.lastRxAt = now;
+    // The common receiver (a sink, or a gen taking echoes back) checking headers only: a loop of its own.
+    if (!this.echo && !this.o.gso && !this.o.verifyPayload) return this.checkHeaders(n);
     // An echo on one queue pair sends its shared frames back as one burst after the loop.
     const echoBurst = this.echo && !this.o.copyMode && drv.queuePairs === 1;
     if (echoBurst) this.burstRoom(n);
@@ -256,15 +258,10 @@ export class TrafficVm {
         : tok >= 0 && !this.o.verifyPayload
           ? this.checker.verifyHeader(drv.shared!.mem32, at >>> 2, tlen)
           : this.checker.verify(mem, at, tlen, this.o.verifyPayload);
-      switch (verdict) {
-        case Verdict.Ok:
-          this.verified++;
-          if (!this.echo) this.seq.see(ck.lastStream, ck.lastSeq, ck.lastRun);
-          break;
-        case Verdict.NotTest: this.notTest++; break;
-        case Verdict.BadLength: this.badLength++; break;
-        case Verdict.BadChecksum: this.badChecksum++; break;
-      }
+      if (verdict === Verdict.Ok) {
+        this.verified++;
+        if (!this.echo) this.seq.see(ck.lastStream, ck.lastSeq, ck.lastRun);
+      } else this.countBad(verdict);
       if (this.echo) {
         // Back on the queue pair it came in on.
         const q = drv.rxQueue[i];
@@ -290,6 +287,41 @@ export class TrafficVm {
       for (let i = sent; i < k; i++) drv.release(this.burstBufs[i]);
     }
     return n;
+  }
+
+  /**
+   * receiveBatch for frames checked by their test header alone (no echo,
+   * no --gso, no payload check): a loop that only checks and counts, the
+   * fields it uses read once, and the buffers handed back in one call
+   * after it (docs/PERFORMANCE.md, "The guest driver's loops over locals").
+   */
+  private checkHeaders(n: number): number {
+    const drv = this.drv;
+    const tokens = drv.rxToken;
+    const lens = drv.rxLen;
+    const ck = this.checker;
+    const seq = this.seq;
+    const mem32 = drv.shared?.mem32;
+    let ok = 0;
+    for (let i = 0; i < n; i++) {
+      const tok = tokens[i];
+      const verdict = tok >= 0
+        ? ck.verifyHeader(mem32!, drv.frameOffset(tok) >>> 2, lens[i])
+        : ck.verify(drv.packetMem(tok), drv.packetOffset(tok), lens[i], false);
+      if (verdict === Verdict.Ok) {
+        ok++;
+        seq.see(ck.lastStream, ck.lastSeq, ck.lastRun);
+      } else this.countBad(verdict);
+    }
+    this.verified += ok;
+    drv.releaseBurst(tokens, n);
+    return n;
+  }
+
+  private countBad(verdict: Verdict): void {
+    if (verdict === Verdict.NotTest) this.notTest++;
+    else if (verdict === Verdict.BadLength) this.badLength++;
+    else if (verdict === Verdict.BadChecksum) this.badChecksum++;
   }
 
   /** The burst arrays hold at least n entries (grown once, not per packet). */
@@ -361,7 +393,15 @@ export class TrafficVm {
   private burstBufs = new Int32Array(0);
   private burstLens = new Uint32Array(0);
 
-  /** sendBatch for one queue pair without offloads: take the burst's buffers, write their frames, send them at once. */
+  /**
+   * sendBatch for one queue pair without offloads: take the burst's
+   * buffers, write their frames, send them at once. The headers are
+   * written in a loop of their own, with nothing else stored in it: each
+   * buffer's line was last read by the switch, its store waits for the
+   * line, and stores leave a core in order, so other stores between them
+   * would keep fewer of the burst's lines on their way at once
+   * (docs/PERFORMANCE.md, "The guest driver's loops over locals").
+   */
   private sendShared(budget: number, now: number): number {
     const o = this.o;
     const drv = this.drv;
@@ -369,17 +409,13 @@ export class TrafficVm {
     this.burstRoom(budget);
     const bufs = this.burstBufs;
     const lens = this.burstLens;
-    let n = 0;
-    for (; n < budget; n++) {
-      const b = drv.alloc();
-      if (b < 0) break;
-      const at = drv.frameOffset(b);
-      const seq = this.sent + n;
-      if (o.verifyPayload) writeTestFrame(sh.mem, at, o.size, o.stream, seq, true, o.macs, o.run);
-      else this.header.write(sh.mem32, sh.mem, at >>> 2, seq);
-      bufs[n] = b;
-      lens[n] = o.size;
-    }
+    const n = drv.allocBurst(bufs, budget);
+    const mem = sh.mem;
+    const mem32 = sh.mem32;
+    const seq0 = this.sent;
+    if (o.verifyPayload) for (let i = 0; i < n; i++) writeTestFrame(mem, drv.frameOffset(bufs[i]), o.size, o.stream, seq0 + i, true, o.macs, o.run);
+    else for (let i = 0; i < n; i++) this.header.write(mem32, mem, drv.frameOffset(bufs[i]) >>> 2, seq0 + i);
+    lens.fill(o.size, 0, n);
     const sent = drv.sendBurst(bufs, lens, n, 0);
     // No room on the rings for the rest: back to the pool (their frames are written again next time).
     for (let i = sent; i < n; i++) drv.release(bufs[i]);
