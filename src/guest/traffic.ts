@@ -405,11 +405,13 @@ export class TrafficVm {
   private sendShared(budget: number, now: number): number {
     const o = this.o;
     const drv = this.drv;
-    const sh = drv.shared!;
     this.burstRoom(budget);
     const bufs = this.burstBufs;
     const lens = this.burstLens;
     const n = drv.allocBurst(bufs, budget);
+    // None also while the switch is away (reconnecting: no region mapped).
+    if (n === 0) return 0;
+    const sh = drv.shared!;
     const mem = sh.mem;
     const mem32 = sh.mem32;
     const seq0 = this.sent;
