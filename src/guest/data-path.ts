@@ -21,31 +21,10 @@ import { CallSleeper } from './call-sleeper';
 import type { GuestMemory } from './guest-memory';
 import { KIND_RAW, type QueuePair, RX_RAW } from './queue-pair';
 import type { SharedRegion } from './shared-region';
-
-/** What the driver counts (exposed as GuestDriver.counters). */
-export class DriverCounters {
-  txPackets = 0;
-  txBytes = 0;
-  rxPackets = 0;
-  rxBytes = 0;
-  giftsSent = 0;
-  giftsReceived = 0;
-  returned = 0;
-  /** Completions the driver could not make sense of (rejected postings). */
-  rxErrors = 0;
-}
-
-/** Where received packets are reported: parallel arrays, [0, n) valid after receive(). */
-export interface RxBatch {
-  readonly rxToken: Int32Array;
-  readonly rxLen: Uint32Array;
-  readonly rxQueue: Uint8Array;
-}
+import type { DriverCounters, RxBatch } from './counters';
+import { fixTxDesc, receiveFixedRun, sendFixedRun } from './fixed-descs';
 
 export class GuestDataPath {
-  private readonly rxToken: Int32Array;
-  private readonly rxLen: Uint32Array;
-  private readonly rxQueue: Uint8Array;
   /** Swap mode: own empty buffers to keep posted per rx queue. */
   private readonly rxTarget: number;
   /** Swap mode: own empty buffers missing from the rx queues' targets, over all queues (0 otherwise). */
@@ -66,7 +45,8 @@ export class GuestDataPath {
     private readonly qps: QueuePair[],
     private readonly pool: BufferPool,
     private readonly counters: DriverCounters,
-    rx: RxBatch,
+    /** Where receive() reports packets. */
+    private readonly rx: RxBatch,
     /** Tell the device vring i (2q rx, 2q+1 tx) has new buffers: an eventfd signal or a notify write. */
     private readonly kick: (vring: number) => void,
     /** Private slots [0, copyTargets) are rx copy targets, the next privTx are tx slots. */
@@ -76,9 +56,6 @@ export class GuestDataPath {
     rxByBuffer = false,
   ) {
     this.sleeper = new CallSleeper(qps);
-    this.rxToken = rx.rxToken;
-    this.rxLen = rx.rxLen;
-    this.rxQueue = rx.rxQueue;
     this.rxTarget = shared ? Math.max(1, Math.floor((shared.partitionCount >> 1) / qps.length)) : 0;
     this.ownShort = shared !== null && shared.swap ? this.rxTarget * qps.length : 0;
     this.privTxFree = new Int32Array(privTx);
@@ -213,25 +190,6 @@ export class GuestDataPath {
   }
 
   /**
-   * fixedTx: tx descriptor b says len bytes and the chain word (flags in the
-   * low half, next in the high half), each written only when it differs
-   * from what we last wrote there (QueuePair.txLen, txChain: our own copy,
-   * so deciding reads no ring line). A write would take the line from the
-   * switch's cache; a read of it, after the switch read it, measured as
-   * the gift loop's slowest step.
-   */
-  private fixTxDesc(qp: QueuePair, b: number, len: number, chain: number): void {
-    if (qp.txLen[b] !== len) {
-      qp.txLen[b] = len;
-      qp.txq.ring.desc32[4 * b + 2] = len;
-    }
-    if (qp.txChain[b] !== chain) {
-      qp.txChain[b] = chain;
-      qp.txq.ring.desc32[4 * b + 3] = chain;
-    }
-  }
-
-  /**
    * Put shared buffer b (len bytes, header included) on qp's tx ring as one
    * descriptor: its own (fixedTx), else an allocated one whose completion
    * reapTx turns back into a free descriptor. The caller checked the room.
@@ -239,7 +197,7 @@ export class GuestDataPath {
   private queueShared(qp: QueuePair, b: number, len: number): void {
     const tx = qp.txq;
     if (this.fixedTx) {
-      this.fixTxDesc(qp, b, len, 0);
+      fixTxDesc(qp, b, len, 0);
       tx.addAvail(b);
       return;
     }
@@ -293,7 +251,13 @@ export class GuestDataPath {
     const room = Math.min(this.txRoom(qp), this.rxRoom(qp));
     if (n > room) n = room;
     if (n <= 0) return 0;
-    if (this.fixedTx && !this.postOnSend) return this.sendBurstFixed(qp, bufs, lens, n);
+    if (this.fixedTx && !this.postOnSend) {
+      // Rx descriptors by buffer: nothing to post, buffer b in tx descriptor b (fixed-descs.ts).
+      this.counters.txBytes += sendFixedRun(qp, this.shared!, bufs, lens, n);
+      this.counters.txPackets += n;
+      qp.txDirty = true;
+      return n;
+    }
     const sh = this.shared!;
     const mem32 = sh.mem32;
     const post = this.postOnSend;
@@ -309,39 +273,6 @@ export class GuestDataPath {
       bytes += len;
     }
     if (post) qp.rxDirty = true;
-    qp.txDirty = true;
-    this.counters.txPackets += n;
-    this.counters.txBytes += bytes;
-    return n;
-  }
-
-  /**
-   * sendBurst with fixed tx descriptors and nothing to post on rx (rx
-   * descriptors by buffer): buffer b goes out in descriptor b, whose words
-   * are written only where they change (fixTxDesc). The ring's fields are
-   * read once into locals and the avail index written back once, as in
-   * receiveFixed.
-   */
-  private sendBurstFixed(qp: QueuePair, bufs: Int32Array, lens: Uint32Array, n: number): number {
-    const sh = this.shared!;
-    const mem32 = sh.mem32;
-    const bufWords = sh.bufSize >>> 2;
-    const tx = qp.txq;
-    const r = tx.ring;
-    const avail = r.avail;
-    const mask = r.mask & 0xffff;
-    let idx = tx.availIdx;
-    let bytes = 0;
-    for (let i = 0; i < n; i++) {
-      const b = bufs[i];
-      const len = lens[i];
-      writeNetHdrWords(mem32, b * bufWords, 0, 1);
-      this.fixTxDesc(qp, b, VIRTIO_NET_HDR_SIZE + len, 0);
-      avail[2 + (idx & mask)] = b;
-      idx = (idx + 1) & 0xffff;
-      bytes += len;
-    }
-    tx.availIdx = idx;
     qp.txDirty = true;
     this.counters.txPackets += n;
     this.counters.txBytes += bytes;
@@ -429,10 +360,10 @@ export class GuestDataPath {
     for (let i = 1; i < k; i++) {
       const b = pool.alloc();
       if (post) this.postOn(qp, b);
-      this.fixTxDesc(qp, prev, VIRTIO_NET_HDR_SIZE, (VIRTQ_DESC_F_NEXT | (b << 16)) >>> 0);
+      fixTxDesc(qp, prev, VIRTIO_NET_HDR_SIZE, (VIRTQ_DESC_F_NEXT | (b << 16)) >>> 0);
       prev = b;
     }
-    this.fixTxDesc(qp, prev, VIRTIO_NET_HDR_SIZE, 0);
+    fixTxDesc(qp, prev, VIRTIO_NET_HDR_SIZE, 0);
     this.markGift(head);
     return head;
   }
@@ -537,7 +468,7 @@ export class GuestDataPath {
   // ---- receive -------------------------------------------------------------
 
   receive(max: number): number {
-    if (max > this.rxToken.length) max = this.rxToken.length;
+    if (max > this.rx.rxToken.length) max = this.rx.rxToken.length;
     const nq = this.qps.length;
     let n = 0;
     for (let q = 0; q < nq; q++) this.reapTx(this.qps[q]);
@@ -559,77 +490,18 @@ export class GuestDataPath {
   }
 
   /**
-   * receiveQueue with fixedRx (gift exchange): a completion below bufCount
-   * is buffer id's own descriptor, so it names the buffer without a lookup
-   * and frees no descriptor. The ring's and the counters' fields are read
-   * once into locals and written back once, as the switch's lanes do
-   * (docs/PERFORMANCE.md, "The guest driver's loops over locals"); any other
+   * receiveQueue with fixedRx: runs of completions of shared buffers' own
+   * descriptors go through receiveFixedRun (fixed-descs.ts); any other
    * completion (a copy target, a test hook's posting) takes receiveEntry.
-   * The pool hears that the peer is alive once per call, but never later
-   * than a RETURNED gift that pauses it, so its state ends as entry by entry.
    */
   private receiveFixed(qp: QueuePair, qi: number, n: number, max: number): number {
     const q = qp.rxq;
-    const r = q.ring;
-    const used32 = r.used32;
-    const mask = r.mask & 0xffff;
-    const sh = this.shared!;
-    const mem = sh.mem;
-    const bufSize = sh.bufSize;
-    const bufCount = sh.bufCount;
-    const pool = this.pool;
-    const c = this.counters;
-    const rxToken = this.rxToken;
-    const rxLen = this.rxLen;
-    const rxQueue = this.rxQueue;
-    let last = q.lastUsed;
-    let pending = (Atomics.load(r.used16, 1) - last) & 0xffff;
-    let packets = 0;
-    let bytes = 0;
-    let gifts = 0;
-    let alive = false;
-    for (; pending > 0 && n < max; pending--) {
-      const slot = last & mask;
-      const id = used32[1 + 2 * slot];
-      const len = used32[2 + 2 * slot];
-      last = (last + 1) & 0xffff;
-      if (id >= bufCount) {
-        n = this.receiveEntry(qp, qi, id, len, n);
-        continue;
-      }
-      if (len < VIRTIO_NET_HDR_SIZE) {
-        // The switch refused this posting; the buffer is not ours.
-        c.rxErrors++;
-        continue;
-      }
-      const flags = mem[id * bufSize];
-      // A buffer handed back: 12 bytes (a gift, or a link of a gift chain) or flagged.
-      if (len === VIRTIO_NET_HDR_SIZE || (flags & (VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED)) !== 0) {
-        if ((flags & VIRTIO_NET_HDR_F_RETURNED) === 0) {
-          gifts++;
-          pool.put(id);
-          alive = true;
-          continue;
-        }
-        if (alive) pool.peerAlive();
-        alive = false;
-        c.returned++;
-        pool.handedBack(id, true, (flags & VIRTIO_NET_HDR_F_GIFT_BUFFER) !== 0);
-        continue;
-      }
-      alive = true;
-      rxToken[n] = id;
-      rxQueue[n] = qi;
-      rxLen[n++] = len - VIRTIO_NET_HDR_SIZE;
-      packets++;
-      bytes += len - VIRTIO_NET_HDR_SIZE;
+    for (;;) {
+      n = receiveFixedRun(q, this.shared!, this.pool, this.counters, this.rx, qi, n, max);
+      if (n >= max || q.usedPending() === 0) return n;
+      const id = q.popUsed();
+      n = this.receiveEntry(qp, qi, id, q.lastUsedLen, n);
     }
-    q.lastUsed = last;
-    if (alive) pool.peerAlive();
-    c.giftsReceived += gifts;
-    c.rxPackets += packets;
-    c.rxBytes += bytes;
-    return n;
   }
 
   /** One rx completion (descriptor id, len bytes written) on queue pair qp (queue qi): returns n, plus one if it is a packet for the caller. */
@@ -671,9 +543,9 @@ export class GuestDataPath {
       this.postCopyTarget(-kind - 1, qi);
       return n;
     }
-    this.rxToken[n] = kind;
-    this.rxQueue[n] = qi;
-    this.rxLen[n] = len - VIRTIO_NET_HDR_SIZE;
+    this.rx.rxToken[n] = kind;
+    this.rx.rxQueue[n] = qi;
+    this.rx.rxLen[n] = len - VIRTIO_NET_HDR_SIZE;
     this.counters.rxPackets++;
     this.counters.rxBytes += len - VIRTIO_NET_HDR_SIZE;
     return n + 1;

@@ -52,7 +52,8 @@ import type { Logger } from '../log';
 import { type AttachOptions, GuestAttachment } from './attach';
 import { BufferPool } from './buffer-pool';
 import { type PciAttachOptions, PciAttachment } from './pci/pci-attach';
-import { DriverCounters, GuestDataPath } from './data-path';
+import { DriverCounters } from './counters';
+import { GuestDataPath } from './data-path';
 import type { GuestMemory } from './guest-memory';
 import type { SharedRegion } from './shared-region';
 

@@ -17,7 +17,7 @@ export class QueuePair {
   readonly txSpan: Uint8Array;
   /** Gift chains: the next descriptor of each link (our copy: the ring's is the switch's to read). */
   readonly txNext: Uint16Array;
-  /** fixedTx: the length and chain word (flags | next << 16) last written into tx descriptor b (GuestDataPath.fixTxDesc). */
+  /** fixedTx: the length and chain word (flags | next << 16) last written into tx descriptor b (fixTxDesc in fixed-descs.ts). */
   readonly txLen: Uint32Array;
   readonly txChain: Uint32Array;
   /** Tx entries in flight whose descriptors were allocated (not a fixed shared buffer's: GuestDataPath.fixedTx). */

@@ -10,7 +10,8 @@
  */
 import t from 'tap';
 import { BufferPool } from '../../src/guest/buffer-pool';
-import { DriverCounters, GuestDataPath } from '../../src/guest/data-path';
+import { DriverCounters } from '../../src/guest/counters';
+import { GuestDataPath } from '../../src/guest/data-path';
 import { GUEST_GPA, GuestMemory } from '../../src/guest/guest-memory';
 import { QueuePair } from '../../src/guest/queue-pair';
 import { SharedRegion } from '../../src/guest/shared-region';

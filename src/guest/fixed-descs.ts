@@ -1,0 +1,133 @@
+/**
+ * The guest driver's per-packet loops over fixed descriptors: with the gift
+ * exchange, shared buffer b is posted in rx descriptor b and leaves in tx
+ * descriptor b (GuestDataPath.fixedRx, fixedTx), so neither side allocates,
+ * frees or looks up a descriptor per packet.
+ *
+ * Free functions over locals, as the switch's lanes are
+ * (src/datapath/zc-lane.ts): each reads the ring's and the region's fields
+ * once and writes the ring index and the counters back once, instead of a
+ * method call per packet that reloads them (docs/PERFORMANCE.md, "The guest
+ * driver's loops over locals").
+ */
+import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
+import { VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
+import type { DriverQueue } from '../virtio/driver-queue';
+import { writeNetHdrWords } from '../virtio/net-hdr';
+import type { BufferPool } from './buffer-pool';
+import type { DriverCounters, RxBatch } from './counters';
+import type { QueuePair } from './queue-pair';
+import type { SharedRegion } from './shared-region';
+
+/**
+ * Take rx queue q's completions of shared buffers' own descriptors (below
+ * bufCount) into rx from index n on, while n < max; stops at the first
+ * completion of any other descriptor (a copy target, a test hook's
+ * posting), leaving it for the caller's general step. Returns n. Gifts and
+ * buffers handed back go to the pool; the pool hears that the peer is
+ * alive once per call, but never later than a RETURNED gift that pauses
+ * it, so its state ends as it would entry by entry.
+ */
+export function receiveFixedRun(
+  q: DriverQueue, sh: SharedRegion, pool: BufferPool, c: DriverCounters, rx: RxBatch, qi: number, n: number, max: number,
+): number {
+  const r = q.ring;
+  const used32 = r.used32;
+  const mask = r.mask & 0xffff;
+  const mem = sh.mem;
+  const bufSize = sh.bufSize;
+  const bufCount = sh.bufCount;
+  const rxToken = rx.rxToken;
+  const rxLen = rx.rxLen;
+  const rxQueue = rx.rxQueue;
+  let last = q.lastUsed;
+  let pending = (Atomics.load(r.used16, 1) - last) & 0xffff;
+  let packets = 0;
+  let bytes = 0;
+  let gifts = 0;
+  let alive = false;
+  for (; pending > 0 && n < max; pending--) {
+    const slot = last & mask;
+    const id = used32[1 + 2 * slot];
+    if (id >= bufCount) break;
+    const len = used32[2 + 2 * slot];
+    last = (last + 1) & 0xffff;
+    if (len < VIRTIO_NET_HDR_SIZE) {
+      // The switch refused this posting; the buffer is not ours.
+      c.rxErrors++;
+      continue;
+    }
+    const flags = mem[id * bufSize];
+    // A buffer handed back: 12 bytes (a gift, or a link of a gift chain) or flagged.
+    if (len === VIRTIO_NET_HDR_SIZE || (flags & (VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED)) !== 0) {
+      if ((flags & VIRTIO_NET_HDR_F_RETURNED) === 0) {
+        gifts++;
+        pool.put(id);
+        alive = true;
+        continue;
+      }
+      if (alive) pool.peerAlive();
+      alive = false;
+      c.returned++;
+      pool.handedBack(id, true, (flags & VIRTIO_NET_HDR_F_GIFT_BUFFER) !== 0);
+      continue;
+    }
+    alive = true;
+    rxToken[n] = id;
+    rxQueue[n] = qi;
+    rxLen[n++] = len - VIRTIO_NET_HDR_SIZE;
+    packets++;
+    bytes += len - VIRTIO_NET_HDR_SIZE;
+  }
+  q.lastUsed = last;
+  if (alive) pool.peerAlive();
+  c.giftsReceived += gifts;
+  c.rxPackets += packets;
+  c.rxBytes += bytes;
+  return n;
+}
+
+/**
+ * Queue bufs[i] (a frame of lens[i] bytes behind a plain header), i < n,
+ * on qp's tx ring in their own descriptors; the caller checked the room.
+ * Returns the frames' bytes.
+ */
+export function sendFixedRun(qp: QueuePair, sh: SharedRegion, bufs: Int32Array, lens: Uint32Array, n: number): number {
+  const mem32 = sh.mem32;
+  const bufWords = sh.bufSize >>> 2;
+  const tx = qp.txq;
+  const avail = tx.ring.avail;
+  const mask = tx.ring.mask & 0xffff;
+  let idx = tx.availIdx;
+  let bytes = 0;
+  for (let i = 0; i < n; i++) {
+    const b = bufs[i];
+    const len = lens[i];
+    writeNetHdrWords(mem32, b * bufWords, 0, 1);
+    fixTxDesc(qp, b, VIRTIO_NET_HDR_SIZE + len, 0);
+    avail[2 + (idx & mask)] = b;
+    idx = (idx + 1) & 0xffff;
+    bytes += len;
+  }
+  tx.availIdx = idx;
+  return bytes;
+}
+
+/**
+ * Tx descriptor b says len bytes and the chain word (flags in the low
+ * half, next in the high half), each written only when it differs from
+ * what we last wrote there (QueuePair.txLen, txChain: our own copy, so
+ * deciding reads no ring line). A write would take the line from the
+ * switch's cache; a read of it, after the switch read it, measured as the
+ * gift loop's slowest step.
+ */
+export function fixTxDesc(qp: QueuePair, b: number, len: number, chain: number): void {
+  if (qp.txLen[b] !== len) {
+    qp.txLen[b] = len;
+    qp.txq.ring.desc32[4 * b + 2] = len;
+  }
+  if (qp.txChain[b] !== chain) {
+    qp.txChain[b] = chain;
+    qp.txq.ring.desc32[4 * b + 3] = chain;
+  }
+}
