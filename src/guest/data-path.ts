@@ -168,14 +168,19 @@ export class GuestDataPath {
    * would leave both sides waiting until the switch's rxWaitMs ran out.
    */
   alloc(): number {
-    if (this.ownShort > 0 && this.pool.count > 0) for (let q = 0; q < this.qps.length; q++) this.refillOwnRx(q);
+    this.topUpOwnRx();
     return this.pool.alloc();
   }
 
   /** alloc() for a burst: up to max free buffers into out[0, n); returns n. */
   allocBurst(out: Int32Array, max: number): number {
-    if (this.ownShort > 0 && this.pool.count > 0) for (let q = 0; q < this.qps.length; q++) this.refillOwnRx(q);
+    this.topUpOwnRx();
     return this.pool.allocBurst(out, max);
+  }
+
+  /** Swap: our own rx postings short of their targets get free buffers before the application does (see alloc). */
+  private topUpOwnRx(): void {
+    if (this.ownShort > 0 && this.pool.count > 0) for (let q = 0; q < this.qps.length; q++) this.refillOwnRx(q);
   }
 
   txFree(q: number): number {
