@@ -234,6 +234,72 @@ export class SequenceTracker {
     } else this.dup++;
   }
 
+  /**
+   * verifyHeader and see() for the frames in shared buffers tokens[from..n)
+   * (each frame at word bufWords × token + 3 of m32, lens[i] bytes long) in
+   * one loop over locals, the current stream's state included: a call or a
+   * field store per packet would be most of a sink's work. Stops at the
+   * first token < 0 (a private slot: the caller's general step) and returns
+   * its index, or n. Each frame counts on verdicts[its Verdict].
+   */
+  seeHeaders(
+    m32: Uint32Array, bufWords: number, tokens: Int32Array, lens: Uint32Array, from: number, n: number, verdicts: Float64Array,
+  ): number {
+    let stream = this.curStream;
+    let run = this.curRun;
+    let next = this.curNext;
+    let lost = this.lost;
+    let dup = this.dup;
+    let passed = 0;
+    let i = from;
+    for (; i < n; i++) {
+      const tok = tokens[i];
+      if (tok < 0) break;
+      const len = lens[i];
+      // verifyHeader over locals (its comment says why half words).
+      const word = bufWords * tok + 3;
+      if (len < TEST_HEADER) {
+        verdicts[Verdict.NotTest]++;
+        continue;
+      }
+      const w3 = m32[word + 3];
+      const w4 = m32[word + 4];
+      if (((w3 >>> 16) | (w4 << 16)) >>> 0 !== MAGIC_LE) {
+        verdicts[Verdict.NotTest]++;
+        continue;
+      }
+      const w5 = m32[word + 5];
+      const w6 = m32[word + 6];
+      const runLen = bswap32((w6 >>> 16) | (m32[word + 7] << 16));
+      if ((runLen & 0xffff) !== len) {
+        verdicts[Verdict.BadLength]++;
+        continue;
+      }
+      passed++;
+      const s = bswap32((w4 >>> 16) | (w5 << 16));
+      const seq = bswap32((w5 >>> 16) | (w6 << 16));
+      const r = runLen >>> 16;
+      if (s !== stream || r !== run) {
+        this.curNext = next;
+        this.switchTo(s, r);
+        stream = s;
+        run = r;
+        next = this.curNext;
+      }
+      // see() over locals.
+      if (seq === next) next++;
+      else if (seq > next) {
+        lost += seq - next;
+        next = seq + 1;
+      } else dup++;
+    }
+    this.curNext = next;
+    this.lost = lost;
+    this.dup = dup;
+    verdicts[Verdict.Ok] += passed;
+    return i;
+  }
+
   /** Another stream than the last frame's: keep where the current one stands, pick up where the new one stood. */
   private switchTo(stream: number, run: number): void {
     if (this.curRun >= 0) this.next.set(SequenceTracker.key(this.curStream, this.curRun), this.curNext);

@@ -97,6 +97,69 @@ t.test('verifyHeader agrees with verify(..., false), on good frames and corrupte
   t.ok(verdicts.has(Verdict.Ok) && verdicts.has(Verdict.NotTest) && verdicts.has(Verdict.BadLength), 'the corruption reached every verdict');
 });
 
+t.test('seeHeaders agrees with verify(..., false) and see() frame by frame, over bursts of mixed frames', async (t) => {
+  const next = prngU32(0x5ee5); // deterministic: a failure reproduces
+  const BUF = 128;
+  const COUNT = 64;
+  const buf = new ArrayBuffer(BUF * COUNT);
+  const m8 = new Uint8Array(buf);
+  const m32 = new Uint32Array(buf);
+  const plain = new FrameChecker();
+  const plainSeq = new SequenceTracker();
+  const fastSeq = new SequenceTracker();
+  const plainVerdicts = new Float64Array(4);
+  const fastVerdicts = new Float64Array(4);
+  const tokens = new Int32Array(COUNT);
+  const lens = new Uint32Array(COUNT);
+  const seqs = new Map<number, number>();
+  let stops = 0;
+  let badStops = 0;
+  for (let trial = 0; trial < 400; trial++) {
+    const n = next() % (COUNT + 1);
+    for (let i = 0; i < n; i++) {
+      const b = i; // each frame its own buffer
+      const stream = next() % 3;
+      const run = next() % 2;
+      const key = stream * 2 + run;
+      // Mostly in order; sometimes a gap, a repeat or an older frame.
+      let seq = seqs.get(key) ?? 0;
+      const r = next() % 16;
+      if (r === 0) seq += 1 + (next() % 5);
+      else if (r === 1 && seq > 0) seq -= 1 + (next() % Math.min(seq, 3));
+      seqs.set(key, Math.max(seqs.get(key) ?? 0, seq + 1));
+      const len = 60 + (next() % 40);
+      writeTestFrame(m8, b * BUF + 12, len, stream, seq, false, defaultMacs(stream), run);
+      let l = len;
+      const c = next() % 12;
+      if (c === 0) m8[b * BUF + 12 + (next() % TEST_HEADER)] ^= 1 + (next() % 255);
+      else if (c === 1) l = len + 1;
+      else if (c === 2) l = next() % TEST_HEADER;
+      tokens[i] = next() % 20 === 0 ? -1 - (next() % 4) : b;
+      lens[i] = l;
+    }
+    // The plain way: each shared frame through verify and see; the fast way stops at a private slot.
+    let i = 0;
+    while (i < n) {
+      const stop = fastSeq.seeHeaders(m32, BUF >>> 2, tokens, lens, i, n, fastVerdicts);
+      for (; i < stop; i++) {
+        const v = plain.verify(m8, tokens[i] * BUF + 12, lens[i], false);
+        plainVerdicts[v]++;
+        if (v === Verdict.Ok) plainSeq.see(plain.lastStream, plain.lastSeq, plain.lastRun);
+      }
+      if (i < n) {
+        if (tokens[i] >= 0) badStops++;
+        stops++;
+        i++;
+      }
+    }
+  }
+  t.same([...fastVerdicts], [...plainVerdicts], `verdicts agree (${plainVerdicts.join('/')})`);
+  t.same([fastSeq.lost, fastSeq.dup, fastSeq.streams], [plainSeq.lost, plainSeq.dup, plainSeq.streams], 'lost, dup and streams agree');
+  t.ok(plainVerdicts[Verdict.Ok] > 0 && plainVerdicts[Verdict.NotTest] > 0 && plainVerdicts[Verdict.BadLength] > 0, 'every header verdict was reached');
+  t.ok(plainSeq.lost > 0 && plainSeq.dup > 0 && plainSeq.streams >= 6, `gaps, repeats and streams were seen (${plainSeq.lost}/${plainSeq.dup}/${plainSeq.streams})`);
+  t.ok(stops > 0 && badStops === 0, `it stopped only at private slots (${stops} stops)`);
+});
+
 t.test('SequenceTracker: gaps, repeats, and streams that interleave', async (t) => {
   const s = new SequenceTracker();
   for (let i = 0; i < 100; i++) s.see(1, i);
