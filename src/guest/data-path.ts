@@ -12,7 +12,7 @@
  * pool and the region are fields set once at construction, so the JIT sees
  * one shape and allocates nothing per packet.
  */
-import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
+import { GIFT_CHAIN_MAX, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
 import { VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../virtio/defs';
 import { type NetHdrOffload, writeNetHdr, writeNetHdrOffloadWords, writeNetHdrWords } from '../virtio/net-hdr';
 import type { DriverQueue } from '../virtio/driver-queue';
@@ -22,7 +22,7 @@ import type { GuestMemory } from './guest-memory';
 import { KIND_RAW, type QueuePair, RX_RAW } from './queue-pair';
 import type { SharedRegion } from './shared-region';
 import type { DriverCounters, RxBatch } from './counters';
-import { fixTxDesc, receiveFixedRun, sendFixedRun } from './fixed-descs';
+import { fixTxDesc, linkGiftChain, receiveFixedRun, sendFixedRun } from './fixed-descs';
 
 export class GuestDataPath {
   /** Swap mode: own empty buffers to keep posted per rx queue. */
@@ -33,6 +33,8 @@ export class GuestDataPath {
   private rxNext = 0;
   /** Private tx slots free for sendCopy (slot indices after the copy targets). */
   private readonly privTxFree: Int32Array;
+  /** The buffers of the gift chain being built (giftLinksFixed). */
+  private readonly giftLinks = new Int32Array(GIFT_CHAIN_MAX);
   private privTxTop = 0;
   private readonly sleeper: CallSleeper;
   /** Test hooks: descriptors of each raw tx chain, by head. */
@@ -78,7 +80,7 @@ export class GuestDataPath {
       for (const qp of qps) {
         qp.txq.reserveLow(shared!.bufCount);
         for (let b = 0; b < shared!.bufCount; b++) shared!.setBufDesc(qp.txq.ring, b, b, VIRTIO_NET_HDR_SIZE, 0, 0);
-        qp.txLen.fill(VIRTIO_NET_HDR_SIZE, 0, shared!.bufCount);
+        for (let b = 0; b < shared!.bufCount; b++) qp.txWords[2 * b] = VIRTIO_NET_HDR_SIZE;
       }
     }
   }
@@ -357,20 +359,13 @@ export class GuestDataPath {
    * and each write took the line from the switch's cache).
    */
   private giftLinksFixed(qp: QueuePair, k: number, post: boolean): number {
-    const pool = this.pool;
-    const head = pool.alloc();
+    const links = this.giftLinks;
+    this.pool.allocBurst(links, k);
     // Ownership rule 2 (docs/protocol.md): post b on our own rx before it leaves on tx.
-    if (post) this.postOn(qp, head);
-    let prev = head;
-    for (let i = 1; i < k; i++) {
-      const b = pool.alloc();
-      if (post) this.postOn(qp, b);
-      fixTxDesc(qp, prev, VIRTIO_NET_HDR_SIZE, (VIRTQ_DESC_F_NEXT | (b << 16)) >>> 0);
-      prev = b;
-    }
-    fixTxDesc(qp, prev, VIRTIO_NET_HDR_SIZE, 0);
-    this.markGift(head);
-    return head;
+    if (post) for (let i = 0; i < k; i++) this.postOn(qp, links[i]);
+    linkGiftChain(qp, links, k);
+    this.markGift(links[0]);
+    return links[0];
   }
 
   /** k pool buffers in allocated descriptors, built tail first so each can name the next; returns the head's. */

@@ -11,7 +11,7 @@
  * driver's loops over locals").
  */
 import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
-import { VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
+import { VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT } from '../virtio/defs';
 import type { DriverQueue } from '../virtio/driver-queue';
 import { writeNetHdrWords } from '../virtio/net-hdr';
 import type { BufferPool } from './buffer-pool';
@@ -114,20 +114,47 @@ export function sendFixedRun(qp: QueuePair, sh: SharedRegion, bufs: Int32Array, 
 }
 
 /**
+ * Link the gift chain bufs[0..k) through the buffers' own tx descriptors,
+ * bufs[0] the head (k ≥ 1): each a 12-byte header naming the next, the
+ * last none. fixTxDesc over locals: the peer's driver hands the same
+ * buffers back in the same order (GuestDataPath.giftLinksFixed), so most
+ * chains find every word as it is and write nothing.
+ */
+export function linkGiftChain(qp: QueuePair, bufs: Int32Array, k: number): void {
+  const words = qp.txWords;
+  const d32 = qp.txq.ring.desc32;
+  let b = bufs[0];
+  for (let i = 1; i <= k; i++) {
+    const next = i < k ? bufs[i] : -1;
+    const chain = next < 0 ? 0 : (VIRTQ_DESC_F_NEXT | (next << 16)) >>> 0;
+    if (words[2 * b] !== VIRTIO_NET_HDR_SIZE) {
+      words[2 * b] = VIRTIO_NET_HDR_SIZE;
+      d32[4 * b + 2] = VIRTIO_NET_HDR_SIZE;
+    }
+    if (words[2 * b + 1] !== chain) {
+      words[2 * b + 1] = chain;
+      d32[4 * b + 3] = chain;
+    }
+    b = next;
+  }
+}
+
+/**
  * Tx descriptor b says len bytes and the chain word (flags in the low
  * half, next in the high half), each written only when it differs from
- * what we last wrote there (QueuePair.txLen, txChain: our own copy, so
+ * what we last wrote there (QueuePair.txWords: our own copy, so
  * deciding reads no ring line). A write would take the line from the
  * switch's cache; a read of it, after the switch read it, measured as the
  * gift loop's slowest step.
  */
 export function fixTxDesc(qp: QueuePair, b: number, len: number, chain: number): void {
-  if (qp.txLen[b] !== len) {
-    qp.txLen[b] = len;
+  const words = qp.txWords;
+  if (words[2 * b] !== len) {
+    words[2 * b] = len;
     qp.txq.ring.desc32[4 * b + 2] = len;
   }
-  if (qp.txChain[b] !== chain) {
-    qp.txChain[b] = chain;
+  if (words[2 * b + 1] !== chain) {
+    words[2 * b + 1] = chain;
     qp.txq.ring.desc32[4 * b + 3] = chain;
   }
 }

@@ -17,9 +17,12 @@ export class QueuePair {
   readonly txSpan: Uint8Array;
   /** Gift chains: the next descriptor of each link (our copy: the ring's is the switch's to read). */
   readonly txNext: Uint16Array;
-  /** fixedTx: the length and chain word (flags | next << 16) last written into tx descriptor b (fixTxDesc in fixed-descs.ts). */
-  readonly txLen: Uint32Array;
-  readonly txChain: Uint32Array;
+  /**
+   * fixedTx: the length (word 2b) and chain word (flags | next << 16, word
+   * 2b + 1) last written into tx descriptor b (fixTxDesc in
+   * fixed-descs.ts): side by side, so checking both reads one line.
+   */
+  readonly txWords: Uint32Array;
   /** Tx entries in flight whose descriptors were allocated (not a fixed shared buffer's: GuestDataPath.fixedTx). */
   txOthers = 0;
   ownPosted = 0;
@@ -32,8 +35,7 @@ export class QueuePair {
     this.txKind = new Int32Array(txq.ring.num);
     this.txSpan = new Uint8Array(txq.ring.num);
     this.txNext = new Uint16Array(txq.ring.num);
-    this.txLen = new Uint32Array(txq.ring.num);
-    this.txChain = new Uint32Array(txq.ring.num);
+    this.txWords = new Uint32Array(2 * txq.ring.num);
   }
 }
 

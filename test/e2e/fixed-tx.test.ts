@@ -147,7 +147,7 @@ t.test('gift chains keep their descriptors\' chain words from one round of the b
   // one-way traffic a chain word changes only where a chain ends at another place than last time.
   const { sw, tx, rx } = await attachedPair(t);
   const sh = tx.shared!;
-  const chainWords = view(rx).qps[0].txChain;
+  const txWords = view(rx).qps[0].txWords;
   const check = new FrameChecker();
   let seq = 0;
   let got = 0;
@@ -155,7 +155,7 @@ t.test('gift chains keep their descriptors\' chain words from one round of the b
   let giftsAtStart = -1;
   const WARM = 2000;
   const TOTAL = 12000;
-  const before = new Uint32Array(chainWords.length);
+  const before = new Uint32Array(txWords.length);
   const deadline = Date.now() + 30000;
   while (got < TOTAL && Date.now() < deadline) {
     for (let b = tx.alloc(); b >= 0; b = tx.alloc()) {
@@ -167,11 +167,11 @@ t.test('gift chains keep their descriptors\' chain words from one round of the b
       seq++;
     }
     got += pumpOneWay(tx, rx, check, () => {});
-    before.set(chainWords);
+    before.set(txWords);
     rx.flush(); // gifts the surplus back
     if (got >= WARM) {
       if (giftsAtStart < 0) giftsAtStart = rx.counters.giftsSent;
-      for (let b = 0; b < sh.bufCount; b++) if (chainWords[b] !== before[b]) rewritten++;
+      for (let b = 0; b < sh.bufCount; b++) if (txWords[2 * b + 1] !== before[2 * b + 1]) rewritten++;
     }
     await settle();
   }
