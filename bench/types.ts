@@ -95,7 +95,7 @@ export interface RunMetrics {
   switchBusyLoad: number | null;
   /** The sending VM (vm1: gen, testpmd txonly, memif client): CPU per delivered packet, ns. */
   vm1CpuNsPerPkt: number | null;
-  /** The sending VM's busy time (passes that moved packets) per delivered packet, ns; null where it does not report it. */
+  /** The sending VM's busy time (loop turns that moved packets) per delivered packet, ns; null where it does not report it. */
   vm1BusyNsPerPkt: number | null;
   vm1BusyLoad: number | null;
   /** The receiving VM (vm2: sink or echo, testpmd rxonly, memif server): CPU per delivered packet, ns. */

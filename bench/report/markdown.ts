@@ -175,8 +175,8 @@ export function renderMarkdown(res: BenchResults): string {
   md += gso(res);
   md += `## Cost per packet by process\n\n${costs(res)}\n`;
   md += `Busy = the process's work without its idle polling: zcswitch, the wall time of its poll rounds that moved at least one ` +
-    `descriptor (stats dataPath.busySec); the zcswitch VMs, the wall time of their loop passes that moved at least one packet ` +
-    `(SIGUSR2 snapshots); OVS-DPDK, its PMD's processing share of the cycles (dpif-netdev/pmd-stats-show) times its PMD thread's ` +
+    `descriptor (stats dataPath.busySec); the zcswitch VMs, the wall time of their loop turns that moved at least one packet ` +
+    `(the idle pass that ends a turn included; SIGUSR2 snapshots); OVS-DPDK, its PMD's processing share of the cycles (dpif-netdev/pmd-stats-show) times its PMD thread's ` +
     `CPU time; testpmd and the kernel ` +
     `peer do not report it (—). Busy and CPU time ÷ the packets delivered in the window (ns/pkt), or ÷ the window (load: 1.0 = ` +
     `a whole CPU). vm1 sends (gen, testpmd txonly, memif client, UDP sender), vm2 receives (sink or echo, testpmd rxonly, memif ` +

@@ -170,8 +170,9 @@ export const DEFAULTS = {
   /** Back-pressure: longest a frame waits in its sender's ring for one receiver's rx buffer. */
   rxWaitMs: 50,
   /**
-   * Pair mode moves buffers by address match and gifts (the proposal's exchange): swapping measured faster one way
-   * but slower both ways (docs/PERFORMANCE.md, "Pair mode: swap instead of gifts").
+   * Pair mode moves buffers by address match and gifts (the proposal's exchange): with the guest driver's loops over
+   * fixed descriptors, swapping measures slower both one way and both ways (docs/PERFORMANCE.md, "Pair mode: swap
+   * instead of gifts").
    */
   pairExchange: 'gift',
   highWater: 1.25,
