@@ -113,6 +113,7 @@ export function planScenarios(st: BenchSettings): Scenario[] {
   for (const size of st.sizes) {
     if (has('zc-oneway')) out.push({ ...base, id: `zc-oneway/${size}`, group: 'zc-oneway', system: 'zcswitch', size, pollMode: st.defaultPollMode });
     if (has('zc-bidir')) out.push({ ...base, id: `zc-bidir/${size}`, group: 'zc-bidir', system: 'zcswitch', size, pollMode: st.defaultPollMode, bidirectional: true });
+    if (has('zc-bridge')) out.push({ ...base, id: `zc-bridge/${size}`, group: 'zc-bridge', system: 'zcswitch', size, pollMode: st.defaultPollMode, bridge: true });
     if (has('copy-oneway')) out.push({ ...base, id: `copy-oneway/${size}`, group: 'copy-oneway', system: 'zcswitch', size, pollMode: st.defaultPollMode, copy: true });
     if (has('classic-flood')) {
       out.push({ ...base, id: `classic-flood/${size}`, group: 'classic-flood', system: 'zcswitch', size, pollMode: st.defaultPollMode, copy: true, sender: 'testpmd' });

@@ -69,7 +69,7 @@ export function buildBenchCli(): Command {
     .option('--burst <n>', 'burst of every scenario outside the sweep, zcswitch and peers alike (default 64)', intArg('--burst', 1, TESTPMD_MAX_BURST))
     .option('--bursts <list>', 'burst sweep at 64 B (default 1,8,32,256; a size equal to --burst is left out)', listArg('--bursts', 1, TESTPMD_MAX_BURST))
     .option('--poll-modes <list>', 'poll-mode sweep at 64 B (default busy-poll,eventfd)', (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
-    .option('--only <groups>', 'only these scenario groups: zc-oneway,zc-bidir,copy-oneway,classic-flood,zc-burst,zc-poll,zc-gso,kernel,dpdk-vhost,memif,memif-zc,ovs-dpdk, and qemu-zc (only this way: two QEMU guests)',
+    .option('--only <groups>', 'only these scenario groups: zc-oneway,zc-bidir,zc-bridge,copy-oneway,classic-flood,zc-burst,zc-poll,zc-gso,kernel,dpdk-vhost,memif,memif-zc,ovs-dpdk, and qemu-zc (only this way: two QEMU guests)',
       (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
     .option('--skip <groups>', 'leave these scenario groups out', (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
     .option('--buf-count <n>', 'zcswitch sharedBuffers.bufCount (default: the switch default, fewer for 64 KiB frames so the region stays <= 512 MiB)',

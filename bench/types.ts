@@ -13,22 +13,24 @@ export type System = 'zcswitch' | 'kernel' | 'dpdk-vhost' | 'dpdk-memif' | 'ovs-
  * (DPDK testpmd txonly on virtio-user -> sink: a sender with no flow control
  * of its own, the copy path under back-pressure), zc-burst and zc-poll
  * (one-way sweeps at one size), zc-gso (one-way, 64 KiB TSO frames with
- * their virtio_net_hdr: `zcswitch vm --gso`). Peers: kernel, dpdk-vhost,
+ * their virtio_net_hdr: `zcswitch vm --gso`), zc-bridge (zc-oneway on a
+ * learning bridge instead of a pair: MAC learning, lookups and swaps). Peers: kernel, dpdk-vhost,
  * memif, memif-zc, ovs-dpdk. Opt-in (--only): qemu-zc, two QEMU guests (TCG)
  * with the guest driver inside, one way.
  */
-export type Group = 'zc-oneway' | 'zc-bidir' | 'copy-oneway' | 'classic-flood' | 'zc-burst' | 'zc-poll' | 'zc-gso' | 'kernel' | 'dpdk-vhost' | 'memif' | 'memif-zc' | 'ovs-dpdk' | 'qemu-zc';
+export type Group = 'zc-oneway' | 'zc-bidir' | 'zc-bridge' | 'copy-oneway' | 'classic-flood' | 'zc-burst' | 'zc-poll' | 'zc-gso' | 'kernel' | 'dpdk-vhost' | 'memif' | 'memif-zc' | 'ovs-dpdk' | 'qemu-zc';
 
-export const ZC_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'copy-oneway', 'classic-flood', 'zc-burst', 'zc-poll', 'zc-gso'];
+export const ZC_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'zc-bridge', 'copy-oneway', 'classic-flood', 'zc-burst', 'zc-poll', 'zc-gso'];
 export const PEER_GROUPS: Group[] = ['kernel', 'dpdk-vhost', 'memif', 'memif-zc', 'ovs-dpdk'];
 /** Groups only --only runs: slow (guests boot for every run), and rates under TCG are for the record. */
 export const OPT_IN_GROUPS: Group[] = ['qemu-zc'];
 /** Groups drawn as lines over packet size in the SVG and summary table. */
-export const SWEEP_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'copy-oneway', 'classic-flood', 'kernel', 'dpdk-vhost', 'memif', 'memif-zc', 'ovs-dpdk'];
+export const SWEEP_GROUPS: Group[] = ['zc-oneway', 'zc-bidir', 'zc-bridge', 'copy-oneway', 'classic-flood', 'kernel', 'dpdk-vhost', 'memif', 'memif-zc', 'ovs-dpdk'];
 
 export const GROUP_LABELS: Record<Group, string> = {
   'zc-oneway': 'zcswitch zero-copy one-way',
   'zc-bidir': 'zcswitch zero-copy bidirectional',
+  'zc-bridge': 'zcswitch zero-copy one-way, bridge mode (two VMs on a learning bridge)',
   'copy-oneway': 'zcswitch copy one-way',
   'classic-flood': 'zcswitch copy one-way, DPDK testpmd txonly flood as the sender',
   'zc-burst': 'zcswitch zero-copy one-way, burst sweep',
@@ -61,6 +63,8 @@ export interface Scenario {
   copy: boolean;
   /** zcswitch only: who sends on vm1 (default a `zcswitch vm` gen; testpmd: DPDK txonly on virtio-user). */
   sender?: 'testpmd';
+  /** zcswitch only: the two VMs on a learning bridge (mode "bridge": MAC learning and swaps) instead of a pair. */
+  bridge?: boolean;
   /** Both VMs negotiate offloads and send / take TSO frames (zcswitch vm --gso). */
   gso?: boolean;
   /** zcswitch sharedBuffers.bufSize for this scenario (--buf-size still wins); else the smallest that holds its size. */

@@ -9,7 +9,7 @@ import { bufSizeFor } from '../runners/common';
 import { type BenchResults, GROUP_LABELS, GSO_REFERENCE_ID, type Group, PEER_GROUPS, type ScenarioResult, SWEEP_GROUPS } from '../types';
 
 const SHORT: Record<Group, string> = {
-  'zc-oneway': 'zc one-way', 'zc-bidir': 'zc bidir', 'copy-oneway': 'copy one-way', 'classic-flood': 'classic flood', 'zc-burst': 'zc burst', 'zc-poll': 'zc poll', 'zc-gso': 'zc gso',
+  'zc-oneway': 'zc one-way', 'zc-bidir': 'zc bidir', 'zc-bridge': 'zc bridge', 'copy-oneway': 'copy one-way', 'classic-flood': 'classic flood', 'zc-burst': 'zc burst', 'zc-poll': 'zc poll', 'zc-gso': 'zc gso',
   kernel: 'kernel', 'dpdk-vhost': 'dpdk-vhost', memif: 'memif', 'memif-zc': 'memif-zc', 'ovs-dpdk': 'ovs-dpdk', 'qemu-zc': 'qemu guests zc',
 };
 

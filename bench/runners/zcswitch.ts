@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { defaultMacs } from '../../src/guest/test-packet';
 import { controlRequest } from '../../src/switch/control';
 import type { SwitchStats } from '../../src/switch/stats';
 import { MTU_DEFAULT, MTU_MAX } from '../../src/virtio/defs';
@@ -19,6 +20,9 @@ import { processCpuSec, sleep, waitFor } from '../lib/util';
 import type { RunMetrics, Scenario } from '../types';
 import { type PortCounters, type RunContext, bufCountFor, bufSizeFor, checkLength, dropsBetween, perPacket, processCosts, windowRates } from './common';
 import { app, eal, geometry } from './dpdk';
+
+/** The destination address a `zcswitch vm --mode gen` writes by default (test-packet.ts, defaultMacs). */
+const GEN_DEFAULT_DST = [...defaultMacs(1).subarray(0, 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
 
 /** What `zcswitch vm` prints on SIGUSR2 (src/cli/vm.ts snapshotLine): the fields the bench reads. */
 interface VmSnapshot {
@@ -81,7 +85,8 @@ export function zcswitchConfig(
     sharedBuffers: { bufCount, bufSize: bufSizeFor(s.size, bufSize) },
     // Each port's MTU admits the scenario's frames (an Ethernet frame of s.size bytes; 1500 at least).
     ports: ['vm1', 'vm2'].map((name) => ({ name, mtu: Math.min(MTU_MAX, Math.max(MTU_DEFAULT, s.size - 14)) })),
-    pairs: [['vm1', 'vm2']],
+    // A bridge learns vm2's address from its announcement (runZcswitch) and vm1's from its frames.
+    ...(s.bridge ? { mode: 'bridge' } : { pairs: [['vm1', 'vm2']] }),
     forwarding: { burst: s.burst, pollMode: s.pollMode ?? 'spin-then-sleep', ...(workers === null ? {} : { workers }), ...(pairExchange === null ? {} : { pairExchange }) },
     log: { level: 'warn' },
   };
@@ -103,6 +108,8 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
   ];
   const rxMode = s.bidirectional ? 'echo' : 'sink';
   const gsoExtra = s.gso ? ['--gso'] : [];
+  // On a bridge the receiver has the generator's default destination address and announces it before any frame.
+  const rxExtra = [...gsoExtra, ...(s.bridge ? ['--announce', '--mac', GEN_DEFAULT_DST] : [])];
   const genExtra = [...(s.copy ? ['--copy'] : []), ...gsoExtra];
   // classic-flood: testpmd txonly on virtio-user sends instead of a zcswitch vm gen (a classic front-end, as fast as it can).
   const pmdPrefix = `zcbf${process.pid}x${ctx.run}`;
@@ -121,7 +128,7 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     config: cfg,
     ...(ctx.pin ? { cpus: { switch: cores[0], vm2: cores[1], vm1: cores[2] } } : {}),
     switch: `zcswitch start -c <config>`,
-    vm2: `zcswitch ${vmArgs('vm2', rxMode, gsoExtra).slice(1).join(' ').replace(dir, '<dir>')}`,
+    vm2: `zcswitch ${vmArgs('vm2', rxMode, rxExtra).slice(1).join(' ').replace(dir, '<dir>')}`,
     vm1: s.sender === 'testpmd'
       ? genCmd(null).flat().join(' ').replaceAll(dir, '<dir>')
       : `zcswitch ${vmArgs('vm1', 'gen', genExtra).slice(1).join(' ').replace(dir, '<dir>')}`,
@@ -137,7 +144,7 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     const port = (st: SwitchStats, name: string) => st.ports.find((p) => p.name === name)!;
     const counters = (st: SwitchStats, name: string) => port(st, name).counters as PortCounters;
 
-    const rx = startChild(`vm2 ${rxMode}`, ...onCpu(cores[1], node, vmArgs('vm2', rxMode, gsoExtra)));
+    const rx = startChild(`vm2 ${rxMode}`, ...onCpu(cores[1], node, vmArgs('vm2', rxMode, rxExtra)));
     children.push(rx);
     const rxSnap = vmSnapshots(rx);
     await waitFor(`vm2 (${rxMode}) to attach`, async () => !rx.running() || port(await stats(), 'vm2').ready, 15000);

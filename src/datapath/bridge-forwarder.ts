@@ -23,6 +23,8 @@
  * way out is copied from a re-tagged view (src/datapath/vlan.ts), never
  * swapped.
  */
+import { bufAtInBlock } from '../shm/geometry';
+import { bswap32 } from '../virtio/bytes';
 import { ChainSegments } from '../virtio/chain';
 import type { DeviceQueue } from '../virtio/device-queue';
 import { VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
@@ -40,9 +42,12 @@ import { HeaderTouch } from './touch-ahead';
 import { Tenancy } from './tenancy';
 import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
 import { TPID_8021Q, copyResolved, retag } from './vlan';
+import { Bits, forwardSwapped, laneOpen } from './zc-lane';
 
 const TPID_HI = TPID_8021Q >>> 8;
 const TPID_LO = TPID_8021Q & 0xff;
+/** The 802.1Q TPID as a frame's bytes 12..13 read in a little-endian 16-bit half word. */
+const TPID_LE = (TPID_LO << 8) | TPID_HI;
 
 /** A bridge port: a vhost-user port's queues, or the TAP uplink. */
 export type BridgePort = PortQueues | TapPort;
@@ -65,7 +70,11 @@ export class BridgeForwarder {
   private readonly tagScratch = new Uint8Array(32);
   private view = 0;
   private readonly ethRes = new ResolvedChain();
+  /** The frame's destinations, targets[0..nTargets): filled in place (emptying an array by its length frees its storage). */
   private readonly targets: BridgePort[] = [];
+  private nTargets = 0;
+  /** The Ethernet words of the lane's run (laneRun). */
+  private readonly laneEth = new Uint32Array(4);
   /** Frames read from / gathered for the TAP uplink. */
   private readonly tapIn = new Uint8Array(MAX_PACKET);
   private readonly tapOut = new Uint8Array(MAX_PACKET);
@@ -111,8 +120,15 @@ export class BridgeForwarder {
     const c = src.counters;
     const num = txq.ring.num;
     const walker = src.txWalkers[qi]!;
+    const sp = this.tenancy.policies[src.id];
+    // The common case (laneRun): a plain access port's shared buffers swapped with a known destination's, run by run.
+    const lane = src.zeroCopy && src.mirror === null && src.win.oneBlock && sp.plainIn;
     let k = 0;
     for (; k < n; k++) {
+      if (lane) {
+        k += this.laneRun(src, sp, qi, txq, n - k, now);
+        if (k === n) break;
+      }
       const head = txq.popAvail();
       const cnt = walker.walk(txq.ring, head, seg);
       const cls = tx.classify(seg, cnt, src.zeroCopy, src.id);
@@ -153,6 +169,56 @@ export class BridgeForwarder {
       if (this.offloads.gso) c.gsoFrames++;
     }
     return k;
+  }
+
+  /**
+   * The zero-copy fast lane on a bridge: the run of frames at the head of
+   * src's tx queue qi that have the first one's Ethernet addresses and
+   * ethertype, when that first one is untagged unicast from a unicast
+   * address, its destination is learnt on another plain access port of the
+   * same bridge and VLAN, and the pair lane may run between the two ports
+   * (laneOpen): learnt and looked up once, then swapped as a pair with the
+   * swap exchange does (zc-lane.ts, forwardSwapped, which ends the run at
+   * the first frame with other addresses or anything it does not take).
+   * Every frame it takes, the general path below would have swapped to the
+   * same port with the same counters; what it leaves is the general path's.
+   * Returns how many frames it took.
+   */
+  private laneRun(src: PortQueues, sp: PortPolicy, qi: number, txq: DeviceQueue, max: number, now: number): number {
+    const ring = txq.ring;
+    const head = ring.avail[2 + (txq.lastAvail & ring.mask)];
+    if (head >= ring.num) return 0;
+    const d32 = ring.desc32;
+    // One descriptor holding at least an Ethernet header (frameBufAt in the lane checks the rest).
+    if ((d32[4 * head + 3] & Bits.DescKind) !== 0 || d32[4 * head + 2] < MIN_PACKET) return 0;
+    const win = src.win;
+    const b = bufAtInBlock(d32[4 * head], d32[4 * head + 1], win.baseLo, win.baseHi, win.size, win.bufShift, win.bufSize);
+    if (b < 0) return 0;
+    // Frame bytes 0..13 after the buffer's 12-byte header: words 3..6 of the buffer, little-endian.
+    const m32 = win.mem32;
+    const w = b * (win.bufSize >>> 2) + 3;
+    const dstW = m32[w];
+    const midW = m32[w + 1];
+    const srcW = m32[w + 2];
+    const type = m32[w + 3] & 0xffff;
+    // To a group address, from one (never learnt), or tagged: the general path's.
+    if ((dstW & 1) !== 0 || (midW & 0x10000) !== 0 || type === TPID_LE) return 0;
+    const vlan = sp.vlan;
+    const macs = this.tenancy.tables[sp.bridge];
+    // As switchFrame keys them: the VLAN and bytes 0..1 (6..7) big-endian, then bytes 2..5 (8..11).
+    macs.learn((vlan << 16) | ((midW >>> 8) & 0xff00) | (midW >>> 24), bswap32(srcW), src.id, now);
+    const known = macs.lookup((vlan << 16) | ((dstW & 0xff) << 8) | ((dstW >>> 8) & 0xff), bswap32(((dstW >>> 16) | (midW << 16)) >>> 0), now);
+    if (known < 0 || known === src.id) return 0;
+    const dst = this.ports[known];
+    if (dst.isTap) return 0;
+    const dp = this.tenancy.policies[known];
+    if (!dp.plainOut || dp.bridge !== sp.bridge || dp.vlan !== vlan || !laneOpen(src, dst)) return 0;
+    const eth = this.laneEth;
+    eth[0] = dstW;
+    eth[1] = midW;
+    eth[2] = srcW;
+    eth[3] = type;
+    return forwardSwapped(src, qi, txq, dst, max, eth);
   }
 
   /** Forward up to `burst` frames waiting on the TAP uplink. */
@@ -210,7 +276,7 @@ export class BridgeForwarder {
     const srcLo = ((eth[8] << 24) | (eth[9] << 16) | (eth[10] << 8) | eth[11]) >>> 0;
     if ((eth[6] & 1) === 0) macs.learn(srcHi, srcLo, src.id, this.now);
     const targets = this.targets;
-    targets.length = 0;
+    this.nTargets = 0;
     let known = -1;
     if ((eth[0] & 1) === 0) {
       known = macs.lookup((vlan << 16) | (eth[0] << 8) | eth[1], ((eth[2] << 24) | (eth[3] << 16) | (eth[4] << 8) | eth[5]) >>> 0, this.now);
@@ -226,23 +292,24 @@ export class BridgeForwarder {
         if (why === Drop.TxLimit) return this.refuse(p.counters, why, txq, head);
         if (why >= 0) return this.refuse(c, why === Drop.Count ? Drop.PeerDown : why, txq, head);
       }
-      if (p.nq > 0) targets.push(p);
+      if (p.nq > 0) targets[this.nTargets++] = p;
     } else {
       this.floodTargets(src, sp, vlan, payload);
     }
-    if (targets.length === 0) {
+    const nTargets = this.nTargets;
+    if (nTargets === 0) {
       c.drop(Drop.PeerDown);
       txq?.pushUsed(head, 0);
       return true;
     }
-    const last = targets[targets.length - 1];
+    const last = targets[nTargets - 1];
     const dq = last.isTap ? -1 : last.rxQueueFor(this.qi);
     // b >= 0: src is a vhost port that sent a shared buffer; the swap needs the receiver in the same domain.
     const swappable = b >= 0 && txq !== null && !last.isTap && last.domain === (src as PortQueues).domain && last.zeroCopy && dq >= 0 &&
       this.offloads.fits(last.offloadCaps, last.mtu);
     // Back-pressure (FlowControl): a frame from a tx ring with one destination and no room there waits.
     // A zero-copy receiver's room is its own empty buffers: the frame waits for the swap rather than being copied.
-    if (txq !== null && targets.length === 1 && !last.isTap && dq >= 0 && this.flow.waitMs > 0 && !(swappable ? last.hasOwnBuffer(dq) : this.hasRoom(last, dq))) {
+    if (txq !== null && nTargets === 1 && !last.isTap && dq >= 0 && this.flow.waitMs > 0 && !(swappable ? last.hasOwnBuffer(dq) : this.hasRoom(last, dq))) {
       if (this.flow.shouldWait(last)) {
         // The frame will be examined again: give back the rate-limit tokens it took (no-ops without a limit).
         sp.rx.give(payload);
@@ -258,7 +325,7 @@ export class BridgeForwarder {
     countRx(src, this.qi, payload);
     if (src.mirror !== null) mirrorChain(src.mirror, this.src, VIRTIO_NET_HDR_SIZE, MirrorDir.FromVm);
     // All but the last destination get a copy; the last gets the swap when both sides can.
-    for (let i = 0; i < targets.length - 1; i++) this.copyTagged(src, targets[i], total, sp, vlan);
+    for (let i = 0; i < nTargets - 1; i++) this.copyTagged(src, targets[i], total, sp, vlan);
     // The swap also needs the frame unchanged (its tag stays as it is).
     if (swappable && last.postings.ownCount(dq) > 0 && this.tenancy.policies[last.id].isTrunk === sp.isTrunk) {
       if (this.view !== 0) this.useView(0, total, sp, vlan);
@@ -292,7 +359,7 @@ export class BridgeForwarder {
       const p = this.ports[i];
       if (p === src || p.nq === 0) continue;
       const why = this.tenancy.policies[i].mayReach(sp, vlan, payload, this.now);
-      if (why < 0) this.targets.push(p);
+      if (why < 0) this.targets[this.nTargets++] = p;
       else if (why === Drop.TxLimit) p.counters.drop(why);
     }
   }

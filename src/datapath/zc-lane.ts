@@ -226,8 +226,14 @@ export function forwardMoved(src: LanePort, qi: number, txq: DeviceQueue, dst: L
  * into the sender's tx descriptor, for as long as dst has own postings of
  * buffers it still owns (both windows oneBlock). Returns how many it took.
  * Call only when laneOpen(src, dst).
+ *
+ * A bridge (bridge-forwarder.ts) passes eth, the Ethernet words its first
+ * frame was switched by (frame bytes 0..11 as three 32-bit words, the
+ * ethertype as the low half of a fourth): a frame with other addresses or
+ * another ethertype ends the run, so every frame taken goes where that one
+ * went, learnt and looked up once per run.
  */
-export function forwardSwapped(src: LanePort, qi: number, txq: DeviceQueue, dst: LanePort, max: number): number {
+export function forwardSwapped(src: LanePort, qi: number, txq: DeviceQueue, dst: LanePort, max: number, eth: Uint32Array | null = null): number {
   const dq = dst.rxQueueFor(qi);
   const dwin = dst.win;
   if (dq < 0 || !dwin.oneBlock) return 0;
@@ -246,10 +252,18 @@ export function forwardSwapped(src: LanePort, qi: number, txq: DeviceQueue, dst:
   const bufSize = win.bufSize | 0;
   const shift = win.bufShift | 0;
   const mem16 = win.mem16;
+  const mem32 = win.mem32;
   const owner = src.ledger.owner;
   const srcId = src.id | 0;
   const dstId = dst.id | 0;
   const postings = dst.postings;
+  // The frame's Ethernet words sit at word 3 of its buffer (after the 12-byte header).
+  const match = eth !== null;
+  const e0 = match ? eth[0] : 0;
+  const e1 = match ? eth[1] : 0;
+  const e2 = match ? eth[2] : 0;
+  const e3 = match ? eth[3] : 0;
+  const bufWords = bufSize >>> 2;
   const dBaseLo = dwin.baseLo | 0;
   const dBaseHi = dwin.baseHi;
   const maxLen = Math.min(bufSize, dst.mtu + ETH_HDR_MAX + Bits.HdrSize) | 0;
@@ -266,6 +280,10 @@ export function forwardSwapped(src: LanePort, qi: number, txq: DeviceQueue, dst:
     if (head >= num) break;
     const b = frameBufAt(d32, head, maxLen, baseLo, baseHi, size, shift, bufSize, owner, srcId, mem16);
     if (b < 0) break;
+    if (match) {
+      const w = b * bufWords + 3;
+      if (mem32[w] !== e0 || mem32[w + 1] !== e1 || mem32[w + 2] !== e2 || (mem32[w + 3] & 0xffff) !== e3) break;
+    }
     const len = d32[4 * head + 2];
     // dst's oldest own empty buffer y, still its own (a stale posting is swapBuffers' to complete and count).
     if (postings.ownCount(dq) === 0) break;

@@ -13,7 +13,7 @@
  * a million duplicates. (It sits where the length field's upper half was,
  * always 0 for frames up to 65535 bytes: run 0 is the old format.)
  */
-import { putU16be, putU32be, u32be } from '../virtio/bytes';
+import { bswap32, putU16be, putU32be, u32be } from '../virtio/bytes';
 
 export const TEST_ETHERTYPE = 0x88b5;
 export const TEST_MAGIC = 0x5a435357;
@@ -142,11 +142,6 @@ export const enum Verdict {
   NotTest,
   BadLength,
   BadChecksum,
-}
-
-/** Byte-swap a 32-bit value (big-endian field <-> little-endian word). */
-function bswap32(x: number): number {
-  return (((x & 0xff) << 24) | ((x & 0xff00) << 8) | ((x >>> 8) & 0xff00) | (x >>> 24)) >>> 0;
 }
 
 /** The magic as the word verifyHeader() assembles it (bytes 14..17 of the frame, little-endian). */

@@ -125,9 +125,12 @@ export class RegionGeometry {
 export class PortWindow extends RegionGeometry {
   /** mem as 16-bit words (the zero-copy lane reads a header's flags and gso_type in one load). */
   readonly mem16: Uint16Array;
+  /** mem as 32-bit words (the bridge lane compares a frame's Ethernet addresses in four loads). */
+  readonly mem32: Uint32Array;
 
   constructor(base: number, readonly mem: Uint8Array, bufSize: number, bufCount: number) {
     super(base, bufSize, bufCount);
     this.mem16 = new Uint16Array(mem.buffer, mem.byteOffset, mem.length >>> 1);
+    this.mem32 = new Uint32Array(mem.buffer, mem.byteOffset, mem.length >>> 2);
   }
 }

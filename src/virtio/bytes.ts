@@ -22,3 +22,8 @@ export function putU32be(m: Uint8Array, o: number, v: number): void {
   m[o + 2] = v >>> 8;
   m[o + 3] = v;
 }
+
+/** Byte-swap a 32-bit value: four bytes loaded as a little-endian word become the big-endian number they spell, and back. */
+export function bswap32(x: number): number {
+  return (((x & 0xff) << 24) | ((x & 0xff00) << 8) | ((x >>> 8) & 0xff00) | (x >>> 24)) >>> 0;
+}

@@ -167,7 +167,7 @@ t.test('plan: the full default matrix', async (t) => {
   t.same(st.sizes, [64, 128, 256, 512, 1500, 9000, 65535]);
   const ids = planScenarios(st).map((s) => s.id);
   for (const size of st.sizes) {
-    for (const g of ['zc-oneway', 'zc-bidir', 'copy-oneway', 'kernel', 'dpdk-vhost', 'memif', 'memif-zc']) t.ok(ids.includes(`${g}/${size}`), `${g}/${size}`);
+    for (const g of ['zc-oneway', 'zc-bidir', 'zc-bridge', 'copy-oneway', 'kernel', 'dpdk-vhost', 'memif', 'memif-zc']) t.ok(ids.includes(`${g}/${size}`), `${g}/${size}`);
   }
   t.ok(ids.includes('zc-burst/64/b1') && ids.includes('zc-burst/64/b256'), 'burst sweep');
   t.notOk(ids.includes('zc-burst/64/b64'), 'the default burst is zc-oneway/64 itself');
@@ -264,6 +264,27 @@ t.test('zc-gso runs beside its reference, 64 B frames in the same 64 KiB buffers
   t.match(md, /## 64 KiB TSO frames against 64-byte frames/, 'the report has the comparison');
   t.match(md, /zc-gso\/64-plain \(64 B frames in the same 65600 B buffers\) \| [0-9.]+ \| [0-9.]+×/, 'against the reference');
   t.match(md, /zc-oneway\/64 \(64 B frames in 128 B buffers\) \| [0-9.]+ \| [0-9.]+×/, 'and against zc-oneway/64');
+});
+
+t.test('zc-bridge: the two VMs on a learning bridge, every frame swapped, none flooded', async (t) => {
+  const out = tempDir(t, 'zcs-bench-');
+  const r = await runCli(['bench', '--only', 'zc-bridge', '--sizes', '64', '--runs', '1', '--warmup', '0.2', '--duration', '0.5',
+    '--no-peers', '--out', out, '--progress', 'none'], {}, 90000);
+  if (r.code !== 0) t.comment(r.err.slice(-2000));
+  t.equal(r.code, 0, 'exit 0');
+  const { json, md } = outputs(out);
+  const s = json.scenarios.find((x) => x.id === 'zc-bridge/64')!;
+  t.equal(s.status, 'ok', `it ran: ${s.errors.join('; ')}`);
+  const cfg = s.setup?.config as { mode?: string; pairs?: unknown };
+  t.equal(cfg.mode, 'bridge', 'the switch is a bridge');
+  t.equal(cfg.pairs, undefined, 'with no pairs');
+  t.match(String(s.setup?.vm2), /--announce --mac 02:00:00:00:00:ff/, 'the sink announces the address the generator sends to');
+  const run = s.runs[0];
+  t.ok(run.mpps > 0, `a packet rate (${run.mpps.toFixed(2)} Mpps)`);
+  t.equal(run.avgLen, 64, '64 B frames');
+  // A flooded frame would be copied: learnt from the announcement, every frame is a swap.
+  t.equal(run.copiedBytesPerPkt, 0, 'zero-copy: nothing flooded');
+  t.match(md, /\| size B \| zc bridge \|/, 'the summary table has a zc bridge column');
 });
 
 t.test('DPDK geometry: mbufs fit the frame, --txpkts segments add up', async (t) => {
