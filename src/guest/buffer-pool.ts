@@ -71,6 +71,14 @@ export class BufferPool {
     this.free[this.top++] = b;
   }
 
+  /** put() for bufs[0, n). */
+  putBurst(bufs: Int32Array, n: number): void {
+    const free = this.free;
+    let top = this.top;
+    for (let i = 0; i < n; i++) free[top++] = bufs[i];
+    this.top = top;
+  }
+
   /**
    * Whether flush() should gift now: above the high watermark, and the peer
    * takes gifts or GIFT_RETRY_MS passed since the pause or the last retry.

@@ -23,6 +23,7 @@ import { KIND_RAW, type QueuePair, RX_RAW } from './queue-pair';
 import type { SharedRegion } from './shared-region';
 import type { DriverCounters, RxBatch } from './counters';
 import { fixTxDesc, linkGiftChain, receiveFixedRun, sendFixedRun } from './fixed-descs';
+import { postOwnRun, reapSwapRun, receiveSwapRun, sendSwapRun } from './swap-descs';
 
 export class GuestDataPath {
   /** Swap mode: own empty buffers to keep posted per rx queue. */
@@ -73,6 +74,8 @@ export class GuestDataPath {
       }
     }
     this.rxByBuffer = rxByBuffer && this.fixedRx;
+    this.swapRuns = shared !== null && shared.swap && shared.oneBlock;
+    this.swapGot = new Int32Array(this.swapRuns ? Math.max(...qps.map((qp) => Math.max(qp.txq.ring.num, qp.rxq.ring.num))) : 0);
     this.postOnSend = gifts && !this.rxByBuffer;
     // Gift exchange: shared buffer b always leaves in tx descriptor b (see fixedTx); the rest of the ring is for private slots.
     this.fixedTx = gifts && qps.every((qp) => qp.txq.ring.num >= shared.bufCount + privTx);
@@ -101,6 +104,11 @@ export class GuestDataPath {
 
   /** The switch re-posts what we send (PROTOCOL_F_RX_BY_BUFFER acked, descriptors fixed). */
   readonly rxByBuffer: boolean;
+
+  /** Swaps in a region of one 4 GiB block: sends, completions and own postings go through swap-descs.ts's loops. */
+  private readonly swapRuns: boolean;
+  /** Their scratch: buffers a run takes from or gives to the pool. */
+  private readonly swapGot: Int32Array;
 
   /**
    * Ownership rule 2 is ours to keep: post each shared buffer on our own rx
@@ -265,6 +273,12 @@ export class GuestDataPath {
       qp.txDirty = true;
       return n;
     }
+    if (this.swapRuns) {
+      this.counters.txBytes += sendSwapRun(qp, this.shared!, bufs, lens, n);
+      this.counters.txPackets += n;
+      qp.txDirty = true;
+      return n;
+    }
     const sh = this.shared!;
     const mem32 = sh.mem32;
     const post = this.postOnSend;
@@ -403,36 +417,32 @@ export class GuestDataPath {
       q.skipUsed();
       return;
     }
-    let pending = q.usedPending();
-    if (pending === 0) return;
+    for (;;) {
+      // Swaps: runs of shared-buffer completions in one loop (swap-descs.ts); what it leaves, one at a time here.
+      if (this.swapRuns && reapSwapRun(qp, this.shared!, this.pool, this.counters, this.swapGot) === 0) return;
+      if (q.usedPending() === 0) return;
+      this.reapOne(qp);
+    }
+  }
+
+  /** One tx completion of qp: free what its descriptor held. */
+  private reapOne(qp: QueuePair): void {
+    const q = qp.txq;
+    const id = q.popUsed();
+    // fixedTx: a shared buffer's own descriptor, nothing to free.
+    if (id < q.reserved) return;
+    qp.txOthers--;
+    const kind = qp.txKind[id];
+    if (kind === KIND_RAW) return this.freeRawChain(q, id);
+    if (qp.txSpan[id] > 1) return this.freeGiftChain(qp, id);
+    q.freeDesc(id);
     const sh = this.shared;
-    const swap = sh !== null && sh.swap;
-    const txKind = qp.txKind;
-    const txSpan = qp.txSpan;
-    const pool = this.pool;
-    const reserved = q.reserved;
-    while (pending-- > 0) {
-      const id = q.popUsed();
-      // fixedTx: a shared buffer's own descriptor, nothing to free.
-      if (id < reserved) continue;
-      qp.txOthers--;
-      const kind = txKind[id];
-      if (kind === KIND_RAW) {
-        this.freeRawChain(q, id);
-        continue;
-      }
-      if (txSpan[id] > 1) {
-        this.freeGiftChain(qp, id);
-        continue;
-      }
-      q.freeDesc(id);
-      if (kind < 0) this.privTxFree[this.privTxTop++] = -kind - 1;
-      else if (swap) {
-        // Swap: the descriptor now names the (empty) buffer we got in exchange.
-        const b = sh.bufAtDesc(q.ring, id);
-        if (b >= 0) pool.put(b);
-        else this.counters.rxErrors++;
-      }
+    if (kind < 0) this.privTxFree[this.privTxTop++] = -kind - 1;
+    else if (sh !== null && sh.swap) {
+      // Swap: the descriptor now names the (empty) buffer we got in exchange.
+      const b = sh.bufAtDesc(q.ring, id);
+      if (b >= 0) this.pool.put(b);
+      else this.counters.rxErrors++;
     }
   }
 
@@ -480,6 +490,7 @@ export class GuestDataPath {
   private receiveQueue(qi: number, n: number, max: number): number {
     const qp = this.qps[qi];
     if (this.fixedRx) return this.receiveFixed(qp, qi, n, max);
+    if (this.swapRuns) return this.receiveSwapped(qp, qi, n, max);
     const q = qp.rxq;
     let pending = q.usedPending();
     while (pending-- > 0 && n < max) {
@@ -498,6 +509,19 @@ export class GuestDataPath {
     const q = qp.rxq;
     for (;;) {
       n = receiveFixedRun(q, this.shared!, this.pool, this.counters, this.rx, qi, n, max);
+      if (n >= max || q.usedPending() === 0) return n;
+      const id = q.popUsed();
+      n = this.receiveEntry(qp, qi, id, q.lastUsedLen, n);
+    }
+  }
+
+  /** receiveQueue with swapRuns: runs of own postings' completions through receiveSwapRun (swap-descs.ts), anything else through receiveEntry. */
+  private receiveSwapped(qp: QueuePair, qi: number, n: number, max: number): number {
+    const q = qp.rxq;
+    for (;;) {
+      const posted = qp.ownPosted;
+      n = receiveSwapRun(qp, this.shared!, this.pool, this.counters, this.rx, qi, n, max);
+      this.ownShort += posted - qp.ownPosted;
       if (n >= max || q.usedPending() === 0) return n;
       const id = q.popUsed();
       n = this.receiveEntry(qp, qi, id, q.lastUsedLen, n);
@@ -581,9 +605,10 @@ export class GuestDataPath {
     const pool = this.pool;
     let n = Math.min(this.rxTarget - qp.ownPosted, pool.count, qp.rxq.freeDescs);
     if (n <= 0) return;
-    qp.ownPosted += n;
     this.ownShort -= n;
     qp.rxDirty = true;
+    if (this.swapRuns) return postOwnRun(qp, this.shared!, pool, n, this.swapGot);
+    qp.ownPosted += n;
     for (; n > 0; n--) qp.rxOwn[this.postOn(qp, pool.alloc())] = 1;
   }
 

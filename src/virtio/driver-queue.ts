@@ -17,8 +17,13 @@ export class DriverQueue {
   /** Length field of the entry returned by the last popUsed(). */
   lastUsedLen = 0;
   private kickedAvail = 0;
-  private readonly freeStack: Uint16Array;
-  private freeTop: number;
+  /**
+   * Free descriptor ids, freeStack[0, freeTop). The guest driver's loops
+   * over locals (src/guest/swap-descs.ts) pop and push them directly, as
+   * allocDesc and freeDesc do.
+   */
+  readonly freeStack: Uint16Array;
+  freeTop: number;
 
   constructor(ring: SplitRing, eventIdx: boolean) {
     this.ring = ring;
