@@ -4,12 +4,19 @@
  * virtio's largest queue, so it cannot overflow: a ring never has more
  * descriptors outstanding than its size.
  */
-const CAP = 32768;
+export const HEAD_FIFO_CAP = 32768;
+const CAP = HEAD_FIFO_CAP;
 
 export class HeadFifo {
-  private readonly heads = new Int32Array(CAP);
-  private readonly bufs = new Int32Array(CAP);
-  private first = 0;
+  /**
+   * Entry i (oldest first) is heads[(first + i) & (CAP - 1)] and the same
+   * slot of bufs. Open to the zero-copy fast lane (zc-lane.ts), which pushes
+   * and shifts a run of entries over locals and writes first and count back
+   * once, as push and shift do one entry at a time.
+   */
+  readonly heads = new Int32Array(CAP);
+  readonly bufs = new Int32Array(CAP);
+  first = 0;
   count = 0;
 
   push(head: number, buf = -1): void {

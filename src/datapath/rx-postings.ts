@@ -108,6 +108,11 @@ export class RxPostings {
     this.ownBufs[q].push(head, b);
   }
 
+  /** Rx queue q's own empty buffers themselves, for the fast lane's loops over locals (zc-lane.ts). */
+  ownFifo(q: number): HeadFifo {
+    return this.ownBufs[q];
+  }
+
   /** Take rx queue q's oldest own posting; returns its head (its buffer: nextOwnBuf before). */
   takeOwn(q: number): number {
     return this.ownBufs[q].shift();

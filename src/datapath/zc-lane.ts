@@ -36,6 +36,7 @@ import { type PortWindow, bufAtInBlock } from '../shm/geometry';
 import type { OwnershipLedger } from '../shm/ledger';
 import { type Counted, countRxRun, countTxRun } from './counters';
 import type { Mirror } from './mirror';
+import { HEAD_FIFO_CAP } from './head-fifo';
 import { HEAD_MASK, QUEUE_SHIFT, type RxPostings } from './rx-postings';
 import { MIN_PACKET } from './tx-class';
 
@@ -56,16 +57,18 @@ export const enum Bits {
   Pool = 0xffff,
   /** A virtio_net_hdr's first two bytes as one u16 (flags, gso_type): a frame that asks for nothing has 0 in these bits. */
   HdrAsksMask = 0xff01,
+  /** A HeadFifo's slot mask (HEAD_FIFO_CAP - 1). */
+  FifoMask = 0x7fff,
 }
 // The literals above are the definitions' values; a change there must fail here, at load.
 if (
   Bits.DescKind !== (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_INDIRECT) || Bits.Write !== VIRTQ_DESC_F_WRITE ||
   Bits.Next !== VIRTQ_DESC_F_NEXT || Bits.Indirect !== VIRTQ_DESC_F_INDIRECT || CHAIN_MAX !== VIRTQ_MAX_CHAIN ||
   VIRTIO_NET_HDR_GSO_NONE !== 0 || Bits.HdrSize !== VIRTIO_NET_HDR_SIZE ||
-  Bits.QueueShift !== QUEUE_SHIFT || Bits.HeadMask !== HEAD_MASK || Bits.Pool !== POOL ||
+  Bits.QueueShift !== QUEUE_SHIFT || Bits.HeadMask !== HEAD_MASK || Bits.Pool !== POOL || Bits.FifoMask !== HEAD_FIFO_CAP - 1 ||
   Bits.HdrAsksMask !== ((0xff << (8 * NET_HDR_GSO_TYPE)) | (VIRTIO_NET_HDR_F_NEEDS_CSUM << (8 * NET_HDR_FLAGS)))
 ) {
-  throw new Error('zc-lane: its literals differ from src/virtio/defs.ts, rx-postings.ts or ledger.ts');
+  throw new Error('zc-lane: its literals differ from src/virtio/defs.ts, rx-postings.ts, head-fifo.ts or ledger.ts');
 }
 
 /**
@@ -256,7 +259,12 @@ export function forwardSwapped(src: LanePort, qi: number, txq: DeviceQueue, dst:
   const owner = src.ledger.owner;
   const srcId = src.id | 0;
   const dstId = dst.id | 0;
-  const postings = dst.postings;
+  // dst's own empty buffers on queue dq, oldest first (HeadFifo, shifted in locals).
+  const own = dst.postings.ownFifo(dq);
+  const ownHeads = own.heads;
+  const ownBufs = own.bufs;
+  let ownFirst = own.first | 0;
+  let ownLeft = own.count | 0;
   // The frame's Ethernet words sit at word 3 of its buffer (after the 12-byte header).
   const match = eth !== null;
   const e0 = match ? eth[0] : 0;
@@ -286,10 +294,12 @@ export function forwardSwapped(src: LanePort, qi: number, txq: DeviceQueue, dst:
     }
     const len = d32[4 * head + 2];
     // dst's oldest own empty buffer y, still its own (a stale posting is swapBuffers' to complete and count).
-    if (postings.ownCount(dq) === 0) break;
-    const y = postings.nextOwnBuf(dq);
+    if (ownLeft === 0) break;
+    const y = ownBufs[ownFirst];
     if (owner[y] !== dstId) break;
-    const rxHead = postings.takeOwn(dq);
+    const rxHead = ownHeads[ownFirst];
+    ownFirst = (ownFirst + 1) & Bits.FifoMask;
+    ownLeft--;
     // b into dst's rx descriptor (where dst sees it), y into the sender's tx descriptor; each keeps its count.
     rxd32[4 * rxHead] = (dBaseLo + b * bufSize) | 0;
     rxd32[4 * rxHead + 1] = dBaseHi;
@@ -308,6 +318,8 @@ export function forwardSwapped(src: LanePort, qi: number, txq: DeviceQueue, dst:
     bytes += len - Bits.HdrSize;
   }
   if (k === 0) return 0;
+  own.first = ownFirst;
+  own.count = ownLeft;
   txq.lastAvail = last;
   txq.usedIdx = usedIdx;
   rxq.usedIdx = rxUsed;
@@ -319,16 +331,17 @@ export function forwardSwapped(src: LanePort, qi: number, txq: DeviceQueue, dst:
 
 /**
  * Take up to max of port's rx queue qi entries as shared-buffer postings,
- * as laid out above (swap: as own empty buffers, each one the port owns);
- * returns how many (0: the next entry is the general path's). Call only
- * for a zero-copy port whose window is oneBlock.
+ * as laid out above (swap: as own empty buffers, each one the port owns:
+ * ingestOwn); returns how many (0: the next entry is the general path's).
+ * Call only for a zero-copy port whose window is oneBlock.
  */
 export function ingestShared(port: LanePort, qi: number, q: DeviceQueue, max: number, swap: boolean): number {
+  if (swap) return ingestOwn(port, qi, q, max);
   const ring = q.ring;
   const avail = ring.avail;
   const d32 = ring.desc32;
-  const mask = ring.mask;
-  const num = ring.num;
+  const mask = ring.mask & 0xffff;
+  const num = ring.num | 0;
   const win = port.win;
   const baseLo = win.baseLo | 0;
   const baseHi = win.baseHi;
@@ -336,30 +349,63 @@ export function ingestShared(port: LanePort, qi: number, q: DeviceQueue, max: nu
   const bufSize = win.bufSize | 0;
   const shift = win.bufShift | 0;
   const owner = port.ledger.owner;
-  const postings = port.postings;
-  const byBuf = postings.byBuf;
-  const portId = port.id;
+  const byBuf = port.postings.byBuf;
   const tag = qi << Bits.QueueShift;
   // Rx descriptors by buffer: a posting elsewhere than descriptor b is the general path's (it refuses it).
   const byBuffer = port.rxByBuffer[qi] === 1;
-  let last = q.lastAvail;
+  let last = q.lastAvail | 0;
   let k = 0;
   for (; k < max; k++) {
     const head = avail[2 + (last & mask)];
     if (head >= num || (d32[4 * head + 3] & Bits.DescKind) !== Bits.Write || d32[4 * head + 2] !== bufSize) break;
     const b = bufAtInBlock(d32[4 * head], d32[4 * head + 1], baseLo, baseHi, size, shift, bufSize);
-    if (b < 0) break;
-    if (swap) {
-      // Swaps: an own empty buffer; anything else (a pool buffer to be given, another's) is the general path's.
-      if (owner[b] !== portId) break;
-      postings.postOwn(qi, head, b);
-    } else {
-      // A buffer posted twice, or one in the pool (it may be gifted at once), is the general path's.
-      if (byBuf[b] >= 0 || owner[b] === Bits.Pool || (byBuffer && head !== b)) break;
-      byBuf[b] = tag | head;
-    }
+    // A buffer posted twice, or one in the pool (it may be gifted at once), is the general path's.
+    if (b < 0 || byBuf[b] >= 0 || owner[b] === Bits.Pool || (byBuffer && head !== b)) break;
+    byBuf[b] = tag | head;
     last = (last + 1) & 0xffff;
   }
+  q.lastAvail = last;
+  return k;
+}
+
+/**
+ * ingestShared for the swap exchange: entries of buffers the port owns
+ * become its own empty buffers on queue qi, pushed onto the queue's
+ * HeadFifo over locals; anything else (a pool buffer to be given,
+ * another's) is the general path's.
+ */
+function ingestOwn(port: LanePort, qi: number, q: DeviceQueue, max: number): number {
+  const ring = q.ring;
+  const avail = ring.avail;
+  const d32 = ring.desc32;
+  const mask = ring.mask & 0xffff;
+  const num = ring.num | 0;
+  const win = port.win;
+  const baseLo = win.baseLo | 0;
+  const baseHi = win.baseHi;
+  const size = win.size | 0;
+  const bufSize = win.bufSize | 0;
+  const shift = win.bufShift | 0;
+  const owner = port.ledger.owner;
+  const portId = port.id | 0;
+  const own = port.postings.ownFifo(qi);
+  const ownHeads = own.heads;
+  const ownBufs = own.bufs;
+  const ownFirst = own.first | 0;
+  let ownCount = own.count | 0;
+  let last = q.lastAvail | 0;
+  let k = 0;
+  for (; k < max; k++) {
+    const head = avail[2 + (last & mask)];
+    if (head >= num || (d32[4 * head + 3] & Bits.DescKind) !== Bits.Write || d32[4 * head + 2] !== bufSize) break;
+    const b = bufAtInBlock(d32[4 * head], d32[4 * head + 1], baseLo, baseHi, size, shift, bufSize);
+    if (b < 0 || owner[b] !== portId) break;
+    const at = (ownFirst + ownCount++) & Bits.FifoMask;
+    ownHeads[at] = head;
+    ownBufs[at] = b;
+    last = (last + 1) & 0xffff;
+  }
+  own.count = ownCount;
   q.lastAvail = last;
   return k;
 }
