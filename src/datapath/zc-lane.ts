@@ -331,50 +331,12 @@ export function forwardSwapped(src: LanePort, qi: number, txq: DeviceQueue, dst:
 
 /**
  * Take up to max of port's rx queue qi entries as shared-buffer postings,
- * as laid out above (swap: as own empty buffers, each one the port owns:
- * ingestOwn); returns how many (0: the next entry is the general path's).
- * Call only for a zero-copy port whose window is oneBlock.
+ * as laid out above (swap: as own empty buffers, each one the port owns,
+ * pushed onto the queue's HeadFifo over locals); returns how many (0: the
+ * next entry is the general path's). Call only for a zero-copy port whose
+ * window is oneBlock.
  */
 export function ingestShared(port: LanePort, qi: number, q: DeviceQueue, max: number, swap: boolean): number {
-  if (swap) return ingestOwn(port, qi, q, max);
-  const ring = q.ring;
-  const avail = ring.avail;
-  const d32 = ring.desc32;
-  const mask = ring.mask & 0xffff;
-  const num = ring.num | 0;
-  const win = port.win;
-  const baseLo = win.baseLo | 0;
-  const baseHi = win.baseHi;
-  const size = win.size | 0;
-  const bufSize = win.bufSize | 0;
-  const shift = win.bufShift | 0;
-  const owner = port.ledger.owner;
-  const byBuf = port.postings.byBuf;
-  const tag = qi << Bits.QueueShift;
-  // Rx descriptors by buffer: a posting elsewhere than descriptor b is the general path's (it refuses it).
-  const byBuffer = port.rxByBuffer[qi] === 1;
-  let last = q.lastAvail | 0;
-  let k = 0;
-  for (; k < max; k++) {
-    const head = avail[2 + (last & mask)];
-    if (head >= num || (d32[4 * head + 3] & Bits.DescKind) !== Bits.Write || d32[4 * head + 2] !== bufSize) break;
-    const b = bufAtInBlock(d32[4 * head], d32[4 * head + 1], baseLo, baseHi, size, shift, bufSize);
-    // A buffer posted twice, or one in the pool (it may be gifted at once), is the general path's.
-    if (b < 0 || byBuf[b] >= 0 || owner[b] === Bits.Pool || (byBuffer && head !== b)) break;
-    byBuf[b] = tag | head;
-    last = (last + 1) & 0xffff;
-  }
-  q.lastAvail = last;
-  return k;
-}
-
-/**
- * ingestShared for the swap exchange: entries of buffers the port owns
- * become its own empty buffers on queue qi, pushed onto the queue's
- * HeadFifo over locals; anything else (a pool buffer to be given,
- * another's) is the general path's.
- */
-function ingestOwn(port: LanePort, qi: number, q: DeviceQueue, max: number): number {
   const ring = q.ring;
   const avail = ring.avail;
   const d32 = ring.desc32;
@@ -388,6 +350,10 @@ function ingestOwn(port: LanePort, qi: number, q: DeviceQueue, max: number): num
   const shift = win.bufShift | 0;
   const owner = port.ledger.owner;
   const portId = port.id | 0;
+  const byBuf = port.postings.byBuf;
+  const tag = qi << Bits.QueueShift;
+  // Rx descriptors by buffer: a posting elsewhere than descriptor b is the general path's (it refuses it).
+  const byBuffer = port.rxByBuffer[qi] === 1;
   const own = port.postings.ownFifo(qi);
   const ownHeads = own.heads;
   const ownBufs = own.bufs;
@@ -399,10 +365,18 @@ function ingestOwn(port: LanePort, qi: number, q: DeviceQueue, max: number): num
     const head = avail[2 + (last & mask)];
     if (head >= num || (d32[4 * head + 3] & Bits.DescKind) !== Bits.Write || d32[4 * head + 2] !== bufSize) break;
     const b = bufAtInBlock(d32[4 * head], d32[4 * head + 1], baseLo, baseHi, size, shift, bufSize);
-    if (b < 0 || owner[b] !== portId) break;
-    const at = (ownFirst + ownCount++) & Bits.FifoMask;
-    ownHeads[at] = head;
-    ownBufs[at] = b;
+    if (b < 0) break;
+    if (swap) {
+      // Swaps: an own empty buffer; anything else (a pool buffer to be given, another's) is the general path's.
+      if (owner[b] !== portId) break;
+      const at = (ownFirst + ownCount++) & Bits.FifoMask;
+      ownHeads[at] = head;
+      ownBufs[at] = b;
+    } else {
+      // A buffer posted twice, or one in the pool (it may be gifted at once), is the general path's.
+      if (byBuf[b] >= 0 || owner[b] === Bits.Pool || (byBuffer && head !== b)) break;
+      byBuf[b] = tag | head;
+    }
     last = (last + 1) & 0xffff;
   }
   own.count = ownCount;

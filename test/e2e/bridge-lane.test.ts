@@ -13,6 +13,7 @@ import t from 'tap';
 import { GuestDriver } from '../../src/guest/driver';
 import { FrameChecker, Verdict, writeTestFrame } from '../../src/guest/test-packet';
 import { counters, startSwitch, waitAttached, waitFor } from '../helpers/procs';
+import { pollUntilTeardown } from '../helpers/wait';
 
 const NAMES = ['a', 'b', 'c', 'd'];
 const mac = (i: number) => Uint8Array.of(2, 0, 0, 0, 0, i + 1);
@@ -76,16 +77,8 @@ t.test('one burst of runs and exceptions: each frame where the general path send
     vms.push(new Vm(i, drv));
   }
   await waitAttached(sw, ...NAMES);
-  let polling = true;
-  const poller = (async () => {
-    while (polling) {
-      for (const v of vms) v.poll();
-      await new Promise((r) => setImmediate(r));
-    }
-  })();
-  t.teardown(async () => {
-    polling = false;
-    await poller;
+  pollUntilTeardown(t, () => {
+    for (const v of vms) v.poll();
   });
   // Every VM announces itself: the bridge learns all four addresses.
   for (const v of vms) v.sendBurst([{ dst: BCAST }]);

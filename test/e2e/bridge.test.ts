@@ -8,6 +8,7 @@ import t from 'tap';
 import { GuestDriver } from '../../src/guest/driver';
 import { FrameChecker, Verdict, writeTestFrame } from '../../src/guest/test-packet';
 import { counters, sleep, startSwitch, waitAttached, waitFor } from '../helpers/procs';
+import { pollUntilTeardown } from '../helpers/wait';
 
 const NAMES = ['a', 'b', 'c', 'd'];
 const mac = (i: number) => Uint8Array.of(2, 0, 0, 0, 0, i + 1);
@@ -65,16 +66,8 @@ for (const workers of [0, 1]) t.test(`four VMs on one bridge${workers ? ' (forwa
     vms.push(new Vm(i, drv));
   }
   await waitAttached(sw, ...NAMES);
-  let polling = true;
-  const poller = (async () => {
-    while (polling) {
-      for (const v of vms) v.poll();
-      await new Promise((r) => setImmediate(r));
-    }
-  })();
-  t.teardown(async () => {
-    polling = false;
-    await poller;
+  pollUntilTeardown(t, () => {
+    for (const v of vms) v.poll();
   });
   const bufCount = (await sw.stats()).sharedBuffers.bufCount;
   const owned = async () => (await sw.stats()).ports.map((p) => p.buffersOwned);

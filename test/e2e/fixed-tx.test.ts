@@ -13,37 +13,24 @@
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { GuestDriver } from '../../src/guest/driver';
-import type { QueuePair } from '../../src/guest/queue-pair';
 import { FrameChecker, Verdict, writeTestFrame } from '../../src/guest/test-packet';
 import { VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT } from '../../src/virtio/defs';
+import { attachDrivers, dataPathOf, settle } from '../helpers/drivers';
 import { pumpOneWay } from '../helpers/pair-pump';
-import { type SwitchProc, startSwitch, waitAttached } from '../helpers/procs';
-
-interface DataPathView {
-  privTxTop: number;
-  qps: QueuePair[];
-}
-const view = (d: GuestDriver): DataPathView => (d as unknown as { dp: DataPathView }).dp;
-const settle = () => new Promise((r) => setImmediate(r));
+import { type SwitchProc, startSwitch } from '../helpers/procs';
 
 /** A switch with a pair of 256 buffers (gift exchange) and a guest driver on each port: vm1 (tx), vm2 (rx). */
 async function attachedPair(t: Test): Promise<{ sw: SwitchProc; tx: GuestDriver; rx: GuestDriver }> {
   const sw = await startSwitch(t, { sharedBuffers: { bufCount: 256 }, ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] });
-  const tx = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm1.sock') });
-  const rx = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm2.sock') });
-  t.teardown(() => {
-    tx.close();
-    rx.close();
-  });
-  await waitAttached(sw, 'vm1', 'vm2');
+  const [tx, rx] = await attachDrivers(t, sw, 'vm1', 'vm2');
   return { sw, tx, rx };
 }
 
 t.test('gifts: shared buffer b leaves in tx descriptor b, copies in allocated ones, both complete', async (t) => {
   const { sw, tx, rx } = await attachedPair(t);
   const sh = tx.shared!;
-  const txv = view(tx);
-  const rxv = view(rx);
+  const txv = dataPathOf(tx);
+  const rxv = dataPathOf(rx);
   const txq = txv.qps[0].txq;
   const privTx = txv.privTxTop;
   t.ok(tx.fixedTx && rx.fixedTx, 'both drivers use fixed tx descriptors');
@@ -132,13 +119,13 @@ t.test('swaps, and a tx ring without room for every buffer, allocate tx descript
   const swap = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm1.sock') });
   t.teardown(() => swap.close());
   t.notOk(swap.fixedTx, 'swap: no fixed tx descriptors');
-  t.equal(view(swap).qps[0].txq.reserved, 0, 'none reserved');
+  t.equal(dataPathOf(swap).qps[0].txq.reserved, 0, 'none reserved');
 
   const sw2 = await startSwitch(t, { sharedBuffers: { bufCount: 256 }, ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] });
   const small = await GuestDriver.attach({ socketPath: path.join(sw2.dir, 'vm1.sock'), txQueueSize: 256 });
   t.teardown(() => small.close());
   t.notOk(small.fixedTx, 'a 256-entry tx ring for 256 buffers and 64 private slots: no fixed tx descriptors');
-  t.equal(view(small).qps[0].txq.reserved, 0, 'none reserved');
+  t.equal(dataPathOf(small).qps[0].txq.reserved, 0, 'none reserved');
 });
 
 t.test('gift chains keep their descriptors\' chain words from one round of the buffers to the next', async (t) => {
@@ -147,7 +134,7 @@ t.test('gift chains keep their descriptors\' chain words from one round of the b
   // one-way traffic a chain word changes only where a chain ends at another place than last time.
   const { sw, tx, rx } = await attachedPair(t);
   const sh = tx.shared!;
-  const txWords = view(rx).qps[0].txWords;
+  const txWords = dataPathOf(rx).qps[0].txWords;
   const check = new FrameChecker();
   let seq = 0;
   let got = 0;

@@ -8,20 +8,12 @@
  * private slot and buffer comes back to where it belongs; nothing is
  * dropped or counted as an error; the ledger balances.
  */
-import path from 'node:path';
 import t from 'tap';
-import { GuestDriver } from '../../src/guest/driver';
 import type { QueuePair } from '../../src/guest/queue-pair';
 import { FrameChecker, Verdict, defaultMacs, writeTestFrame } from '../../src/guest/test-packet';
-import { startSwitch, waitAttached } from '../helpers/procs';
+import { attachDrivers, dataPathOf, settle } from '../helpers/drivers';
+import { startSwitch } from '../helpers/procs';
 
-interface DataPathView {
-  swapRuns: boolean;
-  privTxTop: number;
-  qps: QueuePair[];
-}
-const view = (d: GuestDriver): DataPathView => (d as unknown as { dp: DataPathView }).dp;
-const settle = () => new Promise((r) => setImmediate(r));
 const BRIDGE_DST = Uint8Array.of(2, 0, 0, 0, 0, 0xff);
 
 for (const mode of ['pair', 'bridge'] as const) t.test(`${mode}: shared frames in bursts and copies, interleaved, all come back`, async (t) => {
@@ -29,17 +21,11 @@ for (const mode of ['pair', 'bridge'] as const) t.test(`${mode}: shared frames i
     sharedBuffers: { bufCount: 512 }, ports: [{ name: 'vm1' }, { name: 'vm2' }],
     ...(mode === 'pair' ? { pairs: [['vm1', 'vm2']], forwarding: { pairExchange: 'swap' } } : { mode: 'bridge' }),
   });
-  const tx = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm1.sock') });
-  const rx = await GuestDriver.attach({ socketPath: path.join(sw.dir, 'vm2.sock') });
-  t.teardown(() => {
-    tx.close();
-    rx.close();
-  });
-  await waitAttached(sw, 'vm1', 'vm2');
+  const [tx, rx] = await attachDrivers(t, sw, 'vm1', 'vm2');
   const sh = tx.shared!;
   t.ok(sh.swap, 'the region says swap');
-  t.ok(view(tx).swapRuns && view(rx).swapRuns, 'both drivers run the swap loops');
-  const partition = tx.freeCount + view(tx).qps[0].ownPosted;
+  t.ok(dataPathOf(tx).swapRuns && dataPathOf(rx).swapRuns, 'both drivers run the swap loops');
+  const partition = tx.freeCount + dataPathOf(tx).qps[0].ownPosted;
   const macs = new Uint8Array(12);
   macs.set(BRIDGE_DST, 0);
   macs.set(defaultMacs(1).subarray(6, 12), 6);
@@ -102,14 +88,14 @@ for (const mode of ['pair', 'bridge'] as const) t.test(`${mode}: shared frames i
 
   const until = Date.now() + 5000;
   while (tx.txInFlight() > 0 && Date.now() < until) await settle();
-  const txv = view(tx);
+  const txv = dataPathOf(tx);
   const txq = txv.qps[0].txq;
   t.equal(tx.txInFlight(), 0, 'the sender has nothing in flight');
   t.equal(txv.qps[0].txOthers, 0, 'no allocated tx entry left in flight');
   t.equal(txq.freeDescs, txq.ring.num, 'every tx descriptor is free again');
   for (const [name, d] of [['sender', tx], ['receiver', rx]] as const) {
     t.equal(d.counters.rxErrors, 0, `${name}: no rx errors`);
-    const qp = view(d).qps[0];
+    const qp = dataPathOf(d).qps[0];
     t.equal(d.freeCount + qp.ownPosted, partition, `${name}: its buffers are free or posted, ${partition} in all`);
     t.equal(qp.rxq.freeDescs + qp.ownPosted + privateRxPosted(qp), qp.rxq.ring.num, `${name}: every rx descriptor is free or holds a posting`);
   }

@@ -15,6 +15,7 @@ import { GuestDriver } from '../../src/guest/driver';
 import { controlRequest } from '../../src/switch/control';
 import { formatMetrics } from '../../src/switch/metrics';
 import { type SwitchProc, counters, run, sleep, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
+import { pollUntilTeardown } from '../helpers/wait';
 
 const BCAST = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
 const macOf = (i: number): number[] => [2, 0, 0, 0, 0, i];
@@ -76,16 +77,8 @@ async function attachAll(t: Test, sw: SwitchProc, names: string[]): Promise<Map<
     vms.set(name, new Vm(name, drv));
   }
   await waitAttached(sw, ...names);
-  let polling = true;
-  const poller = (async () => {
-    while (polling) {
-      for (const v of vms.values()) v.poll();
-      await new Promise((r) => setImmediate(r));
-    }
-  })();
-  t.teardown(async () => {
-    polling = false;
-    await poller;
+  pollUntilTeardown(t, () => {
+    for (const v of vms.values()) v.poll();
   });
   return vms;
 }

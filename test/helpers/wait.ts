@@ -25,3 +25,21 @@ export async function within<T>(p: Promise<T>, ms: number): Promise<T | null> {
     clearTimeout(timer);
   }
 }
+
+/**
+ * Call poll() once per turn of the event loop until t tears down (the data
+ * path of guest drivers a test runs in its own process).
+ */
+export function pollUntilTeardown(t: { teardown(fn: () => Promise<void>): void }, poll: () => void): void {
+  let polling = true;
+  const poller = (async () => {
+    while (polling) {
+      poll();
+      await new Promise((r) => setImmediate(r));
+    }
+  })();
+  t.teardown(async () => {
+    polling = false;
+    await poller;
+  });
+}
