@@ -177,11 +177,13 @@ export class BridgeForwarder {
    * ethertype, when that first one is untagged unicast from a unicast
    * address, its destination is learnt on another plain access port of the
    * same bridge and VLAN, and the pair lane may run between the two ports
-   * (laneOpen): learnt and looked up once, then swapped as a pair with the
+   * (laneOpen): looked up once, learnt once it took a frame, swapped as a pair with the
    * swap exchange does (zc-lane.ts, forwardSwapped, which ends the run at
    * the first frame with other addresses or anything it does not take).
    * Every frame it takes, the general path below would have swapped to the
-   * same port with the same counters; what it leaves is the general path's.
+   * same port with the same counters, and learnt its source the same; what
+   * it leaves is the general path's, and teaches the table nothing here
+   * (test/unit/bridge-lane-differential.test.ts).
    * Returns how many frames it took.
    */
   private laneRun(src: PortQueues, sp: PortPolicy, qi: number, txq: DeviceQueue, max: number, now: number): number {
@@ -206,8 +208,13 @@ export class BridgeForwarder {
     const vlan = sp.vlan;
     const macs = this.tenancy.tables[sp.bridge];
     // As switchFrame keys them: the VLAN and bytes 0..1 (6..7) big-endian, then bytes 2..5 (8..11).
-    macs.learn((vlan << 16) | ((midW >>> 8) & 0xff00) | (midW >>> 24), bswap32(srcW), src.id, now);
-    const known = macs.lookup((vlan << 16) | ((dstW & 0xff) << 8) | ((dstW >>> 8) & 0xff), bswap32(((dstW >>> 16) | (midW << 16)) >>> 0), now);
+    const srcHi = (vlan << 16) | ((midW >>> 8) & 0xff00) | (midW >>> 24);
+    const srcLo = bswap32(srcW);
+    const dstHi = (vlan << 16) | ((dstW & 0xff) << 8) | ((dstW >>> 8) & 0xff);
+    const dstLo = bswap32(((dstW >>> 16) | (midW << 16)) >>> 0);
+    // To its own source address: the general path's (it learns first, so that is a hairpin).
+    if (srcHi === dstHi && srcLo === dstLo) return 0;
+    const known = macs.lookup(dstHi, dstLo, now);
     if (known < 0 || known === src.id) return 0;
     const dst = this.ports[known];
     if (dst.isTap) return 0;
@@ -218,7 +225,11 @@ export class BridgeForwarder {
     eth[1] = midW;
     eth[2] = srcW;
     eth[3] = type;
-    return forwardSwapped(src, qi, txq, dst, max, eth);
+    const k = forwardSwapped(src, qi, txq, dst, max, eth);
+    // Learnt once the lane took the frame: one it leaves may be one the general path drops before learning (a buffer
+    // not the sender's, an offload header, a bad length), and a dropped frame teaches the table nothing.
+    if (k > 0) macs.learn(srcHi, srcLo, src.id, now);
+    return k;
   }
 
   /** Forward up to `burst` frames waiting on the TAP uplink. */
