@@ -29,18 +29,16 @@ import { FlowControl } from '../../src/datapath/flow-control';
 import * as zcLane from '../../src/datapath/zc-lane';
 import { POOL } from '../../src/shm/ledger';
 import { VIRTIO_NET_HDR_F_GIFT_BUFFER } from '../../src/vhost/protocol';
-import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_INDIRECT } from '../../src/virtio/defs';
-import { writeNetHdr } from '../../src/virtio/net-hdr';
-import { BROADCAST, type DescSpec, Rig, type Used, type Vm, frame, mac } from '../helpers/datapath-rig';
+import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_SIZE } from '../../src/virtio/defs';
+import { BROADCAST, Rig, type Used, type Vm, frame, mac } from '../helpers/datapath-rig';
 import { prngU32 } from '../helpers/prng';
+import { type TxSpec, sendSpecs } from '../helpers/tx-specs';
 
 const VMS = 5;
 const PART = 20;
 const BUFS = VMS * PART + 20;
 const BUF_SIZE = 2048;
 const HDR = VIRTIO_NET_HDR_SIZE;
-/** An address outside every window of both worlds (and outside the VMs' own memory). */
-const NOWHERE = 0x7_0000_0000;
 const UNKNOWN = [0x02, 0, 0, 0, 0, 0x77];
 const MULTICAST = [0x01, 0x00, 0x5e, 0, 0, 1];
 const GROUP_SRC = [0x03, 0, 0, 0, 0, 9];
@@ -48,8 +46,6 @@ const fmt = (m: number[]) => m.map((x) => x.toString(16).padStart(2, '0')).join(
 /** Port policies by VM: a, b plain; c only its own source MAC; d isolated; e on VLAN 2. */
 const POLICIES = [{}, {}, { macs: [fmt(mac(3))] }, { isolated: true }, { vlan: 2 }];
 
-interface Target { b: number; off: number }
-interface TxSpec { t: Target; len: number; write?: boolean; indirect?: boolean }
 
 class World {
   readonly rig: Rig;
@@ -67,23 +63,6 @@ class World {
     POLICIES.forEach((p, i) => this.fw.tenancy.configure(this.vms[i].id, resolvePolicy(p), 0));
   }
 
-  addr(vm: Vm, t: Target): number {
-    return t.b < 0 ? NOWHERE + t.off : vm.win.addrOf(t.b) + t.off;
-  }
-
-  send(vm: Vm, specs: TxSpec[], hdrFlags: number, gsoType: number, payload: Uint8Array): void {
-    const first = specs[0].t;
-    if (first.b >= 0 && first.off === 0) {
-      const off = vm.shared.offsetOf(first.b);
-      writeNetHdr(vm.region, off, hdrFlags, 0);
-      vm.region[off + 1] = gsoType;
-      vm.region.set(payload.subarray(0, Math.min(payload.length, BUF_SIZE - HDR)), off + HDR);
-    }
-    const descs: DescSpec[] = specs.map((s) => ({
-      addr: this.addr(vm, s.t), len: s.len, write: s.write, flags: s.indirect ? VIRTQ_DESC_F_INDIRECT : 0,
-    }));
-    vm.sendChain(descs);
-  }
 
   /** One pass of the switch, in DataPath.pass's order (flushed by outcome()). */
   pass(now: number): void {
@@ -202,7 +181,7 @@ function step(rnd: () => number, worlds: World[], runDst: number[][]): void {
         specs = Array.from({ length: n }, () => ({ t: { b: pick(5) ? anyOf(mine) : anyOf(others), off: 0 }, len: HDR }));
         flags = VIRTIO_NET_HDR_F_GIFT_BUFFER;
       }
-      for (const w of worlds) w.send(w.vms[v], specs, flags, gso, payload);
+      for (const w of worlds) sendSpecs(w.vms[v], specs, flags, gso, payload);
     }
   }
 }

@@ -25,23 +25,17 @@ import * as zcLane from '../../src/datapath/zc-lane';
 import { POOL } from '../../src/shm/ledger';
 import { VIRTIO_NET_HDR_F_GIFT_BUFFER } from '../../src/vhost/protocol';
 import {
-  VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 } from '../../src/virtio/defs';
-import { writeNetHdr } from '../../src/virtio/net-hdr';
-import { type DescSpec, Rig, type Used, type Vm, frame, mac } from '../helpers/datapath-rig';
+import { Rig, type Used, type Vm, frame, mac } from '../helpers/datapath-rig';
 import { prngU32 } from '../helpers/prng';
+import { type TxSpec, sendSpecs, targetAddr } from '../helpers/tx-specs';
 
 const BUFS = 64;
 const BUF_SIZE = 2048;
 const PART = 24;
 const HDR = VIRTIO_NET_HDR_SIZE;
-/** An address outside every window of both worlds (and outside the VMs' own memory). */
-const NOWHERE = 0x7_0000_0000;
 
-/** A buffer as the VMs name it: an index, an offset into it, or no buffer at all. */
-interface Target { b: number; off: number }
-/** One tx descriptor, world-independent: rendered at each world's window. */
-interface TxSpec { t: Target; len: number; write?: boolean; indirect?: boolean }
 
 class World {
   readonly rig: Rig;
@@ -60,24 +54,6 @@ class World {
     this.fw = new PairForwarder(8, undefined, swap);
   }
 
-  addr(vm: Vm, t: Target): number {
-    return t.b < 0 ? NOWHERE + t.off : vm.win.addrOf(t.b) + t.off;
-  }
-
-  send(vm: Vm, specs: TxSpec[], hdrFlags: number, gsoType: number, payload: Uint8Array): void {
-    const first = specs[0].t;
-    if (first.b >= 0 && first.off === 0) {
-      // The header and frame the switch may read, written through the VM's mapping.
-      const off = vm.shared.offsetOf(first.b);
-      writeNetHdr(vm.region, off, hdrFlags, 0);
-      vm.region[off + 1] = gsoType;
-      vm.region.set(payload.subarray(0, Math.min(payload.length, BUF_SIZE - HDR)), off + HDR);
-    }
-    const descs: DescSpec[] = specs.map((s) => ({
-      addr: this.addr(vm, s.t), len: s.len, write: s.write, flags: s.indirect ? VIRTQ_DESC_F_INDIRECT : 0,
-    }));
-    vm.sendChain(descs);
-  }
 
   /** head: the rx descriptor to use (-1: a free one; rx by buffer: b's own, or a misplaced one). */
   postShared(vm: Vm, b: number, len: number, write: boolean, head: number): void {
@@ -197,7 +173,7 @@ function step(rnd: () => number, worlds: World[], passed: (world: number) => voi
         specs = links;
         flags = VIRTIO_NET_HDR_F_GIFT_BUFFER;
       }
-      for (const w of worlds) w.send(w[side], specs, flags, gso, payload);
+      for (const w of worlds) sendSpecs(w[side], specs, flags, gso, payload);
     }
   }
   worlds.forEach((w, i) => {
@@ -282,7 +258,7 @@ function sendLinked(w: World, vm: Vm, links: TxSpec[], next: number[]): void {
   const q = vm.tx;
   const ids = links.map(() => q.allocDesc());
   links.forEach((l, i) => {
-    q.ring.setDesc(ids[i], w.addr(vm, l.t), l.len, (next[i] >= 0 ? VIRTQ_DESC_F_NEXT : 0) | (l.write ? VIRTQ_DESC_F_WRITE : 0), next[i] >= 0 ? ids[next[i]] : 0);
+    q.ring.setDesc(ids[i], targetAddr(vm, l.t), l.len, (next[i] >= 0 ? VIRTQ_DESC_F_NEXT : 0) | (l.write ? VIRTQ_DESC_F_WRITE : 0), next[i] >= 0 ? ids[next[i]] : 0);
   });
   q.addAvail(ids[0]);
   q.publishAvail();
