@@ -53,6 +53,7 @@ export function buildCli(): Command {
     .option('--no-zero-copy', 'do not negotiate SHARED_BUFFERS (classic virtio; everything is copied)')
     .option('--allow-unsealed', 'map a Shared Buffers region that is not sealed against shrinking (default: refuse it)')
     .option('--no-rx-by-buffer', 'post every buffer on rx before sending it ourselves (default: let the switch do it, RX_BY_BUFFER, where offered)')
+    .option('--no-swap-in-used', 'with swaps, read the buffer got in exchange from each tx descriptor (default: from the used element, SWAP_IN_USED, where offered)')
     .option('--shared-bar-file <path>', 'attach as a classic front-end with this region file in the memory table, as QEMU does for an ivshmem BAR (geometry from its header)')
     .option('--shared-bar-gpa <addr>', 'guest-physical address of --shared-bar-file (default 0x800000000)', addrArg('--shared-bar-gpa'))
     .option('--pci [bdf]', 'inside a VM: drive this virtio-net PCI device from user space (no value: the only unbound one)')

@@ -15,7 +15,7 @@ import { PortWindow } from '../shm/geometry';
 import type { SharedBuffers } from '../shm/shared-buffers';
 import type { MemoryTable } from '../vhost/memory-table';
 import { ChainSegments, ChainWalker } from '../virtio/chain';
-import { PROTOCOL_F_RX_BY_BUFFER, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
+import { PROTOCOL_F_RX_BY_BUFFER, PROTOCOL_F_SWAP_IN_USED, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
 import { MTU_DEFAULT, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_SIZE, hasBit } from '../virtio/defs';
 import type { DeviceQueue } from '../virtio/device-queue';
 import { netHdrFlags, setNetHdrFlags, writeNetHdr } from '../virtio/net-hdr';
@@ -35,7 +35,7 @@ export interface QueueSource {
   readonly vrings: readonly { readonly queue: DeviceQueue | null; readonly callFd: number }[];
   readonly mem: MemoryTable | null;
   readonly ackedFeatures: bigint;
-  /** Acked protocol features (absent: none), for PROTOCOL_F_RX_BY_BUFFER. */
+  /** Acked protocol features (absent: none), for PROTOCOL_F_RX_BY_BUFFER and PROTOCOL_F_SWAP_IN_USED. */
   readonly ackedProtocol?: bigint;
   /** NET_SET_MTU from the front-end (0 or absent: none). */
   readonly mtu?: number;
@@ -88,6 +88,13 @@ export class PortQueues {
    * descriptors by buffer").
    */
   readonly rxByBuffer: Uint8Array;
+  /**
+   * A swap completes this port's tx entry with the exchanged buffer's index
+   * + 1 as used len and leaves the descriptor alone (PROTOCOL_F_SWAP_IN_USED
+   * acked, the swap exchange; docs/protocol.md, "Swaps: the exchanged buffer
+   * in the used element").
+   */
+  swapInUsed = false;
   /** txBlocked[q]: tx queue q's head waits for a destination's rx buffer (its entries are not work to spin on). */
   readonly txBlocked: Uint8Array;
   /**
@@ -185,6 +192,7 @@ export class PortQueues {
     }
     this.nq = nq;
     const byBuffer = src !== null && !this.ctx.swap && hasBit(src.ackedProtocol ?? 0n, PROTOCOL_F_RX_BY_BUFFER);
+    this.swapInUsed = src !== null && this.ctx.swap && hasBit(src.ackedProtocol ?? 0n, PROTOCOL_F_SWAP_IN_USED);
     for (let q = 0; q < this.rxqs.length; q++) {
       const rx = this.rxqs[q];
       this.rxByBuffer[q] = byBuffer && rx !== null && rx.ring.num >= this.shared.bufCount ? 1 : 0;

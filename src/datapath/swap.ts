@@ -4,7 +4,8 @@
  * empty buffer's rx descriptor, that empty buffer into the sender's tx
  * descriptor; both descriptors are completed and both moves recorded in the
  * ledger, so each VM keeps its buffer count and no byte is copied. Each VM
- * is given the address at which it sees its new buffer (per-port windows).
+ * is given the address at which it sees its new buffer (per-port windows),
+ * or, a sender that acked SWAP_IN_USED, its index in the used element.
  */
 import type { DeviceQueue } from '../virtio/device-queue';
 import { Drop } from './counters';
@@ -36,8 +37,13 @@ export function swapBuffers(src: PortQueues, txq: DeviceQueue, head: number, b: 
   const rxHead = postings.takeOwn(dq);
   rxq.ring.setDescAddr(rxHead, dst.win.addrOf(b));
   rxq.pushUsed(rxHead, total);
-  txq.ring.setDescAddr(head, src.win.addrOf(y));
-  txq.pushUsed(head, 0);
+  // The sender learns y from the used element (SWAP_IN_USED) or, as the proposal has it, from its descriptor.
+  if (src.swapInUsed) {
+    txq.pushUsed(head, y + 1);
+  } else {
+    txq.ring.setDescAddr(head, src.win.addrOf(y));
+    txq.pushUsed(head, 0);
+  }
   const ledger = dst.ledger;
   ledger.transfer(b, dst.id);
   ledger.transfer(y, src.id);

@@ -86,6 +86,7 @@ export interface LanePort extends Counted {
   readonly postings: RxPostings;
   readonly rxqs: readonly (DeviceQueue | null)[];
   readonly rxByBuffer: Uint8Array;
+  readonly swapInUsed: boolean;
   readonly mtu: number;
   rxQueueFor(q: number): number;
 }
@@ -226,7 +227,8 @@ export function forwardMoved(src: LanePort, qi: number, txq: DeviceQueue, dst: L
  * swapBuffers): forward up to max of src's tx queue qi entries to dst as
  * forwardMoved does, except that each frame's buffer goes into dst's
  * oldest own empty posting on the rx queue for qi and that empty buffer
- * into the sender's tx descriptor, for as long as dst has own postings of
+ * into the sender's tx descriptor (SWAP_IN_USED: its index into the used
+ * element, swap.ts), for as long as dst has own postings of
  * buffers it still owns (both windows oneBlock). Returns how many it took.
  * Call only when laneOpen(src, dst).
  *
@@ -273,6 +275,8 @@ export function forwardSwapped(src: LanePort, qi: number, txq: DeviceQueue, dst:
   const e3 = match ? eth[3] : 0;
   const bufWords = bufSize >>> 2;
   const dBaseLo = dwin.baseLo | 0;
+  // SWAP_IN_USED: the sender learns its new buffer from the used element, and its descriptor stays as it was.
+  const inUsed = src.swapInUsed;
   const dBaseHi = dwin.baseHi;
   const maxLen = Math.min(bufSize, dst.mtu + ETH_HDR_MAX + Bits.HdrSize) | 0;
   const rxd32 = rxq.ring.desc32;
@@ -303,11 +307,11 @@ export function forwardSwapped(src: LanePort, qi: number, txq: DeviceQueue, dst:
     // b into dst's rx descriptor (where dst sees it), y into the sender's tx descriptor; each keeps its count.
     rxd32[4 * rxHead] = (dBaseLo + b * bufSize) | 0;
     rxd32[4 * rxHead + 1] = dBaseHi;
-    d32[4 * head] = (baseLo + y * bufSize) | 0;
+    if (!inUsed) d32[4 * head] = (baseLo + y * bufSize) | 0;
     owner[y] = srcId;
     let slot = usedIdx & mask;
     used[1 + 2 * slot] = head;
-    used[2 + 2 * slot] = 0;
+    used[2 + 2 * slot] = inUsed ? y + 1 : 0;
     usedIdx = (usedIdx + 1) & 0xffff;
     last = (last + 1) & 0xffff;
     slot = rxUsed & rxMask;

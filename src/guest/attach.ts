@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import { closeFd, eventfdCreate, eventfdSignal, fdSize, mmapShared, munmap } from '../../bindings';
 import { decodeU64, memTable, u64, vringAddr, vringState } from '../vhost/codec';
 import {
-  PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_RX_BY_BUFFER, PROTOCOL_F_SHARED_BUFFERS, Req, VHOST_USER_F_PROTOCOL_FEATURES,
+  PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_RX_BY_BUFFER, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_SWAP_IN_USED, Req, VHOST_USER_F_PROTOCOL_FEATURES,
 } from '../vhost/protocol';
 import {
   VIRTIO_F_VERSION_1, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4,
@@ -43,6 +43,12 @@ export interface AttachOptions {
    * rx entry per packet (gift exchange only).
    */
   rxByBuffer?: boolean;
+  /**
+   * Ask for the swap's buffer in the used element (PROTOCOL_F_SWAP_IN_USED)
+   * when offered (default true): with swaps a tx completion names the
+   * buffer we got in exchange, so we read no descriptor back.
+   */
+  swapInUsed?: boolean;
   /** Queue pairs to open (default 1; more needs VHOST_USER_PROTOCOL_F_MQ). */
   queuePairs?: number;
   /**
@@ -121,6 +127,11 @@ export class GuestAttachment {
     return hasBit(this.fe.ackedProtocol, PROTOCOL_F_RX_BY_BUFFER);
   }
 
+  /** With swaps, a tx completion names the buffer we got in exchange in its used len (PROTOCOL_F_SWAP_IN_USED acked). */
+  get swapInUsed(): boolean {
+    return hasBit(this.fe.ackedProtocol, PROTOCOL_F_SWAP_IN_USED);
+  }
+
   /** Kick vring i: signal its kick eventfd (what the data path calls). */
   readonly kick = (vring: number): void => eventfdSignal(this.kickFd[vring]);
 
@@ -146,7 +157,7 @@ export class GuestAttachment {
       const pf = decodeU64(await fe.call(Req.GET_PROTOCOL_FEATURES));
       const askShared = o.zeroCopy !== false && o.sharedBarFile === undefined;
       const wantP = bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_MQ) | (askShared ? bit(PROTOCOL_F_SHARED_BUFFERS) : 0n) |
-        (askShared && o.rxByBuffer !== false ? bit(PROTOCOL_F_RX_BY_BUFFER) : 0n);
+        (askShared && o.rxByBuffer !== false ? bit(PROTOCOL_F_RX_BY_BUFFER) : 0n) | (askShared && o.swapInUsed !== false ? bit(PROTOCOL_F_SWAP_IN_USED) : 0n);
       const acked = pf & wantP;
       await fe.send(Req.SET_PROTOCOL_FEATURES, u64(acked));
       fe.ackedProtocol = acked;

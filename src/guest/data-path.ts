@@ -57,6 +57,8 @@ export class GuestDataPath {
     privTx: number,
     /** PROTOCOL_F_RX_BY_BUFFER was acked: the switch re-posts what we send where descriptors are fixed (fixedRx). */
     rxByBuffer = false,
+    /** PROTOCOL_F_SWAP_IN_USED was acked: with swaps a tx completion's used len is the exchanged buffer + 1 (0: ours, in the descriptor). */
+    readonly swapInUsed = false,
   ) {
     this.sleeper = new CallSleeper(qps);
     this.rxTarget = shared ? Math.max(1, Math.floor((shared.partitionCount >> 1) / qps.length)) : 0;
@@ -419,7 +421,7 @@ export class GuestDataPath {
     }
     for (;;) {
       // Swaps: runs of shared-buffer completions in one loop (swap-descs.ts); what it leaves, one at a time here.
-      if (this.swapRuns && reapSwapRun(qp, this.shared!, this.pool, this.counters, this.swapGot) === 0) return;
+      if (this.swapRuns && reapSwapRun(qp, this.shared!, this.pool, this.counters, this.swapGot, this.swapInUsed) === 0) return;
       if (q.usedPending() === 0) return;
       this.reapOne(qp);
     }
@@ -439,8 +441,10 @@ export class GuestDataPath {
     const sh = this.shared;
     if (kind < 0) this.privTxFree[this.privTxTop++] = -kind - 1;
     else if (sh !== null && sh.swap) {
-      // Swap: the descriptor now names the (empty) buffer we got in exchange.
-      const b = sh.bufAtDesc(q.ring, id);
+      // Swap: the (empty) buffer we got in exchange, named by the used element (SWAP_IN_USED) or the descriptor;
+      // used len 0, nothing exchanged: the descriptor still names ours.
+      const got = this.swapInUsed ? q.lastUsedLen : 0;
+      const b = got > 0 ? (got <= sh.bufCount ? got - 1 : -1) : sh.bufAtDesc(q.ring, id);
       if (b >= 0) this.pool.put(b);
       else this.counters.rxErrors++;
     }

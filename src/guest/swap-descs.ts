@@ -4,8 +4,11 @@
  * buffers"). The switch writes the buffer it gives in exchange into every
  * descriptor it completes, so descriptors cannot stay with one buffer as
  * they do with gifts (fixed-descs.ts): each send and own posting takes a
- * descriptor from the queue's free stack, and each completion reads its
- * buffer back from the descriptor and frees it.
+ * descriptor from the queue's free stack, and each completion frees it
+ * and reads the buffer it now holds: an rx completion's from the
+ * descriptor, a tx completion's from the used element where
+ * PROTOCOL_F_SWAP_IN_USED was acked (docs/protocol.md, "Swaps: the
+ * exchanged buffer in the used element"), else from the descriptor.
  *
  * Free functions over locals, as fixed-descs.ts: the ring's, the queue's and
  * the region's fields are read once per run and written back once, instead
@@ -68,11 +71,13 @@ export function sendSwapRun(qp: QueuePair, sh: SharedRegion, bufs: Int32Array, l
 
 /**
  * Reap qp's tx completions of lone shared-buffer descriptors: each frees
- * its descriptor and gives the pool the buffer the switch put in it (one
- * outside the region counts as an rx error, as in the general step).
- * Stops at any other completion; returns the completions left.
+ * its descriptor and gives the pool the buffer we got in exchange, named
+ * by the used element's len (inUsed: PROTOCOL_F_SWAP_IN_USED acked; len 0,
+ * nothing exchanged) or else by the descriptor (one outside the region
+ * counts as an rx error, as in the general step). Stops at any other
+ * completion; returns the completions left.
  */
-export function reapSwapRun(qp: QueuePair, sh: SharedRegion, pool: BufferPool, c: DriverCounters, got: Int32Array): number {
+export function reapSwapRun(qp: QueuePair, sh: SharedRegion, pool: BufferPool, c: DriverCounters, got: Int32Array, inUsed: boolean): number {
   const q = qp.txq;
   const r = q.ring;
   const used32 = r.used32;
@@ -88,6 +93,7 @@ export function reapSwapRun(qp: QueuePair, sh: SharedRegion, pool: BufferPool, c
   const size = sh.size | 0;
   const shift = sh.bufShift | 0;
   const bufSize = sh.bufSize | 0;
+  const bufCount = sh.bufCount | 0;
   let top = q.freeTop;
   let last = q.lastUsed;
   let pending = (Atomics.load(r.used16, 1) - last) & 0xffff;
@@ -95,13 +101,15 @@ export function reapSwapRun(qp: QueuePair, sh: SharedRegion, pool: BufferPool, c
   let done = 0;
   const cap = got.length;
   for (; pending > 0 && done < cap; pending--) {
-    const id = used32[1 + 2 * (last & mask)];
+    const slot = last & mask;
+    const id = used32[1 + 2 * slot];
     // Not a lone shared-buffer send (a private slot, a gift chain, a raw chain): the general step's.
     if (id >= num || id < reserved || txKind[id] < 0 || txSpan[id] > 1) break;
     last = (last + 1) & 0xffff;
     stack[top++] = id;
     done++;
-    const b = bufAtInBlock(d32[4 * id], d32[4 * id + 1], baseLo, baseHi, size, shift, bufSize);
+    const e = inUsed ? used32[2 + 2 * slot] : 0;
+    const b = e > 0 ? (e <= bufCount ? e - 1 : -1) : bufAtInBlock(d32[4 * id], d32[4 * id + 1], baseLo, baseHi, size, shift, bufSize);
     if (b >= 0) got[k++] = b;
   }
   q.lastUsed = last;

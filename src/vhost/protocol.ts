@@ -174,6 +174,17 @@ export const PROTOCOL_F_SHARED_BUFFERS = 40n;
  */
 export const PROTOCOL_F_RX_BY_BUFFER = 41n;
 
+/**
+ * Protocol feature bit: the swap's buffer in the used element (docs/protocol.md,
+ * "Swaps: the exchanged buffer in the used element"). For a front-end that
+ * acks it, a swap completes the sender's tx entry with used len = the index
+ * of the buffer it got in exchange + 1 and leaves its tx descriptor as it
+ * was; used len 0 still means "nothing exchanged, the buffer is yours". So
+ * the sender never reads back a descriptor line the switch has just
+ * written. Swaps only (a bridge, or a pair with pairExchange "swap").
+ */
+export const PROTOCOL_F_SWAP_IN_USED = 42n;
+
 /** GET_SHARED_BUFFERS reply; the region's memfd travels in the ancillary data. */
 export const SHARED_BUFFERS_REPLY = wireStruct('GET_SHARED_BUFFERS reply', [
   { name: 'base', offset: 0, type: 'u64' },

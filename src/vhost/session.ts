@@ -174,7 +174,7 @@ export class VhostUserBackend {
     if (extra) throw new ProtocolError(`SET_PROTOCOL_FEATURES: acks protocol features that were not offered: 0x${extra.toString(16)}`);
     this.ackedProtocol = f;
     this.opts.log.info({ port: this.opts.port, protocolFeatures: `0x${f.toString(16)}`, sharedBuffers: this.sharedBuffersNegotiated }, 'protocol features negotiated');
-    // RX_BY_BUFFER changes how the data path reads running rx queues (a front-end may set it late).
+    // RX_BY_BUFFER and SWAP_IN_USED change how the data path treats running queues (a front-end may set them late).
     this.hooks.queuesChanged();
   }
 

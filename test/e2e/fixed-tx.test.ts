@@ -22,7 +22,7 @@ import { type SwitchProc, startSwitch } from '../helpers/procs';
 /** A switch with a pair of 256 buffers (gift exchange) and a guest driver on each port: vm1 (tx), vm2 (rx). */
 async function attachedPair(t: Test): Promise<{ sw: SwitchProc; tx: GuestDriver; rx: GuestDriver }> {
   const sw = await startSwitch(t, { sharedBuffers: { bufCount: 256 }, ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] });
-  const [tx, rx] = await attachDrivers(t, sw, 'vm1', 'vm2');
+  const [tx, rx] = await attachDrivers(t, sw, ['vm1', 'vm2']);
   return { sw, tx, rx };
 }
 

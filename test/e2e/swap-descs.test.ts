@@ -16,15 +16,16 @@ import { startSwitch } from '../helpers/procs';
 
 const BRIDGE_DST = Uint8Array.of(2, 0, 0, 0, 0, 0xff);
 
-for (const mode of ['pair', 'bridge'] as const) t.test(`${mode}: shared frames in bursts and copies, interleaved, all come back`, async (t) => {
+for (const mode of ['pair', 'bridge'] as const) for (const inUsed of [true, false]) t.test(`${mode}${inUsed ? '' : ', exchanged buffers in descriptors (no SWAP_IN_USED)'}: shared frames in bursts and copies, interleaved, all come back`, async (t) => {
   const sw = await startSwitch(t, {
     sharedBuffers: { bufCount: 512 }, ports: [{ name: 'vm1' }, { name: 'vm2' }],
     ...(mode === 'pair' ? { pairs: [['vm1', 'vm2']], forwarding: { pairExchange: 'swap' } } : { mode: 'bridge' }),
   });
-  const [tx, rx] = await attachDrivers(t, sw, 'vm1', 'vm2');
+  const [tx, rx] = await attachDrivers(t, sw, ['vm1', 'vm2'], { swapInUsed: inUsed });
   const sh = tx.shared!;
   t.ok(sh.swap, 'the region says swap');
   t.ok(dataPathOf(tx).swapRuns && dataPathOf(rx).swapRuns, 'both drivers run the swap loops');
+  t.equal(dataPathOf(tx).swapInUsed, inUsed, `exchanged buffers named in ${inUsed ? 'the used element' : 'descriptors'}`);
   const partition = tx.freeCount + dataPathOf(tx).qps[0].ownPosted;
   const macs = new Uint8Array(12);
   macs.set(BRIDGE_DST, 0);

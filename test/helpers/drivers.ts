@@ -5,17 +5,17 @@
  */
 import path from 'node:path';
 import type { Test } from 'tap';
-import { GuestDriver } from '../../src/guest/driver';
+import { GuestDriver, type GuestDriverOptions } from '../../src/guest/driver';
 import type { QueuePair } from '../../src/guest/queue-pair';
 import { type SwitchProc, waitAttached } from './procs';
 
-/** One guest driver per named port of sw, closed when t tears down; resolves once the switch reports them all attached. */
-export async function attachDrivers(t: Test, sw: SwitchProc, ...names: string[]): Promise<GuestDriver[]> {
+/** One guest driver per named port of sw (with opts), closed when t tears down; resolves once the switch reports them all attached. */
+export async function attachDrivers(t: Test, sw: SwitchProc, names: string[], opts: Omit<GuestDriverOptions, 'socketPath'> = {}): Promise<GuestDriver[]> {
   const drivers: GuestDriver[] = [];
   t.teardown(() => {
     for (const d of drivers) d.close();
   });
-  for (const name of names) drivers.push(await GuestDriver.attach({ socketPath: path.join(sw.dir, `${name}.sock`) }));
+  for (const name of names) drivers.push(await GuestDriver.attach({ ...opts, socketPath: path.join(sw.dir, `${name}.sock`) }));
   await waitAttached(sw, ...names);
   return drivers;
 }
@@ -23,6 +23,7 @@ export async function attachDrivers(t: Test, sw: SwitchProc, ...names: string[])
 /** The parts of a driver's GuestDataPath these tests read (private there). */
 export interface DataPathView {
   swapRuns: boolean;
+  swapInUsed: boolean;
   privTxTop: number;
   qps: QueuePair[];
 }

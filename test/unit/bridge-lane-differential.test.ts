@@ -52,12 +52,12 @@ class World {
   readonly vms: Vm[] = [];
   readonly fw: BridgeForwarder;
 
-  constructor(crossing: boolean, waitMs: number) {
+  constructor(crossing: boolean, waitMs: number, inUsed: boolean) {
     this.rig = new Rig({ bufCount: BUFS, bufSize: BUF_SIZE, swap: true });
     for (let i = 0; i < VMS; i++) {
       // Crossing: each VM sees its buffer 8 + 9i at 8 GiB, so no window is one block.
       const base = crossing ? { windowBase: 0x2_0000_0000 - (8 + 9 * i) * BUF_SIZE } : {};
-      this.vms.push(this.rig.addVm({ partition: [i * PART, PART], quota: PART + 8, ...base }));
+      this.vms.push(this.rig.addVm({ partition: [i * PART, PART], quota: PART + 8, swapInUsed: inUsed, ...base }));
     }
     this.fw = new BridgeForwarder(8, this.vms.map((v) => v.port), 64, 300_000, new FlowControl(waitMs));
     POLICIES.forEach((p, i) => this.fw.tenancy.configure(this.vms[i].id, resolvePolicy(p), 0));
@@ -198,10 +198,11 @@ let laneTook = 0;
   };
 }
 
-for (const waitMs of [0, 1e9]) {
-  t.test(`bridge, ${waitMs ? 'frames wait for room' : 'no waiting'}: the lane and switchFrame agree on random, often hostile, ring traffic`, async (t) => {
+for (const waitMs of [0, 1e9]) for (const inUsed of [false, true]) {
+  const how = `${waitMs ? 'frames wait for room' : 'no waiting'}${inUsed ? ', exchanged buffers in the used element' : ''}`;
+  t.test(`bridge, ${how}: the lane and switchFrame agree on random, often hostile, ring traffic`, async (t) => {
     for (const seed of [11, 12, 13, 14, 15]) {
-      const worlds = [new World(false, waitMs), new World(true, waitMs)];
+      const worlds = [new World(false, waitMs, inUsed), new World(true, waitMs, inUsed)];
       try {
         t.ok(worlds[0].vms.every((v) => v.port.win.oneBlock) && worlds[1].vms.every((v) => !v.port.win.oneBlock), 'the lane can run in world 0 only');
         // Each VM posts half its buffers as own empty buffers.

@@ -43,14 +43,14 @@ class World {
   readonly b: Vm;
   readonly fw: PairForwarder;
 
-  constructor(readonly crossing: boolean, swap: boolean, readonly byBuffer: boolean) {
+  constructor(readonly crossing: boolean, swap: boolean, readonly byBuffer: boolean, inUsed = false) {
     this.rig = new Rig({ bufCount: BUFS, bufSize: BUF_SIZE, swap });
     // Crossing: a sees buffer 16 at 8 GiB, b buffer 40 (ivshmem BARs placed so, clear of the VMs' own memory at
     // 4 GiB); neither window is one block.
     const base = (k: number) => (crossing ? { windowBase: 0x2_0000_0000 - k * BUF_SIZE } : {});
     // 24 buffers each, 16 in the switch's pool (posting one of those makes the switch gift it).
-    this.a = this.rig.addVm({ partition: [0, PART], quota: PART + 8, rxByBuffer: byBuffer, ...base(16) });
-    this.b = this.rig.addVm({ partition: [PART, PART], quota: PART + 8, rxByBuffer: byBuffer, ...base(40) });
+    this.a = this.rig.addVm({ partition: [0, PART], quota: PART + 8, rxByBuffer: byBuffer, swapInUsed: inUsed, ...base(16) });
+    this.b = this.rig.addVm({ partition: [PART, PART], quota: PART + 8, rxByBuffer: byBuffer, swapInUsed: inUsed, ...base(40) });
     this.fw = new PairForwarder(8, undefined, swap);
   }
 
@@ -81,7 +81,9 @@ class World {
       });
       const c = vm.port.counters.snapshot();
       // The postings the switch holds (a chain the lane put back must leave them as they were).
-      got[name] = { rx: rxOut, tx, counters: c, queues: Array.from(vm.port.queueCounters), postings: Array.from(vm.port.postings.byBuf) };
+      // A tx completion's buffer: in the used element (SWAP_IN_USED) or its descriptor, by index.
+      const txOut = tx.map((u: Used) => ({ ...u, b: vm.win.indexOf(vm.tx.ring.descAddr(u.id)) }));
+      got[name] = { rx: rxOut, tx: txOut, counters: c, queues: Array.from(vm.port.queueCounters), postings: Array.from(vm.port.postings.byBuf) };
     }
     const ledger = this.rig.ledger;
     got.owner = Array.from(ledger.owner);
@@ -214,11 +216,12 @@ const modes = [
   { name: 'gift exchange', swap: false, byBuffer: false },
   { name: 'gift exchange with rx descriptors by buffer', swap: false, byBuffer: true },
   { name: 'swap exchange', swap: true, byBuffer: false },
+  { name: 'swap exchange, exchanged buffer in the used element', swap: true, byBuffer: false, inUsed: true },
 ];
-for (const { name, swap, byBuffer } of modes) {
+for (const { name, swap, byBuffer, inUsed } of modes) {
   t.test(`${name}: the lane and the general path agree on random, often hostile, ring traffic`, async (t) => {
     for (const seed of [1, 2, 3, 4, 5, 6]) {
-      const worlds = [new World(false, swap, byBuffer), new World(true, swap, byBuffer)];
+      const worlds = [new World(false, swap, byBuffer, inUsed), new World(true, swap, byBuffer, inUsed)];
       try {
         t.ok(worlds[0].a.port.win.oneBlock && !worlds[1].a.port.win.oneBlock && !worlds[1].b.port.win.oneBlock, 'the lane can run in world 0 only');
         // Pair-mode start: each VM posts every buffer it does not own (the peer's and the pool's; rx by buffer: in descriptor b).
