@@ -275,9 +275,9 @@ export function forwardSwapped(src: LanePort, qi: number, txq: DeviceQueue, dst:
   const e3 = match ? eth[3] : 0;
   const bufWords = bufSize >>> 2;
   const dBaseLo = dwin.baseLo | 0;
+  const dBaseHi = dwin.baseHi;
   // SWAP_IN_USED: the sender learns its new buffer from the used element, and its descriptor stays as it was.
   const inUsed = src.swapInUsed;
-  const dBaseHi = dwin.baseHi;
   const maxLen = Math.min(bufSize, dst.mtu + ETH_HDR_MAX + Bits.HdrSize) | 0;
   const rxd32 = rxq.ring.desc32;
   const rxUsed32 = rxq.ring.used32;

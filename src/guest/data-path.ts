@@ -23,7 +23,7 @@ import { KIND_RAW, type QueuePair, RX_RAW } from './queue-pair';
 import type { SharedRegion } from './shared-region';
 import type { DriverCounters, RxBatch } from './counters';
 import { fixTxDesc, linkGiftChain, receiveFixedRun, sendFixedRun } from './fixed-descs';
-import { postOwnRun, reapSwapRun, receiveSwapRun, sendSwapRun } from './swap-descs';
+import { bufInUsedLen, postOwnRun, reapSwapRun, receiveSwapRun, sendSwapRun } from './swap-descs';
 
 export class GuestDataPath {
   /** Swap mode: own empty buffers to keep posted per rx queue. */
@@ -444,7 +444,7 @@ export class GuestDataPath {
       // Swap: the (empty) buffer we got in exchange, named by the used element (SWAP_IN_USED) or the descriptor;
       // used len 0, nothing exchanged: the descriptor still names ours.
       const got = this.swapInUsed ? q.lastUsedLen : 0;
-      const b = got > 0 ? (got <= sh.bufCount ? got - 1 : -1) : sh.bufAtDesc(q.ring, id);
+      const b = got > 0 ? bufInUsedLen(got, sh.bufCount) : sh.bufAtDesc(q.ring, id);
       if (b >= 0) this.pool.put(b);
       else this.counters.rxErrors++;
     }

@@ -70,6 +70,16 @@ export function sendSwapRun(qp: QueuePair, sh: SharedRegion, bufs: Int32Array, l
 }
 
 /**
+ * The buffer a swap gave us, named by a tx completion's used len under
+ * PROTOCOL_F_SWAP_IN_USED (len = its index + 1): the index, or -1 past the
+ * region. Only for len > 0: len 0 means nothing was exchanged, and the
+ * descriptor still names our buffer.
+ */
+export function bufInUsedLen(len: number, bufCount: number): number {
+  return len <= bufCount ? len - 1 : -1;
+}
+
+/**
  * Reap qp's tx completions of lone shared-buffer descriptors: each frees
  * its descriptor and gives the pool the buffer we got in exchange, named
  * by the used element's len (inUsed: PROTOCOL_F_SWAP_IN_USED acked; len 0,
@@ -109,7 +119,7 @@ export function reapSwapRun(qp: QueuePair, sh: SharedRegion, pool: BufferPool, c
     stack[top++] = id;
     done++;
     const e = inUsed ? used32[2 + 2 * slot] : 0;
-    const b = e > 0 ? (e <= bufCount ? e - 1 : -1) : bufAtInBlock(d32[4 * id], d32[4 * id + 1], baseLo, baseHi, size, shift, bufSize);
+    const b = e > 0 ? bufInUsedLen(e, bufCount) : bufAtInBlock(d32[4 * id], d32[4 * id + 1], baseLo, baseHi, size, shift, bufSize);
     if (b >= 0) got[k++] = b;
   }
   q.lastUsed = last;
