@@ -17,6 +17,7 @@ import { u64 } from '../../src/vhost/codec';
 import { FLAG_VERSION, Req, VRING_NOFD_MASK } from '../../src/vhost/protocol';
 import { SplitRing } from '../../src/virtio/ring';
 import { bystanderConfig, startBystander } from '../helpers/bystander';
+import { fileId, fileIds } from '../helpers/fds';
 import { type SwitchProc, counters, logLines, sleep, startSwitch, stopProc, tempDir, vm, waitAttached, waitFor, within } from '../helpers/procs';
 import { RawClient, negotiateClassic, sendVringStart } from '../helpers/unit-vhost-client';
 
@@ -32,19 +33,21 @@ const fdList = (sw: SwitchProc): string[] => fs.readdirSync(`/proc/${sw.child.pi
   }
 });
 
-/**
- * The fd count once it settles: control-socket connections from stats
- * requests come and go, so wait (bounded) for the count to reach `want`.
- */
+/** The switch's fd count once its start-up has settled. */
 async function baselineFds(sw: SwitchProc): Promise<number> {
   await sleep(500);
   return fdCount(sw);
 }
 
+/**
+ * The fd count once it settles: control-socket connections from stats
+ * requests come and go, so wait (bounded) for the count to come down to
+ * `want` or below (below: the bystander finished and closed its own).
+ */
 async function settledFds(sw: SwitchProc, want: number): Promise<number> {
   const deadline = Date.now() + 5000;
   let n = fdCount(sw);
-  while (n !== want && Date.now() < deadline) {
+  while (n > want && Date.now() < deadline) {
     await sleep(50);
     n = fdCount(sw);
   }
@@ -100,8 +103,12 @@ function fdAttack(name: string, req: number, what: string, open: (dir: string) =
     const dir = tempDir(t);
     const logFrom = sw.stderr().length;
     const before = await baselineFds(sw);
+    // What the attacking fds refer to (files and eventfds; null for a socket or pipe), to look for in the switch after.
+    const sent = new Set<string>();
     for (let i = 0; i < repeat; i++) {
       const f = open(dir);
+      const id = fileId('self', f.fd);
+      if (id !== null) sent.add(id);
       try {
         const how = await attachWithFd(sw, req, 0, f.fd);
         if (i === 0) t.equal(how, 'eof', 'the switch closes the connection');
@@ -112,7 +119,9 @@ function fdAttack(name: string, req: number, what: string, open: (dir: string) =
     }
     await waitFor('port evil to be free', async () => !(await sw.port(EVIL)).attached, 5000);
     const after = await settledFds(sw, before);
-    t.equal(after, before, `the switch's fd count is where it was after ${repeat} attempt(s) (${before})`, { fds: fdList(sw) });
+    // Not above the count before: the bystander may have finished meanwhile and closed its own fds, so fewer is no leak.
+    t.ok(after <= before, `the switch's fd count is no higher than before after ${repeat} attempt(s) (${after}, before ${before})`, { fds: fdList(sw) });
+    t.same(fileIds(sw.child.pid!).filter((id) => sent.has(id)), [], 'and it holds none of the attacking fds');
     const refusals = logLines(sw, logFrom).filter((l) => typeof l.msg === 'string' && (l.msg as string).includes(`malformed request`));
     t.equal(refusals.length, repeat, `each attempt is refused and logged (${refusals.length})`);
     const msg = String(refusals[0]?.msg);
@@ -186,7 +195,8 @@ attack('2,000 failed attaches leave the switch fd count where it was', async (t,
   await waitFor('port evil to be free', async () => !(await sw.port(EVIL)).attached, 5000);
   const ms = Date.now() - t0;
   const after = await settledFds(sw, before);
-  t.equal(after, before, `switch fds: ${before} before, ${after} after ${n} failed attaches (${ms} ms)`, { fds: fdList(sw) });
+  // No higher (the bystander may have finished and closed its own fds meanwhile).
+  t.ok(after <= before, `switch fds: ${before} before, ${after} after ${n} failed attaches (${ms} ms)`, { fds: fdList(sw) });
 }, { seconds: 15 });
 
 attack('a silent connection is closed after the handshake deadline; the real VM then attaches', async (t, sw) => {
@@ -242,7 +252,7 @@ attack('a front-end that disconnects mid-handshake, 200 times', async (t, sw) =>
   }
   await waitFor('port evil to be free', async () => !(await sw.port(EVIL)).attached, 5000);
   const after = await settledFds(sw, before);
-  t.equal(after, before, `switch fds unchanged after 200 half handshakes (${before})`, { fds: fdList(sw) });
+  t.ok(after <= before, `switch fds no higher after 200 half handshakes (${after}, before ${before})`, { fds: fdList(sw) });
 }, { seconds: 5 });
 
 /**
