@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { POLL_MODES, type PollMode } from '../src/config';
 import { killAll } from './lib/child';
-import { pinProblem } from './lib/pin';
+import { cpusProblem, pinProblem } from './lib/pin';
 import { fmtDuration, setClockTicks, sig, spread } from './lib/util';
 import { clockTicksPerSec, machineInfo } from './machine';
 import { Progress, type ProgressMode } from './progress';
@@ -64,6 +64,8 @@ export interface BenchOptions {
   pairExchange?: 'swap' | 'gift';
   /** One CPU per process (bench/lib/pin.ts). */
   pin?: boolean;
+  /** The CPUs of each scenario's processes, in --pin's order (implies pin). */
+  cpus?: number[];
 }
 
 const DEFAULT_BURST = 64;
@@ -95,8 +97,15 @@ export function resolveSettings(o: BenchOptions): BenchSettings {
     workers: o.workers ?? null,
     pairs: o.pairs ?? null,
     pairExchange: o.pairExchange ?? null,
-    pin: !!o.pin,
+    pin: !!o.pin || (o.cpus?.length ?? 0) > 0,
+    cpus: o.cpus?.length ? o.cpus : null,
   };
+  if (st.cpus) {
+    const problem = cpusProblem(st.cpus);
+    if (problem) throw new Error(problem);
+    // --pairs places its many processes itself (zcswitch-pairs.ts).
+    if (st.pairs !== null) throw new Error('--cpus places the processes of one pair; --pairs places its own');
+  }
   if (st.bufSize !== null && st.bufSize !== undefined) {
     // --buf-size applies to every zcswitch scenario: it must hold the largest frame among them.
     const sizes = planScenarios(st).filter((s) => s.system === 'zcswitch').map((s) => s.size);
@@ -264,7 +273,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResults> {
         const what = `${r.id} run ${run}/${settings.runs}`;
         progress.start(what);
         const ctx: RunContext = {
-          run, warmupSec: settings.warmupSec, durationSec: settings.durationSec, cli: CLI_PATH, bufCount: settings.bufCount, bufSize: settings.bufSize ?? null, pin: settings.pin,
+          run, warmupSec: settings.warmupSec, durationSec: settings.durationSec, cli: CLI_PATH, bufCount: settings.bufCount, bufSize: settings.bufSize ?? null, pin: settings.pin, cpus: settings.cpus ?? null,
           workers: settings.workers ?? null, pairs: settings.pairs ?? null, pairExchange: settings.pairExchange ?? null,
           dpdk: dpdk?.ok ? dpdk.tools : null,
           setup: (info) => {

@@ -40,7 +40,7 @@ async function benchCommand(o: BenchCliOptions): Promise<void> {
       pollModes: o.pollModes ? (parsePollModes(o.pollModes) as PollMode[]) : undefined,
       only: o.only ? parseGroups(o.only) : undefined, skip: o.skip ? parseGroups(o.skip) : undefined,
       peers: o.peers, testpmd: o.testpmd, out: o.out, progress: o.progress, bufCount: o.bufCount, bufSize: o.bufSize,
-      pin: o.pin, workers: o.workers, pairs: o.pairs, pairExchange: o.pairExchange,
+      pin: o.pin, cpus: o.cpus, workers: o.workers, pairs: o.pairs, pairExchange: o.pairExchange,
     };
     resolveSettings(opts); // a usage error (--buf-size too small for the sizes) before anything starts
   } catch (e) {
@@ -78,6 +78,8 @@ export function buildBenchCli(): Command {
       intArg('--buf-size', 128, 262144))
     .option('--no-peers', 'zcswitch scenarios only')
     .option('--pin', 'one CPU per process (the switch, or a peer\'s receiver, alone on CPU 0; the others round robin on the rest; needs taskset)')
+    .option('--cpus <list>', 'CPUs of each scenario\'s processes in --pin\'s order (the switch or a peer\'s receiver, then the receiver, then the sender; the last CPU for any beyond the list), e.g. 1,1,0: the sender alone on CPU 0; implies --pin',
+      listArg('--cpus', 0, 4095))
     .option('--workers <n>', 'zcswitch forwarding.workers: data-path worker threads (default: none, the main thread forwards)', intArg('--workers', 0, 64))
     .option('--pair-exchange <swap|gift>', 'zcswitch forwarding.pairExchange (default: the switch default, gift)', (v: string) => {
       if (v !== 'swap' && v !== 'gift') throw new Error(`--pair-exchange must be swap or gift, got ${v}`);

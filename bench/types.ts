@@ -120,6 +120,19 @@ export interface RunMetrics {
   warnings: string[];
 }
 
+/**
+ * What held a zcswitch VM back in a run's window (extra.vmStalls.vm1 and
+ * .vm2; null without snapshots): the packets (sent and received) a busy
+ * turn of its loop moved, and for a sender the share of its send passes
+ * that sent less than a burst for want of free buffers or of tx ring room.
+ */
+export interface VmStalls {
+  packetsPerBusyTurn: number;
+  shortOfBuffers: number | null;
+  shortOfRoom: number | null;
+}
+export type VmStallsByVm = { vm1: VmStalls | null; vm2: VmStalls | null };
+
 export interface ScenarioSummary {
   mpps: Spread | null;
   gbps: Spread | null;
@@ -180,6 +193,8 @@ export interface BenchSettings {
   bufSize?: number | null;
   /** One CPU per process (bench/lib/pin.ts); false: the scheduler places them. */
   pin: boolean;
+  /** --cpus: the CPUs of a scenario's processes in --pin's order (implies pin); null: --pin's plan. */
+  cpus?: number[] | null;
   /** zcswitch forwarding.workers (--workers); null: the switch default (0, the main thread forwards). */
   workers?: number | null;
   /** --pairs N: zc-oneway with N pairs at once, the aggregate rate (null: one pair). */

@@ -3,14 +3,24 @@
  * machine has enough (the issue's "each process on its own core").
  * Process 0 is the one every packet crosses (a switch; for two-process
  * peers the receiver) and gets CPU 0 alone; the others take CPUs 1..n-1
- * round robin, so on two CPUs both VMs share CPU 1.
+ * round robin, so on two CPUs both VMs share CPU 1. `--cpus` names the
+ * CPUs in that order instead (a placement to compare, such as a sender
+ * alone on a CPU while the switch and the receiver share the other).
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 
-export function cpuPlan(processes: number, ncpu = os.cpus().length): number[] {
+export function cpuPlan(processes: number, ncpu = os.cpus().length, cpus: readonly number[] | null = null): number[] {
+  // --cpus: process k on the k-th CPU named, the last one for any beyond the list.
+  if (cpus !== null && cpus.length > 0) return Array.from({ length: processes }, (_, k) => cpus[Math.min(k, cpus.length - 1)]);
   return Array.from({ length: processes }, (_, k) => (k === 0 || ncpu < 2 ? 0 : 1 + ((k - 1) % (ncpu - 1))));
+}
+
+/** Why --cpus cannot be used as given on a machine of ncpu CPUs, or null. */
+export function cpusProblem(cpus: readonly number[], ncpu = os.cpus().length): string | null {
+  const bad = cpus.find((c) => c >= ncpu);
+  return bad === undefined ? null : `--cpus names CPU ${bad}, but this machine has CPUs 0-${ncpu - 1}`;
 }
 
 /** [cmd, args] started on one CPU through taskset (util-linux); unchanged for null. */

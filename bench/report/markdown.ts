@@ -6,7 +6,7 @@
 import type { Spread } from '../lib/util';
 import { sig } from '../lib/util';
 import { bufSizeFor } from '../runners/common';
-import { type BenchResults, GROUP_LABELS, GSO_REFERENCE_ID, type Group, PEER_GROUPS, type ScenarioResult, SWEEP_GROUPS } from '../types';
+import { type BenchResults, GROUP_LABELS, GSO_REFERENCE_ID, type Group, PEER_GROUPS, type RunMetrics, type ScenarioResult, SWEEP_GROUPS, type VmStallsByVm } from '../types';
 
 const SHORT: Record<Group, string> = {
   'zc-oneway': 'zc one-way', 'zc-bidir': 'zc bidir', 'zc-bridge': 'zc bridge', 'copy-oneway': 'copy one-way', 'classic-flood': 'classic flood', 'zc-burst': 'zc burst', 'zc-poll': 'zc poll', 'zc-gso': 'zc gso',
@@ -78,14 +78,26 @@ function costs(res: BenchResults): string {
   const list = res.scenarios.filter((s) => s.status !== 'skipped' && s.summary.mpps);
   if (list.length === 0) return '';
   const head = ['scenario', 'Mpps', 'switch busy ns/pkt', 'switch CPU ns/pkt', 'switch busy load', 'switch CPU load',
-    'vm1 busy ns/pkt', 'vm1 CPU ns/pkt', 'vm1 busy load', 'vm2 busy ns/pkt', 'vm2 CPU ns/pkt', 'vm2 busy load', 'all CPU ns/pkt'];
+    'vm1 busy ns/pkt', 'vm1 CPU ns/pkt', 'vm1 busy load', 'vm2 busy ns/pkt', 'vm2 CPU ns/pkt', 'vm2 busy load', 'all CPU ns/pkt',
+    'vm1 short of buffers / room'];
   const rows = list.map((s) => {
     const m = s.summary;
     return [s.id, med(m.mpps), med(m.switchBusyNsPerPkt), med(m.switchCpuNsPerPkt), med(m.switchBusyLoad, 2), med(m.switchCpuLoad, 2),
       med(m.vm1BusyNsPerPkt), med(m.vm1CpuNsPerPkt), med(m.vm1BusyLoad, 2), med(m.vm2BusyNsPerPkt), med(m.vm2CpuNsPerPkt),
-      med(m.vm2BusyLoad, 2), med(m.totalCpuNsPerPkt)];
+      med(m.vm2BusyLoad, 2), med(m.totalCpuNsPerPkt), senderStalls(s.runs)];
   });
   return table(head, rows, ['l']);
+}
+
+/** A sender's send passes short of free buffers / of tx ring room (medians over the runs, %), or — where it does not count them. */
+function senderStalls(runs: readonly RunMetrics[]): string {
+  const share = (k: 'shortOfBuffers' | 'shortOfRoom') => {
+    const v = runs.map((r) => (r.extra?.vmStalls as VmStallsByVm | undefined)?.vm1?.[k]).filter((x): x is number => typeof x === 'number').sort((a, b) => a - b);
+    return v.length ? `${Math.round(v[Math.floor(v.length / 2)] * 100)}%` : null;
+  };
+  const b = share('shortOfBuffers');
+  const r = share('shortOfRoom');
+  return b === null || r === null ? '—' : `${b} / ${r}`;
 }
 
 function sweep(res: BenchResults, kind: 'burst' | 'poll', peers: Group[]): string {
@@ -159,7 +171,8 @@ export function renderMarkdown(res: BenchResults): string {
     `${st.warmupSec} s warm-up then ${st.durationSec} s measured; median [min–max] over runs. ` +
     `zcswitch: ${bufCountText(res)} shared buffers of ${st.bufSize ? `${st.bufSize} B (--buf-size)` : 'the smallest multiple of 64 ≥ size + 12 B'}, burst ${st.defaultBurst}, ` +
     `poll mode ${st.defaultPollMode} unless the row says otherwise${st.workers ? `, forwarding.workers ${st.workers} (--workers)` : ''}${st.pairExchange ? `, forwarding.pairExchange ${st.pairExchange} (--pair-exchange)` : ''}${st.pairs && st.pairs > 1 ? `; zc-oneway rows are the sum of ${st.pairs} pairs at once (--pairs)` : ''}. ` +
-    (st.pin ? 'Processes pinned (--pin): the switch (or a peer\'s receiver) alone on CPU 0, the others round robin on the rest. ' : '') +
+    (st.cpus ? `Processes pinned to CPUs ${st.cpus.join(', ')} (--cpus): the switch (or a peer's receiver), the receiver, the sender, in that order. `
+      : st.pin ? 'Processes pinned (--pin): the switch (or a peer\'s receiver) alone on CPU 0, the others round robin on the rest. ' : '') +
     `Elapsed ${Math.round(res.elapsedSec)} s` +
     (res.aborted ? ' (**interrupted: partial results**)' : '') + `.\n\n`;
   md += `Peers:\n\n`;
@@ -179,7 +192,9 @@ export function renderMarkdown(res: BenchResults): string {
     `(the idle pass that ends a turn included; SIGUSR2 snapshots); OVS-DPDK, its PMD's processing share of the cycles (dpif-netdev/pmd-stats-show) times its PMD thread's ` +
     `CPU time; testpmd and the kernel ` +
     `peer do not report it (—). Busy and CPU time ÷ the packets delivered in the window (ns/pkt), or ÷ the window (load: 1.0 = ` +
-    `a whole CPU). vm1 sends (gen, testpmd txonly, memif client, UDP sender), vm2 receives (sink or echo, testpmd rxonly, memif ` +
+    `a whole CPU). Short of buffers / room: the share of the zcswitch sender's send passes that sent less than a burst ` +
+    `because its free buffers ran out (the peer's gifts or swaps not back yet) or its tx ring was full (the switch not taking ` +
+    `them yet); a sender that is neither is held back by its own work. vm1 sends (gen, testpmd txonly, memif client, UDP sender), vm2 receives (sink or echo, testpmd rxonly, memif ` +
     `server, UDP receiver). Busy time is wall time: on a loaded machine it includes time the process lost its CPU in the middle of ` +
     `work, so it can exceed CPU time there.\n\n`;
   md += `Columns: Mpps and Gbit/s are measured at the receiver over the measured window (zcswitch: packets the switch ` +

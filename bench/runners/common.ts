@@ -15,6 +15,8 @@ export interface RunContext {
   bufSize?: number | null;
   /** One CPU per process (bench/lib/pin.ts). */
   pin: boolean;
+  /** --cpus: the CPUs in --pin's order; null: --pin's plan. */
+  cpus?: number[] | null;
   /** zcswitch forwarding.workers (--workers); null: the default (the main thread forwards). */
   workers?: number | null;
   /** --pairs N: zc-oneway runs N pairs at once and reports their sum (zcswitch-pairs.ts); null: the one-pair runner. */

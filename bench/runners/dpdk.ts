@@ -203,7 +203,7 @@ export async function runDpdk(s: Scenario, ctx: RunContext, tools: DpdkTools, ov
   let ovs: OvsSwitch | null = null;
   let ovsPorts: [number, number] = [0, 0];
   // --pin: vhost switch, rx VM, tx VM; memif: rx, tx.
-  const cores = ctx.pin ? cpuPlan(memif ? 2 : 3) : [null, null, null];
+  const cores = ctx.pin ? cpuPlan(memif ? 2 : 3, undefined, ctx.cpus) : [null, null, null];
   const t0 = performance.now();
   const dbg = (m: string) => {
     if (process.env.ZC_BENCH_DEBUG) process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(2)}] ${s.id}: ${m}\n`);

@@ -71,7 +71,7 @@ export async function runKernel(s: Scenario, ctx: RunContext, bin: string): Prom
   const port = await freeUdpPort();
   const payload = kernelPayload(s.size);
   const frameLen = payload + UDP_OVERHEAD;
-  const cores = ctx.pin ? cpuPlan(2) : [null, null];
+  const cores = ctx.pin ? cpuPlan(2, undefined, ctx.cpus) : [null, null];
   ctx.setup({
     ...(ctx.pin ? { cpus: { receiver: cores[0], sender: cores[1] } } : {}),
     receiver: `udp_mmsg recv <port> ${s.burst}`,

@@ -17,7 +17,7 @@ import { MTU_DEFAULT, MTU_MAX } from '../../src/virtio/defs';
 import { type Child, startChild } from '../lib/child';
 import { allowedCpus, cpuPlan, onCpu } from '../lib/pin';
 import { processCpuSec, sleep, waitFor } from '../lib/util';
-import type { RunMetrics, Scenario } from '../types';
+import type { RunMetrics, Scenario, VmStalls, VmStallsByVm } from '../types';
 import { type PortCounters, type RunContext, bufCountFor, bufSizeFor, checkLength, dropsBetween, perPacket, processCosts, windowRates } from './common';
 import { app, eal, geometry } from './dpdk';
 
@@ -30,6 +30,12 @@ interface VmSnapshot {
   elapsedSec: number;
   busySec: number;
   cpuSec: number;
+  sent: number;
+  received: number;
+  busyTurns: number;
+  sendPasses: number;
+  shortOfBuffers: number;
+  shortOfRoom: number;
 }
 
 interface Snap {
@@ -68,6 +74,16 @@ function vmSnapshots(c: Child): () => Promise<VmSnapshot | null> {
     }
     return seen[n] ?? null;
   };
+}
+
+/** A VM's VmStalls over the window, from two snapshots (null without them, or from a build that does not count them). */
+function vmStalls(a: VmSnapshot | null, b: VmSnapshot | null): VmStalls | null {
+  if (!a || !b || typeof a.busyTurns !== 'number' || typeof b.busyTurns !== 'number') return null;
+  const turns = b.busyTurns - a.busyTurns;
+  const packets = b.sent - a.sent + (b.received - a.received);
+  const passes = b.sendPasses - a.sendPasses;
+  const share = (k: 'shortOfBuffers' | 'shortOfRoom') => (passes > 0 ? (b[k] - a[k]) / passes : null);
+  return { packetsPerBusyTurn: turns > 0 ? packets / turns : 0, shortOfBuffers: share('shortOfBuffers'), shortOfRoom: share('shortOfRoom') };
 }
 
 /** A VM's busy seconds over the bench's window: its busy share of its own window between two snapshots, times the bench's window. */
@@ -123,7 +139,7 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
     return [ctx.dpdk.stdbuf, ['-oL', '-eL', ctx.dpdk.testpmd, ...eal(pmdPrefix, geo.memMb, ['--vdev', vdev], cpu), '--', ...app(s, geo, 'txonly')]];
   };
   // --pin: switch, receiver, generator.
-  const cores = ctx.pin ? cpuPlan(3) : [null, null, null];
+  const cores = ctx.pin ? cpuPlan(3, undefined, ctx.cpus) : [null, null, null];
   ctx.setup({
     config: cfg,
     ...(ctx.pin ? { cpus: { switch: cores[0], vm2: cores[1], vm1: cores[2] } } : {}),
@@ -229,6 +245,7 @@ export async function runZcswitch(s: Scenario, ctx: RunContext): Promise<RunMetr
         copiedPackets: names.reduce((n, p) => n + d(p, 'copied'), 0),
         hugePages: fin.sharedBuffers.hugePages,
         packetsPerBusyRound: busyRounds ? packets / busyRounds : null,
+        vmStalls: { vm1: vmStalls(a.vm1Snap, b.vm1Snap), vm2: vmStalls(a.vm2Snap, b.vm2Snap) } satisfies VmStallsByVm,
         kicks: names.reduce((n, p) => n + d(p, 'kicks'), 0),
         cpusAllowed,
         calls: names.reduce((n, p) => n + d(p, 'calls'), 0),

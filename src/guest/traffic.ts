@@ -87,6 +87,19 @@ export interface TrafficSummary {
   /** --gso: frames that arrived with their TSO header unchanged, and with it changed. */
   gsoIntact: number;
   gsoChanged: number;
+  /** Turns of the loop that moved at least one packet (those busySec counts): packets ÷ busyTurns is the batch a turn moves. */
+  busyTurns: number;
+  /**
+   * gen: passes that had a budget to send, and of those the ones that sent
+   * less for want of free buffers (the peer's gifts or swaps not back yet)
+   * or for want of room on the tx ring (the switch not taking them yet):
+   * what holds a sender back when it is not its own work. Counted where a
+   * burst of shared buffers goes out at once (one queue pair, no --gso, no
+   * --copy: what the bench runs).
+   */
+  sendPasses: number;
+  shortOfBuffers: number;
+  shortOfRoom: number;
 }
 
 /** Most passes (bursts each way) between two turns of the event loop. */
@@ -119,6 +132,10 @@ export class TrafficVm {
   private done = false;
   /** See TrafficSummary.busySec (ms here). */
   private busyMs = 0;
+  private busyTurns = 0;
+  private sendPasses = 0;
+  private shortOfBuffers = 0;
+  private shortOfRoom = 0;
   private finish!: (s: TrafficSummary) => void;
 
   constructor(private readonly drv: GuestDriver, private readonly o: TrafficOptions) {
@@ -174,6 +191,7 @@ export class TrafficVm {
       txInFlight: this.drv.isClosed ? 0 : this.drv.txInFlight(), elapsedSec: el,
       txPps: el > 0 ? this.sent / el : 0, rxPps: el > 0 ? d.rxPackets / el : 0, busySec: this.busyMs / 1000,
       gsoIntact: this.gsoIntact, gsoChanged: this.gsoChanged,
+      busyTurns: this.busyTurns, sendPasses: this.sendPasses, shortOfBuffers: this.shortOfBuffers, shortOfRoom: this.shortOfRoom,
     };
   }
 
@@ -195,7 +213,10 @@ export class TrafficVm {
     }
     // Busy time: a turn that moved packets counts whole, the idle pass that
     // ended it included (TrafficSummary.busySec).
-    if (moved > 0) this.busyMs += performance.now() - now;
+    if (moved > 0) {
+      this.busyMs += performance.now() - now;
+      this.busyTurns++;
+    }
     if (this.finished(now)) return this.stop();
     if (moved > 0) this.idleSince = -1;
     else if (this.idleSince < 0) this.idleSince = now;
@@ -397,10 +418,13 @@ export class TrafficVm {
   private sendShared(budget: number, now: number): number {
     const o = this.o;
     const drv = this.drv;
+    if (budget <= 0) return 0;
+    this.sendPasses++;
     this.burstRoom(budget);
     const bufs = this.burstBufs;
     const lens = this.burstLens;
     const n = drv.allocBurst(bufs, budget);
+    if (n < budget) this.shortOfBuffers++;
     // None also while the switch is away (reconnecting: no region mapped).
     if (n === 0) return 0;
     const sh = drv.shared!;
@@ -411,6 +435,7 @@ export class TrafficVm {
     else for (let i = 0; i < n; i++) this.header.write(mem32, mem, drv.frameOffset(bufs[i]) >>> 2, seq0 + i);
     lens.fill(o.size, 0, n);
     const sent = drv.sendBurst(bufs, lens, n, 0);
+    if (sent < n) this.shortOfRoom++;
     // No room on the rings for the rest: back to the pool (their frames are written again next time).
     for (let i = sent; i < n; i++) drv.release(bufs[i]);
     this.sent += sent;

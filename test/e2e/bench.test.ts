@@ -5,6 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { DEFAULTS } from '../../src/config';
@@ -15,7 +16,7 @@ import { which } from '../../bench/lib/util';
 import { StatsParser, findDpdk, geometry } from '../../bench/runners/dpdk';
 import { ovsMtu, parseDumpPorts, parsePmdStats } from '../../bench/runners/ovs';
 import { seriesOf } from '../../bench/report/svg';
-import type { BenchResults, ScenarioResult } from '../../bench/types';
+import type { BenchResults, ScenarioResult, VmStallsByVm } from '../../bench/types';
 import { requireExternal } from '../helpers/external';
 import { run, tempDir, within } from '../helpers/procs';
 
@@ -384,6 +385,46 @@ t.test('--pin: one CPU per process, as the kernel sees it', async (t) => {
     `packets per busy round (${String(run.extra?.packetsPerBusyRound)})`);
   t.match(md, /## Cost per packet by process/, 'the report has the cost table');
   t.match(md, /\| zc-oneway\/64 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|/, 'with numbers for the switch busy and CPU time');
+
+  // What held the VMs back: shares of the sender's passes, batches of both.
+  const stalls = run.extra?.vmStalls as VmStallsByVm;
+  for (const vm of ['vm1', 'vm2'] as const) {
+    t.ok(stalls?.[vm] && stalls[vm]!.packetsPerBusyTurn >= 1, `${vm}: packets per busy turn (${stalls?.[vm]?.packetsPerBusyTurn.toFixed(1)})`);
+  }
+  for (const k of ['shortOfBuffers', 'shortOfRoom'] as const) {
+    const v = stalls.vm1![k];
+    t.ok(v !== null && v >= 0 && v <= 1, `the sender's passes ${k}: a share (${v})`);
+  }
+  t.equal(stalls.vm2!.shortOfBuffers, null, 'a sink sends nothing: no share');
+  t.match(md, /\| zc-oneway\/64 \|.* \| \d+% \/ \d+% \|$/m, 'the cost table gives the sender\'s shares');
+});
+
+t.test('--cpus: each process on the CPU named, in --pin\'s order; refused by name where it cannot be', async (t) => {
+  t.strictSame(cpuPlan(3, 2, [1, 1, 0]), [1, 1, 0], 'as named');
+  t.strictSame(cpuPlan(3, 16, [4]), [4, 4, 4], 'the last CPU for processes beyond the list');
+  t.strictSame(cpuPlan(2, 16, [3, 5, 7]), [3, 5], 'a two-process peer takes the first two');
+  t.equal(resolveSettings({ cpus: [0] }).pin, true, '--cpus implies --pin');
+  t.throws(() => resolveSettings({ cpus: [0], pairs: 2 }), /--cpus .*--pairs/, 'not with --pairs, which places its own');
+  const ncpu = os.cpus().length;
+  for (const [v, why] of [[String(ncpu), /--cpus names CPU \d+/], ['0,x', /--cpus/], ['-1', /--cpus/]] as const) {
+    const r = await runCli(['bench', '--cpus', v, '--no-peers'], {}, 30000);
+    t.equal(r.code, 2, `--cpus ${v}: exit 2`);
+    t.match(r.err, why, `--cpus ${v}: the error names the option`);
+  }
+  // The sender alone on the last CPU, the switch and the receiver on the first.
+  const plan = [0, 0, ncpu - 1];
+  const out = tempDir(t, 'zcs-bench-');
+  const r = await runCli(['bench', '--cpus', plan.join(','), '--only', 'zc-oneway', '--sizes', '64', '--runs', '1', '--warmup', '0.2',
+    '--duration', '0.5', '--out', out, '--progress', 'none'], {}, 60000);
+  if (r.code !== 0) t.comment(r.err.slice(-2000));
+  t.equal(r.code, 0, 'exit 0');
+  const { json, md } = outputs(out);
+  const s = json.scenarios[0];
+  t.equal(s.status, 'ok', `${s.id} ran: ${s.errors.join('; ')}`);
+  t.strictSame(s.runs[0].extra?.cpusAllowed, { switch: String(plan[0]), vm2: String(plan[1]), vm1: String(plan[2]) },
+    'each process was allowed exactly the CPU named for it');
+  t.strictSame(json.settings.cpus, plan, 'the results record the placement');
+  t.match(md, new RegExp(`pinned to CPUs ${plan.join(', ')} \\(--cpus\\)`), 'and the report says it');
 });
 
 t.test('OVS-DPDK output parsers: dump-ports and pmd-stats-show', async (t) => {
