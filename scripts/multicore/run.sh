@@ -11,7 +11,9 @@
 # PACKDIR defaults to bench/.multicore, RESULTDIR to $OUT (else
 # /tmp/multicore-results). It writes RESULTDIR/multicore.md (the table)
 # and RESULTDIR/multicore-results.tar.xz (every bench JSON) and prints the
-# table last. CELLS="P:W ..." and RUNS override the grid and runs per cell.
+# table last. CELLS="P:W ..." and RUNS override the grid and runs per cell;
+# ONEPAIR (default "gift swap") the exchanges of the one-pair rows (each
+# process's cost per packet, and what held the sender back).
 # The carried testpmd is for a machine without DPDK: where Debian's DPDK is
 # installed, its EAL also loads the system's plugin directory beside the
 # carried plugins and panics ("tailq is already registered"), so there the
@@ -83,6 +85,12 @@ done
 echo "== memif pair"
 timeout 120 "$node" dist/bench/main.js --only memif --sizes 64 --runs "$runs" --pin --testpmd "$opt/testpmd" \
   --progress none --out "$raw/memif" > "$raw/memif.log" 2>&1 || { echo "   failed (status $?):"; tail -5 "$raw/memif.log"; }
+# One pair with a core per process, by exchange: the cost per packet of each process and what held the sender back.
+for x in ${ONEPAIR:-gift swap}; do
+  echo "== one pair, $x"
+  timeout 120 "$node" dist/bench/main.js --only zc-oneway --sizes 64 --runs "$runs" --pin --no-peers --pair-exchange "$x" \
+    --progress none --out "$raw/one-$x" > "$raw/one-$x.log" 2>&1 || { echo "   failed (status $?):"; tail -5 "$raw/one-$x.log"; }
+done
 tar -C "$raw" -cJf "$res/multicore-results.tar.xz" .
 { echo "zcswitch $commit"; echo; "$node" "$root/scripts/multicore/table.js" "$raw"; } > "$res/multicore.md"
 rm -rf "$raw"

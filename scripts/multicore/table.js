@@ -64,6 +64,32 @@ for (const c of cells.sort((a, b) => a.p - b.p || a.w - b.w)) {
   const pairs = Object.values(x.perPair ?? {}).map((v) => v.toFixed(2)).join(' ');
   out.push(`- ${c.p} pairs, ${c.w} workers: ${workers || 'main thread'}; pairs ${pairs}`);
 }
+// One pair, each process on its own core, by exchange (run.sh's one-<exchange> folders).
+const ones = fs.readdirSync(dir).map((n) => /^one-(\w+)$/.exec(n)).filter(Boolean);
+if (ones.length) {
+  const med = (runs, f) => {
+    const v = runs.map(f).filter((x) => typeof x === 'number').sort((a, b) => a - b);
+    return v.length ? v[Math.floor(v.length / 2)] : null;
+  };
+  const n = (x, d = 1) => (x === null ? '—' : x.toFixed(d));
+  const pct = (x) => (x === null ? '—' : `${Math.round(x * 100)}%`);
+  out.push('', 'One pair, a core per process (main thread forwards), medians of the runs: busy ns per packet and busy load of each process; the sender\'s send passes short of buffers / of ring room; packets per busy turn of each VM.', '');
+  out.push('| exchange | Mpps | switch ns, load | sender ns, load | receiver ns, load | sender short of buffers / room | packets per turn (sender, receiver) |');
+  out.push('| :-- | --: | --: | --: | --: | --: | --: |');
+  for (const [sub, x] of ones) {
+    const r = scenario(sub, 'zc-oneway');
+    if (!r.s) {
+      out.push(`| ${x} | (${r.why}) | | | | | |`);
+      continue;
+    }
+    const runs = r.s.runs;
+    const st = (vm, k) => med(runs, (u) => u.extra?.vmStalls?.[vm]?.[k]);
+    out.push(`| ${x} | ${fmt(r.s.summary.mpps)} | ${n(med(runs, (u) => u.switchBusyNsPerPkt))}, ${n(med(runs, (u) => u.switchBusyLoad), 2)} | ` +
+      `${n(med(runs, (u) => u.vm1BusyNsPerPkt))}, ${n(med(runs, (u) => u.vm1BusyLoad), 2)} | ${n(med(runs, (u) => u.vm2BusyNsPerPkt))}, ${n(med(runs, (u) => u.vm2BusyLoad), 2)} | ` +
+      `${pct(st('vm1', 'shortOfBuffers'))} / ${pct(st('vm1', 'shortOfRoom'))} | ${n(st('vm1', 'packetsPerBusyTurn'), 0)}, ${n(st('vm2', 'packetsPerBusyTurn'), 0)} |`);
+    if (memif.s) out.push(`|  | ÷ memif ${(r.s.summary.mpps.median / memif.s.summary.mpps.median).toFixed(2)}× | | | | | |`);
+  }
+}
 const m = one.machine ?? memif.machine;
 if (m) out.push('', `Machine: ${JSON.stringify(m)}`);
 console.log(out.join('\n'));

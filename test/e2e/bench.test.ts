@@ -529,4 +529,13 @@ t.test('--pairs 2 --workers 2: two pairs at once through two worker threads, the
   write('memif', { ...json, scenarios: [{ ...s, group: 'memif', summary: { mpps: { median: 2 * s.summary.mpps!.median, min: 1, max: 99, n: 1 } } }] });
   const again = table();
   t.match(again, /One pair on one worker ÷ memif pair: 0\.50× \(goal ≥ 1\.0×\)\./, 'one pair against the memif pair');
+
+  // The one-pair rows (run.sh's one-<exchange> folders): what held the sender back, where the run counted it.
+  const stalls: VmStallsByVm = { vm1: { packetsPerBusyTurn: 800, shortOfBuffers: 0.25, shortOfRoom: 0.5 }, vm2: { packetsPerBusyTurn: 600, shortOfBuffers: null, shortOfRoom: null } };
+  write('one-gift', { ...json, scenarios: [{ ...s, runs: s.runs.map((r) => ({ ...r, extra: { ...r.extra, vmStalls: stalls } })) }] });
+  write('one-swap', json);
+  const rows = table().split('\n');
+  t.ok(rows.some((l) => l.startsWith(`| gift | ${med} [`) && l.endsWith('| 25% / 50% | 800, 600 |')), 'the gift row: its rate and the sender\'s shares');
+  t.ok(rows.some((l) => l.startsWith(`| swap | ${med} [`) && l.endsWith('| — / — | —, — |')), 'a run without them: dashes');
+  t.ok(rows.includes('|  | ÷ memif 0.50× | | | | | |'), 'each against the memif pair');
 });
