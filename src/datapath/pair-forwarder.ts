@@ -26,7 +26,7 @@
  * too. Each port classifies, posts and owns buffers of its own domain only.
  */
 import { ChainSegments } from '../virtio/chain';
-import { VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
+import { ETH_HDR_MAX, VIRTIO_NET_HDR_SIZE } from '../virtio/defs';
 import { Drop, type PortCounters, countRx, countTx } from './counters';
 import { ClassicRxFiller } from './classic-rx';
 import { ResolvedChain, resolveChain } from './copy';
@@ -34,7 +34,7 @@ import { FlowControl } from './flow-control';
 import { MirrorDir, mirrorChain } from './mirror';
 import type { PortQueues } from './port-queues';
 import type { DeviceQueue } from '../virtio/device-queue';
-import { Offloads } from './segment';
+import { Offloads, headerUnread } from './segment';
 import { swapBuffers } from './swap';
 import { HeaderTouch } from './touch-ahead';
 import { MAX_PACKET, MIN_PACKET, TxClass } from './tx-class';
@@ -154,6 +154,14 @@ export class PairForwarder {
         if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
         continue;
       }
+      // A header that goes unread (passesUnread): straight to the peer's posting, if it has one.
+      const unread = dstMoves && this.passesUnread(src, dst!, len);
+      const dqUnread = unread ? dst!.completeShared(b, len) : -1;
+      if (dqUnread >= 0) {
+        ledger.transfer(b, dst!.id);
+        this.delivered(src, qi, dst!, dqUnread, b, len, false);
+        continue;
+      }
       const bad = this.inspectShared(src, b, len);
       if (bad >= 0) {
         c.drop(bad);
@@ -161,10 +169,10 @@ export class PairForwarder {
         continue;
       }
       // A frame the peer did not negotiate (TSO, an open checksum) takes the copy path, which does the work.
-      const dq = dstZc && this.offloads.fits(dst!.offloadCaps, dst!.mtu) ? dst!.completeShared(b, len) : -1;
+      const dq = dstZc && !unread && this.offloads.fits(dst!.offloadCaps, dst!.mtu) ? dst!.completeShared(b, len) : -1;
       if (dq >= 0) {
         ledger.transfer(b, dst!.id);
-        this.delivered(src, qi, dst!, dq, b, len);
+        this.delivered(src, qi, dst!, dq, b, len, this.offloads.gso);
         continue;
       }
       // No matching rx descriptor at the peer: copy if we can, and in any
@@ -188,12 +196,14 @@ export class PairForwarder {
     const b = src.tx.buf;
     const len = this.seg.len[0];
     if (len < MIN_PACKET) return this.keep(txq, head, c, Drop.TooShort);
-    const bad = this.inspectShared(src, b, len);
+    // A header that goes unread (passesUnread) is read only if the frame ends up copied (copyPacket).
+    const unread = dstZc && dst !== null && dst.zeroCopy && this.passesUnread(src, dst, len);
+    const bad = unread ? -1 : this.inspectShared(src, b, len);
     if (bad >= 0) return this.keep(txq, head, c, bad);
     if (dst === null || dst.nq === 0) return this.keep(txq, head, c, Drop.PeerDown);
     const dq = dst.rxQueueFor(qi);
     // A frame the peer did not negotiate (TSO, an open checksum) takes the copy path, which does the work.
-    const swappable = dstZc && dst.zeroCopy && dq >= 0 && this.offloads.fits(dst.offloadCaps, dst.mtu);
+    const swappable = dstZc && dst.zeroCopy && dq >= 0 && (unread || this.offloads.fits(dst.offloadCaps, dst.mtu));
     // Back-pressure (FlowControl): the frame waits for the peer's empty buffer (or copy target) rather than being dropped.
     if (dq >= 0 && this.flow.waitMs > 0 && !(swappable ? dst.hasOwnBuffer(dq) : dst.hasCopyTarget(dq))) {
       if (this.flow.shouldWait(dst)) return false;
@@ -201,7 +211,7 @@ export class PairForwarder {
     }
     if (swappable && dst.postings.ownCount(dq) > 0 && swapBuffers(src, txq, head, b, dst, dq, len)) {
       // The frame's bytes stay where they are: the mirror reads them after the swap as before it.
-      this.delivered(src, qi, dst, dq, b, len);
+      this.delivered(src, qi, dst, dq, b, len, !unread && this.offloads.gso);
       return true;
     }
     txq.pushUsed(head, 0);
@@ -250,14 +260,25 @@ export class PairForwarder {
   }
 
   /** Shared buffer b (len bytes with its header) reached dst zero-copy, moved or swapped: mirrors and counters. */
-  private delivered(src: PortQueues, qi: number, dst: PortQueues, dq: number, b: number, len: number): void {
+  private delivered(src: PortQueues, qi: number, dst: PortQueues, dq: number, b: number, len: number, gso: boolean): void {
     if (src.mirror !== null || dst.mirror !== null) this.mirrorShared(src, dst, src.shared.offsetOf(b), len);
     const bytes = len - VIRTIO_NET_HDR_SIZE;
     const c = src.counters;
-    if (this.offloads.gso) c.gsoFrames++;
+    if (gso) c.gsoFrames++;
     c.zeroCopy++;
     countRx(src, qi, bytes);
     countTx(dst, dq, bytes);
+  }
+
+  /**
+   * A zero-copy frame of len bytes (header included) from src to dst goes
+   * with its header unread (docs/protocol.md, "The header of a zero-copy
+   * frame"): dst takes whatever src may ask (headerUnread), and the frame
+   * is within dst's MTU (above it only a GSO header could make it fit, so
+   * that one is read). The lane (zc-lane.ts, hdrMaskFor) decides alike.
+   */
+  private passesUnread(src: PortQueues, dst: PortQueues, len: number): boolean {
+    return headerUnread(src.txOffloads, dst.offloadCaps) && len - VIRTIO_NET_HDR_SIZE <= dst.mtu + ETH_HDR_MAX;
   }
 
   /** Check the header of shared buffer b (len bytes); -1 or the Drop reason (offloads.needs says what it asks of the peer). */

@@ -22,7 +22,7 @@ import { netHdrFlags, setNetHdrFlags, writeNetHdr } from '../virtio/net-hdr';
 import { Drop, PortCounters } from './counters';
 import type { Mirror } from './mirror';
 import { RxPostings, postingHead, postingQueue } from './rx-postings';
-import { rxOffloadsOf } from './segment';
+import { rxOffloadsOf, txOffloadsOf } from './segment';
 import { TxClassifier, chainDrop } from './tx-class';
 import { ingestShared } from './zc-lane';
 
@@ -74,6 +74,8 @@ export class PortQueues {
   mergeable = false;
   /** What its front-end takes as it is: open checksums, TSO (RX_* of src/datapath/segment.ts, from its acked features). */
   offloadCaps = 0;
+  /** What its front-end may ask of a receiver in a header (RX_* bits, txOffloadsOf: CSUM, HOST_TSO4/6, HOST_ECN). */
+  txOffloads = 0;
   /** The MTU frames to this port must fit (L3 bytes): the front-end's NET_SET_MTU, else the port's `mtu`. */
   mtu: number;
   /** Set while someone captures this port's traffic. */
@@ -171,6 +173,7 @@ export class PortQueues {
     this.mem = src === null ? null : src.mem;
     this.mergeable = src !== null && hasBit(src.ackedFeatures, VIRTIO_NET_F_MRG_RXBUF);
     this.offloadCaps = src === null ? 0 : rxOffloadsOf(src.ackedFeatures);
+    this.txOffloads = src === null ? 0 : txOffloadsOf(src.ackedFeatures);
     this.mtu = src !== null && src.mtu ? src.mtu : (this.ctx.mtu ?? MTU_DEFAULT);
     if (src === null) this.zeroCopy = false;
     let nq = 0;

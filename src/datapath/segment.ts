@@ -28,7 +28,8 @@
  */
 import {
   ETH_HDR_MAX, NET_HDR_CSUM_OFFSET, NET_HDR_CSUM_START, NET_HDR_FLAGS, NET_HDR_GSO_SIZE, NET_HDR_GSO_TYPE, NET_HDR_HDR_LEN,
-  VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+  VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_SIZE, hasBit,
 } from '../virtio/defs';
 import { foldChecksum, pseudoSumV4, pseudoSumV6, sumBytes, sumBytesWide } from './checksum';
@@ -51,6 +52,33 @@ export function rxOffloadsOf(acked: bigint): number {
   if (hasBit(acked, VIRTIO_NET_F_GUEST_TSO6)) caps |= RX_TSO6;
   if (hasBit(acked, VIRTIO_NET_F_GUEST_ECN)) caps |= RX_ECN;
   return caps;
+}
+
+/**
+ * What a sender may ask of a receiver in its virtio_net_hdr (RX_* bits),
+ * from the sender's acked features: an open checksum with CSUM, TSO with
+ * HOST_TSO4/6, ECN with HOST_ECN. Virtio forbids a driver every other
+ * flag and GSO type (virtio 1.2 §5.1.6.2: without CSUM, flags must be 0).
+ */
+export function txOffloadsOf(acked: bigint): number {
+  let asks = 0;
+  if (hasBit(acked, VIRTIO_NET_F_CSUM)) asks |= RX_CSUM;
+  if (hasBit(acked, VIRTIO_NET_F_HOST_TSO4)) asks |= RX_TSO4;
+  if (hasBit(acked, VIRTIO_NET_F_HOST_TSO6)) asks |= RX_TSO6;
+  if (hasBit(acked, VIRTIO_NET_F_HOST_ECN)) asks |= RX_ECN;
+  return asks;
+}
+
+/**
+ * A zero-copy frame from a sender that may ask (txOffloadsOf) to a
+ * receiver that takes (rxOffloadsOf) goes with its header unread when the
+ * receiver takes everything the sender may ask (docs/protocol.md, "The
+ * header of a zero-copy frame"): whatever an honest sender's header says,
+ * the receiver takes it as it is, so the switch has nothing to act on, and
+ * reading it would pull the line the sender just wrote to the switch's core.
+ */
+export function headerUnread(asks: number, takes: number): boolean {
+  return (asks & ~takes) === 0;
 }
 
 const ETH_P_IPV4 = 0x0800;

@@ -5,7 +5,8 @@
  *
  * - forwardMoved (gift exchange): a sender's tx entries that are one
  *   readable descriptor exactly at a shared buffer it owns, a frame the
- *   peer takes as it is (no open checksum, no TSO, within its MTU), for
+ *   peer takes as it is (within its MTU, and its header unread where the
+ *   peer takes all the sender may ask, else asking for nothing), for
  *   which the peer holds a posting: the peer's posting is completed and the
  *   ledger moves the buffer.
  * - forwardSwapped (pairExchange "swap"): the same frames, but the frame's
@@ -38,6 +39,7 @@ import { type Counted, countRxRun, countTxRun } from './counters';
 import type { Mirror } from './mirror';
 import { HEAD_FIFO_CAP } from './head-fifo';
 import { HEAD_MASK, QUEUE_SHIFT, type RxPostings } from './rx-postings';
+import { headerUnread } from './segment';
 import { MIN_PACKET } from './tx-class';
 
 /** A gift chain's longest (GIFT_CHAIN_MAX, VIRTQ_MAX_CHAIN): more is the walk's to refuse. */
@@ -88,6 +90,8 @@ export interface LanePort extends Counted {
   readonly rxByBuffer: Uint8Array;
   readonly swapInUsed: boolean;
   readonly mtu: number;
+  readonly offloadCaps: number;
+  readonly txOffloads: number;
   rxQueueFor(q: number): number;
 }
 
@@ -116,22 +120,34 @@ export function laneOpen(src: LanePort, dst: LanePort | null): boolean {
  * it is, else -1: one readable descriptor of MIN_PACKET to maxLen bytes (a
  * gift, 12 bytes, and a runt are shorter; a frame over the peer's MTU or
  * the buffer is longer) exactly at a shared buffer src owns, whose header
- * asks for nothing (no open checksum, no GSO). Over the
+ * goes unread (hdrMask 0) or asks for nothing in hdrMask (no open
+ * checksum, no GSO). Over the
  * caller's locals, like bufAtInBlock, so the loops that call it (inlined)
  * share it without reloading a field.
  */
 function frameBufAt(
   d32: Uint32Array, head: number, maxLen: number, baseLo: number, baseHi: number, size: number, shift: number, bufSize: number,
-  owner: Uint16Array, srcId: number, mem16: Uint16Array,
+  owner: Uint16Array, srcId: number, mem16: Uint16Array, hdrMask: number,
 ): number {
   if ((d32[4 * head + 3] & Bits.DescKind) !== 0) return -1;
   const len = d32[4 * head + 2];
   if (len < MIN_PACKET || len > maxLen) return -1;
   const lo = d32[4 * head];
   const b = bufAtInBlock(lo, d32[4 * head + 1], baseLo, baseHi, size, shift, bufSize);
-  // The header at the buffer's start: its byte offset is the address less the base.
-  if (b < 0 || owner[b] !== srcId || (mem16[((lo - baseLo) | 0) >> 1] & Bits.HdrAsksMask) !== 0) return -1;
+  if (b < 0 || owner[b] !== srcId) return -1;
+  // The header at the buffer's start (its byte offset is the address less the base), read only where it matters (hdrMaskFor).
+  if (hdrMask !== 0 && (mem16[((lo - baseLo) | 0) >> 1] & hdrMask) !== 0) return -1;
   return b;
+}
+
+/**
+ * frameBufAt's header mask for a burst from src to dst: 0 where the header
+ * goes unread (headerUnread: dst takes whatever src may ask, so the frame
+ * fits dst whatever its header says, as the general path then decides
+ * too), else the bits of a header that asks something.
+ */
+function hdrMaskFor(src: LanePort, dst: LanePort): number {
+  return headerUnread(src.txOffloads, dst.offloadCaps) ? 0 : Bits.HdrAsksMask;
 }
 
 /**
@@ -173,7 +189,8 @@ export function forwardMoved(src: LanePort, qi: number, txq: DeviceQueue, dst: L
   const maxLen = Math.min(bufSize, dst.mtu + ETH_HDR_MAX + Bits.HdrSize) | 0;
   // The run's rx queue: the one dst posted the first frame's buffer on (a posting on another ends the run). The
   // loop takes that first frame again, with the others.
-  const b0 = frameBufAt(d32, first, maxLen, baseLo, baseHi, size, shift, bufSize, owner, srcId, mem16);
+  const hdrMask = hdrMaskFor(src, dst);
+  const b0 = frameBufAt(d32, first, maxLen, baseLo, baseHi, size, shift, bufSize, owner, srcId, mem16, hdrMask);
   const p0 = b0 < 0 ? -1 : byBuf[b0];
   if (p0 < 0) return 0;
   const dq = p0 >>> Bits.QueueShift;
@@ -188,7 +205,7 @@ export function forwardMoved(src: LanePort, qi: number, txq: DeviceQueue, dst: L
   for (; k < max; k++) {
     const head = avail[2 + (last & mask)];
     if (head >= num) break;
-    const b = frameBufAt(d32, head, maxLen, baseLo, baseHi, size, shift, bufSize, owner, srcId, mem16);
+    const b = frameBufAt(d32, head, maxLen, baseLo, baseHi, size, shift, bufSize, owner, srcId, mem16, hdrMask);
     if (b < 0) break;
     const len = d32[4 * head + 2];
     // dst's posting of b, on the run's queue.
@@ -279,6 +296,8 @@ export function forwardSwapped(src: LanePort, qi: number, txq: DeviceQueue, dst:
   // SWAP_IN_USED: the sender learns its new buffer from the used element, and its descriptor stays as it was.
   const inUsed = src.swapInUsed;
   const maxLen = Math.min(bufSize, dst.mtu + ETH_HDR_MAX + Bits.HdrSize) | 0;
+  // A bridge reads every frame's header (BridgeForwarder: it switches on the Ethernet words beside it anyway).
+  const hdrMask = match ? Bits.HdrAsksMask : hdrMaskFor(src, dst);
   const rxd32 = rxq.ring.desc32;
   const rxUsed32 = rxq.ring.used32;
   const rxMask = rxq.ring.mask & 0xffff;
@@ -290,7 +309,7 @@ export function forwardSwapped(src: LanePort, qi: number, txq: DeviceQueue, dst:
   for (; k < max; k++) {
     const head = avail[2 + (last & mask)];
     if (head >= num) break;
-    const b = frameBufAt(d32, head, maxLen, baseLo, baseHi, size, shift, bufSize, owner, srcId, mem16);
+    const b = frameBufAt(d32, head, maxLen, baseLo, baseHi, size, shift, bufSize, owner, srcId, mem16, hdrMask);
     if (b < 0) break;
     if (match) {
       const w = b * bufWords + 3;

@@ -20,7 +20,7 @@ import type { SharedBuffers } from '../../src/shm/shared-buffers';
 import { RegionGeometry } from '../../src/shm/geometry';
 import { MemoryTable } from '../../src/vhost/memory-table';
 import { PROTOCOL_F_RX_BY_BUFFER, PROTOCOL_F_SWAP_IN_USED, VIRTIO_NET_HDR_F_GIFT_BUFFER } from '../../src/vhost/protocol';
-import { VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../src/virtio/defs';
+import { NET_HDR_GSO_TYPE, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../src/virtio/defs';
 import { DeviceQueue } from '../../src/virtio/device-queue';
 import { DriverQueue } from '../../src/virtio/driver-queue';
 import { SplitRing, availRingBytes, descTableBytes, usedRingBytes, type RingParts } from '../../src/virtio/ring';
@@ -297,10 +297,11 @@ export class Vm {
     return this.postRxChain([{ addr: this.mem.gpa(this.mem.slotOffset(k)), len, write: true }]);
   }
 
-  /** Write header + frame into shared buffer b (through the VM's mapping) and send it; returns the tx head. */
-  sendShared(b: number, frame: Uint8Array, hdrFlags = 0): number {
+  /** Write header (flags, gso_type) + frame into shared buffer b (through the VM's mapping) and send it; returns the tx head. */
+  sendShared(b: number, frame: Uint8Array, hdrFlags = 0, gsoType = 0): number {
     const off = this.shared.offsetOf(b);
     writeNetHdr(this.region, off, hdrFlags, 0);
+    this.region[off + NET_HDR_GSO_TYPE] = gsoType;
     this.region.set(frame, off + VIRTIO_NET_HDR_SIZE);
     return this.sendChain([{ addr: this.win.addrOf(b), len: VIRTIO_NET_HDR_SIZE + frame.length }]);
   }

@@ -11,7 +11,8 @@
  * receivers must be the same in both, for the gift and the swap exchange.
  *
  * What the VMs do, per step, by chance: frames in buffers they own (good
- * lengths, runts, over-MTU, an open checksum or a GSO type in the header),
+ * lengths, runts, over-MTU, an open checksum or a GSO type in the header,
+ * which the receiver may take unread or not: the VMs' offloads vary by seed),
  * frames in buffers they do not own, at an offset or past their end,
  * outside the window, chains and device-writable descriptors on tx, gifts
  * (lone, chains, links of buffers they do not own); rx postings of buffers
@@ -25,6 +26,7 @@ import * as zcLane from '../../src/datapath/zc-lane';
 import { POOL } from '../../src/shm/ledger';
 import { VIRTIO_NET_HDR_F_GIFT_BUFFER } from '../../src/vhost/protocol';
 import {
+  VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
   VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 } from '../../src/virtio/defs';
 import { Rig, type Used, type Vm, frame, mac } from '../helpers/datapath-rig';
@@ -43,14 +45,14 @@ class World {
   readonly b: Vm;
   readonly fw: PairForwarder;
 
-  constructor(readonly crossing: boolean, swap: boolean, readonly byBuffer: boolean, inUsed = false) {
+  constructor(readonly crossing: boolean, swap: boolean, readonly byBuffer: boolean, inUsed = false, features: readonly [bigint, bigint] = [0n, 0n]) {
     this.rig = new Rig({ bufCount: BUFS, bufSize: BUF_SIZE, swap });
     // Crossing: a sees buffer 16 at 8 GiB, b buffer 40 (ivshmem BARs placed so, clear of the VMs' own memory at
     // 4 GiB); neither window is one block.
     const base = (k: number) => (crossing ? { windowBase: 0x2_0000_0000 - k * BUF_SIZE } : {});
     // 24 buffers each, 16 in the switch's pool (posting one of those makes the switch gift it).
-    this.a = this.rig.addVm({ partition: [0, PART], quota: PART + 8, rxByBuffer: byBuffer, swapInUsed: inUsed, ...base(16) });
-    this.b = this.rig.addVm({ partition: [PART, PART], quota: PART + 8, rxByBuffer: byBuffer, swapInUsed: inUsed, ...base(40) });
+    this.a = this.rig.addVm({ partition: [0, PART], quota: PART + 8, rxByBuffer: byBuffer, swapInUsed: inUsed, features: features[0], ...base(16) });
+    this.b = this.rig.addVm({ partition: [PART, PART], quota: PART + 8, rxByBuffer: byBuffer, swapInUsed: inUsed, features: features[1], ...base(40) });
     this.fw = new PairForwarder(8, undefined, swap);
   }
 
@@ -212,6 +214,15 @@ const tookNow = (): number[] => [
   laneTook.forwardMoved + laneTook.forwardSwapped, laneTook.giftShared + laneTook.giftChainShared, laneTook.ingestShared,
 ];
 
+const bits = (...b: bigint[]): bigint => b.reduce((x, y) => x | (1n << y), 0n);
+const ASKS = bits(VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6);
+const TAKES = bits(VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6);
+const FEATURES: readonly (readonly [bigint, bigint])[] = [
+  [0n, 0n], [ASKS, ASKS], [ASKS, TAKES | bits(VIRTIO_NET_F_CSUM)],
+  // b takes open checksums but not TSO: a's headers are read (it may ask TSO), b's unread.
+  [ASKS | TAKES, bits(VIRTIO_NET_F_GUEST_CSUM)],
+];
+
 const modes = [
   { name: 'gift exchange', swap: false, byBuffer: false },
   { name: 'gift exchange with rx descriptors by buffer', swap: false, byBuffer: true },
@@ -221,7 +232,10 @@ const modes = [
 for (const { name, swap, byBuffer, inUsed } of modes) {
   t.test(`${name}: the lane and the general path agree on random, often hostile, ring traffic`, async (t) => {
     for (const seed of [1, 2, 3, 4, 5, 6]) {
-      const worlds = [new World(false, swap, byBuffer, inUsed), new World(true, swap, byBuffer, inUsed)];
+      // Offloads by seed (FEATURES): headers unread both ways (neither may ask), read both ways (each may ask, neither
+      // takes), unread one way only.
+      const features = FEATURES[seed % FEATURES.length];
+      const worlds = [new World(false, swap, byBuffer, inUsed, features), new World(true, swap, byBuffer, inUsed, features)];
       try {
         t.ok(worlds[0].a.port.win.oneBlock && !worlds[1].a.port.win.oneBlock && !worlds[1].b.port.win.oneBlock, 'the lane can run in world 0 only');
         // Pair-mode start: each VM posts every buffer it does not own (the peer's and the pool's; rx by buffer: in descriptor b).

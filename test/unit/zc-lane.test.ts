@@ -13,15 +13,63 @@ import { PairForwarder } from '../../src/datapath/pair-forwarder';
 import { RegionGeometry } from '../../src/shm/geometry';
 import { SplitRing } from '../../src/virtio/ring';
 import { VIRTIO_NET_HDR_F_RETURNED } from '../../src/vhost/protocol';
-import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_SIZE } from '../../src/virtio/defs';
+import {
+  VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_SIZE,
+} from '../../src/virtio/defs';
 import { Rig, frame, mac } from '../helpers/datapath-rig';
 
 const HDR = VIRTIO_NET_HDR_SIZE;
+/** A sender that may ask for an open checksum (CSUM), and a receiver that takes one (GUEST_CSUM). */
+const ASKS_CSUM = 1n << VIRTIO_NET_F_CSUM;
+const TAKES_CSUM = 1n << VIRTIO_NET_F_GUEST_CSUM;
+
+t.test('the header of a zero-copy frame: unread where the receiver takes all the sender may ask, read where it does not', async (t) => {
+  // Lane and general path (a window across a 4 GiB boundary closes the lane), gift and swap exchange.
+  for (const swap of [false, true]) {
+    for (const lane of [true, false]) {
+      const name = `${swap ? 'swap' : 'gift'}, ${lane ? 'lane' : 'general path'}`;
+      for (const [asks, takes, unread] of [[ASKS_CSUM, TAKES_CSUM, true], [0n, 0n, true], [ASKS_CSUM, 0n, false]] as const) {
+        const rig = new Rig({ bufCount: 64, bufSize: 2048, swap });
+        const base = lane ? {} : { windowBase: 0x2_0000_0000 - 8 * 2048 };
+        const a = rig.addVm({ partition: [0, 32], features: asks, ...base });
+        const b = rig.addVm({ partition: [32, 32], features: takes, ...base });
+        t.equal(a.port.win.oneBlock, lane, `${name}: the lane can run: ${lane}`);
+        // b's postings: of a's buffers (gifts), or of its own empty ones (swaps).
+        for (let x = 0; x < 3; x++) b.postShared(swap ? 40 + x : x);
+        b.port.ingestRx();
+        b.port.mtu = 1500;
+        // An open checksum at csum_start 0 (a lie the switch drops when it reads it), a TSO type, and a plain frame.
+        const f = frame(mac(2), mac(1), 100, 1);
+        a.sendShared(0, f, VIRTIO_NET_HDR_F_NEEDS_CSUM);
+        a.sendShared(1, f, 0, VIRTIO_NET_HDR_GSO_TCPV4);
+        a.sendShared(2, f);
+        const fw = new PairForwarder(64, undefined, swap);
+        t.equal(fw.forward(a.port, 0, b.port), 3, `${name}: all three taken`);
+        const c = a.port.counters;
+        const what = `${name}, asks ${asks}, takes ${takes}`;
+        if (unread) {
+          t.equal(c.zeroCopy, 3, `${what}: unread, all three go zero-copy`);
+          t.same(b.flushAndReap().rx.map((u) => u.len), [HDR + 100, HDR + 100, HDR + 100], `${what}: delivered whole`);
+          t.equal(b.hdrFlags(0), VIRTIO_NET_HDR_F_NEEDS_CSUM, `${what}: the header as the sender wrote it`);
+          t.equal(c.gsoFrames, 0, `${what}: an unread header is not counted as GSO`);
+          t.equal(c.drops[Drop.BadCsumOffset] + c.drops[Drop.BadGsoSize], 0, `${what}: nothing dropped`);
+        } else {
+          t.equal(c.zeroCopy, 1, `${what}: read, only the plain frame goes zero-copy`);
+          t.equal(c.drops[Drop.BadCsumOffset], 1, `${what}: the lie is dropped (bad-csum-offset)`);
+          t.equal(c.drops[Drop.BadGsoSize], 1, `${what}: the TSO header with no gso_size too (bad-gso-size)`);
+        }
+        t.equal(rig.ledgerProblems(), '', `${what}: ledger balanced`);
+        rig.close();
+      }
+    }
+  }
+});
 
 t.test('a mixed tx burst: the lane takes the common frames, the general path the rest, in ring order', async (t) => {
   const rig = new Rig({ bufCount: 64, bufSize: 2048 });
   t.teardown(() => rig.close());
-  const { a, b } = rig.crossPosted(32);
+  // a may ask for open checksums, which b does not take: a's headers are read (headerUnread).
+  const { a, b } = rig.crossPosted(32, { features: ASKS_CSUM });
   const fw = new PairForwarder(64);
   // a's own postings of the two buffers whose frames are refused: they come back RETURNED through them.
   const ret4 = a.postShared(4);
@@ -188,7 +236,7 @@ t.test('swap exchange: a mixed burst; the lane swaps the common frames, the gene
   const PER = 32;
   const rig = new Rig({ bufCount: 2 * PER, bufSize: 2048, swap: true });
   t.teardown(() => rig.close());
-  const a = rig.addVm({ partition: [0, PER] });
+  const a = rig.addVm({ partition: [0, PER], features: ASKS_CSUM });
   const b = rig.addVm({ partition: [PER, PER] });
   // b posts five of its own empty buffers (the lane's rx postings for own buffers), oldest first: 63, 62, 61, 60, 59.
   const own = [63, 62, 61, 60, 59];
