@@ -4,7 +4,7 @@
  * carries zcswitch/peer ratios from the same run.
  */
 import type { Spread } from '../lib/util';
-import { sig } from '../lib/util';
+import { sig, spread } from '../lib/util';
 import { bufSizeFor } from '../runners/common';
 import { type BenchResults, GROUP_LABELS, GSO_REFERENCE_ID, type Group, PEER_GROUPS, type RunMetrics, type ScenarioResult, SWEEP_GROUPS, type VmStallsByVm } from '../types';
 
@@ -92,8 +92,8 @@ function costs(res: BenchResults): string {
 /** A sender's send passes short of free buffers / of tx ring room (medians over the runs, %), or — where it does not count them. */
 function senderStalls(runs: readonly RunMetrics[]): string {
   const share = (k: 'shortOfBuffers' | 'shortOfRoom') => {
-    const v = runs.map((r) => (r.extra?.vmStalls as VmStallsByVm | undefined)?.vm1?.[k]).filter((x): x is number => typeof x === 'number').sort((a, b) => a - b);
-    return v.length ? `${Math.round(v[Math.floor(v.length / 2)] * 100)}%` : null;
+    const m = spread(runs.map((r) => (r.extra?.vmStalls as VmStallsByVm | undefined)?.vm1?.[k]));
+    return m ? `${Math.round(m.median * 100)}%` : null;
   };
   const b = share('shortOfBuffers');
   const r = share('shortOfRoom');

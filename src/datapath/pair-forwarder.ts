@@ -154,25 +154,19 @@ export class PairForwarder {
         if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
         continue;
       }
-      // A header that goes unread (passesUnread): straight to the peer's posting, if it has one.
+      // A header that goes unread (passesUnread) is read only if the frame ends up copied (copyPacket).
       const unread = dstMoves && this.passesUnread(src, dst!, len);
-      const dqUnread = unread ? dst!.completeShared(b, len) : -1;
-      if (dqUnread >= 0) {
-        ledger.transfer(b, dst!.id);
-        this.delivered(src, qi, dst!, dqUnread, b, len, false);
-        continue;
-      }
-      const bad = this.inspectShared(src, b, len);
+      const bad = unread ? -1 : this.inspectShared(src, b, len);
       if (bad >= 0) {
         c.drop(bad);
         if (!src.returnBuffer(b)) c.drop(Drop.NoReturnSlot);
         continue;
       }
       // A frame the peer did not negotiate (TSO, an open checksum) takes the copy path, which does the work.
-      const dq = dstZc && !unread && this.offloads.fits(dst!.offloadCaps, dst!.mtu) ? dst!.completeShared(b, len) : -1;
+      const dq = dstZc && (unread || this.offloads.fits(dst!.offloadCaps, dst!.mtu)) ? dst!.completeShared(b, len) : -1;
       if (dq >= 0) {
         ledger.transfer(b, dst!.id);
-        this.delivered(src, qi, dst!, dq, b, len, this.offloads.gso);
+        this.delivered(src, qi, dst!, dq, b, len, !unread && this.offloads.gso);
         continue;
       }
       // No matching rx descriptor at the peer: copy if we can, and in any

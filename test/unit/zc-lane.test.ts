@@ -53,6 +53,12 @@ t.test('the header of a zero-copy frame: unread where the receiver takes all the
           t.equal(b.hdrFlags(0), VIRTIO_NET_HDR_F_NEEDS_CSUM, `${what}: the header as the sender wrote it`);
           t.equal(c.gsoFrames, 0, `${what}: an unread header is not counted as GSO`);
           t.equal(c.drops[Drop.BadCsumOffset] + c.drops[Drop.BadGsoSize], 0, `${what}: nothing dropped`);
+          if (!swap) {
+            // No posting left at b: the frame would be copied, so its header is read, and the lie dropped.
+            a.sendShared(3, f, VIRTIO_NET_HDR_F_NEEDS_CSUM);
+            t.equal(fw.forward(a.port, 0, b.port), 1, `${what}: a frame with nowhere to go zero-copy`);
+            t.equal(c.drops[Drop.BadCsumOffset], 1, `${what}: read on its way to a copy, the lie dropped`);
+          }
         } else {
           t.equal(c.zeroCopy, 1, `${what}: read, only the plain frame goes zero-copy`);
           t.equal(c.drops[Drop.BadCsumOffset], 1, `${what}: the lie is dropped (bad-csum-offset)`);
