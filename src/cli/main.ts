@@ -54,6 +54,7 @@ export function buildCli(): Command {
     .option('--allow-unsealed', 'map a Shared Buffers region that is not sealed against shrinking (default: refuse it)')
     .option('--no-rx-by-buffer', 'post every buffer on rx before sending it ourselves (default: let the switch do it, RX_BY_BUFFER, where offered)')
     .option('--no-swap-in-used', 'with swaps, read the buffer got in exchange from each tx descriptor (default: from the used element, SWAP_IN_USED, where offered)')
+    .option('--no-returned-in-used', 'with gifts, tell a gift from a buffer handed back by its header (default: by the used element, RETURNED_IN_USED, where offered)')
     .option('--shared-bar-file <path>', 'attach as a classic front-end with this region file in the memory table, as QEMU does for an ivshmem BAR (geometry from its header)')
     .option('--shared-bar-gpa <addr>', 'guest-physical address of --shared-bar-file (default 0x800000000)', addrArg('--shared-bar-gpa'))
     .option('--pci [bdf]', 'inside a VM: drive this virtio-net PCI device from user space (no value: the only unbound one)')

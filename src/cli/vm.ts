@@ -29,6 +29,8 @@ export interface VmOptions {
   rxByBuffer?: boolean;
   /** Ask for PROTOCOL_F_SWAP_IN_USED (default true; --no-swap-in-used). */
   swapInUsed?: boolean;
+  /** Ask for PROTOCOL_F_RETURNED_IN_USED (default true; --no-returned-in-used). */
+  returnedInUsed?: boolean;
   copy: boolean;
   /** Reattach when the switch goes away; undefined: reconnectDefault(). */
   reconnect?: boolean;
@@ -87,7 +89,7 @@ export async function vmCommand(o: VmOptions): Promise<void> {
     drv = await GuestDriver.attach({
       sharedBarFile: o.sharedBarFile, sharedBarGpa: o.sharedBarGpa, port: o.port, mac: o.mac,
       socketPath, log, zeroCopy: o.zeroCopy, queuePairs: o.queues, allowUnsealed: !!o.allowUnsealed, gso: !!o.gso,
-      rxByBuffer: o.rxByBuffer !== false, swapInUsed: o.swapInUsed !== false, reconnect,
+      rxByBuffer: o.rxByBuffer !== false, swapInUsed: o.swapInUsed !== false, returnedInUsed: o.returnedInUsed !== false, reconnect,
       onDisconnect: (reason) => {
         process.stderr.write(`zcswitch vm: switch connection lost: ${reason}; reconnecting\n`);
         vm?.disconnected();

@@ -15,7 +15,9 @@ import { PortWindow } from '../shm/geometry';
 import type { SharedBuffers } from '../shm/shared-buffers';
 import type { MemoryTable } from '../vhost/memory-table';
 import { ChainSegments, ChainWalker } from '../virtio/chain';
-import { PROTOCOL_F_RX_BY_BUFFER, PROTOCOL_F_SWAP_IN_USED, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
+import {
+  PROTOCOL_F_RETURNED_IN_USED, PROTOCOL_F_RX_BY_BUFFER, PROTOCOL_F_SWAP_IN_USED, USED_LEN_RETURNED, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED,
+} from '../vhost/protocol';
 import { MTU_DEFAULT, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_SIZE, hasBit } from '../virtio/defs';
 import type { DeviceQueue } from '../virtio/device-queue';
 import { netHdrFlags, setNetHdrFlags, writeNetHdr } from '../virtio/net-hdr';
@@ -35,7 +37,7 @@ export interface QueueSource {
   readonly vrings: readonly { readonly queue: DeviceQueue | null; readonly callFd: number }[];
   readonly mem: MemoryTable | null;
   readonly ackedFeatures: bigint;
-  /** Acked protocol features (absent: none), for PROTOCOL_F_RX_BY_BUFFER and PROTOCOL_F_SWAP_IN_USED. */
+  /** Acked protocol features (absent: none), for PROTOCOL_F_RX_BY_BUFFER, PROTOCOL_F_SWAP_IN_USED and PROTOCOL_F_RETURNED_IN_USED. */
   readonly ackedProtocol?: bigint;
   /** NET_SET_MTU from the front-end (0 or absent: none). */
   readonly mtu?: number;
@@ -97,6 +99,12 @@ export class PortQueues {
    * in the used element").
    */
   swapInUsed = false;
+  /**
+   * The used len of a RETURNED completion (ownership rule 5): with
+   * PROTOCOL_F_RETURNED_IN_USED acked it says so itself (docs/protocol.md,
+   * "Pair mode: RETURNED in the used element"), else the header alone does.
+   */
+  returnedLen = VIRTIO_NET_HDR_SIZE;
   /** txBlocked[q]: tx queue q's head waits for a destination's rx buffer (its entries are not work to spin on). */
   readonly txBlocked: Uint8Array;
   /**
@@ -196,6 +204,8 @@ export class PortQueues {
     this.nq = nq;
     const byBuffer = src !== null && !this.ctx.swap && hasBit(src.ackedProtocol ?? 0n, PROTOCOL_F_RX_BY_BUFFER);
     this.swapInUsed = src !== null && this.ctx.swap && hasBit(src.ackedProtocol ?? 0n, PROTOCOL_F_SWAP_IN_USED);
+    const returnedInUsed = src !== null && hasBit(src.ackedProtocol ?? 0n, PROTOCOL_F_RETURNED_IN_USED);
+    this.returnedLen = returnedInUsed ? (VIRTIO_NET_HDR_SIZE | USED_LEN_RETURNED) >>> 0 : VIRTIO_NET_HDR_SIZE;
     for (let q = 0; q < this.rxqs.length; q++) {
       const rx = this.rxqs[q];
       this.rxByBuffer[q] = byBuffer && rx !== null && rx.ring.num >= this.shared.bufCount ? 1 : 0;
@@ -356,7 +366,7 @@ export class PortQueues {
     const shared = this.shared;
     const off = shared.offsetOf(b);
     setNetHdrFlags(shared.mem, off, netHdrFlags(shared.mem, off) | VIRTIO_NET_HDR_F_RETURNED);
-    if (this.completeShared(b, VIRTIO_NET_HDR_SIZE) < 0) return false;
+    if (this.completeShared(b, this.returnedLen) < 0) return false;
     this.counters.returned++;
     return true;
   }

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import { closeFd, eventfdCreate, eventfdSignal, fdSize, mmapShared, munmap } from '../../bindings';
 import { decodeU64, memTable, u64, vringAddr, vringState } from '../vhost/codec';
 import {
-  PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_RX_BY_BUFFER, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_SWAP_IN_USED, Req, VHOST_USER_F_PROTOCOL_FEATURES,
+  PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_RETURNED_IN_USED, PROTOCOL_F_RX_BY_BUFFER, PROTOCOL_F_SHARED_BUFFERS, PROTOCOL_F_SWAP_IN_USED, Req, VHOST_USER_F_PROTOCOL_FEATURES,
 } from '../vhost/protocol';
 import {
   VIRTIO_F_VERSION_1, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4,
@@ -20,6 +20,7 @@ import {
 } from '../virtio/defs';
 import { DriverQueue } from '../virtio/driver-queue';
 import { SplitRing } from '../virtio/ring';
+import type { AckedExtensions } from './data-path';
 import { VhostUserFrontend } from './frontend';
 import { GuestMemory } from './guest-memory';
 import { QueuePair } from './queue-pair';
@@ -49,6 +50,12 @@ export interface AttachOptions {
    * buffer we got in exchange, so we read no descriptor back.
    */
   swapInUsed?: boolean;
+  /**
+   * Ask for RETURNED in the used element (PROTOCOL_F_RETURNED_IN_USED)
+   * when offered (default true): a buffer handed back or gifted is told
+   * from the used element, so we read no header line the peer touched last.
+   */
+  returnedInUsed?: boolean;
   /** Queue pairs to open (default 1; more needs VHOST_USER_PROTOCOL_F_MQ). */
   queuePairs?: number;
   /**
@@ -132,6 +139,14 @@ export class GuestAttachment {
     return hasBit(this.fe.ackedProtocol, PROTOCOL_F_SWAP_IN_USED);
   }
 
+  /** The extensions acked beside SHARED_BUFFERS, for GuestDataPath. */
+  get extensions(): AckedExtensions {
+    const acked = this.fe.ackedProtocol;
+    return {
+      rxByBuffer: this.rxByBuffer, swapInUsed: this.swapInUsed, returnedInUsed: hasBit(acked, PROTOCOL_F_RETURNED_IN_USED),
+    };
+  }
+
   /** Kick vring i: signal its kick eventfd (what the data path calls). */
   readonly kick = (vring: number): void => eventfdSignal(this.kickFd[vring]);
 
@@ -157,7 +172,8 @@ export class GuestAttachment {
       const pf = decodeU64(await fe.call(Req.GET_PROTOCOL_FEATURES));
       const askShared = o.zeroCopy !== false && o.sharedBarFile === undefined;
       const wantP = bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_MQ) | (askShared ? bit(PROTOCOL_F_SHARED_BUFFERS) : 0n) |
-        (askShared && o.rxByBuffer !== false ? bit(PROTOCOL_F_RX_BY_BUFFER) : 0n) | (askShared && o.swapInUsed !== false ? bit(PROTOCOL_F_SWAP_IN_USED) : 0n);
+        (askShared && o.rxByBuffer !== false ? bit(PROTOCOL_F_RX_BY_BUFFER) : 0n) | (askShared && o.swapInUsed !== false ? bit(PROTOCOL_F_SWAP_IN_USED) : 0n) |
+        (askShared && o.returnedInUsed !== false ? bit(PROTOCOL_F_RETURNED_IN_USED) : 0n);
       const acked = pf & wantP;
       await fe.send(Req.SET_PROTOCOL_FEATURES, u64(acked));
       fe.ackedProtocol = acked;

@@ -12,7 +12,7 @@
  * pool and the region are fields set once at construction, so the JIT sees
  * one shape and allocates nothing per packet.
  */
-import { GIFT_CHAIN_MAX, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
+import { GIFT_CHAIN_MAX, VIRTIO_NET_HDR_F_GIFT_BUFFER } from '../vhost/protocol';
 import { VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../virtio/defs';
 import { type NetHdrOffload, writeNetHdr, writeNetHdrOffloadWords, writeNetHdrWords } from '../virtio/net-hdr';
 import type { DriverQueue } from '../virtio/driver-queue';
@@ -22,8 +22,20 @@ import type { GuestMemory } from './guest-memory';
 import { KIND_RAW, type QueuePair, RX_RAW } from './queue-pair';
 import type { SharedRegion } from './shared-region';
 import type { DriverCounters, RxBatch } from './counters';
-import { fixTxDesc, linkGiftChain, receiveFixedRun, sendFixedRun } from './fixed-descs';
+import { Completion, completionKind, fixTxDesc, linkGiftChain, receiveFixedRun, sendFixedRun } from './fixed-descs';
 import { bufInUsedLen, postOwnRun, reapSwapRun, receiveSwapRun, sendSwapRun } from './swap-descs';
+
+/** The zcswitch protocol extensions a front-end acked beside SHARED_BUFFERS (docs/protocol.md), as the data path uses them. */
+export interface AckedExtensions {
+  /** PROTOCOL_F_RX_BY_BUFFER: the switch re-posts what we send where descriptors are fixed (fixedRx). */
+  rxByBuffer: boolean;
+  /** PROTOCOL_F_SWAP_IN_USED: with swaps a tx completion names the exchanged buffer in its used len. */
+  swapInUsed: boolean;
+  /** PROTOCOL_F_RETURNED_IN_USED: a RETURNED completion says so in its used len. */
+  returnedInUsed: boolean;
+}
+
+export const NO_EXTENSIONS: AckedExtensions = { rxByBuffer: false, swapInUsed: false, returnedInUsed: false };
 
 export class GuestDataPath {
   /** Swap mode: own empty buffers to keep posted per rx queue. */
@@ -55,11 +67,11 @@ export class GuestDataPath {
     /** Private slots [0, copyTargets) are rx copy targets, the next privTx are tx slots. */
     private readonly copyTargets: number,
     privTx: number,
-    /** PROTOCOL_F_RX_BY_BUFFER was acked: the switch re-posts what we send where descriptors are fixed (fixedRx). */
-    rxByBuffer = false,
-    /** PROTOCOL_F_SWAP_IN_USED was acked: with swaps a tx completion's used len is the exchanged buffer + 1 (0: ours, in the descriptor). */
-    readonly swapInUsed = false,
+    /** The protocol extensions acked beside SHARED_BUFFERS (none for a classic front-end). */
+    acked: AckedExtensions = NO_EXTENSIONS,
   ) {
+    this.swapInUsed = acked.swapInUsed;
+    this.returnedInUsed = acked.returnedInUsed;
     this.sleeper = new CallSleeper(qps);
     this.rxTarget = shared ? Math.max(1, Math.floor((shared.partitionCount >> 1) / qps.length)) : 0;
     this.ownShort = shared !== null && shared.swap ? this.rxTarget * qps.length : 0;
@@ -75,7 +87,7 @@ export class GuestDataPath {
         for (let b = 0; b < shared!.bufCount; b++) qp.rxKind[b] = b;
       }
     }
-    this.rxByBuffer = rxByBuffer && this.fixedRx;
+    this.rxByBuffer = acked.rxByBuffer && this.fixedRx;
     this.swapRuns = shared !== null && shared.swap && shared.oneBlock;
     this.swapGot = new Int32Array(this.swapRuns ? Math.max(...qps.map((qp) => Math.max(qp.txq.ring.num, qp.rxq.ring.num))) : 0);
     this.postOnSend = gifts && !this.rxByBuffer;
@@ -106,6 +118,14 @@ export class GuestDataPath {
 
   /** The switch re-posts what we send (PROTOCOL_F_RX_BY_BUFFER acked, descriptors fixed). */
   readonly rxByBuffer: boolean;
+  /** PROTOCOL_F_SWAP_IN_USED was acked: with swaps a tx completion's used len is the exchanged buffer + 1 (0: ours, in the descriptor). */
+  readonly swapInUsed: boolean;
+  /**
+   * PROTOCOL_F_RETURNED_IN_USED was acked: a RETURNED completion says so in
+   * its used len, so a 12-byte one is a gift and a longer one a frame
+   * without reading the buffer's header (completionKind).
+   */
+  readonly returnedInUsed: boolean;
 
   /** Swaps in a region of one 4 GiB block: sends, completions and own postings go through swap-descs.ts's loops. */
   private readonly swapRuns: boolean;
@@ -512,7 +532,7 @@ export class GuestDataPath {
   private receiveFixed(qp: QueuePair, qi: number, n: number, max: number): number {
     const q = qp.rxq;
     for (;;) {
-      n = receiveFixedRun(q, this.shared!, this.pool, this.counters, this.rx, qi, n, max);
+      n = receiveFixedRun(q, this.shared!, this.pool, this.counters, this.rx, qi, n, max, this.returnedInUsed);
       if (n >= max || q.usedPending() === 0) return n;
       const id = q.popUsed();
       n = this.receiveEntry(qp, qi, id, q.lastUsedLen, n);
@@ -551,19 +571,17 @@ export class GuestDataPath {
       }
     }
     if (kind >= 0) {
-      const flags = sh!.mem[sh!.offsetOf(kind)];
-      if (len < VIRTIO_NET_HDR_SIZE) {
+      const what = completionKind(len, sh!.mem, sh!.offsetOf(kind), this.returnedInUsed);
+      if (what === Completion.Refused) {
         // The switch refused this posting; the buffer is not ours.
         this.counters.rxErrors++;
         return n;
       }
-      // A buffer handed back: 12 bytes (a gift, or a link of a gift chain
-      // whose header nobody wrote) or flagged.
-      if (len === VIRTIO_NET_HDR_SIZE || flags & (VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED)) {
-        const returned = (flags & VIRTIO_NET_HDR_F_RETURNED) !== 0;
+      if (what !== Completion.Frame) {
+        const returned = what !== Completion.Gift;
         if (returned) this.counters.returned++;
         else this.counters.giftsReceived++;
-        this.pool.handedBack(kind, returned, (flags & VIRTIO_NET_HDR_F_GIFT_BUFFER) !== 0);
+        this.pool.handedBack(kind, returned, what === Completion.ReturnedGift);
         return n;
       }
       this.pool.peerAlive();

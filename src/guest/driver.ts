@@ -162,7 +162,7 @@ export class GuestDriver {
     const lay = a.layOut();
     this.gm = lay.gm;
     this.pool = new BufferPool(a.shared ? a.shared.bufCount : 0, a.giftHigh, a.giftLow);
-    this.dp = new GuestDataPath(a.shared, lay.gm, lay.qps, this.pool, this.counters, this, a.kick, lay.copyTargets, lay.privTx, a.rxByBuffer, a.swapInUsed);
+    this.dp = new GuestDataPath(a.shared, lay.gm, lay.qps, this.pool, this.counters, this, a.kick, lay.copyTargets, lay.privTx, a.extensions);
     this.rxByBuffer = this.dp.rxByBuffer;
     this.fixedTx = this.dp.fixedTx;
     await a.sendMemTable(lay.gm);
@@ -170,7 +170,7 @@ export class GuestDriver {
     await a.startRings(lay.gm, (fd) => this.dp.watchCall(fd));
     o.log?.info({
       socket: o.socketPath, zeroCopy: this.shared !== null, queuePairs: a.queuePairs, rxNum: lay.rxNum, txNum: lay.txNum, owned: this.pool.count,
-      rxByBuffer: this.rxByBuffer, fixedTx: this.fixedTx, swapInUsed: this.dp.swapInUsed,
+      rxByBuffer: this.rxByBuffer, fixedTx: this.fixedTx, swapInUsed: this.dp.swapInUsed, returnedInUsed: this.dp.returnedInUsed,
     }, 'guest driver attached');
   }
 

@@ -10,7 +10,7 @@
  * method call per packet that reloads them (docs/PERFORMANCE.md, "The guest
  * driver's loops over locals").
  */
-import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
+import { USED_LEN_RETURNED, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
 import { VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT } from '../virtio/defs';
 import type { DriverQueue } from '../virtio/driver-queue';
 import { writeNetHdrWords } from '../virtio/net-hdr';
@@ -19,6 +19,42 @@ import type { DriverCounters, RxBatch } from './counters';
 import type { QueuePair } from './queue-pair';
 import type { SharedRegion } from './shared-region';
 
+/** What an rx completion of a shared buffer is (completionKind). */
+export const enum Completion {
+  /** A frame for the application. */
+  Frame,
+  /** A buffer the peer handed us (a gift, or a link of a gift chain): the pool's. */
+  Gift,
+  /** One of ours the switch could not deliver (ownership rule 5): the pool's again. */
+  Returned,
+  /** A gift of ours RETURNED: the peer cannot take gifts now (BufferPool.handedBack pauses gifting). */
+  ReturnedGift,
+  /** The switch refused the posting (used len under 12): the buffer is not ours. */
+  Refused,
+}
+
+/**
+ * The completion of shared buffer posting with used len len, whose header
+ * is at byte at of mem (docs/protocol.md, ownership rules 4 and 5). With
+ * PROTOCOL_F_RETURNED_IN_USED acked (returnedInUsed) the used len says it
+ * all, and the header is read only for a RETURNED one: a 12-byte
+ * completion is a gift, a longer one a frame. Without it a 12-byte or
+ * flagged completion is handed back and its header says which way; that
+ * read pulls the buffer's first line from the core that touched it last.
+ */
+export function completionKind(len: number, mem: Uint8Array, at: number, returnedInUsed: boolean): Completion {
+  if (len < VIRTIO_NET_HDR_SIZE) return Completion.Refused;
+  if (returnedInUsed) {
+    if (len === VIRTIO_NET_HDR_SIZE) return Completion.Gift;
+    if (len < USED_LEN_RETURNED) return Completion.Frame;
+    return (mem[at] & VIRTIO_NET_HDR_F_GIFT_BUFFER) !== 0 ? Completion.ReturnedGift : Completion.Returned;
+  }
+  const flags = mem[at];
+  if (len !== VIRTIO_NET_HDR_SIZE && (flags & (VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED)) === 0) return Completion.Frame;
+  if ((flags & VIRTIO_NET_HDR_F_RETURNED) === 0) return Completion.Gift;
+  return (flags & VIRTIO_NET_HDR_F_GIFT_BUFFER) !== 0 ? Completion.ReturnedGift : Completion.Returned;
+}
+
 /**
  * Take rx queue q's completions of shared buffers' own descriptors (below
  * bufCount) into rx from index n on, while n < max; stops at the first
@@ -26,10 +62,12 @@ import type { SharedRegion } from './shared-region';
  * posting), leaving it for the caller's general step. Returns n. Gifts and
  * buffers handed back go to the pool; the pool hears that the peer is
  * alive once per call, but never later than a RETURNED gift that pauses
- * it, so its state ends as it would entry by entry.
+ * it, so its state ends as it would entry by entry. returnedInUsed:
+ * PROTOCOL_F_RETURNED_IN_USED acked (completionKind).
  */
 export function receiveFixedRun(
   q: DriverQueue, sh: SharedRegion, pool: BufferPool, c: DriverCounters, rx: RxBatch, qi: number, n: number, max: number,
+  returnedInUsed: boolean,
 ): number {
   const r = q.ring;
   const used32 = r.used32;
@@ -52,32 +90,26 @@ export function receiveFixedRun(
     if (id >= bufCount) break;
     const len = used32[2 + 2 * slot];
     last = (last + 1) & 0xffff;
-    if (len < VIRTIO_NET_HDR_SIZE) {
-      // The switch refused this posting; the buffer is not ours.
+    const kind = completionKind(len, mem, id * bufSize, returnedInUsed);
+    if (kind === Completion.Frame) {
+      alive = true;
+      rxToken[n] = id;
+      rxQueue[n] = qi;
+      rxLen[n++] = len - VIRTIO_NET_HDR_SIZE;
+      packets++;
+      bytes += len - VIRTIO_NET_HDR_SIZE;
+    } else if (kind === Completion.Gift) {
+      gifts++;
+      pool.put(id);
+      alive = true;
+    } else if (kind === Completion.Refused) {
       c.rxErrors++;
-      continue;
-    }
-    const flags = mem[id * bufSize];
-    // A buffer handed back: 12 bytes (a gift, or a link of a gift chain) or flagged.
-    if (len === VIRTIO_NET_HDR_SIZE || (flags & (VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED)) !== 0) {
-      if ((flags & VIRTIO_NET_HDR_F_RETURNED) === 0) {
-        gifts++;
-        pool.put(id);
-        alive = true;
-        continue;
-      }
+    } else {
       if (alive) pool.peerAlive();
       alive = false;
       c.returned++;
-      pool.handedBack(id, true, (flags & VIRTIO_NET_HDR_F_GIFT_BUFFER) !== 0);
-      continue;
+      pool.handedBack(id, true, kind === Completion.ReturnedGift);
     }
-    alive = true;
-    rxToken[n] = id;
-    rxQueue[n] = qi;
-    rxLen[n++] = len - VIRTIO_NET_HDR_SIZE;
-    packets++;
-    bytes += len - VIRTIO_NET_HDR_SIZE;
   }
   q.lastUsed = last;
   if (alive) pool.peerAlive();

@@ -80,15 +80,14 @@ function le(b0: number, b1: number, b2: number, b3: number): number {
  * The header writeTestFrame(..., fill=false) writes, as 32-bit words
  * instead of 34 byte stores: the generator's share of every benchmark
  * packet. Everything but the sequence number is fixed per stream and
- * length, so it is computed once, and each word is stored only when the
- * buffer does not hold it already: a buffer that comes back to the
- * generator that last filled it (one-way traffic) needs one store, the
- * sequence number's low half. The reads find the line in this core's
- * cache; a store must first take the line from the switch's core, which
- * read it, and stores leave a core in order, so the fewer there are, the
- * more lines of a burst are on their way at once (docs/PERFORMANCE.md,
- * "The guest driver's loops over locals"). The frame must start 4-byte
- * aligned (a shared buffer's frame does: buffer + 12).
+ * length, so it is computed once. Every word is stored, none read first:
+ * the sequence number must be written anyway, so the line has to come over
+ * from the receiver that read it last, and a read before the store would
+ * bring it over twice (once to read, once more to own) where the receiver
+ * runs on another core. Comparing first, as this once did, paid off only
+ * with the receiver on this core (docs/PERFORMANCE.md, "A gift's header,
+ * unread"). The frame must start 4-byte aligned (a shared buffer's frame
+ * does: buffer + 12).
  */
 export class TestHeaderWriter {
   /** Words 0-4 and 7 of the header (5 and 6 hold the sequence number), as the buffer holds them. */
@@ -112,18 +111,17 @@ export class TestHeaderWriter {
   /** Write the header of frame seq at byte offset 4 × word of m32 (whose bytes are m8). */
   write(m32: Uint32Array, m8: Uint8Array, word: number, seq: number): void {
     const w = this.w;
-    if (m32[word] !== w[0]) m32[word] = w[0];
-    if (m32[word + 1] !== w[1]) m32[word + 1] = w[1];
-    if (m32[word + 2] !== w[2]) m32[word + 2] = w[2];
-    if (m32[word + 3] !== w[3]) m32[word + 3] = w[3];
-    if (m32[word + 4] !== w[4]) m32[word + 4] = w[4];
-    const w5 = (this.streamLo | ((seq >>> 24) << 16) | (((seq >>> 16) & 0xff) << 24)) >>> 0;
-    if (m32[word + 5] !== w5) m32[word + 5] = w5;
+    m32[word] = w[0];
+    m32[word + 1] = w[1];
+    m32[word + 2] = w[2];
+    m32[word + 3] = w[3];
+    m32[word + 4] = w[4];
+    m32[word + 5] = (this.streamLo | ((seq >>> 24) << 16) | (((seq >>> 16) & 0xff) << 24)) >>> 0;
     m32[word + 6] = ((seq >>> 8) & 0xff) | ((seq & 0xff) << 8) | this.runHi;
-    if (m32[word + 7] !== w[5]) m32[word + 7] = w[5];
+    m32[word + 7] = w[5];
     // The checksum's last two bytes (0: no payload checksum); the pattern starts at byte 34.
-    if (m8[4 * word + 32] !== 0) m8[4 * word + 32] = 0;
-    if (m8[4 * word + 33] !== 0) m8[4 * word + 33] = 0;
+    m8[4 * word + 32] = 0;
+    m8[4 * word + 33] = 0;
   }
 }
 

@@ -410,7 +410,7 @@ export class TrafficVm {
    * sendBatch for one queue pair without offloads: take the burst's
    * buffers, write their frames, send them at once. The headers are
    * written in a loop of their own, with nothing else stored in it: each
-   * buffer's line was last read by the switch, its store waits for the
+   * buffer's line was last read by the receiver, its stores wait for the
    * line, and stores leave a core in order, so other stores between them
    * would keep fewer of the burst's lines on their way at once
    * (docs/PERFORMANCE.md, "The guest driver's loops over locals").

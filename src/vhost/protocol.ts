@@ -185,6 +185,21 @@ export const PROTOCOL_F_RX_BY_BUFFER = 41n;
  */
 export const PROTOCOL_F_SWAP_IN_USED = 42n;
 
+/**
+ * Protocol feature bit: RETURNED in the used element (docs/protocol.md,
+ * "Pair mode: RETURNED in the used element"). For a front-end that acks
+ * it, the switch completes the posting of a buffer it hands back
+ * (ownership rule 5) with used len VIRTIO_NET_HDR_SIZE | USED_LEN_RETURNED
+ * as well as setting the header flag; a plain 12-byte completion is then
+ * always a gift. So the front-end tells the two apart without reading
+ * the buffer's first line, which the peer touched last and which a sender
+ * is about to write (pulling it over for a read costs a second transfer).
+ * The gift exchange only (nothing is RETURNED with swaps).
+ */
+export const PROTOCOL_F_RETURNED_IN_USED = 43n;
+/** Used len bit of a RETURNED completion (PROTOCOL_F_RETURNED_IN_USED); never a length, a buffer is far smaller. */
+export const USED_LEN_RETURNED = 0x8000_0000;
+
 /** GET_SHARED_BUFFERS reply; the region's memfd travels in the ancillary data. */
 export const SHARED_BUFFERS_REPLY = wireStruct('GET_SHARED_BUFFERS reply', [
   { name: 'base', offset: 0, type: 'u64' },

@@ -38,7 +38,7 @@ export interface VringState {
 /** A port's queues and memory as the worker must mirror them (null: the front-end went away). */
 export interface PortState {
   ackedFeatures: bigint;
-  /** Acked protocol features (PROTOCOL_F_RX_BY_BUFFER, PROTOCOL_F_SWAP_IN_USED). */
+  /** Acked protocol features (PROTOCOL_F_RX_BY_BUFFER, PROTOCOL_F_SWAP_IN_USED, PROTOCOL_F_RETURNED_IN_USED). */
   ackedProtocol: bigint;
   /** NET_SET_MTU from the front-end (0: none). */
   mtu: number;

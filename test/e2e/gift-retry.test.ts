@@ -5,21 +5,23 @@
  * buffer, gifts its surplus to the empty port and gets it back RETURNED,
  * which pauses its gifting. A new sender on the port owns nothing, so it
  * cannot show life by sending; the receiver's retry hands it buffers, and
- * traffic flows again.
+ * traffic flows again. Both ways a driver tells a RETURNED gift from a
+ * gift: by the used len (RETURNED_IN_USED, the default) and by the header.
  */
 import path from 'node:path';
 import t from 'tap';
 import { GuestDriver } from '../../src/guest/driver';
 import { FrameChecker, Verdict, writeTestFrame } from '../../src/guest/test-packet';
+import { dataPathOf } from '../helpers/drivers';
 import { startSwitch, waitAttached, waitFor } from '../helpers/procs';
 
 const settle = () => new Promise((r) => setTimeout(r, 1));
 
-t.test('a sender that attaches owning nothing gets gifts from a paused receiver', async (t) => {
+for (const returnedInUsed of [true, false]) t.test(`a sender that attaches owning nothing gets gifts from a paused receiver (RETURNED told by the ${returnedInUsed ? 'used len' : 'header'})`, async (t) => {
   const sw = await startSwitch(t, { sharedBuffers: { bufCount: 256 }, ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] });
   const sock = (p: string) => path.join(sw.dir, `${p}.sock`);
-  const rx = await GuestDriver.attach({ socketPath: sock('vm2') });
-  const tx1 = await GuestDriver.attach({ socketPath: sock('vm1') });
+  const rx = await GuestDriver.attach({ socketPath: sock('vm2'), returnedInUsed });
+  const tx1 = await GuestDriver.attach({ socketPath: sock('vm1'), returnedInUsed });
   const drivers = [rx, tx1];
   t.teardown(() => drivers.forEach((d) => d.close()));
   await waitAttached(sw, 'vm1', 'vm2');
@@ -55,9 +57,11 @@ t.test('a sender that attaches owning nothing gets gifts from a paused receiver'
     return rx.counters.returned > 0;
   });
   t.ok((rx as unknown as { pool: { blocked: boolean } }).pool.blocked, 'the receiver paused its gifting');
+  t.equal(rx.counters.giftsReceived, 0, 'none of its own gifts taken for the peer\'s');
+  t.equal(dataPathOf(rx).returnedInUsed, returnedInUsed, `RETURNED_IN_USED ${returnedInUsed ? 'acked' : 'not asked for'}`);
 
   // A new sender owns nothing: it can only wait for gifts.
-  const tx2 = await GuestDriver.attach({ socketPath: sock('vm1') });
+  const tx2 = await GuestDriver.attach({ socketPath: sock('vm1'), returnedInUsed });
   drivers.push(tx2);
   await waitAttached(sw, 'vm1');
   t.equal(tx2.freeCount, 0, 'the new sender owns nothing');

@@ -19,7 +19,7 @@ import type { OwnershipLedger } from '../../src/shm/ledger';
 import type { SharedBuffers } from '../../src/shm/shared-buffers';
 import { RegionGeometry } from '../../src/shm/geometry';
 import { MemoryTable } from '../../src/vhost/memory-table';
-import { PROTOCOL_F_RX_BY_BUFFER, PROTOCOL_F_SWAP_IN_USED, VIRTIO_NET_HDR_F_GIFT_BUFFER } from '../../src/vhost/protocol';
+import { PROTOCOL_F_RETURNED_IN_USED, PROTOCOL_F_RX_BY_BUFFER, PROTOCOL_F_SWAP_IN_USED, VIRTIO_NET_HDR_F_GIFT_BUFFER } from '../../src/vhost/protocol';
 import { NET_HDR_GSO_TYPE, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../src/virtio/defs';
 import { DeviceQueue } from '../../src/virtio/device-queue';
 import { DriverQueue } from '../../src/virtio/driver-queue';
@@ -66,6 +66,8 @@ export interface VmOptions {
   rxByBuffer?: boolean;
   /** The VM acked PROTOCOL_F_SWAP_IN_USED: with swaps its tx completions name the exchanged buffer in used len. */
   swapInUsed?: boolean;
+  /** The VM acked PROTOCOL_F_RETURNED_IN_USED: a RETURNED completion says so in its used len. */
+  returnedInUsed?: boolean;
   /** A second rx queue (queue pair 1's; its tx queue does not run): needs a Rig of 2 queue pairs. */
   rx1?: boolean;
 }
@@ -224,7 +226,8 @@ export class Vm {
       ),
       mem: this.table,
       ackedFeatures: (opts.mergeable ? 1n << VIRTIO_NET_F_MRG_RXBUF : 0n) | (opts.features ?? 0n),
-      ackedProtocol: (opts.rxByBuffer ? 1n << PROTOCOL_F_RX_BY_BUFFER : 0n) | (opts.swapInUsed ? 1n << PROTOCOL_F_SWAP_IN_USED : 0n),
+      ackedProtocol: (opts.rxByBuffer ? 1n << PROTOCOL_F_RX_BY_BUFFER : 0n) | (opts.swapInUsed ? 1n << PROTOCOL_F_SWAP_IN_USED : 0n) |
+        (opts.returnedInUsed ? 1n << PROTOCOL_F_RETURNED_IN_USED : 0n),
     };
     // Descriptor b is buffer b's only where the ring has one for every buffer (PortQueues.rxByBuffer).
     this.rxByBuffer = opts.rxByBuffer === true && rxNum >= shared.bufCount;

@@ -24,6 +24,7 @@ export async function attachDrivers(t: Test, sw: SwitchProc, names: string[], op
 export interface DataPathView {
   swapRuns: boolean;
   swapInUsed: boolean;
+  returnedInUsed: boolean;
   privTxTop: number;
   qps: QueuePair[];
 }

@@ -7,17 +7,17 @@
 import t, { type Test } from 'tap';
 import { Drop } from '../../src/datapath/counters';
 import { PairForwarder } from '../../src/datapath/pair-forwarder';
-import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../../src/vhost/protocol';
+import { USED_LEN_RETURNED, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../../src/vhost/protocol';
 import { VIRTIO_NET_HDR_SIZE } from '../../src/virtio/defs';
-import { Rig, frame, mac, type Vm } from '../helpers/datapath-rig';
+import { Rig, type VmOptions, frame, mac, type Vm } from '../helpers/datapath-rig';
 
 const HDR = VIRTIO_NET_HDR_SIZE;
 
 /** Two VMs with 32 buffers each, each posting every buffer of the other's (rule 2). */
-function pair(t: Test): { rig: Rig; a: Vm; b: Vm; fw: PairForwarder; step: (msg: string) => void } {
+function pair(t: Test, aOpts: VmOptions = {}): { rig: Rig; a: Vm; b: Vm; fw: PairForwarder; step: (msg: string) => void } {
   const rig = new Rig({ bufCount: 64 });
   t.teardown(() => rig.close());
-  const { a, b } = rig.crossPosted(32);
+  const { a, b } = rig.crossPosted(32, aOpts);
   const fw = new PairForwarder(32);
   const step = (msg: string): void => {
     t.equal(rig.ledgerProblems(), '', `ledger conserved: ${msg}`);
@@ -103,6 +103,48 @@ t.test('no posting and no classic buffer: no-rx-buffer, returned', async (t) => 
   t.equal(a.port.counters.drops[Drop.NoRxBuffer], 1);
   t.same(a.flushAndReap().rx, [{ id: ret, len: HDR }], 'returned');
   t.equal(rig.ledger.owner[5], a.id);
+});
+
+t.test('RETURNED_IN_USED: a return says so in its used len, a gift and a frame do not', async (t) => {
+  const { rig, a, b, fw, step } = pair(t, { returnedInUsed: true });
+  const RETURNED_LEN = (HDR | USED_LEN_RETURNED) >>> 0;
+  // A frame b has no posting for comes back to a, RETURNED in the used len and in the header.
+  b.port.postings.takeShared(5);
+  const ret = a.postShared(5);
+  a.port.ingestRx();
+  a.sendShared(5, frame(mac(2), mac(1)));
+  fw.forward(a.port, 0, b.port);
+  step('after the return');
+  t.same(a.flushAndReap().rx, [{ id: ret, len: RETURNED_LEN }], 'used len 12 | USED_LEN_RETURNED');
+  t.ok(a.hdrFlags(5) & VIRTIO_NET_HDR_F_RETURNED, 'the header flagged as well');
+  t.equal(rig.ledger.owner[5], a.id);
+  // A gift of a's that b cannot take comes back the same way.
+  b.port.postings.takeShared(6);
+  const ret6 = a.postShared(6);
+  a.port.ingestRx();
+  a.sendGift([6]);
+  fw.forward(a.port, 0, b.port);
+  step('after the gift\'s return');
+  t.same(a.flushAndReap().rx, [{ id: ret6, len: RETURNED_LEN }], 'a gift RETURNED: the bit too');
+  // A delivered frame and a gift back are plain lengths; b did not ack the bit and never sees it.
+  const aHead = a.postShared(3);
+  a.port.ingestRx();
+  const bHead = b.port.postings.sharedPosting(3) & 0xffff;
+  a.sendShared(3, frame(mac(2), mac(1), 100, 1));
+  fw.forward(a.port, 0, b.port);
+  t.same(b.flushAndReap().rx, [{ id: bHead, len: HDR + 100 }], 'a frame: its length');
+  b.sendGift([3]);
+  fw.forward(b.port, 0, a.port);
+  step('after the gift back');
+  t.same(a.flushAndReap().rx, [{ id: aHead, len: HDR }], 'a gift: 12 exactly');
+  // b did not ack the bit: its returns are 12 bytes, as before.
+  a.port.postings.takeShared(40);
+  const bRet = b.postShared(40);
+  b.port.ingestRx();
+  b.sendShared(40, frame(mac(1), mac(2)));
+  fw.forward(b.port, 0, a.port);
+  t.same(b.flushAndReap().rx, [{ id: bRet, len: HDR }], 'b\'s return: 12 bytes');
+  step('end');
 });
 
 t.test('no return slot: counted, the buffer stays the sender\'s', async (t) => {

@@ -6,16 +6,20 @@
  * in the same order, the same counters, the same pool (its buffers in the
  * same order, paused or not). Both run over the same random completions:
  * frames, gifts, gift-chain links, gifts RETURNED, frames marked RETURNED,
- * refused postings, in batches cut by random limits.
+ * refused postings, in batches cut by random limits; with and without
+ * PROTOCOL_F_RETURNED_IN_USED (the switch then marks RETURNED in the used
+ * len too). And completionKind itself: with that bit the used len alone
+ * decides, the header is read only for a RETURNED completion.
  */
 import t from 'tap';
 import { BufferPool } from '../../src/guest/buffer-pool';
 import { DriverCounters } from '../../src/guest/counters';
-import { GuestDataPath } from '../../src/guest/data-path';
+import { GuestDataPath, NO_EXTENSIONS } from '../../src/guest/data-path';
+import { Completion, completionKind } from '../../src/guest/fixed-descs';
 import { GUEST_GPA, GuestMemory } from '../../src/guest/guest-memory';
 import { QueuePair } from '../../src/guest/queue-pair';
 import { SharedRegion } from '../../src/guest/shared-region';
-import { VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../../src/vhost/protocol';
+import { USED_LEN_RETURNED, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../../src/vhost/protocol';
 import { VIRTIO_NET_HDR_SIZE } from '../../src/virtio/defs';
 import { DriverQueue } from '../../src/virtio/driver-queue';
 import { SplitRing } from '../../src/virtio/ring';
@@ -36,14 +40,14 @@ interface Side {
 }
 
 /** A data path over plain memory; rxNum >= BUF_COUNT gives fixed rx descriptors, less the general path. */
-function side(rxNum: number): Side {
+function side(rxNum: number, returnedInUsed: boolean): Side {
   const sh = new SharedRegion(new ArrayBuffer(BUF_COUNT * BUF_SIZE), 0x2000_0000, BUF_SIZE, BUF_COUNT, 0, OWNED, false);
   const gm = new GuestMemory([rxNum, 256], 0, 2048, (size) => ({ buffer: new ArrayBuffer(size), fd: -1, gpaBase: GUEST_GPA, close: () => {} }));
   const qp = new QueuePair(new DriverQueue(new SplitRing(rxNum, gm.ringParts(0)), false), new DriverQueue(new SplitRing(256, gm.ringParts(1)), false));
   const pool = new BufferPool(BUF_COUNT, Infinity, Infinity, () => 0);
   const counters = new DriverCounters();
   const rx = { rxToken: new Int32Array(BUF_COUNT), rxLen: new Uint32Array(BUF_COUNT), rxQueue: new Uint8Array(BUF_COUNT) };
-  const dp = new GuestDataPath(sh, gm, [qp], pool, counters, rx, () => {}, 0, 0);
+  const dp = new GuestDataPath(sh, gm, [qp], pool, counters, rx, () => {}, 0, 0, { ...NO_EXTENSIONS, returnedInUsed });
   dp.postInitial();
   return { dp, qp, pool, counters, rx, sh };
 }
@@ -75,8 +79,10 @@ function state(s: Side, n: number) {
   };
 }
 
-t.test('receiveFixed ends where the general receive loop ends', async (t) => {
+for (const returnedInUsed of [false, true]) t.test(`receiveFixed ends where the general receive loop ends${returnedInUsed ? ', RETURNED in the used len' : ''}`, async (t) => {
   const next = prngU32(0x7ec0); // deterministic: a failure reproduces
+  // What the switch writes as used len for a completion flagged so (PortQueues.returnedLen).
+  const usedLen = (len: number, flags: number) => (returnedInUsed && flags & VIRTIO_NET_HDR_F_RETURNED ? (len | USED_LEN_RETURNED) >>> 0 : len);
   const KINDS: Array<[len: number, flags: number]> = [
     [60 + VIRTIO_NET_HDR_SIZE, 0], // a frame
     [1500 + VIRTIO_NET_HDR_SIZE, 0],
@@ -84,7 +90,7 @@ t.test('receiveFixed ends where the general receive loop ends', async (t) => {
     [VIRTIO_NET_HDR_SIZE, 0], // a gift chain's link
     [VIRTIO_NET_HDR_SIZE, VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED], // our gift, back
     [VIRTIO_NET_HDR_SIZE, VIRTIO_NET_HDR_F_RETURNED],
-    [60 + VIRTIO_NET_HDR_SIZE, VIRTIO_NET_HDR_F_RETURNED], // a frame of ours, back
+    [60 + VIRTIO_NET_HDR_SIZE, VIRTIO_NET_HDR_F_GIFT_BUFFER], // a frame with a lying header
     [0, 0], // a refused posting
     [VIRTIO_NET_HDR_SIZE - 1, 0],
   ];
@@ -92,8 +98,8 @@ t.test('receiveFixed ends where the general receive loop ends', async (t) => {
   let calls = 0;
   const seen = new Set<number>();
   for (let trial = 0; trial < 300; trial++) {
-    const fixed = side(BUF_COUNT);
-    const general = side(OWNED);
+    const fixed = side(BUF_COUNT, returnedInUsed);
+    const general = side(OWNED, returnedInUsed);
     t.ok(fixed.qp.rxq.reserved === BUF_COUNT && general.qp.rxq.reserved === 0, 'one side has fixed rx descriptors, the other not');
     // Some of the posted buffers complete, in a random order, each as a random kind.
     const posted = Array.from({ length: BUF_COUNT - OWNED }, (_, i) => OWNED + i);
@@ -106,8 +112,8 @@ t.test('receiveFixed ends where the general receive loop ends', async (t) => {
       const kind = next() % KINDS.length;
       seen.add(kind);
       const [len, flags] = KINDS[kind];
-      complete(fixed, b, len, flags);
-      complete(general, b, len, flags);
+      complete(fixed, b, usedLen(len, flags), flags);
+      complete(general, b, usedLen(len, flags), flags);
     }
     // Received in calls of random limits until nothing is left.
     for (let guard = 0; guard < 100; guard++) {
@@ -123,4 +129,43 @@ t.test('receiveFixed ends where the general receive loop ends', async (t) => {
   }
   t.equal(seen.size, KINDS.length, 'every kind of completion came up');
   t.ok(trials === 300 && calls > 300, `${trials} trials, ${calls} receive calls compared`);
+});
+
+t.test('completionKind: RETURNED_IN_USED decides by the used len, reading the header only for a RETURNED one', async (t) => {
+  const mem = new Uint8Array(8);
+  const HDR = VIRTIO_NET_HDR_SIZE;
+  const RET = VIRTIO_NET_HDR_F_RETURNED;
+  const GIFT = VIRTIO_NET_HDR_F_GIFT_BUFFER;
+  const kind = (len: number, flags: number, inUsed: boolean) => {
+    mem[4] = flags;
+    return completionKind(len, mem, 4, inUsed);
+  };
+  // Without the bit the header says it (ownership rules 4, 5).
+  t.equal(kind(HDR, 0, false), Completion.Gift, 'a chain link');
+  t.equal(kind(HDR, GIFT, false), Completion.Gift, 'a gift head');
+  t.equal(kind(HDR, RET, false), Completion.Returned, 'a frame of ours, back');
+  t.equal(kind(HDR, GIFT | RET, false), Completion.ReturnedGift, 'a gift of ours, back');
+  t.equal(kind(72, 0, false), Completion.Frame, 'a frame');
+  t.equal(kind(72, GIFT, false), Completion.Gift, 'a frame flagged GIFT_BUFFER is taken as handed back');
+  t.equal(kind(HDR - 1, 0, false), Completion.Refused, 'a refused posting');
+  // With it, a header that says otherwise changes nothing unless the used len says RETURNED.
+  t.equal(kind(HDR, GIFT | RET, true), Completion.Gift, '12 bytes: a gift, whatever the header');
+  t.equal(kind(72, GIFT | RET, true), Completion.Frame, 'longer: a frame, whatever the header');
+  t.equal(kind((HDR | USED_LEN_RETURNED) >>> 0, 0, true), Completion.Returned, 'RETURNED in the used len');
+  t.equal(kind((HDR | USED_LEN_RETURNED) >>> 0, GIFT | RET, true), Completion.ReturnedGift, 'RETURNED, and the header says it was our gift');
+  t.equal(kind(0, 0, true), Completion.Refused, 'a refused posting');
+  // With it the header is not even read for a gift or a frame (that read is the line transfer the bit saves).
+  let reads = 0;
+  const watched = new Proxy(mem, {
+    get: (m, k) => {
+      if (k === '4') reads++;
+      return Reflect.get(m, k);
+    },
+  });
+  completionKind(HDR, watched, 4, true);
+  completionKind(72, watched, 4, true);
+  t.equal(reads, 0, 'no header read for a gift or a frame');
+  completionKind((HDR | USED_LEN_RETURNED) >>> 0, watched, 4, true);
+  completionKind(HDR, watched, 4, false);
+  t.equal(reads, 2, 'read for a RETURNED one, and without the bit');
 });
