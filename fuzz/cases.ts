@@ -400,7 +400,9 @@ async function caseRing(r: Rng, env: CaseEnv, h: Hostile): Promise<string> {
 async function caseShared(r: Rng, env: CaseEnv, h: Hostile): Promise<string> {
   // Half the time with rx descriptors by buffer: the switch re-posts what we send, and refuses postings out of place.
   const byBuffer = r.chance(0.5);
-  const ok = await h.setup({ zeroCopy: true, num: 1024, memSize: 512 * 1024, rxByBuffer: byBuffer });
+  // Half the time told of returns in the used len (it changes only what the switch writes us).
+  const returnedInUsed = r.chance(0.5);
+  const ok = await h.setup({ zeroCopy: true, num: 1024, memSize: 512 * 1024, rxByBuffer: byBuffer, returnedInUsed });
   const g = h.geo;
   if (!ok || !g) return 'setup-refused';
   const buf = (b: number) => g.base + b * g.bufSize;

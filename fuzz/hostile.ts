@@ -13,7 +13,7 @@ import {
 } from '../bindings';
 import { decodeSharedBuffersInfo, memTable, u64, vringAddr, vringState } from '../src/vhost/codec';
 import {
-  FLAG_VERSION, PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_RX_BY_BUFFER, PROTOCOL_F_SHARED_BUFFERS, Req, VHOST_USER_F_PROTOCOL_FEATURES,
+  FLAG_VERSION, PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK, PROTOCOL_F_RETURNED_IN_USED, PROTOCOL_F_RX_BY_BUFFER, PROTOCOL_F_SHARED_BUFFERS, Req, VHOST_USER_F_PROTOCOL_FEATURES,
 } from '../src/vhost/protocol';
 import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, bit } from '../src/virtio/defs';
 import { type RawReply, RawClient } from '../test/helpers/unit-vhost-client';
@@ -86,6 +86,8 @@ export interface SetupOptions {
    * every buffer (at least num), so the switch re-posts what we send.
    */
   rxByBuffer?: boolean;
+  /** Ack PROTOCOL_F_RETURNED_IN_USED: the switch marks what it hands back in the used len. */
+  returnedInUsed?: boolean;
 }
 
 export class Hostile {
@@ -281,7 +283,8 @@ export class Hostile {
     const V = FLAG_VERSION;
     const features = bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_RING_F_EVENT_IDX);
     if (!(await this.call(Req.GET_PROTOCOL_FEATURES))) return false;
-    const pf = (o.zeroCopy ? bit(PROTOCOL_F_SHARED_BUFFERS) : 0n) | bit(PROTOCOL_F_MQ) | (o.rxByBuffer ? bit(PROTOCOL_F_RX_BY_BUFFER) : 0n);
+    const pf = (o.zeroCopy ? bit(PROTOCOL_F_SHARED_BUFFERS) : 0n) | bit(PROTOCOL_F_MQ) | (o.rxByBuffer ? bit(PROTOCOL_F_RX_BY_BUFFER) : 0n) |
+      (o.returnedInUsed ? bit(PROTOCOL_F_RETURNED_IN_USED) : 0n);
     this.send(Req.SET_PROTOCOL_FEATURES, V, u64(pf));
     this.send(Req.SET_OWNER, V);
     if (o.zeroCopy) {

@@ -52,8 +52,8 @@ export interface AttachOptions {
   swapInUsed?: boolean;
   /**
    * Ask for RETURNED in the used element (PROTOCOL_F_RETURNED_IN_USED)
-   * when offered (default true): a buffer handed back or gifted is told
-   * from the used element, so we read no header line the peer touched last.
+   * when offered (default true): a gift is told from a buffer handed back
+   * by the used element, so we read no header line the peer touched last.
    */
   returnedInUsed?: boolean;
   /** Queue pairs to open (default 1; more needs VHOST_USER_PROTOCOL_F_MQ). */

@@ -122,8 +122,8 @@ export class GuestDataPath {
   readonly swapInUsed: boolean;
   /**
    * PROTOCOL_F_RETURNED_IN_USED was acked: a RETURNED completion says so in
-   * its used len, so a 12-byte one is a gift and a longer one a frame
-   * without reading the buffer's header (completionKind).
+   * its used len, so a 12-byte one is a gift without reading the buffer's
+   * header (completionKind).
    */
   readonly returnedInUsed: boolean;
 

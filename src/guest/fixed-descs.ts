@@ -35,19 +35,21 @@ export const enum Completion {
 
 /**
  * The completion of shared buffer posting with used len len, whose header
- * is at byte at of mem (docs/protocol.md, ownership rules 4 and 5). With
- * PROTOCOL_F_RETURNED_IN_USED acked (returnedInUsed) the used len says it
- * all, and the header is read only for a RETURNED one: a 12-byte
- * completion is a gift, a longer one a frame. Without it a 12-byte or
- * flagged completion is handed back and its header says which way; that
- * read pulls the buffer's first line from the core that touched it last.
+ * is at byte at of mem (docs/protocol.md, ownership rules 4 and 5): a
+ * 12-byte or flagged completion is handed back, and the header says which
+ * way. With PROTOCOL_F_RETURNED_IN_USED acked (returnedInUsed) a 12-byte
+ * one is a gift without that read, which would pull a line from the core
+ * that touched it last only for the sender to take it again when it fills
+ * the buffer, and a return says so in its used len. A frame's header is
+ * read either way: the application reads that line next, and reading it
+ * here, among the run's independent loads, measured faster than leaving it
+ * to the application (docs/PERFORMANCE.md, "A gift's header, unread").
  */
 export function completionKind(len: number, mem: Uint8Array, at: number, returnedInUsed: boolean): Completion {
   if (len < VIRTIO_NET_HDR_SIZE) return Completion.Refused;
   if (returnedInUsed) {
     if (len === VIRTIO_NET_HDR_SIZE) return Completion.Gift;
-    if (len < USED_LEN_RETURNED) return Completion.Frame;
-    return (mem[at] & VIRTIO_NET_HDR_F_GIFT_BUFFER) !== 0 ? Completion.ReturnedGift : Completion.Returned;
+    if (len >= USED_LEN_RETURNED) return (mem[at] & VIRTIO_NET_HDR_F_GIFT_BUFFER) !== 0 ? Completion.ReturnedGift : Completion.Returned;
   }
   const flags = mem[at];
   if (len !== VIRTIO_NET_HDR_SIZE && (flags & (VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED)) === 0) return Completion.Frame;

@@ -192,7 +192,7 @@ export const PROTOCOL_F_SWAP_IN_USED = 42n;
  * (ownership rule 5) with used len VIRTIO_NET_HDR_SIZE | USED_LEN_RETURNED
  * as well as setting the header flag; a plain 12-byte completion is then
  * always a gift. So the front-end tells the two apart without reading
- * the buffer's first line, which the peer touched last and which a sender
+ * a gift's first line, which the peer touched last and which a sender
  * is about to write (pulling it over for a read costs a second transfer).
  * The gift exchange only (nothing is RETURNED with swaps).
  */

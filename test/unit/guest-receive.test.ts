@@ -8,8 +8,8 @@
  * frames, gifts, gift-chain links, gifts RETURNED, frames marked RETURNED,
  * refused postings, in batches cut by random limits; with and without
  * PROTOCOL_F_RETURNED_IN_USED (the switch then marks RETURNED in the used
- * len too). And completionKind itself: with that bit the used len alone
- * decides, the header is read only for a RETURNED completion.
+ * len too). And completionKind itself: with that bit a 12-byte completion
+ * is a gift without a header read.
  */
 import t from 'tap';
 import { BufferPool } from '../../src/guest/buffer-pool';
@@ -90,7 +90,8 @@ for (const returnedInUsed of [false, true]) t.test(`receiveFixed ends where the 
     [VIRTIO_NET_HDR_SIZE, 0], // a gift chain's link
     [VIRTIO_NET_HDR_SIZE, VIRTIO_NET_HDR_F_GIFT_BUFFER | VIRTIO_NET_HDR_F_RETURNED], // our gift, back
     [VIRTIO_NET_HDR_SIZE, VIRTIO_NET_HDR_F_RETURNED],
-    [60 + VIRTIO_NET_HDR_SIZE, VIRTIO_NET_HDR_F_GIFT_BUFFER], // a frame with a lying header
+    [60 + VIRTIO_NET_HDR_SIZE, VIRTIO_NET_HDR_F_RETURNED], // a frame-length return (a peer's lying header)
+    [60 + VIRTIO_NET_HDR_SIZE, VIRTIO_NET_HDR_F_GIFT_BUFFER], // a frame-length gift
     [0, 0], // a refused posting
     [VIRTIO_NET_HDR_SIZE - 1, 0],
   ];
@@ -131,7 +132,7 @@ for (const returnedInUsed of [false, true]) t.test(`receiveFixed ends where the 
   t.ok(trials === 300 && calls > 300, `${trials} trials, ${calls} receive calls compared`);
 });
 
-t.test('completionKind: RETURNED_IN_USED decides by the used len, reading the header only for a RETURNED one', async (t) => {
+t.test('completionKind: with RETURNED_IN_USED a 12-byte completion is a gift unread, a return says so in the used len', async (t) => {
   const mem = new Uint8Array(8);
   const HDR = VIRTIO_NET_HDR_SIZE;
   const RET = VIRTIO_NET_HDR_F_RETURNED;
@@ -148,13 +149,14 @@ t.test('completionKind: RETURNED_IN_USED decides by the used len, reading the he
   t.equal(kind(72, 0, false), Completion.Frame, 'a frame');
   t.equal(kind(72, GIFT, false), Completion.Gift, 'a frame flagged GIFT_BUFFER is taken as handed back');
   t.equal(kind(HDR - 1, 0, false), Completion.Refused, 'a refused posting');
-  // With it, a header that says otherwise changes nothing unless the used len says RETURNED.
+  // With it, 12 bytes are a gift whatever the header says; a return says so in the used len; frames as without.
   t.equal(kind(HDR, GIFT | RET, true), Completion.Gift, '12 bytes: a gift, whatever the header');
-  t.equal(kind(72, GIFT | RET, true), Completion.Frame, 'longer: a frame, whatever the header');
+  t.equal(kind(72, 0, true), Completion.Frame, 'longer: a frame');
+  t.equal(kind(72, GIFT, true), Completion.Gift, 'longer and flagged GIFT_BUFFER: handed back, as without');
   t.equal(kind((HDR | USED_LEN_RETURNED) >>> 0, 0, true), Completion.Returned, 'RETURNED in the used len');
   t.equal(kind((HDR | USED_LEN_RETURNED) >>> 0, GIFT | RET, true), Completion.ReturnedGift, 'RETURNED, and the header says it was our gift');
   t.equal(kind(0, 0, true), Completion.Refused, 'a refused posting');
-  // With it the header is not even read for a gift or a frame (that read is the line transfer the bit saves).
+  // With it a gift's header is not even read (that read is the line transfer the bit saves).
   let reads = 0;
   const watched = new Proxy(mem, {
     get: (m, k) => {
@@ -163,9 +165,9 @@ t.test('completionKind: RETURNED_IN_USED decides by the used len, reading the he
     },
   });
   completionKind(HDR, watched, 4, true);
-  completionKind(72, watched, 4, true);
-  t.equal(reads, 0, 'no header read for a gift or a frame');
+  t.equal(reads, 0, 'no header read for a gift');
   completionKind((HDR | USED_LEN_RETURNED) >>> 0, watched, 4, true);
+  completionKind(72, watched, 4, true);
   completionKind(HDR, watched, 4, false);
-  t.equal(reads, 2, 'read for a RETURNED one, and without the bit');
+  t.equal(reads, 3, 'read for a return, for a frame, and for any 12-byte one without the bit');
 });
