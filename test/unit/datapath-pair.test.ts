@@ -92,8 +92,10 @@ t.test('no posting at the peer: copied into a classic rx buffer, buffer returned
   t.equal(b.port.counters.txPackets, 1);
 });
 
-t.test('no posting and no classic buffer: no-rx-buffer, returned', async (t) => {
-  const { rig, a, b, fw, step } = pair(t);
+const RETURNED_LEN = (HDR | USED_LEN_RETURNED) >>> 0;
+
+for (const returnedInUsed of [false, true]) t.test(`no posting and no classic buffer: no-rx-buffer, returned${returnedInUsed ? ' (RETURNED in the used len)' : ''}`, async (t) => {
+  const { rig, a, b, fw, step } = pair(t, { returnedInUsed });
   b.port.postings.takeShared(5);
   const ret = a.postShared(5);
   a.port.ingestRx();
@@ -101,24 +103,14 @@ t.test('no posting and no classic buffer: no-rx-buffer, returned', async (t) => 
   fw.forward(a.port, 0, b.port);
   step('after drop');
   t.equal(a.port.counters.drops[Drop.NoRxBuffer], 1);
-  t.same(a.flushAndReap().rx, [{ id: ret, len: HDR }], 'returned');
+  t.same(a.flushAndReap().rx, [{ id: ret, len: returnedInUsed ? RETURNED_LEN : HDR }], returnedInUsed ? 'returned, used len 12 | USED_LEN_RETURNED' : 'returned');
+  t.ok(a.hdrFlags(5) & VIRTIO_NET_HDR_F_RETURNED, 'flagged RETURNED in the header');
   t.equal(rig.ledger.owner[5], a.id);
 });
 
-t.test('RETURNED_IN_USED: a return says so in its used len, a gift and a frame do not', async (t) => {
-  const { rig, a, b, fw, step } = pair(t, { returnedInUsed: true });
-  const RETURNED_LEN = (HDR | USED_LEN_RETURNED) >>> 0;
-  // A frame b has no posting for comes back to a, RETURNED in the used len and in the header.
-  b.port.postings.takeShared(5);
-  const ret = a.postShared(5);
-  a.port.ingestRx();
-  a.sendShared(5, frame(mac(2), mac(1)));
-  fw.forward(a.port, 0, b.port);
-  step('after the return');
-  t.same(a.flushAndReap().rx, [{ id: ret, len: RETURNED_LEN }], 'used len 12 | USED_LEN_RETURNED');
-  t.ok(a.hdrFlags(5) & VIRTIO_NET_HDR_F_RETURNED, 'the header flagged as well');
-  t.equal(rig.ledger.owner[5], a.id);
-  // A gift of a's that b cannot take comes back the same way.
+t.test('RETURNED_IN_USED: a gift returned says so in its used len, a gift and a frame delivered do not', async (t) => {
+  const { a, b, fw, step } = pair(t, { returnedInUsed: true });
+  // A gift of a's that b cannot take comes back with the bit.
   b.port.postings.takeShared(6);
   const ret6 = a.postShared(6);
   a.port.ingestRx();
