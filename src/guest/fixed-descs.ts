@@ -34,16 +34,16 @@ export const enum Completion {
 }
 
 /**
- * The completion of shared buffer posting with used len len, whose header
- * is at byte at of mem (docs/protocol.md, ownership rules 4 and 5): a
+ * What the completion of a shared buffer's posting with used len len is (its header
+ * at byte at of mem; docs/protocol.md, ownership rules 4 and 5): a
  * 12-byte or flagged completion is handed back, and the header says which
  * way. With PROTOCOL_F_RETURNED_IN_USED acked (returnedInUsed) a 12-byte
  * one is a gift without that read, which would pull a line from the core
  * that touched it last only for the sender to take it again when it fills
  * the buffer, and a return says so in its used len. A frame's header is
- * read either way: the application reads that line next, and reading it
- * here, among the run's independent loads, measured faster than leaving it
- * to the application (docs/PERFORMANCE.md, "A gift's header, unread").
+ * read either way: the application reads that line next, and builds that
+ * left it to the application, whose checks then touched it first, were
+ * slower in every A/B (docs/PERFORMANCE.md, "A gift's header, unread").
  */
 export function completionKind(len: number, mem: Uint8Array, at: number, returnedInUsed: boolean): Completion {
   if (len < VIRTIO_NET_HDR_SIZE) return Completion.Refused;
