@@ -27,6 +27,11 @@ import { QueuePair } from './queue-pair';
 import { regionFromBar } from './shared-bar';
 import { type SharedRegion, fetchSharedRegion } from './shared-region';
 
+/** The zcswitch extensions beside SHARED_BUFFERS: the AttachOptions field that declines each (asked for by default) and its bit. */
+const EXTENSIONS = [
+  ['rxByBuffer', PROTOCOL_F_RX_BY_BUFFER], ['swapInUsed', PROTOCOL_F_SWAP_IN_USED], ['returnedInUsed', PROTOCOL_F_RETURNED_IN_USED],
+] as const;
+
 /** What the handshake needs: how to reach the switch and how to size rings and memory. */
 export interface AttachOptions {
   socketPath: string;
@@ -129,21 +134,12 @@ export class GuestAttachment {
   /** Shared-BAR mode: the region file (sent with SET_MEM_TABLE). */
   private barFd = -1;
   private barGpa = 0;
-  /** The switch re-posts what we send (PROTOCOL_F_RX_BY_BUFFER acked; it applies where GuestDataPath keeps descriptor b for buffer b). */
-  get rxByBuffer(): boolean {
-    return hasBit(this.fe.ackedProtocol, PROTOCOL_F_RX_BY_BUFFER);
-  }
-
-  /** With swaps, a tx completion names the buffer we got in exchange in its used len (PROTOCOL_F_SWAP_IN_USED acked). */
-  get swapInUsed(): boolean {
-    return hasBit(this.fe.ackedProtocol, PROTOCOL_F_SWAP_IN_USED);
-  }
-
-  /** The extensions acked beside SHARED_BUFFERS, for GuestDataPath. */
+  /** The extensions acked beside SHARED_BUFFERS (EXTENSIONS), for GuestDataPath. */
   get extensions(): AckedExtensions {
     const acked = this.fe.ackedProtocol;
     return {
-      rxByBuffer: this.rxByBuffer, swapInUsed: this.swapInUsed, returnedInUsed: hasBit(acked, PROTOCOL_F_RETURNED_IN_USED),
+      rxByBuffer: hasBit(acked, PROTOCOL_F_RX_BY_BUFFER), swapInUsed: hasBit(acked, PROTOCOL_F_SWAP_IN_USED),
+      returnedInUsed: hasBit(acked, PROTOCOL_F_RETURNED_IN_USED),
     };
   }
 
@@ -171,9 +167,9 @@ export class GuestAttachment {
     if (this.protocol) {
       const pf = decodeU64(await fe.call(Req.GET_PROTOCOL_FEATURES));
       const askShared = o.zeroCopy !== false && o.sharedBarFile === undefined;
-      const wantP = bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_MQ) | (askShared ? bit(PROTOCOL_F_SHARED_BUFFERS) : 0n) |
-        (askShared && o.rxByBuffer !== false ? bit(PROTOCOL_F_RX_BY_BUFFER) : 0n) | (askShared && o.swapInUsed !== false ? bit(PROTOCOL_F_SWAP_IN_USED) : 0n) |
-        (askShared && o.returnedInUsed !== false ? bit(PROTOCOL_F_RETURNED_IN_USED) : 0n);
+      let wantP = bit(PROTOCOL_F_REPLY_ACK) | bit(PROTOCOL_F_MQ) | (askShared ? bit(PROTOCOL_F_SHARED_BUFFERS) : 0n);
+      // Each extension with zero copy, unless its option says no.
+      for (const [option, b] of EXTENSIONS) if (askShared && o[option] !== false) wantP |= bit(b);
       const acked = pf & wantP;
       await fe.send(Req.SET_PROTOCOL_FEATURES, u64(acked));
       fe.ackedProtocol = acked;
