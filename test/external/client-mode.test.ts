@@ -14,7 +14,7 @@ import { GuestDriver } from '../../src/guest/driver';
 import { type Testpmd, startTestpmd, testpmdPath, endTxonlyRun } from '../helpers/dpdk';
 import { requireProgram } from '../helpers/external';
 import { NetResponder } from '../helpers/net';
-import { counters, startSwitch, tempDir, vm, waitAttached, waitFor } from '../helpers/procs';
+import { counters, startSwitch, tempDir, vm, waitAttached, waitFor, waitForLog } from '../helpers/procs';
 import { QEMU_BIN, QemuGuest, findQemu } from '../helpers/qemu';
 
 const skipDpdk = requireProgram(t, 'dpdk-testpmd', 'apt-get install dpdk (or set ZC_DPDK_TESTPMD)', testpmdPath());
@@ -111,7 +111,7 @@ t.test('QEMU chardev server=on on a client-mode port: the guest pings a guest-dr
   const p = await g.result('ping');
   t.ok(p.ok, `the guest (QEMU listening) pinged the guest-driver VM through the switch: ${p.line}`);
   t.ok(h.echoAnswered >= 3, `the responder answered its echo requests (${h.echoAnswered})`);
-  t.match(sw.stderr(), /client-mode port: connected to the front-end/, 'the switch connected to QEMU');
+  t.ok(await waitForLog(sw, /client-mode port: connected to the front-end/), 'the switch connected to QEMU');
   t.equal(await g.poweredOff(), 0, 'the guest powered off');
   const s = await sw.stats();
   t.ok(s.ledger.ok, 'ledger balanced');

@@ -10,7 +10,7 @@ import t from 'tap';
 import { GuestDriver } from '../../src/guest/driver';
 import { NetResponder } from '../helpers/net';
 import { requireProgram } from '../helpers/external';
-import { counters, restartSwitch, startSwitch, waitAttached, waitFor, type SwitchProc } from '../helpers/procs';
+import { counters, restartSwitch, startSwitch, waitAttached, waitFor, waitForLog, type SwitchProc } from '../helpers/procs';
 import { type GuestOptions, QEMU_BIN, QemuGuest, findQemu, guestImage, uniqueMac } from '../helpers/qemu';
 
 const PAIR = { ports: [{ name: 'vm1' }, { name: 'vm2' }], pairs: [['vm1', 'vm2']] };
@@ -90,7 +90,7 @@ t.test('two QEMU guests on vm1/vm2: ping both ways, 1 MiB over TCP with matching
       `${p.name}: no descriptor problems (${JSON.stringify(c.drops)})`);
   }
   await ledgerOk(t, sw);
-  t.match(sw.stderr(), /"port":"vm1".*front-end disconnected/, 'the switch logged the guests leaving');
+  t.ok(await waitForLog(sw, /"port":"vm1".*front-end disconnected/), 'the switch logged the guests leaving');
   t.equal(sw.child.exitCode, null, 'switch still running');
 });
 
@@ -119,7 +119,7 @@ t.test('two QEMU guests with the region as an ivshmem BAR: the switch finds it i
     t.ok(c.copied >= 3, `${p.name}: the kernel's driver's packets went through the copy path (${c.copied})`);
     t.equal(c.zeroCopy, 0, `${p.name}: nothing zero-copy (no driver uses the BAR)`);
   }
-  t.match(sw.stderr(), /"port":"vm1".*shared region recognised in the memory table/, 'logged for vm1');
+  t.ok(await waitForLog(sw, /"port":"vm1".*shared region recognised in the memory table/), 'logged for vm1');
   // Both pinged each other; now let them go (role wait ends on "stop").
   a.type('stop');
   b.type('stop');

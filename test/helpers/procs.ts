@@ -137,7 +137,16 @@ export function vm(sw: { dir: string }, port: string, args: string[]): Proc & { 
   return { ...p, result };
 }
 
-/** Wait until the switch shows these ports attached with running queues. */
+/**
+ * The first line of the switch's log (stderr) that matches `re`, once there
+ * is one. The log comes over a pipe: a reply the switch sent later on a
+ * socket can reach the test before it, so a check right after a reply waits.
+ */
+export async function waitForLog(sw: SwitchProc, re: RegExp, timeoutMs = 10000): Promise<string> {
+  const line = await waitFor(`a log line matching ${re}`, () => sw.stderr().split('\n').find((l) => re.test(l)), timeoutMs);
+  return line as string; // waitFor returns only once fn gave a line
+}
+
 /** The switch's JSON log lines (stderr) from offset `from` on (sw.stderr().length marks a point); a line that does not parse is { unparsed }. */
 export function logLines(sw: SwitchProc, from = 0): Record<string, unknown>[] {
   return sw.stderr().slice(from).split('\n').filter((l) => l.startsWith('{')).map((l) => {
