@@ -4,7 +4,7 @@
  * rate is the sum over the receivers of what the switch delivered to them
  * in the measured window. With --pin the switch's main thread gets CPU 0,
  * its workers CPUs 1..W (forwarding.cpus) and the VMs the CPUs after those,
- * in turn (docs/PERFORMANCE.md, "Many pairs across workers").
+ * in turn (docs/PERFORMANCE.md, "Data-path workers").
  */
 import fs from 'node:fs';
 import os from 'node:os';

@@ -1,5 +1,5 @@
 /**
- * Checksum and segmentation offloads between ports (docs/design.md,
+ * Checksum and segmentation offloads between ports (docs/qemu.md,
  * "Offloads"). A sender that negotiated CSUM / HOST_TSO4 / HOST_TSO6 /
  * HOST_ECN may hand the switch a frame whose checksum is left open
  * (VIRTIO_NET_HDR_F_NEEDS_CSUM) or a TCP segment of up to 64 KiB with

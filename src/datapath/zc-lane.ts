@@ -109,7 +109,7 @@ export function laneOpen(src: LanePort, dst: LanePort | null): boolean {
  * The loops below read every field they use into a local first and call
  * nothing that is not inlined: a call in the loop makes the compiled code
  * reload each field (and check its type) for every packet, about 5% of
- * the switch's time per packet (docs/PERFORMANCE.md, "Fields read once per
+ * the switch's time per packet (docs/performance-log.md, "Fields read once per
  * burst, gift chains that stay put"). Descriptor flags are read from the
  * descriptor's last 32-bit word (flags | next << 16) so a ring is one typed
  * array.

@@ -147,7 +147,7 @@ export class GuestDataPath {
    * descriptor is always free when it is posted, and the descriptor's
    * words never change, so they are written once and then only made
    * available again. The switch then reads a descriptor line that stays in
-   * its cache instead of one this VM just wrote (docs/PERFORMANCE.md, "The
+   * its cache instead of one this VM just wrote (docs/performance-log.md, "The
    * zero-copy fast lane and a cheaper guest driver"). Swaps rewrite rx descriptors, so
    * they take descriptors as they come.
    */

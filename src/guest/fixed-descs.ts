@@ -7,7 +7,7 @@
  * Free functions over locals, as the switch's lanes are
  * (src/datapath/zc-lane.ts): each reads the ring's and the region's fields
  * once and writes the ring index and the counters back once, instead of a
- * method call per packet that reloads them (docs/PERFORMANCE.md, "The guest
+ * method call per packet that reloads them (docs/performance-log.md, "The guest
  * driver's loops over locals").
  */
 import { USED_LEN_RETURNED, VIRTIO_NET_HDR_F_GIFT_BUFFER, VIRTIO_NET_HDR_F_RETURNED } from '../vhost/protocol';
@@ -43,7 +43,7 @@ export const enum Completion {
  * the buffer, and a return says so in its used len. A frame's header is
  * read either way: the application reads that line next, and builds that
  * left it to the application, whose checks then touched it first, were
- * slower in every A/B (docs/PERFORMANCE.md, "A gift's header, unread").
+ * slower in every A/B (docs/performance-log.md, "A gift's header, unread").
  */
 export function completionKind(len: number, mem: Uint8Array, at: number, returnedInUsed: boolean): Completion {
   if (len < VIRTIO_NET_HDR_SIZE) return Completion.Refused;

@@ -85,7 +85,7 @@ function le(b0: number, b1: number, b2: number, b3: number): number {
  * from the receiver that read it last, and a read before the store would
  * bring it over twice (once to read, once more to own) where the receiver
  * runs on another core. Comparing first, as this once did, paid off only
- * with the receiver on this core (docs/PERFORMANCE.md, "A gift's header,
+ * with the receiver on this core (docs/performance-log.md, "A gift's header,
  * unread"). The frame must start 4-byte aligned (a shared buffer's frame
  * does: buffer + 12).
  */

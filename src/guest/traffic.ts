@@ -315,7 +315,7 @@ export class TrafficVm {
    * receiveBatch for frames checked by their test header alone (no echo,
    * no --gso, no payload check): a loop that only checks and counts, the
    * fields it uses read once, and the buffers handed back in one call
-   * after it (docs/PERFORMANCE.md, "The guest driver's loops over locals").
+   * after it (docs/performance-log.md, "The guest driver's loops over locals").
    */
   private checkHeaders(n: number): number {
     const drv = this.drv;
@@ -413,7 +413,7 @@ export class TrafficVm {
    * buffer's line was last read by the receiver, its stores wait for the
    * line, and stores leave a core in order, so other stores between them
    * would keep fewer of the burst's lines on their way at once
-   * (docs/PERFORMANCE.md, "The guest driver's loops over locals").
+   * (docs/performance-log.md, "The guest driver's loops over locals").
    */
   private sendShared(budget: number, now: number): number {
     const o = this.o;

@@ -41,7 +41,7 @@ export function writeNetHdr(mem: Uint8Array, off: number, flags: number, numBuff
  * Each word is stored only when it differs: a frame sent again as it
  * arrived (an echo, a forwarding VM) or a buffer whose header already says
  * "plain frame" leaves the header's cache line clean, so the switch that
- * reads it next finds it in its own cache (docs/PERFORMANCE.md,
+ * reads it next finds it in its own cache (docs/performance-log.md,
  * "Descriptor words from our own copy, and headers written only when they
  * change").
  */
