@@ -121,8 +121,15 @@ export class Vrings {
     const old = this.mem;
     this.mem = table;
     this.ctx.log.info({ port: this.ctx.port, regions: regions.length }, 'memory table mapped');
-    this.rebuildQueues();
-    old?.unmap();
+    try {
+      this.rebuildQueues();
+    } finally {
+      // Nothing refers to the old table once this.mem is the new one, and a
+      // ring that does not fit the new table disconnects the front-end: unmap
+      // the old one (and close the fds it keeps for workers) either way, or
+      // every such message would leak them.
+      old?.unmap();
+    }
   }
 
   private setVringNum(msg: VhostMessage): void {

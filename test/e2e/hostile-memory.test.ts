@@ -192,6 +192,29 @@ for (const workers of [0, 2]) t.test(`hostile guest memory cannot kill the switc
     t.equal(sw.child.exitCode, null, 'the switch is alive');
   });
 
+  await t.test('(c3) a new memory table that leaves the running rings out: refused, and neither table is left', async (t) => {
+    const h = await hostileFrontEnd(t, sw, 'evil', 'hostile-moved');
+    const mark = sw.stderr().length;
+    const fd = memfdCreate('hostile-moved-new', MEM);
+    // One region, away from the rings' addresses: the running rings cannot be rebuilt over it.
+    h.c.send(Req.SET_MEM_TABLE, FLAG_VERSION | FLAG_NEED_REPLY, memTable([
+      { guestPhysAddr: BUF_GPA, memorySize: BigInt(MEM), userspaceAddr: BUF_UA, mmapOffset: 0n },
+    ]), [fd]);
+    closeFd(fd);
+    const line = await waitFor('the refusal log line', () =>
+      logLines(sw, mark).find((l) => l.port === 'evil' && l.req === 'SET_MEM_TABLE' && l.level === 50), 5000);
+    t.match(String(line?.msg), /vring 0: .*address 0x7f0000000000 \(\+\d+\) is not in the memory table/, `refusal names the ring: ${String(line?.msg)}`);
+    const closed = await h.c.waitClosed(5000);
+    t.ok(closed.how === 'eof' || closed.how === 'reset', 'the front-end was dropped');
+    await waitFor('port evil free again', async () => !(await sw.port('evil')).attached, 5000);
+    // The old table was replaced when the rings failed to fit the new one: it must go too, at once (not
+    // when the collector finds its buffers), with the fds kept for the workers.
+    for (const name of ['hostile-moved-rings', 'hostile-moved-bufs', 'hostile-moved-new']) {
+      t.same(heldBySwitch(sw, name), { fds: 0, maps: 0 }, `the switch holds no fd and no mapping of ${name}`);
+    }
+    t.equal(sw.child.exitCode, null, 'the switch is alive');
+  });
+
   await t.test('(d) the Shared Buffers memfd is sealed: ftruncate fails with EPERM', async (t) => {
     const c = RawClient.connect(path.join(sw.dir, 'sb.sock'));
     t.teardown(() => c.close());
