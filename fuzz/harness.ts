@@ -20,6 +20,19 @@ import { FdFactory } from './hostile';
 const CLI = path.join(__dirname, '..', 'src', 'cli', 'main.js');
 export const BYSTANDER = ['by-a', 'by-b'] as const;
 
+/**
+ * What the fuzzer's own switch forwards with (`--shape`): pairs with gifts
+ * (the default), pairs with swaps, or a learning bridge. On a bridge the
+ * hostile ports share bridge vale0 and its sharing domain, and the
+ * bystanders have a bridge (and so a MAC table and a domain) of their own:
+ * on one bridge a hostile port may lawfully send the sink frames (flooded
+ * ones learnt its MAC) or write into their in-flight buffers (one domain),
+ * and the sink would count those as bad or lost with the switch doing
+ * nothing wrong. Between bridges nothing may pass.
+ */
+export const SHAPES = ['pair', 'swap', 'bridge'] as const;
+export type Shape = (typeof SHAPES)[number];
+
 export interface FuzzOptions {
   cases: number;
   seed: number;
@@ -33,7 +46,12 @@ export interface FuzzOptions {
   pid?: number;
   ports?: string[];
   bystanderRate: number;
+  /** Our own switch only: its forwarding (SHAPES) and data-path workers (`forwarding.workers`). */
+  shape: Shape;
+  workers: number;
   maxFdGrowth: number;
+  /** After the last batch: what a leak of a few fds over the whole run would exceed. */
+  maxFdFinal: number;
   maxRssGrowthMb: number;
   /** Stop at the first failure instead of restarting the switch and going on. */
   stopOnFailure: boolean;
@@ -53,6 +71,8 @@ export interface Failure {
 
 export interface FuzzSummary {
   seed: number;
+  shape: Shape;
+  workers: number;
   cases: number;
   connected: number;
   byKind: Record<string, number>;
@@ -61,7 +81,7 @@ export interface FuzzSummary {
   batches: number;
   crashes: number;
   restarts: number;
-  fdGrowth: { final: number | null; max: number | null; bound: number };
+  fdGrowth: { final: number | null; max: number | null; bound: number; finalBound: number };
   rssGrowthMb: { final: number | null; max: number | null; bound: number };
   bystanderVerified: number;
   failures: Failure[];
@@ -150,14 +170,7 @@ class Target {
     if (this.own) {
       this.dir = this.ownDir = fs.mkdtempSync(path.join(os.tmpdir(), 'zcs-fuzz-'));
       this.ports = Array.from({ length: o.connections }, (_, i) => `fz${i}`);
-      const pairs: string[][] = [[BYSTANDER[0], BYSTANDER[1]]];
-      for (let i = 0; i + 1 < this.ports.length; i += 2) pairs.push([this.ports[i], this.ports[i + 1]]);
-      const cfg = {
-        socketDir: this.dir,
-        ports: [...BYSTANDER, ...this.ports].map((name) => ({ name })),
-        pairs,
-        log: { level: 'error' },
-      };
+      const cfg = switchConfig(this.dir, this.ports, o.shape, o.workers);
       const cfgPath = path.join(this.dir, 'switch.json');
       fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
       this.sw = spawnNode(['start', '-c', cfgPath]);
@@ -281,6 +294,23 @@ interface CheckResult {
 const DELIVERY_STALE_MS = 500;
 const VERIFIED_STALE_MS = 2500;
 
+/** The config of our own switch: the bystander pair and the hostile ports (paired fz0-fz1, fz2-fz3, ... or on a bridge), as `shape` says. */
+function switchConfig(dir: string, hostile: string[], shape: Shape, workers: number): Record<string, unknown> {
+  const cfg: Record<string, unknown> = { socketDir: dir, log: { level: 'error' } };
+  if (workers > 0) cfg.forwarding = { workers };
+  if (shape === 'bridge') {
+    cfg.mode = 'bridge';
+    cfg.ports = [...BYSTANDER.map((name) => ({ name, bridge: 'by' })), ...hostile.map((name) => ({ name }))];
+    return cfg;
+  }
+  if (shape === 'swap') cfg.forwarding = { ...(cfg.forwarding as object), pairExchange: 'swap' };
+  cfg.ports = [...BYSTANDER, ...hostile].map((name) => ({ name }));
+  const pairs: string[][] = [[BYSTANDER[0], BYSTANDER[1]]];
+  for (let i = 0; i + 1 < hostile.length; i += 2) pairs.push([hostile[i], hostile[i + 1]]);
+  cfg.pairs = pairs;
+  return cfg;
+}
+
 /** Everything that must hold after a batch, once its hostile connections are closed; `final`: also wait for the sink's next line. */
 async function checkTarget(t: Target, o: FuzzOptions, final = false): Promise<CheckResult> {
   const failures: { check: string; detail: string }[] = [];
@@ -358,6 +388,10 @@ async function checkTarget(t: Target, o: FuzzOptions, final = false): Promise<Ch
   }
   const r = res(!t.alive());
   if (r.fdGrowth !== null && r.fdGrowth > o.maxFdGrowth) failures.push({ check: 'fd-growth', detail: `${r.fdGrowth} fds more than at start (bound ${o.maxFdGrowth})` });
+  else if (final && r.fdGrowth !== null && r.fdGrowth > o.maxFdFinal) {
+    // Every hostile port is released and only the bystanders remain, as at the start: what is left over leaked.
+    failures.push({ check: 'fd-leak', detail: `${r.fdGrowth} fds more than at start after the last batch (bound ${o.maxFdFinal})` });
+  }
   if (r.rssGrowthMb !== null && r.rssGrowthMb > o.maxRssGrowthMb) {
     failures.push({ check: 'rss-growth', detail: `RSS ${r.rssGrowthMb.toFixed(1)} MiB above start (bound ${o.maxRssGrowthMb})` });
   }
@@ -365,7 +399,9 @@ async function checkTarget(t: Target, o: FuzzOptions, final = false): Promise<Ch
 }
 
 function replayCmd(o: FuzzOptions, index: number): string {
-  return `npm run fuzz -- --seed ${o.seed} --only-case ${index}`;
+  const shape = o.shape === 'pair' ? '' : ` --shape ${o.shape}`;
+  const workers = o.workers > 0 ? ` --workers ${o.workers}` : '';
+  return `npm run fuzz -- --seed ${o.seed}${shape}${workers} --only-case ${index}`;
 }
 
 function log(o: FuzzOptions, line: string): void {
@@ -501,8 +537,8 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzSummary> {
   }
   const seconds = (Date.now() - t0) / 1000;
   return {
-    seed: o.seed, cases, connected, byKind, seconds, casesPerSec: cases / seconds, batches, crashes, restarts,
-    fdGrowth: { final: fdFinal, max: fdMax, bound: o.maxFdGrowth },
+    seed: o.seed, shape: o.shape, workers: o.workers, cases, connected, byKind, seconds, casesPerSec: cases / seconds, batches, crashes, restarts,
+    fdGrowth: { final: fdFinal, max: fdMax, bound: o.maxFdGrowth, finalBound: o.maxFdFinal },
     rssGrowthMb: { final: rssFinal, max: rssMax, bound: o.maxRssGrowthMb },
     bystanderVerified: verifiedTotal, failures, ok: failures.length === 0,
   };

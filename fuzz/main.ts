@@ -8,7 +8,7 @@
 import { Command } from 'commander';
 import { intArg, numArg } from '../src/cli/args';
 import { KIND_HELP, KINDS, type Kind } from './cases';
-import { type FuzzSummary, runFuzz } from './harness';
+import { type FuzzSummary, SHAPES, type Shape, runFuzz } from './harness';
 
 interface CliOptions {
   cases: number;
@@ -22,7 +22,10 @@ interface CliOptions {
   pid?: number;
   ports?: string;
   bystanderRate: number;
+  shape: string;
+  workers: number;
   maxFdGrowth: number;
+  maxFdFinal: number;
   maxRssGrowth: number;
   stopOnFailure?: boolean;
   json?: boolean;
@@ -42,10 +45,10 @@ function parseKinds(s: string): Kind[] {
 function report(s: FuzzSummary): string {
   const g = (v: number | null, unit = '') => (v === null ? 'n/a' : `${v >= 0 ? '+' : ''}${Number.isInteger(v) ? v : v.toFixed(1)}${unit}`);
   const lines = [
-    `fuzz: ${s.cases} cases (seed ${s.seed}) in ${s.seconds.toFixed(1)} s: ${s.casesPerSec.toFixed(0)} cases/s, ${s.connected} attached; ` +
+    `fuzz: ${s.cases} cases (seed ${s.seed}, ${s.shape}${s.workers > 0 ? `, ${s.workers} worker${s.workers > 1 ? 's' : ''}` : ''}) in ${s.seconds.toFixed(1)} s: ${s.casesPerSec.toFixed(0)} cases/s, ${s.connected} attached; ` +
       Object.entries(s.byKind).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', '),
     `fuzz: crashes ${s.crashes}, restarts ${s.restarts}, failures ${s.failures.length}; ` +
-      `switch fd growth ${g(s.fdGrowth.final)} (max ${g(s.fdGrowth.max)}, bound ${s.fdGrowth.bound}), ` +
+      `switch fd growth ${g(s.fdGrowth.final)} (max ${g(s.fdGrowth.max)}, bound ${s.fdGrowth.bound}, after the last batch ${s.fdGrowth.finalBound}), ` +
       `RSS growth ${g(s.rssGrowthMb.final, ' MiB')} (max ${g(s.rssGrowthMb.max, ' MiB')}, bound ${s.rssGrowthMb.bound} MiB); bystander verified ${s.bystanderVerified}, lost 0 unless reported`,
   ];
   for (const f of s.failures) {
@@ -72,7 +75,10 @@ export function buildFuzzCli(): Command {
     .option('--pid <pid>', 'with --socket-dir: the switch pid, for the fd and RSS checks', intArg('--pid', 1))
     .option('--ports <list>', 'with --socket-dir: hostile ports (default fz0..fzN-1); the bystander pair is by-a -> by-b')
     .option('--bystander-rate <pps>', 'bystander generator rate', intArg('--bystander-rate', 1), 2000)
+    .option('--shape <shape>', `its own switch's forwarding: ${SHAPES.join(', ')} (pairs with gifts, pairs with swaps, a bridge; fuzz/README.md)`, 'pair')
+    .option('--workers <n>', 'its own switch\'s data-path worker threads (forwarding.workers)', intArg('--workers', 0, 64), 0)
     .option('--max-fd-growth <n>', 'switch fds allowed above the start after a batch', intArg('--max-fd-growth', 0), 16)
+    .option('--max-fd-final <n>', 'switch fds allowed above the start after the last batch (a leak)', intArg('--max-fd-final', 0), 4)
     .option('--max-rss-growth <MiB>', 'switch RSS allowed above the start after a batch', numArg('--max-rss-growth', 0), 128)
     .option('--stop-on-failure', 'stop at the first failure (default: restart the switch, find the culprit, go on)')
     .option('--json', 'print the summary as one JSON line')
@@ -85,10 +91,19 @@ export function buildFuzzCli(): Command {
         process.stderr.write(`zcswitch-fuzz: ${(e as Error).message}\n`);
         process.exit(2);
       }
+      if (!(SHAPES as readonly string[]).includes(c.shape)) {
+        process.stderr.write(`zcswitch-fuzz: --shape: unknown shape '${c.shape}' (known: ${SHAPES.join(', ')})\n`);
+        process.exit(2);
+      }
+      if (c.socketDir !== undefined && (c.shape !== 'pair' || c.workers > 0)) {
+        process.stderr.write('zcswitch-fuzz: --shape and --workers configure the fuzzer\'s own switch; a running one (--socket-dir) is fuzzed as it is\n');
+        process.exit(2);
+      }
       const s = await runFuzz({
         cases: c.cases, seed: c.seed, connections: c.connections, batch: c.batch, kinds, onlyCase: c.onlyCase,
         socketDir: c.socketDir, control: c.control, pid: c.pid, ports: c.ports?.split(',').map((x) => x.trim()).filter(Boolean),
-        bystanderRate: c.bystanderRate, maxFdGrowth: c.maxFdGrowth, maxRssGrowthMb: c.maxRssGrowth,
+        bystanderRate: c.bystanderRate, shape: c.shape as Shape, workers: c.workers, maxFdGrowth: c.maxFdGrowth, maxFdFinal: c.maxFdFinal,
+        maxRssGrowthMb: c.maxRssGrowth,
         stopOnFailure: !!c.stopOnFailure, json: !!c.json, verbose: !!c.verbose,
       });
       process.stdout.write(c.json ? `${JSON.stringify(s)}\n` : `${report(s)}\n`);
