@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { controlRequest } from '../src/switch/control';
 import type { SwitchStats } from '../src/switch/stats';
+import { prngU32 } from '../test/helpers/prng';
 import { sleep } from '../test/helpers/wait';
 import { type CaseResult, type Kind, KINDS, kindOf, runCase } from './cases';
 import { FdFactory } from './hostile';
@@ -49,6 +50,8 @@ export interface FuzzOptions {
   /** Our own switch only: its forwarding (SHAPES) and data-path workers (`forwarding.workers`). */
   shape: Shape;
   workers: number;
+  /** Remove and add hostile ports again while each batch runs (Churn). */
+  churn: boolean;
   maxFdGrowth: number;
   /** After the last batch: what a leak of a few fds over the whole run would exceed. */
   maxFdFinal: number;
@@ -73,6 +76,8 @@ export interface FuzzSummary {
   seed: number;
   shape: Shape;
   workers: number;
+  /** Hostile ports removed and added again (--churn). */
+  churned: number;
   cases: number;
   connected: number;
   byKind: Record<string, number>;
@@ -210,6 +215,10 @@ class Target {
     return controlRequest(this.control, { cmd: 'stats' }, 5000) as Promise<SwitchStats>;
   }
 
+  command(cmd: Record<string, unknown>): Promise<unknown> {
+    return controlRequest(this.control, cmd, 5000);
+  }
+
   alive(): boolean {
     if (this.sw) return running(this.sw);
     if (!this.pid) return true; // judged by the stats answer
@@ -293,6 +302,56 @@ interface CheckResult {
  */
 const DELIVERY_STALE_MS = 500;
 const VERIFIED_STALE_MS = 2500;
+
+/**
+ * Port churn (`--churn`): while a batch runs, one hostile pair (or, on a
+ * bridge, one port) after another is removed and added again over the
+ * control socket. The switch then drops front-ends mid-case, reclaims
+ * their buffers, frees a domain's region and makes a new one, and with
+ * workers places the new ports again. Not part of any case: a replayed
+ * case runs without it.
+ */
+class Churn {
+  private stopping = false;
+  private readonly done: Promise<void>;
+  readonly errors: string[] = [];
+  ports = 0;
+
+  constructor(private readonly t: Target, private readonly shape: Shape, seed: number) {
+    this.done = this.run(prngU32(seed ^ 0x63687572));
+  }
+
+  private async command(cmd: Record<string, unknown>): Promise<void> {
+    const r = (await this.t.command(cmd)) as { ok?: boolean; error?: string };
+    if (r?.ok !== true) throw new Error(`${cmd.cmd} ${String(cmd.name)}: ${r?.error ?? JSON.stringify(r)}`);
+  }
+
+  private async run(rnd: () => number): Promise<void> {
+    const ports = this.t.ports;
+    while (!this.stopping) {
+      const k = rnd() % Math.floor(ports.length / 2);
+      const [a, b] = this.shape === 'bridge' ? [ports[2 * k + (rnd() & 1)], null] : [ports[2 * k], ports[2 * k + 1]];
+      try {
+        await this.command({ cmd: 'port-del', name: a });
+        if (b !== null) await this.command({ cmd: 'port-del', name: b });
+        await this.command({ cmd: 'port-add', name: a });
+        if (b !== null) await this.command({ cmd: 'port-add', name: b, pair: a });
+        this.ports += b === null ? 1 : 2;
+      } catch (e) {
+        this.errors.push((e as Error).message);
+        return;
+      }
+      await sleep(5 + (rnd() % 20));
+    }
+  }
+
+  /** Stop after the pair in hand; the errors, none if every port was back. */
+  async stop(): Promise<string[]> {
+    this.stopping = true;
+    await this.done;
+    return this.errors;
+  }
+}
 
 /** The config of our own switch: the bystander pair and the hostile ports (paired fz0-fz1, fz2-fz3, ... or on a bridge), as `shape` says. */
 function switchConfig(dir: string, hostile: string[], shape: Shape, workers: number): Record<string, unknown> {
@@ -446,6 +505,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzSummary> {
   let batches = 0;
   let crashes = 0;
   let restarts = 0;
+  let churned = 0;
   let fdMax: number | null = null;
   let rssMax: number | null = null;
   let fdFinal: number | null = null;
@@ -468,7 +528,10 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzSummary> {
         nextIndex++;
       }
       const results = new Map<number, CaseResult>();
+      const churn = o.churn && t.own ? new Churn(t, o.shape, o.seed + batches) : null;
       await runBatch(t, o, indices, fds, results);
+      const churnErrors = churn === null ? [] : await churn.stop();
+      churned += churn?.ports ?? 0;
       batches++;
       cases += indices.length;
       for (const i of indices) {
@@ -479,6 +542,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzSummary> {
       }
       const last = stopping || cases >= (o.onlyCase !== undefined ? 1 : o.cases);
       const c = await checkTarget(t, o, last);
+      for (const e of churnErrors) c.failures.push({ check: 'churn', detail: `a port could not be removed or added again: ${e}` });
       if (c.fdGrowth !== null) {
         fdFinal = c.fdGrowth;
         fdMax = Math.max(fdMax ?? -Infinity, c.fdGrowth);
@@ -537,7 +601,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzSummary> {
   }
   const seconds = (Date.now() - t0) / 1000;
   return {
-    seed: o.seed, shape: o.shape, workers: o.workers, cases, connected, byKind, seconds, casesPerSec: cases / seconds, batches, crashes, restarts,
+    seed: o.seed, shape: o.shape, workers: o.workers, churned, cases, connected, byKind, seconds, casesPerSec: cases / seconds, batches, crashes, restarts,
     fdGrowth: { final: fdFinal, max: fdMax, bound: o.maxFdGrowth, finalBound: o.maxFdFinal },
     rssGrowthMb: { final: rssFinal, max: rssMax, bound: o.maxRssGrowthMb },
     bystanderVerified: verifiedTotal, failures, ok: failures.length === 0,

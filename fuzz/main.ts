@@ -24,6 +24,7 @@ interface CliOptions {
   bystanderRate: number;
   shape: string;
   workers: number;
+  churn?: boolean;
   maxFdGrowth: number;
   maxFdFinal: number;
   maxRssGrowth: number;
@@ -47,7 +48,7 @@ function report(s: FuzzSummary): string {
   const lines = [
     `fuzz: ${s.cases} cases (seed ${s.seed}, ${s.shape}${s.workers > 0 ? `, ${s.workers} worker${s.workers > 1 ? 's' : ''}` : ''}) in ${s.seconds.toFixed(1)} s: ${s.casesPerSec.toFixed(0)} cases/s, ${s.connected} attached; ` +
       Object.entries(s.byKind).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', '),
-    `fuzz: crashes ${s.crashes}, restarts ${s.restarts}, failures ${s.failures.length}; ` +
+    `fuzz: crashes ${s.crashes}, restarts ${s.restarts}, failures ${s.failures.length}${s.churned > 0 ? `, ports churned ${s.churned}` : ''}; ` +
       `switch fd growth ${g(s.fdGrowth.final)} (max ${g(s.fdGrowth.max)}, bound ${s.fdGrowth.bound}, after the last batch ${s.fdGrowth.finalBound}), ` +
       `RSS growth ${g(s.rssGrowthMb.final, ' MiB')} (max ${g(s.rssGrowthMb.max, ' MiB')}, bound ${s.rssGrowthMb.bound} MiB); bystander verified ${s.bystanderVerified}, lost 0 unless reported`,
   ];
@@ -77,6 +78,7 @@ export function buildFuzzCli(): Command {
     .option('--bystander-rate <pps>', 'bystander generator rate', intArg('--bystander-rate', 1), 2000)
     .option('--shape <shape>', `its own switch's forwarding: ${SHAPES.join(', ')} (pairs with gifts, pairs with swaps, a bridge; fuzz/README.md)`, 'pair')
     .option('--workers <n>', 'its own switch\'s data-path worker threads (forwarding.workers)', intArg('--workers', 0, 64), 0)
+    .option('--churn', 'its own switch: remove and add hostile ports again while each batch runs (fuzz/README.md)')
     .option('--max-fd-growth <n>', 'switch fds allowed above the start after a batch', intArg('--max-fd-growth', 0), 16)
     .option('--max-fd-final <n>', 'switch fds allowed above the start after the last batch (a leak)', intArg('--max-fd-final', 0), 4)
     .option('--max-rss-growth <MiB>', 'switch RSS allowed above the start after a batch', numArg('--max-rss-growth', 0), 128)
@@ -95,14 +97,14 @@ export function buildFuzzCli(): Command {
         process.stderr.write(`zcswitch-fuzz: --shape: unknown shape '${c.shape}' (known: ${SHAPES.join(', ')})\n`);
         process.exit(2);
       }
-      if (c.socketDir !== undefined && (c.shape !== 'pair' || c.workers > 0)) {
-        process.stderr.write('zcswitch-fuzz: --shape and --workers configure the fuzzer\'s own switch; a running one (--socket-dir) is fuzzed as it is\n');
+      if (c.socketDir !== undefined && (c.shape !== 'pair' || c.workers > 0 || c.churn)) {
+        process.stderr.write('zcswitch-fuzz: --shape, --workers and --churn are for the fuzzer\'s own switch; a running one (--socket-dir) is fuzzed as it is\n');
         process.exit(2);
       }
       const s = await runFuzz({
         cases: c.cases, seed: c.seed, connections: c.connections, batch: c.batch, kinds, onlyCase: c.onlyCase,
         socketDir: c.socketDir, control: c.control, pid: c.pid, ports: c.ports?.split(',').map((x) => x.trim()).filter(Boolean),
-        bystanderRate: c.bystanderRate, shape: c.shape as Shape, workers: c.workers, maxFdGrowth: c.maxFdGrowth, maxFdFinal: c.maxFdFinal,
+        bystanderRate: c.bystanderRate, shape: c.shape as Shape, workers: c.workers, churn: !!c.churn, maxFdGrowth: c.maxFdGrowth, maxFdFinal: c.maxFdFinal,
         maxRssGrowthMb: c.maxRssGrowth,
         stopOnFailure: !!c.stopOnFailure, json: !!c.json, verbose: !!c.verbose,
       });
