@@ -124,6 +124,10 @@ async function checkTarget(t: Target, o: FuzzOptions, final = false): Promise<Ch
     return res(true);
   }
   if (!st!.ledger.ok) failures.push({ check: 'ledger', detail: JSON.stringify(st!.ledger).slice(0, 400) });
+  const held = released() ? t.hostileMemory() : null;
+  if (held !== null && held.fds + held.maps > 0) {
+    failures.push({ check: 'memory-released', detail: `the released hostile ports' memfds are still held: ${held.fds} fds, ${held.maps} mappings` });
+  }
   // The bystander pair must still be moving every frame.
   if (!running(t.gen) || !running(t.sink)) {
     const who = !running(t.gen) ? t.gen : t.sink;

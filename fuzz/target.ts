@@ -224,6 +224,33 @@ export class Target {
     }
   }
 
+  /**
+   * What the switch still holds of the hostile front-ends' memfds (the
+   * fuzzer names them all `zcfuzz*`, hostile.ts): open fds and mappings. Once
+   * every hostile port is released it must be nothing: a mapping left for
+   * the garbage collector to find, or an fd kept for a worker, is a leak a
+   * front-end can repeat (src/vhost/vrings.ts, setMemTable). Null when the
+   * process cannot be read.
+   */
+  hostileMemory(): { fds: number; maps: number } | null {
+    if (!this.pid) return null;
+    try {
+      const dir = `/proc/${this.pid}/fd`;
+      let fds = 0;
+      for (const f of fs.readdirSync(dir)) {
+        try {
+          if (fs.readlinkSync(path.join(dir, f)).startsWith('/memfd:zcfuzz')) fds++;
+        } catch {
+          /* closed meanwhile */
+        }
+      }
+      const maps = fs.readFileSync(`/proc/${this.pid}/maps`, 'utf8').split('\n').filter((l) => l.includes('/memfd:zcfuzz')).length;
+      return { fds, maps };
+    } catch {
+      return null;
+    }
+  }
+
   async stop(): Promise<void> {
     await stopProc(this.gen);
     await stopProc(this.sink);
