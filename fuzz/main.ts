@@ -101,6 +101,10 @@ export function buildFuzzCli(): Command {
         process.stderr.write('zcswitch-fuzz: --shape, --workers and --churn are for the fuzzer\'s own switch; a running one (--socket-dir) is fuzzed as it is\n');
         process.exit(2);
       }
+      if (c.churn && c.connections < 2) {
+        process.stderr.write('zcswitch-fuzz: --churn needs --connections 2 or more (it churns a pair of hostile ports at a time)\n');
+        process.exit(2);
+      }
       const s = await runFuzz({
         cases: c.cases, seed: c.seed, connections: c.connections, batch: c.batch, kinds, onlyCase: c.onlyCase,
         socketDir: c.socketDir, control: c.control, pid: c.pid, ports: c.ports?.split(',').map((x) => x.trim()).filter(Boolean),
