@@ -18,7 +18,7 @@ import { FLAG_VERSION, Req, VRING_NOFD_MASK } from '../../src/vhost/protocol';
 import { SplitRing } from '../../src/virtio/ring';
 import { bystanderConfig, startBystander } from '../helpers/bystander';
 import { fileId, fileIds } from '../helpers/fds';
-import { type SwitchProc, counters, logLines, sleep, startSwitch, stopProc, tempDir, vm, waitAttached, waitFor, within } from '../helpers/procs';
+import { type SwitchProc, counters, logLines, sleep, startSwitch, stopProc, tempDir, vm, waitAttached, waitFor, waitForLogLines, within } from '../helpers/procs';
 import { RawClient, negotiateClassic, sendVringStart } from '../helpers/unit-vhost-client';
 
 const EVIL = 'evil';
@@ -122,7 +122,7 @@ function fdAttack(name: string, req: number, what: string, open: (dir: string) =
     // Not above the count before: the bystander may have finished meanwhile and closed its own fds, so fewer is no leak.
     t.ok(after <= before, `the switch's fd count is no higher than before after ${repeat} attempt(s) (${after}, before ${before})`, { fds: fdList(sw) });
     t.same(fileIds(sw.child.pid!).filter((id) => sent.has(id)), [], 'and it holds none of the attacking fds');
-    const refusals = logLines(sw, logFrom).filter((l) => typeof l.msg === 'string' && (l.msg as string).includes(`malformed request`));
+    const refusals = await waitForLogLines(sw, logFrom, (l) => typeof l.msg === 'string' && l.msg.includes('malformed request'), repeat);
     t.equal(refusals.length, repeat, `each attempt is refused and logged (${refusals.length})`);
     const msg = String(refusals[0]?.msg);
     t.match(msg, new RegExp(`${what}: vring 0 (kick|call|err) fd is not an eventfd`), 'the refusal names the request and the vring');
@@ -331,7 +331,7 @@ attack('a call eventfd made blocking and saturated: the switch stays responsive,
   const drops = counters(await sw.port(EVIL)).drops;
   t.equal(drops['call-blocked'], 1, 'counted once as call-blocked');
   t.equal(drops['bad-rx-desc'], 1, 'the refused posting was counted (the call was for it)');
-  const line = logLines(sw, logFrom).find((l) => l.msg === 'front-end disconnected' && String(l.reason).includes('call-blocked'));
+  const [line] = await waitForLogLines(sw, logFrom, (l) => l.msg === 'front-end disconnected' && String(l.reason).includes('call-blocked')).catch(() => [undefined]);
   t.ok(line, 'the disconnect is logged with reason call-blocked', { log: line ? undefined : sw.stderr().slice(logFrom).slice(-3000) });
   t.equal(line?.port, EVIL, 'and the port');
   // The counter is untouched: the switch's write never went in.

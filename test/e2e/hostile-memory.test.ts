@@ -16,7 +16,7 @@ import { VIRTIO_F_VERSION_1, VIRTQ_DESC_F_WRITE, bit } from '../../src/virtio/de
 import { SplitRing } from '../../src/virtio/ring';
 import { regionSealProblem } from '../../src/guest/shared-region';
 import { bystanderConfig, startBystander } from '../helpers/bystander';
-import { type SwitchProc, logLines, startSwitch, stopProc, vm, waitFor } from '../helpers/procs';
+import { type SwitchProc, logLines, startSwitch, stopProc, vm, waitFor, waitForLogLines } from '../helpers/procs';
 import { RawClient, sendVringStart } from '../helpers/unit-vhost-client';
 
 const MEM = 0x10000;
@@ -112,7 +112,7 @@ async function expectFault(t: Test, sw: SwitchProc, port: string, mark: number, 
   t.ok(closed.how === 'eof' || closed.how === 'reset', `the hostile connection was closed (${closed.how})`);
   await waitFor(`port ${port} detached`, async () => !(await sw.port(port)).attached, 5000);
   // The zero-filled ring also reads as garbage (its avail index jumps back): the fault must still be the reason given.
-  const gone = logLines(sw, mark).find((l) => l.port === port && l.msg === 'front-end disconnected');
+  const [gone] = await waitForLogLines(sw, mark, (l) => l.port === port && l.msg === 'front-end disconnected');
   t.equal(gone?.reason, 'guest-memory-fault', 'disconnected for the fault, not for the garbage it left in the ring');
   const st = await sw.port(port);
   t.equal((st.counters as { guestMemoryFaults: number }).guestMemoryFaults, 1, 'counted once in stats');

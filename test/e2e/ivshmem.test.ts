@@ -21,7 +21,7 @@ import { VIRTIO_NET_HDR_F_GIFT_BUFFER } from '../../src/vhost/protocol';
 import { VIRTIO_NET_HDR_SIZE } from '../../src/virtio/defs';
 import { writeNetHdr } from '../../src/virtio/net-hdr';
 import { BarFrontEnd } from '../helpers/bar-front-end';
-import { type SwitchProc, logLines, run, startSwitch, vm, waitAttached, waitFor } from '../helpers/procs';
+import { type SwitchProc, run, startSwitch, vm, waitAttached, waitFor, waitForLogLines } from '../helpers/procs';
 
 const BUF_COUNT = 64;
 const BUF_SIZE = 2048;
@@ -77,7 +77,7 @@ t.test('two BAR front-ends at different addresses: zero-copy both ways of owners
   t.ok(sa.zeroCopy && sb.zeroCopy, 'both zero-copy');
   t.equal(sa.buffersOwned, 32, 'a owns its partition');
   t.equal(sb.buffersOwned, 32, 'b owns its partition');
-  t.ok(logLines(sw).some((l) => l.port === 'a' && /recognised in the memory table/.test(String(l.msg))), 'logged');
+  t.ok(await waitForLogLines(sw, 0, (l) => l.port === 'a' && /recognised in the memory table/.test(String(l.msg))), 'logged');
 
   for (let i = pa.partitionStart; i < pa.partitionStart + pa.partitionCount; i++) a.owned.add(i);
   for (let i = pb.partitionStart; i < pb.partitionStart + pb.partitionCount; i++) b.owned.add(i);
@@ -223,7 +223,8 @@ t.test('a region mapped at the wrong offset or size is ordinary memory; the regi
     t.equal(st.sharedBar, null, `${p}: not taken as the BAR`);
     t.equal(st.zeroCopy, false, `${p}: copy path`);
     t.equal(st.buffersOwned, 0, `${p}: no partition handed out`);
-    t.equal(logLines(sw).filter((l) => l.port === p && /treated as ordinary guest memory/.test(String(l.msg))).length, 1, `${p}: logged once`);
+    const logged = await waitForLogLines(sw, 0, (l) => l.port === p && /treated as ordinary guest memory/.test(String(l.msg)));
+    t.equal(logged.length, 1, `${p}: logged once`);
   }
   // QEMU's user could try to shrink the region through the published path: the seals refuse it.
   const fd = fs.openSync(file, 'r+');

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import t, { type Test } from 'tap';
 import { controlRequest } from '../../src/switch/control';
 import { fdsLinkingTo, fileIds } from '../helpers/fds';
-import { type Proc, type SwitchProc, counters, logLines, running, sleep, startSwitch, stopProc, vm, waitAttached, waitFor } from '../helpers/procs';
+import { type Proc, type SwitchProc, counters, logLines, running, sleep, startSwitch, stopProc, vm, waitAttached, waitFor, waitForLogLines } from '../helpers/procs';
 
 async function ctl(sw: SwitchProc, cmd: object): Promise<Record<string, unknown>> {
   return (await controlRequest(sw.control, cmd)) as Record<string, unknown>;
@@ -120,7 +120,8 @@ for (const { zeroCopy, exchange } of CASES) t.test(`reloads re-pair attached por
     t.equal(c.rxPackets + dropTotal(c), n, `${name}: the switch counted every frame it took from the gen, across its move (${c.rxPackets} forwarded + ${dropTotal(c)} dropped)`);
   }
   for (const name of ['s1', 's2']) t.same(port(name).drops, {}, `${name}: no drops`);
-  const moved = logLines(sw, logFrom).filter((l) => l.msg === 'port moved to another data-path worker, next to its new peer');
+  const moved = await waitForLogLines(sw, logFrom, (l) => l.msg === 'port moved to another data-path worker, next to its new peer', 4);
+  await waitForLogLines(sw, logFrom, (l) => l.msg === 'front-end disconnected', 2);
   t.same(moved.map((l) => [l.port, l.attached]), [['g1', true], ['g2', true], ['s1', true], ['s2', true]], 'four moves, each with its front-end attached');
   t.same(logLines(sw, logFrom).filter((l) => l.msg === 'front-end disconnected').map((l) => l.port).sort(), ['g1', 'g2'],
     'the only disconnects: each gen once, when it left (the sinks stay attached)');

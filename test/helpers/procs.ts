@@ -158,6 +158,21 @@ export function logLines(sw: SwitchProc, from = 0): Record<string, unknown>[] {
   });
 }
 
+/**
+ * The switch's JSON log lines from offset `from` that match `pred`, once
+ * there are at least `n` (as waitForLog: the log may trail what the test saw
+ * on a socket). A caller that counts them checks the count itself.
+ */
+export async function waitForLogLines(
+  sw: SwitchProc, from: number, pred: (l: Record<string, unknown>) => boolean, n = 1, timeoutMs = 10000,
+): Promise<Record<string, unknown>[]> {
+  const lines = await waitFor(`${n} log line(s) matching ${pred}`, () => {
+    const m = logLines(sw, from).filter(pred);
+    return m.length >= n ? m : null;
+  }, timeoutMs);
+  return lines as Record<string, unknown>[];
+}
+
 export async function waitAttached(sw: SwitchProc, ...names: string[]): Promise<void> {
   await waitFor(`ports ${names.join(', ')} to attach`, async () => {
     const s = await sw.stats();
