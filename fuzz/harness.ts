@@ -250,7 +250,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzSummary> {
       const results = new Map<number, CaseResult>();
       const churn = o.churn && t.own ? new Churn(t, o.shape, o.seed + batches) : null;
       await runBatch(t, o, indices, fds, results);
-      const churnErrors = churn === null ? [] : await churn.stop();
+      const churnError = churn === null ? null : await churn.stop();
       churned += churn?.ports ?? 0;
       batches++;
       cases += indices.length;
@@ -262,7 +262,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzSummary> {
       }
       const last = stopping || cases >= (o.onlyCase !== undefined ? 1 : o.cases);
       const c = await checkTarget(t, o, last);
-      for (const e of churnErrors) c.failures.push({ check: 'churn', detail: `a port could not be removed or added again: ${e}` });
+      if (churnError !== null) c.failures.push({ check: 'churn', detail: `a port could not be removed or added again: ${churnError}` });
       if (c.fdGrowth !== null) {
         fdFinal = c.fdGrowth;
         fdMax = Math.max(fdMax ?? -Infinity, c.fdGrowth);

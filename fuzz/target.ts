@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { controlRequest } from '../src/switch/control';
 import type { SwitchStats } from '../src/switch/stats';
+import { memfdHeld } from '../test/helpers/fds';
 import { prngU32 } from '../test/helpers/prng';
 import { sleep } from '../test/helpers/wait';
 
@@ -235,17 +236,7 @@ export class Target {
   hostileMemory(): { fds: number; maps: number } | null {
     if (!this.pid) return null;
     try {
-      const dir = `/proc/${this.pid}/fd`;
-      let fds = 0;
-      for (const f of fs.readdirSync(dir)) {
-        try {
-          if (fs.readlinkSync(path.join(dir, f)).startsWith('/memfd:zcfuzz')) fds++;
-        } catch {
-          /* closed meanwhile */
-        }
-      }
-      const maps = fs.readFileSync(`/proc/${this.pid}/maps`, 'utf8').split('\n').filter((l) => l.includes('/memfd:zcfuzz')).length;
-      return { fds, maps };
+      return memfdHeld(this.pid, 'zcfuzz');
     } catch {
       return null;
     }
@@ -272,7 +263,8 @@ export class Target {
 export class Churn {
   private stopping = false;
   private readonly done: Promise<void>;
-  readonly errors: string[] = [];
+  /** Why the churn stopped early: a port that could not be removed or added again. */
+  error: string | null = null;
   ports = 0;
 
   constructor(private readonly t: Target, private readonly shape: Shape, seed: number) {
@@ -296,18 +288,18 @@ export class Churn {
         if (b !== null) await this.command({ cmd: 'port-add', name: b, pair: a });
         this.ports += b === null ? 1 : 2;
       } catch (e) {
-        this.errors.push((e as Error).message);
+        this.error = (e as Error).message;
         return;
       }
       await sleep(5 + (rnd() % 20));
     }
   }
 
-  /** Stop after the pair in hand; the errors, none if every port was back. */
-  async stop(): Promise<string[]> {
+  /** Stop after the pair in hand; null if every port is back, else why not. */
+  async stop(): Promise<string | null> {
     this.stopping = true;
     await this.done;
-    return this.errors;
+    return this.error;
   }
 }
 

@@ -16,6 +16,7 @@ import { VIRTIO_F_VERSION_1, VIRTQ_DESC_F_WRITE, bit } from '../../src/virtio/de
 import { SplitRing } from '../../src/virtio/ring';
 import { regionSealProblem } from '../../src/guest/shared-region';
 import { bystanderConfig, startBystander } from '../helpers/bystander';
+import { memfdHeld } from '../helpers/fds';
 import { type SwitchProc, logLines, startSwitch, stopProc, vm, waitFor, waitForLogLines } from '../helpers/procs';
 import { RawClient, sendVringStart } from '../helpers/unit-vhost-client';
 
@@ -31,18 +32,7 @@ const RING_AT = [{ desc: 0x0, avail: 0x100, used: 0x200 }, { desc: 0x1000, avail
 
 /** What the switch process holds of memfds named `name`: open fds and mappings. */
 function heldBySwitch(sw: SwitchProc, name: string): { fds: number; maps: number } {
-  const pid = sw.child.pid!;
-  const dir = `/proc/${pid}/fd`;
-  let fds = 0;
-  for (const f of fs.readdirSync(dir)) {
-    try {
-      if (fs.readlinkSync(path.join(dir, f)).includes(`/memfd:${name}`)) fds++;
-    } catch {
-      /* closed meanwhile */
-    }
-  }
-  const maps = fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n').filter((l) => l.includes(`/memfd:${name}`)).length;
-  return { fds, maps };
+  return memfdHeld(sw.child.pid!, name);
 }
 
 async function ack(t: Test, c: RawClient, req: number, what: string): Promise<void> {

@@ -52,3 +52,10 @@ export function fdsLinkingTo(pid: number, prefix: string): number[] {
     }
   });
 }
+
+/** What `pid` holds of the memfds whose name starts with `name`: open fds, and mappings (/proc/PID/maps). */
+export function memfdHeld(pid: number, name: string): { fds: number; maps: number } {
+  const fds = fdsLinkingTo(pid, `/memfd:${name}`).length;
+  const maps = fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n').filter((l) => l.includes(`/memfd:${name}`)).length;
+  return { fds, maps };
+}

@@ -142,9 +142,9 @@ export function vm(sw: { dir: string }, port: string, args: string[]): Proc & { 
  * is one. The log comes over a pipe: a reply the switch sent later on a
  * socket can reach the test before it, so a check right after a reply waits.
  */
-export async function waitForLog(sw: SwitchProc, re: RegExp, timeoutMs = 10000): Promise<string> {
-  const line = await waitFor(`a log line matching ${re}`, () => sw.stderr().split('\n').find((l) => re.test(l)), timeoutMs);
-  return line as string; // waitFor returns only once fn gave a line
+export async function waitForLog(sw: SwitchProc, re: RegExp, timeoutMs = 10000): Promise<Record<string, unknown>> {
+  const [line] = await waitForLogLines(sw, 0, (l) => re.test(JSON.stringify(l)), 1, timeoutMs);
+  return line;
 }
 
 /** The switch's JSON log lines (stderr) from offset `from` on (sw.stderr().length marks a point); a line that does not parse is { unparsed }. */
@@ -173,6 +173,7 @@ export async function waitForLogLines(
   return lines as Record<string, unknown>[];
 }
 
+/** Wait until the switch shows these ports attached with running queues. */
 export async function waitAttached(sw: SwitchProc, ...names: string[]): Promise<void> {
   await waitFor(`ports ${names.join(', ')} to attach`, async () => {
     const s = await sw.stats();
